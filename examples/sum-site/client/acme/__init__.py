@@ -1,0 +1,1 @@
+"""Acme: a SUM client site."""

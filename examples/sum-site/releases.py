@@ -1,0 +1,235 @@
+"""The releases of the example SUM client site, as small differences.
+
+The base trees are ``sum-core/`` (the sum-core Django app, at 0.6.3) and
+``client/`` (the Acme client project) beside this file. Each release applies
+an ordered list of LAYERS on top of them; build_repo.py then fills in the
+sum-core version, builds the sum-core wheel, vendors it into the client tree,
+pins it in requirements.txt, and commits and tags the client tree.
+
+A layer is a dict with any of:
+  "files": {path: text}               add or replace a whole file
+  "edits": {path: [(old, new), ...]}  replace text that must occur exactly once
+  "delete": [path, ...]               remove a file
+Paths start with "sum-core/" or "client/".
+
+Importing this module is cheap and has no side effects: ``RELEASES`` is the
+ordered list of {"tag", "sum_core", "description", "layers", "good"} dicts.
+"""
+
+# ---------------------------------------------------------------------------
+# sum-core 0.7.0: optional Lead.phone, new stylesheet.
+# ---------------------------------------------------------------------------
+PHONE = {
+    "edits": {
+        "sum-core/sum_core/models.py": [(
+            "    message = models.TextField()\n",
+            "    message = models.TextField()\n"
+            "    # db_default keeps the column DEFAULT '' in the database, so the\n"
+            "    # previous release (which knows nothing of phone) can still insert.\n"
+            '    phone = models.CharField(max_length=40, blank=True, default="", db_default="")\n',
+        )],
+        "sum-core/sum_core/forms.py": [(
+            'fields = ["name", "email", "message"]',
+            'fields = ["name", "email", "phone", "message"]',
+        )],
+    },
+    "files": {
+        "sum-core/sum_core/migrations/0002_lead_phone.py": '''\
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("sum_core", "0001_initial"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="lead",
+            name="phone",
+            field=models.CharField(blank=True, db_default="", default="", max_length=40),
+        ),
+    ]
+''',
+        "sum-core/sum_core/static/sum_core/css/main.css": '''\
+/* sum-core base stylesheet */
+body {
+  color: #0b3d91;
+  font-family: system-ui, sans-serif;
+  margin: 2rem auto;
+  max-width: 40rem;
+}
+
+form p label {
+  display: block;
+  font-weight: bold;
+}
+
+.sum-banner::after {
+  content: "sum-core 0.7.0";
+  display: block;
+  padding: 0.25rem 0.5rem;
+  background: #e8eef9;
+}
+''',
+    },
+}
+
+# ---------------------------------------------------------------------------
+# sum-core 0.7.1: a migration that adds a column, then fails.
+# ---------------------------------------------------------------------------
+BROKEN_MIGRATION = {
+    "edits": {
+        "sum-core/sum_core/models.py": [(
+            '    phone = models.CharField(max_length=40, blank=True, default="", db_default="")\n',
+            '    phone = models.CharField(max_length=40, blank=True, default="", db_default="")\n'
+            "    fax = models.CharField(max_length=40, blank=True, null=True)\n",
+        )],
+    },
+    "files": {
+        "sum-core/sum_core/migrations/0003_lead_fax_broken.py": '''\
+from django.db import migrations, models
+
+
+def backfill_fax(apps, schema_editor):
+    raise RuntimeError("deliberately broken migration in sum-core 0.7.1")
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("sum_core", "0002_lead_phone"),
+    ]
+
+    # Runs in one transaction on PostgreSQL: the AddField is rolled back too.
+    operations = [
+        migrations.AddField(
+            model_name="lead",
+            name="fax",
+            field=models.CharField(blank=True, max_length=40, null=True),
+        ),
+        migrations.RunPython(backfill_fax, migrations.RunPython.noop),
+    ]
+''',
+    },
+}
+
+# ---------------------------------------------------------------------------
+# Client: requirements.txt without gunicorn (the container cannot start).
+# ---------------------------------------------------------------------------
+NO_GUNICORN = {
+    "edits": {
+        "client/requirements.txt": [("gunicorn==23.0.0\n", "")],
+    },
+}
+
+# ---------------------------------------------------------------------------
+# sum-core 0.7.3: the homepage raises (HTTP 500); /health/ is fine.
+# ---------------------------------------------------------------------------
+HOMEPAGE_500 = {
+    "edits": {
+        "sum-core/sum_core/views.py": [(
+            'def home(request):\n    return render(request, "sum_core/home.html", _context())\n',
+            "def home(request):\n"
+            '    raise RuntimeError("deliberately broken homepage in sum-core 0.7.3")\n',
+        )],
+    },
+}
+
+# ---------------------------------------------------------------------------
+# sum-core 0.7.4: /health/ turns unhealthy (503) once this worker process has
+# been serving for more than SUM_BREAK_HEALTH_AFTER seconds (default 20),
+# counted from the first request it served.
+# ---------------------------------------------------------------------------
+TURNS_UNHEALTHY = {
+    "edits": {
+        "sum-core/sum_core/apps.py": [(
+            '    default_auto_field = "django.db.models.BigAutoField"\n',
+            '    default_auto_field = "django.db.models.BigAutoField"\n'
+            "\n"
+            "    def ready(self):\n"
+            "        from django.core.signals import request_started\n"
+            "\n"
+            "        from . import health\n"
+            "\n"
+            '        request_started.connect(health.note_request, dispatch_uid="sum_core.note_request")\n',
+        )],
+        "sum-core/sum_core/health.py": [
+            ("REDIS_TIMEOUT = 1.0\n", '''\
+REDIS_TIMEOUT = 1.0
+
+# When this worker process served its first request (time.monotonic()).
+_FIRST_REQUEST_AT = None
+
+
+def note_request(**kwargs):
+    global _FIRST_REQUEST_AT
+    if _FIRST_REQUEST_AT is None:
+        _FIRST_REQUEST_AT = time.monotonic()
+
+
+def check_lifetime():
+    """Deliberately fail once this process has served for too long."""
+    note_request()
+    limit = float(os.environ.get("SUM_BREAK_HEALTH_AFTER") or 20)
+    age = time.monotonic() - _FIRST_REQUEST_AT
+    if age > limit:
+        raise RuntimeError(
+            f"deliberately unhealthy in sum-core 0.7.4: pid {os.getpid()} has served "
+            f"for {age:.1f} s > SUM_BREAK_HEALTH_AFTER={limit:g} s"
+        )
+    return {"age_s": round(age, 1), "limit_s": limit}
+'''),
+            ('        "celery": _timed(check_celery),\n',
+             '        "celery": _timed(check_celery),\n'
+             '        "lifetime": _timed(check_lifetime),\n'),
+            ('    if not (checks["db"]["ok"] and checks["cache"]["ok"]):\n',
+             '    if not (checks["db"]["ok"] and checks["cache"]["ok"] and checks["lifetime"]["ok"]):\n'),
+        ],
+    },
+}
+
+# ---------------------------------------------------------------------------
+# sum-core 0.8.0: a stylesheet change only.
+# ---------------------------------------------------------------------------
+CSS_080 = {
+    "edits": {
+        "sum-core/sum_core/static/sum_core/css/main.css": [
+            ("  color: #0b3d91;\n", "  color: #14532d;\n"),
+            ('  content: "sum-core 0.7.0";\n', '  content: "sum-core 0.8.0";\n'),
+            ("  background: #e8eef9;\n", "  background: #e7f5ec;\n"),
+        ],
+    },
+}
+
+LAYERS = {
+    "phone": PHONE,
+    "broken-migration": BROKEN_MIGRATION,
+    "no-gunicorn": NO_GUNICORN,
+    "homepage-500": HOMEPAGE_500,
+    "turns-unhealthy": TURNS_UNHEALTHY,
+    "css-0.8.0": CSS_080,
+}
+
+# "good": a release sumbg should roll out; the others fail in the way described.
+RELEASES = [
+    {"tag": "v1.0.0", "sum_core": "0.6.3", "layers": [], "good": True,
+     "description": "First release: Lead(name, email, message, created_at), body colour #1a1a1a."},
+    {"tag": "v1.1.0", "sum_core": "0.7.0", "layers": ["phone"], "good": True,
+     "description": "Adds optional Lead.phone (migration 0002, db_default='') and a new stylesheet."},
+    {"tag": "v1.2.0-broken-migration", "sum_core": "0.7.1", "layers": ["phone", "broken-migration"],
+     "good": False,
+     "description": "Migration 0003 adds Lead.fax then raises RuntimeError; nothing persists on Postgres."},
+    {"tag": "v1.3.0-no-gunicorn", "sum_core": "0.7.2", "layers": ["phone", "no-gunicorn"], "good": False,
+     "description": "requirements.txt lacks gunicorn: the web container can never start."},
+    {"tag": "v1.4.0-homepage-500", "sum_core": "0.7.3", "layers": ["phone", "homepage-500"], "good": False,
+     "description": "The homepage raises (HTTP 500) while /health/ stays ok."},
+    {"tag": "v1.5.0-turns-unhealthy", "sum_core": "0.7.4", "layers": ["phone", "turns-unhealthy"],
+     "good": False,
+     "description": "/health/ turns 503 once a worker has served for SUM_BREAK_HEALTH_AFTER s (default 20)."},
+    {"tag": "v1.6.0", "sum_core": "0.8.0", "layers": ["phone", "css-0.8.0"], "good": True,
+     "description": "A good release after the broken ones: stylesheet change only."},
+]
+
+RELEASES_BY_TAG = {release["tag"]: release for release in RELEASES}

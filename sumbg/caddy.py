@@ -1,0 +1,236 @@
+"""The edge Caddy: config rendered from templates/caddy, validated before it
+replaces anything, reloaded only when its structure changes; traffic moves by
+atomically rewriting per-site state files Caddy reads on every request."""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from . import naming
+from .config import EdgeSettings, HostConfig
+from .docker import Engine
+from .errors import CaddyError, tail
+from .lock import SiteLock
+from .runtime import EDGE_CONTAINER, edge_project
+from .util import atomic_write, poll
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "caddy"
+PREVIEW_PORT_IN_CONTAINER = 8081
+# `{file.*}` arrived in 2.8.0 but only trims the trailing newline from 2.9.0 (caddy PR #6411);
+# before that every proxied request dials "acme-blue\n-web" and fails (templates/caddy/NOTES.md).
+MIN_CADDY_VERSION = (2, 9, 0)
+CONTAINER_CADDY_DIR = "/etc/caddy"
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+)
+
+
+def _checked_domain(domain: str) -> str:
+    # Rendering never trusts its caller: only a hostname may reach a Caddyfile.
+    return naming.validate_domain(domain)
+
+
+def render_main(edge: EdgeSettings) -> str:
+    return _env.get_template("Caddyfile.j2").render(
+        tls=edge.tls, acme_email=edge.acme_email, admin="localhost:2019",
+    )
+
+
+def render_site(slug: str, domain: str, edge: EdgeSettings) -> str:
+    return _env.get_template("site.caddy.j2").render(
+        slug=naming.validate_slug(slug), domain=_checked_domain(domain), tls=edge.tls,
+        preview_port=PREVIEW_PORT_IN_CONTAINER,
+    )
+
+
+def render_maintenance(domain: str) -> str:
+    return _env.get_template("maintenance.html.j2").render(domain=_checked_domain(domain))
+
+
+@dataclass(frozen=True)
+class EdgeFiles:
+    """The host side of /etc/caddy in the edge container."""
+
+    dir: Path
+
+    @property
+    def main(self) -> Path:
+        return self.dir / "Caddyfile"
+
+    def site(self, slug: str) -> Path:
+        return self.dir / "sites" / f"{slug}.caddy"
+
+    def maintenance_page(self, slug: str) -> Path:
+        return self.dir / "maintenance" / f"{slug}.html"
+
+    def state(self, slug: str, name: str) -> Path:
+        return self.dir / "state" / slug / name
+
+    def read_colour(self, slug: str, which: str) -> str | None:
+        try:
+            value = self.state(slug, which).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return value if value in naming.COLOURS else None
+
+    def write_colour(self, slug: str, which: str, colour: str) -> None:
+        if colour not in naming.COLOURS:
+            raise ValueError(colour)
+        atomic_write(self.state(slug, which), f"{colour}\n")
+
+    def maintenance_on(self, slug: str) -> bool:
+        return self.state(slug, "maintenance").exists()
+
+    def set_maintenance(self, slug: str, on: bool) -> None:
+        flag = self.state(slug, "maintenance")
+        if on:
+            atomic_write(flag, "on\n")
+        else:
+            flag.unlink(missing_ok=True)
+
+
+class Edge:
+    def __init__(self, host: HostConfig, engine: Engine) -> None:
+        self.host = host
+        self.engine = engine
+        self.files = EdgeFiles(host.caddy_dir)
+
+    def lock(self) -> SiteLock:
+        return SiteLock(self.host.caddy_dir / ".lock", "the edge Caddy configuration")
+
+    def desired_files(self, sites: dict[str, str]) -> dict[Path, str]:
+        """Every structural file for the given {slug: domain} sites."""
+        files = {self.files.main: render_main(self.host.edge)}
+        for slug, domain in sites.items():
+            files[self.files.site(slug)] = render_site(slug, domain, self.host.edge)
+            files[self.files.maintenance_page(slug)] = render_maintenance(domain)
+        return files
+
+    def pending_changes(self, sites: dict[str, str]) -> dict[Path, tuple[str | None, str]]:
+        changes = {}
+        for path, body in self.desired_files(sites).items():
+            current = path.read_text() if path.exists() else None
+            if current != body:
+                changes[path] = (current, body)
+        return changes
+
+    def running(self) -> bool:
+        state = self.engine.container(EDGE_CONTAINER)
+        if state is None or not state.running:
+            return False
+        owner = state.labels.get("sumbg.root")
+        if owner and owner != str(self.host.root):
+            raise CaddyError(
+                f"the edge Caddy on this host belongs to SUMBG_ROOT={owner}, not {self.host.root}; "
+                "one host has one edge (stop the other or use the same root)"
+            )
+        return True
+
+    def ensure_up(self) -> None:
+        """Start the edge if it is not running (with the config already on disk)."""
+        self.engine.ensure_network(naming.EDGE_NETWORK)
+        if self.running():
+            return
+        for slug_dir in (self.host.caddy_dir / "sites", self.host.caddy_dir / "state", self.host.www_dir):
+            slug_dir.mkdir(parents=True, exist_ok=True)
+        if not self.files.main.exists():
+            atomic_write(self.files.main, render_main(self.host.edge))
+        self.engine.compose_up(edge_project(self.host))
+        if not poll(lambda: self.engine.exec(EDGE_CONTAINER, ["caddy", "version"]).returncode == 0, 30):
+            raise CaddyError("the edge Caddy did not start", output_tail=self.engine.logs(EDGE_CONTAINER))
+        self.check_version()
+
+    def check_version(self) -> str:
+        result = self.engine.exec(EDGE_CONTAINER, ["caddy", "version"])
+        match = re.search(r"v(\d+)\.(\d+)\.(\d+)", result.stdout)
+        if not match:
+            raise CaddyError(f"cannot tell the edge Caddy's version: {result.output[:200]}")
+        version = tuple(int(part) for part in match.groups())
+        if version < MIN_CADDY_VERSION:
+            wanted = ".".join(map(str, MIN_CADDY_VERSION))
+            raise CaddyError(
+                f"the edge runs Caddy {match.group(0)}; sumbg needs {wanted} or newer for per-request "
+                f"traffic switching ({{file.*}} placeholders); set [images] caddy in sumbg.toml"
+            )
+        return match.group(0)
+
+    def validate(self, changes: dict[Path, tuple[str | None, str]]) -> None:
+        """Validate the whole config as it would be after `changes`, without touching the live files."""
+        staging = self.host.caddy_dir / ".staging"
+        if staging.exists():
+            shutil.rmtree(staging)
+        (staging / "sites").mkdir(parents=True)
+        if self.files.main.exists():
+            shutil.copy2(self.files.main, staging / "Caddyfile")
+        for existing in (self.host.caddy_dir / "sites").glob("*.caddy"):
+            shutil.copy2(existing, staging / "sites" / existing.name)
+        for path, (_, body) in changes.items():
+            relative = path.relative_to(self.host.caddy_dir)
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            (staging / relative).write_text(body)
+        argv = ["caddy", "validate", "--config", f"{CONTAINER_CADDY_DIR}/.staging/Caddyfile",
+                "--adapter", "caddyfile"]
+        try:
+            if self.running():
+                result = self.engine.exec(EDGE_CONTAINER, argv)
+            else:
+                result = self.engine.run_oneoff(
+                    self.host.images.caddy, argv,
+                    volumes=[(str(self.host.caddy_dir), CONTAINER_CADDY_DIR, "ro")],
+                )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if result.returncode != 0:
+            raise CaddyError("Caddy rejected the rendered configuration", command=argv,
+                             returncode=result.returncode, output_tail=tail(result.output, 10))
+
+    def reload(self) -> None:
+        argv = ["caddy", "reload", "--config", f"{CONTAINER_CADDY_DIR}/Caddyfile", "--adapter", "caddyfile"]
+        result = self.engine.exec(EDGE_CONTAINER, argv)
+        if result.returncode != 0:
+            raise CaddyError("caddy reload failed", command=argv, returncode=result.returncode,
+                             output_tail=tail(result.output, 10))
+
+    def apply(self, sites: dict[str, str]) -> list[str]:
+        """Bring the structural config to what `sites` needs: validate, write, reload.
+
+        Returns the files that changed (empty: nothing to do, no reload). If the
+        reload fails, the previous files are put back and reloaded.
+        """
+        changes = self.pending_changes(sites)
+        if not changes:
+            return []
+        self.validate(changes)
+        for path, (_, body) in changes.items():
+            atomic_write(path, body)
+        if self.running():
+            try:
+                self.reload()
+            except CaddyError:
+                self.restore(changes)
+                raise
+        return [str(path.relative_to(self.host.caddy_dir)) for path in changes]
+
+    def restore(self, changes: dict[Path, tuple[str | None, str]]) -> None:
+        for path, (before, _) in changes.items():
+            if before is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write(path, before)
+        if self.running():
+            self.reload()
+
+    def remove_site(self, slug: str) -> None:
+        for path in (self.files.site(slug), self.files.maintenance_page(slug)):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.host.caddy_dir / "state" / slug, ignore_errors=True)
+        if self.running():
+            self.reload()

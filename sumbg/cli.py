@@ -1,0 +1,195 @@
+"""The sumbg command line (a contract: see README.md)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from . import __version__
+from .config import load_host
+from .errors import SumbgError
+from .executor import Reporter
+
+
+class Obj:
+    def __init__(self, root: str | None, verbose: bool) -> None:
+        self.root = root
+        self.verbose = verbose
+
+    def context(self, quiet: bool = False):
+        from pathlib import Path
+
+        from .operations import Context
+        host = load_host(Path(self.root) if self.root else None)
+        return Context(host=host, reporter=Reporter(quiet=quiet))
+
+
+def emit_json(document) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+
+
+def run_reporting(as_json: bool, action):
+    """Run an operation; with --json, print its result (or its failure) as the one stdout document."""
+    try:
+        result = action()
+    except SumbgError as exc:
+        if as_json:
+            emit_json({"outcome": "failed", "exit_code": exc.exit_code, **exc.evidence(),
+                       **({"result": exc.result} if hasattr(exc, "result") else {})})
+        raise
+    if as_json:
+        emit_json(result)
+    return result
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sumbg")
+@click.option("--root", envvar="SUMBG_ROOT", help="Host root (default /srv/sum, or $SUMBG_ROOT).")
+@click.option("--verbose", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, verbose: bool) -> None:
+    """Zero-downtime blue/green upgrades of SUM client sites behind Caddy."""
+    ctx.obj = Obj(root, verbose)
+    if verbose:
+        os.environ["SUMBG_VERBOSE"] = "1"
+
+
+@cli.command()
+@click.argument("slug")
+@click.option("--repo", required=True, help="Client repository: a path or a git URL.")
+@click.option("--domain", required=True, help="The site's domain name.")
+@click.option("--ref", default=None, help="Git ref to deploy first (default: the repo's HEAD).")
+@click.option("--project", default=None, help="Django project package (default: detected).")
+@click.option("--worker-command", default="", help="Shell command of a background worker, if any.")
+@click.option("--db-port", type=click.IntRange(0, 65535), default=0,
+              help="Publish Postgres on 127.0.0.1:PORT for diagnosis (default: not published).")
+@click.option("--environment", default="production", help="Label for the sites matrix.")
+@json_option
+@click.pass_obj
+def init(obj: Obj, slug, repo, domain, ref, project, worker_command, db_port, environment, as_json):
+    """Register a site and deploy it for the first time (colour blue)."""
+    from .operations import init as do_init
+    ctx = obj.context()
+    run_reporting(as_json, lambda: do_init(ctx, slug, repo, domain, ref, project=project,
+                                           worker_command=worker_command, db_publish_port=db_port,
+                                           environment=environment))
+
+
+@cli.command()
+@click.argument("slug")
+@click.argument("ref")
+@click.option("--dry-run", is_flag=True, help="Print the exact plan and change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--allow-same-core", is_flag=True, help="Upgrade even if the sum-core pin is unchanged.")
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds to wait for another operation on the site to finish.")
+@click.option("--watch", type=click.FloatRange(0), default=None,
+              help="Seconds to watch the site after the switch (default: site.toml upgrade.watch; 0 disables).")
+@json_option
+@click.pass_obj
+def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, watch, as_json):
+    """Blue/green upgrade of SLUG to git REF."""
+    from .operations import upgrade as do_upgrade
+    ctx = obj.context()
+    run_reporting(as_json, lambda: do_upgrade(ctx, slug, ref, dry_run=dry_run, allow_same_core=allow_same_core,
+                                              lock_timeout=lock_timeout, watch=watch))
+
+
+@cli.command()
+@click.argument("slug")
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
+@json_option
+@click.pass_obj
+def rollback(obj: Obj, slug, lock_timeout, as_json):
+    """Flip SLUG's traffic back to the previous colour."""
+    from .rollback import rollback as do_rollback
+    ctx = obj.context()
+    run_reporting(as_json, lambda: do_rollback(ctx, slug, lock_timeout=lock_timeout))
+
+
+@cli.command()
+@click.argument("slug", required=False)
+@json_option
+@click.pass_obj
+def status(obj: Obj, slug, as_json):
+    """Live colour, versions and health of one site or all."""
+    from .operations import status as do_status
+    ctx = obj.context()
+    sites = do_status(ctx, slug)
+    if as_json:
+        emit_json(sites[0] if slug else {"sites": sites})
+        return
+    if not sites:
+        click.echo(f"no sites under {ctx.host.root}")
+    for site in sites:
+        health = site["health"]
+        line = (f"{site['site']:<20} {site['domain']:<28} live={site['live'] or '-':<6} "
+                f"ref={site['ref'] or '-':<12} sum-core={site['sum_core'] or '-':<8} "
+                f"health={health.get('status') or health.get('error') or health.get('http_status') or '-'}")
+        click.echo(line)
+        if site["interrupted"]:
+            op = site["operation"]
+            click.echo(f"  INTERRUPTED: {op['kind']} stopped during step {op['step']} (started {op['started_at']}); "
+                       f"run `sumbg recover {site['site']}`")
+        if site["maintenance"]:
+            click.echo("  maintenance page is ON")
+
+
+@cli.command()
+@click.argument("slug")
+@json_option
+@click.pass_obj
+def history(obj: Obj, slug, as_json):
+    """What was done to SLUG, when, and how it ended."""
+    ctx = obj.context()
+    entries = ctx.site(slug).records.operations()
+    if as_json:
+        emit_json({"site": slug, "operations": entries})
+        return
+    for entry in entries:
+        steps = ", ".join(f"{s['name']} {s['seconds']:.1f}s" for s in entry.get("steps", []))
+        moved = f" {entry.get('from') or ''} -> {entry.get('to')}" if entry.get("to") else ""
+        reason = entry.get("reason") or (entry.get("error") or {}).get("message") or ""
+        click.echo(f"{entry.get('at')}  {entry.get('operation'):<9} {entry.get('outcome', entry.get('event')):<15}"
+                   f"{moved}  {reason}".rstrip())
+        if steps:
+            click.echo(f"    {steps}")
+
+
+def main() -> None:
+    verbose = "--verbose" in sys.argv or os.environ.get("SUMBG_VERBOSE") == "1"
+    try:
+        cli.main(standalone_mode=False)
+    except SumbgError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("sumbg: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("sumbg: interrupted", err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - a user never sees a traceback unless they ask
+        if verbose:
+            raise
+        click.echo(f"sumbg: error: unexpected {type(exc).__name__}: {exc} (run with --verbose for details)",
+                   err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
+
+

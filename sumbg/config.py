@@ -1,0 +1,437 @@
+"""Host (sumbg.toml) and site (site.toml) configuration: validated once, then frozen.
+
+Every error names the file, the key and what was expected, e.g.
+``site.toml: smoke.checks[2].path: must start with /``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import naming
+from .errors import ConfigError, UsageError
+
+DEFAULT_ROOT = "/srv/sum"
+TLS_MODES = ("auto", "internal", "off")
+
+
+# ---------------------------------------------------------------- reading helpers
+
+class _Table:
+    """A TOML table with the file name and key path needed for error messages."""
+
+    def __init__(self, data: dict, file: str, prefix: str = "") -> None:
+        self.data = data
+        self.file = file
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.file}: {self.prefix}{key}"
+
+    def fail(self, key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{self.where(key)}: {expected}")
+
+    def get(self, key: str, kind: type | tuple, default: Any = None, *, required: bool = False) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            if required:
+                raise self.fail(key, "is required")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; a port of `true` is still a mistake.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(key, f"must be {_kind_name(kinds)}, not {value!r}")
+        if not isinstance(value, kinds):
+            raise self.fail(key, f"must be {_kind_name(kinds)}, not {value!r}")
+        return value
+
+    def table(self, key: str) -> "_Table":
+        value = self.get(key, dict, {})
+        return _Table(value, self.file, f"{self.prefix}{key}.")
+
+    def port(self, key: str, default: int, *, allow_zero: bool = False) -> int:
+        value = self.get(key, int, default)
+        low = 0 if allow_zero else 1
+        if not low <= value <= 65535:
+            raise self.fail(key, f"must be a port number {low}-65535, not {value}")
+        return value
+
+    def positive(self, key: str, kind: type | tuple, default: Any) -> Any:
+        value = self.get(key, kind, default)
+        if value <= 0:
+            raise self.fail(key, f"must be greater than 0, not {value}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            raise self.fail(key, f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise self.fail(unknown[0], "unknown setting")
+
+
+def _kind_name(kinds: tuple) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             dict: "a table", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _load_toml(path: Path, label: str) -> dict:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{label}: not found at {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read {path}: {exc.strerror}") from None
+
+
+# ---------------------------------------------------------------- host configuration
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    http_port: int = 80
+    https_port: int = 443
+    preview_port: int = 8081
+    bind: str = "0.0.0.0"
+    tls: str = "auto"
+    acme_email: str = ""
+
+    @property
+    def probe_host(self) -> str:
+        """Where sumbg itself reaches the edge's published ports from this host."""
+        return "127.0.0.1" if self.bind in ("0.0.0.0", "::", "") else self.bind
+
+
+@dataclass(frozen=True)
+class Images:
+    python: str = "python:3.12-slim"
+    postgres: str = "postgres:16"
+    redis: str = "redis:7"
+    caddy: str = "caddy:2"
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    root: Path
+    edge: EdgeSettings = EdgeSettings()
+    images: Images = Images()
+    ca_bundle: str = ""
+    min_free_gb: float = 2.0
+
+    @property
+    def caddy_dir(self) -> Path:
+        return self.root / "caddy"
+
+    @property
+    def www_dir(self) -> Path:
+        return self.root / "www"
+
+    def site_dir(self, slug: str) -> Path:
+        return self.root / slug
+
+
+def root_from_env() -> Path:
+    return Path(os.environ.get("SUMBG_ROOT") or DEFAULT_ROOT)
+
+
+def load_host(root: Path | None = None) -> HostConfig:
+    root = (root or root_from_env()).absolute()
+    path = root / "sumbg.toml"
+    if not path.exists():
+        return HostConfig(root=root)
+    table = _Table(_load_toml(path, "sumbg.toml"), "sumbg.toml")
+    return parse_host(table, root)
+
+
+def parse_host(table: _Table, root: Path) -> HostConfig:
+    edge_t = table.table("edge")
+    edge = EdgeSettings(
+        http_port=edge_t.port("http_port", 80),
+        https_port=edge_t.port("https_port", 443),
+        preview_port=edge_t.port("preview_port", 8081),
+        bind=edge_t.get("bind", str, "0.0.0.0"),
+        tls=edge_t.choice("tls", TLS_MODES, "auto"),
+        acme_email=edge_t.get("acme_email", str, ""),
+    )
+    if edge.acme_email and not _looks_like_email(edge.acme_email):
+        raise edge_t.fail("acme_email", "must be an email address")
+    if not _looks_like_ip(edge.bind):
+        raise edge_t.fail("bind", f"must be an IP address, not {edge.bind!r}")
+    if len({edge.http_port, edge.https_port, edge.preview_port}) != 3:
+        raise edge_t.fail("preview_port", "http_port, https_port and preview_port must all differ")
+    edge_t.reject_unknown()
+
+    images_t = table.table("images")
+    defaults = Images()
+    images = Images(**{
+        name: _image_ref(images_t, name, getattr(defaults, name))
+        for name in ("python", "postgres", "redis", "caddy")
+    })
+    images_t.reject_unknown()
+
+    build_t = table.table("build")
+    ca_bundle = build_t.get("ca_bundle", str, "")
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise build_t.fail("ca_bundle", f"file {ca_bundle} does not exist")
+    build_t.reject_unknown()
+
+    preflight_t = table.table("preflight")
+    min_free_gb = float(preflight_t.get("min_free_gb", (int, float), 2.0))
+    if min_free_gb < 0:
+        raise preflight_t.fail("min_free_gb", "must not be negative")
+    preflight_t.reject_unknown()
+    table.reject_unknown()
+    return HostConfig(root=root, edge=edge, images=images, ca_bundle=ca_bundle, min_free_gb=min_free_gb)
+
+
+def _image_ref(table: _Table, key: str, default: str) -> str:
+    value = table.get(key, str, default)
+    if not value or any(ch.isspace() for ch in value) or value.startswith("-"):
+        raise table.fail(key, f"must be an image reference like {default!r}")
+    return value
+
+
+def _looks_like_email(value: str) -> bool:
+    return "@" in value and not any(ch.isspace() or ch in "{}\"'" for ch in value)
+
+
+def _looks_like_ip(value: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------- site configuration
+
+@dataclass(frozen=True)
+class SmokeCheck:
+    path: str
+    status: int = 200
+    content_type: str = ""
+    contains: str = ""
+    json_status: tuple[str, ...] = ()
+    method: str = "GET"
+    form: tuple[tuple[str, str], ...] = ()
+    csrf_from: str = ""
+
+    def describe(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+DEFAULT_SMOKE_CHECKS = (
+    SmokeCheck(path="/health/", status=200, json_status=("ok", "degraded")),
+    SmokeCheck(path="/", status=200),
+    SmokeCheck(path="/static/sum_core/css/main.css", status=200, content_type="text/css"),
+    SmokeCheck(path="/admin/login/", status=200),
+)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    slug: str
+    domain: str
+    repo: str
+    environment: str = "production"
+    project: str = ""
+    settings_module: str = ""
+    wsgi: str = ""
+    web_workers: int = 2
+    worker_command: str = ""
+    db_publish_port: int = 0
+    health_timeout: float = 120.0
+    smoke_checks: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
+    keep_backups: int = 10
+    watch_seconds: float = 30.0
+    notes: str = ""
+    extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def db_name(self) -> str:
+        return naming.db_identifier(self.slug)
+
+    @property
+    def db_user(self) -> str:
+        return naming.db_identifier(self.slug)
+
+
+def load_site(host: HostConfig, slug: str) -> SiteConfig:
+    naming.validate_slug(slug)
+    path = host.site_dir(slug) / "site.toml"
+    if not path.exists():
+        raise UsageError(f"no site {slug!r} under {host.root} (run `sumbg init {slug} ...` first)")
+    site = parse_site(_Table(_load_toml(path, "site.toml"), "site.toml"))
+    if site.slug != slug:
+        raise ConfigError(f"site.toml: slug: is {site.slug!r} but the site folder is {slug!r}")
+    return site
+
+
+def parse_site(table: _Table) -> SiteConfig:
+    slug = table.get("slug", str, required=True)
+    if not naming.SLUG_PATTERN.fullmatch(slug):
+        raise table.fail("slug", "must match ^[a-z0-9][a-z0-9-]{0,62}$")
+    domain = table.get("domain", str, required=True)
+    if not naming.DOMAIN_PATTERN.fullmatch(domain):
+        raise table.fail("domain", "must be a hostname (lowercase letters, digits, hyphens, dots)")
+    repo = table.get("repo", str, required=True)
+    environment = table.get("environment", str, "production")
+    notes = table.get("notes", str, "")
+
+    app = table.table("app")
+    project = app.get("project", str, "")
+    if project and not project.isidentifier():
+        raise app.fail("project", "must be a Python package name")
+    settings_module = app.get("settings", str, f"{project}.settings.production" if project else "")
+    wsgi = app.get("wsgi", str, f"{project}.wsgi:application" if project else "")
+    for key, value in (("settings", settings_module), ("wsgi", wsgi)):
+        if not value or not all(part.isidentifier() for part in value.replace(":", ".").split(".")):
+            raise app.fail(key, "must be a dotted Python path (set app.project or app.settings/app.wsgi)")
+    web_workers = app.positive("web_workers", int, 2)
+    worker_command = app.get("worker_command", str, "")
+    if "\n" in worker_command:
+        raise app.fail("worker_command", "must be a single line")
+    app.reject_unknown()
+
+    env_t = table.table("env")
+    extra_env = []
+    for key in env_t.data:
+        value = env_t.get(key, str)
+        if not key.isidentifier() or "\n" in value:
+            raise env_t.fail(key, "must be NAME = \"single-line value\"")
+        extra_env.append((key, value))
+    env_t.reject_unknown()
+
+    database = table.table("database")
+    db_publish_port = database.port("publish_port", 0, allow_zero=True)
+    database.reject_unknown()
+
+    health = table.table("health")
+    health_timeout = float(health.positive("timeout", (int, float), 120))
+    health.reject_unknown()
+
+    upgrade = table.table("upgrade")
+    keep_backups = upgrade.positive("keep_backups", int, 10)
+    watch_seconds = float(upgrade.get("watch", (int, float), 30))
+    if watch_seconds < 0:
+        raise upgrade.fail("watch", "must not be negative")
+    upgrade.reject_unknown()
+
+    smoke = table.table("smoke")
+    checks_raw = smoke.get("checks", list, None)
+    smoke_checks = DEFAULT_SMOKE_CHECKS if checks_raw is None else tuple(
+        _parse_check(item, index) for index, item in enumerate(checks_raw)
+    )
+    smoke.reject_unknown()
+    table.reject_unknown()
+    return SiteConfig(
+        slug=slug, domain=domain, repo=repo, environment=environment, project=project,
+        settings_module=settings_module, wsgi=wsgi, web_workers=web_workers,
+        worker_command=worker_command, db_publish_port=db_publish_port,
+        health_timeout=health_timeout, smoke_checks=smoke_checks, keep_backups=keep_backups,
+        watch_seconds=watch_seconds, notes=notes, extra_env=tuple(extra_env),
+    )
+
+
+def _parse_check(item: Any, index: int) -> SmokeCheck:
+    if not isinstance(item, dict):
+        raise ConfigError(f"site.toml: smoke.checks[{index}]: must be a table")
+    check = _Table(item, "site.toml", f"smoke.checks[{index}].")
+    path = check.get("path", str, required=True)
+    if not path.startswith("/") or any(ch.isspace() for ch in path):
+        raise check.fail("path", "must start with / and contain no spaces")
+    status = check.get("status", int, 200)
+    if not 100 <= status <= 599:
+        raise check.fail("status", "must be an HTTP status code")
+    method = check.choice("method", ("GET", "POST"), "GET")
+    form = check.get("form", dict, {})
+    if any(not isinstance(v, str) for v in form.values()):
+        raise check.fail("form", "values must be strings")
+    json_status = check.get("json_status", list, [])
+    if any(not isinstance(v, str) for v in json_status):
+        raise check.fail("json_status", "must be a list of strings")
+    csrf_from = check.get("csrf_from", str, "")
+    if csrf_from and not csrf_from.startswith("/"):
+        raise check.fail("csrf_from", "must start with /")
+    result = SmokeCheck(
+        path=path, status=status, method=method,
+        content_type=check.get("content_type", str, ""),
+        contains=check.get("contains", str, ""),
+        json_status=tuple(json_status), form=tuple(form.items()), csrf_from=csrf_from,
+    )
+    check.reject_unknown()
+    return result
+
+
+# ---------------------------------------------------------------- writing site.toml
+
+def render_site_toml(site: SiteConfig) -> str:
+    """site.toml as `sumbg init` writes it: every setting spelled out, so people can edit it."""
+    q = json.dumps  # JSON strings are valid TOML basic strings
+    lines = [
+        "# Written by `sumbg init`; edit freely, sumbg validates it before every operation.",
+        f"slug = {q(site.slug)}",
+        f"domain = {q(site.domain)}",
+        f"repo = {q(site.repo)}",
+        f"environment = {q(site.environment)}",
+        f"notes = {q(site.notes)}",
+        "",
+        "[app]",
+        f"project = {q(site.project)}",
+        f"settings = {q(site.settings_module)}",
+        f"wsgi = {q(site.wsgi)}",
+        f"web_workers = {site.web_workers}",
+        "# A shell command for a background worker (e.g. celery -A proj worker); empty for none.",
+        f"worker_command = {q(site.worker_command)}",
+        "",
+        "[env]",
+        *(f"{key} = {q(value)}" for key, value in site.extra_env),
+        "",
+        "[database]",
+        "# Publish Postgres on 127.0.0.1:PORT for diagnosis; 0 keeps it private.",
+        f"publish_port = {site.db_publish_port}",
+        "",
+        "[health]",
+        f"timeout = {_number(site.health_timeout)}",
+        "",
+        "[upgrade]",
+        f"keep_backups = {site.keep_backups}",
+        f"watch = {_number(site.watch_seconds)}",
+        "",
+    ]
+    for check in site.smoke_checks:
+        lines.append("[[smoke.checks]]")
+        lines.append(f"path = {q(check.path)}")
+        if check.method != "GET":
+            lines.append(f"method = {q(check.method)}")
+        lines.append(f"status = {check.status}")
+        if check.content_type:
+            lines.append(f"content_type = {q(check.content_type)}")
+        if check.contains:
+            lines.append(f"contains = {q(check.contains)}")
+        if check.json_status:
+            lines.append(f"json_status = [{', '.join(q(s) for s in check.json_status)}]")
+        if check.csrf_from:
+            lines.append(f"csrf_from = {q(check.csrf_from)}")
+        if check.form:
+            lines.append("form = { " + ", ".join(f"{k} = {q(v)}" for k, v in check.form) + " }")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

@@ -1,0 +1,275 @@
+"""The Docker adapter: the only module that imports python_on_whales.
+
+Everything else asks this module for engine facts or hands it a Compose
+project description; every python_on_whales exception is translated here into
+a DockerError carrying the command, exit code and output tail.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import python_on_whales
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
+
+from .errors import DockerError, tail
+from .util import atomic_write
+
+COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
+
+
+@dataclass(frozen=True)
+class ComposeProject:
+    """A Compose project as data: files, project name and its interpolation variables."""
+
+    name: str
+    files: tuple[str, ...]
+    variables: tuple[tuple[str, str], ...]
+    env_file: Path
+    profiles: tuple[str, ...] = ()
+
+    def write_env_file(self) -> None:
+        self.env_file.parent.mkdir(parents=True, exist_ok=True)
+        body = "".join(f"{key}={_quote_env(value)}\n" for key, value in self.variables)
+        atomic_write(self.env_file, body, mode=0o600)
+
+    def client(self) -> DockerClient:
+        return DockerClient(
+            compose_files=[COMPOSE_DIR / name for name in self.files],
+            compose_project_name=self.name,
+            compose_env_files=[self.env_file],
+            compose_profiles=list(self.profiles),
+        )
+
+
+def _quote_env(value: str) -> str:
+    # Compose env files take single-quoted literals; none of our values contain quotes.
+    if "'" in value or "\n" in value:
+        raise ValueError(f"compose variable value must be one line without quotes: {value!r}")
+    return f"'{value}'"
+
+
+@dataclass
+class ExecResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).strip()
+
+
+@dataclass
+class ContainerState:
+    name: str
+    running: bool
+    status: str
+    exit_code: int | None
+    labels: dict = field(default_factory=dict)
+    image: str = ""
+
+
+def _wrap(exc: DockerException, message: str) -> DockerError:
+    output = "\n".join(part for part in (exc.stdout, exc.stderr) if part)
+    return DockerError(
+        f"{message} (exit {exc.return_code})",
+        command=_redact(exc.docker_command),
+        returncode=exc.return_code,
+        output_tail=tail(output),
+    )
+
+
+def _redact(argv: list) -> list[str]:
+    return [str(arg) for arg in argv]
+
+
+class Engine:
+    """The Docker engine on this host, plus Compose v2."""
+
+    def __init__(self) -> None:
+        self.docker = DockerClient()
+
+    # ------------------------------------------------------------ engine
+    def ping(self) -> None:
+        try:
+            self.docker.system.info()
+        except DockerException as exc:
+            raise DockerError(
+                "the Docker engine does not answer; is dockerd running? (`make setup` starts one)",
+                output_tail=tail(exc.stderr, 3),
+            ) from None
+        except python_on_whales.exceptions.ClientNotFoundError:
+            raise DockerError("the docker client is not installed (`make setup` installs it)") from None
+
+    def data_root(self) -> Path:
+        try:
+            return Path(self.docker.system.info().docker_root_dir)
+        except DockerException as exc:
+            raise _wrap(exc, "cannot read the Docker data root") from None
+
+    # ------------------------------------------------------------ images
+    def image_labels(self, tag: str) -> dict | None:
+        try:
+            image = self.docker.image.inspect(tag)
+        except NoSuchImage:
+            return None
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot inspect image {tag}") from None
+        return dict(image.config.labels or {})
+
+    def build(self, context: Path, dockerfile: Path, tag: str, labels: dict, build_args: dict) -> None:
+        try:
+            # The legacy builder needs no buildx plugin; the layer cache still applies.
+            self.docker.legacy_build(
+                context, file=dockerfile, tags=[tag], labels=labels, build_args=build_args, quiet=True
+            )
+        except DockerException as exc:
+            raise _wrap(exc, f"building image {tag} failed") from None
+
+    # ------------------------------------------------------------ networks and volumes
+    def ensure_network(self, name: str) -> None:
+        if self.docker.network.exists(name):
+            return
+        try:
+            self.docker.network.create(name, labels={"sumbg": "1"})
+        except DockerException as exc:
+            if not self.docker.network.exists(name):  # lost a race with another creator: fine
+                raise _wrap(exc, f"cannot create network {name}") from None
+
+    def remove_network(self, name: str) -> None:
+        if self.docker.network.exists(name):
+            try:
+                self.docker.network.remove(name)
+            except DockerException as exc:
+                raise _wrap(exc, f"cannot remove network {name}") from None
+
+    # ------------------------------------------------------------ containers
+    def container(self, name: str) -> ContainerState | None:
+        try:
+            c = self.docker.container.inspect(name)
+        except NoSuchContainer:
+            return None
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot inspect container {name}") from None
+        return ContainerState(
+            name=name,
+            running=bool(c.state.running),
+            status=str(c.state.status),
+            exit_code=c.state.exit_code,
+            labels=dict(c.config.labels or {}),
+            image=str(c.config.image),
+        )
+
+    def logs(self, name: str, lines: int = 30) -> str:
+        try:
+            return self.docker.container.logs(name, tail=lines)
+        except DockerException:
+            return ""
+
+    def exec(self, name: str, argv: list[str], *, user: str | None = None,
+             env: dict[str, str] | None = None) -> ExecResult:
+        """Run a command in a running container; never raises on a non-zero exit."""
+        try:
+            stdout, stderr = python_on_whales.utils.run(
+                self.docker.client_config.docker_cmd
+                + ["exec"]
+                + (["--user", user] if user else [])
+                + [arg for key in (env or {}) for arg in ("--env", key)]
+                + [name, *argv],
+                env=env or {},
+                return_stderr=True,
+            )
+            return ExecResult(0, stdout, stderr)
+        except DockerException as exc:
+            return ExecResult(exc.return_code, exc.stdout or "", exc.stderr or "")
+
+    def run_oneoff(self, image: str, argv: list[str], *, volumes: list[tuple[str, str, str]]) -> ExecResult:
+        """docker run --rm IMAGE ARGV with bind mounts; never raises on a non-zero exit."""
+        mounts = [arg for source, target, mode in volumes for arg in ("--volume", f"{source}:{target}:{mode}")]
+        try:
+            stdout, stderr = python_on_whales.utils.run(
+                self.docker.client_config.docker_cmd + ["run", "--rm", *mounts, image, *argv],
+                return_stderr=True,
+            )
+            return ExecResult(0, stdout, stderr)
+        except DockerException as exc:
+            return ExecResult(exc.return_code, exc.stdout or "", exc.stderr or "")
+
+    def containers_with_label(self, label: str) -> list[str]:
+        try:
+            return [c.name for c in self.docker.container.list(all=True, filters={"label": label})]
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot list containers labelled {label}") from None
+
+    def container_memory_bytes(self, name: str) -> int | None:
+        try:
+            stats = self.docker.container.stats(name)
+        except DockerException:
+            return None
+        return int(stats[0].memory_used) if stats else None
+
+    # ------------------------------------------------------------ compose
+    def compose_up(self, project: ComposeProject, services: list[str] | None = None, *,
+                   wait: bool = False, force_recreate: bool = False) -> None:
+        project.write_env_file()
+        try:
+            project.client().compose.up(
+                services, detach=True, wait=wait, force_recreate=force_recreate,
+                quiet=True, pull="never",
+            )
+        except DockerException as exc:
+            raise _wrap(exc, f"starting {project.name} failed") from None
+
+    def compose_stop(self, project: ComposeProject, services: list[str]) -> None:
+        project.write_env_file()
+        try:
+            project.client().compose.stop(services)
+        except DockerException as exc:
+            raise _wrap(exc, f"stopping {', '.join(services)} of {project.name} failed") from None
+
+    def compose_rm(self, project: ComposeProject, services: list[str]) -> None:
+        project.write_env_file()
+        try:
+            project.client().compose.rm(services, stop=True)
+        except DockerException as exc:
+            raise _wrap(exc, f"removing {', '.join(services)} of {project.name} failed") from None
+
+    def compose_down(self, project: ComposeProject, *, volumes: bool = False) -> None:
+        project.write_env_file()
+        try:
+            project.client().compose.down(remove_orphans=True, volumes=volumes, quiet=True)
+        except DockerException as exc:
+            raise _wrap(exc, f"removing {project.name} failed") from None
+
+    def compose_run(self, project: ComposeProject, service: str, argv: list[str]) -> ExecResult:
+        """A one-off container of a service (no aliases, no dependencies), removed afterwards."""
+        project.write_env_file()
+        cmd = project.client().client_config.docker_compose_cmd + [
+            "run", "--rm", "--no-deps", "-T", service, *argv
+        ]
+        try:
+            stdout, stderr = python_on_whales.utils.run(cmd, return_stderr=True)
+            return ExecResult(0, stdout, stderr)
+        except DockerException as exc:
+            return ExecResult(exc.return_code, exc.stdout or "", exc.stderr or "")
+
+    def project_containers(self, project_name: str) -> list[ContainerState]:
+        try:
+            found = self.docker.container.list(
+                all=True, filters={"label": f"com.docker.compose.project={project_name}"}
+            )
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot list containers of {project_name}") from None
+        return [
+            ContainerState(name=c.name, running=bool(c.state.running), status=str(c.state.status),
+                           exit_code=c.state.exit_code, labels=dict(c.config.labels or {}),
+                           image=str(c.config.image))
+            for c in found
+        ]
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    yield from (line for line in text.splitlines() if line.strip())

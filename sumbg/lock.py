@@ -1,0 +1,97 @@
+"""Per-site (and edge-wide) operation locks with a named holder.
+
+An flock on the lock file is released by the kernel when its holder dies, so a
+crashed sumbg never wedges a site; the holder's details written into the file
+let a waiting operation say who holds it, and a leftover record from a dead
+holder is reported when the lock is taken over.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from .errors import LockHeld
+from .util import utc_now
+
+
+class SiteLock:
+    def __init__(self, path: Path, label: str) -> None:
+        self.path = path
+        self.label = label
+        self._fd: int | None = None
+        self.took_over: dict | None = None
+
+    def holder(self) -> dict | None:
+        try:
+            text = self.path.read_text()
+        except OSError:
+            return None
+        try:
+            return json.loads(text) if text.strip() else None
+        except json.JSONDecodeError:
+            return None
+
+    def acquire(self, timeout: float = 0.0, command: str | None = None) -> "SiteLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockHeld(f"{self.label} is locked by {describe(self.holder())}") from None
+                time.sleep(0.2)
+        self._fd = fd
+        self.took_over = self.holder()
+        record = {
+            "pid": os.getpid(), "host": socket.gethostname(),
+            "command": command or " ".join(["sumbg", *sys.argv[1:]]), "since": utc_now(),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        os.fsync(fd)
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "SiteLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def describe(holder: dict | None) -> str:
+    if not holder:
+        return "another sumbg process"
+    return (f"pid {holder.get('pid')} on {holder.get('host')} running "
+            f"`{holder.get('command')}` since {holder.get('since')}")
+
+
+def is_held(path: Path) -> bool:
+    """Whether a live process holds the lock (without taking it for long)."""
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

@@ -1,0 +1,75 @@
+"""Names of everything sumbg creates, derived from the slug (a contract)."""
+from __future__ import annotations
+
+import re
+
+from .errors import UsageError
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# A hostname: dot-separated labels of letters, digits and inner hyphens. Nothing
+# else may reach the Caddy config, so no brace, space or newline can inject a directive.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+DOMAIN_PATTERN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+# Git ref names as git check-ref-format allows them, minus anything shell- or tag-hostile.
+REF_PATTERN = re.compile(r"^(?!.*\.\.)(?!.*//)(?!/)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/+-]{1,200}$")
+
+COLOURS = ("blue", "green")
+EDGE_PROJECT = "sum-edge"
+EDGE_NETWORK = "sum-edge"
+
+
+def validate_slug(slug: str) -> str:
+    if not SLUG_PATTERN.fullmatch(slug or ""):
+        raise UsageError(
+            f"invalid site slug {slug!r}: use 1-63 lowercase letters, digits and hyphens, starting with a letter or digit"
+        )
+    return slug
+
+
+def validate_domain(domain: str) -> str:
+    if not isinstance(domain, str) or not DOMAIN_PATTERN.fullmatch(domain):
+        raise UsageError(
+            f"invalid domain {domain!r}: only a hostname (lowercase letters, digits, hyphens and dots) is allowed"
+        )
+    return domain
+
+
+def validate_ref(ref: str) -> str:
+    if not REF_PATTERN.fullmatch(ref or "") or ref.startswith("-"):
+        raise UsageError(f"invalid git ref {ref!r}")
+    return ref
+
+
+def other_colour(colour: str) -> str:
+    return COLOURS[1] if colour == COLOURS[0] else COLOURS[0]
+
+
+def data_project(slug: str) -> str:
+    return f"sum-{slug}-data"
+
+
+def app_project(slug: str, colour: str) -> str:
+    return f"sum-{slug}-{colour}"
+
+
+def site_network(slug: str) -> str:
+    return f"sum-{slug}"
+
+
+def web_alias(slug: str, colour: str) -> str:
+    return f"{slug}-{colour}-web"
+
+
+def image_repository(slug: str) -> str:
+    return f"sum-{slug}"
+
+
+def image_tag(slug: str, ref: str) -> str:
+    # Docker tags allow [A-Za-z0-9_.-]; refs like release/1.2 become release-1.2.
+    safe_ref = re.sub(r"[^A-Za-z0-9_.-]", "-", ref)[:128]
+    return f"{image_repository(slug)}:{safe_ref}"
+
+
+def db_identifier(slug: str) -> str:
+    """The Postgres database and role name for a site."""
+    return slug.replace("-", "_")

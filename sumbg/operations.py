@@ -1,0 +1,496 @@
+"""sumbg's operations as plans: init, upgrade, and the read-only status."""
+from __future__ import annotations
+
+import difflib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+from . import build, gitrepo, naming, reports
+from .caddy import Edge
+from .config import HostConfig, SiteConfig, load_site, render_site_toml
+from .docker import Engine
+from .errors import CheckFailed, NotFound, SumbgError, UsageError
+from .executor import Plan, Reporter, Run, Step, execute
+from .lock import is_held
+from .runtime import Site
+from .smoke import Prober, live_target, preview_target
+from .stacks import Stacks
+from .util import atomic_write, utc_now
+
+SWITCH_CONFIRM_SECONDS = 15.0
+
+
+@dataclass
+class Context:
+    host: HostConfig
+    reporter: Reporter
+
+    @cached_property
+    def engine(self) -> Engine:
+        return Engine()
+
+    @cached_property
+    def edge(self) -> Edge:
+        return Edge(self.host, self.engine)
+
+    def site(self, slug: str) -> Site:
+        return Site(self.host, load_site(self.host, slug))
+
+    def stacks(self, site: Site) -> Stacks:
+        return Stacks(site, self.engine, self.edge)
+
+    def site_configs(self) -> list[SiteConfig]:
+        """Every site registered under the root whose site.toml is valid."""
+        found = []
+        for path in sorted(self.host.root.glob("*/site.toml")):
+            try:
+                found.append(load_site(self.host, path.parent.name))
+            except SumbgError:
+                continue
+        return found
+
+    def all_sites(self) -> dict[str, str]:
+        """{slug: domain} of every initialised site on this host (what the edge serves)."""
+        return {
+            config.slug: config.domain for config in self.site_configs()
+            if Site(self.host, config).records.load_state().get("live")
+        }
+
+
+def mirror_for(site: Site) -> gitrepo.Mirror:
+    return gitrepo.Mirror(site.mirror_dir, site.config.repo)
+
+
+def colour_record(image: build.ImageSpec, **extra) -> dict:
+    return {"image": image.tag, "ref": image.labels["sumbg.ref"], "commit": image.commit,
+            "sum_core": image.labels["sumbg.sum-core"] or None, "deployed_at": utc_now(), **extra}
+
+
+def expected_version(image: build.ImageSpec) -> dict:
+    return {"build": image.labels["sumbg.ref"], "git_sha": image.commit}
+
+
+# =================================================================== init
+
+def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
+         project: str | None = None, worker_command: str = "", db_publish_port: int = 0,
+         environment: str = "production") -> dict:
+    naming.validate_slug(slug)
+    naming.validate_domain(domain)
+    if ref is not None:
+        naming.validate_ref(ref)
+    site_dir = ctx.host.site_dir(slug)
+    existing_state = (site_dir / "state.json").exists() and Site(
+        ctx.host, load_site(ctx.host, slug)).records.load_state()
+    if existing_state and existing_state.get("live"):
+        site = ctx.site(slug)
+        site.records.append({"event": "noop", "operation": "init",
+                             "reason": "site already initialised; nothing changed"})
+        ctx.reporter.line(f"site {slug} is already initialised (live colour "
+                          f"{existing_state['live']}); nothing changed")
+        return {"operation": "init", "site": slug, "outcome": "noop",
+                "reason": "already initialised", "live": existing_state["live"]}
+    for other in ctx.site_configs():
+        if other.domain == domain and other.slug != slug:
+            raise UsageError(f"domain {domain} is already served by site {other.slug}")
+    repo = gitrepo.normalise_repo(repo)
+    gitrepo.check_reachable(repo)
+    ctx.engine.ping()
+
+    # Validate everything about the repo before creating anything under the root.
+    ctx.host.root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".init-{slug}-", dir=ctx.host.root))
+    try:
+        mirror = gitrepo.Mirror(scratch / "repo.git", repo)
+        mirror.sync()
+        resolved = mirror.resolve(ref or "HEAD")
+        files = mirror.list_files(resolved.commit)
+        project = project or gitrepo.detect_project(files)
+        if not project:
+            raise UsageError(f"cannot find the Django project at {resolved.ref} "
+                             "(manage.py beside <project>/wsgi.py); pass --project")
+        if not project.isidentifier():
+            raise UsageError(f"--project {project!r} is not a Python package name")
+        config = SiteConfig(slug=slug, domain=domain, repo=repo, environment=environment,
+                            project=project, settings_module=f"{project}.settings.production",
+                            wsgi=f"{project}.wsgi:application", worker_command=worker_command,
+                            db_publish_port=db_publish_port)
+        site = Site(ctx.host, config)
+        site.prepare_dirs()
+        if site.mirror_dir.exists():
+            shutil.rmtree(site.mirror_dir)
+        shutil.move(str(scratch / "repo.git"), site.mirror_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    mirror = mirror_for(site)
+    atomic_write(site.dir / "site.toml", render_site_toml(config))
+    if not site.secrets_file.exists():
+        site.write_new_secrets()
+    site.write_app_env()
+
+    pin = gitrepo.sum_core_pin(mirror.read_file(resolved.commit, "requirements.txt"))
+    image = build.image_spec(slug, resolved, pin)
+    stacks = ctx.stacks(site)
+    colour = naming.COLOURS[0]
+
+    def data(run: Run):
+        stacks.start_data()
+
+    def build_image(run: Run):
+        return build.build(ctx.engine, mirror, image, python_image=ctx.host.images.python,
+                           ca_bundle=ctx.host.ca_bundle, work_dir=site.run_dir)
+
+    def migrate(run: Run):
+        output = stacks.migrate(colour, image.tag, "This is the first deploy: no data existed before.")
+        return {"applied": sum(1 for line in output.splitlines() if "Applying" in line)}
+
+    def static(run: Run):
+        return {"summary": stacks.collectstatic(colour, image.tag)}
+
+    def start(run: Run):
+        run.on_failure(f"remove {naming.app_project(slug, colour)}", lambda: stacks.remove_colour(colour))
+        stacks.start_web(colour, image.tag)
+        stacks.start_worker(colour)
+
+    def edge(run: Run):
+        ctx.edge.files.write_colour(slug, "live", colour)
+        ctx.edge.files.write_colour(slug, "preview", naming.other_colour(colour))
+        with ctx.edge.lock().acquire(timeout=60):
+            sites = {**ctx.all_sites(), slug: domain}
+            changed = ctx.edge.apply(sites)
+            run.on_failure(f"remove {slug} from the edge Caddy", lambda: ctx.edge.remove_site(slug))
+            ctx.edge.ensure_up()
+        return {"changed": changed}
+
+    def health(run: Run):
+        with Prober() as prober:
+            answer = prober.wait_healthy(live_target(ctx.host.edge, domain), site.config.health_timeout,
+                                         expect_version=expected_version(image))
+        if answer is None:
+            raise CheckFailed("no health answer")
+        return {"health": answer.status, "version": answer.version}
+
+    def record(run: Run):
+        run.state.update({"slug": slug, "live": colour, "previous": None,
+                          "colours": {colour: colour_record(image, status="live")}})
+        run.save_state()
+        run.forget_cleanups()
+
+    plan = Plan("init", slug, (
+        Step("data", f"start {naming.data_project(slug)} (Postgres, Redis)", data),
+        Step("build", f"build {image.tag} from {resolved.ref} ({resolved.commit[:12]})", build_image),
+        Step("migrate", f"migrate in a one-off container of {image.tag}", migrate),
+        Step("static", f"collectstatic into {site.static_dir(colour)}", static),
+        Step("start", f"start {naming.app_project(slug, colour)}", start),
+        Step("edge", f"route {domain} through the edge Caddy to {colour}", edge),
+        Step("health", f"wait for /health/ through Caddy (Host: {domain})", health),
+        Step("record", "write state.json", record),
+    ), facts={"ref": resolved.ref, "commit": resolved.commit, "sum_core": pin, "colour": colour})
+    try:
+        with site.lock().acquire(command=f"sumbg init {slug}"):
+            result = execute(plan, site.records, ctx.reporter, command=f"init {slug}")
+    finally:
+        reports.regenerate(ctx.host)
+    target = live_target(ctx.host.edge, domain)
+    result["url"] = target.base_url
+    ctx.reporter.line(f"{slug} is live: curl -H 'Host: {domain}' -H 'X-Forwarded-Proto: https' {target.base_url}/")
+    return result
+
+
+# =================================================================== upgrade
+
+@dataclass(frozen=True)
+class UpgradeFacts:
+    live: str
+    idle: str
+    live_record: dict
+    image: build.ImageSpec
+    live_core: str | None
+    new_core: str | None
+
+
+def gather_upgrade(ctx: Context, site: Site, ref: str) -> UpgradeFacts:
+    state = site.records.load_state()
+    live = state.get("live")
+    if not live:
+        raise UsageError(f"site {site.slug} has no live colour yet; run `sumbg init` first")
+    mirror = mirror_for(site)
+    mirror.sync()
+    resolved = mirror.resolve(ref)
+    new_core = gitrepo.sum_core_pin(mirror.read_file(resolved.commit, "requirements.txt"))
+    live_record = state["colours"][live]
+    return UpgradeFacts(live=live, idle=naming.other_colour(live), live_record=live_record,
+                        image=build.image_spec(site.slug, resolved, new_core),
+                        live_core=live_record.get("sum_core"), new_core=new_core)
+
+
+def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_same_core: bool = False,
+            lock_timeout: float = 0.0, watch: float | None = None) -> dict:
+    site = ctx.site(slug)
+    naming.validate_ref(ref)
+    lock = site.lock()
+    if not dry_run:
+        lock.acquire(timeout=lock_timeout, command=f"sumbg upgrade {slug} {ref}")
+        if lock.took_over:
+            ctx.reporter.line(f"warning: took over a lock left by a dead process ({lock.took_over})")
+    try:
+        facts = gather_upgrade(ctx, site, ref)
+        plan = upgrade_plan(ctx, site, facts, allow_same_core=allow_same_core,
+                            watch=site.config.watch_seconds if watch is None else watch)
+        if dry_run:
+            return dry_run_report(ctx, site, plan, facts)
+        try:
+            return execute(plan, site.records, ctx.reporter, command=f"upgrade {slug} {ref}")
+        finally:
+            reports.regenerate(ctx.host)
+    finally:
+        lock.release()
+
+
+def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_core: bool,
+                 watch: float) -> Plan:
+    slug, domain = site.slug, site.config.domain
+    stacks = ctx.stacks(site)
+    image, live, idle = facts.image, facts.live, facts.idle
+    backup_name = stacks.backup_name(image.labels["sumbg.ref"])
+    live_target_ = live_target(ctx.host.edge, domain)
+    preview = preview_target(ctx.host.edge, domain)
+    restore_hint = f"Backup {site.backups_dir / backup_name}; to restore it: sumbg restore {slug} {site.backups_dir / backup_name} --yes"
+
+    def preflight(run: Run):
+        ctx.engine.ping()
+        if not stacks.web_running(live):
+            raise CheckFailed(f"the live colour's web ({site.web_container(live)}) is not running; "
+                              f"{stacks.web_exit_summary(live)}")
+        with Prober() as prober:
+            health = prober.health(live_target_)
+        if not health.passing:
+            raise CheckFailed(f"the live site is not healthy through Caddy: {health.answer.describe()}")
+        problems = stacks.free_space_problems(ctx.host.min_free_gb)
+        if problems:
+            raise CheckFailed("not enough free disk: " + "; ".join(problems))
+        core = f"{facts.live_core} -> {facts.new_core}"
+        run.say(f"sum-core {core}")
+        if facts.live_core == facts.new_core and not allow_same_core:
+            raise CheckFailed(f"sum-core pin is unchanged ({facts.new_core}) between the live release and "
+                              f"{image.labels['sumbg.ref']}; pass --allow-same-core to upgrade anyway")
+        if stacks.colour_exists(idle):
+            run.say(f"{idle} still holds {stacks.recorded_image(idle)} (the rollback target); "
+                    "it will be replaced")
+        return {"sum_core": core, "health": health.status}
+
+    def build_image(run: Run):
+        return build.build(ctx.engine, mirror_for(site), image, python_image=ctx.host.images.python,
+                           ca_bundle=ctx.host.ca_bundle, work_dir=site.run_dir)
+
+    def backup(run: Run):
+        taken = stacks.backup(backup_name)
+        run.notes["backup"] = taken.path.name
+        protected = {taken.path.name} | {
+            rec.get("backup") for rec in run.state.get("colours", {}).values() if rec.get("backup")
+        }
+        removed = stacks.prune_backups(site.config.keep_backups, protected)
+        run.say(f"{taken.path.name}: {taken.size} bytes, {taken.entries} entries, sha256 {taken.sha256[:16]}...")
+        return {**taken.record(), "pruned": removed}
+
+    def migrate(run: Run):
+        planned = stacks.migration_plan(idle, image.tag)
+        run.say("migration plan: " + (planned.replace("\n", "; ")[:400] or "none"))
+        output = stacks.migrate(idle, image.tag, restore_hint)
+        return {"plan": planned, "applied": sum(1 for line in output.splitlines() if "Applying" in line)}
+
+    def start(run: Run):
+        if stacks.colour_exists(idle):
+            stacks.remove_colour(idle)
+            run.state.setdefault("colours", {}).pop(idle, None)
+            if run.state.get("previous") == idle:
+                run.state["previous"] = None
+            run.save_state()
+        run.on_failure(f"remove the new colour {naming.app_project(slug, idle)}",
+                       lambda: stacks.remove_colour(idle))
+        summary = stacks.collectstatic(idle, image.tag)
+        stacks.start_web(idle, image.tag)
+        ctx.edge.files.write_colour(slug, "preview", idle)
+        with Prober() as prober:
+            try:
+                answer = prober.wait_healthy(preview, site.config.health_timeout,
+                                             expect_version=expected_version(image))
+            except CheckFailed as exc:
+                exc.message = (f"the new colour {idle} never became healthy: {exc.message}; "
+                               f"{stacks.web_exit_summary(idle)}")
+                exc.colour = idle
+                exc.output_tail = ((exc.output_tail or "") + "\n--- last web log lines ---\n"
+                                   + stacks.web_logs(idle)).strip()
+                raise
+        return {"static": summary, "health": answer.status}
+
+    def smoke(run: Run):
+        results = []
+        with Prober() as prober:
+            for check in site.config.smoke_checks:
+                try:
+                    results.append(prober.check(preview, check))
+                except CheckFailed as exc:
+                    exc.colour = idle
+                    raise
+        return {"checks": results}
+
+    def switch(run: Run):
+        def switch_back():
+            ctx.edge.files.write_colour(slug, "live", live)
+            with Prober() as prober:
+                prober.wait_healthy(live_target_, SWITCH_CONFIRM_SECONDS)
+
+        run.on_failure(f"switch traffic back to {live}", switch_back)
+        started = time.monotonic()
+        ctx.edge.files.write_colour(slug, "live", idle)
+        with Prober() as prober:
+            answer = prober.wait_healthy(live_target_, SWITCH_CONFIRM_SECONDS,
+                                         expect_version=expected_version(image))
+        flip = round(time.monotonic() - started, 3)
+        run.notes["flip_seconds"] = flip
+        ctx.edge.files.write_colour(slug, "preview", live)
+        run.forget_cleanups()
+        run.state["live"] = idle
+        run.state["previous"] = live
+        run.state.setdefault("colours", {})[idle] = colour_record(image, status="live",
+                                                                  backup=run.notes.get("backup"))
+        run.state["colours"][live] = {**facts.live_record, "status": "idle"}
+        run.save_state()
+        return {"flip_seconds": flip, "version": answer.version}
+
+    def workers(run: Run):
+        stopped = stacks.stop_worker(live)
+        started = stacks.start_worker(idle)
+        if not stopped and not started:
+            return {"outcome": "skipped", "reason": "no worker configured"}
+        return {"stopped": live if stopped else None, "started": idle if started else None}
+
+    def watch_step(run: Run):
+        return watch_after_switch(ctx, site, run, watch, new=idle, old=live)
+
+    steps = [
+        Step("preflight", f"engine, live {live} web, health through Caddy, disk, sum-core "
+                          f"{facts.live_core} -> {facts.new_core}", preflight),
+        Step("build", f"build {image.tag} from {image.labels['sumbg.ref']} ({image.commit[:12]})", build_image,
+             {"image": image.tag, "commit": image.commit}),
+        Step("backup", f"pg_dump to {site.backups_dir / backup_name}, verify", backup,
+             {"backup": str(site.backups_dir / backup_name)}),
+        Step("migrate", f"migrate --plan, then migrate in a one-off {image.tag} container", migrate),
+        Step("start", f"collectstatic and start {naming.app_project(slug, idle)}, wait for health "
+                      "through the preview listener", start,
+             {"project": naming.app_project(slug, idle)}),
+        Step("smoke", f"{len(site.config.smoke_checks)} smoke checks through the preview listener", smoke,
+             {"checks": [c.describe() for c in site.config.smoke_checks]}),
+        Step("switch", f"point {domain} at {idle} (state/{slug}/live: {live} -> {idle}), confirm the "
+                       "new version through Caddy", switch),
+        Step("workers", f"stop {live}'s worker, start {idle}'s; keep {live}'s web for rollback", workers),
+    ]
+    if watch > 0:
+        steps.append(Step("watch", f"watch health and smoke paths through Caddy for {watch:g}s; "
+                                   "roll back by itself on failure", watch_step))
+    return Plan("upgrade", slug, tuple(steps), facts={
+        "from": facts.live_record.get("ref"), "to": image.labels["sumbg.ref"],
+        "from_colour": live, "to_colour": idle,
+        "sum_core": {"from": facts.live_core, "to": facts.new_core},
+    })
+
+
+def watch_after_switch(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, old: str) -> dict:
+    """After a switch: watch the live site; on a failure, flip back to `old` and fail the operation."""
+    from .rollback import flip_to  # imported late: rollback builds on this module
+
+    target = live_target(ctx.host.edge, site.config.domain)
+    deadline = time.monotonic() + seconds
+    rounds = 0
+    with Prober() as prober:
+        while time.monotonic() < deadline:
+            rounds += 1
+            problem = None
+            health = prober.health(target)
+            if not health.passing:
+                problem = f"/health/ through Caddy: {health.answer.describe()}"
+            else:
+                for check in site.config.smoke_checks:
+                    if check.method != "GET":
+                        continue
+                    try:
+                        prober.check(target, check)
+                    except CheckFailed as exc:
+                        problem = exc.message
+                        break
+            if problem:
+                run.say(f"watch saw a failure: {problem}; rolling back to {old}")
+                flip = flip_to(ctx, site, run, target_colour=old, from_colour=new)
+                run.notes["reverted"] = {"reason": problem, "flip_seconds": flip}
+                raise CheckFailed(
+                    f"after the switch the site failed ({problem}); rolled back to {old} by itself "
+                    f"in {flip:.3f}s", colour=new)
+            time.sleep(1.0)
+    return {"rounds": rounds, "seconds": seconds}
+
+
+def dry_run_report(ctx: Context, site: Site, plan: Plan, facts: UpgradeFacts) -> dict:
+    changes = ctx.edge.pending_changes(ctx.all_sites())
+    diff = "".join(
+        "".join(difflib.unified_diff((before or "").splitlines(True), after.splitlines(True),
+                                     str(path), str(path)))
+        for path, (before, after) in changes.items()
+    )
+    report = plan.describe()
+    report.update({
+        "dry_run": True,
+        "image": facts.image.tag,
+        "compose_projects": [naming.data_project(site.slug), naming.app_project(site.slug, facts.idle)],
+        "caddy_config_diff": diff or "(no structural change: no reload)",
+        "traffic_switch": f"{ctx.edge.files.state(site.slug, 'live')}: {facts.live} -> {facts.idle}",
+    })
+    ctx.reporter.line(f"dry run: sumbg upgrade {site.slug} {facts.image.labels['sumbg.ref']} would:")
+    for index, step in enumerate(plan.steps, 1):
+        ctx.reporter.line(f"  {index}. {step.name}: {step.summary}")
+    ctx.reporter.line(f"  caddy config: {report['caddy_config_diff']}")
+    ctx.reporter.line(f"  traffic switch: {report['traffic_switch']}")
+    return report
+
+
+# =================================================================== status
+
+def status(ctx: Context, slug: str | None) -> list[dict]:
+    if slug:
+        slugs = [ctx.site(slug).slug]
+    else:
+        slugs = [path.parent.name for path in sorted(ctx.host.root.glob("*/site.toml"))]
+    return [site_status(ctx, ctx.site(s)) for s in slugs]
+
+
+def site_status(ctx: Context, site: Site) -> dict:
+    state = site.records.load_state()
+    live = state.get("live")
+    record = (state.get("colours") or {}).get(live) or {}
+    health: dict = {}
+    if live:
+        with Prober() as prober:
+            answer = prober.health(live_target(ctx.host.edge, site.config.domain))
+        health = {"http_status": answer.answer.status, "status": answer.status,
+                  "version": answer.version, "error": answer.answer.error or None}
+    operation = state.get("operation")
+    interrupted = bool(operation) and not is_held(site.dir / ".lock")
+    return {
+        "site": site.slug,
+        "domain": site.config.domain,
+        "live": live,
+        "previous": state.get("previous"),
+        "image": record.get("image"),
+        "ref": record.get("ref"),
+        "commit": record.get("commit"),
+        "sum_core": record.get("sum_core"),
+        "colours": state.get("colours") or {},
+        "health": health,
+        "operation": operation,
+        "interrupted": interrupted,
+        "maintenance": ctx.edge.files.maintenance_on(site.slug),
+    }

@@ -1,0 +1,92 @@
+"""Rollback: flip traffic back to the previous colour, which is still running."""
+from __future__ import annotations
+
+import time
+
+from . import naming, reports
+from .errors import CheckFailed, UsageError
+from .executor import Plan, Run, Step, execute
+from .operations import Context
+from .runtime import Site
+from .smoke import Prober, live_target, preview_target
+
+
+def colour_version(record: dict) -> dict:
+    return {"build": record.get("ref"), "git_sha": record.get("commit")}
+
+
+def flip_to(ctx: Context, site: Site, run: Run, *, target_colour: str, from_colour: str) -> float:
+    """Point the live file at `target_colour`, confirm through Caddy, move workers; returns the flip time."""
+    slug = site.slug
+    record = run.state["colours"][target_colour]
+    started = time.monotonic()
+    ctx.edge.files.write_colour(slug, "live", target_colour)
+    with Prober() as prober:
+        prober.wait_healthy(live_target(ctx.host.edge, site.config.domain), 15.0,
+                            expect_version=colour_version(record))
+    flip = round(time.monotonic() - started, 3)
+    ctx.edge.files.write_colour(slug, "preview", from_colour)
+    run.state["live"] = target_colour
+    run.state["previous"] = from_colour
+    run.state["colours"][target_colour] = {**record, "status": "live"}
+    if from_colour in run.state["colours"]:
+        run.state["colours"][from_colour] = {**run.state["colours"][from_colour], "status": "idle"}
+    run.save_state()
+    stacks = ctx.stacks(site)
+    stacks.stop_worker(from_colour)
+    stacks.start_worker(target_colour)
+    return flip
+
+
+def rollback(ctx: Context, slug: str, *, lock_timeout: float = 0.0) -> dict:
+    site = ctx.site(slug)
+    with site.lock().acquire(timeout=lock_timeout, command=f"sumbg rollback {slug}"):
+        state = site.records.load_state()
+        live, previous = state.get("live"), state.get("previous")
+        if not live or not previous or previous not in (state.get("colours") or {}):
+            raise UsageError(f"site {slug} has nothing to roll back to (no previous colour recorded)")
+        plan = rollback_plan(ctx, site, live=live, previous=previous, record=state["colours"][previous],
+                             live_ref=(state["colours"].get(live) or {}).get("ref"))
+        try:
+            return execute(plan, site.records, ctx.reporter, command=f"rollback {slug}")
+        finally:
+            reports.regenerate(ctx.host)
+
+
+def rollback_plan(ctx: Context, site: Site, *, live: str, previous: str, record: dict,
+                  live_ref: str | None = None) -> Plan:
+    stacks = ctx.stacks(site)
+    preview = preview_target(ctx.host.edge, site.config.domain)
+
+    def ready(run: Run):
+        if stacks.web_running(previous):
+            return {"outcome": "skipped", "reason": f"{previous} is still running: this rollback is instant"}
+        # Retired: start it again first; the rollback is then not instant, and says so.
+        run.say(f"{previous} was retired; starting {record['image']} first (this rollback is not instant)")
+        run.notes["instant"] = False
+        run.on_failure(f"remove {naming.app_project(site.slug, previous)}",
+                       lambda: stacks.remove_colour(previous))
+        stacks.collectstatic(previous, record["image"])
+        stacks.start_web(previous, record["image"])
+        ctx.edge.files.write_colour(site.slug, "preview", previous)
+        with Prober() as prober:
+            try:
+                prober.wait_healthy(preview, site.config.health_timeout, expect_version=colour_version(record))
+            except CheckFailed as exc:
+                exc.output_tail = ((exc.output_tail or "") + "\n" + stacks.web_logs(previous)).strip()
+                raise
+        return {"started": previous}
+
+    def flip(run: Run):
+        run.forget_cleanups()
+        seconds = flip_to(ctx, site, run, target_colour=previous, from_colour=live)
+        run.notes["flip_seconds"] = seconds
+        run.notes.setdefault("instant", True)
+        ctx.reporter.line(f"     traffic flipped to {previous} in {seconds * 1000:.0f} ms")
+        return {"flip_seconds": seconds}
+
+    return Plan("rollback", site.slug, (
+        Step("ready", f"make sure {previous} ({record.get('ref')}) is running", ready),
+        Step("flip", f"point {site.config.domain} at {previous}, confirm {record.get('ref')} through Caddy", flip),
+    ), facts={"from": live_ref, "to": record.get("ref"), "from_colour": live, "to_colour": previous})
+

@@ -1,0 +1,190 @@
+"""HTTP checks through the edge Caddy: the only module that imports httpx.
+
+Every check goes through Caddy with the site's Host header and
+`X-Forwarded-Proto: https`, either to the public listener (the live colour) or
+to the loopback preview listener (the idle colour), so it exercises exactly the
+routes, static files and headers visitors get.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from .config import EdgeSettings, SmokeCheck
+from .errors import CheckFailed
+
+EXCERPT = 300
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a colour of a site can be reached through Caddy."""
+
+    label: str
+    base_url: str
+    domain: str
+    sni: bool = False
+
+
+def live_target(edge: EdgeSettings, domain: str) -> Target:
+    if edge.tls == "off":
+        return Target("live", f"http://{_host(edge.probe_host)}:{edge.http_port}", domain)
+    return Target("live", f"https://{_host(edge.probe_host)}:{edge.https_port}", domain, sni=True)
+
+
+def preview_target(edge: EdgeSettings, domain: str) -> Target:
+    return Target("preview", f"http://127.0.0.1:{edge.preview_port}", domain)
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+@dataclass
+class Answer:
+    status: int
+    content_type: str
+    text: str
+    error: str = ""
+
+    def json(self) -> dict | None:
+        try:
+            import json
+            value = json.loads(self.text)
+            return value if isinstance(value, dict) else None
+        except ValueError:
+            return None
+
+    def excerpt(self) -> str:
+        body = re.sub(r"\s+", " ", self.text).strip()
+        return body[:EXCERPT] + ("..." if len(body) > EXCERPT else "")
+
+    def describe(self) -> str:
+        return self.error or f"HTTP {self.status}: {self.excerpt()}"
+
+
+@dataclass
+class Health:
+    answer: Answer
+
+    @property
+    def status(self) -> str | None:
+        body = self.answer.json()
+        return body.get("status") if body else None
+
+    @property
+    def version(self) -> dict:
+        body = self.answer.json() or {}
+        version = body.get("version")
+        return version if isinstance(version, dict) else {}
+
+    @property
+    def passing(self) -> bool:
+        # The real sum-core answers 200 for ok and degraded, 503 only for unhealthy.
+        return self.answer.status == 200 and self.status in ("ok", "degraded")
+
+
+class Prober:
+    def __init__(self, timeout: float = 5.0) -> None:
+        # Loopback probes of our own edge: with TLS on, the certificate is for the
+        # domain (or Caddy's internal CA), so verification is left to the real visitors.
+        self.client = httpx.Client(timeout=timeout, verify=False, follow_redirects=False)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "Prober":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def request(self, target: Target, path: str, method: str = "GET", *, data: dict | None = None,
+                headers: dict | None = None) -> Answer:
+        all_headers = {"Host": target.domain, "X-Forwarded-Proto": "https", **(headers or {})}
+        extensions = {"sni_hostname": target.domain} if target.sni else {}
+        try:
+            response = self.client.request(method, target.base_url + path, headers=all_headers,
+                                           data=data, extensions=extensions)
+        except httpx.HTTPError as exc:
+            return Answer(0, "", "", error=f"{type(exc).__name__}: {exc or 'no answer'}")
+        return Answer(response.status_code, response.headers.get("content-type", ""), response.text)
+
+    def health(self, target: Target) -> Health:
+        return Health(self.request(target, "/health/"))
+
+    def wait_healthy(self, target: Target, timeout: float, *, expect_version: dict | None = None,
+                     on_wait=None) -> Health:
+        """Poll /health/ until it passes (and reports the expected version) or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            last = self.health(target)
+            if last.passing and _version_matches(last.version, expect_version):
+                return last
+            if time.monotonic() >= deadline:
+                wanted = f" reporting version {expect_version}" if expect_version else ""
+                raise CheckFailed(
+                    f"{target.label} /health/ through Caddy did not pass{wanted} within {timeout:.0f}s: "
+                    f"{last.answer.describe()}",
+                    output_tail=last.answer.excerpt(),
+                )
+            if on_wait:
+                on_wait()
+            time.sleep(0.5)
+
+    def check(self, target: Target, check: SmokeCheck) -> dict:
+        """One smoke check; returns its record or raises CheckFailed naming the check."""
+        started = time.monotonic()
+        if check.method == "POST":
+            answer = self._post_form(target, check)
+        else:
+            answer = self.request(target, check.path)
+        problem = _problem(check, answer)
+        record = {"check": check.describe(), "status": answer.status,
+                  "seconds": round(time.monotonic() - started, 3)}
+        if problem:
+            raise CheckFailed(
+                f"smoke check {check.describe()} on the {target.label} colour failed: {problem}",
+                output_tail=answer.excerpt() or answer.error,
+            )
+        return record
+
+    def _post_form(self, target: Target, check: SmokeCheck) -> Answer:
+        form = dict(check.form)
+        headers = {"Origin": f"https://{target.domain}", "Referer": f"https://{target.domain}{check.path}"}
+        if check.csrf_from:
+            page = self.request(target, check.csrf_from)
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+            cookie = self.client.cookies.get("csrftoken")
+            if not token or not cookie:
+                return Answer(page.status, page.content_type, page.text,
+                              error=f"no CSRF token on {check.csrf_from} (HTTP {page.status})")
+            form["csrfmiddlewaretoken"] = token.group(1)
+            headers["Cookie"] = f"csrftoken={cookie}"
+            self.client.cookies.clear()
+        return self.request(target, check.path, "POST", data=form, headers=headers)
+
+
+def _version_matches(actual: dict, expected: dict | None) -> bool:
+    return not expected or all(actual.get(key) == value for key, value in expected.items())
+
+
+def _problem(check: SmokeCheck, answer: Answer) -> str:
+    if answer.error:
+        return answer.error
+    if answer.status != check.status:
+        return f"expected HTTP {check.status}, got {answer.status}"
+    if check.content_type and not answer.content_type.startswith(check.content_type):
+        return f"expected content type {check.content_type}, got {answer.content_type or 'none'}"
+    if check.contains and check.contains not in answer.text:
+        return f"body does not contain {check.contains!r}"
+    if check.json_status:
+        body = answer.json()
+        status = body.get("status") if body else None
+        if status not in check.json_status:
+            return f"expected status {' or '.join(check.json_status)}, got {status!r}"
+    return ""

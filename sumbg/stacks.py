@@ -1,0 +1,214 @@
+"""What sumbg does to one site's containers, one verb per method.
+
+Operations (init, upgrade, rollback, ...) compose these into plans; nothing
+here decides *when* to do something, only how.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import naming
+from .caddy import Edge
+from .docker import Engine, ExecResult
+from .errors import BackupError, CheckFailed, DockerError, MigrationFailed, tail
+from .runtime import Site
+from .util import poll, utc_stamp
+
+
+@dataclass(frozen=True)
+class Backup:
+    path: Path
+    sha256: str
+    size: int
+    entries: int
+
+    def record(self) -> dict:
+        return {"file": self.path.name, "sha256": self.sha256, "size": self.size, "entries": self.entries}
+
+
+class Stacks:
+    def __init__(self, site: Site, engine: Engine, edge: Edge) -> None:
+        self.site = site
+        self.engine = engine
+        self.edge = edge
+
+    # ------------------------------------------------------------ data stack
+    def start_data(self) -> None:
+        # App stacks join the shared edge network; it must exist before any of them.
+        self.engine.ensure_network(naming.EDGE_NETWORK)
+        self.engine.compose_up(self.site.data_project(), wait=True)
+
+    def data_running(self) -> bool:
+        state = self.engine.container(self.site.postgres_container)
+        return bool(state and state.running)
+
+    # ------------------------------------------------------------ app stacks
+    def app_project(self, colour: str, image: str | None = None):
+        image = image or self.recorded_image(colour) or "sumbg-unknown-image"
+        return self.site.app_project(colour, image)
+
+    def recorded_image(self, colour: str) -> str | None:
+        return (self.site.records.load_state().get("colours", {}).get(colour) or {}).get("image")
+
+    def run_manage(self, colour: str, image: str, args: list[str]) -> ExecResult:
+        return self.engine.compose_run(self.app_project(colour, image), "web", ["python", "manage.py", *args])
+
+    def migration_plan(self, colour: str, image: str) -> str:
+        result = self.run_manage(colour, image, ["migrate", "--plan"])
+        if result.returncode != 0:
+            raise MigrationFailed("`manage.py migrate --plan` failed", colour=colour,
+                                  command=["manage.py", "migrate", "--plan"],
+                                  returncode=result.returncode, output_tail=tail(result.output))
+        return result.stdout.strip()
+
+    def migrate(self, colour: str, image: str, backup_hint: str) -> str:
+        result = self.run_manage(colour, image, ["migrate", "--noinput"])
+        if result.returncode != 0:
+            raise MigrationFailed(
+                f"migrations of {image} failed; traffic untouched on the live colour. {backup_hint}",
+                colour=colour, command=["manage.py", "migrate", "--noinput"],
+                returncode=result.returncode, output_tail=tail(result.output),
+            )
+        return result.stdout.strip()
+
+    def collectstatic(self, colour: str, image: str) -> str:
+        result = self.run_manage(colour, image, ["collectstatic", "--noinput", "--clear"])
+        if result.returncode != 0:
+            raise DockerError(f"collectstatic of {image} failed", colour=colour,
+                              command=["manage.py", "collectstatic", "--noinput", "--clear"],
+                              returncode=result.returncode, output_tail=tail(result.output))
+        return (result.stdout.strip().splitlines() or [""])[-1]
+
+    def start_web(self, colour: str, image: str) -> None:
+        self.engine.compose_up(self.site.app_project(colour, image, worker=False), ["web"],
+                               force_recreate=True)
+
+    def start_worker(self, colour: str) -> bool:
+        if not self.site.config.worker_command:
+            return False
+        self.engine.compose_up(self.app_project(colour), ["worker"])
+        return True
+
+    def stop_worker(self, colour: str) -> bool:
+        if not self.site.config.worker_command:
+            return False
+        state = self.engine.container(self.site.worker_container(colour))
+        if state is None:
+            return False
+        self.engine.compose_rm(self.app_project(colour), ["worker"])
+        return True
+
+    def colour_exists(self, colour: str) -> bool:
+        return bool(self.engine.project_containers(naming.app_project(self.site.slug, colour)))
+
+    def web_running(self, colour: str) -> bool:
+        state = self.engine.container(self.site.web_container(colour))
+        return bool(state and state.running)
+
+    def remove_colour(self, colour: str) -> None:
+        self.engine.compose_down(self.app_project(colour))
+
+    def web_logs(self, colour: str, lines: int = 25) -> str:
+        return self.engine.logs(self.site.web_container(colour), lines)
+
+    def web_exit_summary(self, colour: str) -> str:
+        state = self.engine.container(self.site.web_container(colour))
+        if state is None:
+            return "the web container does not exist"
+        if not state.running:
+            return f"the web container is {state.status} (exit code {state.exit_code})"
+        return "the web container is running"
+
+    # ------------------------------------------------------------ backups
+    def backup_name(self, ref: str) -> str:
+        safe_ref = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in ref)
+        return f"{self.site.slug}_{utc_stamp()}_{safe_ref}.dump"
+
+    def backup(self, name: str) -> Backup:
+        """pg_dump (custom format) in the site's Postgres container, verified with pg_restore --list."""
+        backups = self.site.backups_dir
+        final = backups / name
+        partial = backups / f".{name}.partial"
+        container = self.site.postgres_container
+        user = f"{os.getuid()}:{os.getgid()}"
+        env = {"SUMBG_DB": self.site.config.db_name, "SUMBG_DB_USER": self.site.config.db_user}
+        # Local-socket auth inside the container: no password in any argument, log or history.
+        dump = self.engine.exec(container, [
+            "sh", "-c",
+            f'umask 077 && pg_dump --format=custom --no-password -U "$SUMBG_DB_USER" -d "$SUMBG_DB" '
+            f'-f "/backups/.{name}.partial"',
+        ], user=user, env=env)
+        if dump.returncode != 0:
+            partial.unlink(missing_ok=True)
+            raise BackupError("pg_dump failed", command=["pg_dump", "--format=custom", "..."],
+                              returncode=dump.returncode, output_tail=tail(dump.output))
+        listing = self.engine.exec(container, ["pg_restore", "--list", f"/backups/.{name}.partial"], user=user)
+        entries = sum(1 for line in listing.stdout.splitlines() if line and not line.startswith(";"))
+        if listing.returncode != 0 or entries == 0:
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"backup {name} did not verify with pg_restore --list",
+                              returncode=listing.returncode, output_tail=tail(listing.output))
+        digest = sha256_file(partial)
+        os.chmod(partial, 0o600)
+        os.replace(partial, final)
+        sums = final.with_name(final.name + ".sha256")
+        fd = os.open(sums, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{digest}  {final.name}\n")
+        return Backup(final, digest, final.stat().st_size, entries)
+
+    def prune_backups(self, keep: int, protected: set[str]) -> list[str]:
+        dumps = sorted(self.list_backup_files(), key=lambda p: p.stat().st_mtime, reverse=True)
+        removed = []
+        for path in dumps[keep:]:
+            if path.name in protected:
+                continue
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+            removed.append(path.name)
+        return removed
+
+    def list_backup_files(self) -> list[Path]:
+        if not self.site.backups_dir.exists():
+            return []
+        return [p for p in self.site.backups_dir.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix in (".dump", ".gz", ".sql")]
+
+    # ------------------------------------------------------------ host checks
+    def free_space_problems(self, min_free_gb: float) -> list[str]:
+        problems = []
+        places = [("backups folder", self.site.backups_dir)]
+        try:
+            places.append(("Docker data root", self.engine.data_root()))
+        except DockerError:
+            pass
+        for label, path in places:
+            probe = path
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            free = shutil.disk_usage(probe).free / 1024**3
+            if free < min_free_gb:
+                problems.append(f"{label} {path}: {free:.1f} GB free, need {min_free_gb:g} GB")
+        return problems
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def wait_for(check, timeout: float, what: str) -> None:
+    if not poll(check, timeout):
+        raise CheckFailed(f"{what} did not happen within {timeout:.0f}s")
+
+
+def elapsed(since: float) -> float:
+    return round(time.monotonic() - since, 3)
