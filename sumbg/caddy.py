@@ -15,7 +15,7 @@ from .config import EdgeSettings, HostConfig
 from .docker import Engine
 from .errors import CaddyError, tail
 from .lock import SiteLock
-from .runtime import EDGE_CONTAINER, edge_project
+from .runtime import edge_project
 from .util import atomic_write, poll
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "caddy"
@@ -102,6 +102,7 @@ class Edge:
         self.host = host
         self.engine = engine
         self.files = EdgeFiles(host.caddy_dir)
+        self.container = host.edge.container
 
     def lock(self) -> SiteLock:
         return SiteLock(self.host.caddy_dir / ".lock", "the edge Caddy configuration")
@@ -123,7 +124,7 @@ class Edge:
         return changes
 
     def running(self) -> bool:
-        state = self.engine.container(EDGE_CONTAINER)
+        state = self.engine.container(self.container)
         if state is None or not state.running:
             return False
         owner = state.labels.get("sumbg.root")
@@ -136,7 +137,7 @@ class Edge:
 
     def ensure_up(self) -> None:
         """Start the edge if it is not running (with the config already on disk)."""
-        self.engine.ensure_network(naming.EDGE_NETWORK)
+        self.engine.ensure_network(self.host.edge.name)
         if self.running():
             return
         for slug_dir in (self.host.caddy_dir / "sites", self.host.caddy_dir / "state", self.host.www_dir):
@@ -144,12 +145,12 @@ class Edge:
         if not self.files.main.exists():
             atomic_write(self.files.main, render_main(self.host.edge))
         self.engine.compose_up(edge_project(self.host))
-        if not poll(lambda: self.engine.exec(EDGE_CONTAINER, ["caddy", "version"]).returncode == 0, 30):
-            raise CaddyError("the edge Caddy did not start", output_tail=self.engine.logs(EDGE_CONTAINER))
+        if not poll(lambda: self.engine.exec(self.container, ["caddy", "version"]).returncode == 0, 30):
+            raise CaddyError("the edge Caddy did not start", output_tail=self.engine.logs(self.container))
         self.check_version()
 
     def check_version(self) -> str:
-        result = self.engine.exec(EDGE_CONTAINER, ["caddy", "version"])
+        result = self.engine.exec(self.container, ["caddy", "version"])
         match = re.search(r"v(\d+)\.(\d+)\.(\d+)", result.stdout)
         if not match:
             raise CaddyError(f"cannot tell the edge Caddy's version: {result.output[:200]}")
@@ -180,7 +181,7 @@ class Edge:
                 "--adapter", "caddyfile"]
         try:
             if self.running():
-                result = self.engine.exec(EDGE_CONTAINER, argv)
+                result = self.engine.exec(self.container, argv)
             else:
                 result = self.engine.run_oneoff(
                     self.host.images.caddy, argv,
@@ -194,7 +195,7 @@ class Edge:
 
     def reload(self) -> None:
         argv = ["caddy", "reload", "--config", f"{CONTAINER_CADDY_DIR}/Caddyfile", "--adapter", "caddyfile"]
-        result = self.engine.exec(EDGE_CONTAINER, argv)
+        result = self.engine.exec(self.container, argv)
         if result.returncode != 0:
             raise CaddyError("caddy reload failed", command=argv, returncode=result.returncode,
                              output_tail=tail(result.output, 10))

@@ -108,6 +108,13 @@ class EdgeSettings:
     bind: str = "0.0.0.0"
     tls: str = "auto"
     acme_email: str = ""
+    # The edge stack's name: its Compose project, network, and container prefix.
+    # One per host normally; a second root on the same host needs its own.
+    name: str = "sum-edge"
+
+    @property
+    def container(self) -> str:
+        return f"{self.name}-caddy"
 
     @property
     def probe_host(self) -> str:
@@ -165,7 +172,10 @@ def parse_host(table: _Table, root: Path) -> HostConfig:
         bind=edge_t.get("bind", str, "0.0.0.0"),
         tls=edge_t.choice("tls", TLS_MODES, "auto"),
         acme_email=edge_t.get("acme_email", str, ""),
+        name=edge_t.get("name", str, "sum-edge"),
     )
+    if not naming.SLUG_PATTERN.fullmatch(edge.name):
+        raise edge_t.fail("name", "must match ^[a-z0-9][a-z0-9-]{0,62}$")
     if edge.acme_email and not _looks_like_email(edge.acme_email):
         raise edge_t.fail("acme_email", "must be an email address")
     if not _looks_like_ip(edge.bind):

@@ -14,8 +14,6 @@ DOMAIN_PATTERN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 REF_PATTERN = re.compile(r"^(?!.*\.\.)(?!.*//)(?!/)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/+-]{1,200}$")
 
 COLOURS = ("blue", "green")
-EDGE_PROJECT = "sum-edge"
-EDGE_NETWORK = "sum-edge"
 
 
 def validate_slug(slug: str) -> str:

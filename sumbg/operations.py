@@ -13,7 +13,7 @@ from . import build, gitrepo, naming, reports
 from .caddy import Edge
 from .config import HostConfig, SiteConfig, load_site, render_site_toml
 from .docker import Engine
-from .errors import CheckFailed, NotFound, SumbgError, UsageError
+from .errors import CheckFailed, DockerError, SumbgError, UsageError
 from .executor import Plan, Reporter, Run, Step, execute
 from .lock import is_held
 from .runtime import Site
@@ -313,7 +313,15 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         run.on_failure(f"remove the new colour {naming.app_project(slug, idle)}",
                        lambda: stacks.remove_colour(idle))
         summary = stacks.collectstatic(idle, image.tag)
-        stacks.start_web(idle, image.tag)
+        try:
+            stacks.start_web(idle, image.tag)
+        except DockerError as exc:
+            raise CheckFailed(
+                f"the new colour {idle} never became healthy: its web container could not start",
+                colour=idle, command=exc.command, returncode=exc.returncode,
+                output_tail=((exc.output_tail or "") + "\n--- last web log lines ---\n"
+                             + stacks.web_logs(idle)).strip(),
+            ) from None
         ctx.edge.files.write_colour(slug, "preview", idle)
         with Prober() as prober:
             try:

@@ -155,7 +155,7 @@ class Site:
                 ("SUMBG_WORKER_COMMAND", self.config.worker_command or "true"),
                 ("SUMBG_WEB_ALIAS", naming.web_alias(self.slug, colour)),
                 ("SUMBG_SITE_NETWORK", naming.site_network(self.slug)),
-                ("SUMBG_EDGE_NETWORK", naming.EDGE_NETWORK),
+                ("SUMBG_EDGE_NETWORK", self.host.edge.name),
             ),
         )
 
@@ -172,8 +172,9 @@ class Site:
 
 def edge_project(host: HostConfig) -> ComposeProject:
     return ComposeProject(
-        name=naming.EDGE_PROJECT, files=("edge.yml",), env_file=host.caddy_dir / ".edge.env",
+        name=host.edge.name, files=("edge.yml",), env_file=host.caddy_dir / ".edge.env",
         variables=(
+            ("SUMBG_EDGE_NAME", host.edge.name),
             ("SUMBG_CADDY_IMAGE", host.images.caddy),
             ("SUMBG_EDGE_BIND", host.edge.bind),
             ("SUMBG_HTTP_PORT", str(host.edge.http_port)),
@@ -182,9 +183,5 @@ def edge_project(host: HostConfig) -> ComposeProject:
             ("SUMBG_CADDY_DIR", str(host.caddy_dir)),
             ("SUMBG_WWW_DIR", str(host.www_dir)),
             ("SUMBG_ROOT_DIR", str(host.root)),
-            ("SUMBG_EDGE_NETWORK", naming.EDGE_NETWORK),
         ),
     )
-
-
-EDGE_CONTAINER = "sum-edge-caddy"

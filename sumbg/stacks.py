@@ -40,7 +40,7 @@ class Stacks:
     # ------------------------------------------------------------ data stack
     def start_data(self) -> None:
         # App stacks join the shared edge network; it must exist before any of them.
-        self.engine.ensure_network(naming.EDGE_NETWORK)
+        self.engine.ensure_network(self.site.host.edge.name)
         self.engine.compose_up(self.site.data_project(), wait=True)
 
     def data_running(self) -> bool:

@@ -22,6 +22,7 @@ class Sample:
     build: str | None
     latency: float
     error: str = ""
+    client: int = 0
 
 
 @dataclass
@@ -44,6 +45,15 @@ class TrafficReport:
                 seen.append(sample.build)
         return seen
 
+    def per_client_builds(self) -> dict[int, list[str]]:
+        """For each client, the distinct versions it saw in the order it saw them."""
+        result: dict[int, list[str]] = {}
+        for sample in self.samples:  # appended in completion order, per client sequential
+            seen = result.setdefault(sample.client, [])
+            if sample.ok and sample.build and (not seen or seen[-1] != sample.build):
+                seen.append(sample.build)
+        return result
+
     def builds(self) -> Counter:
         return Counter(s.build for s in self.samples if s.ok)
 
@@ -61,10 +71,9 @@ class Traffic:
         self.report = TrafficReport()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, args=(True,), daemon=True)
-                         for _ in range(keepalive_clients)]
-        self._threads += [threading.Thread(target=self._client, args=(False,), daemon=True)
-                          for _ in range(fresh_clients)]
+        kinds = [True] * keepalive_clients + [False] * fresh_clients
+        self._threads = [threading.Thread(target=self._client, args=(keepalive, number), daemon=True)
+                         for number, keepalive in enumerate(kinds)]
 
     def __enter__(self) -> "Traffic":
         for thread in self._threads:
@@ -84,7 +93,7 @@ class Traffic:
         with self._lock:
             self.report.samples.append(sample)
 
-    def _client(self, keepalive: bool) -> None:
+    def _client(self, keepalive: bool, number: int) -> None:
         headers = {"Host": self.domain, "X-Forwarded-Proto": "https"}
         conn = None
         while not self._stop.is_set():
@@ -103,13 +112,13 @@ class Traffic:
                     except ValueError:
                         build = None
                 ok = 200 <= status < 400
-                self._record(Sample(time.time(), ok, status, build, time.monotonic() - started))
+                self._record(Sample(time.time(), ok, status, build, time.monotonic() - started, client=number))
                 if response.getheader("connection", "").lower() == "close":
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
                 self._record(Sample(time.time(), False, 0, None, time.monotonic() - started,
-                                    error=type(exc).__name__))
+                                    error=type(exc).__name__, client=number))
                 conn.close()
                 conn = None
             if not keepalive and conn is not None:

@@ -1,0 +1,30 @@
+# sumbg: the two commands a newcomer needs are `make demo` and `make test`.
+# Both set everything up first (Docker engine, Compose v2, venv, local images).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo demo-clean test test-unit test-e2e bench clean-test-leftovers
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(PY) scripts/demo.py
+
+demo-clean: setup
+	@$(PY) scripts/demo.py --clean
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	@$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+test-e2e: setup
+	@$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+bench: setup
+	@SUMBG_SETUP_BENCH=1 bash scripts/setup.sh
+	@$(PY) bench/run.py $(BENCH_ARGS)

@@ -1,0 +1,198 @@
+"""Fixtures for end-to-end tests on the real Docker engine.
+
+One temporary SUMBG_ROOT per test session (one host, one edge Caddy, several
+sites, as on a real VPS), the example client repo built from
+examples/sum-site, and a `host` object that runs the real `sumbg` CLI. The
+session tears down every container, network and volume it created.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SUMBG = Path(sys.executable).with_name("sumbg")
+LOCAL_HOST_CONF = REPO / "build" / "local-host.toml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+class Host:
+    """A sumbg host under a temporary root, driven through the real CLI."""
+
+    def __init__(self, root: Path, http_port: int, preview_port: int, repo: Path) -> None:
+        self.root = root
+        self.http_port = http_port
+        self.preview_port = preview_port
+        self.repo = repo
+
+    def env(self) -> dict:
+        return {**os.environ, "SUMBG_ROOT": str(self.root)}
+
+    def sumbg(self, *args: str, timeout: float = 900, input: str | None = None) -> Result:
+        proc = subprocess.run([str(SUMBG), *args], capture_output=True, text=True, env=self.env(),
+                              timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([str(SUMBG), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=self.env(), stdin=subprocess.DEVNULL)
+
+    def site_dir(self, slug: str) -> Path:
+        return self.root / slug
+
+    def state(self, slug: str) -> dict:
+        return json.loads((self.site_dir(slug) / "state.json").read_text())
+
+    def history(self, slug: str) -> list[dict]:
+        path = self.site_dir(slug) / "history.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def secrets(self, slug: str) -> dict:
+        pairs = (line.split("=", 1) for line in (self.site_dir(slug) / ".env").read_text().splitlines()
+                 if "=" in line and not line.startswith("#"))
+        return {k: v for k, v in pairs}
+
+    def init(self, slug: str, ref: str = "v1.0.0", *extra: str) -> Result:
+        db_port = free_port()
+        result = self.sumbg("init", slug, "--repo", str(self.repo), "--domain", f"{slug}.example.test",
+                            "--ref", ref, "--db-port", str(db_port), *extra)
+        assert result.returncode == 0, str(result)
+        return result
+
+    def db_url(self, slug: str) -> str:
+        site_toml = (self.site_dir(slug) / "site.toml").read_text()
+        port = next(int(line.split("=")[1]) for line in site_toml.splitlines() if line.startswith("publish_port"))
+        user = slug.replace("-", "_")
+        return f"postgresql://{user}:{self.secrets(slug)['POSTGRES_PASSWORD']}@127.0.0.1:{port}/{user}"
+
+    def containers(self, prefix: str) -> list[str]:
+        out = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+        return sorted(name for name in out if name.startswith(prefix))
+
+    def teardown_site(self, slug: str) -> None:
+        for project in (f"sum-{slug}-blue", f"sum-{slug}-green", f"sum-{slug}-data"):
+            ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
+            if ids:
+                docker("rm", "-f", "-v", *ids, check=False)
+        docker("volume", "rm", f"sum-{slug}-data-pgdata", f"sum-{slug}-data-redisdata", check=False)
+        docker("network", "rm", f"sum-{slug}", check=False)
+
+
+EDGE = "sum-edge-test"  # its own edge, so tests never touch a demo's or a real site's
+
+
+def _remove_stale_edge() -> None:
+    """An edge left by an earlier, killed test session: its root is gone, so it is ours to remove."""
+    inspect = docker("inspect", f"{EDGE}-caddy", check=False)
+    if inspect.returncode != 0:
+        return
+    owner = json.loads(inspect.stdout)[0]["Config"]["Labels"].get("sumbg.root", "")
+    if owner and Path(owner).exists():
+        pytest.fail(f"another test session (root {owner}) is using the test edge {EDGE}", pytrace=False)
+    docker("rm", "-f", f"{EDGE}-caddy", check=False)
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    info = docker("info", check=False)
+    if info.returncode != 0:
+        pytest.fail("no Docker engine answers; run `make setup` (end-to-end tests never skip)", pytrace=False)
+    if docker("compose", "version", check=False).returncode != 0:
+        pytest.fail("docker compose v2 is missing; run `make setup`", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def example_repo(tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("example") / "acme-repo"
+    subprocess.run([sys.executable, str(REPO / "examples/sum-site/build_repo.py"), str(dest)],
+                   check=True, capture_output=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def host(engine, example_repo, tmp_path_factory) -> Host:
+    root = tmp_path_factory.mktemp("sumbg-root")
+    _remove_stale_edge()
+    http_port, https_port, preview_port = free_port(), free_port(), free_port()
+    local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
+    (root / "sumbg.toml").write_text(
+        local + "\n[edge]\n"
+        f"http_port = {http_port}\nhttps_port = {https_port}\npreview_port = {preview_port}\n"
+        f'bind = "127.0.0.1"\ntls = "off"\nname = "{EDGE}"\n'
+    )
+    the_host = Host(root, http_port, preview_port, example_repo)
+    yield the_host
+    for site_toml in root.glob("*/site.toml"):
+        the_host.teardown_site(site_toml.parent.name)
+    docker("rm", "-f", f"{EDGE}-caddy", check=False)
+    docker("volume", "rm", f"{EDGE}-caddy-data", f"{EDGE}-caddy-config", check=False)
+    docker("network", "rm", EDGE, check=False)
+
+
+def http_get(port: int, domain: str, path: str, *, method: str = "GET", body: bytes | None = None,
+             headers: dict | None = None, timeout: float = 10):
+    """One request through the edge with the site's Host header; returns (status, headers, body)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body,
+                     headers={"Host": domain, "X-Forwarded-Proto": "https", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def snapshot_tree(path: Path, exclude: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under path (relative name -> bytes), for before/after comparisons."""
+    files = {}
+    for item in sorted(path.rglob("*")):
+        rel = str(item.relative_to(path))
+        if item.is_file() and not any(rel == e or rel.startswith(e + "/") for e in exclude):
+            files[rel] = item.read_bytes()
+    return files
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
