@@ -103,14 +103,115 @@ def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, wa
 
 @cli.command()
 @click.argument("slug")
+@click.option("--restore-db", is_flag=True,
+              help="Also restore the pre-upgrade backup (maintenance page while it runs).")
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
 @json_option
 @click.pass_obj
-def rollback(obj: Obj, slug, lock_timeout, as_json):
+def rollback(obj: Obj, slug, restore_db, lock_timeout, as_json):
     """Flip SLUG's traffic back to the previous colour."""
     from .rollback import rollback as do_rollback
     ctx = obj.context()
-    run_reporting(as_json, lambda: do_rollback(ctx, slug, lock_timeout=lock_timeout))
+    run_reporting(as_json, lambda: do_rollback(ctx, slug, restore_db=restore_db, lock_timeout=lock_timeout))
+
+
+@cli.command()
+@click.argument("slug")
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
+@json_option
+@click.pass_obj
+def backup(obj: Obj, slug, lock_timeout, as_json):
+    """Take a verified pg_dump backup of SLUG's database now."""
+    from .backups import backup as do_backup
+    ctx = obj.context()
+    run_reporting(as_json, lambda: do_backup(ctx, slug, lock_timeout=lock_timeout))
+
+
+@cli.command()
+@click.argument("slug")
+@json_option
+@click.pass_obj
+def backups(obj: Obj, slug, as_json):
+    """List SLUG's backups: file, size, time, ref, verified."""
+    import datetime
+
+    from .backups import list_backups
+    found = list_backups(obj.context(), slug)
+    if as_json:
+        emit_json({"site": slug, "backups": found})
+        return
+    for item in found:
+        when = datetime.datetime.fromtimestamp(item["time"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        verified = {True: "verified", False: "MISMATCH", None: "no sha256"}[item["verified"]]
+        click.echo(f"{item['file']:<60} {item['size']:>12} {when}  {item['ref'] or '-':<12} {verified}")
+
+
+@cli.command()
+@click.argument("slug")
+@click.argument("file")
+@click.option("--yes", is_flag=True, help="Do not ask (required without a terminal).")
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
+@json_option
+@click.pass_obj
+def restore(obj: Obj, slug, file, yes, lock_timeout, as_json):
+    """Restore SLUG's database from FILE (.dump, or .sql/.sql.gz from backup_db.sh)."""
+    from .backups import restore as do_restore
+    ctx = obj.context()
+    run_reporting(as_json, lambda: do_restore(ctx, slug, file, yes=yes, lock_timeout=lock_timeout))
+
+
+def parse_duration(value: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a duration like 90, 30m, 2h or 1d") from None
+
+
+@cli.command()
+@click.argument("slug")
+@click.option("--min-age", default="1h", show_default=True,
+              help="Refuse to retire the only rollback target younger than this (90, 30m, 2h, 1d).")
+@click.option("--force", is_flag=True, help="Retire even a young, only rollback target.")
+@json_option
+@click.pass_obj
+def retire(obj: Obj, slug, min_age, force, as_json):
+    """Stop and remove SLUG's idle colour once an upgrade has soaked."""
+    from .lifecycle import retire as do_retire
+    ctx = obj.context()
+    run_reporting(as_json, lambda: do_retire(ctx, slug, min_age=parse_duration(min_age), force=force))
+
+
+@cli.command()
+@click.argument("slug")
+@json_option
+@click.pass_obj
+def recover(obj: Obj, slug, as_json):
+    """Bring SLUG to a consistent, serving state after an interrupted operation."""
+    from .lifecycle import recover as do_recover
+    ctx = obj.context()
+    run_reporting(as_json, lambda: do_recover(ctx, slug))
+
+
+@cli.command()
+@click.option("--slug", default=None, help="Also write .sumbg.toml naming this site.")
+@click.option("--write", "directory", type=click.Path(file_okay=False), default=None,
+              help="Write sumbg.mk (and .sumbg.toml) into this client repo folder instead of printing.")
+def makefile(slug, directory):
+    """Make targets for client repos: make upgrade VERSION=..., rollback, status, backup."""
+    from pathlib import Path
+
+    from . import clientmake, naming
+    if slug:
+        naming.validate_slug(slug)
+    if directory is None:
+        click.echo(clientmake.INCLUDE, nl=False)
+        return
+    for path in clientmake.write(Path(directory), slug):
+        click.echo(f"wrote {path}", err=True)
 
 
 @cli.command()

@@ -6,7 +6,9 @@ Every error names the file, the key and what was expected, e.g.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ from . import naming
 from .errors import ConfigError, UsageError
 
 DEFAULT_ROOT = "/srv/sum"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TLS_MODES = ("auto", "internal", "off")
 
 
@@ -49,6 +52,8 @@ class _Table:
             raise self.fail(key, f"must be {_kind_name(kinds)}, not {value!r}")
         if not isinstance(value, kinds):
             raise self.fail(key, f"must be {_kind_name(kinds)}, not {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, not {value}")
         return value
 
     def table(self, key: str) -> "_Table":
@@ -321,7 +326,7 @@ def parse_site(table: _Table) -> SiteConfig:
     extra_env = []
     for key in env_t.data:
         value = env_t.get(key, str)
-        if not key.isidentifier() or "\n" in value:
+        if not _ENV_NAME.fullmatch(key) or "\n" in value:
             raise env_t.fail(key, "must be NAME = \"single-line value\"")
         extra_env.append((key, value))
     env_t.reject_unknown()
@@ -391,7 +396,7 @@ def _parse_check(item: Any, index: int) -> SmokeCheck:
 
 def render_site_toml(site: SiteConfig) -> str:
     """site.toml as `sumbg init` writes it: every setting spelled out, so people can edit it."""
-    q = json.dumps  # JSON strings are valid TOML basic strings
+    q = _toml_string
     lines = [
         "# Written by `sumbg init`; edit freely, sumbg validates it before every operation.",
         f"slug = {q(site.slug)}",
@@ -438,9 +443,17 @@ def render_site_toml(site: SiteConfig) -> str:
         if check.csrf_from:
             lines.append(f"csrf_from = {q(check.csrf_from)}")
         if check.form:
-            lines.append("form = { " + ", ".join(f"{k} = {q(v)}" for k, v in check.form) + " }")
+            lines.append("form = { " + ", ".join(f"{q(k)} = {q(v)}" for k, v in check.form) + " }")
         lines.append("")
+    if not site.smoke_checks:
+        lines += ["[smoke]", "checks = []", ""]
     return "\n".join(lines)
+
+
+def _toml_string(value: str) -> str:
+    # A JSON string is a TOML basic string, provided non-ASCII stays literal (TOML has
+    # no surrogate-pair escapes) and DEL is escaped (TOML forbids it raw).
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _number(value: float) -> str:

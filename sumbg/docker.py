@@ -198,6 +198,14 @@ class Engine:
         except DockerException as exc:
             return ExecResult(exc.return_code, exc.stdout or "", exc.stderr or "")
 
+    def remove_container(self, name: str) -> None:
+        try:
+            self.docker.container.remove(name, force=True, volumes=True)
+        except NoSuchContainer:
+            return
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot remove container {name}") from None
+
     def containers_with_label(self, label: str) -> list[str]:
         try:
             return [c.name for c in self.docker.container.list(all=True, filters={"label": label})]

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import failpoints
 from .errors import NeedsOperator, SumbgError
 from .records import SiteRecords
 from .util import utc_now
@@ -112,6 +113,7 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
         reporter.step_started(step)
         t0 = time.monotonic()
         try:
+            failpoints.reached(f"{plan.operation}:{step.name}")
             info = step.action(run) or {}
         except BaseException as exc:  # noqa: BLE001 - every failure must be recorded and undone
             seconds = time.monotonic() - t0
@@ -123,7 +125,9 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
             outcome = "needs-operator" if undo_error else "aborted"
             final = undo_error or error
             if undo_error:
-                final.output_tail = (final.output_tail or "") + f"\noriginal failure: {error.format_message()}"
+                original = f"original failure: {error.format_message()}"
+                final.output_tail = f"{final.output_tail}\n{original}" if final.output_tail else original
+                final.site = final.site or plan.slug
             run.state["operation"] = None
             run.save_state()
             summary = {"event": "finished", "id": op_id, "operation": plan.operation,

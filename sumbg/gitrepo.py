@@ -100,12 +100,15 @@ class Mirror:
 
 
 _PIN_EQ = re.compile(r"^\s*sum[-_]core\s*==\s*([0-9][0-9A-Za-z.+-]*)\s*(?:[;#].*)?$", re.I)
-_PIN_GIT = re.compile(r"^\s*sum[-_]core\s*@\s*git\+\S+?@v?([0-9][0-9A-Za-z.+-]*?)(?:#\S*)?\s*(?:[;].*)?$", re.I)
+_PIN_GIT = re.compile(
+    r"^\s*sum[-_]core\s*@\s*git\+\S+?@v?([0-9][0-9A-Za-z.+-]*?)(?:#\S*)?(?:\s*;.*|\s+#.*)?\s*$", re.I)
 
 
 def sum_core_pin(requirements: str | None) -> str | None:
     """The sum-core version pinned in a requirements.txt, in either form real SUM clients use."""
     for line in (requirements or "").splitlines():
+        # pip-compile --generate-hashes output: "sum-core==0.7.0 \" then --hash lines.
+        line = re.sub(r"\s+--hash[=\s]\S+", "", line).rstrip().removesuffix("\\")
         for pattern in (_PIN_EQ, _PIN_GIT):
             match = pattern.match(line)
             if match:

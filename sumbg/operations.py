@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from . import build, gitrepo, naming, reports
+from . import build, failpoints, gitrepo, naming, reports
 from .caddy import Edge
 from .config import HostConfig, SiteConfig, load_site, render_site_toml
 from .docker import Engine
@@ -59,6 +59,17 @@ class Context:
             config.slug: config.domain for config in self.site_configs()
             if Site(self.host, config).records.load_state().get("live")
         }
+
+
+def refuse_if_interrupted(site: Site, state: dict) -> None:
+    """A journalled operation whose process died (we now hold the lock) must be recovered first."""
+    operation = state.get("operation")
+    if operation:
+        raise SumbgError(
+            f"site {site.slug} has an interrupted {operation.get('kind')} (stopped during step "
+            f"{operation.get('step')}, started {operation.get('started_at')} by pid {operation.get('pid')}); "
+            f"run `sumbg recover {site.slug}` first"
+        )
 
 
 def mirror_for(site: Site) -> gitrepo.Mirror:
@@ -238,6 +249,8 @@ def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_s
         if lock.took_over:
             ctx.reporter.line(f"warning: took over a lock left by a dead process ({lock.took_over})")
     try:
+        if not dry_run:
+            refuse_if_interrupted(site, site.records.load_state())
         facts = gather_upgrade(ctx, site, ref)
         plan = upgrade_plan(ctx, site, facts, allow_same_core=allow_same_core,
                             watch=site.config.watch_seconds if watch is None else watch)
@@ -356,6 +369,7 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         run.on_failure(f"switch traffic back to {live}", switch_back)
         started = time.monotonic()
         ctx.edge.files.write_colour(slug, "live", idle)
+        failpoints.reached("upgrade:switch:after-write")
         with Prober() as prober:
             answer = prober.wait_healthy(live_target_, SWITCH_CONFIRM_SECONDS,
                                          expect_version=expected_version(image))

@@ -37,8 +37,12 @@ class SiteRecords:
     def append(self, entry: dict) -> None:
         line = json.dumps({"at": utc_now(), **entry}, sort_keys=True)
         self.site_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.history_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            # A crash mid-write leaves a torn last line; never glue the next entry onto it.
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line
             os.write(fd, (line + "\n").encode())
             os.fsync(fd)
         finally:

@@ -6,7 +6,8 @@ import time
 from . import naming, reports
 from .errors import CheckFailed, UsageError
 from .executor import Plan, Run, Step, execute
-from .operations import Context
+from .backups import resolve_backup_file, restore_steps
+from .operations import Context, refuse_if_interrupted
 from .runtime import Site
 from .smoke import Prober, live_target, preview_target
 
@@ -15,12 +16,15 @@ def colour_version(record: dict) -> dict:
     return {"build": record.get("ref"), "git_sha": record.get("commit")}
 
 
-def flip_to(ctx: Context, site: Site, run: Run, *, target_colour: str, from_colour: str) -> float:
+def flip_to(ctx: Context, site: Site, run: Run, *, target_colour: str, from_colour: str,
+            before_confirm=None) -> float:
     """Point the live file at `target_colour`, confirm through Caddy, move workers; returns the flip time."""
     slug = site.slug
     record = run.state["colours"][target_colour]
     started = time.monotonic()
     ctx.edge.files.write_colour(slug, "live", target_colour)
+    if before_confirm:
+        before_confirm()
     with Prober() as prober:
         prober.wait_healthy(live_target(ctx.host.edge, site.config.domain), 15.0,
                             expect_version=colour_version(record))
@@ -38,15 +42,22 @@ def flip_to(ctx: Context, site: Site, run: Run, *, target_colour: str, from_colo
     return flip
 
 
-def rollback(ctx: Context, slug: str, *, lock_timeout: float = 0.0) -> dict:
+def rollback(ctx: Context, slug: str, *, restore_db: bool = False, lock_timeout: float = 0.0) -> dict:
     site = ctx.site(slug)
     with site.lock().acquire(timeout=lock_timeout, command=f"sumbg rollback {slug}"):
         state = site.records.load_state()
+        refuse_if_interrupted(site, state)
         live, previous = state.get("live"), state.get("previous")
         if not live or not previous or previous not in (state.get("colours") or {}):
             raise UsageError(f"site {slug} has nothing to roll back to (no previous colour recorded)")
+        backup = None
+        if restore_db:
+            recorded = (state["colours"].get(live) or {}).get("backup")
+            if not recorded:
+                raise UsageError(f"no pre-upgrade backup is recorded for {live}'s release; nothing to restore")
+            backup = resolve_backup_file(site, recorded)
         plan = rollback_plan(ctx, site, live=live, previous=previous, record=state["colours"][previous],
-                             live_ref=(state["colours"].get(live) or {}).get("ref"))
+                             live_ref=(state["colours"].get(live) or {}).get("ref"), restore_from=backup)
         try:
             return execute(plan, site.records, ctx.reporter, command=f"rollback {slug}")
         finally:
@@ -54,7 +65,7 @@ def rollback(ctx: Context, slug: str, *, lock_timeout: float = 0.0) -> dict:
 
 
 def rollback_plan(ctx: Context, site: Site, *, live: str, previous: str, record: dict,
-                  live_ref: str | None = None) -> Plan:
+                  live_ref: str | None = None, restore_from=None) -> Plan:
     stacks = ctx.stacks(site)
     preview = preview_target(ctx.host.edge, site.config.domain)
 
@@ -85,8 +96,23 @@ def rollback_plan(ctx: Context, site: Site, *, live: str, previous: str, record:
         ctx.reporter.line(f"     traffic flipped to {previous} in {seconds * 1000:.0f} ms")
         return {"flip_seconds": seconds}
 
-    return Plan("rollback", site.slug, (
-        Step("ready", f"make sure {previous} ({record.get('ref')}) is running", ready),
-        Step("flip", f"point {site.config.domain} at {previous}, confirm {record.get('ref')} through Caddy", flip),
-    ), facts={"from": live_ref, "to": record.get("ref"), "from_colour": live, "to_colour": previous})
+    if restore_from is None:
+        steps = (
+            Step("ready", f"make sure {previous} ({record.get('ref')}) is running", ready),
+            Step("flip", f"point {site.config.domain} at {previous}, confirm {record.get('ref')} through Caddy", flip),
+        )
+    else:
+        def flip_in_maintenance(run: Run, maintenance_off) -> None:
+            # The live listener shows the maintenance page until the flip, so the target
+            # colour is checked through the preview listener first.
+            with Prober() as prober:
+                prober.wait_healthy(preview, site.config.health_timeout, expect_version=colour_version(record))
+            seconds = flip_to(ctx, site, run, target_colour=previous, from_colour=live,
+                              before_confirm=maintenance_off)
+            run.notes["flip_seconds"] = seconds
 
+        steps = (Step("ready", f"make sure {previous} ({record.get('ref')}) is running", ready),
+                 *restore_steps(ctx, site, restore_from, require_sha=True, then_flip=flip_in_maintenance))
+    return Plan("rollback", site.slug, steps, facts={
+        "from": live_ref, "to": record.get("ref"), "from_colour": live, "to_colour": previous,
+        **({"restore_db": restore_from.name} if restore_from else {})})

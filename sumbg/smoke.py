@@ -128,7 +128,7 @@ class Prober:
             if time.monotonic() >= deadline:
                 wanted = f" reporting version {expect_version}" if expect_version else ""
                 raise CheckFailed(
-                    f"{target.label} /health/ through Caddy did not pass{wanted} within {timeout:.0f}s: "
+                    f"{target.label} /health/ through Caddy did not pass{wanted} within {timeout:g}s: "
                     f"{last.answer.describe()}",
                     output_tail=last.answer.excerpt(),
                 )

@@ -64,9 +64,9 @@ class Host:
                               timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
-    def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([str(SUMBG), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=self.env(), stdin=subprocess.DEVNULL)
+    def popen(self, *args: str, stderr=subprocess.PIPE, env: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen([str(SUMBG), *args], stdout=subprocess.PIPE, stderr=stderr,
+                                text=True, env={**self.env(), **(env or {})}, stdin=subprocess.DEVNULL)
 
     def site_dir(self, slug: str) -> Path:
         return self.root / slug

@@ -1,0 +1,173 @@
+"""Retiring the idle colour, and recovering a site after sumbg itself was killed."""
+from __future__ import annotations
+
+import datetime as dt
+
+from . import naming, reports
+from .errors import CheckFailed, NeedsOperator, UsageError
+from .executor import Plan, Run, Step, execute
+from .operations import Context, refuse_if_interrupted
+from .rollback import colour_version
+from .runtime import Site
+from .smoke import Prober, live_target, preview_target
+from .stacks import Database
+from .util import utc_now
+
+
+def _age_seconds(stamp: str | None) -> float:
+    if not stamp:
+        return float("inf")
+    then = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    return (dt.datetime.now(dt.timezone.utc) - then).total_seconds()
+
+
+def retire(ctx: Context, slug: str, *, min_age: float, force: bool, lock_timeout: float = 0.0) -> dict:
+    site = ctx.site(slug)
+    stacks = ctx.stacks(site)
+    with site.lock().acquire(timeout=lock_timeout, command=f"sumbg retire {slug}"):
+        state = site.records.load_state()
+        refuse_if_interrupted(site, state)
+        live = state.get("live")
+        if not live:
+            raise UsageError(f"site {slug} has no live colour yet")
+        idle = naming.other_colour(live)
+        if not stacks.colour_exists(idle):
+            site.records.append({"event": "noop", "operation": "retire", "reason": f"{idle} is not running"})
+            ctx.reporter.line(f"{idle} is not running; nothing to retire")
+            return {"operation": "retire", "outcome": "noop", "reason": f"{idle} is not running"}
+        age = _age_seconds((state["colours"].get(live) or {}).get("deployed_at"))
+        if state.get("previous") == idle and age < min_age and not force:
+            raise UsageError(
+                f"{idle} is {slug}'s only rollback target and {live} went live {age:.0f}s ago "
+                f"(less than --min-age {min_age:.0f}s); pass --force to retire it anyway")
+
+        def stop(run: Run):
+            stacks.remove_colour(idle)
+            if idle in run.state.get("colours", {}):
+                run.state["colours"][idle]["status"] = "retired"
+            run.save_state()
+            return {"retired": naming.app_project(slug, idle)}
+
+        plan = Plan("retire", slug, (Step("retire", f"stop and remove {naming.app_project(slug, idle)}", stop),),
+                    facts={"colour": idle})
+        try:
+            return execute(plan, site.records, ctx.reporter, command=f"retire {slug}")
+        finally:
+            reports.regenerate(ctx.host)
+
+
+# =================================================================== recover
+
+def recover(ctx: Context, slug: str) -> dict:
+    """Bring a site whose operation was interrupted to a consistent, serving state."""
+    site = ctx.site(slug)
+    with site.lock().acquire(command=f"sumbg recover {slug}") as lock:
+        state = site.records.load_state()
+        interrupted = state.get("operation")
+        if not state.get("live"):
+            raise UsageError(f"site {slug} was never deployed; re-run `sumbg init`")
+        ctx.engine.ping()
+        plan = Plan("recover", slug, recover_steps(ctx, site),
+                    facts={"interrupted": interrupted, "stale_lock": lock.took_over})
+        try:
+            return execute(plan, site.records, ctx.reporter, command=f"recover {slug}")
+        finally:
+            reports.regenerate(ctx.host)
+
+
+def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
+    slug = site.slug
+    stacks = ctx.stacks(site)
+    files = ctx.edge.files
+    engine = ctx.engine
+
+    def leftovers(run: Run):
+        removed = []
+        for colour in naming.COLOURS:
+            project = naming.app_project(slug, colour)
+            for container in engine.project_containers(project):
+                if container.labels.get("com.docker.compose.oneoff") == "True":
+                    engine.remove_container(container.name)
+                    removed.append(container.name)
+        if not stacks.data_running():
+            stacks.start_data()
+            removed.append("restarted the data stack")
+        repaired = Database(stacks).repair_interrupted_swap()
+        return {"removed": removed, "database": repaired}
+
+    def choose(run: Run):
+        recorded = run.state["live"]
+        preview = preview_target(ctx.host.edge, site.config.domain)
+        for colour in (recorded, naming.other_colour(recorded)):
+            record = running_record(ctx, site, run, colour)
+            if record is None:
+                continue
+            files.write_colour(slug, "preview", colour)
+            with Prober() as prober:
+                try:
+                    prober.wait_healthy(preview, 30, expect_version=colour_version(record))
+                except CheckFailed as exc:
+                    run.say(f"{colour} is not healthy: {exc.message}")
+                    continue
+            run.notes["chosen"] = colour
+            run.state.setdefault("colours", {})[colour] = {**record, "status": "live"}
+            return {"live": colour, "ref": record.get("ref")}
+        raise NeedsOperator(f"neither colour of {slug} is running and healthy; start one by hand "
+                            f"(see `docker ps -a --filter name=sum-{slug}-`) and run `sumbg recover {slug}` again")
+
+    def route(run: Run):
+        chosen = run.notes["chosen"]
+        other = naming.other_colour(chosen)
+        files.write_colour(slug, "live", chosen)
+        files.set_maintenance(slug, False)
+        with ctx.edge.lock().acquire(timeout=60):
+            changed = ctx.edge.apply(ctx.all_sites())
+            ctx.edge.ensure_up()
+        with Prober() as prober:
+            prober.wait_healthy(live_target(ctx.host.edge, site.config.domain), 30,
+                                expect_version=colour_version(run.state["colours"][chosen]))
+        files.write_colour(slug, "preview", other)
+        return {"caddy_changed": changed}
+
+    def tidy(run: Run):
+        chosen = run.notes["chosen"]
+        other = naming.other_colour(chosen)
+        colours = run.state.setdefault("colours", {})
+        record = colours.get(other)
+        actions = []
+        running = engine.container(site.web_container(other))
+        if running and (record is None or running.image != record.get("image")):
+            # A colour sumbg was starting when it died: not a rollback target, remove it.
+            stacks.remove_colour(other)
+            actions.append(f"removed half-started {naming.app_project(slug, other)}")
+            running = None
+        if record is not None:
+            record["status"] = "idle" if running and running.running else "retired"
+        run.state["live"] = chosen
+        run.state["previous"] = other if record is not None else None
+        run.save_state()
+        if stacks.stop_worker(other):
+            actions.append(f"stopped {other}'s worker")
+        if stacks.start_worker(chosen):
+            actions.append(f"{chosen}'s worker running")
+        return {"actions": actions}
+
+    return (
+        Step("leftovers", "remove one-off containers, repair an interrupted database swap", leftovers),
+        Step("choose", "find a healthy colour, the recorded live one first", choose),
+        Step("route", "point traffic at it, maintenance off, Caddy config as rendered", route),
+        Step("tidy", "remove a half-started colour, workers, state.json", tidy),
+    )
+
+
+def running_record(ctx: Context, site: Site, run: Run, colour: str) -> dict | None:
+    """What a colour's running web container serves, from state.json or else its image labels."""
+    container = ctx.engine.container(site.web_container(colour))
+    if container is None or not container.running:
+        return None
+    record = (run.state.get("colours") or {}).get(colour)
+    if record and record.get("image") == container.image:
+        return record
+    labels = ctx.engine.image_labels(container.image) or {}
+    return {"image": container.image, "ref": labels.get("sumbg.ref"), "commit": labels.get("sumbg.commit"),
+            "sum_core": labels.get("sumbg.sum-core") or None, "deployed_at": utc_now()}
