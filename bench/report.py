@@ -270,7 +270,13 @@ def _pick(timelines: list[dict]) -> tuple[int, dict]:
 
 
 def plot(timelines: dict, path: Path, results: dict) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the `bench` extra is not installed: install it into this venv
+        import subprocess
+        import sys
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib>=3.8"], check=True)
+        import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

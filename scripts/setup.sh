@@ -67,6 +67,10 @@ ensure_venv() {
         "$venv/bin/pip" install -q -e "$here[test]" >&2
         touch "$venv/.sumbg-installed"
     fi
+    if [ "${SUMBG_SETUP_BENCH:-0}" = 1 ] && ! "$venv/bin/python" -c 'import matplotlib' >/dev/null 2>&1; then
+        say "installing the benchmark extras (matplotlib)"
+        "$venv/bin/pip" install -q -e "$here[test,bench]" >&2
+    fi
 }
 
 ensure_compose() {

@@ -97,8 +97,17 @@ def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, wa
     """Blue/green upgrade of SLUG to git REF."""
     from .operations import upgrade as do_upgrade
     ctx = obj.context()
+
+    def ask(plan) -> bool:
+        facts = plan.facts
+        click.echo(f"upgrade {slug}: {facts['from']} -> {facts['to']} (sum-core {facts['sum_core']['from']} -> "
+                   f"{facts['sum_core']['to']}), traffic {facts['from_colour']} -> {facts['to_colour']}", err=True)
+        return click.confirm("Proceed?", default=True, err=True)
+
+    # Asked only at a terminal: scripts, CI and make targets run unattended (an upgrade aborts cleanly).
+    confirm = ask if not yes and sys.stdin.isatty() and not as_json else None
     run_reporting(as_json, lambda: do_upgrade(ctx, slug, ref, dry_run=dry_run, allow_same_core=allow_same_core,
-                                              lock_timeout=lock_timeout, watch=watch))
+                                              lock_timeout=lock_timeout, watch=watch, confirm=confirm))
 
 
 @cli.command()

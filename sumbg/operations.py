@@ -240,7 +240,7 @@ def gather_upgrade(ctx: Context, site: Site, ref: str) -> UpgradeFacts:
 
 
 def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_same_core: bool = False,
-            lock_timeout: float = 0.0, watch: float | None = None) -> dict:
+            lock_timeout: float = 0.0, watch: float | None = None, confirm=None) -> dict:
     site = ctx.site(slug)
     naming.validate_ref(ref)
     lock = site.lock()
@@ -256,6 +256,8 @@ def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_s
                             watch=site.config.watch_seconds if watch is None else watch)
         if dry_run:
             return dry_run_report(ctx, site, plan, facts)
+        if confirm and not confirm(plan):
+            raise SumbgError(f"upgrade of {slug} to {ref} cancelled; nothing was changed")
         try:
             return execute(plan, site.records, ctx.reporter, command=f"upgrade {slug} {ref}")
         finally:

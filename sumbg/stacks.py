@@ -26,9 +26,12 @@ class Backup:
     sha256: str
     size: int
     entries: int
+    dump_seconds: float
+    verify_seconds: float
 
     def record(self) -> dict:
-        return {"file": self.path.name, "sha256": self.sha256, "size": self.size, "entries": self.entries}
+        return {"file": self.path.name, "sha256": self.sha256, "size": self.size, "entries": self.entries,
+                "dump_seconds": self.dump_seconds, "verify_seconds": self.verify_seconds}
 
 
 class Stacks:
@@ -138,6 +141,7 @@ class Stacks:
         user = f"{os.getuid()}:{os.getgid()}"
         env = {"SUMBG_DB": self.site.config.db_name, "SUMBG_DB_USER": self.site.config.db_user}
         # Local-socket auth inside the container: no password in any argument, log or history.
+        started = time.monotonic()
         dump = self.engine.exec(container, [
             "sh", "-c",
             f'umask 077 && pg_dump --format=custom --no-password -U "$SUMBG_DB_USER" -d "$SUMBG_DB" '
@@ -147,6 +151,7 @@ class Stacks:
             partial.unlink(missing_ok=True)
             raise BackupError("pg_dump failed", command=["pg_dump", "--format=custom", "..."],
                               returncode=dump.returncode, output_tail=tail(dump.output))
+        dumped = time.monotonic()
         listing = self.engine.exec(container, ["pg_restore", "--list", f"/backups/.{name}.partial"], user=user)
         entries = sum(1 for line in listing.stdout.splitlines() if line and not line.startswith(";"))
         if listing.returncode != 0 or entries == 0:
@@ -160,7 +165,8 @@ class Stacks:
         fd = os.open(sums, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{digest}  {final.name}\n")
-        return Backup(final, digest, final.stat().st_size, entries)
+        return Backup(final, digest, final.stat().st_size, entries,
+                      dump_seconds=elapsed(started), verify_seconds=round(time.monotonic() - dumped, 3))
 
     def prune_backups(self, keep: int, protected: set[str]) -> list[str]:
         dumps = sorted(self.list_backup_files(), key=lambda p: p.stat().st_mtime, reverse=True)
