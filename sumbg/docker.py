@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import python_on_whales
 from python_on_whales import DockerClient
@@ -139,14 +138,6 @@ class Engine:
             if not self.docker.network.exists(name):  # lost a race with another creator: fine
                 raise _wrap(exc, f"cannot create network {name}") from None
 
-    def remove_network(self, name: str) -> None:
-        if self.docker.network.exists(name):
-            try:
-                self.docker.network.remove(name)
-            except DockerException as exc:
-                raise _wrap(exc, f"cannot remove network {name}") from None
-
-    # ------------------------------------------------------------ containers
     def container(self, name: str) -> ContainerState | None:
         try:
             c = self.docker.container.inspect(name)
@@ -171,29 +162,27 @@ class Engine:
 
     def exec(self, name: str, argv: list[str], *, user: str | None = None,
              env: dict[str, str] | None = None) -> ExecResult:
-        """Run a command in a running container; never raises on a non-zero exit."""
-        try:
-            stdout, stderr = python_on_whales.utils.run(
-                self.docker.client_config.docker_cmd
-                + ["exec"]
-                + (["--user", user] if user else [])
-                + [arg for key in (env or {}) for arg in ("--env", key)]
-                + [name, *argv],
-                env=env or {},
-                return_stderr=True,
-            )
-            return ExecResult(0, stdout, stderr)
-        except DockerException as exc:
-            return ExecResult(exc.return_code, exc.stdout or "", exc.stderr or "")
+        """Run a command in a running container; never raises on a non-zero exit.
+
+        Environment values reach the container by name only (`--env KEY`), never in argv.
+        """
+        return self._capture(
+            self.docker.client_config.docker_cmd + ["exec"]
+            + (["--user", user] if user else [])
+            + [arg for key in (env or {}) for arg in ("--env", key)]
+            + [name, *argv],
+            env=env,
+        )
 
     def run_oneoff(self, image: str, argv: list[str], *, volumes: list[tuple[str, str, str]]) -> ExecResult:
         """docker run --rm IMAGE ARGV with bind mounts; never raises on a non-zero exit."""
         mounts = [arg for source, target, mode in volumes for arg in ("--volume", f"{source}:{target}:{mode}")]
+        return self._capture(self.docker.client_config.docker_cmd + ["run", "--rm", *mounts, image, *argv])
+
+    @staticmethod
+    def _capture(argv: list, env: dict[str, str] | None = None) -> ExecResult:
         try:
-            stdout, stderr = python_on_whales.utils.run(
-                self.docker.client_config.docker_cmd + ["run", "--rm", *mounts, image, *argv],
-                return_stderr=True,
-            )
+            stdout, stderr = python_on_whales.utils.run(argv, env=env or {}, return_stderr=True)
             return ExecResult(0, stdout, stderr)
         except DockerException as exc:
             return ExecResult(exc.return_code, exc.stdout or "", exc.stderr or "")
@@ -206,20 +195,6 @@ class Engine:
         except DockerException as exc:
             raise _wrap(exc, f"cannot remove container {name}") from None
 
-    def containers_with_label(self, label: str) -> list[str]:
-        try:
-            return [c.name for c in self.docker.container.list(all=True, filters={"label": label})]
-        except DockerException as exc:
-            raise _wrap(exc, f"cannot list containers labelled {label}") from None
-
-    def container_memory_bytes(self, name: str) -> int | None:
-        try:
-            stats = self.docker.container.stats(name)
-        except DockerException:
-            return None
-        return int(stats[0].memory_used) if stats else None
-
-    # ------------------------------------------------------------ compose
     def compose_up(self, project: ComposeProject, services: list[str] | None = None, *,
                    wait: bool = False, force_recreate: bool = False) -> None:
         project.write_env_file()
@@ -255,14 +230,9 @@ class Engine:
     def compose_run(self, project: ComposeProject, service: str, argv: list[str]) -> ExecResult:
         """A one-off container of a service (no aliases, no dependencies), removed afterwards."""
         project.write_env_file()
-        cmd = project.client().client_config.docker_compose_cmd + [
+        return self._capture(project.client().client_config.docker_compose_cmd + [
             "run", "--rm", "--no-deps", "-T", service, *argv
-        ]
-        try:
-            stdout, stderr = python_on_whales.utils.run(cmd, return_stderr=True)
-            return ExecResult(0, stdout, stderr)
-        except DockerException as exc:
-            return ExecResult(exc.return_code, exc.stdout or "", exc.stderr or "")
+        ])
 
     def project_containers(self, project_name: str) -> list[ContainerState]:
         try:
@@ -278,6 +248,3 @@ class Engine:
             for c in found
         ]
 
-
-def iter_lines(text: str) -> Iterator[str]:
-    yield from (line for line in text.splitlines() if line.strip())

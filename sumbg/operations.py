@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import difflib
+import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -165,7 +166,7 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
     def start(run: Run):
         run.on_failure(f"remove {naming.app_project(slug, colour)}", lambda: stacks.remove_colour(colour))
         stacks.start_web(colour, image.tag)
-        stacks.start_worker(colour)
+        stacks.start_worker(colour, image.tag)
 
     def edge(run: Run):
         ctx.edge.files.write_colour(slug, "live", colour)
@@ -181,8 +182,6 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
         with Prober() as prober:
             answer = prober.wait_healthy(live_target(ctx.host.edge, domain), site.config.health_timeout,
                                          expect_version=expected_version(image))
-        if answer is None:
-            raise CheckFailed("no health answer")
         return {"health": answer.status, "version": answer.version}
 
     def record(run: Run):
@@ -315,8 +314,14 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
     def migrate(run: Run):
         planned = stacks.migration_plan(idle, image.tag)
         run.say("migration plan: " + (planned.replace("\n", "; ")[:400] or "none"))
+        breaking = breaking_operations(planned)
+        if breaking:
+            run.notes["breaking_migrations"] = breaking
+            run.say(f"warning: {len(breaking)} operation(s) may break the running {live} colour "
+                    f"({'; '.join(breaking[:3])}); a rollback would then need --restore-db")
         output = stacks.migrate(idle, image.tag, restore_hint)
-        return {"plan": planned, "applied": sum(1 for line in output.splitlines() if "Applying" in line)}
+        return {"plan": planned, "breaking": breaking,
+                "applied": sum(1 for line in output.splitlines() if "Applying" in line)}
 
     def start(run: Run):
         if stacks.colour_exists(idle):
@@ -422,6 +427,16 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         "from_colour": live, "to_colour": idle,
         "sum_core": {"from": facts.live_core, "to": facts.new_core},
     })
+
+
+# Operations in `migrate --plan` output that code still running the old release may
+# not survive (it reads or writes what they remove or rename).
+_BREAKING = re.compile(r"^\s*(Remove field|Delete model|Rename field|Rename model|Rename table|Alter field|"
+                       r"Raw SQL operation|Remove constraint|Alter unique_together)\b", re.M)
+
+
+def breaking_operations(plan_output: str) -> list[str]:
+    return [line.strip() for line in plan_output.splitlines() if _BREAKING.match(line)]
 
 
 def watch_after_switch(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, old: str) -> dict:

@@ -15,9 +15,9 @@ from pathlib import Path
 from . import naming
 from .caddy import Edge
 from .docker import Engine, ExecResult
-from .errors import BackupError, CheckFailed, DockerError, MigrationFailed, tail
+from .errors import BackupError, DockerError, MigrationFailed, tail
 from .runtime import Site
-from .util import poll, utc_stamp
+from .util import utc_stamp
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,10 @@ class Stacks:
         self.engine.compose_up(self.site.app_project(colour, image, worker=False), ["web"],
                                force_recreate=True)
 
-    def start_worker(self, colour: str) -> bool:
+    def start_worker(self, colour: str, image: str | None = None) -> bool:
         if not self.site.config.worker_command:
             return False
-        self.engine.compose_up(self.app_project(colour), ["worker"])
+        self.engine.compose_up(self.app_project(colour, image), ["worker"])
         return True
 
     def stop_worker(self, colour: str) -> bool:
@@ -209,11 +209,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def wait_for(check, timeout: float, what: str) -> None:
-    if not poll(check, timeout):
-        raise CheckFailed(f"{what} did not happen within {timeout:.0f}s")
 
 
 def elapsed(since: float) -> float:

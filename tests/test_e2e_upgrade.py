@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from .conftest import Host, docker, http_get, snapshot_tree
-from .test_e2e_init import post_lead
+from .test_e2e_init import post_lead, tag_commit
 from .traffic import Traffic
 
 pytestmark = pytest.mark.e2e
@@ -75,8 +75,12 @@ class TestZeroDowntimeUpgrade:
 
         outcome = result.json()
         assert outcome["outcome"] == "done"
-        assert [(s["name"], s["outcome"]) for s in outcome["steps"]] == [
-            ("preflight", "ok"), ("build", "ok"), ("backup", "ok"), ("migrate", "ok"), ("start", "ok"),
+        # The build is skipped when this engine already holds the image built from that commit.
+        build = next(s for s in outcome["steps"] if s["name"] == "build")
+        assert build["outcome"] == "ok" or (build["outcome"], build["reason"]) == (
+            "skipped", f"sum-{site}:v1.1.0 already built from {tag_commit(host, 'v1.1.0')[:12]}")
+        assert [(s["name"], s["outcome"]) for s in outcome["steps"] if s["name"] != "build"] == [
+            ("preflight", "ok"), ("backup", "ok"), ("migrate", "ok"), ("start", "ok"),
             ("smoke", "ok"), ("switch", "ok"), ("workers", "skipped"), ("watch", "ok")]
         assert outcome["sum_core"] == {"from": "0.6.3", "to": "0.7.0"}
         assert 0 < outcome["flip_seconds"] < 1
@@ -199,3 +203,19 @@ class TestLockingAndInput:
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() == [
             f"sumbg: error: ref 'v9.9.9' does not exist in {host.repo}"]
+
+
+def test_one_version_consumes_tasks_workers_follow_traffic(host: Host) -> None:
+    slug = "t-worker"
+    host.init(slug, "v1.0.0", "--worker-command", "python manage.py sum_worker")
+    running = lambda: docker("ps", "--filter", f"name=sum-{slug}-", "--format", "{{.Names}}").stdout.split()
+    assert f"sum-{slug}-blue-worker" in running()
+    result = host.sumbg("upgrade", slug, "v1.1.0", "--watch", "0", "--json")
+    assert result.returncode == 0, str(result)
+    workers = next(s for s in result.json()["steps"] if s["name"] == "workers")
+    assert (workers["stopped"], workers["started"]) == ("blue", "green")
+    assert sorted(n for n in running() if n.endswith("-worker")) == [f"sum-{slug}-green-worker"]
+    assert f"sum-{slug}-blue-web" in running()
+    assert host.sumbg("rollback", slug).returncode == 0
+    assert sorted(n for n in running() if n.endswith("-worker")) == [f"sum-{slug}-blue-worker"]
+    host.teardown_site(slug)

@@ -118,3 +118,17 @@ def test_colours():
     assert naming.COLOURS == ("blue", "green")
     assert naming.other_colour("blue") == "green"
     assert naming.other_colour("green") == "blue"
+
+
+def test_breaking_migration_operations_are_flagged():
+    from sumbg.operations import breaking_operations
+    plan = """Planned operations:
+sum_core.0002_lead_phone
+    Add field phone to lead
+sum_core.0003_drop_fax
+    Remove field fax from lead
+    Rename field msg on lead to message
+    Raw SQL operation -> UPDATE x"""
+    assert breaking_operations(plan) == [
+        "Remove field fax from lead", "Rename field msg on lead to message", "Raw SQL operation -> UPDATE x"]
+    assert breaking_operations("Planned operations:\n  No planned migration operations.") == []
