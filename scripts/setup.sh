@@ -44,6 +44,12 @@ ensure_engine() {
     check_disk /
     if ! command -v dockerd >/dev/null 2>&1; then apt_install docker.io; fi
     if ! pgrep -x dockerd >/dev/null 2>&1; then
+        # A dockerd killed with its session leaves pid files that block the next start.
+        for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+            if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+                as_root rm -f "$pidfile"
+            fi
+        done
         say "starting dockerd in the background (log: /var/log/dockerd.log)"
         as_root sh -c 'nohup setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &'
     fi

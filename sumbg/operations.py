@@ -82,6 +82,11 @@ def colour_record(image: build.ImageSpec, **extra) -> dict:
             "sum_core": image.labels["sumbg.sum-core"] or None, "deployed_at": utc_now(), **extra}
 
 
+def build_image(ctx: Context, site: Site, image: build.ImageSpec) -> dict:
+    return build.build(ctx.engine, mirror_for(site), image, python_image=ctx.host.images.python,
+                       ca_bundle=ctx.host.ca_bundle, work_dir=site.run_dir)
+
+
 def expected_version(image: build.ImageSpec) -> dict:
     return {"build": image.labels["sumbg.ref"], "git_sha": image.commit}
 
@@ -95,17 +100,15 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
     naming.validate_domain(domain)
     if ref is not None:
         naming.validate_ref(ref)
-    site_dir = ctx.host.site_dir(slug)
-    existing_state = (site_dir / "state.json").exists() and Site(
-        ctx.host, load_site(ctx.host, slug)).records.load_state()
-    if existing_state and existing_state.get("live"):
-        site = ctx.site(slug)
-        site.records.append({"event": "noop", "operation": "init",
-                             "reason": "site already initialised; nothing changed"})
-        ctx.reporter.line(f"site {slug} is already initialised (live colour "
-                          f"{existing_state['live']}); nothing changed")
-        return {"operation": "init", "site": slug, "outcome": "noop",
-                "reason": "already initialised", "live": existing_state["live"]}
+    if (ctx.host.site_dir(slug) / "state.json").exists():
+        existing = ctx.site(slug)
+        live = existing.records.load_state().get("live")
+        if live:
+            existing.records.append({"event": "noop", "operation": "init",
+                                     "reason": "site already initialised; nothing changed"})
+            ctx.reporter.line(f"site {slug} is already initialised (live colour {live}); nothing changed")
+            return {"operation": "init", "site": slug, "outcome": "noop",
+                    "reason": "already initialised", "live": live}
     for other in ctx.site_configs():
         if other.domain == domain and other.slug != slug:
             raise UsageError(f"domain {domain} is already served by site {other.slug}")
@@ -152,9 +155,8 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
     def data(run: Run):
         stacks.start_data()
 
-    def build_image(run: Run):
-        return build.build(ctx.engine, mirror, image, python_image=ctx.host.images.python,
-                           ca_bundle=ctx.host.ca_bundle, work_dir=site.run_dir)
+    def build_step(run: Run):
+        return build_image(ctx, site, image)
 
     def migrate(run: Run):
         output = stacks.migrate(colour, image.tag, "This is the first deploy: no data existed before.")
@@ -192,7 +194,7 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
 
     plan = Plan("init", slug, (
         Step("data", f"start {naming.data_project(slug)} (Postgres, Redis)", data),
-        Step("build", f"build {image.tag} from {resolved.ref} ({resolved.commit[:12]})", build_image),
+        Step("build", f"build {image.tag} from {resolved.ref} ({resolved.commit[:12]})", build_step),
         Step("migrate", f"migrate in a one-off container of {image.tag}", migrate),
         Step("static", f"collectstatic into {site.static_dir(colour)}", static),
         Step("start", f"start {naming.app_project(slug, colour)}", start),
@@ -297,9 +299,8 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
                     "it will be replaced")
         return {"sum_core": core, "health": health.status}
 
-    def build_image(run: Run):
-        return build.build(ctx.engine, mirror_for(site), image, python_image=ctx.host.images.python,
-                           ca_bundle=ctx.host.ca_bundle, work_dir=site.run_dir)
+    def build_step(run: Run):
+        return build_image(ctx, site, image)
 
     def backup(run: Run):
         taken = stacks.backup(backup_name)
@@ -405,7 +406,7 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
     steps = [
         Step("preflight", f"engine, live {live} web, health through Caddy, disk, sum-core "
                           f"{facts.live_core} -> {facts.new_core}", preflight),
-        Step("build", f"build {image.tag} from {image.labels['sumbg.ref']} ({image.commit[:12]})", build_image,
+        Step("build", f"build {image.tag} from {image.labels['sumbg.ref']} ({image.commit[:12]})", build_step,
              {"image": image.tag, "commit": image.commit}),
         Step("backup", f"pg_dump to {site.backups_dir / backup_name}, verify", backup,
              {"backup": str(site.backups_dir / backup_name)}),
