@@ -93,6 +93,10 @@ def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
             stacks.start_data()
             removed.append("restarted the data stack")
         repaired = Database(stacks).repair_interrupted_swap()
+        # A backup or restore killed mid-way leaves a hidden partial dump or restore copy.
+        for partial in [*site.backups_dir.glob(".*.partial"), *site.backups_dir.glob(".restore-*")]:
+            partial.unlink(missing_ok=True)
+            removed.append(f"backups/{partial.name}")
         return {"removed": removed, "database": repaired}
 
     def choose(run: Run):
