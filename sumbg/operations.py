@@ -42,7 +42,7 @@ class Context:
         return Site(self.host, load_site(self.host, slug))
 
     def stacks(self, site: Site) -> Stacks:
-        return Stacks(site, self.engine, self.edge)
+        return Stacks(site, self.engine)
 
     def site_configs(self) -> list[SiteConfig]:
         """Every site registered under the root whose site.toml is valid."""

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import naming
-from .caddy import Edge
 from .docker import Engine, ExecResult
 from .errors import BackupError, DockerError, MigrationFailed, tail
 from .runtime import Site
@@ -35,10 +34,9 @@ class Backup:
 
 
 class Stacks:
-    def __init__(self, site: Site, engine: Engine, edge: Edge) -> None:
+    def __init__(self, site: Site, engine: Engine) -> None:
         self.site = site
         self.engine = engine
-        self.edge = edge
 
     # ------------------------------------------------------------ data stack
     def start_data(self) -> None:
