@@ -8,10 +8,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import reports
 from .errors import BackupError, NotFound, UsageError
-from .executor import Plan, Run, Step, execute
+from .executor import Plan, Run, Step
 from .operations import Context, refuse_if_interrupted
+from .records import recorded
 from .runtime import Site
 from .stacks import Database, sha256_file
 
@@ -56,18 +56,16 @@ def backup(ctx: Context, slug: str, *, lock_timeout: float = 0.0) -> dict:
     with site.lock().acquire(timeout=lock_timeout, command=f"sumbg backup {slug}"):
         state = site.records.load_state()
         refuse_if_interrupted(site, state)
-        live_ref = ((state.get("colours") or {}).get(state.get("live") or "") or {}).get("ref") or "manual"
+        live_ref = recorded(state, state.get("live")).get("ref") or "manual"
         name = stacks.backup_name(live_ref)
 
         def take(run: Run):
-            taken = stacks.backup(name)
-            protected = {taken.path.name} | {
-                rec.get("backup") for rec in (run.state.get("colours") or {}).values() if rec.get("backup")}
-            return {**taken.record(), "pruned": stacks.prune_backups(site.config.keep_backups, protected)}
+            taken, pruned = stacks.backup_and_prune(name, run.state)
+            return {**taken.record(), "pruned": pruned}
 
         plan = Plan("backup", slug, (Step("backup", f"pg_dump to {site.backups_dir / name}, verify", take),),
                     facts={"file": name})
-        return execute(plan, site.records, ctx.reporter, command=f"backup {slug}")
+        return ctx.execute(plan, site, f"backup {slug}")
 
 
 def resolve_backup_file(site: Site, file: str) -> Path:
@@ -135,13 +133,16 @@ def restore_steps(ctx: Context, site: Site, file: Path, *, require_sha: bool,
         return {"restored": file.name}
 
     def reopen(run: Run):
+        def maintenance_off() -> None:
+            edge_files.set_maintenance(site.slug, False)
+
         if then_flip:
-            then_flip(run, lambda: edge_files.set_maintenance(site.slug, False))
+            then_flip(run, maintenance_off)
         else:
             live = run.state.get("live")
             if live:
                 stacks.start_worker(live)
-        edge_files.set_maintenance(site.slug, False)
+            maintenance_off()
         run.forget_cleanups()
 
     return (
@@ -159,7 +160,4 @@ def restore(ctx: Context, slug: str, file: str, *, yes: bool, lock_timeout: floa
     with site.lock().acquire(timeout=lock_timeout, command=f"sumbg restore {slug} {path.name}"):
         refuse_if_interrupted(site, site.records.load_state())
         plan = Plan("restore", slug, restore_steps(ctx, site, path, require_sha=False), facts={"file": path.name})
-        try:
-            return execute(plan, site.records, ctx.reporter, command=f"restore {slug} {path.name}")
-        finally:
-            reports.regenerate(ctx.host)
+        return ctx.execute(plan, site, f"restore {slug} {path.name}")

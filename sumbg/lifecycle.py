@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import naming, reports
+from . import naming
 from .errors import CheckFailed, NeedsOperator, UsageError
-from .executor import Plan, Run, Step, execute
+from .executor import Plan, Run, Step
 from .operations import Context, refuse_if_interrupted
+from .records import recorded
 from .rollback import colour_version
 from .runtime import Site
 from .smoke import Prober, live_target, preview_target
@@ -35,7 +36,7 @@ def retire(ctx: Context, slug: str, *, min_age: float, force: bool, lock_timeout
             site.records.append({"event": "noop", "operation": "retire", "reason": f"{idle} is not running"})
             ctx.reporter.line(f"{idle} is not running; nothing to retire")
             return {"operation": "retire", "outcome": "noop", "reason": f"{idle} is not running"}
-        age = _age_seconds((state["colours"].get(live) or {}).get("deployed_at"))
+        age = _age_seconds(recorded(state, live).get("deployed_at"))
         if state.get("previous") == idle and age < min_age and not force:
             raise UsageError(
                 f"{idle} is {slug}'s only rollback target and {live} went live {age:.0f}s ago "
@@ -50,10 +51,7 @@ def retire(ctx: Context, slug: str, *, min_age: float, force: bool, lock_timeout
 
         plan = Plan("retire", slug, (Step("retire", f"stop and remove {naming.app_project(slug, idle)}", stop),),
                     facts={"colour": idle})
-        try:
-            return execute(plan, site.records, ctx.reporter, command=f"retire {slug}")
-        finally:
-            reports.regenerate(ctx.host)
+        return ctx.execute(plan, site, f"retire {slug}")
 
 
 # =================================================================== recover
@@ -69,10 +67,7 @@ def recover(ctx: Context, slug: str) -> dict:
         ctx.engine.ping()
         plan = Plan("recover", slug, recover_steps(ctx, site),
                     facts={"interrupted": interrupted, "stale_lock": lock.took_over})
-        try:
-            return execute(plan, site.records, ctx.reporter, command=f"recover {slug}")
-        finally:
-            reports.regenerate(ctx.host)
+        return ctx.execute(plan, site, f"recover {slug}")
 
 
 def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
@@ -169,7 +164,7 @@ def running_record(ctx: Context, site: Site, run: Run, colour: str) -> dict | No
     container = ctx.engine.container(site.web_container(colour))
     if container is None or not container.running:
         return None
-    record = (run.state.get("colours") or {}).get(colour)
+    record = recorded(run.state, colour)
     if record and record.get("image") == container.image:
         return record
     labels = ctx.engine.image_labels(container.image) or {}

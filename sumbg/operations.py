@@ -17,6 +17,7 @@ from .docker import Engine
 from .errors import CheckFailed, DockerError, SumbgError, UsageError
 from .executor import Plan, Reporter, Run, Step, execute
 from .lock import is_held
+from .records import recorded
 from .runtime import Site
 from .smoke import Prober, live_target, preview_target
 from .stacks import Stacks
@@ -53,6 +54,13 @@ class Context:
             except SumbgError:
                 continue
         return found
+
+    def execute(self, plan: Plan, site: Site, command: str) -> dict:
+        """Run a plan on a site, then refresh the host's operator documents whatever happened."""
+        try:
+            return execute(plan, site.records, self.reporter, command=command)
+        finally:
+            reports.regenerate(self.host)
 
     def all_sites(self) -> dict[str, str]:
         """{slug: domain} of every initialised site on this host (what the edge serves)."""
@@ -202,11 +210,8 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
         Step("health", f"wait for /health/ through Caddy (Host: {domain})", health),
         Step("record", "write state.json", record),
     ), facts={"ref": resolved.ref, "commit": resolved.commit, "sum_core": pin, "colour": colour})
-    try:
-        with site.lock().acquire(command=f"sumbg init {slug}"):
-            result = execute(plan, site.records, ctx.reporter, command=f"init {slug}")
-    finally:
-        reports.regenerate(ctx.host)
+    with site.lock().acquire(command=f"sumbg init {slug}"):
+        result = ctx.execute(plan, site, f"init {slug}")
     target = live_target(ctx.host.edge, domain)
     result["url"] = target.base_url
     ctx.reporter.line(f"{slug} is live: curl -H 'Host: {domain}' -H 'X-Forwarded-Proto: https' {target.base_url}/")
@@ -259,10 +264,7 @@ def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_s
             return dry_run_report(ctx, site, plan, facts)
         if confirm and not confirm(plan):
             raise SumbgError(f"upgrade of {slug} to {ref} cancelled; nothing was changed")
-        try:
-            return execute(plan, site.records, ctx.reporter, command=f"upgrade {slug} {ref}")
-        finally:
-            reports.regenerate(ctx.host)
+        return ctx.execute(plan, site, f"upgrade {slug} {ref}")
     finally:
         lock.release()
 
@@ -303,12 +305,8 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         return build_image(ctx, site, image)
 
     def backup(run: Run):
-        taken = stacks.backup(backup_name)
+        taken, removed = stacks.backup_and_prune(backup_name, run.state)
         run.notes["backup"] = taken.path.name
-        protected = {taken.path.name} | {
-            rec.get("backup") for rec in run.state.get("colours", {}).values() if rec.get("backup")
-        }
-        removed = stacks.prune_backups(site.config.keep_backups, protected)
         run.say(f"{taken.path.name}: {taken.size} bytes, {taken.entries} entries, sha256 {taken.sha256[:16]}...")
         return {**taken.record(), "pruned": removed}
 
@@ -510,7 +508,7 @@ def status(ctx: Context, slug: str | None) -> list[dict]:
 def site_status(ctx: Context, site: Site) -> dict:
     state = site.records.load_state()
     live = state.get("live")
-    record = (state.get("colours") or {}).get(live) or {}
+    record = recorded(state, live)
     health: dict = {}
     if live:
         with Prober() as prober:

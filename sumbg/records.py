@@ -10,6 +10,11 @@ from pathlib import Path
 from .util import atomic_write, utc_now
 
 
+def recorded(state: dict, colour: str | None) -> dict:
+    """What state.json records for a colour (image, ref, commit, backup...), or {} if nothing."""
+    return (state.get("colours") or {}).get(colour or "") or {}
+
+
 @dataclass
 class SiteRecords:
     site_dir: Path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .config import HostConfig, load_site
 from .errors import SumbgError
-from .records import SiteRecords
+from .records import SiteRecords, recorded
 from .util import atomic_write
 
 MATRIX_COLUMNS = ("Site", "Environment", "Slug", "Current Version", "Last Deploy Date",
@@ -24,7 +24,7 @@ def regenerate(host: HostConfig) -> None:
             continue
         records = SiteRecords(path.parent)
         state = records.load_state()
-        live = (state.get("colours") or {}).get(state.get("live") or "", {})
+        live = recorded(state, state.get("live"))
         operations = [e for e in records.history() if e.get("event") == "finished"]
         upgrades = [e for e in operations if e.get("operation") in ("upgrade", "rollback")]
         last = upgrades[-1] if upgrades else None

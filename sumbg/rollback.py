@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import time
 
-from . import naming, reports
+from . import naming
 from .errors import CheckFailed, UsageError
-from .executor import Plan, Run, Step, execute
+from .executor import Plan, Run, Step
 from .backups import resolve_backup_file, restore_steps
 from .operations import Context, refuse_if_interrupted
+from .records import recorded
 from .runtime import Site
 from .smoke import Prober, live_target, preview_target
 
@@ -52,16 +53,13 @@ def rollback(ctx: Context, slug: str, *, restore_db: bool = False, lock_timeout:
             raise UsageError(f"site {slug} has nothing to roll back to (no previous colour recorded)")
         backup = None
         if restore_db:
-            recorded = (state["colours"].get(live) or {}).get("backup")
-            if not recorded:
+            pre_upgrade = recorded(state, live).get("backup")
+            if not pre_upgrade:
                 raise UsageError(f"no pre-upgrade backup is recorded for {live}'s release; nothing to restore")
-            backup = resolve_backup_file(site, recorded)
+            backup = resolve_backup_file(site, pre_upgrade)
         plan = rollback_plan(ctx, site, live=live, previous=previous, record=state["colours"][previous],
-                             live_ref=(state["colours"].get(live) or {}).get("ref"), restore_from=backup)
-        try:
-            return execute(plan, site.records, ctx.reporter, command=f"rollback {slug}")
-        finally:
-            reports.regenerate(ctx.host)
+                             live_ref=recorded(state, live).get("ref"), restore_from=backup)
+        return ctx.execute(plan, site, f"rollback {slug}")
 
 
 def rollback_plan(ctx: Context, site: Site, *, live: str, previous: str, record: dict,

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import naming
 from .docker import Engine, ExecResult
 from .errors import BackupError, DockerError, MigrationFailed, tail
+from .records import recorded
 from .runtime import Site
 from .util import utc_stamp
 
@@ -54,7 +55,7 @@ class Stacks:
         return self.site.app_project(colour, image)
 
     def recorded_image(self, colour: str) -> str | None:
-        return (self.site.records.load_state().get("colours", {}).get(colour) or {}).get("image")
+        return recorded(self.site.records.load_state(), colour).get("image")
 
     def run_manage(self, colour: str, image: str, args: list[str]) -> ExecResult:
         return self.engine.compose_run(self.app_project(colour, image), "web", ["python", "manage.py", *args])
@@ -166,6 +167,14 @@ class Stacks:
         return Backup(final, digest, final.stat().st_size, entries,
                       dump_seconds=elapsed(started), verify_seconds=round(time.monotonic() - dumped, 3))
 
+    def backup_and_prune(self, name: str, state: dict) -> tuple[Backup, list[str]]:
+        """Take a backup, then keep the newest `keep_backups`, never deleting the new one
+        or any backup state.json records for a colour (the way back for a rollback)."""
+        taken = self.backup(name)
+        protected = {taken.path.name} | {
+            record["backup"] for record in (state.get("colours") or {}).values() if record.get("backup")}
+        return taken, self.prune_backups(self.site.config.keep_backups, protected)
+
     def prune_backups(self, keep: int, protected: set[str]) -> list[str]:
         dumps = sorted(self.list_backup_files(), key=lambda p: p.stat().st_mtime, reverse=True)
         removed = []
@@ -225,7 +234,6 @@ OLD_SUFFIX = "__sumbg_old"
 
 class Database:
     def __init__(self, stacks: Stacks) -> None:
-        self.stacks = stacks
         self.site = stacks.site
         self.engine = stacks.engine
         self.name = self.site.config.db_name
