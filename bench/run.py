@@ -458,13 +458,24 @@ class Bench:
         self.log(f"{kind} upgrade rep {rep}: {doc.get('seconds')}s, steps {steps}")
         self.sumbg_ok("rollback", SLUG, "--json")
 
+    def recreate_web(self, colour: str, ref: str, times: dict) -> tuple[float, float]:
+        """The runbook's restart: collectstatic, then `up -d --force-recreate web` with REF's image.
+        Records both durations in `times`; returns when `up` started and ended."""
+        t = time.time()
+        self.manage(colour, self.image(ref), "collectstatic", "--noinput", "--clear")
+        times["collectstatic"] = round(time.time() - t, 3)
+        up0 = time.time()
+        self.compose(colour, "up", "-d", "--force-recreate", "--no-deps", "web", image=self.image(ref))
+        up1 = time.time()
+        times["up_force_recreate"] = round(up1 - up0, 3)
+        return up0, up1
+
     def baseline_restart(self, rep: int) -> None:
         colour = self.state()["live"]
         self.reset_db(colour)
         current = self.docker("inspect", "--format", "{{.Config.Image}}", f"{PREFIX}-{colour}-web").stdout.strip()
         if current != self.image(OLD):
-            self.manage(colour, self.image(OLD), "collectstatic", "--noinput", "--clear")
-            self.compose(colour, "up", "-d", "--force-recreate", "--no-deps", "web", image=self.image(OLD))
+            self.recreate_web(colour, OLD, {})
         self.wait_serving(OLD)
         load = self.start_load(f"baseline-{rep}")
         t0 = time.time()
@@ -472,13 +483,7 @@ class Bench:
         try:
             self.manage(colour, self.image(NEW), "migrate", "--noinput")
             times["migrate"] = round(time.time() - t0, 3)
-            t = time.time()
-            self.manage(colour, self.image(NEW), "collectstatic", "--noinput", "--clear")
-            times["collectstatic"] = round(time.time() - t, 3)
-            up0 = time.time()
-            self.compose(colour, "up", "-d", "--force-recreate", "--no-deps", "web", image=self.image(NEW))
-            up1 = time.time()
-            times["up_force_recreate"] = round(up1 - up0, 3)
+            up0, up1 = self.recreate_web(colour, NEW, times)
             serving = self.wait_serving(NEW)
             times["until_serving_new"] = round(serving - up1, 3)
             t_end = time.time()
@@ -509,12 +514,7 @@ class Bench:
         t0 = time.time()
         times = {}
         try:
-            self.manage(colour, self.image(OLD), "collectstatic", "--noinput", "--clear")
-            times["collectstatic"] = round(time.time() - t0, 3)
-            up0 = time.time()
-            self.compose(colour, "up", "-d", "--force-recreate", "--no-deps", "web", image=self.image(OLD))
-            up1 = time.time()
-            times["up_force_recreate"] = round(up1 - up0, 3)
+            up0, up1 = self.recreate_web(colour, OLD, times)
             serving = self.wait_serving(OLD)
             times["until_serving_old"] = round(serving - up1, 3)
             t_end = time.time()
