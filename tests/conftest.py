@@ -109,7 +109,9 @@ class Host:
         docker("network", "rm", f"sum-{slug}", check=False)
 
 
-EDGE = "sum-edge-test"  # its own edge, so tests never touch a demo's or a real site's
+# Its own edge, so tests never touch a demo's or a real site's; a second test session
+# running beside this one (another checkout) sets SUMBG_TEST_EDGE to its own name.
+EDGE = os.environ.get("SUMBG_TEST_EDGE", "sum-edge-test")
 
 
 def _remove_stale_edge() -> None:
