@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,12 +137,107 @@ class Images:
 
 
 @dataclass(frozen=True)
+class BuildSettings:
+    """`[build]` of sumbg.toml or site.toml: how a client image is built (empty = not set here).
+
+    The credential files are paths (mode 0600); sumbg never reads them into its records.
+    """
+
+    python_image: str = ""                              # site only; "" = sumbg.toml images.python
+    build_packages: tuple[str, ...] = ()                # site only; Debian packages of the build stage
+    packages: tuple[str, ...] = ()                      # site only; Debian packages of the final image
+    git_token_file: str = ""                            # token for git+https dependencies
+    git_username: str = ""                              # username sent with the token
+    git_ssh_key_file: str = ""                          # deploy key for git+ssh dependencies
+    git_url_rewrites: tuple[tuple[str, str], ...] = ()  # (prefix, replacement): git's insteadOf
+
+
+_DEB_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?")
+_SITE_ONLY_BUILD_KEYS = ("python_image", "build_packages", "packages")
+
+
+def _parse_build(table: _Table, *, site: bool) -> tuple[BuildSettings, str]:
+    """A `[build]` table; returns the settings and (host only) the CA bundle."""
+    ca_bundle = ""
+    if not site:
+        ca_bundle = table.get("ca_bundle", str, "")
+        if ca_bundle and not Path(ca_bundle).is_file():
+            raise table.fail("ca_bundle", f"file {ca_bundle} does not exist")
+    python_image = table.get("python_image", str, "") if site else ""
+    if python_image and (any(ch.isspace() for ch in python_image) or python_image.startswith("-")):
+        raise table.fail("python_image", "must be an image reference like 'python:3.12-slim'")
+    lists = {}
+    for key in _SITE_ONLY_BUILD_KEYS[1:] if site else ():
+        value = table.get(key, list, [])
+        if not all(isinstance(item, str) and _DEB_PACKAGE.fullmatch(item) for item in value):
+            raise table.fail(key, "must be a list of Debian package names like [\"libjpeg62-turbo\"]")
+        lists[key] = tuple(value)
+    secrets = {key: _secret_file(table, key) for key in ("git_token_file", "git_ssh_key_file")}
+    username = table.get("git_username", str, "")
+    if any(ch.isspace() or ch in ":@" for ch in username):
+        raise table.fail("git_username", "must be a user name without spaces, ':' or '@'")
+    rewrites = table.get("git_url_rewrites", dict, {})
+    for prefix, replacement in rewrites.items():
+        if not prefix or not isinstance(replacement, str) or not replacement or any(
+                ch.isspace() for ch in prefix + replacement):
+            raise ConfigError(f"{table.where('git_url_rewrites')}: {prefix!r} must map a URL prefix to "
+                              "a non-empty URL prefix without spaces")
+    table.reject_unknown()
+    return BuildSettings(
+        python_image=python_image, git_username=username,
+        git_url_rewrites=tuple(rewrites.items()), **lists, **secrets,
+    ), ca_bundle
+
+
+def _secret_file(table: _Table, key: str) -> str:
+    """A credential file: an absolute path to a regular file nobody but its owner can read."""
+    path = table.get(key, str, "")
+    if not path:
+        return ""
+    if not os.path.isabs(path):
+        raise table.fail(key, f"must be an absolute path, not {path!r}")
+    try:
+        info = os.stat(path)
+    except OSError:
+        raise table.fail(key, f"file {path} does not exist") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise table.fail(key, f"{path} is not a file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise table.fail(key, f"{path} has mode {mode:04o}; a credential file must be 0600 "
+                              f"(chmod 600 {path})")
+    return path
+
+
+def render_build_toml(build: BuildSettings) -> list[str]:
+    """The `[build]` table of site.toml, every setting spelled out."""
+    q = _toml_string
+    rewrites = ", ".join(f"{q(prefix)} = {q(to)}" for prefix, to in build.git_url_rewrites)
+    return [
+        "[build]",
+        "# The Python base image; empty = sumbg.toml images.python.",
+        f"python_image = {q(build.python_image)}",
+        "# Debian packages for the build stage only (compilers, -dev headers) and for the final image.",
+        f"build_packages = [{', '.join(q(p) for p in build.build_packages)}]",
+        f"packages = [{', '.join(q(p) for p in build.packages)}]",
+        "# Private git+https / git+ssh requirements: files of mode 0600; empty = sumbg.toml [build].",
+        f"git_token_file = {q(build.git_token_file)}",
+        f"git_username = {q(build.git_username)}",
+        f"git_ssh_key_file = {q(build.git_ssh_key_file)}",
+        "# Like git's insteadOf: { \"https://github.com/acme/\" = \"https://mirror.example/acme/\" }",
+        f"git_url_rewrites = {{{' ' + rewrites + ' ' if rewrites else ''}}}",
+        "",
+    ]
+
+
+@dataclass(frozen=True)
 class HostConfig:
     root: Path
     edge: EdgeSettings = EdgeSettings()
     images: Images = Images()
     ca_bundle: str = ""
     min_free_gb: float = 2.0
+    build: BuildSettings = BuildSettings()  # git credentials and URL rewrites for all sites
 
     @property
     def caddy_dir(self) -> Path:
@@ -197,11 +293,7 @@ def parse_host(table: _Table, root: Path) -> HostConfig:
     })
     images_t.reject_unknown()
 
-    build_t = table.table("build")
-    ca_bundle = build_t.get("ca_bundle", str, "")
-    if ca_bundle and not Path(ca_bundle).is_file():
-        raise build_t.fail("ca_bundle", f"file {ca_bundle} does not exist")
-    build_t.reject_unknown()
+    build, ca_bundle = _parse_build(table.table("build"), site=False)
 
     preflight_t = table.table("preflight")
     min_free_gb = float(preflight_t.get("min_free_gb", (int, float), 2.0))
@@ -209,7 +301,8 @@ def parse_host(table: _Table, root: Path) -> HostConfig:
         raise preflight_t.fail("min_free_gb", "must not be negative")
     preflight_t.reject_unknown()
     table.reject_unknown()
-    return HostConfig(root=root, edge=edge, images=images, ca_bundle=ca_bundle, min_free_gb=min_free_gb)
+    return HostConfig(root=root, edge=edge, images=images, ca_bundle=ca_bundle, min_free_gb=min_free_gb,
+                      build=build)
 
 
 def _image_ref(table: _Table, key: str, default: str) -> str:
@@ -275,6 +368,7 @@ class SiteConfig:
     watch_seconds: float = 30.0
     notes: str = ""
     extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    build: BuildSettings = BuildSettings()  # [build]: overrides sumbg.toml [build] per key
 
     @property
     def db_name(self) -> str:
@@ -346,6 +440,8 @@ def parse_site(table: _Table) -> SiteConfig:
         raise upgrade.fail("watch", "must not be negative")
     upgrade.reject_unknown()
 
+    build, _ = _parse_build(table.table("build"), site=True)
+
     smoke = table.table("smoke")
     checks_raw = smoke.get("checks", list, None)
     smoke_checks = DEFAULT_SMOKE_CHECKS if checks_raw is None else tuple(
@@ -359,6 +455,7 @@ def parse_site(table: _Table) -> SiteConfig:
         worker_command=worker_command, db_publish_port=db_publish_port,
         health_timeout=health_timeout, smoke_checks=smoke_checks, keep_backups=keep_backups,
         watch_seconds=watch_seconds, notes=notes, extra_env=tuple(extra_env),
+        build=build,
     )
 
 
@@ -427,6 +524,7 @@ def render_site_toml(site: SiteConfig) -> str:
         f"keep_backups = {site.keep_backups}",
         f"watch = {_number(site.watch_seconds)}",
         "",
+        *render_build_toml(site.build),
     ]
     for check in site.smoke_checks:
         lines.append("[[smoke.checks]]")

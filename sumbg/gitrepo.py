@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -128,3 +129,147 @@ def detect_project(files: list[str]) -> str | None:
         ):
             return parts[0]
     return None
+
+
+# ---------------------------------------------------------------- git dependencies of a build
+
+@dataclass(frozen=True)
+class GitAuth:
+    """How sumbg authenticates to the git servers of a site's git requirements.
+
+    Only file paths: the token and the key stay in their files (mode 0600) and reach git
+    through an askpass program that reads the file, or ssh's -i option; never argv, never
+    the environment, never sumbg's records.
+    """
+
+    token_file: str = ""
+    username: str = ""
+    ssh_key_file: str = ""
+    ca_bundle: str = ""
+    token_source: str = ""     # e.g. "sumbg.toml build.git_token_file", for messages
+    ssh_key_source: str = ""
+
+    def secrets(self) -> list[str]:
+        """The credential itself, only to scrub it from any output sumbg shows or records."""
+        found = []
+        for path in (self.token_file, self.ssh_key_file):
+            try:
+                text = Path(path).read_text() if path else ""
+            except OSError:
+                continue
+            found += [line.strip() for line in text.splitlines() if len(line.strip()) >= 4]
+        return found
+
+
+DEFAULT_GIT_USERNAME = "x-access-token"  # GitHub's name for token auth; other forges accept any
+_PASSED_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+               "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+_ASKPASS = """#!/bin/sh
+# Written by sumbg for one build: git asks, this answers from the token file (never argv).
+case "$1" in
+  Username*) printf '%s\\n' "$SUMBG_GIT_USERNAME" ;;
+  *) exec head -n 1 -- "$SUMBG_GIT_TOKEN_FILE" ;;
+esac
+"""
+
+
+def dependency_env(auth: GitAuth, scratch: Path) -> dict[str, str]:
+    """The whole environment of the git processes fetching dependencies.
+
+    Built from scratch: no user or system git configuration (no credential helper can
+    store the token, no GIT_TRACE/GIT_CURL_VERBOSE can print it), no terminal prompt.
+    """
+    env = {key: os.environ[key] for key in _PASSED_ENV if key in os.environ}
+    env.update(LC_ALL="C", GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull,
+               GIT_SSH_COMMAND="ssh -o BatchMode=yes")
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    if auth.ca_bundle:
+        env["GIT_SSL_CAINFO"] = auth.ca_bundle
+    if auth.token_file:
+        askpass = scratch / "askpass.sh"
+        askpass.write_text(_ASKPASS)
+        askpass.chmod(0o700)
+        env.update(GIT_ASKPASS=str(askpass), SUMBG_GIT_TOKEN_FILE=auth.token_file,
+                   SUMBG_GIT_USERNAME=auth.username or DEFAULT_GIT_USERNAME)
+    if auth.ssh_key_file:
+        import shlex
+        env["GIT_SSH_COMMAND"] = (
+            f"ssh -i {shlex.quote(auth.ssh_key_file)} -o IdentitiesOnly=yes -o BatchMode=yes "
+            "-o StrictHostKeyChecking=accept-new")
+    return env
+
+
+def fetch_tree(url: str, ref: str, subdirectory: str, dest: Path, *, auth: GitAuth, scratch: Path,
+               shown_url: str) -> str:
+    """Clone `url` into scratch, export REF[:subdirectory] into dest; return the commit.
+
+    `shown_url` is the URL as messages may show it (no password). Every message and
+    output tail is scrubbed of the credential.
+    """
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = dependency_env(auth, scratch)
+    secrets = auth.secrets()
+    clone = scratch / f"clone-{len(list(scratch.glob('clone-*')))}"
+    what = f"{shown_url}@{ref}" if ref else shown_url
+
+    def run(args: list[str], shown: list[str]) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(args, capture_output=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise GitError("git is not installed") from None
+        except subprocess.TimeoutExpired:
+            raise GitError(f"fetching {what} took longer than 10 minutes", command=shown) from None
+
+    argv = ["git", "clone", "--bare", "--quiet", "--", url, str(clone)]
+    shown = ["git", "clone", "--bare", "--quiet", "--", shown_url, str(clone)]
+    proc = run(argv, shown)
+    if proc.returncode != 0:
+        stderr = _scrub(proc.stderr.decode("utf-8", "replace"), secrets, url, shown_url)
+        raise GitError(f"cannot fetch {what}: {_clone_failure(stderr, auth, url)}", command=shown,
+                       returncode=proc.returncode, output_tail=tail(stderr, 3))
+    proc = run(["git", "-C", str(clone), "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}"],
+               [])
+    if proc.returncode != 0:
+        raise GitError(f"cannot fetch {shown_url}: it has no tag, branch or commit {ref!r}")
+    commit = proc.stdout.decode().strip()
+    tree = f"{commit}:{subdirectory}" if subdirectory else commit
+    proc = run(["git", "-C", str(clone), "archive", "--format=tar", tree], [])
+    if proc.returncode != 0:
+        raise GitError(f"cannot fetch {what}: it has no directory {subdirectory!r} (#subdirectory=)")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as archive:
+        archive.extractall(dest, filter="data")
+    shutil.rmtree(clone, ignore_errors=True)
+    return commit
+
+
+def _scrub(text: str, secrets: list[str], url: str, shown_url: str) -> str:
+    text = text.replace(url, shown_url)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return re.sub(r"([a-z][a-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@", r"\1:***@", text)
+
+
+def _clone_failure(stderr: str, auth: GitAuth, url: str) -> str:
+    """One phrase saying why git could not fetch, and which setting to look at."""
+    low = stderr.lower()
+    if "could not resolve host" in low or "name or service not known" in low:
+        host = re.search(r"resolve host(?:name)?:? '?([^\s':]+)", stderr, re.I)
+        return (f"cannot resolve host {host.group(1) if host else ''}".rstrip()
+                + " (for a mirror, map the URL with [build] git_url_rewrites)")
+    if "certificate" in low and ("problem" in low or "verif" in low):
+        return "the server's TLS certificate is not trusted (add its CA to sumbg.toml [build] ca_bundle)"
+    if "permission denied (publickey" in low:
+        return (f"the SSH server refused the deploy key from {auth.ssh_key_source}" if auth.ssh_key_file
+                else "the SSH server asks for a key: set [build] git_ssh_key_file")
+    if "authentication failed" in low or "could not read username" in low or "could not read password" in low \
+            or " 401" in low or " 403" in low:
+        if auth.token_file:
+            return (f"authentication failed with the token from {auth.token_source} "
+                    f"(user {auth.username or DEFAULT_GIT_USERNAME})")
+        return ("the server asks for a credential: set [build] git_token_file in sumbg.toml or "
+                "site.toml")
+    if "not found" in low or " 404" in low or "does not appear to be a git repository" in low:
+        return "no git repository at that URL"
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "git clone failed"

@@ -468,6 +468,19 @@ timeout = 120
 keep_backups = 10
 watch = 30
 
+[build]
+# The Python base image; empty = sumbg.toml images.python.
+python_image = ""
+# Debian packages for the build stage only (compilers, -dev headers) and for the final image.
+build_packages = []
+packages = []
+# Private git+https / git+ssh requirements: files of mode 0600; empty = sumbg.toml [build].
+git_token_file = ""
+git_username = ""
+git_ssh_key_file = ""
+# Like git's insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }
+git_url_rewrites = {}
+
 [[smoke.checks]]
 path = "/"
 status = 200
@@ -503,3 +516,113 @@ def test_non_finite_numbers_are_rejected(tmp_path, key, value):
     err = site_error(tmp_path, MINIMAL_SITE + f"[{key}]\n{value}\n")
     name, _, raw = value.partition(" = ")
     assert err.message == f"site.toml: {key}.{name}: must be a finite number, not {raw}"
+
+
+# ---------------------------------------------------------------- [build]: credentials, rewrites, packages
+
+def _secret(path: Path, mode: int = 0o600) -> Path:
+    path.write_text("secret\n")
+    path.chmod(mode)
+    return path
+
+
+def test_host_build_settings(tmp_path):
+    token, key = _secret(tmp_path / "token"), _secret(tmp_path / "deploy_key", 0o400)
+    host = host_from(tmp_path, f"""
+[build]
+git_token_file = "{token}"
+git_username = "sum-bot"
+git_ssh_key_file = "{key}"
+git_url_rewrites = {{ "https://github.com/acme/" = "https://mirror.local/acme/", "git@github.com:" = "ssh://git@github.com/" }}
+""")
+    assert host.build == config.BuildSettings(
+        git_token_file=str(token), git_username="sum-bot", git_ssh_key_file=str(key),
+        git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),
+                          ("git@github.com:", "ssh://git@github.com/")))
+    assert host_from(tmp_path, "").build == config.BuildSettings()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o606])
+def test_a_credential_file_others_can_read_is_refused(tmp_path, mode):
+    token = _secret(tmp_path / "token", mode)
+    err = host_error(tmp_path, f'[build]\ngit_token_file = "{token}"\n')
+    assert err.message == (f"sumbg.toml: build.git_token_file: {token} has mode {mode:04o}; "
+                           f"a credential file must be 0600 (chmod 600 {token})")
+    key = _secret(tmp_path / "key", mode)
+    err = site_error(tmp_path, MINIMAL_SITE + f'[build]\ngit_ssh_key_file = "{key}"\n')
+    assert err.message == (f"site.toml: build.git_ssh_key_file: {key} has mode {mode:04o}; "
+                           f"a credential file must be 0600 (chmod 600 {key})")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[build]\ngit_token_file = "token"', "sumbg.toml: build.git_token_file: must be an absolute path, not 'token'"),
+    ('[build]\ngit_token_file = "/nonexistent/token"',
+     "sumbg.toml: build.git_token_file: file /nonexistent/token does not exist"),
+    ('[build]\ngit_ssh_key_file = "/"', "sumbg.toml: build.git_ssh_key_file: / is not a file"),
+    ("[build]\ngit_token_file = 1", "sumbg.toml: build.git_token_file: must be a string, not 1"),
+    ('[build]\ngit_username = "a b"', "sumbg.toml: build.git_username: must be a user name without spaces, ':' or '@'"),
+    ('[build]\ngit_username = "bot:pw"', "sumbg.toml: build.git_username: must be a user name without spaces, ':' or '@'"),
+    ('[build]\ngit_url_rewrites = "https://a/"', "sumbg.toml: build.git_url_rewrites: must be a table, not 'https://a/'"),
+    ('[build]\ngit_url_rewrites = { "https://a/" = 1 }',
+     "sumbg.toml: build.git_url_rewrites: 'https://a/' must map a URL prefix to a non-empty URL prefix without spaces"),
+    ('[build]\ngit_url_rewrites = { "https://a/" = "" }',
+     "sumbg.toml: build.git_url_rewrites: 'https://a/' must map a URL prefix to a non-empty URL prefix without spaces"),
+    ('[build]\ngit_url_rewrites = { "" = "https://b/" }',
+     "sumbg.toml: build.git_url_rewrites: '' must map a URL prefix to a non-empty URL prefix without spaces"),
+    ('[build]\npython_image = "python:3.13-slim"', "sumbg.toml: build.python_image: unknown setting"),
+    ('[build]\npackages = ["file"]', "sumbg.toml: build.packages: unknown setting"),
+])
+def test_host_build_errors(tmp_path, text, message):
+    assert host_error(tmp_path, text).message == message
+
+
+def test_site_build_settings_round_trip(tmp_path):
+    token = _secret(tmp_path / "token")
+    site = site_from(tmp_path, MINIMAL_SITE + f"""
+[build]
+python_image = "python:3.13-slim"
+build_packages = ["gcc", "libjpeg-dev", "zlib1g-dev"]
+packages = ["libjpeg62-turbo", "gettext=0.21-12"]
+git_token_file = "{token}"
+git_username = "bot"
+git_url_rewrites = {{ "https://github.com/acme/" = "https://mirror.local/acme/" }}
+""")
+    assert site.build == config.BuildSettings(
+        python_image="python:3.13-slim", build_packages=("gcc", "libjpeg-dev", "zlib1g-dev"),
+        packages=("libjpeg62-turbo", "gettext=0.21-12"), git_token_file=str(token), git_username="bot",
+        git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),))
+    assert reparse(site) == site
+    assert site_from(tmp_path, MINIMAL_SITE).build == config.BuildSettings()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('python_image = "python 3"', "site.toml: build.python_image: must be an image reference like 'python:3.12-slim'"),
+    ('python_image = "--privileged"', "site.toml: build.python_image: must be an image reference like 'python:3.12-slim'"),
+    ('packages = ["gcc; rm -rf /"]', 'site.toml: build.packages: must be a list of Debian package names like ["libjpeg62-turbo"]'),
+    ('build_packages = ["$(id)"]', 'site.toml: build.build_packages: must be a list of Debian package names like ["libjpeg62-turbo"]'),
+    ("build_packages = [1]", 'site.toml: build.build_packages: must be a list of Debian package names like ["libjpeg62-turbo"]'),
+    ('packages = "gcc"', "site.toml: build.packages: must be a list, not 'gcc'"),
+    ('ca_bundle = "/etc/ssl/certs/ca-certificates.crt"', "site.toml: build.ca_bundle: unknown setting"),
+])
+def test_site_build_errors(tmp_path, text, message):
+    assert site_error(tmp_path, MINIMAL_SITE + f"[build]\n{text}\n").message == message
+
+
+def test_rendered_build_table():
+    assert "\n".join(config.render_build_toml(config.BuildSettings(
+        python_image="python:3.13-slim", build_packages=("gcc",), packages=("libjpeg62-turbo", "file"),
+        git_token_file="/etc/sumbg/token", git_username="bot",
+        git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),)))) == """\
+[build]
+# The Python base image; empty = sumbg.toml images.python.
+python_image = "python:3.13-slim"
+# Debian packages for the build stage only (compilers, -dev headers) and for the final image.
+build_packages = ["gcc"]
+packages = ["libjpeg62-turbo", "file"]
+# Private git+https / git+ssh requirements: files of mode 0600; empty = sumbg.toml [build].
+git_token_file = "/etc/sumbg/token"
+git_username = "bot"
+git_ssh_key_file = ""
+# Like git's insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }
+git_url_rewrites = { "https://github.com/acme/" = "https://mirror.local/acme/" }
+"""

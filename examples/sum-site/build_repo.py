@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from releases import LAYERS, RELEASES  # noqa: E402
+from releases import LAYERS, RELEASES, SUM_CORE_GIT_URL  # noqa: E402
 
 CORE_SRC = HERE / "sum-core"
 CLIENT_SRC = HERE / "client"
@@ -85,6 +85,19 @@ def pin_core(client_dir: Path, version: str) -> None:
     req.write_text(text)
 
 
+def git_pin_line(version: str) -> str:
+    """The requirement real SUM clients use: sum-core from its git repository, subdirectory core."""
+    return f"sum-core @ git+{SUM_CORE_GIT_URL}@v{version}#subdirectory=core"
+
+
+def pin_core_git(client_dir: Path, version: str) -> None:
+    req = client_dir / "requirements.txt"
+    text, n = re.subn(r"^sum-core==\S+$", git_pin_line(version), req.read_text(), flags=re.M)
+    if n != 1:
+        raise SystemExit(f"{req}: no sum-core== line to rewrite")
+    req.write_text(text)
+
+
 def render_release(release: dict, workdir: Path) -> tuple[Path, Path]:
     """Write the sum-core and client trees of RELEASE under WORKDIR; return both paths."""
     core_dir, client_dir = workdir / "sum-core", workdir / "client"
@@ -93,7 +106,10 @@ def render_release(release: dict, workdir: Path) -> tuple[Path, Path]:
     for name in release["layers"]:
         apply_layer(workdir, name)
     set_core_version(core_dir, release["sum_core"])
-    pin_core(client_dir, release["sum_core"])
+    if release.get("git_pin"):
+        pin_core_git(client_dir, release["sum_core"])
+    else:
+        pin_core(client_dir, release["sum_core"])
     return core_dir, client_dir
 
 
@@ -248,11 +264,12 @@ def build_repo(dest: Path, force: bool = False, builder: str = "auto", quiet: bo
             work = tmp / f"{i:02d}-{release['tag']}"
             work.mkdir()
             core_dir, client_dir = render_release(release, work)
-            wheel_dir = work / "wheel"
-            wheel_dir.mkdir()
-            wheel = build_wheel(core_dir, release["sum_core"], wheel_dir, int(when.timestamp()), builder)
-            (client_dir / "vendor").mkdir()
-            shutil.copy2(wheel, client_dir / "vendor" / wheel.name)
+            if not release.get("git_pin"):  # a git-pinned release gets sum-core from git, not vendor/
+                wheel_dir = work / "wheel"
+                wheel_dir.mkdir()
+                wheel = build_wheel(core_dir, release["sum_core"], wheel_dir, int(when.timestamp()), builder)
+                (client_dir / "vendor").mkdir()
+                shutil.copy2(wheel, client_dir / "vendor" / wheel.name)
             replace_worktree(dest, client_dir)
             git(dest, "add", "-A", when=when)
             message = f"Release {release['tag']}: sum-core {release['sum_core']}\n\n{release['description']}\n"
@@ -266,6 +283,47 @@ def build_repo(dest: Path, force: bool = False, builder: str = "auto", quiet: bo
     return made
 
 
+def build_core_repo(dest: Path, force: bool = False, quiet: bool = False) -> list[tuple[str, str]]:
+    """The sum-core git repository the git-pinned releases point at, as a bare repository.
+
+    One commit per release with "git_pin": the sum-core tree of that release under core/
+    (hence ``#subdirectory=core``), tagged v<sum_core>. Ready to be served over dumb HTTP
+    (``git update-server-info`` has run). Return [(tag, commit sha), ...].
+    """
+    dest = Path(dest)
+    prepare_dest(dest, force)
+    made = []
+    with tempfile.TemporaryDirectory(prefix="sum-core-") as tmp:
+        tmp = Path(tmp)
+        work_repo = tmp / "repo"
+        work_repo.mkdir()
+        subprocess.run(["git", "init", "-q", "-b", "main", str(work_repo)], check=True,
+                       env=git_env(FIRST_RELEASE_DATE))
+        for i, release in enumerate(RELEASES):
+            if not release.get("git_pin"):
+                continue
+            when = FIRST_RELEASE_DATE + timedelta(days=7 * i, hours=1)
+            work = tmp / f"{i:02d}-{release['tag']}"
+            work.mkdir()
+            core_dir, _ = render_release(release, work)
+            tree = tmp / f"{i:02d}-tree"
+            shutil.copytree(core_dir, tree / "core")
+            (tree / "README.md").write_text("# sum-core\n\nThe shared SUM Django app; the package is in core/.\n")
+            replace_worktree(work_repo, tree)
+            tag = f"v{release['sum_core']}"
+            git(work_repo, "add", "-A", when=when)
+            git(work_repo, "commit", "-q", "-m", f"sum-core {release['sum_core']}", when=when)
+            git(work_repo, "tag", "-a", tag, "-m", f"sum-core {release['sum_core']}", when=when)
+            made.append((tag, git(work_repo, "rev-parse", "HEAD", capture=True)))
+            if not quiet:
+                print(f"{tag:<10} {made[-1][1][:12]}")
+        dest.rmdir()
+        subprocess.run(["git", "clone", "-q", "--bare", str(work_repo), str(dest)], check=True,
+                       env=git_env(FIRST_RELEASE_DATE))
+        git(dest, "update-server-info")
+    return made
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dest", nargs="?", type=Path, help="where to create the git repository")
@@ -273,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wheel-builder", choices=["auto", "pip", "zip"], default="auto",
                         help="how to build the sum-core wheels (default: pip when possible, else zip)")
     parser.add_argument("--list", action="store_true", help="list the releases and exit")
+    parser.add_argument("--core-repo", type=Path, metavar="CORE_DEST",
+                        help="also build the bare sum-core git repository the git-pinned releases use")
     args = parser.parse_args(argv)
     if args.list:
         for release in RELEASES:
@@ -281,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dest is None:
         parser.error("DEST is required")
     build_repo(args.dest, force=args.force, builder=args.wheel_builder)
+    if args.core_repo:
+        build_core_repo(args.core_repo, force=args.force)
     return 0
 
 

@@ -203,6 +203,27 @@ CSS_080 = {
     },
 }
 
+# ---------------------------------------------------------------------------
+# Client: sum-core from git, the way real SUM client repos pin it
+# (``sum-core @ git+https://.../sum-core.git@vX.Y.Z#subdirectory=core``; build_repo.py
+# writes that line for releases with "git_pin"), and Pillow, which Wagtail sites need.
+# The URL's host does not exist (.invalid): a build reaches the sum-core repository
+# only through a [build] git_url_rewrites entry pointing at a served copy of it
+# (build_repo.py --core-repo DEST builds that repository, tags v<sum_core>).
+# ---------------------------------------------------------------------------
+SUM_CORE_GIT_URL = "https://git.sum-core.invalid/acme/sum-core.git"
+
+GIT_PIN = {
+    "edits": {
+        "client/requirements.txt": [
+            ("gunicorn==23.0.0\n", "gunicorn==23.0.0\nPillow==11.0.0\n"),
+            ("# sum-core is not on PyPI: the wheel is vendored in vendor/ and installed with\n"
+             "#   pip install --find-links vendor -r requirements.txt\n",
+             "# sum-core comes from its (private) git repository, subdirectory core/.\n"),
+        ],
+    },
+}
+
 LAYERS = {
     "phone": PHONE,
     "broken-migration": BROKEN_MIGRATION,
@@ -210,6 +231,7 @@ LAYERS = {
     "homepage-500": HOMEPAGE_500,
     "turns-unhealthy": TURNS_UNHEALTHY,
     "css-0.8.0": CSS_080,
+    "git-pin": GIT_PIN,
 }
 
 # "good": a release sumbg should roll out; the others fail in the way described.
@@ -230,6 +252,14 @@ RELEASES = [
      "description": "/health/ turns 503 once a worker has served for SUM_BREAK_HEALTH_AFTER s (default 20)."},
     {"tag": "v1.6.0", "sum_core": "0.8.0", "layers": ["phone", "css-0.8.0"], "good": True,
      "description": "A good release after the broken ones: stylesheet change only."},
+    # "git_pin": requirements.txt pins sum-core from git (SUM_CORE_GIT_URL@v<sum_core>,
+    # subdirectory core) instead of a vendored wheel.
+    {"tag": "v1.7.0-git-pin", "sum_core": "0.9.0", "layers": ["phone", "css-0.8.0", "git-pin"], "good": True,
+     "git_pin": True,
+     "description": "sum-core 0.9.0 pinned as git+https (no vendored wheel), plus Pillow."},
+    {"tag": "v1.8.0-git-pin", "sum_core": "0.9.1", "layers": ["phone", "css-0.8.0", "git-pin"], "good": True,
+     "git_pin": True,
+     "description": "sum-core 0.9.1 from git: an upgrade between two git pins."},
 ]
 
 RELEASES_BY_TAG = {release["tag"]: release for release in RELEASES}

@@ -1,0 +1,409 @@
+"""The client image build on the real engine: sum-core pinned as git+https from a private repo.
+
+A local HTTPS git server (the sum-core repository of examples/sum-site, served read-only
+over git's dumb HTTP protocol by a Caddy container with `tls internal` and basic auth,
+published on 127.0.0.1 only) stands in for a private GitHub repository. The example
+releases v1.7.0-git-pin and v1.8.0-git-pin pin
+`sum-core @ git+https://git.sum-core.invalid/acme/sum-core.git@v0.9.x#subdirectory=core`:
+a host that does not exist, so they build only through `[build] git_url_rewrites`.
+The credential is a token file given in sumbg.toml `[build]`; the server's internal CA
+reaches git and pip through `[build] ca_bundle`.
+"""
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import re
+import secrets
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .conftest import LOCAL_HOST_CONF, REPO, Host, docker, free_port, http_get, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SLUG = "b-git"
+DOMAIN = f"{SLUG}.example.test"
+GIT_USER = "sumbot"
+PIN_HOST = "https://git.sum-core.invalid/acme/"
+LOCAL_IMAGES = tomllib.loads(LOCAL_HOST_CONF.read_text()).get("images", {}) if LOCAL_HOST_CONF.exists() else {}
+CADDY_IMAGE = LOCAL_IMAGES.get("caddy", "caddy:2")
+PYTHON_IMAGE = LOCAL_IMAGES.get("python", "python:3.12-slim")
+# A Python base image of our own for the site setting build.python_image: the host's, plus a marker.
+SITE_PYTHON_IMAGE = "sumbg-test/b-python:marked"
+SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def _example_module():
+    spec = importlib.util.spec_from_file_location("sum_site_build_repo", REPO / "examples/sum-site/build_repo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class GitServer:
+    base: str              # https://127.0.0.1:PORT/
+    token: str             # the right password for GIT_USER
+    token_file: Path       # mode 0600
+    wrong_token: str
+    wrong_token_file: Path  # mode 0600, a wrong password
+    ca_bundle: Path        # the system CAs plus Caddy's internal root
+    container: str
+    core_commits: dict
+
+
+def _write_secret(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text + "\n")
+    path.chmod(mode)
+    return path
+
+
+@pytest.fixture(scope="module")
+def git_server(engine, tmp_path_factory) -> GitServer:
+    work = tmp_path_factory.mktemp("b-gitserver")
+    srv = work / "srv"
+    made = _example_module().build_core_repo(srv / "acme" / "sum-core.git", quiet=True)
+    os.chmod(work, 0o755)  # the container's caddy reads /srv
+    token, wrong = "tok-" + secrets.token_urlsafe(24), "tok-" + secrets.token_urlsafe(24)
+    hashed = subprocess.run(["docker", "run", "-i", "--rm", CADDY_IMAGE, "caddy", "hash-password"],
+                            input=f"{token}\n{token}\n", capture_output=True, text=True, check=True,
+                            timeout=120).stdout.strip().splitlines()[-1]
+    (work / "Caddyfile").write_text(f"""\
+{{
+	admin off
+	skip_install_trust
+	default_sni 127.0.0.1
+	auto_https disable_redirects
+}}
+https://127.0.0.1:443 {{
+	tls internal
+	basic_auth {{
+		{GIT_USER} {hashed}
+	}}
+	root * /srv
+	file_server
+}}
+""")
+    port = free_port()
+    name = f"b-gitserver-{os.getpid()}"
+    docker("run", "-d", "--name", name, "--label", "sumbg-test=b", "-p", f"127.0.0.1:{port}:443",
+           "-v", f"{srv}:/srv:ro", "-v", f"{work / 'Caddyfile'}:/etc/caddy/Caddyfile:ro", CADDY_IMAGE,
+           "caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile")
+    try:
+        root_ca = wait_until(lambda: docker("exec", name, "cat", "/data/caddy/pki/authorities/local/root.crt",
+                                            check=False).stdout, timeout=30)
+        assert "BEGIN CERTIFICATE" in root_ca, docker("logs", name, check=False).stderr
+        bundle = work / "ca-bundle.pem"
+        bundle.write_text(SYSTEM_BUNDLE.read_text() + "\n" + root_ca)
+        server = GitServer(
+            base=f"https://127.0.0.1:{port}/", token=token, wrong_token=wrong,
+            token_file=_write_secret(work / "token", token),
+            wrong_token_file=_write_secret(work / "wrong-token", wrong),
+            ca_bundle=bundle, container=name, core_commits=dict(made),
+        )
+        # The server answers only with the credential, over TLS trusted through the bundle.
+        assert wait_until(lambda: _get(server, "acme/sum-core.git/info/refs", token)[0] == 200, timeout=30)
+        assert _get(server, "acme/sum-core.git/info/refs", None)[0] == 401
+        assert _get(server, "acme/sum-core.git/info/refs", wrong)[0] == 401
+        yield server
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def _get(server: GitServer, path: str, password: str | None) -> tuple[int, bytes]:
+    context = ssl.create_default_context(cafile=str(server.ca_bundle))
+    request = urllib.request.Request(server.base + path)
+    if password:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{GIT_USER}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except OSError:
+        return 0, b""
+
+
+# ---------------------------------------------------------------- host configuration
+
+def _toml_value(value) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def write_host_toml(root: Path, base: dict, build: dict) -> None:
+    data = {**base, "build": build}
+    lines = []
+    for table, values in data.items():
+        lines.append(f"[{table}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        lines.append("")
+    (root / "sumbg.toml").write_text("\n".join(lines))
+
+
+@pytest.fixture(scope="module")
+def configure(host: Host, git_server: GitServer):
+    """configure(**build) rewrites the test host's sumbg.toml [build]; the original comes back afterwards."""
+    path = host.root / "sumbg.toml"
+    original = path.read_text()
+    base = {k: v for k, v in tomllib.loads(original).items() if k != "build"}
+
+    def apply(**build) -> None:
+        write_host_toml(host.root, base, {"ca_bundle": str(git_server.ca_bundle), **build})
+
+    yield apply
+    path.write_text(original)
+
+
+def good_build_settings(server: GitServer) -> dict:
+    return {
+        "git_token_file": str(server.token_file),
+        "git_username": GIT_USER,
+        # The longest matching prefix wins, as with git's insteadOf: the shorter entry leads nowhere.
+        "git_url_rewrites": {"https://git.sum-core.invalid/": server.base + "nothing-here/",
+                             PIN_HOST: server.base + "acme/"},
+    }
+
+
+# ---------------------------------------------------------------- leak detection
+
+class ProcessWatcher:
+    """Samples every process's argv and environment while a command runs."""
+
+    def __init__(self, needles: list[str]) -> None:
+        self.needles = [n.encode() for n in needles]
+        self.hits: list[str] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                for part in ("cmdline", "environ"):
+                    try:
+                        data = (proc / part).read_bytes()
+                    except OSError:
+                        continue
+                    if any(n in data for n in self.needles):
+                        self.hits.append(f"{proc.name}/{part}: {data[:200]!r}")
+            self.samples += 1
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def stream_contains(argv: list[str], needle: bytes) -> bool:
+    """Whether a command's (possibly huge) stdout contains needle."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    found, tail, total = False, b"", 0
+    while chunk := proc.stdout.read(1 << 20):
+        total += len(chunk)
+        if needle in tail + chunk:
+            found = True
+        tail = chunk[-len(needle):]
+    assert proc.wait() == 0 and total > 1_000_000, f"{argv}: exit {proc.returncode}, {total} bytes"
+    return found
+
+
+def files_containing(root: Path, needle: bytes) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+                  and needle in p.read_bytes())
+
+
+def assert_image_free_of(image: str, needle: str) -> None:
+    history = docker("history", "--no-trunc", image).stdout
+    assert "sumbg" in history and needle not in history
+    inspect = docker("image", "inspect", image).stdout
+    assert '"sumbg.commit"' in inspect and needle not in inspect
+    # Every layer of the image, byte for byte (docker save writes them uncompressed).
+    assert not stream_contains(["docker", "save", image], needle.encode())
+
+
+# ---------------------------------------------------------------- configuration errors
+
+def test_credential_file_readable_by_others_is_refused(engine, example_repo: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    token = _write_secret(tmp_path / "token", "tok-not-used", mode=0o644)
+    (root / "sumbg.toml").write_text(f'[build]\ngit_token_file = "{token}"\n')
+    other = Host(root, 0, 0, example_repo)
+    result = other.sumbg("init", "b-mode", "--repo", str(example_repo), "--domain", "b-mode.example.test",
+                         "--ref", "v1.7.0-git-pin")
+    assert result.returncode == 2, str(result)
+    assert result.stdout == ""
+    assert result.stderr == (f"sumbg: error: sumbg.toml: build.git_token_file: {token} has mode 0644; "
+                             f"a credential file must be 0600 (chmod 600 {token})\n")
+    assert sorted(p.name for p in root.iterdir()) == ["sumbg.toml"]
+
+    # The same rule for a deploy key given in a site's own site.toml.
+    token.chmod(0o600)
+    key = _write_secret(tmp_path / "deploy-key", "not a real key", mode=0o640)
+    (root / "sumbg.toml").write_text(f'[build]\ngit_token_file = "{token}"\n')
+    (root / "b-mode").mkdir()
+    (root / "b-mode" / "site.toml").write_text(
+        f'slug = "b-mode"\ndomain = "b-mode.example.test"\nrepo = "{example_repo}"\n'
+        f'[app]\nproject = "acme"\n[build]\ngit_ssh_key_file = "{key}"\n')
+    result = other.sumbg("status", "b-mode")
+    assert result.returncode == 2, str(result)
+    assert result.stderr == (f"sumbg: error: site.toml: build.git_ssh_key_file: {key} has mode 0640; "
+                             f"a credential file must be 0600 (chmod 600 {key})\n")
+
+
+# ---------------------------------------------------------------- the git pin, end to end
+
+def test_init_builds_the_git_pin_with_the_credential_and_leaks_it_nowhere(
+        host: Host, git_server: GitServer, configure) -> None:
+    configure(**good_build_settings(git_server))
+    pin = subprocess.run(["git", "-C", str(host.repo), "show", "v1.7.0-git-pin:requirements.txt"],
+                         capture_output=True, text=True, check=True).stdout
+    assert ("sum-core @ git+https://git.sum-core.invalid/acme/sum-core.git@v0.9.0#subdirectory=core\n"
+            in pin)
+
+    # The watcher sees what it looks for (a control), then watches the whole init.
+    with ProcessWatcher(["b-watch-control-needle"]) as control:
+        subprocess.run(["sh", "-c", "sleep 0.3", "b-watch-control-needle"], check=True)
+    assert control.hits
+    docker("rmi", "-f", f"sum-{SLUG}:v1.7.0-git-pin", f"sum-{SLUG}:v1.8.0-git-pin", check=False)  # a real build
+    with ProcessWatcher([git_server.token]) as watcher:
+        init = host.init(SLUG, "v1.7.0-git-pin")
+    assert watcher.samples > 50 and watcher.hits == []
+
+    # The site is up behind the edge, running sum-core 0.9.0 from the git server.
+    status, _, body = http_get(host.http_port, DOMAIN, "/health/")
+    assert status == 200, body
+    assert json.loads(body)["version"]["build"] == "v1.7.0-git-pin"
+    status, _, body = http_get(host.http_port, DOMAIN, "/")
+    assert status == 200
+    assert re.search(rb'id="sum-core-version">\s*0\.9\.0\s*<', body), body[:2000]
+
+    # What was fetched, from where, is recorded (the rewritten URL, no credential).
+    build = next(step for step in host.history(SLUG)[-1]["steps"] if step["name"] == "build")
+    assert build["git_dependencies"] == [{
+        "requirement": "sum-core", "url": "https://git.sum-core.invalid/acme/sum-core.git",
+        "fetched_from": git_server.base + "acme/sum-core.git", "ref": "v0.9.0",
+        "commit": git_server.core_commits["v0.9.0"],
+    }]
+    image = f"sum-{SLUG}:v1.7.0-git-pin"
+    labels = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]["Labels"]
+    assert labels["sumbg.git-dependencies"] == f"sum-core@{git_server.core_commits['v0.9.0'][:12]}"
+    assert labels["sumbg.sum-core"] == "0.9.0"
+
+    # Wagtail-style dependencies: Pillow with JPEG support; no git in the final image.
+    check = docker("run", "--rm", image, "sh", "-c",
+                   "python -c 'from PIL import features; import sum_core; "
+                   "print(features.check(\"jpg\"), sum_core.__version__)'; command -v git || echo no-git")
+    assert check.stdout == "True 0.9.0\nno-git\n", check.stderr
+
+    # The credential is nowhere: image history, inspect, layers, records, output, logs.
+    assert_image_free_of(image, git_server.token)
+    assert files_containing(host.root, git_server.token.encode()) == []
+    status_json = host.sumbg("status", SLUG, "--json")
+    history_json = host.sumbg("history", SLUG, "--json")
+    assert status_json.returncode == 0 and history_json.returncode == 0
+    assert json.loads(status_json.stdout) and json.loads(history_json.stdout)
+    for output in (init.stdout, init.stderr, status_json.stdout, status_json.stderr, history_json.stdout):
+        assert git_server.token not in output
+    web = f"sum-{SLUG}-blue-web"
+    logs = docker("logs", web)
+    assert "Booting worker" in logs.stdout + logs.stderr
+    assert git_server.token not in logs.stdout + logs.stderr
+    if Path("/var/log/dockerd.log").is_file():
+        assert git_server.token.encode() not in Path("/var/log/dockerd.log").read_bytes()
+
+
+@pytest.mark.parametrize("case", ["wrong-token", "no-token", "no-repository"])
+def test_fetch_failures_stop_the_upgrade_with_one_clear_line(
+        host: Host, git_server: GitServer, configure, case: str) -> None:
+    settings = good_build_settings(git_server)
+    if case == "wrong-token":
+        settings["git_token_file"] = str(git_server.wrong_token_file)
+        reason = ("authentication failed with the token from sumbg.toml build.git_token_file "
+                  f"(user {GIT_USER})")
+    elif case == "no-token":
+        del settings["git_token_file"]
+        reason = "the server asks for a credential: set [build] git_token_file in sumbg.toml or site.toml"
+    else:
+        settings["git_url_rewrites"] = {PIN_HOST: git_server.base + "nothing-here/"}
+        reason = "no git repository at that URL"
+    configure(**settings)
+    before = host.state(SLUG)
+    result = host.sumbg("upgrade", SLUG, "v1.8.0-git-pin", "--yes", "--watch", "0")
+    assert result.returncode == 1, str(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("sumbg: error:")]
+    fetched = (git_server.base + "acme/sum-core.git" if case != "no-repository"
+               else git_server.base + "nothing-here/sum-core.git")
+    assert errors == [f"sumbg: error: cannot fetch {fetched}@v0.9.1: {reason} [site {SLUG}, step build]"]
+    assert "Traceback" not in result.stderr
+    for secret in (git_server.token, git_server.wrong_token):
+        assert secret not in result.stdout + result.stderr
+        assert files_containing(host.root, secret.encode()) == []
+    # Nothing moved: the same colour, release and image are live.
+    assert host.state(SLUG)["live"] == before["live"]
+    assert host.state(SLUG)["colours"] == before["colours"]
+    status, _, body = http_get(host.http_port, DOMAIN, "/health/")
+    assert status == 200 and json.loads(body)["version"]["build"] == "v1.7.0-git-pin"
+    assert docker("image", "inspect", f"sum-{SLUG}:v1.8.0-git-pin", check=False).returncode != 0
+
+
+def test_upgrade_between_git_pins_with_the_site_build_settings(
+        host: Host, git_server: GitServer, configure) -> None:
+    configure(**good_build_settings(git_server))
+    marked = subprocess.run(
+        ["docker", "build", "-q", "-t", SITE_PYTHON_IMAGE, "-"],
+        input=f"FROM {PYTHON_IMAGE}\nRUN echo b-python > /etc/sumbg-b-python\n", text=True,
+        capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
+    assert marked.returncode == 0, marked.stderr
+    site_toml = host.site_dir(SLUG) / "site.toml"
+    text = site_toml.read_text()
+    for key, value in (("python_image", f'"{SITE_PYTHON_IMAGE}"'), ("build_packages", '["git"]'),
+                       ("packages", '["file"]')):
+        text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
+        assert n == 1, key
+    site_toml.write_text(text)
+
+    with ProcessWatcher([git_server.token]) as watcher:
+        result = host.sumbg("upgrade", SLUG, "v1.8.0-git-pin", "--yes", "--watch", "0")
+    assert result.returncode == 0, str(result)
+    assert watcher.hits == []
+    assert "0.9.0 -> 0.9.1" in result.stderr + result.stdout
+    status, _, body = http_get(host.http_port, DOMAIN, "/health/")
+    assert status == 200 and json.loads(body)["version"]["build"] == "v1.8.0-git-pin"
+
+    image = f"sum-{SLUG}:v1.8.0-git-pin"
+    check = docker("run", "--rm", image, "sh", "-c",
+                   "cat /etc/sumbg-b-python; file --brief /app/manage.py; "
+                   "python -c 'import sum_core; print(sum_core.__version__)'; command -v git || echo no-git")
+    # The site's base image, its runtime package, the new sum-core; git stayed in the build stage.
+    assert check.stdout == "b-python\nPython script, ASCII text executable\n0.9.1\nno-git\n", check.stderr
+    build = next(step for step in host.history(SLUG)[-1]["steps"] if step["name"] == "build")
+    assert build["python_image"] == SITE_PYTHON_IMAGE
+    assert build["git_dependencies"][0]["commit"] == git_server.core_commits["v0.9.1"]
+    assert_image_free_of(image, git_server.token)
+    assert git_server.token not in result.stdout + result.stderr
+    assert files_containing(host.root, git_server.token.encode()) == []
