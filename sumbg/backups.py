@@ -10,10 +10,10 @@ from pathlib import Path
 
 from .errors import BackupError, NotFound, UsageError
 from .executor import Plan, Run, Step
-from .operations import Context, refuse_if_interrupted
+from .context import Context, refuse_if_interrupted
 from .records import recorded
 from .runtime import Site
-from .stacks import Database, sha256_file
+from .stacks import sha256_file
 
 _NAME = re.compile(r"^(?P<slug>[a-z0-9-]+)_(?P<stamp>\d{8}T\d{6}Z)_(?P<ref>.+)\.dump$")
 
@@ -93,7 +93,7 @@ def restore_steps(ctx: Context, site: Site, file: Path, *, require_sha: bool,
                   then_flip=None) -> tuple[Step, ...]:
     """Verify, safety-backup, maintenance on, restore, (flip), maintenance off: as plan steps."""
     stacks = ctx.stacks(site)
-    database = Database(stacks)
+    database = stacks.database()
     edge_files = ctx.edge.files
     safety_name = stacks.backup_name("safety-before-restore")
 

@@ -15,6 +15,7 @@ from .config import EdgeSettings, HostConfig
 from .docker import Engine
 from .errors import CaddyError, tail
 from .lock import SiteLock
+from .naming import METRICS_HOST
 from .runtime import edge_project
 from .util import atomic_write, poll
 
@@ -41,6 +42,7 @@ def _checked_domain(domain: str) -> str:
 def render_main(edge: EdgeSettings) -> str:
     return _env.get_template("Caddyfile.j2").render(
         tls=edge.tls, acme_email=edge.acme_email, admin="localhost:2019",
+        preview_port=PREVIEW_PORT_IN_CONTAINER, metrics_host=METRICS_HOST,
     )
 
 

@@ -21,7 +21,7 @@ class Obj:
     def context(self, quiet: bool = False):
         from pathlib import Path
 
-        from .operations import Context
+        from .context import Context
         host = load_host(Path(self.root) if self.root else None)
         return Context(host=host, reporter=Reporter(quiet=quiet))
 
@@ -114,14 +114,26 @@ def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, wa
 @click.argument("slug")
 @click.option("--restore-db", is_flag=True,
               help="Also restore the pre-upgrade backup (maintenance page while it runs).")
+@click.option("--to", "to", type=click.Choice(["blue", "green"]), default=None,
+              help="The colour to flip to (default: the other colour).")
+@click.option("--force", is_flag=True, help="With --to: flip even to a release recorded as failed.")
+@click.option("--dry-run", is_flag=True, help="Say which release the rollback would go to; change nothing.")
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
 @json_option
 @click.pass_obj
-def rollback(obj: Obj, slug, restore_db, lock_timeout, as_json):
-    """Flip SLUG's traffic back to the previous colour."""
+def rollback(obj: Obj, slug, restore_db, to, force, dry_run, lock_timeout, as_json):
+    """Flip SLUG's traffic back to the last release that was live and healthy.
+
+    That is the other colour (still running since the upgrade, so the flip is
+    instant), unless state.json records its release as failed (e.g. reverted by
+    the watch): then the rollback refuses, and only `--to COLOUR --force` flips to
+    it. `--dry-run` names the release it would go to. If the flipped-to release
+    does not answer through Caddy, traffic is put back and confirmed (exit 1).
+    """
     from .rollback import rollback as do_rollback
     ctx = obj.context()
-    run_reporting(as_json, lambda: do_rollback(ctx, slug, restore_db=restore_db, lock_timeout=lock_timeout))
+    run_reporting(as_json, lambda: do_rollback(ctx, slug, restore_db=restore_db, lock_timeout=lock_timeout,
+                                               to=to, force=force, dry_run=dry_run))
 
 
 @cli.command()
@@ -249,6 +261,12 @@ def status(obj: Obj, slug, as_json):
                        f"run `sumbg recover {site['site']}`")
         if site["maintenance"]:
             click.echo("  maintenance page is ON")
+        for problem in site["agreement"]["problems"]:
+            click.echo(f"  DISAGREE: {problem}")
+        if site["agreement"]["problems"]:
+            click.echo(f"  records, Caddy and containers disagree: run `sumbg recover {site['site']}`")
+        for note in site["agreement"]["notes"]:
+            click.echo(f"  note: {note}")
 
 
 @cli.command()

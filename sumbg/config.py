@@ -351,6 +351,18 @@ DEFAULT_SMOKE_CHECKS = (
 
 
 @dataclass(frozen=True)
+class WatchSettings:
+    """When the watch after a switch reverts: only on a failure that persists."""
+
+    interval: float = 1.0               # seconds between probes
+    consecutive_failures: int = 3       # this many failed probes in a row revert
+    max_failed_ratio: float = 0.3       # ...or more than this share of probes failed,
+    min_probes: int = 10                # once at least this many probes were made
+    max_visitor_5xx: int = 10           # ...or Caddy answered visitors with at least this many 5xx
+    max_visitor_5xx_ratio: float = 0.05  # and more than this share of the site's requests
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     slug: str
     domain: str
@@ -366,6 +378,7 @@ class SiteConfig:
     smoke_checks: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
     keep_backups: int = 10
     watch_seconds: float = 30.0
+    watch: WatchSettings = WatchSettings()
     notes: str = ""
     extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     build: BuildSettings = BuildSettings()  # [build]: overrides sumbg.toml [build] per key
@@ -440,6 +453,8 @@ def parse_site(table: _Table) -> SiteConfig:
         raise upgrade.fail("watch", "must not be negative")
     upgrade.reject_unknown()
 
+    watch = _parse_watch(table.table("watch"))
+
     build, _ = _parse_build(table.table("build"), site=True)
 
     smoke = table.table("smoke")
@@ -454,9 +469,27 @@ def parse_site(table: _Table) -> SiteConfig:
         settings_module=settings_module, wsgi=wsgi, web_workers=web_workers,
         worker_command=worker_command, db_publish_port=db_publish_port,
         health_timeout=health_timeout, smoke_checks=smoke_checks, keep_backups=keep_backups,
-        watch_seconds=watch_seconds, notes=notes, extra_env=tuple(extra_env),
+        watch_seconds=watch_seconds, watch=watch, notes=notes, extra_env=tuple(extra_env),
         build=build,
     )
+
+
+def _parse_watch(table: _Table) -> WatchSettings:
+    defaults = WatchSettings()
+    watch = WatchSettings(
+        interval=float(table.positive("interval", (int, float), defaults.interval)),
+        consecutive_failures=table.positive("consecutive_failures", int, defaults.consecutive_failures),
+        max_failed_ratio=float(table.get("max_failed_ratio", (int, float), defaults.max_failed_ratio)),
+        min_probes=table.positive("min_probes", int, defaults.min_probes),
+        max_visitor_5xx=table.positive("max_visitor_5xx", int, defaults.max_visitor_5xx),
+        max_visitor_5xx_ratio=float(table.get("max_visitor_5xx_ratio", (int, float),
+                                              defaults.max_visitor_5xx_ratio)),
+    )
+    for key in ("max_failed_ratio", "max_visitor_5xx_ratio"):
+        if not 0 <= getattr(watch, key) < 1:
+            raise table.fail(key, f"must be a share from 0 up to (not including) 1, not {getattr(watch, key)}")
+    table.reject_unknown()
+    return watch
 
 
 def _parse_check(item: Any, index: int) -> SmokeCheck:
@@ -523,6 +556,18 @@ def render_site_toml(site: SiteConfig) -> str:
         "[upgrade]",
         f"keep_backups = {site.keep_backups}",
         f"watch = {_number(site.watch_seconds)}",
+        "",
+        "# The watch after a switch reverts only on a failure that persists: this many failed",
+        "# probes in a row, or more than max_failed_ratio of them (after min_probes), or at least",
+        "# max_visitor_5xx answers in the 5xx range that Caddy gave the site's visitors, above",
+        "# max_visitor_5xx_ratio of its requests.",
+        "[watch]",
+        f"interval = {_number(site.watch.interval)}",
+        f"consecutive_failures = {site.watch.consecutive_failures}",
+        f"max_failed_ratio = {_number(site.watch.max_failed_ratio)}",
+        f"min_probes = {site.watch.min_probes}",
+        f"max_visitor_5xx = {site.watch.max_visitor_5xx}",
+        f"max_visitor_5xx_ratio = {_number(site.watch.max_visitor_5xx_ratio)}",
         "",
         *render_build_toml(site.build),
     ]

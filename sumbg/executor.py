@@ -68,6 +68,7 @@ class Reporter:
 class Cleanup:
     what: str
     undo: Callable[[], None]
+    durable: bool = False  # still wanted past the point of no return
 
 
 class Run:
@@ -84,12 +85,13 @@ class Run:
     def save_state(self) -> None:
         self.records.save_state(self.state)
 
-    def on_failure(self, what: str, undo: Callable[[], None]) -> None:
-        self.cleanups.append(Cleanup(what, undo))
+    def on_failure(self, what: str, undo: Callable[[], None], *, durable: bool = False) -> None:
+        self.cleanups.append(Cleanup(what, undo, durable))
 
-    def forget_cleanups(self) -> None:
-        """Past the point of no return (e.g. traffic switched): nothing left to undo."""
-        self.cleanups.clear()
+    def forget_cleanups(self, *, durable_too: bool = False) -> None:
+        """Past the point of no return (e.g. traffic switched): nothing left to undo but the
+        durable cleanups (e.g. putting a rollback target back), unless `durable_too`."""
+        self.cleanups[:] = [c for c in self.cleanups if c.durable and not durable_too]
 
     def say(self, text: str) -> None:
         self.reporter.line(f"     {text}")

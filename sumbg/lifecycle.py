@@ -6,12 +6,11 @@ import datetime as dt
 from . import naming
 from .errors import CheckFailed, NeedsOperator, UsageError
 from .executor import Plan, Run, Step
-from .operations import Context, refuse_if_interrupted
+from .context import Context, refuse_if_interrupted
 from .records import recorded
-from .rollback import colour_version
 from .runtime import Site
-from .smoke import Prober, live_target, preview_target
-from .stacks import Database
+from .smoke import preview_target
+from .switch import colour_version, move_workers, restart_rollback_target, switch_live
 from .util import utc_now
 
 
@@ -87,7 +86,7 @@ def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
         if not stacks.data_running():
             stacks.start_data()
             removed.append("restarted the data stack")
-        repaired = Database(stacks).repair_interrupted_swap()
+        repaired = stacks.database().repair_interrupted_swap()
         # A backup or restore killed mid-way leaves a hidden partial dump or restore copy.
         for partial in [*site.backups_dir.glob(".*.partial"), *site.backups_dir.glob(".restore-*")]:
             partial.unlink(missing_ok=True)
@@ -102,7 +101,7 @@ def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
             if record is None:
                 continue
             files.write_colour(slug, "preview", colour)
-            with Prober() as prober:
+            with ctx.prober() as prober:
                 try:
                     prober.wait_healthy(preview, 30, expect_version=colour_version(record))
                 except CheckFailed as exc:
@@ -116,17 +115,13 @@ def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
 
     def route(run: Run):
         chosen = run.notes["chosen"]
-        other = naming.other_colour(chosen)
-        files.write_colour(slug, "live", chosen)
         files.set_maintenance(slug, False)
         with ctx.edge.lock().acquire(timeout=60):
             changed = ctx.edge.apply(ctx.all_sites())
             ctx.edge.ensure_up()
-        with Prober() as prober:
-            prober.wait_healthy(live_target(ctx.host.edge, site.config.domain), 30,
-                                expect_version=colour_version(run.state["colours"][chosen]))
-        files.write_colour(slug, "preview", other)
-        return {"caddy_changed": changed}
+        flip = switch_live(ctx, site, run, chosen, confirm_seconds=30)
+        files.write_colour(slug, "preview", naming.other_colour(chosen))
+        return {"caddy_changed": changed, "flip_seconds": flip.seconds}
 
     def tidy(run: Run):
         chosen = run.notes["chosen"]
@@ -135,19 +130,28 @@ def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
         record = colours.get(other)
         actions = []
         running = engine.container(site.web_container(other))
-        if running and (record is None or running.image != record.get("image")):
+        half_started = record is None or record.get("status") == "candidate"
+        if running and (half_started or running.image != record.get("image")):
             # A colour sumbg was starting when it died: not a rollback target, remove it.
             stacks.remove_colour(other)
             actions.append(f"removed half-started {naming.app_project(slug, other)}")
             running = None
+        if half_started:
+            colours.pop(other, None)
+            record = None
         if record is not None:
             record["status"] = "idle" if running and running.running else "retired"
         run.state["live"] = chosen
         run.state["previous"] = other if record is not None else None
         run.save_state()
-        if stacks.stop_worker(other):
+        restarted = restart_rollback_target(ctx, site, run)
+        if restarted:
+            actions.append(f"rollback target {restarted['ref']} "
+                           f"{'started again' if restarted['restored'] else 'could not be started again'}")
+        moved = move_workers(ctx, site, to=chosen, came_from=other)
+        if moved["stopped"]:
             actions.append(f"stopped {other}'s worker")
-        if stacks.start_worker(chosen):
+        if moved["started"]:
             actions.append(f"{chosen}'s worker running")
         return {"actions": actions}
 

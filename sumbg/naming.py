@@ -71,3 +71,8 @@ def image_tag(slug: str, ref: str) -> str:
 def db_identifier(slug: str) -> str:
     """The Postgres database and role name for a site."""
     return slug.replace("-", "_")
+
+
+# Host name of the edge's metrics endpoint on its loopback-only preview listener
+# (.invalid can never be a real site's domain).
+METRICS_HOST = "sumbg-metrics.invalid"

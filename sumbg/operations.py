@@ -5,98 +5,29 @@ import difflib
 import re
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
-from . import build, failpoints, gitrepo, naming, reports
-from .caddy import Edge
-from .config import HostConfig, SiteConfig, load_site, render_site_toml
-from .docker import Engine
+from . import agreement, build, gitrepo, naming
+from .config import SiteConfig, render_site_toml
+from .context import Context, mirror_for, refuse_if_interrupted
 from .errors import CheckFailed, DockerError, SumbgError, UsageError
-from .executor import Plan, Reporter, Run, Step, execute
+from .executor import Plan, Run, Step
 from .lock import is_held
 from .records import recorded
 from .runtime import Site
-from .smoke import Prober, live_target, preview_target
-from .stacks import Stacks
+from .smoke import live_target, preview_target
+from .switch import (colour_version, is_failed, mark_healthy, move_workers, restart_rollback_target, switch_live,
+                     watch_live)
 from .util import atomic_write, utc_now
-
-SWITCH_CONFIRM_SECONDS = 15.0
-
-
-@dataclass
-class Context:
-    host: HostConfig
-    reporter: Reporter
-
-    @cached_property
-    def engine(self) -> Engine:
-        return Engine()
-
-    @cached_property
-    def edge(self) -> Edge:
-        return Edge(self.host, self.engine)
-
-    def site(self, slug: str) -> Site:
-        return Site(self.host, load_site(self.host, slug))
-
-    def stacks(self, site: Site) -> Stacks:
-        return Stacks(site, self.engine)
-
-    def site_configs(self) -> list[SiteConfig]:
-        """Every site registered under the root whose site.toml is valid."""
-        found = []
-        for path in sorted(self.host.root.glob("*/site.toml")):
-            try:
-                found.append(load_site(self.host, path.parent.name))
-            except SumbgError:
-                continue
-        return found
-
-    def execute(self, plan: Plan, site: Site, command: str) -> dict:
-        """Run a plan on a site, then refresh the host's operator documents whatever happened."""
-        try:
-            return execute(plan, site.records, self.reporter, command=command)
-        finally:
-            reports.regenerate(self.host)
-
-    def all_sites(self) -> dict[str, str]:
-        """{slug: domain} of every initialised site on this host (what the edge serves)."""
-        return {
-            config.slug: config.domain for config in self.site_configs()
-            if Site(self.host, config).records.load_state().get("live")
-        }
-
-
-def refuse_if_interrupted(site: Site, state: dict) -> None:
-    """A journalled operation whose process died (we now hold the lock) must be recovered first."""
-    operation = state.get("operation")
-    if operation:
-        raise SumbgError(
-            f"site {site.slug} has an interrupted {operation.get('kind')} (stopped during step "
-            f"{operation.get('step')}, started {operation.get('started_at')} by pid {operation.get('pid')}); "
-            f"run `sumbg recover {site.slug}` first"
-        )
-
-
-def mirror_for(site: Site) -> gitrepo.Mirror:
-    return gitrepo.Mirror(site.mirror_dir, site.config.repo)
-
 
 def colour_record(image: build.ImageSpec, **extra) -> dict:
     return {"image": image.tag, "ref": image.labels["sumbg.ref"], "commit": image.commit,
             "sum_core": image.labels["sumbg.sum-core"] or None, "deployed_at": utc_now(), **extra}
 
 
-def build_image(ctx: Context, site: Site, image: build.ImageSpec) -> dict:
-    return build.build(ctx.engine, mirror_for(site), image, python_image=ctx.host.images.python,
-                       ca_bundle=ctx.host.ca_bundle, work_dir=site.run_dir)
-
-
 def expected_version(image: build.ImageSpec) -> dict:
-    return {"build": image.labels["sumbg.ref"], "git_sha": image.commit}
+    return colour_version(colour_record(image))
 
 
 # =================================================================== init
@@ -164,7 +95,7 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
         stacks.start_data()
 
     def build_step(run: Run):
-        return build_image(ctx, site, image)
+        return ctx.build_image(site, image)
 
     def migrate(run: Run):
         output = stacks.migrate(colour, image.tag, "This is the first deploy: no data existed before.")
@@ -189,14 +120,14 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
         return {"changed": changed}
 
     def health(run: Run):
-        with Prober() as prober:
+        with ctx.prober() as prober:
             answer = prober.wait_healthy(live_target(ctx.host.edge, domain), site.config.health_timeout,
                                          expect_version=expected_version(image))
         return {"health": answer.status, "version": answer.version}
 
     def record(run: Run):
         run.state.update({"slug": slug, "live": colour, "previous": None,
-                          "colours": {colour: colour_record(image, status="live")}})
+                          "colours": {colour: colour_record(image, status="live", outcome="healthy")}})
         run.save_state()
         run.forget_cleanups()
 
@@ -255,8 +186,10 @@ def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_s
         if lock.took_over:
             ctx.reporter.line(f"warning: took over a lock left by a dead process ({lock.took_over})")
     try:
+        state = site.records.load_state()
         if not dry_run:
-            refuse_if_interrupted(site, site.records.load_state())
+            refuse_if_interrupted(site, state)
+        agreement.probe_and_check(ctx, site, state)[0].refuse(slug, f"upgrade of {slug}")
         facts = gather_upgrade(ctx, site, ref)
         plan = upgrade_plan(ctx, site, facts, allow_same_core=allow_same_core,
                             watch=site.config.watch_seconds if watch is None else watch)
@@ -284,7 +217,7 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         if not stacks.web_running(live):
             raise CheckFailed(f"the live colour's web ({site.web_container(live)}) is not running; "
                               f"{stacks.web_exit_summary(live)}")
-        with Prober() as prober:
+        with ctx.prober() as prober:
             health = prober.health(live_target_)
         if not health.passing:
             raise CheckFailed(f"the live site is not healthy through Caddy: {health.answer.describe()}")
@@ -302,7 +235,7 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         return {"sum_core": core, "health": health.status}
 
     def build_step(run: Run):
-        return build_image(ctx, site, image)
+        return ctx.build_image(site, image)
 
     def backup(run: Run):
         taken, removed = stacks.backup_and_prune(backup_name, run.state)
@@ -324,13 +257,22 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
 
     def start(run: Run):
         if stacks.colour_exists(idle):
-            stacks.remove_colour(idle)
+            displaced = recorded(run.state, idle)
+            keep = bool(displaced) and not is_failed(displaced) and bool(displaced.get("image"))
+            if keep:
+                # In state.json too, so `recover` can put it back after a crash.
+                run.state["displaced"] = {"colour": idle, "record": displaced}
             run.state.setdefault("colours", {}).pop(idle, None)
             if run.state.get("previous") == idle:
                 run.state["previous"] = None
             run.save_state()
+            stacks.remove_colour(idle)
+            if keep:
+                # Registered first, so it runs last: after the new colour is gone.
+                run.on_failure(f"start the previous release {displaced.get('ref')} again in {idle}",
+                               lambda: restart_rollback_target(ctx, site, run), durable=True)
         run.on_failure(f"remove the new colour {naming.app_project(slug, idle)}",
-                       lambda: stacks.remove_colour(idle))
+                       lambda: stacks.remove_colour(idle) if run.state.get("live") != idle else None)
         summary = stacks.collectstatic(idle, image.tag)
         try:
             stacks.start_web(idle, image.tag)
@@ -342,7 +284,7 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
                              + stacks.web_logs(idle)).strip(),
             ) from None
         ctx.edge.files.write_colour(slug, "preview", idle)
-        with Prober() as prober:
+        with ctx.prober() as prober:
             try:
                 answer = prober.wait_healthy(preview, site.config.health_timeout,
                                              expect_version=expected_version(image))
@@ -357,7 +299,7 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
 
     def smoke(run: Run):
         results = []
-        with Prober() as prober:
+        with ctx.prober() as prober:
             for check in site.config.smoke_checks:
                 try:
                     results.append(prober.check(preview, check))
@@ -367,39 +309,31 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         return {"checks": results}
 
     def switch(run: Run):
-        def switch_back():
-            ctx.edge.files.write_colour(slug, "live", live)
-            with Prober() as prober:
-                prober.wait_healthy(live_target_, SWITCH_CONFIRM_SECONDS)
-
-        run.on_failure(f"switch traffic back to {live}", switch_back)
-        started = time.monotonic()
-        ctx.edge.files.write_colour(slug, "live", idle)
-        failpoints.reached("upgrade:switch:after-write")
-        with Prober() as prober:
-            answer = prober.wait_healthy(live_target_, SWITCH_CONFIRM_SECONDS,
-                                         expect_version=expected_version(image))
-        flip = round(time.monotonic() - started, 3)
-        run.notes["flip_seconds"] = flip
-        ctx.edge.files.write_colour(slug, "preview", live)
-        run.forget_cleanups()
-        run.state["live"] = idle
-        run.state["previous"] = live
-        run.state.setdefault("colours", {})[idle] = colour_record(image, status="live",
+        run.state.setdefault("colours", {})[idle] = colour_record(image, status="candidate",
                                                                   backup=run.notes.get("backup"))
-        run.state["colours"][live] = {**facts.live_record, "status": "idle"}
         run.save_state()
-        return {"flip_seconds": flip, "version": answer.version}
+        flip = switch_live(ctx, site, run, idle)
+        run.notes["flip_seconds"] = flip.seconds
+        if watch <= 0:
+            mark_healthy(run.state, idle)
+            run.state.pop("displaced", None)
+            run.save_state()
+        run.forget_cleanups()
+        return {"flip_seconds": flip.seconds, "version": run.notes["flips"][-1]["version"]}
 
     def workers(run: Run):
-        stopped = stacks.stop_worker(live)
-        started = stacks.start_worker(idle)
-        if not stopped and not started:
+        moved = move_workers(ctx, site, to=idle, came_from=live)
+        if not site.config.worker_command:
             return {"outcome": "skipped", "reason": "no worker configured"}
-        return {"stopped": live if stopped else None, "started": idle if started else None}
+        return moved
 
     def watch_step(run: Run):
-        return watch_after_switch(ctx, site, run, watch, new=idle, old=live)
+        result = watch_live(ctx, site, run, watch, new=idle, old=live)
+        mark_healthy(run.state, idle)
+        run.state.pop("displaced", None)
+        run.save_state()
+        run.forget_cleanups(durable_too=True)
+        return result
 
     steps = [
         Step("preflight", f"engine, live {live} web, health through Caddy, disk, sum-core "
@@ -436,40 +370,6 @@ _BREAKING = re.compile(r"^\s*(Remove field|Delete model|Rename field|Rename mode
 
 def breaking_operations(plan_output: str) -> list[str]:
     return [line.strip() for line in plan_output.splitlines() if _BREAKING.match(line)]
-
-
-def watch_after_switch(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, old: str) -> dict:
-    """After a switch: watch the live site; on a failure, flip back to `old` and fail the operation."""
-    from .rollback import flip_to  # imported late: rollback builds on this module
-
-    target = live_target(ctx.host.edge, site.config.domain)
-    deadline = time.monotonic() + seconds
-    rounds = 0
-    with Prober() as prober:
-        while time.monotonic() < deadline:
-            rounds += 1
-            problem = None
-            health = prober.health(target)
-            if not health.passing:
-                problem = f"/health/ through Caddy: {health.answer.describe()}"
-            else:
-                for check in site.config.smoke_checks:
-                    if check.method != "GET":
-                        continue
-                    try:
-                        prober.check(target, check)
-                    except CheckFailed as exc:
-                        problem = exc.message
-                        break
-            if problem:
-                run.say(f"watch saw a failure: {problem}; rolling back to {old}")
-                flip = flip_to(ctx, site, run, target_colour=old, from_colour=new)
-                run.notes["reverted"] = {"reason": problem, "flip_seconds": flip}
-                raise CheckFailed(
-                    f"after the switch the site failed ({problem}); rolled back to {old} by itself "
-                    f"in {flip:.3f}s", colour=new)
-            time.sleep(1.0)
-    return {"rounds": rounds, "seconds": seconds}
 
 
 def dry_run_report(ctx: Context, site: Site, plan: Plan, facts: UpgradeFacts) -> dict:
@@ -510,9 +410,9 @@ def site_status(ctx: Context, site: Site) -> dict:
     live = state.get("live")
     record = recorded(state, live)
     health: dict = {}
+    agreed = agreement.Agreement()
     if live:
-        with Prober() as prober:
-            answer = prober.health(live_target(ctx.host.edge, site.config.domain))
+        agreed, answer = agreement.probe_and_check(ctx, site, state)
         health = {"http_status": answer.answer.status, "status": answer.status,
                   "version": answer.version, "error": answer.answer.error or None}
     operation = state.get("operation")
@@ -528,6 +428,9 @@ def site_status(ctx: Context, site: Site) -> dict:
         "sum_core": record.get("sum_core"),
         "colours": state.get("colours") or {},
         "health": health,
+        "agreement": agreed.describe(),
+        "caddy": {"live": ctx.edge.files.read_colour(site.slug, "live"),
+                  "preview": ctx.edge.files.read_colour(site.slug, "preview")},
         "operation": operation,
         "interrupted": interrupted,
         "maintenance": ctx.edge.files.maintenance_on(site.slug),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from .config import EdgeSettings, SmokeCheck
+from .naming import METRICS_HOST
 from .errors import CheckFailed
 
 EXCERPT = 300
@@ -113,6 +114,13 @@ class Prober:
             return Answer(0, "", "", error=f"{type(exc).__name__}: {exc or 'no answer'}")
         return Answer(response.status_code, response.headers.get("content-type", ""), response.text)
 
+    def visitor_counts(self, edge: EdgeSettings, domain: str) -> tuple[int, int] | None:
+        """What the edge served `domain`'s visitors so far (requests, 5xx), or None if it cannot tell."""
+        answer = self.request(Target("metrics", f"http://127.0.0.1:{edge.preview_port}", METRICS_HOST), "/metrics")
+        if answer.status != 200:
+            return None
+        return visitor_counts_from_metrics(answer.text, domain)
+
     def health(self, target: Target) -> Health:
         return Health(self.request(target, "/health/"))
 
@@ -167,6 +175,28 @@ class Prober:
             headers["Cookie"] = f"csrftoken={cookie}"
             self.client.cookies.clear()
         return self.request(target, check.path, "POST", data=form, headers=headers)
+
+
+_METRIC = re.compile(r'^caddy_http_request_duration_seconds_count\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$', re.M)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def visitor_counts_from_metrics(text: str, domain: str) -> tuple[int, int]:
+    """(requests, 5xx answers) Caddy served for `domain` on its public listeners.
+
+    Only the site block's outermost handler ("subroute") is counted, so a request is
+    counted once; the loopback preview listener (server "preview") is left out.
+    """
+    requests = errors = 0
+    for match in _METRIC.finditer(text):
+        labels = dict(_LABEL.findall(match.group("labels")))
+        if labels.get("host") != domain or labels.get("server") == "preview" or labels.get("handler") != "subroute":
+            continue
+        count = int(float(match.group("value")))
+        requests += count
+        if labels.get("code", "").startswith("5"):
+            errors += count
+    return requests, errors
 
 
 def _version_matches(actual: dict, expected: dict | None) -> bool:

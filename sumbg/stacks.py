@@ -126,6 +126,9 @@ class Stacks:
             return f"the web container is {state.status} (exit code {state.exit_code})"
         return "the web container is running"
 
+    def database(self) -> "Database":
+        return Database(self)
+
     # ------------------------------------------------------------ backups
     def backup_name(self, ref: str) -> str:
         safe_ref = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in ref)

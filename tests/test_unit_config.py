@@ -8,7 +8,7 @@ import pytest
 
 from sumbg import config
 from sumbg.config import (
-    DEFAULT_SMOKE_CHECKS, EdgeSettings, HostConfig, Images, SiteConfig, SmokeCheck,
+    DEFAULT_SMOKE_CHECKS, EdgeSettings, HostConfig, Images, SiteConfig, SmokeCheck, WatchSettings,
     load_host, load_site, render_site_toml,
 )
 from sumbg.errors import ConfigError, UsageError
@@ -415,6 +415,8 @@ def test_round_trip_of_every_setting(tmp_path):
         environment="staging", project="acme", settings_module="acme.settings.staging",
         wsgi="acme.wsgi:application", web_workers=3, worker_command='celery -A acme worker -Q "default"',
         db_publish_port=15432, health_timeout=2.5, keep_backups=4, watch_seconds=0.0,
+        watch=WatchSettings(interval=0.5, consecutive_failures=5, max_failed_ratio=0.0, min_probes=4,
+                            max_visitor_5xx=1, max_visitor_5xx_ratio=0.5),
         notes='Acme "shop" | café \\ tab\there',
         extra_env=(("SENTRY_DSN", "https://k@s.example.com/1"), ("QUOTED", 'say "hi"'), ("EMPTY", "")),
         smoke_checks=(
@@ -467,6 +469,18 @@ timeout = 120
 [upgrade]
 keep_backups = 10
 watch = 30
+
+# The watch after a switch reverts only on a failure that persists: this many failed
+# probes in a row, or more than max_failed_ratio of them (after min_probes), or at least
+# max_visitor_5xx answers in the 5xx range that Caddy gave the site's visitors, above
+# max_visitor_5xx_ratio of its requests.
+[watch]
+interval = 1
+consecutive_failures = 3
+max_failed_ratio = 0.3
+min_probes = 10
+max_visitor_5xx = 10
+max_visitor_5xx_ratio = 0.05
 
 [build]
 # The Python base image; empty = sumbg.toml images.python.
