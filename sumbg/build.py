@@ -26,7 +26,7 @@ from pathlib import Path
 from . import gitdeps, naming
 from .config import HostConfig, SiteConfig, load_host, load_site
 from .docker import COMPOSE_DIR, Engine
-from .errors import SumbgError
+from .errors import DockerError, SumbgError
 from .gitrepo import GitAuth, Mirror, Resolved, fetch_tree
 
 DEFAULT_DOCKERFILE = COMPOSE_DIR / "sum-site.Dockerfile"
@@ -98,7 +98,8 @@ def options_for(host: HostConfig, site: SiteConfig | None) -> BuildOptions:
         packages=sb.packages,
         url_rewrites=tuple(rewrites.items()),
         auth=GitAuth(token_file=token, token_source=token_source, username=pick("git_username")[0],
-                     ssh_key_file=key, ssh_key_source=key_source, ca_bundle=host.ca_bundle),
+                     ssh_key_file=key, ssh_key_source=key_source, ssh_known_hosts=pick("git_ssh_known_hosts")[0],
+                     ca_bundle=host.ca_bundle),
     )
 
 
@@ -120,12 +121,15 @@ def build(engine: Engine, mirror: Mirror, spec: ImageSpec, *, host: HostConfig |
         return {"outcome": "skipped", "reason": f"{spec.tag} already built from {spec.commit[:12]}"}
     work_dir.mkdir(parents=True, exist_ok=True)
     context = Path(tempfile.mkdtemp(prefix="build-", dir=work_dir))
+    # git's clones and askpass program live beside the context, never in it.
+    scratch = Path(tempfile.mkdtemp(prefix="git-", dir=work_dir))
     try:
         if mirror.read_file(spec.commit, "Dockerfile") is not None:
             return _build_own_dockerfile(engine, mirror, spec, labels, options, context)
-        return _build_default(engine, mirror, spec, labels, options, context)
+        return _build_default(engine, mirror, spec, labels, options, context, scratch)
     finally:
         shutil.rmtree(context, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _build_own_dockerfile(engine, mirror, spec, labels, options, context: Path) -> dict:
@@ -140,7 +144,7 @@ def _build_own_dockerfile(engine, mirror, spec, labels, options, context: Path) 
     return {"image": spec.tag, "dockerfile": "the repo's own Dockerfile"}
 
 
-def _build_default(engine, mirror, spec, labels, options, context: Path) -> dict:
+def _build_default(engine, mirror, spec, labels, options, context: Path, scratch: Path) -> dict:
     """sumbg's default SUM Dockerfile: context = app/ (the repo) + sumbg/ (sumbg's files)."""
     app, extras = context / "app", context / "sumbg"
     app.mkdir()
@@ -157,12 +161,12 @@ def _build_default(engine, mirror, spec, labels, options, context: Path) -> dict
     fetched, replacements = [], {}
     for requirement in gitdeps.find_git_requirements(text):
         source = gitdeps.rewrite_url(requirement.url, options.url_rewrites)
-        staging = context / "git" / "tree"
+        staging = scratch / "tree"
         commit = fetch_tree(source, requirement.ref, requirement.subdirectory, staging, auth=options.auth,
-                            scratch=context / "git", shown_url=gitdeps.redact_url(source))
+                            scratch=scratch, shown_url=gitdeps.redact_url(source))
         name = gitdeps.dependency_dir_name(requirement, commit)
         if not (extras / "deps" / name).exists():
-            staging.rename(extras / "deps" / name)
+            shutil.move(staging, extras / "deps" / name)
         shutil.rmtree(staging, ignore_errors=True)
         directory = f"{gitdeps.DEPS_DIR_IN_IMAGE}/{name}"
         replacements[requirement.line] = gitdeps.local_requirement(requirement, directory)
@@ -175,13 +179,36 @@ def _build_default(engine, mirror, spec, labels, options, context: Path) -> dict
     if fetched:
         labels = {**labels, "sumbg.git-dependencies": " ".join(
             f"{item['requirement']}@{item['commit'][:12]}" for item in fetched)}
-    engine.build(context, extras / "Dockerfile", spec.tag, labels,
-                 build_args={**options.build_args(), **_version_args(spec)})
+    try:
+        engine.build(context, extras / "Dockerfile", spec.tag, labels,
+                     build_args={**options.build_args(), **_version_args(spec)})
+    except DockerError as exc:
+        hint = compile_hint(exc.output_tail or "", options)
+        if hint:
+            exc.message = f"{exc.message}; {hint}"
+        raise
     result = {"image": spec.tag, "dockerfile": "sumbg's default SUM Dockerfile",
               "python_image": options.python_image}
     if fetched:
         result["git_dependencies"] = fetched
     return result
+
+
+_COMPILE_FAILURE = ("failed building wheel", "error: command 'gcc' failed", "gcc: not found",
+                    "command 'gcc' failed", "could not be found", "x86_64-linux-gnu-gcc", "fatal error:",
+                    "no such file or directory: 'gcc'", "unable to execute 'gcc'")
+
+
+def compile_hint(output: str, options: BuildOptions) -> str:
+    """When pip had to compile a package and could not: which site.toml setting helps."""
+    low = output.lower()
+    if not any(marker.lower() in low for marker in _COMPILE_FAILURE):
+        return ""
+    if options.build_packages:
+        return (f"pip could not compile a package (build_packages {' '.join(options.build_packages)}); "
+                "its -dev headers may be missing from site.toml [build] build_packages")
+    return ('pip had to compile a package: add what it needs to site.toml [build] build_packages, e.g. '
+            '["gcc", "libjpeg-dev", "zlib1g-dev"] for Pillow, and its runtime libraries to packages')
 
 
 def _write_ca(path: Path, ca_bundle: str) -> None:

@@ -149,6 +149,7 @@ class BuildSettings:
     git_token_file: str = ""                            # token for git+https dependencies
     git_username: str = ""                              # username sent with the token
     git_ssh_key_file: str = ""                          # deploy key for git+ssh dependencies
+    git_ssh_known_hosts: str = ""                       # pinned host keys; "" = ~/.ssh/known_hosts, accept-new
     git_url_rewrites: tuple[tuple[str, str], ...] = ()  # (prefix, replacement): git's insteadOf
 
 
@@ -173,6 +174,9 @@ def _parse_build(table: _Table, *, site: bool) -> tuple[BuildSettings, str]:
             raise table.fail(key, "must be a list of Debian package names like [\"libjpeg62-turbo\"]")
         lists[key] = tuple(value)
     secrets = {key: _secret_file(table, key) for key in ("git_token_file", "git_ssh_key_file")}
+    known_hosts = table.get("git_ssh_known_hosts", str, "")
+    if known_hosts and not (os.path.isabs(known_hosts) and Path(known_hosts).is_file()):
+        raise table.fail("git_ssh_known_hosts", f"must be the absolute path of a file, not {known_hosts!r}")
     username = table.get("git_username", str, "")
     if any(ch.isspace() or ch in ":@" for ch in username):
         raise table.fail("git_username", "must be a user name without spaces, ':' or '@'")
@@ -184,7 +188,7 @@ def _parse_build(table: _Table, *, site: bool) -> tuple[BuildSettings, str]:
                               "a non-empty URL prefix without spaces")
     table.reject_unknown()
     return BuildSettings(
-        python_image=python_image, git_username=username,
+        python_image=python_image, git_username=username, git_ssh_known_hosts=known_hosts,
         git_url_rewrites=tuple(rewrites.items()), **lists, **secrets,
     ), ca_bundle
 
@@ -224,6 +228,8 @@ def render_build_toml(build: BuildSettings) -> list[str]:
         f"git_token_file = {q(build.git_token_file)}",
         f"git_username = {q(build.git_username)}",
         f"git_ssh_key_file = {q(build.git_ssh_key_file)}",
+        "# The SSH servers' host keys (known_hosts format); empty = ~/.ssh/known_hosts, new hosts accepted.",
+        f"git_ssh_known_hosts = {q(build.git_ssh_known_hosts)}",
         "# Like git's insteadOf: { \"https://github.com/acme/\" = \"https://mirror.example/acme/\" }",
         f"git_url_rewrites = {{{' ' + rewrites + ' ' if rewrites else ''}}}",
         "",

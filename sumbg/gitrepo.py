@@ -145,6 +145,7 @@ class GitAuth:
     token_file: str = ""
     username: str = ""
     ssh_key_file: str = ""
+    ssh_known_hosts: str = ""
     ca_bundle: str = ""
     token_source: str = ""     # e.g. "sumbg.toml build.git_token_file", for messages
     ssh_key_source: str = ""
@@ -191,11 +192,17 @@ def dependency_env(auth: GitAuth, scratch: Path) -> dict[str, str]:
         askpass.chmod(0o700)
         env.update(GIT_ASKPASS=str(askpass), SUMBG_GIT_TOKEN_FILE=auth.token_file,
                    SUMBG_GIT_USERNAME=auth.username or DEFAULT_GIT_USERNAME)
-    if auth.ssh_key_file:
+    if auth.ssh_key_file or auth.ssh_known_hosts:
         import shlex
-        env["GIT_SSH_COMMAND"] = (
-            f"ssh -i {shlex.quote(auth.ssh_key_file)} -o IdentitiesOnly=yes -o BatchMode=yes "
-            "-o StrictHostKeyChecking=accept-new")
+        ssh = ["ssh"]
+        if auth.ssh_key_file:
+            ssh += ["-i", shlex.quote(auth.ssh_key_file), "-o", "IdentitiesOnly=yes"]
+        ssh += ["-o", "BatchMode=yes"]
+        if auth.ssh_known_hosts:
+            ssh += ["-o", f"UserKnownHostsFile={shlex.quote(auth.ssh_known_hosts)}", "-o", "StrictHostKeyChecking=yes"]
+        else:
+            ssh += ["-o", "StrictHostKeyChecking=accept-new"]
+        env["GIT_SSH_COMMAND"] = " ".join(ssh)
     return env
 
 
@@ -259,6 +266,9 @@ def _clone_failure(stderr: str, auth: GitAuth, url: str) -> str:
                 + " (for a mirror, map the URL with [build] git_url_rewrites)")
     if "certificate" in low and ("problem" in low or "verif" in low):
         return "the server's TLS certificate is not trusted (add its CA to sumbg.toml [build] ca_bundle)"
+    if "host key verification failed" in low:
+        return ("the SSH server's host key is not in "
+                + (auth.ssh_known_hosts or "~/.ssh/known_hosts") + " ([build] git_ssh_known_hosts)")
     if "permission denied (publickey" in low:
         return (f"the SSH server refused the deploy key from {auth.ssh_key_source}" if auth.ssh_key_file
                 else "the SSH server asks for a key: set [build] git_ssh_key_file")

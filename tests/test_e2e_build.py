@@ -407,3 +407,84 @@ def test_upgrade_between_git_pins_with_the_site_build_settings(
     assert_image_free_of(image, git_server.token)
     assert git_server.token not in result.stdout + result.stderr
     assert files_containing(host.root, git_server.token.encode()) == []
+
+
+# ---------------------------------------------------------------- a deploy key over ssh
+
+SSHD_IMAGE = "sumbg-test/b-sshd:1"
+SSH_SLUG = "b-ssh"
+
+
+@pytest.fixture
+def ssh_server(engine, git_server: GitServer, tmp_path: Path):
+    """An SSH git server (user git, the deploy key authorised) serving the same sum-core repository."""
+    if docker("image", "inspect", SSHD_IMAGE, check=False).returncode != 0:
+        made = subprocess.run(
+            ["docker", "build", "-q", "-t", SSHD_IMAGE, "-"], text=True, capture_output=True, timeout=600,
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+            input=f"FROM {PYTHON_IMAGE}\n"
+                  "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                  "--no-install-recommends openssh-server git >/dev/null && rm -rf /var/lib/apt/lists/* "
+                  "&& mkdir -p /run/sshd && ssh-keygen -A && useradd -m -s /bin/sh git "
+                  "&& git config --system safe.directory '*'\n"
+                  'CMD ["/usr/sbin/sshd", "-D", "-e"]\n')
+        assert made.returncode == 0, made.stderr
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "b-deploy", "-f", str(keys / "deploy_key")],
+                   check=True, capture_output=True)
+    (keys / "authorized_keys").write_text((keys / "deploy_key.pub").read_text())
+    srv = tmp_path / "srv"
+    _example_module().build_core_repo(srv / "acme" / "sum-core.git", quiet=True)
+    os.chmod(tmp_path, 0o755)
+    port = free_port()
+    name = f"b-sshd-{os.getpid()}"
+    docker("run", "-d", "--name", name, "--label", "sumbg-test=b", "-p", f"127.0.0.1:{port}:22",
+           "-v", f"{keys / 'authorized_keys'}:/home/git/.ssh/authorized_keys:ro", "-v", f"{srv}:/srv:ro",
+           SSHD_IMAGE)
+    try:
+        host_key = docker("exec", name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
+        (keys / "known_hosts").write_text(f"[127.0.0.1]:{port} {' '.join(host_key)}\n")
+        assert wait_until(lambda: "Server listening" in docker("logs", name, check=False).stderr, timeout=30)
+        yield {"url": f"ssh://git@127.0.0.1:{port}/srv/acme/", "key": keys / "deploy_key",
+               "known_hosts": keys / "known_hosts", "keys": keys}
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def test_init_with_a_deploy_key_over_ssh(host: Host, git_server: GitServer, configure, ssh_server) -> None:
+    key_text = ssh_server["key"].read_text()
+    assert oct(ssh_server["key"].stat().st_mode & 0o777) == "0o600"
+    # A line from the middle of the private key: what must never appear anywhere.
+    needle = key_text.splitlines()[2]
+    assert len(needle) > 40
+    configure(git_ssh_key_file=str(ssh_server["key"]), git_ssh_known_hosts=str(ssh_server["known_hosts"]),
+              git_url_rewrites={PIN_HOST: ssh_server["url"]})
+    docker("rmi", "-f", f"sum-{SSH_SLUG}:v1.7.0-git-pin", check=False)
+    with ProcessWatcher([needle]) as watcher:
+        init = host.init(SSH_SLUG, "v1.7.0-git-pin")
+    assert watcher.samples > 50 and watcher.hits == []
+    status, _, body = http_get(host.http_port, f"{SSH_SLUG}.example.test", "/health/")
+    assert status == 200 and json.loads(body)["version"]["build"] == "v1.7.0-git-pin"
+    build = next(step for step in host.history(SSH_SLUG)[-1]["steps"] if step["name"] == "build")
+    assert build["git_dependencies"] == [{
+        "requirement": "sum-core", "url": "https://git.sum-core.invalid/acme/sum-core.git",
+        "fetched_from": ssh_server["url"] + "sum-core.git", "ref": "v0.9.0",
+        "commit": git_server.core_commits["v0.9.0"],
+    }]
+    assert_image_free_of(f"sum-{SSH_SLUG}:v1.7.0-git-pin", needle)
+    assert needle not in init.stdout + init.stderr
+    assert files_containing(host.root, needle.encode()) == []
+
+    # A server whose host key is not the pinned one is refused before anything is built.
+    other = ssh_server["keys"] / "other_known_hosts"
+    other.write_text(ssh_server["known_hosts"].read_text().split()[0]
+                     + " ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    configure(git_ssh_key_file=str(ssh_server["key"]), git_ssh_known_hosts=str(other),
+              git_url_rewrites={PIN_HOST: ssh_server["url"]})
+    result = host.sumbg("upgrade", SSH_SLUG, "v1.8.0-git-pin", "--yes", "--watch", "0")
+    assert result.returncode == 1, str(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("sumbg: error:")]
+    assert errors == [f"sumbg: error: cannot fetch {ssh_server['url']}sum-core.git@v0.9.1: the SSH server's host key "
+                      f"is not in {other} ([build] git_ssh_known_hosts) [site {SSH_SLUG}, step build]"]
+    assert needle not in result.stdout + result.stderr

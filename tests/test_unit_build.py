@@ -303,3 +303,54 @@ def test_the_older_call_reads_the_site_settings_from_the_site_folder(tmp_path, c
     assert result["python_image"] == "host-python:1"
     assert engine.built[0]["build_args"]["PACKAGES"] == "file"
     assert engine.built[0]["requirements"] == "Django==5.1.4\n"
+
+
+PILLOW_WITHOUT_HEADERS = """\
+      The headers or library files could not be found for jpeg,
+      a required dependency when compiling Pillow from source.
+  ERROR: Failed building wheel for pillow"""
+
+
+def test_compile_failures_point_at_build_packages():
+    options = build.BuildOptions(python_image="py")
+    assert build.compile_hint(PILLOW_WITHOUT_HEADERS, options) == (
+        'pip had to compile a package: add what it needs to site.toml [build] build_packages, e.g. '
+        '["gcc", "libjpeg-dev", "zlib1g-dev"] for Pillow, and its runtime libraries to packages')
+    assert build.compile_hint(PILLOW_WITHOUT_HEADERS, build.BuildOptions(python_image="py", build_packages=("gcc",))) == (
+        "pip could not compile a package (build_packages gcc); its -dev headers may be missing from "
+        "site.toml [build] build_packages")
+    assert build.compile_hint("ERROR: No matching distribution found for Django==9.9", options) == ""
+
+
+def test_a_failed_compile_says_which_setting_helps(tmp_path):
+    from sumbg.errors import DockerError
+
+    class FailingEngine(FakeEngine):
+        def build(self, context, dockerfile, tag, labels, build_args):
+            raise DockerError("building image sum-acme:main failed (exit 1)", output_tail=PILLOW_WITHOUT_HEADERS)
+
+    client = tmp_path / "client"
+    client.mkdir()
+    (client / "requirements.txt").write_text("Pillow==11.0.0\n")
+    _git("init", "-q", "-b", "main", str(client))
+    _git("add", "-A", cwd=client)
+    _git("commit", "-q", "-m", "c", cwd=client)
+    mirror = Mirror(tmp_path / "mirror.git", str(client))
+    mirror.sync()
+    spec = build.image_spec("acme", mirror.resolve("main"), None)
+    with pytest.raises(DockerError) as info:
+        build.build(FailingEngine(), mirror, spec, host=HostConfig(root=tmp_path), site=_site(),
+                    work_dir=tmp_path / "run")
+    assert info.value.message == (
+        "building image sum-acme:main failed (exit 1); pip had to compile a package: add what it needs to "
+        'site.toml [build] build_packages, e.g. ["gcc", "libjpeg-dev", "zlib1g-dev"] for Pillow, and its '
+        "runtime libraries to packages")
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_pinned_ssh_host_keys(tmp_path):
+    env = dependency_env(GitAuth(ssh_key_file="/k/deploy", ssh_known_hosts="/k/known_hosts"), tmp_path)
+    assert env["GIT_SSH_COMMAND"] == ("ssh -i /k/deploy -o IdentitiesOnly=yes -o BatchMode=yes "
+                                      "-o UserKnownHostsFile=/k/known_hosts -o StrictHostKeyChecking=yes")
+    assert "GIT_ASKPASS" not in env and "SUMBG_GIT_TOKEN_FILE" not in env
+    assert dependency_env(GitAuth(), tmp_path)["GIT_SSH_COMMAND"] == "ssh -o BatchMode=yes"

@@ -492,6 +492,8 @@ packages = []
 git_token_file = ""
 git_username = ""
 git_ssh_key_file = ""
+# The SSH servers' host keys (known_hosts format); empty = ~/.ssh/known_hosts, new hosts accepted.
+git_ssh_known_hosts = ""
 # Like git's insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }
 git_url_rewrites = {}
 
@@ -542,15 +544,18 @@ def _secret(path: Path, mode: int = 0o600) -> Path:
 
 def test_host_build_settings(tmp_path):
     token, key = _secret(tmp_path / "token"), _secret(tmp_path / "deploy_key", 0o400)
+    known = tmp_path / "known_hosts"
+    known.write_text("github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
     host = host_from(tmp_path, f"""
 [build]
 git_token_file = "{token}"
 git_username = "sum-bot"
 git_ssh_key_file = "{key}"
+git_ssh_known_hosts = "{known}"
 git_url_rewrites = {{ "https://github.com/acme/" = "https://mirror.local/acme/", "git@github.com:" = "ssh://git@github.com/" }}
 """)
     assert host.build == config.BuildSettings(
-        git_token_file=str(token), git_username="sum-bot", git_ssh_key_file=str(key),
+        git_token_file=str(token), git_username="sum-bot", git_ssh_key_file=str(key), git_ssh_known_hosts=str(known),
         git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),
                           ("git@github.com:", "ssh://git@github.com/")))
     assert host_from(tmp_path, "").build == config.BuildSettings()
@@ -574,6 +579,10 @@ def test_a_credential_file_others_can_read_is_refused(tmp_path, mode):
      "sumbg.toml: build.git_token_file: file /nonexistent/token does not exist"),
     ('[build]\ngit_ssh_key_file = "/"', "sumbg.toml: build.git_ssh_key_file: / is not a file"),
     ("[build]\ngit_token_file = 1", "sumbg.toml: build.git_token_file: must be a string, not 1"),
+    ('[build]\ngit_ssh_known_hosts = "known_hosts"',
+     "sumbg.toml: build.git_ssh_known_hosts: must be the absolute path of a file, not 'known_hosts'"),
+    ('[build]\ngit_ssh_known_hosts = "/nonexistent"',
+     "sumbg.toml: build.git_ssh_known_hosts: must be the absolute path of a file, not '/nonexistent'"),
     ('[build]\ngit_username = "a b"', "sumbg.toml: build.git_username: must be a user name without spaces, ':' or '@'"),
     ('[build]\ngit_username = "bot:pw"', "sumbg.toml: build.git_username: must be a user name without spaces, ':' or '@'"),
     ('[build]\ngit_url_rewrites = "https://a/"', "sumbg.toml: build.git_url_rewrites: must be a table, not 'https://a/'"),
@@ -637,6 +646,8 @@ packages = ["libjpeg62-turbo", "file"]
 git_token_file = "/etc/sumbg/token"
 git_username = "bot"
 git_ssh_key_file = ""
+# The SSH servers' host keys (known_hosts format); empty = ~/.ssh/known_hosts, new hosts accepted.
+git_ssh_known_hosts = ""
 # Like git's insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }
 git_url_rewrites = { "https://github.com/acme/" = "https://mirror.local/acme/" }
 """
