@@ -14,7 +14,7 @@ ARG BUILD_PACKAGES=""
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_NO_INPUT=1
 RUN if [ -n "$BUILD_PACKAGES" ]; then \
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            $BUILD_PACKAGES >/dev/null && rm -rf /var/lib/apt/lists/*; \
+            $BUILD_PACKAGES >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*; \
     fi
 COPY sumbg/ca.crt /etc/sumbg-ca.crt
 WORKDIR /app
@@ -32,7 +32,7 @@ ARG PACKAGES=""
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/venv/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN if [ -n "$PACKAGES" ]; then \
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            $PACKAGES >/dev/null && rm -rf /var/lib/apt/lists/*; \
+            $PACKAGES >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*; \
     fi
 RUN (getent passwd app >/dev/null || useradd --uid 1000 --user-group --home-dir /app --no-create-home app) \
     && mkdir -p /app /srv/static /srv/media && chown app:app /srv/static /srv/media

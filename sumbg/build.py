@@ -20,13 +20,13 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import gitdeps, naming
-from .config import HostConfig, SiteConfig, load_host, load_site
+from .config import HostConfig, SiteConfig
 from .docker import COMPOSE_DIR, Engine
-from .errors import DockerError, SumbgError
+from .errors import DockerError
 from .gitrepo import GitAuth, Mirror, Resolved, fetch_tree
 
 DEFAULT_DOCKERFILE = COMPOSE_DIR / "sum-site.Dockerfile"
@@ -66,8 +66,9 @@ class BuildOptions:
     auth: GitAuth = GitAuth()
 
     def fingerprint(self) -> str:
-        """Identifies the image-shaping settings (no credential), so a change rebuilds."""
-        shape = [self.python_image, list(self.build_packages), list(self.packages)]
+        """Identifies the image-shaping settings and sumbg's Dockerfile (no credential): a change rebuilds."""
+        dockerfile = hashlib.sha256(DEFAULT_DOCKERFILE.read_bytes()).hexdigest()
+        shape = [self.python_image, list(self.build_packages), list(self.packages), dockerfile]
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
     def build_args(self) -> dict:
@@ -103,17 +104,12 @@ def options_for(host: HostConfig, site: SiteConfig | None) -> BuildOptions:
     )
 
 
-def build(engine: Engine, mirror: Mirror, spec: ImageSpec, *, host: HostConfig | None = None,
-          site: SiteConfig | None = None, work_dir: Path, python_image: str | None = None,
-          ca_bundle: str | None = None) -> dict:
+def build(engine: Engine, mirror: Mirror, spec: ImageSpec, *, host: HostConfig, site: SiteConfig | None,
+          work_dir: Path) -> dict:
     """Build `spec` unless an image with that tag was already built from the same commit and settings.
 
-    Call with host= and site= (the site's [build] settings apply). The older form with
-    python_image= and ca_bundle= reads the host and site configuration from the site folder
-    above work_dir (<root>/<slug>/run) instead.
+    The site's [build] settings apply over the host's; scratch files go under work_dir.
     """
-    if host is None:
-        host, site = _configuration_near(work_dir, spec, python_image, ca_bundle or "")
     options = options_for(host, site)
     labels = {**spec.labels, "sumbg.build-options": options.fingerprint()}
     existing = engine.image_labels(spec.tag)
@@ -221,17 +217,3 @@ def _write_ca(path: Path, ca_bundle: str) -> None:
 def _version_args(spec: ImageSpec) -> dict:
     return {"GIT_SHA": spec.commit, "BUILD_ID": spec.labels["sumbg.ref"]}
 
-
-def _configuration_near(work_dir: Path, spec: ImageSpec, python_image: str | None,
-                        ca_bundle: str) -> tuple[HostConfig, SiteConfig | None]:
-    """The host and site configuration for a caller of the older build(python_image=, ca_bundle=)."""
-    site_dir = work_dir.parent
-    host = HostConfig(root=site_dir.parent)
-    try:
-        host = load_host(site_dir.parent)
-        site = load_site(host, spec.labels["sumbg.slug"]) if (site_dir / "site.toml").is_file() else None
-    except SumbgError:
-        site = None
-    if python_image:
-        host = replace(host, images=replace(host.images, python=python_image))
-    return replace(host, ca_bundle=ca_bundle), site

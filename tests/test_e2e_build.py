@@ -379,13 +379,7 @@ def test_upgrade_between_git_pins_with_the_site_build_settings(
         input=f"FROM {PYTHON_IMAGE}\nRUN echo b-python > /etc/sumbg-b-python\n", text=True,
         capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
     assert marked.returncode == 0, marked.stderr
-    site_toml = host.site_dir(SLUG) / "site.toml"
-    text = site_toml.read_text()
-    for key, value in (("python_image", f'"{SITE_PYTHON_IMAGE}"'), ("build_packages", '["git"]'),
-                       ("packages", '["file"]')):
-        text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
-        assert n == 1, key
-    site_toml.write_text(text)
+    _set_site_build(host, python_image=f'"{SITE_PYTHON_IMAGE}"', build_packages='["git"]', packages='["file"]')
 
     with ProcessWatcher([git_server.token]) as watcher:
         result = host.sumbg("upgrade", SLUG, "v1.8.0-git-pin", "--yes", "--watch", "0")
@@ -407,6 +401,46 @@ def test_upgrade_between_git_pins_with_the_site_build_settings(
     assert_image_free_of(image, git_server.token)
     assert git_server.token not in result.stdout + result.stderr
     assert files_containing(host.root, git_server.token.encode()) == []
+
+
+def _set_site_build(host: Host, **values: str) -> None:
+    path = host.site_dir(SLUG) / "site.toml"
+    text = path.read_text()
+    for key, value in values.items():
+        text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
+        assert n == 1, key
+    path.write_text(text)
+
+
+def test_a_package_compiled_from_source_needs_the_build_packages_only_in_the_build_stage(
+        host: Host, git_server: GitServer, configure) -> None:
+    configure(**good_build_settings(git_server))
+    # v1.9.0-pillow-source: `--no-binary pillow`, as on a Python for which Pillow has no wheel.
+    _set_site_build(host, build_packages="[]", packages="[]")
+    failed = host.sumbg("upgrade", SLUG, "v1.9.0-pillow-source", "--yes", "--watch", "0")
+    assert failed.returncode == 1, str(failed)
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("sumbg: error:")]
+    assert errors == [
+        f"sumbg: error: building image sum-{SLUG}:v1.9.0-pillow-source failed (exit 1); pip had to compile a "
+        'package: add what it needs to site.toml [build] build_packages, e.g. ["gcc", "libjpeg-dev", '
+        f'"zlib1g-dev"] for Pillow, and its runtime libraries to packages [site {SLUG}, step build]']
+    assert json.loads(http_get(host.http_port, DOMAIN, "/health/")[2])["version"]["build"] == "v1.8.0-git-pin"
+
+    # Compiler and headers in the build stage (python3-dev: Debian's Python has no headers of its
+    # own; the official python images do), the JPEG library in the final image.
+    _set_site_build(host, build_packages='["gcc", "libc6-dev", "python3-dev", "libjpeg-dev", "zlib1g-dev"]',
+                    packages='["libjpeg62-turbo"]')
+    result = host.sumbg("upgrade", SLUG, "v1.9.0-pillow-source", "--yes", "--watch", "0")
+    assert result.returncode == 0, str(result)
+    assert json.loads(http_get(host.http_port, DOMAIN, "/health/")[2])["version"]["build"] == "v1.9.0-pillow-source"
+    check = docker("run", "--rm", f"sum-{SLUG}:v1.9.0-pillow-source", "sh", "-c",
+                   "python -c 'import io, PIL, PIL.Image; from PIL import features; b = io.BytesIO(); "
+                   "PIL.Image.new(\"RGB\", (4, 4)).save(b, \"JPEG\"); print(features.check(\"jpg\"), len(b.getvalue()) > 100)'; "
+                   "ls -d /venv/lib/python3*/site-packages/pillow.libs 2>/dev/null || echo compiled-here; "
+                   "command -v gcc || echo no-gcc; ls /usr/include/jpeglib.h 2>/dev/null || echo no-headers")
+    # Pillow was compiled here (a wheel would bring its own pillow.libs) and encodes JPEG with the
+    # runtime library; neither the compiler nor the headers reached the final image.
+    assert check.stdout == "True True\ncompiled-here\nno-gcc\nno-headers\n", check.stderr
 
 
 # ---------------------------------------------------------------- a deploy key over ssh

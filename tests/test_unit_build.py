@@ -281,30 +281,6 @@ def test_build_fetches_git_requirements_on_the_host_and_rewrites_them(tmp_path, 
     assert len(engine.built) == 2
 
 
-def test_the_older_call_reads_the_site_settings_from_the_site_folder(tmp_path, core_repo):
-    client = tmp_path / "client"
-    client.mkdir()
-    (client / "requirements.txt").write_text("Django==5.1.4\n")
-    _git("init", "-q", "-b", "main", str(client))
-    _git("add", "-A", cwd=client)
-    _git("commit", "-q", "-m", "c", cwd=client)
-    root = tmp_path / "root"
-    (root / "acme").mkdir(parents=True)
-    (root / "sumbg.toml").write_text('[images]\npython = "host-python:1"\n')
-    (root / "acme" / "site.toml").write_text(
-        'slug = "acme"\ndomain = "a.example.com"\nrepo = "/r"\n[app]\nproject = "acme"\n'
-        '[build]\npackages = ["file"]\n')
-    mirror = Mirror(tmp_path / "mirror.git", str(client))
-    mirror.sync()
-    engine = FakeEngine()
-    spec = build.image_spec("acme", mirror.resolve("main"), None)
-    result = build.build(engine, mirror, spec, python_image="host-python:1", ca_bundle="",
-                         work_dir=root / "acme" / "run")
-    assert result["python_image"] == "host-python:1"
-    assert engine.built[0]["build_args"]["PACKAGES"] == "file"
-    assert engine.built[0]["requirements"] == "Django==5.1.4\n"
-
-
 PILLOW_WITHOUT_HEADERS = """\
       The headers or library files could not be found for jpeg,
       a required dependency when compiling Pillow from source.

@@ -224,6 +224,17 @@ GIT_PIN = {
     },
 }
 
+# ---------------------------------------------------------------------------
+# Client: Pillow built from source (pip's --no-binary), as on a Python for which
+# no wheel exists: the build stage needs a compiler and headers (site.toml
+# [build] build_packages), the final image only the runtime libraries (packages).
+# ---------------------------------------------------------------------------
+PILLOW_SOURCE = {
+    "edits": {
+        "client/requirements.txt": [("Pillow==11.0.0\n", "--no-binary pillow\nPillow==11.0.0\n")],
+    },
+}
+
 LAYERS = {
     "phone": PHONE,
     "broken-migration": BROKEN_MIGRATION,
@@ -232,6 +243,7 @@ LAYERS = {
     "turns-unhealthy": TURNS_UNHEALTHY,
     "css-0.8.0": CSS_080,
     "git-pin": GIT_PIN,
+    "pillow-source": PILLOW_SOURCE,
 }
 
 # "good": a release sumbg should roll out; the others fail in the way described.
@@ -260,6 +272,9 @@ RELEASES = [
     {"tag": "v1.8.0-git-pin", "sum_core": "0.9.1", "layers": ["phone", "css-0.8.0", "git-pin"], "good": True,
      "git_pin": True,
      "description": "sum-core 0.9.1 from git: an upgrade between two git pins."},
+    {"tag": "v1.9.0-pillow-source", "sum_core": "0.9.2", "layers": ["phone", "css-0.8.0", "git-pin", "pillow-source"],
+     "good": True, "git_pin": True,
+     "description": "sum-core 0.9.2 from git; Pillow built from source: needs [build] build_packages."},
 ]
 
 RELEASES_BY_TAG = {release["tag"]: release for release in RELEASES}
