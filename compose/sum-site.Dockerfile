@@ -3,7 +3,8 @@
 #   app/                    `git archive` of the requested ref (never a working tree)
 #   sumbg/ca.crt            sumbg.toml [build] ca_bundle (empty when unset)
 #   sumbg/requirements.txt  app/requirements.txt with each git+ requirement pointing at...
-#   sumbg/deps/<name>-<commit>/  ...its source, fetched by sumbg on the host (no credential in here)
+#   sumbg/deps/<name>-<commit>/  ...its source, fetched by sumbg on the host (no credential in here;
+#                           why on the host and not with a BuildKit secret: see sumbg/build.py)
 # and build arguments from site.toml [build] (python_image, build_packages, packages).
 # Two stages: compilers, -dev headers and pip's work stay in `build`; the final image gets
 # the finished /venv, the app, and only the runtime packages the site asks for.

@@ -213,19 +213,21 @@ def fetch_tree(url: str, ref: str, subdirectory: str, dest: Path, *, auth: GitAu
     `shown_url` is the URL as messages may show it (no password). Every message and
     output tail is scrubbed of the credential.
     """
+    if ref.startswith("-") or any(ch.isspace() for ch in ref):
+        raise GitError(f"cannot fetch {shown_url}: {ref!r} is not a tag, branch or commit name")
     scratch.mkdir(parents=True, exist_ok=True)
     env = dependency_env(auth, scratch)
     secrets = auth.secrets()
     clone = scratch / f"clone-{len(list(scratch.glob('clone-*')))}"
     what = f"{shown_url}@{ref}" if ref else shown_url
 
-    def run(args: list[str], shown: list[str]) -> subprocess.CompletedProcess:
+    def run(args: list[str], shown: list[str] | None = None) -> subprocess.CompletedProcess:
         try:
             return subprocess.run(args, capture_output=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
         except FileNotFoundError:
             raise GitError("git is not installed") from None
         except subprocess.TimeoutExpired:
-            raise GitError(f"fetching {what} took longer than 10 minutes", command=shown) from None
+            raise GitError(f"fetching {what} took longer than 10 minutes", command=shown or args) from None
 
     argv = ["git", "clone", "--bare", "--quiet", "--", url, str(clone)]
     shown = ["git", "clone", "--bare", "--quiet", "--", shown_url, str(clone)]
@@ -234,13 +236,12 @@ def fetch_tree(url: str, ref: str, subdirectory: str, dest: Path, *, auth: GitAu
         stderr = _scrub(proc.stderr.decode("utf-8", "replace"), secrets, url, shown_url)
         raise GitError(f"cannot fetch {what}: {_clone_failure(stderr, auth, url)}", command=shown,
                        returncode=proc.returncode, output_tail=tail(stderr, 3))
-    proc = run(["git", "-C", str(clone), "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}"],
-               [])
+    proc = run(["git", "-C", str(clone), "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}"])
     if proc.returncode != 0:
         raise GitError(f"cannot fetch {shown_url}: it has no tag, branch or commit {ref!r}")
     commit = proc.stdout.decode().strip()
     tree = f"{commit}:{subdirectory}" if subdirectory else commit
-    proc = run(["git", "-C", str(clone), "archive", "--format=tar", tree], [])
+    proc = run(["git", "-C", str(clone), "archive", "--format=tar", tree])
     if proc.returncode != 0:
         raise GitError(f"cannot fetch {what}: it has no directory {subdirectory!r} (#subdirectory=)")
     dest.mkdir(parents=True, exist_ok=True)

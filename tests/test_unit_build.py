@@ -210,6 +210,9 @@ def test_fetch_tree_failures_say_what_to_fix(tmp_path, core_repo):
     with pytest.raises(GitError) as info:
         fetch_tree(url, "v0.9.0", "src", tmp_path / "d2", auth=GitAuth(), scratch=tmp_path / "s", shown_url=url)
     assert info.value.message == f"cannot fetch {url}@v0.9.0: it has no directory 'src' (#subdirectory=)"
+    with pytest.raises(GitError) as info:
+        fetch_tree(url, "--output=/tmp/x", "", tmp_path / "d4", auth=GitAuth(), scratch=tmp_path / "s", shown_url=url)
+    assert info.value.message == f"cannot fetch {url}: '--output=/tmp/x' is not a tag, branch or commit name"
     missing = f"file://{tmp_path}/nothing.git"
     with pytest.raises(GitError) as info:
         fetch_tree(missing, "v1", "", tmp_path / "d3", auth=GitAuth(), scratch=tmp_path / "s", shown_url=missing)
