@@ -443,6 +443,33 @@ def test_a_package_compiled_from_source_needs_the_build_packages_only_in_the_bui
     assert check.stdout == "True True\ncompiled-here\nno-gcc\nno-headers\n", check.stderr
 
 
+def test_a_credential_given_in_site_toml(host: Host, git_server: GitServer, configure) -> None:
+    # The host has no credential at all; the site brings its own (and its own username).
+    settings = good_build_settings(git_server)
+    del settings["git_token_file"], settings["git_username"]
+    configure(**settings)
+    docker("rmi", "-f", f"sum-{SLUG}:v1.8.0-git-pin", check=False)  # fetch again
+    _set_site_build(host, git_token_file=json.dumps(str(git_server.wrong_token_file)), git_username='"sumbot"')
+    failed = host.sumbg("upgrade", SLUG, "v1.8.0-git-pin", "--yes", "--watch", "0")
+    assert failed.returncode == 1, str(failed)
+    assert [line for line in failed.stderr.splitlines() if line.startswith("sumbg: error:")] == [
+        f"sumbg: error: cannot fetch {git_server.base}acme/sum-core.git@v0.9.1: authentication failed with the "
+        f"token from site.toml build.git_token_file (user {GIT_USER}) [site {SLUG}, step build]"]
+
+    _set_site_build(host, git_token_file=json.dumps(str(git_server.token_file)))
+    with ProcessWatcher([git_server.token]) as watcher:
+        result = host.sumbg("upgrade", SLUG, "v1.8.0-git-pin", "--yes", "--watch", "0")
+    assert result.returncode == 0, str(result)
+    assert watcher.hits == []
+    assert json.loads(http_get(host.http_port, DOMAIN, "/health/")[2])["version"]["build"] == "v1.8.0-git-pin"
+    build = next(step for step in host.history(SLUG)[-1]["steps"] if step["name"] == "build")
+    assert build["git_dependencies"][0]["commit"] == git_server.core_commits["v0.9.1"]
+    for output in (failed.stdout, failed.stderr, result.stdout, result.stderr):
+        assert git_server.token not in output and git_server.wrong_token not in output
+    assert files_containing(host.root, git_server.token.encode()) == []
+    assert_image_free_of(f"sum-{SLUG}:v1.8.0-git-pin", git_server.token)
+
+
 # ---------------------------------------------------------------- a deploy key over ssh
 
 SSHD_IMAGE = "sumbg-test/b-sshd:1"
