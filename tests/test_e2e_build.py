@@ -19,7 +19,6 @@ import re
 import secrets
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import tomllib

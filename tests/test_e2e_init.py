@@ -124,7 +124,7 @@ def test_two_sites_share_one_edge(host: Host, site: str) -> None:
     status, _, body = http_get(host.http_port, DOMAIN, "/health/")
     assert status == 200 and json.loads(body)["version"]["build"] == "v1.0.0"
     edges = docker("ps", "--filter", "label=sumbg.root", "--format", "{{.Names}}").stdout.split()
-    assert edges == ["sum-edge-test-caddy"]
+    assert edges == [f"{host.edge_name}-caddy"]
     host.teardown_site("t-second")
 
 

@@ -5,10 +5,8 @@ records what would be built.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from sumbg import build, gitdeps
 from sumbg.config import BuildSettings, HostConfig, Images, SiteConfig
 from sumbg.errors import GitError
 from sumbg.gitdeps import GitRequirement, parse_git_requirement
-from sumbg.gitrepo import GitAuth, Mirror, Resolved, dependency_env, fetch_tree
+from sumbg.gitrepo import GitAuth, Mirror, dependency_env, fetch_tree
 
 PIN = "sum-core @ git+https://github.com/acme/sum-core.git@v0.9.0#subdirectory=core"
 

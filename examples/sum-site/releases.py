@@ -235,6 +235,42 @@ PILLOW_SOURCE = {
     },
 }
 
+# ---------------------------------------------------------------------------
+# Client: the repo ships its own Dockerfile, written the way a client would,
+# declaring neither GIT_SHA nor BUILD_ID: sumbg builds with it (passing
+# PYTHON_IMAGE and putting its CA bundle at .sumbg/ca.crt in the context) and
+# sets GIT_SHA/BUILD_ID in the containers' environment itself, from the labels.
+# ---------------------------------------------------------------------------
+OWN_DOCKERFILE = {
+    "files": {
+        "client/Dockerfile": """\
+# Acme's own image. (sumbg builds a repo's Dockerfile when it has one.)
+ARG PYTHON_IMAGE=python:3.12-slim
+FROM ${PYTHON_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \\
+    PATH=/venv/bin:$PATH
+WORKDIR /app
+
+# Dependencies first; sum-core is the wheel in vendor/. sumbg puts the CA bundle
+# pip must trust (sumbg.toml [build] ca_bundle; empty when unset) at .sumbg/ca.crt.
+COPY .sumbg/ca.crt /etc/acme-build-ca.crt
+COPY requirements.txt /app/requirements.txt
+COPY vendor/ /app/vendor/
+RUN if [ -s /etc/acme-build-ca.crt ]; then export PIP_CERT=/etc/acme-build-ca.crt; fi \\
+    && python3 -m venv /venv \\
+    && /venv/bin/pip install --find-links /app/vendor -r /app/requirements.txt
+
+RUN useradd --uid 1000 --user-group --home-dir /app --no-create-home app \\
+    && mkdir -p /srv/static /srv/media && chown app:app /srv/static /srv/media
+COPY --chown=app:app . /app/
+USER app
+EXPOSE 8000
+CMD ["gunicorn", "acme.wsgi:application", "--bind", "0.0.0.0:8000"]
+""",
+    },
+}
+
 LAYERS = {
     "phone": PHONE,
     "broken-migration": BROKEN_MIGRATION,
@@ -244,6 +280,7 @@ LAYERS = {
     "css-0.8.0": CSS_080,
     "git-pin": GIT_PIN,
     "pillow-source": PILLOW_SOURCE,
+    "own-dockerfile": OWN_DOCKERFILE,
 }
 
 # "good": a release sumbg should roll out; the others fail in the way described.
@@ -275,6 +312,9 @@ RELEASES = [
     {"tag": "v1.9.0-pillow-source", "sum_core": "0.9.2", "layers": ["phone", "css-0.8.0", "git-pin", "pillow-source"],
      "good": True, "git_pin": True,
      "description": "sum-core 0.9.2 from git; Pillow built from source: needs [build] build_packages."},
+    {"tag": "v1.10.0-own-dockerfile", "sum_core": "0.9.3", "layers": ["phone", "css-0.8.0", "own-dockerfile"],
+     "good": True,
+     "description": "The repo's own Dockerfile (no GIT_SHA/BUILD_ID in it); sum-core 0.9.3 vendored as a wheel."},
 ]
 
 RELEASES_BY_TAG = {release["tag"]: release for release in RELEASES}
