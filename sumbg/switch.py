@@ -139,7 +139,7 @@ def switch_live(ctx: Context, site: Site, run: Run, to: str, *, before_confirm=N
         colours[to]["status"] = "live"
     if came_from and came_from != to:
         state["previous"] = came_from
-        if came_from in colours:
+        if colours.get(came_from, {}).get("status") == "live":  # a half-started candidate stays one
             colours[came_from]["status"] = "idle"
     run.save_state()
     run.notes.setdefault("flips", []).append({"to": to, "outcome": "confirmed", "seconds": seconds,
