@@ -11,7 +11,7 @@ from pathlib import Path
 import jinja2
 
 from . import naming
-from .config import EdgeSettings, HostConfig
+from .config import CaddySettings, EdgeSettings, HostConfig, SiteConfig
 from .docker import Engine
 from .errors import CaddyError, tail
 from .lock import SiteLock
@@ -46,11 +46,17 @@ def render_main(edge: EdgeSettings) -> str:
     )
 
 
-def render_site(slug: str, domain: str, edge: EdgeSettings) -> str:
+def render_site(slug: str, domain: str, edge: EdgeSettings, *, aliases: tuple[str, ...] = (),
+                caddy: CaddySettings = CaddySettings()) -> str:
     return _env.get_template("site.caddy.j2").render(
         slug=naming.validate_slug(slug), domain=_checked_domain(domain), tls=edge.tls,
+        aliases=[_checked_domain(alias) for alias in aliases], caddy=caddy,
         preview_port=PREVIEW_PORT_IN_CONTAINER,
     )
+
+
+def render_site_config(site: SiteConfig, edge: EdgeSettings) -> str:
+    return render_site(site.slug, site.domain, edge, aliases=site.aliases, caddy=site.caddy)
 
 
 def render_maintenance(domain: str) -> str:
@@ -109,15 +115,15 @@ class Edge:
     def lock(self) -> SiteLock:
         return SiteLock(self.host.caddy_dir / ".lock", "the edge Caddy configuration")
 
-    def desired_files(self, sites: dict[str, str]) -> dict[Path, str]:
-        """Every structural file for the given {slug: domain} sites."""
+    def desired_files(self, sites: dict[str, SiteConfig]) -> dict[Path, str]:
+        """Every structural file for the given {slug: site configuration} sites."""
         files = {self.files.main: render_main(self.host.edge)}
-        for slug, domain in sites.items():
-            files[self.files.site(slug)] = render_site(slug, domain, self.host.edge)
-            files[self.files.maintenance_page(slug)] = render_maintenance(domain)
+        for slug, site in sites.items():
+            files[self.files.site(slug)] = render_site_config(site, self.host.edge)
+            files[self.files.maintenance_page(slug)] = render_maintenance(site.domain)
         return files
 
-    def pending_changes(self, sites: dict[str, str]) -> dict[Path, tuple[str | None, str]]:
+    def pending_changes(self, sites: dict[str, SiteConfig]) -> dict[Path, tuple[str | None, str]]:
         changes = {}
         for path, body in self.desired_files(sites).items():
             current = path.read_text() if path.exists() else None
@@ -139,14 +145,14 @@ class Edge:
 
     def ensure_up(self) -> None:
         """Start the edge if it is not running (with the config already on disk)."""
-        self.engine.ensure_network(self.host.edge.name)
+        address = self.engine.ensure_edge_network(self.host.edge.name)
         if self.running():
             return
         for slug_dir in (self.host.caddy_dir / "sites", self.host.caddy_dir / "state", self.host.www_dir):
             slug_dir.mkdir(parents=True, exist_ok=True)
         if not self.files.main.exists():
             atomic_write(self.files.main, render_main(self.host.edge))
-        self.engine.compose_up(edge_project(self.host))
+        self.engine.compose_up(edge_project(self.host, address))
         if not poll(lambda: self.engine.exec(self.container, ["caddy", "version"]).returncode == 0, 30):
             raise CaddyError("the edge Caddy did not start", output_tail=self.engine.logs(self.container))
         self.check_version()
@@ -202,7 +208,7 @@ class Edge:
             raise CaddyError("caddy reload failed", command=argv, returncode=result.returncode,
                              output_tail=tail(result.output, 10))
 
-    def apply(self, sites: dict[str, str]) -> list[str]:
+    def apply(self, sites: dict[str, SiteConfig]) -> list[str]:
         """Bring the structural config to what `sites` needs: validate, write, reload.
 
         Returns the files that changed (empty: nothing to do, no reload). If the

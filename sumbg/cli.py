@@ -63,22 +63,37 @@ def cli(ctx: click.Context, root: str | None, verbose: bool) -> None:
 @cli.command()
 @click.argument("slug")
 @click.option("--repo", required=True, help="Client repository: a path or a git URL.")
-@click.option("--domain", required=True, help="The site's domain name.")
+@click.option("--domain", "domains", required=True, multiple=True,
+              help="The site's domain; repeat for more names (the first is canonical).")
 @click.option("--ref", default=None, help="Git ref to deploy first (default: the repo's HEAD).")
 @click.option("--project", default=None, help="Django project package (default: detected).")
-@click.option("--worker-command", default="", help="Shell command of a background worker, if any.")
-@click.option("--db-port", type=click.IntRange(0, 65535), default=0,
+@click.option("--worker", is_flag=True,
+              help="Run the site's Celery worker as SUM does: celery -A <project> worker.")
+@click.option("--worker-command", default=None, help="Another shell command for the background worker.")
+@click.option("--db-port", type=click.IntRange(0, 65535), default=None,
               help="Publish Postgres on 127.0.0.1:PORT for diagnosis (default: not published).")
-@click.option("--environment", default="production", help="Label for the sites matrix.")
+@click.option("--environment", default=None, help="Label for the sites matrix (default: production).")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE",
+              help="A non-secret setting for the app's environment (repeatable; secrets go in <slug>/.env).")
 @json_option
 @click.pass_obj
-def init(obj: Obj, slug, repo, domain, ref, project, worker_command, db_port, environment, as_json):
-    """Register a site and deploy it for the first time (colour blue)."""
+def init(obj: Obj, slug, repo, domains, ref, project, worker, worker_command, db_port, environment, env, as_json):
+    """Register a site and deploy it for the first time (colour blue).
+
+    Re-run after a failure, it keeps the site.toml the first run wrote, with your edits.
+    """
     from .operations import init as do_init
+    pairs = []
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or "\n" in value:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE on one line", param_hint="--env")
+        pairs.append((key, value))
     ctx = obj.context()
-    run_reporting(as_json, lambda: do_init(ctx, slug, repo, domain, ref, project=project,
-                                           worker_command=worker_command, db_publish_port=db_port,
-                                           environment=environment))
+    run_reporting(as_json, lambda: do_init(ctx, slug, repo, list(domains), ref, project=project,
+                                           worker=worker, worker_command=worker_command,
+                                           db_publish_port=db_port,
+                                           environment=environment, env=tuple(pairs)))
 
 
 @cli.command()
@@ -215,6 +230,21 @@ def recover(obj: Obj, slug, as_json):
     from .lifecycle import recover as do_recover
     ctx = obj.context()
     run_reporting(as_json, lambda: do_recover(ctx, slug))
+
+
+@cli.command(name="apply")
+@json_option
+@click.pass_obj
+def apply_(obj: Obj, as_json):
+    """Apply edited site.toml settings (domains, [caddy], [env]) to the edge Caddy.
+
+    Renders every site's Caddy file, validates the whole configuration with `caddy
+    validate`, and reloads only if something changed. A changed [env] or domain list
+    reaches the app containers at their next start (upgrade, rollback of a retired colour).
+    """
+    from .lifecycle import apply_edge
+    ctx = obj.context()
+    run_reporting(as_json, lambda: apply_edge(ctx))
 
 
 @cli.command()

@@ -5,13 +5,14 @@ Every error names the file, the key and what was expected, e.g.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
 import re
 import stat
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -357,6 +358,38 @@ DEFAULT_SMOKE_CHECKS = (
 
 
 @dataclass(frozen=True)
+class BasicAuth:
+    path: str            # a Caddy path pattern, e.g. /admin/*
+    user: str
+    hash: str            # bcrypt, as printed by `caddy hash-password`
+
+
+GOLDEN_PATH_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("Permissions-Policy", "geolocation=(), microphone=(), camera=()"),
+)
+
+
+@dataclass(frozen=True)
+class CaddySettings:
+    """The site's block in the edge Caddy: the SUM golden path by default."""
+
+    redirect_to_canonical: bool = True    # other names redirect (308) to the first domain
+    encode: bool = True                   # encode gzip zstd
+    security_headers: bool = True         # GOLDEN_PATH_HEADERS
+    headers: tuple[tuple[str, str], ...] = ()  # added or overriding; "" removes one
+    basic_auth: tuple[BasicAuth, ...] = ()
+    extra: str = ""                       # raw directives inside the site block, braces balanced
+
+    def response_headers(self) -> tuple[tuple[str, str], ...]:
+        merged = dict(GOLDEN_PATH_HEADERS) if self.security_headers else {}
+        merged.update(dict(self.headers))
+        return tuple((name, value) for name, value in merged.items() if value)
+
+
+@dataclass(frozen=True)
 class WatchSettings:
     """When the watch after a switch reverts: only on a failure that persists."""
 
@@ -385,6 +418,8 @@ class SiteConfig:
     keep_backups: int = 10
     watch_seconds: float = 30.0
     watch: WatchSettings = WatchSettings()
+    caddy: CaddySettings = CaddySettings()
+    aliases: tuple[str, ...] = ()  # the site's other names; `domain` is the canonical one
     notes: str = ""
     extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     build: BuildSettings = BuildSettings()  # [build]: overrides sumbg.toml [build] per key
@@ -413,9 +448,8 @@ def parse_site(table: _Table) -> SiteConfig:
     slug = table.get("slug", str, required=True)
     if not naming.SLUG_PATTERN.fullmatch(slug):
         raise table.fail("slug", "must match ^[a-z0-9][a-z0-9-]{0,62}$")
-    domain = table.get("domain", str, required=True)
-    if not naming.DOMAIN_PATTERN.fullmatch(domain):
-        raise table.fail("domain", "must be a hostname (lowercase letters, digits, hyphens, dots)")
+    domains = _parse_domains(table)
+    domain, aliases = domains[0], tuple(domains[1:])
     repo = table.get("repo", str, required=True)
     environment = table.get("environment", str, "production")
     notes = table.get("notes", str, "")
@@ -463,11 +497,21 @@ def parse_site(table: _Table) -> SiteConfig:
 
     build, _ = _parse_build(table.table("build"), site=True)
 
+    caddy = _parse_caddy(table.table("caddy"))
+
     smoke = table.table("smoke")
     checks_raw = smoke.get("checks", list, None)
-    smoke_checks = DEFAULT_SMOKE_CHECKS if checks_raw is None else tuple(
-        _parse_check(item, index) for index, item in enumerate(checks_raw)
-    )
+    if checks_raw is None:
+        # The defaults follow the site's basic auth: a protected path answers 401 to sumbg.
+        smoke_checks = tuple(replace(check, status=401) if _protected(check.path, caddy) else check
+                             for check in DEFAULT_SMOKE_CHECKS)
+    else:
+        smoke_checks = tuple(_parse_check(item, index) for index, item in enumerate(checks_raw))
+        for index, check in enumerate(smoke_checks):
+            rule = _protected(check.path, caddy)
+            if rule and check.status != 401:
+                raise ConfigError(f"site.toml: smoke.checks[{index}].status: {check.path} is behind "
+                                  f"caddy.basic_auth ({rule.path}), so sumbg gets 401: say status = 401")
     smoke.reject_unknown()
     table.reject_unknown()
     return SiteConfig(
@@ -476,8 +520,90 @@ def parse_site(table: _Table) -> SiteConfig:
         worker_command=worker_command, db_publish_port=db_publish_port,
         health_timeout=health_timeout, smoke_checks=smoke_checks, keep_backups=keep_backups,
         watch_seconds=watch_seconds, watch=watch, notes=notes, extra_env=tuple(extra_env),
-        build=build,
+        build=build, caddy=caddy, aliases=aliases,
     )
+
+
+def _parse_domains(table: _Table) -> list[str]:
+    """`domains = [...]` (the first is canonical), or the older single `domain = "..."`."""
+    if "domains" in table.data and "domain" in table.data:
+        raise table.fail("domain", "give either domain or domains, not both")
+    if "domain" in table.data:
+        domains, key = [table.get("domain", str)], "domain"
+    else:
+        domains, key = table.get("domains", list, required=True), "domains"
+        if not domains:
+            raise table.fail(key, "must name at least one domain")
+    for index, domain in enumerate(domains):
+        where = key if key == "domain" else f"{key}[{index}]"
+        if not isinstance(domain, str) or not naming.DOMAIN_PATTERN.fullmatch(domain):
+            raise table.fail(where, "must be a hostname (lowercase letters, digits, hyphens, dots)")
+    if len(set(domains)) != len(domains):
+        raise table.fail(key, "names a domain twice")
+    return domains
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+_HEADER_VALUE = re.compile(r'[^"\\{}`\x00-\x1f\x7f]*')
+_AUTH_PATH = re.compile(r"/[A-Za-z0-9/_.*-]*")
+_AUTH_USER = re.compile(r"[A-Za-z0-9._-]+")
+_BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+
+
+def _parse_caddy(table: _Table) -> CaddySettings:
+    headers = []
+    headers_t = table.table("headers")
+    for name in headers_t.data:
+        value = headers_t.get(name, str)
+        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+            raise headers_t.fail(name, 'must be Header-Name = "value" without quotes, backslashes, braces or '
+                                       "control characters")
+        headers.append((name, value))
+    headers_t.reject_unknown()
+    rules = []
+    for index, item in enumerate(table.get("basic_auth", list, [])):
+        if not isinstance(item, dict):
+            raise table.fail(f"basic_auth[{index}]", "must be a table with path, user and hash")
+        rule_t = _Table(item, table.file, f"{table.prefix}basic_auth[{index}].")
+        path = rule_t.get("path", str, required=True)
+        if not _AUTH_PATH.fullmatch(path):
+            raise rule_t.fail("path", "must be a path pattern like /admin/*")
+        user = rule_t.get("user", str, required=True)
+        if not _AUTH_USER.fullmatch(user):
+            raise rule_t.fail("user", "must be letters, digits, dots, hyphens or underscores")
+        hash_ = rule_t.get("hash", str, required=True)
+        if not _BCRYPT.fullmatch(hash_):
+            raise rule_t.fail("hash", "must be a bcrypt hash from `caddy hash-password` (never a plain password)")
+        rule_t.reject_unknown()
+        rules.append(BasicAuth(path, user, hash_))
+    extra = table.get("extra", str, "")
+    problem = _unbalanced(extra)
+    if problem:
+        raise table.fail("extra", problem)
+    settings = CaddySettings(
+        redirect_to_canonical=table.get("redirect_to_canonical", bool, True),
+        encode=table.get("encode", bool, True),
+        security_headers=table.get("security_headers", bool, True),
+        headers=tuple(headers), basic_auth=tuple(rules), extra=extra,
+    )
+    table.reject_unknown()
+    return settings
+
+
+def _unbalanced(text: str) -> str:
+    """Why raw directives could leave their place in the site block, or ""."""
+    if "\x00" in text:
+        return "must not contain NUL"
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        depth += line.count("{") - line.count("}")
+        if depth < 0:
+            return f"line {number} closes a block it did not open: braces must balance"
+    return "" if depth == 0 else "braces must balance (a block is left open)"
+
+
+def _protected(path: str, caddy: CaddySettings) -> BasicAuth | None:
+    return next((rule for rule in caddy.basic_auth if fnmatch.fnmatchcase(path, rule.path)), None)
 
 
 def _parse_watch(table: _Table) -> WatchSettings:
@@ -536,7 +662,8 @@ def render_site_toml(site: SiteConfig) -> str:
     lines = [
         "# Written by `sumbg init`; edit freely, sumbg validates it before every operation.",
         f"slug = {q(site.slug)}",
-        f"domain = {q(site.domain)}",
+        "# The first domain is canonical (checks use it); the others answer too.",
+        f"domains = [{', '.join(q(d) for d in (site.domain, *site.aliases))}]",
         f"repo = {q(site.repo)}",
         f"environment = {q(site.environment)}",
         f"notes = {q(site.notes)}",
@@ -575,6 +702,7 @@ def render_site_toml(site: SiteConfig) -> str:
         f"max_visitor_5xx = {site.watch.max_visitor_5xx}",
         f"max_visitor_5xx_ratio = {_number(site.watch.max_visitor_5xx_ratio)}",
         "",
+        *_render_caddy(site.caddy),
         *render_build_toml(site.build),
     ]
     for check in site.smoke_checks:
@@ -597,6 +725,33 @@ def render_site_toml(site: SiteConfig) -> str:
     if not site.smoke_checks:
         lines += ["[smoke]", "checks = []", ""]
     return "\n".join(lines)
+
+
+def _render_caddy(caddy: CaddySettings) -> list[str]:
+    q = _toml_string
+    lines = [
+        "# The site's block in the edge Caddy (the SUM golden path by default). After editing,",
+        "# `sumbg apply` renders, validates (caddy validate) and reloads the edge.",
+        "[caddy]",
+        "# Other domains redirect (308) to the first one; false: every domain serves the site.",
+        f"redirect_to_canonical = {str(caddy.redirect_to_canonical).lower()}",
+        "encode = " + str(caddy.encode).lower() + "  # gzip and zstd",
+        "# X-Content-Type-Options, X-Frame-Options, Referrer-Policy, Permissions-Policy as on the golden path.",
+        f"security_headers = {str(caddy.security_headers).lower()}",
+        "# Raw Caddyfile directives inside the site block (braces must balance), e.g. for a path matcher.",
+        f"extra = {q(caddy.extra)}",
+        "# Response headers added or overridden (\"\" removes one): { \"X-Frame-Options\" = \"SAMEORIGIN\" }",
+        "headers = { " + ", ".join(f"{q(k)} = {q(v)}" for k, v in caddy.headers) + (" }" if caddy.headers else "}"),
+        "",
+    ]
+    if not caddy.basic_auth:
+        lines += ["# Basic auth on a path (e.g. staging's /admin/*); hash from `caddy hash-password`:",
+                  '# [[caddy.basic_auth]]', '# path = "/admin/*"', '# user = "staging"',
+                  '# hash = "$2a$14$..."', ""]
+    for rule in caddy.basic_auth:
+        lines += ["[[caddy.basic_auth]]", f"path = {q(rule.path)}", f"user = {q(rule.user)}",
+                  f"hash = {q(rule.hash)}", ""]
+    return lines
 
 
 def _toml_string(value: str) -> str:

@@ -14,7 +14,7 @@ from . import build, gitrepo, reports
 from .caddy import Edge
 from .config import HostConfig, SiteConfig, load_site
 from .docker import Engine
-from .errors import SumbgError
+from .errors import ConfigError, SumbgError
 from .executor import Plan, Reporter, execute
 from .runtime import Site
 from .smoke import Prober
@@ -47,14 +47,20 @@ class Context:
         return build.build(self.engine, mirror_for(site), image, host=self.host, site=site.config,
                            work_dir=site.run_dir)
 
-    def site_configs(self) -> list[SiteConfig]:
-        """Every site registered under the root whose site.toml is valid."""
+    def site_configs(self, *, strict: bool = False) -> list[SiteConfig]:
+        """Every site registered under the root whose site.toml is valid; with `strict`, an
+        invalid one is an error naming its site instead of being passed over."""
         found = []
         for path in sorted(self.host.root.glob("*/site.toml")):
             try:
                 found.append(load_site(self.host, path.parent.name))
+            except ConfigError as exc:
+                if strict:
+                    raise ConfigError(exc.message.replace("site.toml:", f"{path.parent.name}/site.toml:", 1)) \
+                        from None
             except SumbgError:
-                continue
+                if strict:
+                    raise
         return found
 
     def execute(self, plan: Plan, site: Site, command: str) -> dict:
@@ -64,10 +70,10 @@ class Context:
         finally:
             reports.regenerate(self.host)
 
-    def all_sites(self) -> dict[str, str]:
-        """{slug: domain} of every initialised site on this host (what the edge serves)."""
+    def all_sites(self, *, strict: bool = False) -> dict[str, SiteConfig]:
+        """{slug: configuration} of every initialised site on this host (what the edge serves)."""
         return {
-            config.slug: config.domain for config in self.site_configs()
+            config.slug: config for config in self.site_configs(strict=strict)
             if Site(self.host, config).records.load_state().get("live")
         }
 

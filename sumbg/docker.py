@@ -6,6 +6,8 @@ a DockerError carrying the command, exit code and output tail.
 """
 from __future__ import annotations
 
+import ipaddress
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,14 +131,51 @@ class Engine:
             raise _wrap(exc, f"building image {tag} failed") from None
 
     # ------------------------------------------------------------ networks and volumes
-    def ensure_network(self, name: str) -> None:
-        if self.docker.network.exists(name):
-            return
+    def ensure_edge_network(self, name: str) -> str | None:
+        """The shared edge network, created with an address reserved for the edge Caddy: its
+        subnet is the one Docker would pick, and Docker hands out only the upper half, so the
+        subnet's first host after the gateway stays the edge's. Returns that address, or None
+        for an edge network made without the reservation (by an older sumbg)."""
+        if not self.docker.network.exists(name):
+            probe = f"{name}-subnet-probe"
+            try:
+                self.docker.network.create(probe, labels={"sumbg": "1"})
+                subnet = ipaddress.ip_network(self._ipam(probe)[0]["Subnet"])
+                self.docker.network.remove(probe)
+                upper = list(subnet.subnets(new_prefix=subnet.prefixlen + 1))[1]
+                # python-on-whales has no --ip-range: the docker CLI itself.
+                created = self._capture([*self.docker.client_config.docker_cmd, "network", "create",
+                                         "--subnet", str(subnet), "--ip-range", str(upper),
+                                         "--gateway", str(subnet[1]), "--label", "sumbg=1", name])
+                if created.returncode != 0 and not self.docker.network.exists(name):
+                    raise DockerError(f"cannot create network {name}", returncode=created.returncode,
+                                      output_tail=tail(created.output))
+            except DockerException as exc:
+                if not self.docker.network.exists(name):  # lost a race with another creator: fine
+                    raise _wrap(exc, f"cannot create network {name}") from None
+        return self.edge_address(name)
+
+    def edge_address(self, name: str) -> str | None:
+        for config in self._ipam(name):
+            if config.get("Subnet") and config.get("IPRange"):
+                return str(ipaddress.ip_network(config["Subnet"])[2])
+        return None
+
+    def _ipam(self, network: str) -> list[dict]:
         try:
-            self.docker.network.create(name, labels={"sumbg": "1"})
+            return list(self.docker.network.inspect(network).ipam.config or [])  # plain dicts
         except DockerException as exc:
-            if not self.docker.network.exists(name):  # lost a race with another creator: fine
-                raise _wrap(exc, f"cannot create network {name}") from None
+            raise _wrap(exc, f"cannot inspect network {network}") from None
+
+    def container_address(self, container: str, network: str) -> str | None:
+        try:
+            networks = self.docker.container.inspect(container).network_settings.networks or {}
+        except NoSuchContainer:
+            return None
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot inspect container {container}") from None
+        endpoint = networks.get(network)
+        return str(endpoint.ip_address) if endpoint and endpoint.ip_address else None
 
     def container(self, name: str) -> ContainerState | None:
         try:

@@ -1,4 +1,5 @@
-"""Retiring the idle colour, and recovering a site after sumbg itself was killed."""
+"""Retiring the idle colour, recovering a site after sumbg itself was killed, and applying
+edited site settings to the edge Caddy."""
 from __future__ import annotations
 
 import datetime as dt
@@ -174,3 +175,21 @@ def running_record(ctx: Context, site: Site, run: Run, colour: str) -> dict | No
     labels = ctx.engine.image_labels(container.image) or {}
     return {"image": container.image, "ref": labels.get("sumbg.ref"), "commit": labels.get("sumbg.commit"),
             "sum_core": labels.get("sumbg.sum-core") or None, "deployed_at": utc_now()}
+
+
+# =================================================================== apply
+
+def apply_edge(ctx: Context) -> dict:
+    """Render the edge config from every live site's site.toml, validate it with `caddy
+    validate`, and reload Caddy only if something changed (a reload can close idle
+    kept-alive connections, so it is never done for nothing)."""
+    ctx.engine.ping()
+    sites = ctx.all_sites(strict=True)
+    with ctx.edge.lock().acquire(timeout=60):
+        changed = ctx.edge.apply(sites)
+        ctx.edge.ensure_up()
+    for slug in sites:
+        ctx.site(slug).write_app_env()
+    ctx.reporter.line(f"edge: {', '.join(changed)} changed, validated and reloaded" if changed
+                      else "edge: nothing changed; no reload")
+    return {"operation": "apply", "sites": sorted(sites), "changed": changed}

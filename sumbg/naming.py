@@ -73,6 +73,15 @@ def db_identifier(slug: str) -> str:
     return slug.replace("-", "_")
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def validate_env_name(name: str) -> str:
+    if not _ENV_NAME.fullmatch(name):
+        raise UsageError(f"--env {name!r}: a variable name is letters, digits and underscores")
+    return name
+
+
 # Host name of the edge's metrics endpoint on its loopback-only preview listener
 # (.invalid can never be a real site's domain).
 METRICS_HOST = "sumbg-metrics.invalid"

@@ -32,11 +32,24 @@ def expected_version(image: build.ImageSpec) -> dict:
 
 # =================================================================== init
 
-def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
-         project: str | None = None, worker_command: str = "", db_publish_port: int = 0,
-         environment: str = "production") -> dict:
+def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str | None, *,
+         project: str | None = None, worker: bool = False, worker_command: str | None = None,
+         db_publish_port: int | None = None,
+         environment: str | None = None, env: tuple[tuple[str, str], ...] = ()) -> dict:
+    """Register a site and deploy it (blue). Options left None take the defaults, or, when an
+    earlier init of this slug failed after writing site.toml, that file's values (edits kept)."""
     naming.validate_slug(slug)
-    naming.validate_domain(domain)
+    domains = [domains] if isinstance(domains, str) else list(domains)
+    if not domains:
+        raise UsageError("give the site's domain with --domain (repeat it for more names)")
+    for name in domains:
+        naming.validate_domain(name)
+    if len(set(domains)) != len(domains):
+        raise UsageError("--domain names the same domain twice")
+    for key, _ in env:
+        naming.validate_env_name(key)
+    if worker and worker_command:
+        raise UsageError("give --worker (the Celery worker) or --worker-command, not both")
     if ref is not None:
         naming.validate_ref(ref)
     if (ctx.host.site_dir(slug) / "state.json").exists():
@@ -48,10 +61,18 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
             ctx.reporter.line(f"site {slug} is already initialised (live colour {live}); nothing changed")
             return {"operation": "init", "site": slug, "outcome": "noop",
                     "reason": "already initialised", "live": live}
+    kept = ctx.site(slug).config if (ctx.host.site_dir(slug) / "site.toml").exists() else None
     for other in ctx.site_configs():
-        if other.domain == domain and other.slug != slug:
-            raise UsageError(f"domain {domain} is already served by site {other.slug}")
+        shared = set(domains) & {other.domain, *other.aliases}
+        if shared and other.slug != slug:
+            raise UsageError(f"domain {sorted(shared)[0]} is already served by site {other.slug}")
     repo = gitrepo.normalise_repo(repo)
+    if kept:
+        if worker:
+            worker_command = celery_worker_command(kept.project)
+        refuse_changes_to_kept_config(kept, repo=repo, domains=domains, project=project,
+                                      worker_command=worker_command, db_publish_port=db_publish_port,
+                                      environment=environment, env=env)
     gitrepo.check_reachable(repo)
     ctx.engine.ping()
 
@@ -63,16 +84,22 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
         mirror.sync()
         resolved = mirror.resolve(ref or "HEAD")
         files = mirror.list_files(resolved.commit)
-        project = project or gitrepo.detect_project(files)
-        if not project:
-            raise UsageError(f"cannot find the Django project at {resolved.ref} "
-                             "(manage.py beside <project>/wsgi.py); pass --project")
-        if not project.isidentifier():
-            raise UsageError(f"--project {project!r} is not a Python package name")
-        config = SiteConfig(slug=slug, domain=domain, repo=repo, environment=environment,
-                            project=project, settings_module=f"{project}.settings.production",
-                            wsgi=f"{project}.wsgi:application", worker_command=worker_command,
-                            db_publish_port=db_publish_port)
+        if kept:
+            config = kept
+        else:
+            project = project or gitrepo.detect_project(files)
+            if not project:
+                raise UsageError(f"cannot find the Django project at {resolved.ref} "
+                                 "(manage.py beside <project>/wsgi.py); pass --project")
+            if not project.isidentifier():
+                raise UsageError(f"--project {project!r} is not a Python package name")
+            if worker:
+                worker_command = celery_worker_command(project)
+            config = SiteConfig(slug=slug, domain=domains[0], aliases=tuple(domains[1:]), repo=repo,
+                                environment=environment or "production", project=project,
+                                settings_module=f"{project}.settings.production",
+                                wsgi=f"{project}.wsgi:application", worker_command=worker_command or "",
+                                db_publish_port=db_publish_port or 0, extra_env=tuple(env))
         site = Site(ctx.host, config)
         site.prepare_dirs()
         if site.mirror_dir.exists():
@@ -81,7 +108,11 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     mirror = mirror_for(site)
-    atomic_write(site.dir / "site.toml", render_site_toml(config))
+    if kept:
+        ctx.reporter.line(f"using {site.dir / 'site.toml'} from the earlier init of {slug} as it is (edits kept)")
+    else:
+        atomic_write(site.dir / "site.toml", render_site_toml(config))
+    domain = config.domain
     if not site.secrets_file.exists():
         site.write_new_secrets()
     site.write_app_env()
@@ -113,7 +144,7 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
         ctx.edge.files.write_colour(slug, "live", colour)
         ctx.edge.files.write_colour(slug, "preview", naming.other_colour(colour))
         with ctx.edge.lock().acquire(timeout=60):
-            sites = {**ctx.all_sites(), slug: domain}
+            sites = {**ctx.all_sites(), slug: site.config}
             changed = ctx.edge.apply(sites)
             run.on_failure(f"remove {slug} from the edge Caddy", lambda: ctx.edge.remove_site(slug))
             ctx.edge.ensure_up()
@@ -147,6 +178,24 @@ def init(ctx: Context, slug: str, repo: str, domain: str, ref: str | None, *,
     result["url"] = target.base_url
     ctx.reporter.line(f"{slug} is live: curl -H 'Host: {domain}' -H 'X-Forwarded-Proto: https' {target.base_url}/")
     return result
+
+
+def celery_worker_command(project: str) -> str:
+    """The worker as a SUM site runs it (the boilerplate's Celery app is <project>/celery.py)."""
+    return f"celery -A {project} worker --loglevel=INFO"
+
+
+def refuse_changes_to_kept_config(kept: SiteConfig, **given) -> None:
+    """A re-run init keeps the site.toml an earlier, failed init wrote (and its edits): an
+    option that says something else is refused rather than silently dropped or applied."""
+    current = {"repo": kept.repo, "domains": [kept.domain, *kept.aliases], "project": kept.project,
+               "worker_command": kept.worker_command, "db_publish_port": kept.db_publish_port,
+               "environment": kept.environment, "env": tuple(kept.extra_env)}
+    for key, value in given.items():
+        if value is None or (key == "env" and not value) or value == current[key]:
+            continue
+        raise UsageError(f"site.toml of {kept.slug} (kept from an earlier init, with any edits) has {key} = "
+                         f"{current[key]!r}, not {value!r}: edit site.toml, or remove it to start afresh")
 
 
 # =================================================================== upgrade

@@ -27,6 +27,11 @@ class Site:
     def slug(self) -> str:
         return self.config.slug
 
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """Every name the site answers to, the canonical one first."""
+        return (self.config.domain, *self.config.aliases)
+
     # ------------------------------------------------------------ folders
     @property
     def dir(self) -> Path:
@@ -123,7 +128,8 @@ class Site:
         """The app's non-secret environment, the same for both colours."""
         values = {
             "DJANGO_SETTINGS_MODULE": self.config.settings_module,
-            "ALLOWED_HOSTS": self.config.domain,
+            "ALLOWED_HOSTS": ",".join(self.domains),
+            "CSRF_TRUSTED_ORIGINS": ",".join(f"https://{name}" for name in self.domains),
             "DJANGO_DB_NAME": self.config.db_name,
             "DJANGO_DB_USER": self.config.db_user,
             "DJANGO_DB_HOST": "postgres",
@@ -132,12 +138,15 @@ class Site:
             "CELERY_BROKER_URL": "redis://redis:6379/1",
             "DJANGO_STATIC_ROOT": "/srv/static",
             "DJANGO_MEDIA_ROOT": "/srv/media",
-            "SECURE_SSL_REDIRECT": "true",
             **dict(self.config.extra_env),
         }
         atomic_write(self.app_env_file(), "".join(f"{k}={v}\n" for k, v in values.items()), mode=0o644)
 
-    def app_project(self, colour: str, image: str, *, worker: bool | None = None) -> ComposeProject:
+    def app_project(self, colour: str, image: str, *, worker: bool | None = None,
+                    forwarded_allow_ips: str = "127.0.0.1", version: tuple[str, str] = ("unknown", "unknown"),
+                    ) -> ComposeProject:
+        """`version`: (GIT_SHA, BUILD_ID) for the app's environment, so /health/ reports them
+        even when a repo's own Dockerfile does not declare them."""
         name = naming.app_project(self.slug, colour)
         with_worker = bool(self.config.worker_command) if worker is None else worker
         return ComposeProject(
@@ -156,6 +165,9 @@ class Site:
                 ("SUMBG_WEB_ALIAS", naming.web_alias(self.slug, colour)),
                 ("SUMBG_SITE_NETWORK", naming.site_network(self.slug)),
                 ("SUMBG_EDGE_NETWORK", self.host.edge.name),
+                ("SUMBG_FORWARDED_ALLOW_IPS", forwarded_allow_ips),
+                ("SUMBG_GIT_SHA", version[0]),
+                ("SUMBG_BUILD_ID", version[1]),
             ),
         )
 
@@ -170,9 +182,11 @@ class Site:
         return f"{naming.data_project(self.slug)}-postgres"
 
 
-def edge_project(host: HostConfig) -> ComposeProject:
+def edge_project(host: HostConfig, address: str | None = None) -> ComposeProject:
+    """`address`: the edge Caddy's reserved address on the edge network, if it has one."""
     return ComposeProject(
-        name=host.edge.name, files=("edge.yml",), env_file=host.caddy_dir / ".edge.env",
+        name=host.edge.name, files=("edge.yml",) + (("edge.fixed-ip.yml",) if address else ()),
+        env_file=host.caddy_dir / ".edge.env",
         variables=(
             ("SUMBG_EDGE_NAME", host.edge.name),
             ("SUMBG_CADDY_IMAGE", host.images.caddy),
@@ -183,5 +197,6 @@ def edge_project(host: HostConfig) -> ComposeProject:
             ("SUMBG_CADDY_DIR", str(host.caddy_dir)),
             ("SUMBG_WWW_DIR", str(host.www_dir)),
             ("SUMBG_ROOT_DIR", str(host.root)),
+            ("SUMBG_EDGE_IP", address or ""),
         ),
     )

@@ -50,6 +50,11 @@ class Answer:
     content_type: str
     text: str
     error: str = ""
+    location: str = ""
+
+    @property
+    def redirect(self) -> bool:
+        return 300 <= self.status < 400
 
     def json(self) -> dict | None:
         try:
@@ -64,7 +69,11 @@ class Answer:
         return body[:EXCERPT] + ("..." if len(body) > EXCERPT else "")
 
     def describe(self) -> str:
-        return self.error or f"HTTP {self.status}: {self.excerpt()}"
+        if self.error:
+            return self.error
+        if self.redirect:
+            return f"HTTP {self.status} redirecting to {self.location or '(no Location header)'}"
+        return f"HTTP {self.status}: {self.excerpt()}"
 
 
 @dataclass
@@ -112,7 +121,8 @@ class Prober:
                                            data=data, extensions=extensions)
         except httpx.HTTPError as exc:
             return Answer(0, "", "", error=f"{type(exc).__name__}: {exc or 'no answer'}")
-        return Answer(response.status_code, response.headers.get("content-type", ""), response.text)
+        return Answer(response.status_code, response.headers.get("content-type", ""), response.text,
+                      location=response.headers.get("location", ""))
 
     def visitor_counts(self, edge: EdgeSettings, domain: str) -> tuple[int, int] | None:
         """What the edge served `domain`'s visitors so far (requests, 5xx), or None if it cannot tell."""
@@ -133,6 +143,10 @@ class Prober:
             last = self.health(target)
             if last.passing and _version_matches(last.version, expect_version):
                 return last
+            if last.answer.redirect:
+                # A redirect is a setting, not a slow start: waiting will not change it.
+                raise CheckFailed(f"{target.label} /health/ through Caddy answered {last.answer.describe()}; "
+                                  f"{redirect_hint(target, last.answer)}")
             if time.monotonic() >= deadline:
                 wanted = f" reporting version {expect_version}" if expect_version else ""
                 raise CheckFailed(
@@ -151,7 +165,7 @@ class Prober:
             answer = self._post_form(target, check)
         else:
             answer = self.request(target, check.path)
-        problem = _problem(check, answer)
+        problem = _problem(check, answer, target)
         record = {"check": check.describe(), "status": answer.status,
                   "seconds": round(time.monotonic() - started, 3)}
         if problem:
@@ -199,14 +213,30 @@ def visitor_counts_from_metrics(text: str, domain: str) -> tuple[int, int]:
     return requests, errors
 
 
+def redirect_hint(target: Target, answer: Answer) -> str:
+    """The likely cause of an unexpected redirect, for the operator."""
+    location = answer.location
+    if location.startswith(f"https://{target.domain}"):
+        return ("the app redirects to HTTPS because it does not see the request as secure: its settings set "
+                "SECURE_SSL_REDIRECT, and the app server must trust the edge's X-Forwarded-Proto (sumbg starts "
+                "gunicorn with FORWARDED_ALLOW_IPS = the edge network; an image whose own command starts another "
+                "server, or overrides that, must trust it too)")
+    if location.startswith(("http://", "https://")):
+        return ("the app redirects to another host: check the site's domains and the app's canonical-host "
+                "settings (ALLOWED_HOSTS, PREPEND_WWW)")
+    return "the app redirects this path; a smoke check that expects it can say status = " + str(answer.status)
+
+
 def _version_matches(actual: dict, expected: dict | None) -> bool:
     return not expected or all(actual.get(key) == value for key, value in expected.items())
 
 
-def _problem(check: SmokeCheck, answer: Answer) -> str:
+def _problem(check: SmokeCheck, answer: Answer, target: Target) -> str:
     if answer.error:
         return answer.error
     if answer.status != check.status:
+        if answer.redirect:
+            return f"expected HTTP {check.status}, got {answer.describe()}: {redirect_hint(target, answer)}"
         return f"expected HTTP {check.status}, got {answer.status}"
     if check.content_type and not answer.content_type.startswith(check.content_type):
         return f"expected content type {check.content_type}, got {answer.content_type or 'none'}"

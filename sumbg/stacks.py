@@ -42,7 +42,7 @@ class Stacks:
     # ------------------------------------------------------------ data stack
     def start_data(self) -> None:
         # App stacks join the shared edge network; it must exist before any of them.
-        self.engine.ensure_network(self.site.host.edge.name)
+        self.engine.ensure_edge_network(self.site.host.edge.name)
         self.engine.compose_up(self.site.data_project(), wait=True)
 
     def data_running(self) -> bool:
@@ -50,9 +50,22 @@ class Stacks:
         return bool(state and state.running)
 
     # ------------------------------------------------------------ app stacks
-    def app_project(self, colour: str, image: str | None = None):
+    def app_project(self, colour: str, image: str | None = None, *, worker: bool | None = None):
         image = image or self.recorded_image(colour) or "sumbg-unknown-image"
-        return self.site.app_project(colour, image)
+        labels = self.engine.image_labels(image) or {}
+        return self.site.app_project(
+            colour, image, worker=worker,
+            # Only the edge may tell gunicorn the scheme (X-Forwarded-Proto), so a client whose
+            # settings redirect to HTTPS with no SECURE_PROXY_SSL_HEADER works unchanged.
+            forwarded_allow_ips=self.edge_address(),
+            version=(labels.get("sumbg.commit") or "unknown", labels.get("sumbg.ref") or "unknown"))
+
+    def edge_address(self) -> str:
+        """The edge Caddy's address on the edge network: the reserved one, or (on an edge
+        network made by an older sumbg) wherever the running edge is now."""
+        edge = self.site.host.edge
+        return (self.engine.edge_address(edge.name)
+                or self.engine.container_address(edge.container, edge.name) or "127.0.0.1")
 
     def recorded_image(self, colour: str) -> str | None:
         return recorded(self.site.records.load_state(), colour).get("image")
@@ -87,7 +100,7 @@ class Stacks:
         return (result.stdout.strip().splitlines() or [""])[-1]
 
     def start_web(self, colour: str, image: str) -> None:
-        self.engine.compose_up(self.site.app_project(colour, image, worker=False), ["web"],
+        self.engine.compose_up(self.app_project(colour, image, worker=False), ["web"],
                                force_recreate=True)
 
     def start_worker(self, colour: str, image: str | None = None) -> bool:

@@ -56,6 +56,14 @@ class Host:
         self.preview_port = preview_port
         self.repo = repo
 
+    @property
+    def edge_name(self) -> str:
+        return EDGE
+
+    @property
+    def caddy_binary(self) -> Path:
+        return Path(sys.executable).with_name("caddy")
+
     def env(self) -> dict:
         return {**os.environ, "SUMBG_ROOT": str(self.root)}
 

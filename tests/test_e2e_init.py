@@ -1,6 +1,7 @@
 """`sumbg init` and `sumbg status` on the real engine: the example site behind Caddy."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import subprocess
@@ -103,6 +104,31 @@ def test_files_and_containers_follow_the_contract(host: Host, site: str) -> None
     history = (site_dir / "history.jsonl").read_text()
     assert secrets["POSTGRES_PASSWORD"] not in history
     assert secrets["DJANGO_SECRET_KEY"] not in history
+
+
+def test_proxy_trust_comes_from_the_edge_network_only(host: Host, site: str) -> None:
+    # Like a real SUM client: SECURE_SSL_REDIRECT on and no SECURE_PROXY_SSL_HEADER.
+    settings = subprocess.run(["git", "-C", str(host.repo), "show", "v1.0.0:acme/settings/production.py"],
+                              capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^SECURE_SSL_REDIRECT = True$", settings, re.M)
+    assert not re.search(r"^SECURE_PROXY_SSL_HEADER", settings, re.M)
+    # Through the edge the site answers (test_site_answers_through_caddy); the same header
+    # sent from anywhere else (here: inside the container) is not trusted.
+    probe = ("import http.client; c = http.client.HTTPConnection('127.0.0.1', 8000); "
+             f"c.request('GET', '/health/', headers={{'Host': '{DOMAIN}', 'X-Forwarded-Proto': 'https'}}); "
+             "r = c.getresponse(); print(r.status, r.getheader('Location'))")
+    direct = docker("exec", f"sum-{SLUG}-blue-web", "python", "-c", probe)
+    assert direct.stdout.strip() == f"301 https://{DOMAIN}/health/"
+    env = dict(item.split("=", 1) for item in json.loads(
+        docker("inspect", f"sum-{SLUG}-blue-web").stdout)[0]["Config"]["Env"])
+    # Trusted: the edge Caddy's address alone, reserved for it outside the range Docker hands out.
+    ipam = json.loads(docker("network", "inspect", host.edge_name).stdout)[0]["IPAM"]["Config"][0]
+    edge = json.loads(docker("inspect", f"{host.edge_name}-caddy").stdout)[0]
+    edge_ip = edge["NetworkSettings"]["Networks"][host.edge_name]["IPAddress"]
+    assert env["FORWARDED_ALLOW_IPS"] == edge_ip == str(ipaddress.ip_network(ipam["Subnet"])[2])
+    assert ipaddress.ip_address(edge_ip) not in ipaddress.ip_network(ipam["IPRange"])
+    # sumbg sets the version variables itself: an image need not declare them.
+    assert (env["GIT_SHA"], env["BUILD_ID"]) == (tag_commit(host, "v1.0.0"), "v1.0.0")
 
 
 def test_init_twice_changes_nothing(host: Host, site: str) -> None:

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from .conftest import Host, docker, http_get, snapshot_tree
+from .conftest import Host, docker, http_get, snapshot_tree, wait_until
 from .test_e2e_init import post_lead, tag_commit
 from .traffic import Traffic
 
@@ -207,9 +207,19 @@ class TestLockingAndInput:
 
 def test_one_version_consumes_tasks_workers_follow_traffic(host: Host) -> None:
     slug = "t-worker"
-    host.init(slug, "v1.0.0", "--worker-command", "python manage.py sum_worker")
+    host.init(slug, "v1.0.0", "--worker")
+    assert 'worker_command = "celery -A acme worker --loglevel=INFO"' in (host.site_dir(slug) / "site.toml").read_text()
     running = lambda: docker("ps", "--filter", f"name=sum-{slug}-", "--format", "{{.Names}}").stdout.split()
     assert f"sum-{slug}-blue-worker" in running()
+    # A real Celery worker on the site's Redis runs the contact form's task.
+
+    def logs() -> str:
+        out = docker("logs", f"sum-{slug}-blue-worker")
+        return out.stdout + out.stderr
+
+    assert wait_until(lambda: "ready." in logs(), 60), logs()
+    assert post_lead(host, f"{slug}.example.test", name="Task", email="t@example.test", message="m") == 302
+    assert wait_until(lambda: "sum_core task done: notify-lead:" in logs(), 30), logs()
     result = host.sumbg("upgrade", slug, "v1.1.0", "--watch", "0", "--json")
     assert result.returncode == 0, str(result)
     workers = next(s for s in result.json()["steps"] if s["name"] == "workers")

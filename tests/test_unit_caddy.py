@@ -16,7 +16,7 @@ import pytest
 
 from sumbg import caddy
 from sumbg.caddy import EdgeFiles, render_main, render_maintenance, render_site
-from sumbg.config import EdgeSettings
+from sumbg.config import BasicAuth, CaddySettings, EdgeSettings
 from sumbg.errors import UsageError
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -216,3 +216,43 @@ def test_maintenance_on_and_off(files):
 
 def test_templates_dir_is_the_repository_templates():
     assert caddy.TEMPLATES_DIR == Path(__file__).resolve().parent.parent / "templates" / "caddy"
+
+
+# ---------------------------------------------------------------- golden-path parity, several names
+
+STAGING_HASH = "$2a$14$F9LkA4KbFZvqcuVw7p8mUe8b0TuStNdJPY.8mGc1FHm6bBGvX7mfy"
+STAGING = CaddySettings(
+    headers=(("X-Frame-Options", "SAMEORIGIN"), ("Permissions-Policy", ""), ("X-Robots-Tag", "noindex")),
+    basic_auth=(BasicAuth("/admin/*", "staging", STAGING_HASH),),
+    extra='@old path /old-blog/*\nredir @old /blog/ 301',
+)
+
+
+@pytest.mark.parametrize("tls", TLS_MODES)
+def test_render_a_staging_site_with_several_names(tls):
+    assert_golden(f"acme-staging.{tls}.caddy", render_site(
+        "acme-staging", "staging.acme.example.com", edge(tls),
+        aliases=("www.staging.acme.example.com", "old.acme.example.com"), caddy=STAGING))
+
+
+def test_every_name_serves_the_site_when_not_redirecting_to_the_canonical_one():
+    text = render_site("acme", "acme.example.com", edge("off"), aliases=("www.acme.example.com",),
+                       caddy=CaddySettings(redirect_to_canonical=False, encode=False, security_headers=False))
+    assert "\nhttp://acme.example.com, http://www.acme.example.com {\n" in text
+    assert "redir" not in text and "encode" not in text and "header {" not in text
+
+
+@pytest.mark.parametrize("tls", TLS_MODES)
+def test_caddy_accepts_the_staging_site(caddy_binary, tmp_path, tls):
+    config_dir = tmp_path / "etc-caddy"
+    lay_out(config_dir, edge(tls), {"acme": "acme.example.com"})
+    (config_dir / "sites" / "acme-staging.caddy").write_text(render_site(
+        "acme-staging", "staging.acme.example.com", edge(tls),
+        aliases=("www.staging.acme.example.com",), caddy=STAGING))
+    result = caddy_validate(config_dir)
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_alias_is_checked_like_the_domain():
+    with pytest.raises(UsageError):
+        render_site("acme", "acme.example.com", edge("off"), aliases=("evil.com {\n respond 200 }",))

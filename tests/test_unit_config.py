@@ -305,7 +305,7 @@ def check(body: str) -> str:
 
 @pytest.mark.parametrize("text, message", [
     ('domain = "a.com"\nrepo = "/r"', "site.toml: slug: is required"),
-    ('slug = "acme"\nrepo = "/r"', "site.toml: domain: is required"),
+    ('slug = "acme"\nrepo = "/r"', "site.toml: domains: is required"),
     ('slug = "acme"\ndomain = "a.com"', "site.toml: repo: is required"),
     ('slug = "Acme"\ndomain = "a.com"\nrepo = "/r"', "site.toml: slug: must match ^[a-z0-9][a-z0-9-]{0,62}$"),
     ('slug = 1\ndomain = "a.com"\nrepo = "/r"', "site.toml: slug: must be a string, not 1"),
@@ -443,7 +443,8 @@ def test_rendered_site_toml_spells_out_every_section():
     assert text == """\
 # Written by `sumbg init`; edit freely, sumbg validates it before every operation.
 slug = "acme"
-domain = "acme.example.com"
+# The first domain is canonical (checks use it); the others answer too.
+domains = ["acme.example.com"]
 repo = "/r"
 environment = "production"
 notes = ""
@@ -481,6 +482,25 @@ max_failed_ratio = 0.3
 min_probes = 10
 max_visitor_5xx = 10
 max_visitor_5xx_ratio = 0.05
+
+# The site's block in the edge Caddy (the SUM golden path by default). After editing,
+# `sumbg apply` renders, validates (caddy validate) and reloads the edge.
+[caddy]
+# Other domains redirect (308) to the first one; false: every domain serves the site.
+redirect_to_canonical = true
+encode = true  # gzip and zstd
+# X-Content-Type-Options, X-Frame-Options, Referrer-Policy, Permissions-Policy as on the golden path.
+security_headers = true
+# Raw Caddyfile directives inside the site block (braces must balance), e.g. for a path matcher.
+extra = ""
+# Response headers added or overridden ("" removes one): { "X-Frame-Options" = "SAMEORIGIN" }
+headers = { }
+
+# Basic auth on a path (e.g. staging's /admin/*); hash from `caddy hash-password`:
+# [[caddy.basic_auth]]
+# path = "/admin/*"
+# user = "staging"
+# hash = "$2a$14$..."
 
 [build]
 # The Python base image; empty = sumbg.toml images.python.

@@ -33,10 +33,11 @@ class FakeEdge:
             self.requests.append({"method": method, "path": path, "headers": headers, "body": body})
         if path == "/health/":
             with self.lock:
-                status, payload = self.health[0] if self.health else (200, {"status": "ok"})
+                status, payload, *extra = self.health[0] if self.health else (200, {"status": "ok"})
                 if len(self.health) > 1:
                     self.health.pop(0)
-            return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+            return status, {"Content-Type": "application/json", **(extra[0] if extra else {})}, \
+                json.dumps(payload).encode()
         routes = {
             "/": (200, {"Content-Type": "text/html; charset=utf-8"}, b"<h1>Acme</h1>\n<p>Welcome   home</p>"),
             "/static/sum_core/css/main.css": (200, {"Content-Type": "text/css"}, b"body { margin: 0 }"),
@@ -49,6 +50,9 @@ class FakeEdge:
             "/contact/": (200, {"Content-Type": "text/html", "Set-Cookie": "csrftoken=COOKIE123; Path=/"},
                           b'<form><input type="hidden" name="csrfmiddlewaretoken" value="TOKEN456"></form>'),
             "/no-token/": (200, {"Content-Type": "text/html"}, b"<form></form>"),
+            "/to-https/": (301, {"Location": f"https://{DOMAIN}/to-https/"}, b""),
+            "/to-www/": (301, {"Location": f"https://www.{DOMAIN}/to-www/"}, b""),
+            "/to-login/": (302, {"Location": "/accounts/login/?next=/to-login/"}, b""),
         }
         if method == "POST":
             return 302, {"Location": "/thanks/"}, b""
@@ -335,3 +339,35 @@ def test_wait_healthy_with_nothing_listening(prober, fast_polling):
         prober.wait_healthy(target, 0.2)
     assert without_timeout(info.value.message) == (
         "preview /health/ through Caddy did not pass within Ns: ConnectError: [Errno 111] Connection refused")
+
+
+# ---------------------------------------------------------------- redirects fail fast, with the likely cause
+
+HTTPS_HINT = ("the app redirects to HTTPS because it does not see the request as secure: its settings set "
+              "SECURE_SSL_REDIRECT, and the app server must trust the edge's X-Forwarded-Proto (sumbg starts "
+              "gunicorn with FORWARDED_ALLOW_IPS = the edge network; an image whose own command starts another "
+              "server, or overrides that, must trust it too)")
+
+
+def test_wait_healthy_fails_at_once_on_a_redirect(fake_edge, prober, fast_polling):
+    fake_edge.health = [(301, {}, {"Location": f"https://{DOMAIN}/health/"})]
+    started = time.monotonic()
+    with pytest.raises(CheckFailed) as info:
+        prober.wait_healthy(fake_edge.target, 60)
+    assert time.monotonic() - started < 5
+    assert len(fake_edge.requests) == 1
+    assert info.value.message == (
+        f"live /health/ through Caddy answered HTTP 301 redirecting to https://{DOMAIN}/health/; {HTTPS_HINT}")
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/to-https/", f"expected HTTP 200, got HTTP 301 redirecting to https://{DOMAIN}/to-https/: {HTTPS_HINT}"),
+    ("/to-www/", f"expected HTTP 200, got HTTP 301 redirecting to https://www.{DOMAIN}/to-www/: the app redirects "
+                 "to another host: check the site's domains and the app's canonical-host settings (ALLOWED_HOSTS, "
+                 "PREPEND_WWW)"),
+    ("/to-login/", "expected HTTP 200, got HTTP 302 redirecting to /accounts/login/?next=/to-login/: the app "
+                   "redirects this path; a smoke check that expects it can say status = 302"),
+])
+def test_smoke_check_redirects_say_where_and_why(fake_edge, prober, path, message):
+    err = check_failure(fake_edge, prober, SmokeCheck(path=path))
+    assert err.message == f"smoke check GET {path} on the live colour failed: {message}"

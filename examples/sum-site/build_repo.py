@@ -195,7 +195,7 @@ def build_wheel(core_dir: Path, version: str, outdir: Path, epoch: int, builder:
         names = set(zf.namelist())
         init = zf.read("sum_core/__init__.py").decode()
     for needed in ("sum_core/static/sum_core/css/main.css", "sum_core/templates/sum_core/home.html",
-                   "sum_core/migrations/0001_initial.py", "sum_core/management/commands/sum_worker.py"):
+                   "sum_core/migrations/0001_initial.py", "sum_core/tasks.py"):
         if needed not in names:
             raise SystemExit(f"{wheel.name} lacks {needed}")
     if f'__version__ = "{version}"' not in init:

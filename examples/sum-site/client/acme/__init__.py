@@ -1,1 +1,4 @@
 """Acme: a SUM client site."""
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

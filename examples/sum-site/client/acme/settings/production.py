@@ -19,13 +19,6 @@ def env(name, default=None, required=False):
     return value
 
 
-def env_bool(name, default):
-    value = os.environ.get(name)
-    if value is None or value.strip() == "":
-        return default
-    return value.strip().lower() not in {"0", "false", "no", "off"}
-
-
 def env_list(name):
     return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
@@ -50,6 +43,11 @@ DATABASES = {
 
 REDIS_URL = env("REDIS_URL", "")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "")
+# A contact form never waits long for a broker that is down (the task is then dropped).
+CELERY_BROKER_CONNECTION_TIMEOUT = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 1, "socket_connect_timeout": 1}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
 
 if REDIS_URL:
     CACHES = {
@@ -73,12 +71,11 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
 }
 
-# TLS ends at Caddy, which sets X-Forwarded-Proto.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# As in the real SUM boilerplate: redirect to HTTPS, and no SECURE_PROXY_SSL_HEADER.
+# TLS ends at Caddy; the app server (gunicorn, which sumbg tells to trust the edge
+# network's X-Forwarded-Proto) is what makes requests through the edge secure.
 USE_X_FORWARDED_HOST = False
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-# Health probes may come straight to the container over plain HTTP.
-SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+SECURE_SSL_REDIRECT = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 CSRF_TRUSTED_ORIGINS = [
