@@ -240,9 +240,14 @@ class Bench:
                 check: bool = True) -> subprocess.CompletedProcess:
         """docker compose on sumbg's own app project files and env file, optionally another image."""
         env = dict(os.environ)
-        env.pop("SUMBG_IMAGE", None)
+        for key in ("SUMBG_IMAGE", "SUMBG_GIT_SHA", "SUMBG_BUILD_ID"):
+            env.pop(key, None)
         if image:
-            env["SUMBG_IMAGE"] = image  # the shell environment wins over --env-file
+            # The shell environment wins over --env-file; the version variables sumbg
+            # sets from an image's labels must follow the image.
+            labels = json.loads(self.run(["docker", "image", "inspect", image]).stdout)[0]["Config"]["Labels"]
+            env.update({"SUMBG_IMAGE": image, "SUMBG_GIT_SHA": labels["sumbg.commit"],
+                        "SUMBG_BUILD_ID": labels["sumbg.ref"]})
         project = f"{PREFIX}-{colour}"
         argv = ["docker", "compose", "-p", project, "-f", str(REPO / "compose" / "app.yml"),
                 "--env-file", str(self.root / SLUG / "run" / f"{project}.env"), *args]
