@@ -135,7 +135,9 @@ def markdown(results: dict, *, quick: bool) -> str:
         "(start + the step's `seconds` in the `--json` record). *Restart deploy* (the manual runbook, in "
         "containers): on the live colour's Compose project, with sumbg's own `compose/app.yml` and env file and "
         "`SUMBG_IMAGE` switched to the v1.1.0 image: `run --rm web manage.py migrate`, `collectstatic --clear`, "
-        "then `up -d --force-recreate web`; its window runs from the start of `up` to the first successful "
+        "then `up -d --force-recreate web`, behind the golden path's plain `reverse_proxy` to the one app "
+        "server (for this part the site's Caddy file loses sumbg's retry on the other colour, and is "
+        "reloaded); its window runs from the start of `up` to the first successful "
         "answer from v1.1.0 (or the end of `up`, if later). Requests in a window: those in flight at any "
         "moment of it. Ratio = sumbg / restart.",
         "",
