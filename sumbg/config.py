@@ -425,6 +425,11 @@ class SiteConfig:
     build: BuildSettings = BuildSettings()  # [build]: overrides sumbg.toml [build] per key
 
     @property
+    def domains(self) -> tuple[str, ...]:
+        """Every name the site answers to, the canonical one first."""
+        return (self.domain, *self.aliases)
+
+    @property
     def db_name(self) -> str:
         return naming.db_identifier(self.slug)
 
@@ -663,7 +668,7 @@ def render_site_toml(site: SiteConfig) -> str:
         "# Written by `sumbg init`; edit freely, sumbg validates it before every operation.",
         f"slug = {q(site.slug)}",
         "# The first domain is canonical (checks use it); the others answer too.",
-        f"domains = [{', '.join(q(d) for d in (site.domain, *site.aliases))}]",
+        f"domains = [{', '.join(q(d) for d in site.domains)}]",
         f"repo = {q(site.repo)}",
         f"environment = {q(site.environment)}",
         f"notes = {q(site.notes)}",

@@ -140,8 +140,10 @@ class Engine:
             probe = f"{name}-subnet-probe"
             try:
                 self.docker.network.create(probe, labels={"sumbg": "1"})
-                subnet = ipaddress.ip_network(self._ipam(probe)[0]["Subnet"])
-                self.docker.network.remove(probe)
+                try:
+                    subnet = ipaddress.ip_network(self._ipam(probe)[0]["Subnet"])
+                finally:
+                    self.docker.network.remove(probe)
                 upper = list(subnet.subnets(new_prefix=subnet.prefixlen + 1))[1]
                 # python-on-whales has no --ip-range: the docker CLI itself.
                 created = self._capture([*self.docker.client_config.docker_cmd, "network", "create",

@@ -63,7 +63,7 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
                     "reason": "already initialised", "live": live}
     kept = ctx.site(slug).config if (ctx.host.site_dir(slug) / "site.toml").exists() else None
     for other in ctx.site_configs():
-        shared = set(domains) & {other.domain, *other.aliases}
+        shared = set(domains) & set(other.domains)
         if shared and other.slug != slug:
             raise UsageError(f"domain {sorted(shared)[0]} is already served by site {other.slug}")
     repo = gitrepo.normalise_repo(repo)
@@ -188,7 +188,7 @@ def celery_worker_command(project: str) -> str:
 def refuse_changes_to_kept_config(kept: SiteConfig, **given) -> None:
     """A re-run init keeps the site.toml an earlier, failed init wrote (and its edits): an
     option that says something else is refused rather than silently dropped or applied."""
-    current = {"repo": kept.repo, "domains": [kept.domain, *kept.aliases], "project": kept.project,
+    current = {"repo": kept.repo, "domains": list(kept.domains), "project": kept.project,
                "worker_command": kept.worker_command, "db_publish_port": kept.db_publish_port,
                "environment": kept.environment, "env": tuple(kept.extra_env)}
     for key, value in given.items():

@@ -4,12 +4,12 @@ from __future__ import annotations
 from . import agreement, naming
 from .backups import resolve_backup_file, restore_steps
 from .context import Context, refuse_if_interrupted
-from .errors import CheckFailed, UsageError
+from .errors import UsageError
 from .executor import Plan, Run, Step
 from .records import recorded
 from .runtime import Site
 from .smoke import preview_target
-from .switch import colour_version, describe, move_workers, rollback_target, switch_live
+from .switch import colour_version, describe, move_workers, rollback_target, start_release, switch_live
 
 
 def rollback(ctx: Context, slug: str, *, restore_db: bool = False, lock_timeout: float = 0.0,
@@ -61,15 +61,7 @@ def rollback_plan(ctx: Context, site: Site, state: dict, *, live: str, target: s
         run.notes["instant"] = False
         run.on_failure(f"remove {naming.app_project(site.slug, target)}",
                        lambda: stacks.remove_colour(target))
-        stacks.collectstatic(target, record["image"])
-        stacks.start_web(target, record["image"])
-        ctx.edge.files.write_colour(site.slug, "preview", target)
-        with ctx.prober() as prober:
-            try:
-                prober.wait_healthy(preview, site.config.health_timeout, expect_version=colour_version(record))
-            except CheckFailed as exc:
-                exc.output_tail = ((exc.output_tail or "") + "\n" + stacks.web_logs(target)).strip()
-                raise
+        start_release(ctx, site, target, record)
         return {"started": target}
 
     def flip(run: Run):

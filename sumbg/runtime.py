@@ -27,11 +27,6 @@ class Site:
     def slug(self) -> str:
         return self.config.slug
 
-    @property
-    def domains(self) -> tuple[str, ...]:
-        """Every name the site answers to, the canonical one first."""
-        return (self.config.domain, *self.config.aliases)
-
     # ------------------------------------------------------------ folders
     @property
     def dir(self) -> Path:
@@ -128,8 +123,8 @@ class Site:
         """The app's non-secret environment, the same for both colours."""
         values = {
             "DJANGO_SETTINGS_MODULE": self.config.settings_module,
-            "ALLOWED_HOSTS": ",".join(self.domains),
-            "CSRF_TRUSTED_ORIGINS": ",".join(f"https://{name}" for name in self.domains),
+            "ALLOWED_HOSTS": ",".join(self.config.domains),
+            "CSRF_TRUSTED_ORIGINS": ",".join(f"https://{name}" for name in self.config.domains),
             "DJANGO_DB_NAME": self.config.db_name,
             "DJANGO_DB_USER": self.config.db_user,
             "DJANGO_DB_HOST": "postgres",

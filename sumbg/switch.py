@@ -179,6 +179,22 @@ def move_workers(ctx: Context, site: Site, *, to: str, came_from: str | None) ->
 
 # ---------------------------------------------------------------- the rollback target
 
+def start_release(ctx: Context, site: Site, colour: str, record: dict) -> None:
+    """Start a recorded release in `colour` from its image (static files first) and wait until
+    it answers its version through the preview listener; a failure carries its web log tail."""
+    stacks = ctx.stacks(site)
+    stacks.collectstatic(colour, record["image"])
+    stacks.start_web(colour, record["image"])
+    ctx.edge.files.write_colour(site.slug, "preview", colour)
+    with ctx.prober() as prober:
+        try:
+            prober.wait_healthy(preview_target(ctx.host.edge, site.config.domain), site.config.health_timeout,
+                                expect_version=colour_version(record))
+        except CheckFailed as exc:
+            exc.output_tail = ((exc.output_tail or "") + "\n" + stacks.web_logs(colour)).strip()
+            raise
+
+
 def restart_rollback_target(ctx: Context, site: Site, run: Run) -> dict | None:
     """An upgrade that failed (or was killed) after removing the idle colour, the rollback
     target, to make room for the new release: start that release again from its recorded
@@ -192,16 +208,10 @@ def restart_rollback_target(ctx: Context, site: Site, run: Run) -> dict | None:
         run.say(f"not restarting {record.get('ref')} in {colour}: traffic is on {colour}")
         run.save_state()
         return None
-    stacks = ctx.stacks(site)
     started = time.monotonic()
     try:
-        stacks.remove_colour(colour)
-        stacks.collectstatic(colour, record["image"])
-        stacks.start_web(colour, record["image"])
-        ctx.edge.files.write_colour(site.slug, "preview", colour)
-        with ctx.prober() as prober:
-            prober.wait_healthy(preview_target(ctx.host.edge, site.config.domain), site.config.health_timeout,
-                                expect_version=colour_version(record))
+        ctx.stacks(site).remove_colour(colour)
+        start_release(ctx, site, colour, record)
     except SumbgError as exc:
         run.save_state()
         outcome = {"restored": False, "ref": record.get("ref"), "error": exc.message}
