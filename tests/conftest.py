@@ -7,12 +7,14 @@ session tears down every container, network and volume it created.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,15 +124,32 @@ class Host:
 EDGE = os.environ.get("SUMBG_TEST_EDGE", "sum-edge-test")
 
 
-def _remove_stale_edge() -> None:
-    """An edge left by an earlier, killed test session: its root is gone, so it is ours to remove."""
-    inspect = docker("inspect", f"{EDGE}-caddy", check=False)
-    if inspect.returncode != 0:
-        return
-    owner = json.loads(inspect.stdout)[0]["Config"]["Labels"].get("sumbg.root", "")
-    if owner and Path(owner).exists():
-        pytest.fail(f"another test session (root {owner}) is using the test edge {EDGE}", pytrace=False)
+def _hold_the_test_edge():
+    """One live session per test edge. The kernel drops the lock when its holder dies, however
+    it dies, so a session killed mid-run never blocks the next one (a root dir left in /tmp
+    proves nothing: pytest keeps old roots)."""
+    lock = open(Path(tempfile.gettempdir()) / f"{EDGE}.session.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        pytest.fail(f"another live test session is using the test edge {EDGE}; "
+                    "set SUMBG_TEST_EDGE to run a second one beside it", pytrace=False)
+    return lock
+
+
+def _remove_stale_edge(host: "Host") -> None:
+    """Everything an earlier, killed session left on this edge: its sites' stacks, volumes and
+    networks (their old passwords would break a new site of the same slug) and the edge itself."""
+    projects = set()
+    for line in docker("ps", "-a", "--filter", f"network={EDGE}", "--format",
+                       '{{.Label "com.docker.compose.project"}}', check=False).stdout.split():
+        projects.add(line)
+    slugs = {p[len("sum-"):].rsplit("-", 1)[0] for p in projects if p.startswith("sum-") and p.count("-") >= 2}
+    for slug in sorted(slugs):
+        host.teardown_site(slug)
     docker("rm", "-f", f"{EDGE}-caddy", check=False)
+    docker("network", "rm", EDGE, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -152,8 +171,8 @@ def example_repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def host(engine, example_repo, tmp_path_factory) -> Host:
+    lock = _hold_the_test_edge()
     root = tmp_path_factory.mktemp("sumbg-root")
-    _remove_stale_edge()
     http_port, https_port, preview_port = free_port(), free_port(), free_port()
     local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
     (root / "sumbg.toml").write_text(
@@ -162,12 +181,14 @@ def host(engine, example_repo, tmp_path_factory) -> Host:
         f'bind = "127.0.0.1"\ntls = "off"\nname = "{EDGE}"\n'
     )
     the_host = Host(root, http_port, preview_port, example_repo)
+    _remove_stale_edge(the_host)
     yield the_host
     for site_toml in root.glob("*/site.toml"):
         the_host.teardown_site(site_toml.parent.name)
     docker("rm", "-f", f"{EDGE}-caddy", check=False)
     docker("volume", "rm", f"{EDGE}-caddy-data", f"{EDGE}-caddy-config", check=False)
     docker("network", "rm", EDGE, check=False)
+    lock.close()
 
 
 def http_get(port: int, domain: str, path: str, *, method: str = "GET", body: bytes | None = None,
