@@ -106,11 +106,27 @@ def init(obj: Obj, slug, repo, domains, ref, project, worker, worker_command, db
               help="Seconds to wait for another operation on the site to finish.")
 @click.option("--watch", type=click.FloatRange(0), default=None,
               help="Seconds to watch the site after the switch (default: site.toml upgrade.watch; 0 disables).")
+@click.option("--no-rehearsal", is_flag=True,
+              help="Skip the rehearsal of the migrations on a copy of the database (compatibility unmeasured).")
+@click.option("--maintenance", is_flag=True,
+              help="Show the maintenance page (503, Retry-After) from migrate until the new release is "
+                   "confirmed live: the way to deploy a release whose migrations break the live one.")
+@click.option("--accept-breaking", is_flag=True,
+              help="Deploy a release the rehearsal measured as breaking the live one, without a maintenance "
+                   "page: visitors may get errors until the switch (recorded).")
 @json_option
 @click.pass_obj
-def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, watch, as_json):
-    """Blue/green upgrade of SLUG to git REF."""
-    from .operations import upgrade as do_upgrade
+def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, watch, no_rehearsal, maintenance,
+            accept_breaking, as_json):
+    """Blue/green upgrade of SLUG to git REF.
+
+    Before `migrate` touches the live database, the migrations are rehearsed on a
+    copy of it, and the live release is checked on the migrated copy. A release
+    whose migrations break the live one is refused unless `--maintenance` or
+    `--accept-breaking` is given. Migrations marked `run_after_switch = True` run
+    only after the new release is live and its watch passed.
+    """
+    from .operations import MigrationChoices, upgrade as do_upgrade
     ctx = obj.context()
 
     def ask(plan) -> bool:
@@ -122,7 +138,9 @@ def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, wa
     # Asked only at a terminal: scripts, CI and make targets run unattended (an upgrade aborts cleanly).
     confirm = ask if not yes and sys.stdin.isatty() and not as_json else None
     run_reporting(as_json, lambda: do_upgrade(ctx, slug, ref, dry_run=dry_run, allow_same_core=allow_same_core,
-                                              lock_timeout=lock_timeout, watch=watch, confirm=confirm))
+                                              lock_timeout=lock_timeout, watch=watch, confirm=confirm,
+                                              migrations=MigrationChoices(not no_rehearsal, maintenance,
+                                                                          accept_breaking)))
 
 
 @cli.command()
@@ -131,7 +149,8 @@ def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, wa
               help="Also restore the pre-upgrade backup (maintenance page while it runs).")
 @click.option("--to", "to", type=click.Choice(["blue", "green"]), default=None,
               help="The colour to flip to (default: the other colour).")
-@click.option("--force", is_flag=True, help="With --to: flip even to a release recorded as failed.")
+@click.option("--force", is_flag=True, help="With --to: flip even to a release recorded as failed, or without "
+                                          "--restore-db after migrations the target cannot serve.")
 @click.option("--dry-run", is_flag=True, help="Say which release the rollback would go to; change nothing.")
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
 @json_option
@@ -144,6 +163,9 @@ def rollback(obj: Obj, slug, restore_db, to, force, dry_run, lock_timeout, as_js
     the watch): then the rollback refuses, and only `--to COLOUR --force` flips to
     it. `--dry-run` names the release it would go to. If the flipped-to release
     does not answer through Caddy, traffic is put back and confirmed (exit 1).
+    Leaving a release whose migrations broke the previous one (deployed with
+    --maintenance or --accept-breaking, or whose after-switch migrations ran)
+    needs `--restore-db`: the pre-upgrade backup goes back, later writes are lost.
     """
     from .rollback import rollback as do_rollback
     ctx = obj.context()

@@ -402,6 +402,15 @@ class WatchSettings:
 
 
 @dataclass(frozen=True)
+class MigrationSettings:
+    """How an upgrade proves its migrations safe before they touch the live database."""
+
+    rehearsal: bool = True            # rehearse on a copy of the database (and measure compatibility)
+    rehearsal_max_mb: int = 2048      # above this database size the rehearsal is skipped (and said so)
+    read_paths: tuple[str, ...] = ()  # GET paths the live release must still serve on the new schema
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     slug: str
     domain: str
@@ -423,6 +432,7 @@ class SiteConfig:
     notes: str = ""
     extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     build: BuildSettings = BuildSettings()  # [build]: overrides sumbg.toml [build] per key
+    migrations: MigrationSettings = MigrationSettings()
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -500,6 +510,8 @@ def parse_site(table: _Table) -> SiteConfig:
 
     watch = _parse_watch(table.table("watch"))
 
+    migrations = _parse_migrations(table.table("migrations"))
+
     build, _ = _parse_build(table.table("build"), site=True)
 
     caddy = _parse_caddy(table.table("caddy"))
@@ -525,7 +537,7 @@ def parse_site(table: _Table) -> SiteConfig:
         worker_command=worker_command, db_publish_port=db_publish_port,
         health_timeout=health_timeout, smoke_checks=smoke_checks, keep_backups=keep_backups,
         watch_seconds=watch_seconds, watch=watch, notes=notes, extra_env=tuple(extra_env),
-        build=build, caddy=caddy, aliases=aliases,
+        build=build, caddy=caddy, aliases=aliases, migrations=migrations,
     )
 
 
@@ -609,6 +621,21 @@ def _unbalanced(text: str) -> str:
 
 def _protected(path: str, caddy: CaddySettings) -> BasicAuth | None:
     return next((rule for rule in caddy.basic_auth if fnmatch.fnmatchcase(path, rule.path)), None)
+
+
+def _parse_migrations(table: _Table) -> MigrationSettings:
+    defaults = MigrationSettings()
+    read_paths = table.get("read_paths", list, [])
+    for index, path in enumerate(read_paths):
+        if not isinstance(path, str) or not path.startswith("/") or any(ch.isspace() for ch in path):
+            raise table.fail(f"read_paths[{index}]", "must be a path starting with / (no spaces)")
+    settings = MigrationSettings(
+        rehearsal=table.get("rehearsal", bool, defaults.rehearsal),
+        rehearsal_max_mb=table.positive("rehearsal_max_mb", int, defaults.rehearsal_max_mb),
+        read_paths=tuple(read_paths),
+    )
+    table.reject_unknown()
+    return settings
 
 
 def _parse_watch(table: _Table) -> WatchSettings:
@@ -706,6 +733,16 @@ def render_site_toml(site: SiteConfig) -> str:
         f"min_probes = {site.watch.min_probes}",
         f"max_visitor_5xx = {site.watch.max_visitor_5xx}",
         f"max_visitor_5xx_ratio = {_number(site.watch.max_visitor_5xx_ratio)}",
+        "",
+        "# Before `migrate` touches the live database, an upgrade restores the fresh backup into a",
+        "# scratch database, migrates that copy, and runs the smoke checks and read_paths against",
+        "# the LIVE release pointed at the migrated copy: if it fails there, the release is breaking",
+        "# and is refused unless `--maintenance` or `--accept-breaking` is given. Databases larger",
+        "# than rehearsal_max_mb skip the rehearsal (say so) to keep the upgrade short.",
+        "[migrations]",
+        f"rehearsal = {str(site.migrations.rehearsal).lower()}",
+        f"rehearsal_max_mb = {site.migrations.rehearsal_max_mb}",
+        f"read_paths = [{', '.join(q(p) for p in site.migrations.read_paths)}]",
         "",
         *_render_caddy(site.caddy),
         *render_build_toml(site.build),

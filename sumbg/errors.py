@@ -110,6 +110,10 @@ class MigrationFailed(SumbgError):
     """The new release's migrations failed; traffic was not touched."""
 
 
+class BreakingRelease(SumbgError):
+    """The rehearsal measured that the release's migrations break the live release; refused."""
+
+
 class CaddyError(SumbgError):
     """The edge Caddy rejected its configuration or could not be reloaded."""
 

@@ -84,10 +84,15 @@ def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
                 if container.labels.get("com.docker.compose.oneoff") == "True":
                     engine.remove_container(container.name)
                     removed.append(container.name)
+        if stacks.remove_rehearsal():
+            removed.append(f"{naming.app_project(slug, naming.REHEARSAL)} (an upgrade's rehearsal)")
         if not stacks.data_running():
             stacks.start_data()
             removed.append("restarted the data stack")
+        # Also drops the scratch copy an interrupted rehearsal was migrating.
         repaired = stacks.database().repair_interrupted_swap()
+        if run.state.pop("rehearsal", None) is not None:
+            run.save_state()
         # A backup or restore killed mid-way leaves a hidden partial dump or restore copy.
         for partial in [*site.backups_dir.glob(".*.partial"), *site.backups_dir.glob(".restore-*")]:
             partial.unlink(missing_ok=True)

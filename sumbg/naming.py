@@ -14,6 +14,9 @@ DOMAIN_PATTERN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 REF_PATTERN = re.compile(r"^(?!.*\.\.)(?!.*//)(?!/)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/+-]{1,200}$")
 
 COLOURS = ("blue", "green")
+# The stand-in for a colour while an upgrade rehearses its migrations: the live release,
+# pointed at a migrated copy of the database, as `sum-<slug>-rehearsal` / `<slug>-rehearsal-web`.
+REHEARSAL = "rehearsal"
 
 
 def validate_slug(slug: str) -> str:

@@ -5,13 +5,14 @@ import difflib
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import agreement, build, gitrepo, naming
+from . import agreement, build, gitrepo, migration_policy, naming, rehearsal
 from .config import SiteConfig, render_site_toml
 from .context import Context, mirror_for, refuse_if_interrupted
-from .errors import CheckFailed, DockerError, SumbgError, UsageError
+from .errors import BreakingRelease, CheckFailed, DockerError, MigrationFailed, SumbgError, UsageError, tail
 from .executor import Plan, Run, Step
 from .lock import is_held
 from .records import recorded
@@ -225,10 +226,22 @@ def gather_upgrade(ctx: Context, site: Site, ref: str) -> UpgradeFacts:
                         live_core=live_record.get("sum_core"), new_core=new_core)
 
 
+@dataclass(frozen=True)
+class MigrationChoices:
+    """The operator's say in how an upgrade treats its migrations (see migration_policy)."""
+
+    rehearsal: bool = True
+    maintenance: bool = False
+    accept_breaking: bool = False
+
+
 def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_same_core: bool = False,
-            lock_timeout: float = 0.0, watch: float | None = None, confirm=None) -> dict:
+            lock_timeout: float = 0.0, watch: float | None = None, confirm=None,
+            migrations: MigrationChoices = MigrationChoices()) -> dict:
     site = ctx.site(slug)
     naming.validate_ref(ref)
+    if migrations.maintenance and migrations.accept_breaking:
+        raise UsageError("give --maintenance or --accept-breaking, not both")
     lock = site.lock()
     if not dry_run:
         lock.acquire(timeout=lock_timeout, command=f"sumbg upgrade {slug} {ref}")
@@ -241,7 +254,7 @@ def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_s
         agreement.probe_and_check(ctx, site, state)[0].refuse(slug, f"upgrade of {slug}")
         facts = gather_upgrade(ctx, site, ref)
         plan = upgrade_plan(ctx, site, facts, allow_same_core=allow_same_core,
-                            watch=site.config.watch_seconds if watch is None else watch)
+                            watch=site.config.watch_seconds if watch is None else watch, migrations=migrations)
         if dry_run:
             return dry_run_report(ctx, site, plan, facts)
         if confirm and not confirm(plan):
@@ -252,7 +265,7 @@ def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_s
 
 
 def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_core: bool,
-                 watch: float) -> Plan:
+                 watch: float, migrations: MigrationChoices = MigrationChoices()) -> Plan:
     slug, domain = site.slug, site.config.domain
     stacks = ctx.stacks(site)
     image, live, idle = facts.image, facts.live, facts.idle
@@ -289,20 +302,104 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
     def backup(run: Run):
         taken, removed = stacks.backup_and_prune(backup_name, run.state)
         run.notes["backup"] = taken.path.name
+        run.notes["backup_path"] = str(taken.path)
         run.say(f"{taken.path.name}: {taken.size} bytes, {taken.entries} entries, sha256 {taken.sha256[:16]}...")
         return {**taken.record(), "pruned": removed}
 
+    new_ref, live_ref = image.labels["sumbg.ref"], facts.live_record.get("ref") or live
+    rehearse = migrations.rehearsal and site.config.migrations.rehearsal
+    # What the steps tell each other but the history need not keep (run.notes goes there).
+    between: dict = {}
+
+    def rehearsal_step(run: Run):
+        compat, facts_ = _rehearse_or_say_why_not(run)
+        decision = migration_policy.decide(compat, maintenance=migrations.maintenance,
+                                           accept_breaking=migrations.accept_breaking, slug=slug,
+                                           new_ref=new_ref, live_ref=live_ref)
+        between["decision"] = decision
+        for warning in decision.warnings:
+            run.say(f"warning: {warning}")
+        result = {**facts_, **decision.record}
+        run.notes["rehearsal"] = dict(result)
+        if decision.refusal:
+            raise BreakingRelease(decision.refusal)
+        if decision.breaks_previous:
+            run.say(f"breaking, going ahead with {decision.record['policy']}: {decision.breaks_previous}")
+        return result
+
+    def _rehearse_or_say_why_not(run: Run):
+        if not rehearse:
+            why = "--no-rehearsal" if not migrations.rehearsal else "[migrations] rehearsal = false in site.toml"
+            return (migration_policy.Compatibility(migration_policy.NOT_MEASURED, reason=why),
+                    {"outcome": "skipped", "reason": why})
+        size = stacks.database().size_mb()
+        limit = site.config.migrations.rehearsal_max_mb
+        if size > limit:
+            why = f"the database is {size:.0f} MB, above [migrations] rehearsal_max_mb = {limit}"
+            return (migration_policy.Compatibility(migration_policy.NOT_MEASURED, reason=why),
+                    {"outcome": "skipped", "reason": why, "database_mb": round(size, 1)})
+        done = rehearsal.rehearse(ctx, site, run, new_image=image.tag, live_record=facts.live_record,
+                                  backup_file=Path(run.notes["backup_path"]))
+        compat, phases = done.pop("compatibility"), done.pop("phases")
+        run.notes["after_switch"] = list(phases.after_switch)
+        run.say(f"rehearsal on a copy ({size:.1f} MB): {done['applied']} migration(s) in "
+                f"{done['migrate_seconds']:.1f}s; {live_ref} on the migrated copy: {compat.verdict}")
+        for evidence in compat.evidence:
+            run.say(f"  {evidence.describe()}")
+        return compat, {**done, "database_mb": round(size, 1), "pending": list(phases.pending),
+                        "after_switch": list(phases.after_switch)}
+
     def migrate(run: Run):
-        planned = stacks.migration_plan(idle, image.tag)
-        run.say("migration plan: " + (planned.replace("\n", "; ")[:400] or "none"))
-        breaking = breaking_operations(planned)
-        if breaking:
-            run.notes["breaking_migrations"] = breaking
-            run.say(f"warning: {len(breaking)} operation(s) may break the running {live} colour "
-                    f"({'; '.join(breaking[:3])}); a rollback would then need --restore-db")
-        output = stacks.migrate(idle, image.tag, restore_hint)
-        return {"plan": planned, "breaking": breaking,
+        phases = _pending(run)
+        run.notes["after_switch"] = list(phases.after_switch)
+        run.say("pending migrations: " + (", ".join(phases.pending) or "none")
+                + (f"; after the switch: {', '.join(phases.after_switch)}" if phases.after_switch else ""))
+        decision = between.get("decision")
+        if decision is not None and decision.maintenance:
+            _maintenance_on(run)
+        if phases.after_switch:
+            result = stacks.run_manage(idle, image.tag, rehearsal.phase_command("pre"))
+            if result.returncode != 0:
+                raise MigrationFailed(f"migrations of {image.tag} failed; traffic untouched on the live colour. "
+                                      f"{restore_hint}", colour=idle, command=["manage.py", "shell", "-c", "..."],
+                                      returncode=result.returncode, output_tail=tail(result.output))
+            output = result.stdout
+        else:
+            output = stacks.migrate(idle, image.tag, restore_hint)
+        if decision is not None and decision.breaks_previous:
+            between["schema_breaks_live"] = True
+        return {"pending": list(phases.pending), "after_switch": list(phases.after_switch),
                 "applied": sum(1 for line in output.splitlines() if "Applying" in line)}
+
+    def _pending(run: Run) -> rehearsal.PendingMigrations:
+        result = stacks.run_manage(idle, image.tag, rehearsal.phase_command("plan"))
+        try:
+            if result.returncode != 0:
+                raise ValueError
+            return rehearsal.parse_phases(result.stdout)
+        except ValueError:
+            raise MigrationFailed(f"could not list the pending migrations of {image.tag}", colour=idle,
+                                  returncode=result.returncode, output_tail=tail(result.output)) from None
+
+    def _maintenance_on(run: Run) -> None:
+        # The live release's worker would run tasks against a schema it may not know.
+        if stacks.stop_worker(live):
+            run.on_failure(f"restart {live}'s worker", lambda: stacks.start_worker(live))
+        ctx.edge.files.set_maintenance(slug, True)
+        between["maintenance_since"] = time.monotonic()
+        run.say("maintenance page on: visitors get 503 with Retry-After until the new release is confirmed")
+
+        def off_unless_live_cannot_serve() -> None:
+            if between.get("schema_breaks_live"):
+                run.notes["maintenance_kept"] = True
+                ctx.reporter.line(
+                    f"     the maintenance page STAYS ON: the database has {new_ref}'s schema, which {live_ref} "
+                    f"cannot serve; restore the pre-upgrade database with `sumbg restore {slug} "
+                    f"{site.backups_dir / backup_name} --yes` (it turns the page off), or upgrade to a fixed "
+                    f"release with --maintenance")
+                return
+            ctx.edge.files.set_maintenance(slug, False)
+        run.on_failure("turn the maintenance page off", off_unless_live_cannot_serve)
 
     def start(run: Run):
         if stacks.colour_exists(idle):
@@ -358,17 +455,34 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         return {"checks": results}
 
     def switch(run: Run):
+        decision = between.get("decision")
+        schema = {}
+        if decision is not None and decision.breaks_previous:
+            schema["breaks_previous"] = decision.breaks_previous
+        if run.notes.get("after_switch"):
+            schema.update(after_switch_migrations=run.notes["after_switch"], after_switch="pending")
         run.state.setdefault("colours", {})[idle] = colour_record(image, status="candidate",
-                                                                  backup=run.notes.get("backup"))
+                                                                  backup=run.notes.get("backup"), **schema)
         run.save_state()
-        flip = switch_live(ctx, site, run, idle)
+        maintenance_off = None
+        if "maintenance_since" in between:
+            def maintenance_off() -> None:
+                # Off the moment the live file names the new colour: its confirmation then goes
+                # through the public listener like any visitor's request.
+                ctx.edge.files.set_maintenance(slug, False)
+                run.notes["maintenance_seconds"] = round(time.monotonic() - between["maintenance_since"], 3)
+        flip = switch_live(ctx, site, run, idle, before_confirm=maintenance_off)
         run.notes["flip_seconds"] = flip.seconds
+        if "maintenance_seconds" in run.notes:
+            run.say(f"maintenance window: {run.notes['maintenance_seconds']:.1f}s (migrate to confirmed switch)")
         if watch <= 0:
             mark_healthy(run.state, idle)
             run.state.pop("displaced", None)
             run.save_state()
         run.forget_cleanups()
-        return {"flip_seconds": flip.seconds, "version": run.notes["flips"][-1]["version"]}
+        return {"flip_seconds": flip.seconds, "version": run.notes["flips"][-1]["version"],
+                **({"maintenance_seconds": run.notes["maintenance_seconds"]}
+                   if "maintenance_seconds" in run.notes else {})}
 
     def workers(run: Run):
         moved = move_workers(ctx, site, to=idle, came_from=live)
@@ -384,6 +498,26 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         run.forget_cleanups(durable_too=True)
         return result
 
+    def after_switch(run: Run):
+        waiting = run.notes.get("after_switch") or []
+        if not waiting:
+            return {"outcome": "skipped", "reason": "no migration is marked run_after_switch"}
+        record = run.state["colours"][idle]
+        # Recorded before they run: from now on a rollback needs the pre-upgrade database.
+        record["after_switch"] = "running"
+        run.save_state()
+        try:
+            output = stacks.migrate(idle, image.tag, restore_hint)
+        except MigrationFailed as exc:
+            record["after_switch"] = "failed"
+            run.save_state()
+            exc.message = (f"the after-switch migrations ({', '.join(waiting)}) of {new_ref} failed; traffic stays "
+                           f"on {new_ref} (live, healthy). {restore_hint}")
+            raise
+        record["after_switch"] = "ran"
+        run.save_state()
+        return {"migrations": waiting, "applied": sum(1 for line in output.splitlines() if "Applying" in line)}
+
     steps = [
         Step("preflight", f"engine, live {live} web, health through Caddy, disk, sum-core "
                           f"{facts.live_core} -> {facts.new_core}", preflight),
@@ -391,7 +525,12 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
              {"image": image.tag, "commit": image.commit}),
         Step("backup", f"pg_dump to {site.backups_dir / backup_name}, verify", backup,
              {"backup": str(site.backups_dir / backup_name)}),
-        Step("migrate", f"migrate --plan, then migrate in a one-off {image.tag} container", migrate),
+        Step("rehearsal", ("restore the backup into a scratch database, migrate it with the new release, and "
+                           f"check the live {live_ref} on it through Caddy" if rehearse else
+                           "skipped (--no-rehearsal or [migrations] rehearsal = false)"), rehearsal_step),
+        Step("migrate", f"list pending migrations, then migrate (all but the after-switch ones) in a one-off "
+                        f"{image.tag} container" + (" under the maintenance page" if migrations.maintenance else ""),
+             migrate),
         Step("start", f"collectstatic and start {naming.app_project(slug, idle)}, wait for health "
                       "through the preview listener", start,
              {"project": naming.app_project(slug, idle)}),
@@ -404,6 +543,9 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
     if watch > 0:
         steps.append(Step("watch", f"watch health and smoke paths through Caddy for {watch:g}s; "
                                    "roll back by itself on failure", watch_step))
+    steps.append(Step("after-switch", "run the migrations marked run_after_switch (if any) once the new "
+                                      "release is live" + (" and its watch passed" if watch > 0 else ""),
+                      after_switch))
     return Plan("upgrade", slug, tuple(steps), facts={
         "from": facts.live_record.get("ref"), "to": image.labels["sumbg.ref"],
         "from_colour": live, "to_colour": idle,
@@ -441,7 +583,27 @@ def dry_run_report(ctx: Context, site: Site, plan: Plan, facts: UpgradeFacts) ->
         ctx.reporter.line(f"  {index}. {step.name}: {step.summary}")
     ctx.reporter.line(f"  caddy config: {report['caddy_config_diff']}")
     ctx.reporter.line(f"  traffic switch: {report['traffic_switch']}")
+    report["migration_hint"] = migration_hint(ctx, site, facts)
+    ctx.reporter.line(f"  migrations (a hint; the rehearsal measures): {report['migration_hint']['summary']}")
     return report
+
+
+def migration_hint(ctx: Context, site: Site, facts: UpgradeFacts) -> dict:
+    """An early look at what the release's migrations do, from `migrate --plan` (read-only),
+    when its image is already built; the upgrade's rehearsal decides, not this."""
+    if ctx.engine.image_labels(facts.image.tag) is None:
+        return {"summary": f"not known until {facts.image.tag} is built"}
+    try:
+        with tempfile.TemporaryDirectory(prefix="sumbg-dry-run-") as scratch:
+            planned = ctx.stacks(site).migration_plan(facts.idle, facts.image.tag, env_dir=Path(scratch))
+    except SumbgError as exc:
+        return {"summary": f"could not list them: {exc.message}"}
+    flagged = breaking_operations(planned)
+    if flagged:
+        summary = f"{len(flagged)} operation(s) may break the live release: {'; '.join(flagged[:3])}"
+    else:
+        summary = "nothing that looks breaking" if "No planned" not in planned else "none pending"
+    return {"summary": summary, "plan": planned, "flagged": flagged}
 
 
 # =================================================================== status

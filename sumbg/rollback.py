@@ -22,7 +22,7 @@ def rollback(ctx: Context, slug: str, *, restore_db: bool = False, lock_timeout:
         state = site.records.load_state()
         if not dry_run:
             refuse_if_interrupted(site, state)
-        target = rollback_target(state, slug, to=to, force=force)
+        target = rollback_target(state, slug, to=to, force=force, restore_db=restore_db)
         live = state["live"]
         agreement.probe_and_check(ctx, site, state)[0].refuse(slug, f"rollback of {slug}")
         backup = None

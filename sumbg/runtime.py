@@ -121,7 +121,10 @@ class Site:
 
     def write_app_env(self) -> None:
         """The app's non-secret environment, the same for both colours."""
-        values = {
+        atomic_write(self.app_env_file(), _env_file(self._app_env()), mode=0o644)
+
+    def _app_env(self) -> dict[str, str]:
+        return {
             "DJANGO_SETTINGS_MODULE": self.config.settings_module,
             "ALLOWED_HOSTS": ",".join(self.config.domains),
             "CSRF_TRUSTED_ORIGINS": ",".join(f"https://{name}" for name in self.config.domains),
@@ -135,11 +138,25 @@ class Site:
             "DJANGO_MEDIA_ROOT": "/srv/media",
             **dict(self.config.extra_env),
         }
-        atomic_write(self.app_env_file(), "".join(f"{k}={v}\n" for k, v in values.items()), mode=0o644)
+
+    def rehearsal_env_file(self) -> Path:
+        return self.run_dir / "rehearsal.env"
+
+    def write_rehearsal_env(self, database: str) -> None:
+        """The app's environment pointed at a scratch copy of its database, with its own Redis
+        databases, so nothing a rehearsal does reaches the live site's cache, broker or data."""
+        values = self._app_env()
+        values.update({"DJANGO_DB_NAME": database, "REDIS_URL": "redis://redis:6379/14",
+                       "CELERY_BROKER_URL": "redis://redis:6379/15"})
+        for key, value in values.items():
+            # A URL-style setting from [env] (DATABASE_URL) that names the live database.
+            if "://" in value and value.rstrip("/").endswith(f"/{self.config.db_name}"):
+                values[key] = value.rstrip("/")[: -len(self.config.db_name)] + database
+        atomic_write(self.rehearsal_env_file(), _env_file(values), mode=0o644)
 
     def app_project(self, colour: str, image: str, *, worker: bool | None = None,
                     forwarded_allow_ips: str = "127.0.0.1", version: tuple[str, str] = ("unknown", "unknown"),
-                    ) -> ComposeProject:
+                    app_env_file: Path | None = None, static_dir: Path | None = None) -> ComposeProject:
         """`version`: (GIT_SHA, BUILD_ID) for the app's environment, so /health/ reports them
         even when a repo's own Dockerfile does not declare them."""
         name = naming.app_project(self.slug, colour)
@@ -151,8 +168,8 @@ class Site:
                 ("SUMBG_PROJECT", name),
                 ("SUMBG_IMAGE", image),
                 ("SUMBG_SECRETS_FILE", str(self.secrets_file)),
-                ("SUMBG_APP_ENV_FILE", str(self.app_env_file())),
-                ("SUMBG_STATIC_DIR", str(self.static_dir(colour))),
+                ("SUMBG_APP_ENV_FILE", str(app_env_file or self.app_env_file())),
+                ("SUMBG_STATIC_DIR", str(static_dir or self.static_dir(colour))),
                 ("SUMBG_MEDIA_DIR", str(self.media_dir)),
                 ("SUMBG_WSGI", self.config.wsgi),
                 ("SUMBG_WEB_WORKERS", str(self.config.web_workers)),
@@ -175,6 +192,10 @@ class Site:
     @property
     def postgres_container(self) -> str:
         return f"{naming.data_project(self.slug)}-postgres"
+
+
+def _env_file(values: dict[str, str]) -> str:
+    return "".join(f"{k}={v}\n" for k, v in values.items())
 
 
 def edge_project(host: HostConfig, address: str | None = None) -> ComposeProject:

@@ -28,6 +28,7 @@ class Target:
     base_url: str
     domain: str
     sni: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def live_target(edge: EdgeSettings, domain: str) -> Target:
@@ -38,6 +39,12 @@ def live_target(edge: EdgeSettings, domain: str) -> Target:
 
 def preview_target(edge: EdgeSettings, domain: str) -> Target:
     return Target("preview", f"http://127.0.0.1:{edge.preview_port}", domain)
+
+
+def rehearsal_target(edge: EdgeSettings, domain: str) -> Target:
+    """The live release on a migrated copy of the database, through the preview listener."""
+    return Target("rehearsal", f"http://127.0.0.1:{edge.preview_port}", domain,
+                  headers=(("X-Sumbg-Route", "rehearsal"),))
 
 
 def _host(address: str) -> str:
@@ -114,7 +121,8 @@ class Prober:
 
     def request(self, target: Target, path: str, method: str = "GET", *, data: dict | None = None,
                 headers: dict | None = None) -> Answer:
-        all_headers = {"Host": target.domain, "X-Forwarded-Proto": "https", **(headers or {})}
+        all_headers = {"Host": target.domain, "X-Forwarded-Proto": "https", **dict(target.headers),
+                       **(headers or {})}
         extensions = {"sni_hostname": target.domain} if target.sni else {}
         try:
             response = self.client.request(method, target.base_url + path, headers=all_headers,
@@ -158,16 +166,20 @@ class Prober:
                 on_wait()
             time.sleep(0.5)
 
-    def check(self, target: Target, check: SmokeCheck) -> dict:
-        """One smoke check; returns its record or raises CheckFailed naming the check."""
+    def evaluate(self, target: Target, check: SmokeCheck) -> tuple[dict, Answer, str]:
+        """One smoke check: its record, the answer, and what is wrong with it ('' if nothing)."""
         started = time.monotonic()
         if check.method == "POST":
             answer = self._post_form(target, check)
         else:
             answer = self.request(target, check.path)
-        problem = _problem(check, answer, target)
         record = {"check": check.describe(), "status": answer.status,
                   "seconds": round(time.monotonic() - started, 3)}
+        return record, answer, _problem(check, answer, target)
+
+    def check(self, target: Target, check: SmokeCheck) -> dict:
+        """One smoke check; returns its record or raises CheckFailed naming the check."""
+        record, answer, problem = self.evaluate(target, check)
         if problem:
             raise CheckFailed(
                 f"smoke check {check.describe()} on the {target.label} colour failed: {problem}",

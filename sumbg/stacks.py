@@ -9,7 +9,7 @@ import hashlib
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import naming
@@ -70,11 +70,16 @@ class Stacks:
     def recorded_image(self, colour: str) -> str | None:
         return recorded(self.site.records.load_state(), colour).get("image")
 
-    def run_manage(self, colour: str, image: str, args: list[str]) -> ExecResult:
-        return self.engine.compose_run(self.app_project(colour, image), "web", ["python", "manage.py", *args])
+    def run_manage(self, colour: str, image: str, args: list[str], *, env_dir: Path | None = None) -> ExecResult:
+        """`env_dir`: where Compose's variables file goes instead of the site's run/ folder
+        (a dry run leaves no file behind)."""
+        project = self.app_project(colour, image)
+        if env_dir is not None:
+            project = replace(project, env_file=env_dir / project.env_file.name)
+        return self.engine.compose_run(project, "web", ["python", "manage.py", *args])
 
-    def migration_plan(self, colour: str, image: str) -> str:
-        result = self.run_manage(colour, image, ["migrate", "--plan"])
+    def migration_plan(self, colour: str, image: str, *, env_dir: Path | None = None) -> str:
+        result = self.run_manage(colour, image, ["migrate", "--plan"], env_dir=env_dir)
         if result.returncode != 0:
             raise MigrationFailed("`manage.py migrate --plan` failed", colour=colour,
                                   command=["manage.py", "migrate", "--plan"],
@@ -138,6 +143,35 @@ class Stacks:
         if not state.running:
             return f"the web container is {state.status} (exit code {state.exit_code})"
         return "the web container is running"
+
+    # ------------------------------------------------------------ rehearsal
+    def rehearsal_project(self, image: str, database: str):
+        """A stand-in app stack (web only) on a scratch copy of the database."""
+        self.site.write_rehearsal_env(database)
+        labels = self.engine.image_labels(image) or {}
+        live = self.site.records.load_state().get("live") or naming.COLOURS[0]
+        return self.site.app_project(
+            naming.REHEARSAL, image, worker=False, forwarded_allow_ips=self.edge_address(),
+            version=(labels.get("sumbg.commit") or "unknown", labels.get("sumbg.ref") or "unknown"),
+            app_env_file=self.site.rehearsal_env_file(), static_dir=self.site.static_dir(live))
+
+    def rehearsal_manage(self, image: str, database: str, args: list[str]) -> ExecResult:
+        return self.engine.compose_run(self.rehearsal_project(image, database), "web",
+                                       ["python", "manage.py", *args])
+
+    def start_rehearsal_web(self, image: str, database: str) -> None:
+        self.engine.compose_up(self.rehearsal_project(image, database), ["web"], force_recreate=True)
+
+    def remove_rehearsal(self) -> bool:
+        """Remove the rehearsal stack (also one left by a killed upgrade); True if there was one."""
+        project = naming.app_project(self.site.slug, naming.REHEARSAL)
+        containers = self.engine.project_containers(project)
+        for container in containers:
+            self.engine.remove_container(container.name)
+        return bool(containers)
+
+    def rehearsal_logs(self, lines: int = 60) -> str:
+        return self.engine.logs(self.site.web_container(naming.REHEARSAL), lines)
 
     def database(self) -> "Database":
         return Database(self)
@@ -246,6 +280,7 @@ def elapsed(since: float) -> float:
 
 RESTORE_SUFFIX = "__sumbg_restore"
 OLD_SUFFIX = "__sumbg_old"
+REHEARSAL_SUFFIX = "__sumbg_rehearsal"
 
 
 class Database:
@@ -280,9 +315,12 @@ class Database:
         self.sql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                  f"WHERE datname = '{database}' AND pid <> pg_backend_pid()")
 
-    def load_into_scratch(self, container_path: str) -> str:
+    def size_mb(self) -> float:
+        return int(self.sql(f"SELECT pg_database_size('{self.name}')")) / 1024**2
+
+    def load_into_scratch(self, container_path: str, suffix: str = RESTORE_SUFFIX) -> str:
         """Restore a backup file (custom-format dump, or plain SQL .sql/.sql.gz) into a fresh database."""
-        scratch = self.name + RESTORE_SUFFIX
+        scratch = self.name + suffix
         self.drop_if_exists(scratch)
         self.sql(f'CREATE DATABASE "{scratch}" OWNER "{self.user}"')
         if container_path.endswith(".dump"):
@@ -317,7 +355,7 @@ class Database:
             done.append(f"renamed {self.name + OLD_SUFFIX} back to {self.name}")
         if self.exists(self.name):
             self.sql(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true')
-        for leftover in (self.name + RESTORE_SUFFIX, self.name + OLD_SUFFIX):
+        for leftover in (self.name + RESTORE_SUFFIX, self.name + OLD_SUFFIX, self.name + REHEARSAL_SUFFIX):
             if self.exists(leftover):
                 self.drop_if_exists(leftover)
                 done.append(f"dropped {leftover}")

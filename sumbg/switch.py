@@ -23,6 +23,7 @@ from . import failpoints, naming
 from .config import WatchSettings
 from .context import Context
 from .errors import CheckFailed, NeedsOperator, SumbgError, UsageError
+from .migration_policy import rollback_needs_restore
 from .executor import Run
 from .records import recorded
 from .runtime import Site
@@ -69,7 +70,8 @@ def is_failed(record: dict) -> bool:
     return record.get("outcome") == "failed"
 
 
-def rollback_target(state: dict, slug: str, *, to: str | None = None, force: bool = False) -> str:
+def rollback_target(state: dict, slug: str, *, to: str | None = None, force: bool = False,
+                    restore_db: bool = False) -> str:
     """The colour `sumbg rollback` goes to, or UsageError saying why there is none."""
     live = state.get("live")
     if not live:
@@ -89,6 +91,12 @@ def rollback_target(state: dict, slug: str, *, to: str | None = None, force: boo
             f"site {slug} has no healthy release to roll back to: {describe(state, target)} failed "
             f"({record.get('reason') or 'no reason recorded'}); the live {describe(state, live)} is the "
             f"last healthy one. To flip to it anyway: sumbg rollback {slug} --to {target} --force")
+    needs_restore = rollback_needs_restore(recorded(state, live))
+    if needs_restore and not restore_db and not force:
+        raise UsageError(
+            f"rolling back from {describe(state, live)} to {describe(state, target)} needs --restore-db: "
+            f"{needs_restore}. `sumbg rollback {slug} --restore-db` puts the pre-upgrade backup back (writes "
+            f"since the upgrade are lost); `--to {target} --force` flips without it")
     return target
 
 

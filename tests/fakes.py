@@ -17,7 +17,7 @@ from pathlib import Path
 from sumbg import naming
 from sumbg.config import HostConfig, SiteConfig, WatchSettings, render_site_toml
 from sumbg.context import Context
-from sumbg.docker import ContainerState
+from sumbg.docker import ContainerState, ExecResult
 from sumbg.errors import CheckFailed
 from sumbg.executor import Reporter
 from sumbg.smoke import Answer, Health
@@ -44,6 +44,15 @@ class World:
     databases: set = field(default_factory=lambda: {"acme"})
     maintenance: bool = False
     effects: list = field(default_factory=list)
+    # Migrations: what each release has pending (and marks run_after_switch), which releases'
+    # migrations fail, or break the live release once applied; and every effect on a database.
+    pending: dict = field(default_factory=dict)       # image -> (pending, after_switch)
+    failing_migrations: set = field(default_factory=set)
+    breaks_live: set = field(default_factory=set)
+    database_mb: float = 5.0
+    rehearsal: str | None = None                      # the image of the rehearsal stand-in, if running
+    copy_migrated_by: str | None = None
+    schema_effects: list = field(default_factory=list)
 
     def release(self, ref: str) -> str:
         image = f"sum-{self.slug}:{ref}"
@@ -68,6 +77,11 @@ class World:
         return None
 
     def health_answer(self, label: str) -> Answer:
+        if label == "rehearsal":
+            if self.rehearsal is None:
+                return Answer(502, "", "")
+            return Answer(200, "application/json", json.dumps({"status": "ok",
+                                                               "version": self.releases[self.rehearsal]}))
         colour = self.answering(label)
         if colour is None:
             return Answer(502, "", "", error="")
@@ -104,6 +118,13 @@ class FakeProber:
             return health
         raise CheckFailed(f"{target.label} /health/ through Caddy did not pass within {timeout:g}s: "
                           f"{health.answer.describe()}")
+
+    def evaluate(self, target, check):
+        answer = self.world.health_answer(target.label)
+        if target.label == "rehearsal" and self.world.copy_migrated_by in self.world.breaks_live:
+            answer = Answer(500, "text/html", "Server Error (500)")
+        problem = "" if answer.status == 200 else f"expected HTTP 200, got {answer.status}"
+        return {"check": check.describe(), "status": answer.status}, answer, problem
 
     def check(self, target, check) -> dict:
         answer = self.world.health_answer(target.label)
@@ -170,13 +191,27 @@ class FakeEdge:
 class FakeDatabase:
     def __init__(self, world: World) -> None:
         self.world = world
+        self.name = world.slug
+
+    def size_mb(self) -> float:
+        return self.world.database_mb
+
+    def load_into_scratch(self, container_path, suffix):
+        self.world.databases.add(self.name + suffix)
+        self.world.schema_effects.append(("restore", self.name + suffix, container_path.rsplit("/", 1)[-1]))
+        return self.name + suffix
+
+    def drop_if_exists(self, database):
+        if database in self.world.databases:
+            self.world.databases.discard(database)
+            self.world.schema_effects.append(("drop", database))
 
     def repair_interrupted_swap(self) -> list[str]:
         done, name = [], self.world.slug
         if name not in self.world.databases and f"{name}__sumbg_old" in self.world.databases:
             self.world.databases = (self.world.databases - {f"{name}__sumbg_old"}) | {name}
             done.append(f"renamed {name}__sumbg_old back to {name}")
-        for leftover in (f"{name}__sumbg_restore", f"{name}__sumbg_old"):
+        for leftover in (f"{name}__sumbg_restore", f"{name}__sumbg_old", f"{name}__sumbg_rehearsal"):
             if leftover in self.world.databases:
                 self.world.databases.discard(leftover)
                 done.append(f"dropped {leftover}")
@@ -210,7 +245,57 @@ class FakeStacks:
         return ""
 
     def migrate(self, colour, image, hint):
+        self._migrate(image, "live", "all")
         return "Applying sum_core.0002... OK"
+
+    def _migrate(self, image, where, which):
+        """Apply `image`'s migrations (`which`: "all" or "before-switch") to the copy or the live database."""
+        from sumbg.errors import MigrationFailed
+        self.world.schema_effects.append(("migrate", where, self.world.releases[image]["build"], which))
+        if image in self.world.failing_migrations:
+            raise MigrationFailed(f"migrations of {image} failed", output_tail="RuntimeError: half way")
+        if where == "copy":
+            self.world.copy_migrated_by = image
+
+    def _phases(self, image, args) -> ExecResult:
+        pending, after = self.world.pending.get(image, (["sum_core.0002_lead_phone"], []))
+        report = json.dumps({"pending": pending, "after_switch": after})
+        return ExecResult(0, f"SUMBG-MIGRATIONS {report}", "")
+
+    def run_manage(self, colour, image, args):
+        if args[:2] == ["shell", "-c"] and args[2].startswith("MODE = 'pre'"):
+            try:
+                self._migrate(image, "live", "before-switch")
+            except Exception as exc:
+                return ExecResult(1, "", exc.output_tail)
+        return self._phases(image, args)
+
+    def rehearsal_manage(self, image, database, args):
+        assert database == f"{self.world.slug}__sumbg_rehearsal"
+        if args[:2] == ["shell", "-c"] and args[2].startswith("MODE = 'plan'"):
+            return self._phases(image, args)
+        which = "before-switch" if args[:2] == ["shell", "-c"] else "all"
+        try:
+            self._migrate(image, "copy", which)
+        except Exception as exc:
+            return ExecResult(1, "", exc.output_tail)
+        return self._phases(image, args) if which == "before-switch" else ExecResult(0, "Applying ... OK", "")
+
+    def start_rehearsal_web(self, image, database):
+        self.world.rehearsal = image
+        self.world.schema_effects.append(("rehearsal-web", self.world.releases[image]["build"], database))
+
+    def remove_rehearsal(self):
+        had, self.world.rehearsal = self.world.rehearsal, None
+        if had:
+            self.world.schema_effects.append(("rehearsal-web", "removed"))
+        return bool(had)
+
+    def rehearsal_logs(self, lines=60):
+        if self.world.copy_migrated_by in self.world.breaks_live:
+            return ("Internal Server Error: /\nTraceback (most recent call last):\n"
+                    "django.db.utils.ProgrammingError: column sum_core_lead.message does not exist")
+        return ""
 
     def collectstatic(self, colour, image):
         return "1 static file copied"

@@ -59,8 +59,9 @@ def test_own_dockerfile_without_version_variables_still_reports_its_version(host
     outcome = result.json()
     assert outcome["outcome"] == "done", outcome
     assert [(s["name"], s["outcome"]) for s in outcome["steps"]] == [
-        ("preflight", "ok"), ("build", "ok"), ("backup", "ok"), ("migrate", "ok"), ("start", "ok"),
-        ("smoke", "ok"), ("switch", "ok"), ("workers", "skipped")], outcome["steps"]
+        ("preflight", "ok"), ("build", "ok"), ("backup", "ok"), ("rehearsal", "ok"), ("migrate", "ok"),
+        ("start", "ok"), ("smoke", "ok"), ("switch", "ok"), ("workers", "skipped"), ("after-switch", "skipped")], \
+        outcome["steps"]
     assert outcome["sum_core"] == {"from": "0.8.0", "to": "0.9.3"}
 
     # The build used the repo's own Dockerfile (and says so, in the output and in history).

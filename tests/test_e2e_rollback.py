@@ -216,8 +216,8 @@ class TestCrashRecovery:
                      "--filter", "label=com.docker.compose.oneoff=True", "--format", "{{.Names}}").stdout
         return bool(out.strip())
 
-    @pytest.mark.parametrize("point", ["upgrade:build", "during-migrate", "upgrade:smoke",
-                                       "switch:after-write"])
+    @pytest.mark.parametrize("point", ["upgrade:build", "rehearsal:copy-migrated", "during-migrate",
+                                       "upgrade:smoke", "switch:after-write"])
     def test_sigkill_then_recover(self, host: Host, site: str, point: str, tmp_path) -> None:
         stderr_path = tmp_path / "stderr"
         with Traffic(host.http_port, self.DOMAIN) as traffic:
@@ -251,8 +251,12 @@ class TestCrashRecovery:
         assert (host.root / "caddy" / "state" / site / "live").read_text() == "blue\n"
         assert live_build(host, self.DOMAIN) == "v1.0.0"
         assert not self.migrate_container_running(site)
-        # No half-started colour is left behind.
+        # No half-started colour is left behind, nor a rehearsal's stand-in or scratch database.
         assert host.containers(f"sum-{site}-green") == []
+        assert host.containers(f"sum-{site}-rehearsal") == []
+        with psycopg.connect(host.db_url(site)) as conn:
+            assert [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE "
+                                                   "'%sumbg%'")] == []
         after = host.sumbg("status", site, "--json").json()
         assert after["interrupted"] is False and after["health"]["status"] == "ok"
         entry = finished(host, site)

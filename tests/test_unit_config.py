@@ -8,7 +8,7 @@ import pytest
 
 from sumbg import config
 from sumbg.config import (
-    DEFAULT_SMOKE_CHECKS, EdgeSettings, HostConfig, Images, SiteConfig, SmokeCheck, WatchSettings,
+    DEFAULT_SMOKE_CHECKS, EdgeSettings, HostConfig, Images, MigrationSettings, SiteConfig, SmokeCheck, WatchSettings,
     load_host, load_site, render_site_toml,
 )
 from sumbg.errors import ConfigError, UsageError
@@ -418,6 +418,7 @@ def test_round_trip_of_every_setting(tmp_path):
         watch=WatchSettings(interval=0.5, consecutive_failures=5, max_failed_ratio=0.0, min_probes=4,
                             max_visitor_5xx=1, max_visitor_5xx_ratio=0.5),
         notes='Acme "shop" | café \\ tab\there',
+        migrations=MigrationSettings(rehearsal=False, rehearsal_max_mb=100, read_paths=("/leads/", "/a?b=1")),
         extra_env=(("SENTRY_DSN", "https://k@s.example.com/1"), ("QUOTED", 'say "hi"'), ("EMPTY", "")),
         smoke_checks=(
             SmokeCheck(path="/health/", json_status=("ok", "degraded")),
@@ -482,6 +483,16 @@ max_failed_ratio = 0.3
 min_probes = 10
 max_visitor_5xx = 10
 max_visitor_5xx_ratio = 0.05
+
+# Before `migrate` touches the live database, an upgrade restores the fresh backup into a
+# scratch database, migrates that copy, and runs the smoke checks and read_paths against
+# the LIVE release pointed at the migrated copy: if it fails there, the release is breaking
+# and is refused unless `--maintenance` or `--accept-breaking` is given. Databases larger
+# than rehearsal_max_mb skip the rehearsal (say so) to keep the upgrade short.
+[migrations]
+rehearsal = true
+rehearsal_max_mb = 2048
+read_paths = []
 
 # The site's block in the edge Caddy (the SUM golden path by default). After editing,
 # `sumbg apply` renders, validates (caddy validate) and reloads the edge.

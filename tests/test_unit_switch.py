@@ -48,7 +48,8 @@ def last_finished(ctx: FakeContext) -> dict:
     return [json.loads(line) for line in lines if json.loads(line).get("event") == "finished"][-1]
 
 
-def upgrade_to(ctx: FakeContext, world: World, ref: str, *, watch: float = 0.05) -> dict:
+def upgrade_to(ctx: FakeContext, world: World, ref: str, *, watch: float = 0.05,
+               migrations: operations.MigrationChoices = operations.MigrationChoices()) -> dict:
     site = ctx.site("acme")
     state = site.records.load_state()
     image_tag = world.release(ref)
@@ -59,7 +60,7 @@ def upgrade_to(ctx: FakeContext, world: World, ref: str, *, watch: float = 0.05)
     facts = operations.UpgradeFacts(live=live, idle="green" if live == "blue" else "blue",
                                     live_record=state["colours"][live], image=image,
                                     live_core="0.6.3", new_core="0.7.0")
-    plan = operations.upgrade_plan(ctx, site, facts, allow_same_core=False, watch=watch)
+    plan = operations.upgrade_plan(ctx, site, facts, allow_same_core=False, watch=watch, migrations=migrations)
     return ctx.execute(plan, site, f"upgrade acme {ref}")
 
 

@@ -23,6 +23,7 @@ class Sample:
     latency: float
     error: str = ""
     client: int = 0
+    retry_after: str = ""      # the Retry-After header of an answer (a maintenance page's 503)
 
 
 @dataclass
@@ -112,7 +113,8 @@ class Traffic:
                     except ValueError:
                         build = None
                 ok = 200 <= status < 400
-                self._record(Sample(time.time(), ok, status, build, time.monotonic() - started, client=number))
+                self._record(Sample(time.time(), ok, status, build, time.monotonic() - started, client=number,
+                                    retry_after=response.getheader("retry-after", "")))
                 if response.getheader("connection", "").lower() == "close":
                     conn.close()
                     conn = None
