@@ -130,8 +130,11 @@ NO_GUNICORN = {
 HOMEPAGE_500 = {
     "edits": {
         "sum-core/sum_core/views.py": [(
-            'def home(request):\n    return render(request, "sum_core/home.html", _context())\n',
-            "def home(request):\n"
+            "    # The latest enquiry, as a real homepage might show it: a full-row read of\n"
+            "    # Lead, so it selects every column this release's model knows of (and fails\n"
+            "    # once a migration has dropped or renamed one of them).\n"
+            "    latest_lead = Lead.objects.first()\n"
+            '    return render(request, "sum_core/home.html", _context(latest_lead=latest_lead))\n',
             '    raise RuntimeError("deliberately broken homepage in sum-core 0.7.3")\n',
         )],
     },
@@ -271,6 +274,188 @@ CMD ["gunicorn", "acme.wsgi:application", "--bind", "0.0.0.0:8000"]
     },
 }
 
+# ---------------------------------------------------------------------------
+# sum-core 0.10.0: drops Lead.message at once (RemoveField in 0003). Not
+# blue/green safe: the previous release's homepage selects the column (and its
+# contact form inserts into it), so it fails as soon as this migration ran.
+# Deployable only with a maintenance window (or by accepting the errors).
+# ---------------------------------------------------------------------------
+DROP_MESSAGE = {
+    "edits": {
+        "sum-core/sum_core/models.py": [("    message = models.TextField()\n", "")],
+        "sum-core/sum_core/forms.py": [(
+            'fields = ["name", "email", "phone", "message"]',
+            'fields = ["name", "email", "phone"]',
+        )],
+        "sum-core/sum_core/admin.py": [(
+            'search_fields = ("name", "email", "message")',
+            'search_fields = ("name", "email")',
+        )],
+    },
+    "files": {
+        "sum-core/sum_core/migrations/0003_remove_lead_message.py": """\
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("sum_core", "0002_lead_phone"),
+    ]
+
+    # Drops the column in the same release that stops using it: the previous
+    # release still selects Lead.message, so this breaks it once applied.
+    operations = [
+        migrations.RemoveField(
+            model_name="lead",
+            name="message",
+        ),
+    ]
+""",
+    },
+}
+
+# ---------------------------------------------------------------------------
+# sum-core 0.10.1: renames Lead.email to Lead.email_address (RenameField in
+# 0003; the contact form's field becomes email_address too). Not blue/green
+# safe: the previous release selects (and inserts) "email", gone once migrated.
+# ---------------------------------------------------------------------------
+RENAME_EMAIL = {
+    "edits": {
+        "sum-core/sum_core/models.py": [
+            ("    email = models.EmailField()\n", "    email_address = models.EmailField()\n"),
+            ('return f"{self.name} <{self.email}>"', 'return f"{self.name} <{self.email_address}>"'),
+        ],
+        "sum-core/sum_core/forms.py": [(
+            'fields = ["name", "email", "phone", "message"]',
+            'fields = ["name", "email_address", "phone", "message"]',
+        )],
+        "sum-core/sum_core/admin.py": [
+            ('list_display = ("name", "email", "created_at")', 'list_display = ("name", "email_address", "created_at")'),
+            ('search_fields = ("name", "email", "message")', 'search_fields = ("name", "email_address", "message")'),
+        ],
+    },
+    "files": {
+        "sum-core/sum_core/migrations/0003_rename_lead_email.py": """\
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("sum_core", "0002_lead_phone"),
+    ]
+
+    # A rename in one step (ALTER TABLE ... RENAME COLUMN): the previous release
+    # still reads and writes "email", so this breaks it once applied. The safe
+    # way is add + copy + switch + drop over releases.
+    operations = [
+        migrations.RenameField(
+            model_name="lead",
+            old_name="email",
+            new_name="email_address",
+        ),
+    ]
+""",
+    },
+}
+
+# ---------------------------------------------------------------------------
+# sum-core 0.10.2: a non-atomic migration that adds Lead.source, then fails.
+# Unlike 0.7.1's, its AddField is committed before the failure: run on the live
+# database it would leave a half-applied migration behind (column there, the
+# migration not recorded, so the next migrate fails on "already exists").
+# ---------------------------------------------------------------------------
+HALF_FAILING = {
+    "edits": {
+        "sum-core/sum_core/models.py": [(
+            '    phone = models.CharField(max_length=40, blank=True, default="", db_default="")\n',
+            '    phone = models.CharField(max_length=40, blank=True, default="", db_default="")\n'
+            "    source = models.CharField(max_length=40, blank=True, null=True)\n",
+        )],
+    },
+    "files": {
+        "sum-core/sum_core/migrations/0003_lead_source_half_failing.py": """\
+from django.db import migrations, models
+
+
+def backfill_source(apps, schema_editor):
+    raise RuntimeError("deliberately failing half way in sum-core 0.10.2")
+
+
+class Migration(migrations.Migration):
+
+    # Not atomic (as a big data migration or AddIndexConcurrently must be): on
+    # PostgreSQL each operation commits on its own, so the AddField below is
+    # committed before RunPython fails. Run against a live database this leaves
+    # it half migrated: the source column exists, 0003 is not recorded as
+    # applied, and the next `migrate` fails because the column already exists.
+    atomic = False
+
+    dependencies = [
+        ("sum_core", "0002_lead_phone"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="lead",
+            name="source",
+            field=models.CharField(blank=True, max_length=40, null=True),
+        ),
+        migrations.RunPython(backfill_source, migrations.RunPython.noop),
+    ]
+""",
+    },
+}
+
+# ---------------------------------------------------------------------------
+# sum-core 0.10.3 (on top of 0.10.0's drop-message): stops using Lead.phone and
+# drops it in a "contract" migration marked run_after_switch = True. The
+# previous release (0.10.0) still selects phone, so sumbg runs 0004 only after
+# traffic moved to this release and its watch passed; before that the column
+# stays, and its DEFAULT '' (db_default) lets this release insert without it.
+# ---------------------------------------------------------------------------
+DROP_PHONE_AFTER_SWITCH = {
+    "edits": {
+        "sum-core/sum_core/models.py": [(
+            "    # db_default keeps the column DEFAULT '' in the database, so the\n"
+            "    # previous release (which knows nothing of phone) can still insert.\n"
+            '    phone = models.CharField(max_length=40, blank=True, default="", db_default="")\n',
+            "",
+        )],
+        "sum-core/sum_core/forms.py": [(
+            'fields = ["name", "email", "phone"]',
+            'fields = ["name", "email"]',
+        )],
+    },
+    "files": {
+        "sum-core/sum_core/migrations/0004_remove_lead_phone.py": """\
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+
+    # Contract step of expand/contract: this release no longer uses phone, but
+    # the previous one (sum-core 0.10.0) still selects it. sumbg runs a
+    # migration marked run_after_switch only after traffic moved to the new
+    # release and its watch passed (and refuses a plain rollback afterwards).
+    # Plain Django ignores the attribute: `manage.py migrate` runs it at once.
+    run_after_switch = True
+
+    dependencies = [
+        ("sum_core", "0003_remove_lead_message"),
+    ]
+
+    operations = [
+        migrations.RemoveField(
+            model_name="lead",
+            name="phone",
+        ),
+    ]
+""",
+    },
+}
+
 LAYERS = {
     "phone": PHONE,
     "broken-migration": BROKEN_MIGRATION,
@@ -281,6 +466,10 @@ LAYERS = {
     "git-pin": GIT_PIN,
     "pillow-source": PILLOW_SOURCE,
     "own-dockerfile": OWN_DOCKERFILE,
+    "drop-message": DROP_MESSAGE,
+    "rename-email": RENAME_EMAIL,
+    "half-failing": HALF_FAILING,
+    "drop-phone-after-switch": DROP_PHONE_AFTER_SWITCH,
 }
 
 # "good": a release sumbg should roll out; the others fail in the way described.
@@ -315,6 +504,29 @@ RELEASES = [
     {"tag": "v1.10.0-own-dockerfile", "sum_core": "0.9.3", "layers": ["phone", "css-0.8.0", "own-dockerfile"],
      "good": True,
      "description": "The repo's own Dockerfile (no GIT_SHA/BUILD_ID in it); sum-core 0.9.3 vendored as a wheel."},
+    # Migration safety. v1.11-v1.13 each follow v1.10.0 (schema at 0002; any sum-core
+    # 0.7.0-0.9.3 release before them reads the same columns) and are alternatives, not
+    # a sequence; v1.14 follows v1.11.
+    {"tag": "v1.11.0-drop-message", "sum_core": "0.10.0", "layers": ["phone", "css-0.8.0", "drop-message"],
+     "good": True,
+     "description": "Migration 0003 drops Lead.message at once: breaks the previous release (v1.10.0, any "
+                    "sum-core 0.7-0.9), whose homepage selects it. sumbg refuses it unless --maintenance "
+                    "(deployable only with a maintenance window) or --accept-breaking."},
+    {"tag": "v1.12.0-rename-email", "sum_core": "0.10.1", "layers": ["phone", "css-0.8.0", "rename-email"],
+     "good": True,
+     "description": "Migration 0003 renames Lead.email to email_address (RenameField): breaks the previous "
+                    "release (v1.10.0, any sum-core 0.7-0.9), which reads email. sumbg refuses it unless "
+                    "--maintenance or --accept-breaking."},
+    {"tag": "v1.13.0-half-failing", "sum_core": "0.10.2", "layers": ["phone", "css-0.8.0", "half-failing"],
+     "good": False,
+     "description": "Non-atomic migration 0003 adds Lead.source (committed) then raises RuntimeError: on a live "
+                    "database it would leave a half-applied migration. sumbg's rehearsal on a copy fails; "
+                    "the live database (and the previous release, v1.10.0) stay untouched."},
+    {"tag": "v1.14.0-post-switch", "sum_core": "0.10.3",
+     "layers": ["phone", "css-0.8.0", "drop-message", "drop-phone-after-switch"], "good": True,
+     "description": "Stops using Lead.phone; migration 0004 drops it with run_after_switch = True, since the "
+                    "previous release (v1.11.0-drop-message) still selects it: sumbg runs the drop only after "
+                    "the switch and the watch, so no request fails."},
 ]
 
 RELEASES_BY_TAG = {release["tag"]: release for release in RELEASES}

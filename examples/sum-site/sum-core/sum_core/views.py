@@ -5,6 +5,7 @@ from django.shortcuts import redirect, render
 
 from . import __version__, tasks
 from .forms import ContactForm
+from .models import Lead
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,11 @@ def _context(**extra):
 
 
 def home(request):
-    return render(request, "sum_core/home.html", _context())
+    # The latest enquiry, as a real homepage might show it: a full-row read of
+    # Lead, so it selects every column this release's model knows of (and fails
+    # once a migration has dropped or renamed one of them).
+    latest_lead = Lead.objects.first()
+    return render(request, "sum_core/home.html", _context(latest_lead=latest_lead))
 
 
 def contact(request):
