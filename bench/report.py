@@ -16,6 +16,8 @@ BASELINE_ROLLBACK_KEYS = ["sent", "failed", "p50_ms", "p99_ms", "max_ms", "rate_
                           "wall_seconds", "all_old_after_start_s", "last_new_after_start_s"]
 BACKUP_KEYS = ["sumbg_s", "sumbg_reported_s", "raw_dump_s", "ratio", "verify_s", "verify_share", "sumbg_bytes", "raw_bytes",
                "raw_list_s", "raw_sha256_s"]
+REHEARSAL_KEYS = ["with_s", "without_s", "added_s", "added_share", "with_wall_s", "without_wall_s", "rehearsal_s",
+                  "restore_s", "start_s", "migrate_s", "after_switch_s", "other_s", "database_mb", "applied"]
 
 
 def _runs(results: dict, key: str) -> list[dict]:
@@ -44,6 +46,17 @@ def summarise(results: dict) -> dict:
         out["backup"] = {"n": len(backup["runs"]), "db_bytes": backup["db_bytes"],
                          "pgbench_scale": backup["pgbench_scale"], **stats.medians(backup["runs"], BACKUP_KEYS),
                          "verify_source": backup["runs"][0]["verify_source"]}
+    rehearsal = {}
+    for label, record in (results.get("rehearsal") or {}).items():
+        runs = (record or {}).get("runs") or []
+        if runs:
+            rehearsal[label] = {"n": len(runs), "db_bytes": record.get("db_bytes"),
+                                **({"pgbench_scale": record["pgbench_scale"]} if "pgbench_scale" in record else {}),
+                                **stats.medians(runs, REHEARSAL_KEYS),
+                                "verdicts": sorted({str(r.get("verdict")) for r in runs}),
+                                "policies": sorted({str(r.get("policy")) for r in runs})}
+    if rehearsal:
+        out["rehearsal"] = rehearsal
     mem = _runs(results, "memory")
     if mem:
         flat = [{"idle_stats_mib": m["idle"]["stats_mib"], "idle_rss_mib": m["idle"]["rss_sum_mib"],
@@ -114,7 +127,8 @@ def markdown(results: dict, *, quick: bool) -> str:
         "    .venv/bin/python bench/run.py --quick --out /tmp/bench   # < 3 min, files in /tmp/bench only",
         "",
         f"Configuration of this run: {cfg.get('reps')} repetitions of each load run, {cfg.get('build_reps')} of "
-        f"each build timing, {cfg.get('backup_reps')} of the backup comparison; load target "
+        f"each build timing, {cfg.get('backup_reps')} of the backup comparison, {cfg.get('rehearsal_reps')} of "
+        f"each rehearsal comparison; load target "
         f"{fmt(cfg.get('rate'))} req/s from {cfg.get('keepalive')} keep-alive clients and {cfg.get('fresh')} "
         f"new-connection-per-request clients (Python, no retries, 10 s timeout) on `GET /health/` through "
         f"Caddy on 127.0.0.1 with `Host: bench-acme.example.test` and `X-Forwarded-Proto: https`; "
@@ -247,15 +261,77 @@ def markdown(results: dict, *, quick: bool) -> str:
         ]),
         "",
     ]
+    parts += rehearsal_section(s.get("rehearsal") or {})
     if results.get("failures"):
         parts += ["## Failures in this run", ""] + [f"- {f}" for f in results["failures"]] + [""]
     return "\n".join(parts)
 
 
+def rehearsal_section(r: dict) -> list[str]:
+    ex, gen = r.get("example") or {}, r.get("generated") or {}
+
+    def mb(b: dict):
+        return b["db_bytes"] / 1e6 if b.get("db_bytes") else None
+
+    def row(label: str, key: str, unit: str = " s", digits: int = 2) -> list[str]:
+        return [label, fmt(ex.get(key), unit, digits), fmt(gen.get(key), unit, digits)]
+
+    def share(b: dict) -> str:
+        return fmt(b["added_share"] * 100, "%", 1) if b.get("added_share") is not None else "—"
+
+    rows = [
+        ["database size (`pg_database_size`, before the runs)", fmt(mb(ex), " MB", 1), fmt(mb(gen), " MB", 1)],
+        row("database size the rehearsal checked against `rehearsal_max_mb`", "database_mb", " MB", 1),
+        row("upgrade with the rehearsal (record `seconds`)", "with_s"),
+        row("upgrade with `--no-rehearsal` (record `seconds`)", "without_s"),
+        row("**added by the rehearsal** (with − without, per repetition)", "added_s"),
+        ["added, as a share of the upgrade without it", share(ex), share(gen)],
+        row("upgrade with the rehearsal, wall time (CLI start-up included)", "with_wall_s"),
+        row("upgrade with `--no-rehearsal`, wall time", "without_wall_s"),
+        row("rehearsal step (its `seconds`)", "rehearsal_s"),
+        row("· restore the backup into a scratch database (`restore_seconds`)", "restore_s"),
+        row("· start the live release on the copy, check it (`start_seconds`)", "start_s"),
+        row("· migrate the copy with the new release (`migrate_seconds`)", "migrate_s"),
+        row("· after-switch migrations on the copy (`after_switch_seconds`)", "after_switch_s"),
+        row("· the rest, not split out by sumbg (listing the pending migrations, checking the live release on "
+            "the migrated copy, removing the copy): step − parts", "other_s"),
+        row("migrations applied on the copy", "applied", ""),
+        ["compatibility verdict / policy", " / ".join([", ".join(ex.get("verdicts") or ["—"]),
+                                                     ", ".join(ex.get("policies") or ["—"])]) if ex else "—",
+         " / ".join([", ".join(gen.get("verdicts") or ["—"]),
+                     ", ".join(gen.get("policies") or ["—"])]) if gen else "—"],
+    ]
+    scale = gen.get("pgbench_scale", "—")
+    return [
+        "## 7. Rehearsal cost: `sumbg upgrade` with vs without the rehearsal",
+        "",
+        "`sumbg upgrade bench-acme v1.1.0 --watch 0 --yes --json` without load, v1.0.0 → v1.1.0, once with the "
+        "rehearsal (the default: the backup just taken is restored into a scratch database, v1.0.0 is started on "
+        "it and checked through Caddy, the copy is migrated with v1.1.0, v1.0.0 is checked again, all of it "
+        "removed) and once with `--no-rehearsal`; the two alternate order per repetition. Before each upgrade the "
+        "v1.1.0 migration is unapplied, after it `sumbg rollback` returns to v1.0.0; the v1.1.0 image exists, so "
+        "both skip the build. *Example database*: the site as it is, measured before the restart-deploy figure; "
+        f"*generated database*: the same site after figure 5's `pgbench -i -s {scale}`, measured last. "
+        "Step figures are the rehearsal step's record in the `--json` document.",
+        "",
+        table(["metric", f"example database (n={ex.get('n', 0)})",
+               f"generated database, pgbench -s {scale} (n={gen.get('n', 0)})"], rows),
+        "",
+        "The rehearsal's time grows with the database: its restore is a full `pg_restore` of the backup into "
+        "the copy (its migrate part depends on what the migrations touch; v1.1.0's adds a column to the small "
+        "leads table). An upgrade "
+        "with `--no-rehearsal`, or on a database above `[migrations] rehearsal_max_mb` (default 2048 MB), "
+        "is shorter by that time but does not measure whether the live release still works on the migrated "
+        "schema (its compatibility is recorded as not measured), so a breaking release is not refused. "
+        "Choose `rehearsal_max_mb` from the added time you accept at your database's size, on your machine.",
+        "",
+    ]
+
+
 def console(results: dict) -> str:
     s = results.get("summary") or {}
     lines = [f"bench ({results.get('mode')}) in {results.get('seconds')}s"]
-    for key in ("upgrade", "baseline", "rollback", "baseline_rollback", "build", "backup", "memory"):
+    for key in ("upgrade", "baseline", "rollback", "baseline_rollback", "build", "backup", "memory", "rehearsal"):
         if key in s:
             lines.append(f"  {key}: {s[key]}")
     for failure in results.get("failures") or []:

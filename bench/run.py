@@ -47,9 +47,9 @@ LOCAL_HOST_CONF = REPO / "build" / "local-host.toml"
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 PROFILES = {
-    "quick": dict(reps=1, build_reps=1, backup_reps=1, rate=150.0, keepalive=4, fresh=4,
+    "quick": dict(reps=1, build_reps=1, backup_reps=1, rehearsal_reps=1, rate=150.0, keepalive=4, fresh=4,
                   warmup=1.0, post=1.5, pg_scale=1, max_load_seconds=120.0),
-    "full": dict(reps=5, build_reps=3, backup_reps=3, rate=300.0, keepalive=8, fresh=8,
+    "full": dict(reps=5, build_reps=3, backup_reps=3, rehearsal_reps=3, rate=300.0, keepalive=8, fresh=8,
                  warmup=5.0, post=5.0, pg_scale=64, max_load_seconds=600.0),
 }
 
@@ -94,6 +94,7 @@ class Bench:
                               "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         self.timelines: dict = {}
         self.baseline_migrations: dict[str, str] = {}
+        self.sumbg_route: str | None = None
         self._loads: list = []
 
     # ------------------------------------------------------------------ plumbing
@@ -473,10 +474,23 @@ class Bench:
                        r"reverse_proxy \1", text)
         if plain == text:
             raise BenchError(f"cannot find sumbg's live route in {path}")
+        self.sumbg_route = text
         path.write_text(plain)
         self.docker("exec", f"{EDGE}-caddy", "caddy", "reload", "--config", "/etc/caddy/Caddyfile",
                     "--adapter", "caddyfile")
         self.log("baseline: the site's Caddy route is now the golden path's plain reverse_proxy")
+
+    def restore_route(self) -> None:
+        """Put back the Caddy file sumbg wrote (runbook_route replaced its live route): an upgrade's
+        rehearsal refuses to run on a site file that differs from sumbg's own."""
+        if self.sumbg_route is None:
+            return
+        path = self.root / "caddy" / "sites" / f"{SLUG}.caddy"
+        path.write_text(self.sumbg_route)
+        self.docker("exec", f"{EDGE}-caddy", "caddy", "reload", "--config", "/etc/caddy/Caddyfile",
+                    "--adapter", "caddyfile")
+        self.sumbg_route = None
+        self.log("the site's Caddy route is sumbg's own again")
 
     def recreate_web(self, colour: str, ref: str, times: dict) -> tuple[float, float]:
         """The runbook's restart: collectstatic, then `up -d --force-recreate web` with REF's image.
@@ -625,6 +639,73 @@ class Bench:
         self.results["backup"] = {"pgbench_scale": scale, "db_bytes": db_bytes, "generate_seconds": generate,
                                   "runs": runs}
 
+    def rehearsal_upgrade(self, rehearse: bool, timeout: float) -> dict:
+        """One upgrade OLD -> NEW without load, with or without the rehearsal, then a rollback.
+        NEW's migrations are unapplied first (reset_db), so both migrate the same way."""
+        self.reset_db(self.state()["live"])
+        args = ["upgrade", SLUG, NEW, "--watch", "0", "--yes", "--json", *(() if rehearse else ("--no-rehearsal",))]
+        result = self.sumbg_cmd(*args, timeout=timeout)
+        doc = result["json"] or {}
+        if result["rc"] != 0:
+            tail = "\n".join(line for _, line in result["lines"][-10:])
+            raise BenchError(f"sumbg {' '.join(args)} exited {result['rc']} (failed step "
+                             f"{doc.get('failed_step')!r}: {json.dumps(doc.get('error'))[:1200]}):\n{tail}")
+        step = next((s for s in doc.get("steps") or [] if s.get("name") == "rehearsal"), None)
+        if step is None:
+            raise BenchError("the upgrade's --json record has no `rehearsal` step")
+        if rehearse and step.get("outcome") != "ok":
+            raise BenchError(f"the rehearsal did not run ({step.get('outcome')}: {step.get('reason')})")
+        if not rehearse and step.get("outcome") != "skipped":
+            raise BenchError(f"--no-rehearsal, yet the rehearsal step's outcome is {step.get('outcome')!r}")
+        self.sumbg_ok("rollback", SLUG, "--json", timeout=timeout)
+        return {"doc": doc, "step": step, "steps": self.step_seconds(doc),
+                "wall_s": round(result["end"] - result["start"], 3)}
+
+    def rehearsal_cost(self, label: str) -> None:
+        """The rehearsal's cost on the database as it is now: the same upgrade with and without it."""
+        timeout = 3600.0
+        self.reset_db(self.state()["live"])
+        db_bytes = int(self.psql("select pg_database_size(current_database())"))
+        runs = []
+        for rep in range(self.cfg["rehearsal_reps"]):
+            run: dict = {"rep": rep}
+            for rehearse in ((True, False) if rep % 2 == 0 else (False, True)):
+                done = self.rehearsal_upgrade(rehearse, timeout)
+                arm = "with" if rehearse else "without"
+                run[f"{arm}_s"] = done["doc"].get("seconds")
+                run[f"{arm}_wall_s"] = done["wall_s"]
+                run[f"{arm}_steps"] = done["steps"]
+                if rehearse:
+                    step = done["step"]
+                    run.update({"rehearsal_s": step.get("seconds"), "restore_s": step.get("restore_seconds"),
+                                "start_s": step.get("start_seconds"), "migrate_s": step.get("migrate_seconds"),
+                                "after_switch_s": step.get("after_switch_seconds"),
+                                "database_mb": step.get("database_mb"), "applied": step.get("applied"),
+                                "verdict": (step.get("compatibility") or {}).get("verdict"),
+                                "policy": step.get("policy")})
+                else:
+                    run["skipped_reason"] = done["step"].get("reason")
+            if isinstance(run.get("with_s"), (int, float)) and isinstance(run.get("without_s"), (int, float)):
+                run["added_s"] = round(run["with_s"] - run["without_s"], 3)
+                run["added_share"] = round(run["added_s"] / run["without_s"], 3) if run["without_s"] else None
+            parts = [run.get(k) for k in ("restore_s", "start_s", "migrate_s", "after_switch_s")]
+            if isinstance(run.get("rehearsal_s"), (int, float)):
+                run["other_s"] = round(run["rehearsal_s"] - sum(x for x in parts if isinstance(x, (int, float))), 3)
+            runs.append(run)
+            self.log(f"rehearsal ({label}) rep {rep}: upgrade {run.get('with_s')}s with vs {run.get('without_s')}s "
+                     f"without; rehearsal {run.get('rehearsal_s')}s (restore {run.get('restore_s')}s, migrate "
+                     f"{run.get('migrate_s')}s) on {run.get('database_mb')} MB, verdict {run.get('verdict')}")
+        record = {"db_bytes": db_bytes, "runs": runs}
+        if label == "generated":
+            record["pgbench_scale"] = (self.results.get("backup") or {}).get("pgbench_scale", self.cfg["pg_scale"])
+        self.results.setdefault("rehearsal", {})[label] = record
+
+    def rehearsal_generated(self) -> None:
+        if "backup" not in self.results:
+            raise BenchError("the backup figure did not generate its database: nothing to rehearse on")
+        self.restore_route()
+        self.rehearsal_cost("generated")
+
     # ------------------------------------------------------------------ the whole run
     def section(self, name: str, action) -> bool:
         try:
@@ -663,6 +744,8 @@ class Bench:
                 for kind in (("warm", "cold") if rep % 2 == 0 else ("cold", "warm")):
                     if not self.section(f"{kind} build rep {rep}", lambda: self.build_timing(rep, kind)):
                         break
+            # 7a: the rehearsal's cost on the example database (before the big one exists).
+            self.section("rehearsal (example database)", lambda: self.rehearsal_cost("example"))
             # 2: the restart-based deploy, on one colour (the idle one is removed first).
             live = self.state()["live"]
             idle = "green" if live == "blue" else "blue"
@@ -674,6 +757,8 @@ class Bench:
                     break
             # 5: backup cost, last (a big database would slow every upgrade's backup step).
             self.section("backup", self.backup_cost)
+            # 7b: the rehearsal's cost on that generated database (after it: it slows every upgrade).
+            self.section("rehearsal (generated database)", self.rehearsal_generated)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - interrupted runs clean up too
             self.fail(f"{type(exc).__name__}: {exc}")
         finally:
@@ -729,6 +814,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions of the upgrade/rollback and baseline runs")
     parser.add_argument("--build-reps", type=int, help="repetitions of the warm and cold upgrade timings")
     parser.add_argument("--backup-reps", type=int, help="repetitions of the backup comparison")
+    parser.add_argument("--rehearsal-reps", type=int,
+                        help="repetitions of the upgrade with vs without the rehearsal (per database)")
     parser.add_argument("--rate", type=float, help="target requests/s of the load")
     parser.add_argument("--keepalive", type=int, help="keep-alive clients")
     parser.add_argument("--fresh", type=int, help="new-connection-per-request clients")

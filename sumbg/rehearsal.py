@@ -74,7 +74,6 @@ def rehearse(ctx: Context, site: Site, run: Run, *, new_image: str, live_record:
     copy = database.name + REHEARSAL_SUFFIX
     run.state["rehearsal"] = {"database": copy, "project": naming.app_project(site.slug, naming.REHEARSAL)}
     run.save_state()
-    started = time.monotonic()
     timings: dict = {}
     try:
         clock = time.monotonic()
@@ -121,7 +120,7 @@ def rehearse(ctx: Context, site: Site, run: Run, *, new_image: str, live_record:
         run.state.pop("rehearsal", None)
         run.save_state()
     return {"compatibility": compatibility, "phases": phases, "applied": applied,
-            "checks": [check.describe() for check in checks], "seconds": _since(started), **timings}
+            "checks": [check.describe() for check in checks], **timings}
 
 
 def _since(clock: float) -> float:
