@@ -293,9 +293,11 @@ def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, 
             }
             reason = watch_verdict(policy, probes, visitors)
             if reason:
-                run.say(f"watch: {reason}; rolling back to {old}")
                 mark_failed(run.state, new, f"failed its watch: {reason}")
                 run.save_state()
+                if recorded(run.state, new).get("breaks_previous"):
+                    _cover_instead_of_reverting(ctx, site, run, reason, new=new, old=old)
+                run.say(f"watch: {reason}; rolling back to {old}")
                 flip = switch_live(ctx, site, run, old)
                 run.notes["reverted"] = {"reason": reason, "flip_seconds": flip.seconds}
                 move_workers(ctx, site, to=old, came_from=new)
@@ -303,6 +305,21 @@ def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, 
                                   f"{describe(run.state, old)} by itself in {flip.seconds:.3f}s", colour=new)
             time.sleep(policy.interval)
     return {"seconds": seconds, **summary} if probes else {"seconds": seconds, "probes": 0}
+
+
+def _cover_instead_of_reverting(ctx: Context, site: Site, run: Run, reason: str, *, new: str, old: str) -> None:
+    """A release whose migrations break the one before it fails its watch: flipping back would
+    serve visitors errors from a release that cannot read the schema, so the maintenance page
+    covers the site instead (503 with Retry-After) and the operator chooses."""
+    ctx.edge.files.set_maintenance(site.slug, True)
+    run.notes["reverted"] = {"reason": reason, "flipped": False, "maintenance": True}
+    run.say(f"watch: {reason}; not flipping back to {old}: it cannot serve {new}'s schema")
+    raise NeedsOperator(
+        f"after the switch the site failed its watch ({reason}); {describe(run.state, old)} cannot serve the "
+        f"schema {describe(run.state, new)} migrated to, so traffic was not flipped back: the maintenance page "
+        f"covers the site (503). To go back with the pre-upgrade database (writes since the upgrade are lost): "
+        f"sumbg rollback {site.slug} --restore-db; or upgrade to a fixed release with --maintenance",
+        site=site.slug, colour=new)
 
 
 def _probe(prober, target, site: Site, expect: dict) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 
 from sumbg import migration_policy as policy
 from sumbg import rollback
-from sumbg.errors import BreakingRelease, MigrationFailed, UsageError
+from sumbg.errors import BreakingRelease, MigrationFailed, NeedsOperator, UsageError
 from sumbg.migration_phases_script import pre_switch_targets, waiting_for_switch
 from sumbg.operations import MigrationChoices
 from sumbg.switch import rollback_target
@@ -195,3 +195,25 @@ def test_a_skipped_rehearsal_says_why_and_migrates_the_live_database(ctx, world,
     assert world.schema_effects == [("migrate", "live", "v1.1.0", "all")]
     assert result["rehearsal"]["compatibility"] == {"verdict": "not measured", "reason": reason}
     assert result["rehearsal"]["outcome"] == "skipped"
+
+
+def test_a_breaking_release_failing_its_watch_is_covered_by_the_maintenance_page_not_flipped_back(
+        ctx, world, tmp_path):
+    deployed(tmp_path, world, live=("blue", "v1.0.0"), idle=("green", "v0.9.0"))
+    image = world.release("v1.1.0")
+    world.breaks_live.add(image)
+    world.turns_unhealthy = {image: 1}      # passes the switch's confirmation, then fails
+    with pytest.raises(NeedsOperator) as stuck:
+        upgrade_to(ctx, world, "v1.1.0", migrations=MigrationChoices(maintenance=True))
+    assert stuck.value.exit_code == 3
+    assert "blue (v1.0.0) cannot serve the schema green (v1.1.0) migrated to, so traffic was not flipped back" \
+        in stuck.value.message
+    assert "sumbg rollback acme --restore-db" in stuck.value.message
+    assert world.effects == [("maintenance", "on"), *SWITCHED, ("maintenance", "off"), ("maintenance", "on")]
+    state = state_of(ctx)
+    assert state["live"] == "green" and state["colours"]["green"]["outcome"] == "failed"
+    reverted = last_finished(ctx)["reverted"]
+    assert (reverted["flipped"], reverted["maintenance"]) == (False, True)
+    assert reverted["reason"].startswith("3 probes in a row failed, the last: /health/ through Caddy: HTTP 503")
+    with pytest.raises(UsageError, match="needs --restore-db"):
+        rollback_target(state, "acme")
