@@ -111,6 +111,12 @@ class Engine:
         except DockerException as exc:
             raise _wrap(exc, "cannot read the Docker data root") from None
 
+    def volume_exists(self, name: str) -> bool:
+        try:
+            return self.docker.volume.exists(name)
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot inspect volume {name}") from None
+
     # ------------------------------------------------------------ images
     def image_labels(self, tag: str) -> dict | None:
         try:

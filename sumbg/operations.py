@@ -76,6 +76,8 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
                                       environment=environment, env=env)
     gitrepo.check_reachable(repo)
     ctx.engine.ping()
+    if not (ctx.host.site_dir(slug) / ".env").exists():
+        refuse_a_foreign_database(ctx, slug)
 
     # Validate everything about the repo before creating anything under the root.
     ctx.host.root.mkdir(parents=True, exist_ok=True)
@@ -179,6 +181,16 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
     result["url"] = target.base_url
     ctx.reporter.line(f"{slug} is live: curl -H 'Host: {domain}' -H 'X-Forwarded-Proto: https' {target.base_url}/")
     return result
+
+
+def refuse_a_foreign_database(ctx: Context, slug: str) -> None:
+    """A database volume left by an earlier site of this slug keeps that site's data and password:
+    a new site would neither own the data nor be able to log in, so init stops before creating anything."""
+    volume = f"{naming.data_project(slug)}-pgdata"
+    if ctx.engine.volume_exists(volume):
+        raise UsageError(f"a database volume {volume} from an earlier site {slug} exists and this site has no "
+                         f"secrets for it: put back that site's .env in {ctx.host.site_dir(slug)}, or remove the "
+                         f"volume (`docker volume rm {volume}`, its data is lost) and init again")
 
 
 def celery_worker_command(project: str) -> str:

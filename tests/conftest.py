@@ -94,6 +94,8 @@ class Host:
         return {k: v for k, v in pairs}
 
     def init(self, slug: str, ref: str = "v1.0.0", *extra: str) -> Result:
+        if not self.site_dir(slug).exists():
+            self.teardown_site(slug)  # what an earlier, killed session left under this slug
         db_port = free_port()
         result = self.sumbg("init", slug, "--repo", str(self.repo), "--domain", f"{slug}.example.test",
                             "--ref", ref, "--db-port", str(db_port), *extra)

@@ -349,6 +349,9 @@ class FakeEngine:
     def project_containers(self, project):
         return []
 
+    def volume_exists(self, name):
+        return False
+
     def image_labels(self, tag):
         version = self.world.releases.get(tag)
         return {"sumbg.ref": version["build"], "sumbg.commit": version["git_sha"]} if version else None

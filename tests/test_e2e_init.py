@@ -184,6 +184,23 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(host: Host, case: s
     assert docker("ps", "-aq").stdout == containers
 
 
+def test_a_database_volume_left_by_an_earlier_site_of_the_slug_is_refused(host: Host) -> None:
+    volume = "sum-t-foreign-data-pgdata"
+    docker("volume", "create", volume)
+    try:
+        entries = sorted(p.name for p in host.root.iterdir())
+        result = host.sumbg("init", "t-foreign", "--repo", str(host.repo), "--domain", "t-foreign.example.test")
+        assert result.returncode == 2, str(result)
+        assert result.stderr.strip().splitlines() == [
+            f"sumbg: error: a database volume {volume} from an earlier site t-foreign exists and this site has no "
+            f"secrets for it: put back that site's .env in {host.root / 't-foreign'}, or remove the volume "
+            f"(`docker volume rm {volume}`, its data is lost) and init again"]
+        assert sorted(p.name for p in host.root.iterdir()) == entries
+        assert host.containers("sum-t-foreign") == []
+    finally:
+        docker("volume", "rm", volume, check=False)
+
+
 def test_malformed_site_toml_is_one_line_exit_2(host: Host, tmp_path) -> None:
     root = tmp_path / "root"
     (root / "broken").mkdir(parents=True)
