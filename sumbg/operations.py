@@ -354,6 +354,8 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
                                   backup_file=Path(run.notes["backup_path"]))
         compat, phases = done.pop("compatibility"), done.pop("phases")
         run.notes["after_switch"] = list(phases.after_switch)
+        # The copy was the live database a moment ago: what was pending there is pending here.
+        between["phases"] = phases
         run.say(f"rehearsal on a copy ({size:.1f} MB): {done['applied']} migration(s) in "
                 f"{done['migrate_seconds']:.1f}s; {live_ref} on the migrated copy: {compat.verdict}")
         for evidence in compat.evidence:
@@ -362,7 +364,7 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
                         "after_switch": list(phases.after_switch)}
 
     def migrate(run: Run):
-        phases = _pending(run)
+        phases = between.get("phases") or _pending(run)
         run.notes["after_switch"] = list(phases.after_switch)
         run.say("pending migrations: " + (", ".join(phases.pending) or "none")
                 + (f"; after the switch: {', '.join(phases.after_switch)}" if phases.after_switch else ""))
