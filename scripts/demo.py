@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +61,12 @@ def write_host_config() -> None:
         f'bind = "127.0.0.1"\ntls = "off"\nname = "{EDGE}"\n')
 
 
+def versions_seen(report) -> str:
+    """What each visitor saw, in its own order (several visitors' answers interleave in time)."""
+    sequences = Counter(" -> ".join(builds) for builds in report.per_client_builds().values())
+    return "; ".join(f"{count} visitor(s) saw {sequence}" for sequence, count in sorted(sequences.items()))
+
+
 def show_steps(record: dict) -> None:
     for step in record.get("steps", []):
         note = step.get("reason") or ""
@@ -99,7 +106,7 @@ def main() -> None:
     report = traffic.stop()
     show_steps(upgrade)
     print(f"    total {upgrade['seconds']:.1f}s; traffic switched in {upgrade['flip_seconds'] * 1000:.0f} ms")
-    print(f"    visitor: {report.sent} requests, {len(report.failures)} failed, versions seen {report.builds_in_order()}")
+    print(f"    visitors: {report.sent} requests, {len(report.failures)} failed; {versions_seen(report)}")
 
     print(f"\n== 3. sumbg rollback {SLUG}, visitor still requesting")
     with Traffic(HTTP_PORT, DOMAIN, keepalive_clients=2, fresh_clients=2) as traffic:
@@ -110,7 +117,7 @@ def main() -> None:
         time.sleep(1)
     report = traffic.stop()
     print(f"    flip {rollback['flip_seconds'] * 1000:.0f} ms (command wall time {wall:.2f}s)")
-    print(f"    visitor: {report.sent} requests, {len(report.failures)} failed, versions seen {report.builds_in_order()}")
+    print(f"    visitors: {report.sent} requests, {len(report.failures)} failed; {versions_seen(report)}")
 
     print("\n== 4. sumbg status")
     sumbg("status")
