@@ -86,12 +86,15 @@ def rollback_needs_restore(live_record: dict) -> str:
     reasons = []
     if live_record.get("breaks_previous"):
         reasons.append(live_record["breaks_previous"])
-    ran = live_record.get("after_switch_migrations") or []
-    if ran and live_record.get("after_switch") in ("ran", "running", "failed"):
-        reasons.append(f"its after-switch migrations ({', '.join(ran)}) {live_record['after_switch']}"
-                       if live_record["after_switch"] != "ran" else
-                       f"its after-switch migrations ran ({', '.join(ran)})")
+    names = live_record.get("after_switch_migrations") or []
+    done = _AFTER_SWITCH_STATES.get(live_record.get("after_switch"))
+    if names and done:
+        reasons.append(f"its after-switch migrations {done} ({', '.join(names)})")
     return "; ".join(reasons)
+
+
+# A release's after-switch migrations, by the state its record keeps ("pending": not started).
+_AFTER_SWITCH_STATES = {"ran": "ran", "running": "were started and not finished", "failed": "failed part way"}
 
 
 _ERROR_LINE = re.compile(r"\b[\w.]*(?:Error|Exception)\b:? .+")

@@ -12,12 +12,13 @@ from pathlib import Path
 from . import agreement, build, gitrepo, migration_policy, naming, rehearsal
 from .config import SiteConfig, render_site_toml
 from .context import Context, mirror_for, refuse_if_interrupted
-from .errors import BreakingRelease, CheckFailed, DockerError, MigrationFailed, SumbgError, UsageError, tail
+from .errors import BreakingRelease, CheckFailed, DockerError, MigrationFailed, SumbgError, UsageError
 from .executor import Plan, Run, Step
 from .lock import is_held
 from .records import recorded
 from .runtime import Site
 from .smoke import live_target, preview_target
+from .stacks import applied_count
 from .switch import (colour_version, is_failed, mark_healthy, move_workers, restart_rollback_target, switch_live,
                      watch_live)
 from .util import atomic_write, utc_now
@@ -133,7 +134,7 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
 
     def migrate(run: Run):
         output = stacks.migrate(colour, image.tag, "This is the first deploy: no data existed before.")
-        return {"applied": sum(1 for line in output.splitlines() if "Applying" in line)}
+        return {"applied": applied_count(output)}
 
     def static(run: Run):
         return {"summary": stacks.collectstatic(colour, image.tag)}
@@ -353,7 +354,6 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         done = rehearsal.rehearse(ctx, site, run, new_image=image.tag, live_record=facts.live_record,
                                   backup_file=Path(run.notes["backup_path"]))
         compat, phases = done.pop("compatibility"), done.pop("phases")
-        run.notes["after_switch"] = list(phases.after_switch)
         # The copy was the live database a moment ago: what was pending there is pending here.
         between["phases"] = phases
         run.say(f"rehearsal on a copy ({size:.1f} MB): {done['applied']} migration(s) in "
@@ -364,36 +364,18 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
                         "after_switch": list(phases.after_switch)}
 
     def migrate(run: Run):
-        phases = between.get("phases") or _pending(run)
+        phases = between.get("phases") or stacks.pending_migrations(idle, image.tag)
         run.notes["after_switch"] = list(phases.after_switch)
         run.say("pending migrations: " + (", ".join(phases.pending) or "none")
                 + (f"; after the switch: {', '.join(phases.after_switch)}" if phases.after_switch else ""))
         decision = between.get("decision")
         if decision is not None and decision.maintenance:
             _maintenance_on(run)
-        if phases.after_switch:
-            result = stacks.run_manage(idle, image.tag, rehearsal.phase_command("pre"))
-            if result.returncode != 0:
-                raise MigrationFailed(f"migrations of {image.tag} failed; traffic untouched on the live colour. "
-                                      f"{restore_hint}", colour=idle, command=["manage.py", "shell", "-c", "..."],
-                                      returncode=result.returncode, output_tail=tail(result.output))
-            output = result.stdout
-        else:
-            output = stacks.migrate(idle, image.tag, restore_hint)
+        output = stacks.migrate(idle, image.tag, restore_hint, before_switch_only=bool(phases.after_switch))
         if decision is not None and decision.breaks_previous:
             between["schema_breaks_live"] = True
         return {"pending": list(phases.pending), "after_switch": list(phases.after_switch),
-                "applied": sum(1 for line in output.splitlines() if "Applying" in line)}
-
-    def _pending(run: Run) -> rehearsal.PendingMigrations:
-        result = stacks.run_manage(idle, image.tag, rehearsal.phase_command("plan"))
-        try:
-            if result.returncode != 0:
-                raise ValueError
-            return rehearsal.parse_phases(result.stdout)
-        except ValueError:
-            raise MigrationFailed(f"could not list the pending migrations of {image.tag}", colour=idle,
-                                  returncode=result.returncode, output_tail=tail(result.output)) from None
+                "applied": applied_count(output)}
 
     def _maintenance_on(run: Run) -> None:
         # The live release's worker would run tasks against a schema it may not know.
@@ -530,7 +512,7 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
             raise
         record["after_switch"] = "ran"
         run.save_state()
-        return {"migrations": waiting, "applied": sum(1 for line in output.splitlines() if "Applying" in line)}
+        return {"migrations": waiting, "applied": applied_count(output)}
 
     steps = [
         Step("preflight", f"engine, live {live} web, health through Caddy, disk, sum-core "

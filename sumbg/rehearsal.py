@@ -14,9 +14,7 @@ them while they exist, so `sumbg recover` removes them after a SIGKILL.
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import failpoints, naming
@@ -27,35 +25,7 @@ from .executor import Run
 from .migration_policy import BREAKING, COMPATIBLE, Compatibility, Evidence, error_line
 from .runtime import Site
 from .smoke import rehearsal_target
-from .stacks import REHEARSAL_SUFFIX
-
-_SCRIPT = (Path(__file__).with_name("migration_phases_script.py")).read_text()
-_MARKER = "SUMBG-MIGRATIONS "
-
-
-@dataclass(frozen=True)
-class PendingMigrations:
-    pending: tuple[str, ...]
-    after_switch: tuple[str, ...]
-
-    @property
-    def before_switch(self) -> tuple[str, ...]:
-        return tuple(name for name in self.pending if name not in self.after_switch)
-
-
-def phase_command(mode: str) -> list[str]:
-    """`manage.py` arguments that list (mode "plan") or apply (mode "pre") the migrations
-    that do not wait for the switch."""
-    return ["shell", "-c", f"MODE = {mode!r}\n{_SCRIPT}"]
-
-
-def parse_phases(output: str) -> PendingMigrations:
-    for line in reversed(output.splitlines()):
-        if line.startswith(_MARKER):
-            facts = json.loads(line[len(_MARKER):])
-            return PendingMigrations(tuple(facts["pending"]), tuple(facts["after_switch"]))
-    raise ValueError("no migration report in the output")
-
+from .stacks import REHEARSAL_SUFFIX, PendingMigrations, applied_count, parse_phases, phase_command
 
 def checks_for(site: Site) -> tuple[SmokeCheck, ...]:
     extra = tuple(SmokeCheck(path=path) for path in site.config.migrations.read_paths
@@ -104,7 +74,7 @@ def rehearse(ctx: Context, site: Site, run: Run, *, new_image: str, live_record:
             output = _manage(stacks, new_image, copy, ["migrate", "--noinput"], "")
         timings["migrate_seconds"] = _since(clock)
         failpoints.reached("rehearsal:copy-migrated")
-        applied = sum(1 for line in output.splitlines() if "Applying" in line)
+        applied = applied_count(output)
 
         with ctx.prober() as prober:
             after = _failures(prober, target, checks, stacks)
@@ -140,7 +110,7 @@ def _failures(prober, target, checks, stacks) -> list[Evidence]:
 
 
 def _phases(stacks, image: str, database: str, mode: str) -> PendingMigrations:
-    output = _manage(stacks, image, database, phase_command(mode), "listing")
+    output = _manage(stacks, image, database, phase_command(mode), "listing of the")
     try:
         return parse_phases(output)
     except ValueError:

@@ -6,6 +6,7 @@ here decides *when* to do something, only how.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -86,12 +87,24 @@ class Stacks:
                                   returncode=result.returncode, output_tail=tail(result.output))
         return result.stdout.strip()
 
-    def migrate(self, colour: str, image: str, backup_hint: str) -> str:
-        result = self.run_manage(colour, image, ["migrate", "--noinput"])
+    def pending_migrations(self, colour: str, image: str) -> "PendingMigrations":
+        result = self.run_manage(colour, image, phase_command("plan"))
+        try:
+            if result.returncode != 0:
+                raise ValueError(result.returncode)
+            return parse_phases(result.stdout)
+        except ValueError:
+            raise MigrationFailed(f"could not list the pending migrations of {image}", colour=colour,
+                                  returncode=result.returncode, output_tail=tail(result.output)) from None
+
+    def migrate(self, colour: str, image: str, backup_hint: str, *, before_switch_only: bool = False) -> str:
+        """`manage.py migrate`; with `before_switch_only`, all but the migrations marked run_after_switch."""
+        args = phase_command("pre") if before_switch_only else ["migrate", "--noinput"]
+        result = self.run_manage(colour, image, args)
         if result.returncode != 0:
             raise MigrationFailed(
                 f"migrations of {image} failed; traffic untouched on the live colour. {backup_hint}",
-                colour=colour, command=["manage.py", "migrate", "--noinput"],
+                colour=colour, command=["manage.py", *args[:1], "..." if before_switch_only else "--noinput"],
                 returncode=result.returncode, output_tail=tail(result.output),
             )
         return result.stdout.strip()
@@ -258,6 +271,36 @@ class Stacks:
             if free < min_free_gb:
                 problems.append(f"{label} {path}: {free:.1f} GB free, need {min_free_gb:g} GB")
         return problems
+
+
+# ---------------------------------------------------------------- migrations in two phases
+
+_PHASES_SCRIPT = Path(__file__).with_name("migration_phases_script.py").read_text()
+_PHASES_MARKER = "SUMBG-MIGRATIONS "
+
+
+@dataclass(frozen=True)
+class PendingMigrations:
+    pending: tuple[str, ...]
+    after_switch: tuple[str, ...]   # marked run_after_switch, or depending on one that is
+
+
+def phase_command(mode: str) -> list[str]:
+    """`manage.py` arguments that list (mode "plan") or apply (mode "pre") the migrations
+    that do not wait for the switch."""
+    return ["shell", "-c", f"MODE = {mode!r}\n{_PHASES_SCRIPT}"]
+
+
+def parse_phases(output: str) -> PendingMigrations:
+    for line in reversed(output.splitlines()):
+        if line.startswith(_PHASES_MARKER):
+            facts = json.loads(line[len(_PHASES_MARKER):])
+            return PendingMigrations(tuple(facts["pending"]), tuple(facts["after_switch"]))
+    raise ValueError("no migration report in the output")
+
+
+def applied_count(migrate_output: str) -> int:
+    return sum(1 for line in migrate_output.splitlines() if "Applying" in line)
 
 
 def sha256_file(path: Path) -> str:

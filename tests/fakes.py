@@ -21,7 +21,7 @@ from sumbg.docker import ContainerState, ExecResult
 from sumbg.errors import CheckFailed
 from sumbg.executor import Reporter
 from sumbg.smoke import Answer, Health
-from sumbg.stacks import Backup
+from sumbg.stacks import Backup, parse_phases
 
 
 @dataclass
@@ -244,8 +244,8 @@ class FakeStacks:
     def migration_plan(self, colour, image):
         return ""
 
-    def migrate(self, colour, image, hint):
-        self._migrate(image, "live", "all")
+    def migrate(self, colour, image, hint, *, before_switch_only=False):
+        self._migrate(image, "live", "before-switch" if before_switch_only else "all")
         return "Applying sum_core.0002... OK"
 
     def _migrate(self, image, where, which):
@@ -262,13 +262,8 @@ class FakeStacks:
         report = json.dumps({"pending": pending, "after_switch": after})
         return ExecResult(0, f"SUMBG-MIGRATIONS {report}", "")
 
-    def run_manage(self, colour, image, args):
-        if args[:2] == ["shell", "-c"] and args[2].startswith("MODE = 'pre'"):
-            try:
-                self._migrate(image, "live", "before-switch")
-            except Exception as exc:
-                return ExecResult(1, "", exc.output_tail)
-        return self._phases(image, args)
+    def pending_migrations(self, colour, image):
+        return parse_phases(self._phases(image, []).stdout)
 
     def rehearsal_manage(self, image, database, args):
         assert database == f"{self.world.slug}__sumbg_rehearsal"
