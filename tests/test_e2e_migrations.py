@@ -26,6 +26,8 @@ from .test_e2e_init import post_lead
 from .test_e2e_upgrade import finished
 from .traffic import Traffic
 
+pytestmark = pytest.mark.e2e
+
 SLUG = "t-mig"
 DOMAIN = f"{SLUG}.example.test"
 
