@@ -85,5 +85,5 @@ def check(ctx, site, state: dict, answering: dict | None) -> Agreement:
 def probe_and_check(ctx, site, state: dict) -> tuple[Agreement, object]:
     """Ask /health/ through Caddy once, then compare; returns (agreement, the Health answer)."""
     with ctx.prober() as prober:
-        health = prober.health(live_target(ctx.host.edge, site.config.domain))
+        health = prober.health(live_target(ctx.host.edge, site.config))
     return check(ctx, site, state, health.version), health

@@ -49,10 +49,33 @@ def render_main(edge: EdgeSettings) -> str:
 def render_site(slug: str, domain: str, edge: EdgeSettings, *, aliases: tuple[str, ...] = (),
                 caddy: CaddySettings = CaddySettings()) -> str:
     return _env.get_template("site.caddy.j2").render(
-        slug=naming.validate_slug(slug), domain=_checked_domain(domain), tls=edge.tls,
+        slug=naming.validate_slug(slug), domain=_checked_domain(domain),
+        tls="off" if caddy.behind_proxy else edge.tls,
         aliases=[_checked_domain(alias) for alias in aliases], caddy=caddy,
         preview_port=PREVIEW_PORT_IN_CONTAINER,
     )
+
+
+_TLS_LINE = re.compile(r"^tls [^{}\"\n]+$")
+
+
+def _host_site_context(slug: str, domains: tuple[str, ...], tls_lines: tuple[str, ...], kept: str) -> dict:
+    return {"slug": naming.validate_slug(slug), "domains": [_checked_domain(d) for d in domains],
+            "tls_lines": [line for line in tls_lines if _TLS_LINE.fullmatch(line)], "kept": kept}
+
+
+def render_host_proxy(slug: str, domains: tuple[str, ...], tls_lines: tuple[str, ...], *, edge_address: str,
+                      kept: str, since: str) -> str:
+    """A runbook host Caddy's site file once sumbg serves the site: TLS there, the rest at the edge."""
+    if not re.fullmatch(r"[0-9.]+:[0-9]+|\[[0-9a-f:]+\]:[0-9]+", edge_address):
+        raise CaddyError(f"refusing to render a proxy to {edge_address!r}")
+    return _env.get_template("host-proxy.caddy.j2").render(
+        **_host_site_context(slug, domains, tls_lines, kept), edge_address=edge_address, since=since)
+
+
+def render_host_maintenance(slug: str, domains: tuple[str, ...], tls_lines: tuple[str, ...], *, kept: str) -> str:
+    """The runbook host Caddy's site file while the last writes are copied: 503 with Retry-After."""
+    return _env.get_template("host-maintenance.caddy.j2").render(**_host_site_context(slug, domains, tls_lines, kept))
 
 
 def render_site_config(site: SiteConfig, edge: EdgeSettings) -> str:

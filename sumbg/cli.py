@@ -145,6 +145,58 @@ def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, wa
 
 @cli.command()
 @click.argument("slug")
+@click.option("--from", "source", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="The runbook deployment's folder (/srv/sum/<slug>: app/, venv/, media/, .env).")
+@click.option("--domain", "domains", multiple=True,
+              help="The site's domains (default: the names in its host Caddy site file; the first is canonical).")
+@click.option("--dump", "dump_file", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Import this backup_db.sh file (.sql.gz, .sql or .dump) instead of a fresh dump of the host "
+                   "PostgreSQL; writes after it was taken are not carried over.")
+@click.option("--systemd-dir", default="/etc/systemd/system", show_default=True,
+              help="Where the old site's units are.")
+@click.option("--caddy-dir", default="/etc/caddy", show_default=True,
+              help="The host Caddy's config folder (Caddyfile, sites-enabled/).")
+@click.option("--undo-days", type=click.FloatRange(0), default=14.0, show_default=True,
+              help="How long `--undo` may put the old deployment back.")
+@click.option("--undo", is_flag=True, help="Put the old deployment back: sumbg's data is copied into it.")
+@click.option("--force", is_flag=True, help="With --undo: even after the undo period.")
+@click.option("--dry-run", is_flag=True, help="Read the old deployment, print the plan, change nothing.")
+@json_option
+@click.pass_obj
+def adopt(obj: Obj, slug, source, domains, dump_file, systemd_dir, caddy_dir, undo_days, undo, force, dry_run,
+          as_json):
+    """Move SLUG, deployed the runbook way (systemd, host PostgreSQL and Caddy), onto sumbg.
+
+    The old site keeps serving while sumbg builds the commit it runs, imports its
+    database and media, and checks the new colour through the edge's preview
+    listener. Then the host Caddy shows a 503 page while the last writes are
+    copied and compared, and its site file becomes a reverse proxy to the edge;
+    the window is measured. The old units are stopped and disabled, never
+    deleted: `sumbg adopt --undo SLUG` puts them back with sumbg's data.
+    """
+    from pathlib import Path
+
+    from .adoption import AdoptOptions, adopt as do_adopt, undo as do_undo
+    from .runbook_host import RunbookPaths
+    ctx = obj.context()
+    if undo:
+        if source or domains or dump_file or dry_run:
+            raise click.UsageError("--undo takes only SLUG (and --force)")
+        run_reporting(as_json, lambda: do_undo(ctx, slug, force=force))
+        return
+    if force:
+        raise click.UsageError("--force goes with --undo")
+    if not source:
+        raise click.UsageError("give the old deployment's folder with --from (e.g. /srv/sum/SLUG)")
+    options = AdoptOptions(source=Path(source), domains=tuple(domains),
+                           dump_file=Path(dump_file) if dump_file else None,
+                           paths=RunbookPaths(systemd_dir=Path(systemd_dir), caddy_dir=Path(caddy_dir)),
+                           undo_days=undo_days, dry_run=dry_run)
+    run_reporting(as_json, lambda: do_adopt(ctx, slug, options))
+
+
+@cli.command()
+@click.argument("slug")
 @click.option("--restore-db", is_flag=True,
               help="Also restore the pre-upgrade backup (maintenance page while it runs).")
 @click.option("--to", "to", type=click.Choice(["blue", "green"]), default=None,

@@ -382,6 +382,7 @@ class CaddySettings:
     headers: tuple[tuple[str, str], ...] = ()  # added or overriding; "" removes one
     basic_auth: tuple[BasicAuth, ...] = ()
     extra: str = ""                       # raw directives inside the site block, braces balanced
+    behind_proxy: bool = False            # TLS ends at another proxy in front (plain HTTP at the edge)
 
     def response_headers(self) -> tuple[tuple[str, str], ...]:
         merged = dict(GOLDEN_PATH_HEADERS) if self.security_headers else {}
@@ -602,6 +603,7 @@ def _parse_caddy(table: _Table) -> CaddySettings:
         encode=table.get("encode", bool, True),
         security_headers=table.get("security_headers", bool, True),
         headers=tuple(headers), basic_auth=tuple(rules), extra=extra,
+        behind_proxy=table.get("behind_proxy", bool, False),
     )
     table.reject_unknown()
     return settings
@@ -780,6 +782,8 @@ def _render_caddy(caddy: CaddySettings) -> list[str]:
         "encode = " + str(caddy.encode).lower() + "  # gzip and zstd",
         "# X-Content-Type-Options, X-Frame-Options, Referrer-Policy, Permissions-Policy as on the golden path.",
         f"security_headers = {str(caddy.security_headers).lower()}",
+        "# true: TLS ends at a proxy in front of the edge (the host Caddy `sumbg adopt` kept), plain HTTP here.",
+        f"behind_proxy = {str(caddy.behind_proxy).lower()}",
         "# Raw Caddyfile directives inside the site block (braces must balance), e.g. for a path matcher.",
         f"extra = {q(caddy.extra)}",
         "# Response headers added or overridden (\"\" removes one): { \"X-Frame-Options\" = \"SAMEORIGIN\" }",

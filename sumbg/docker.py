@@ -221,10 +221,20 @@ class Engine:
             env=env,
         )
 
-    def run_oneoff(self, image: str, argv: list[str], *, volumes: list[tuple[str, str, str]]) -> ExecResult:
-        """docker run --rm IMAGE ARGV with bind mounts; never raises on a non-zero exit."""
+    def run_oneoff(self, image: str, argv: list[str], *, volumes: list[tuple[str, str, str]],
+                   network: str | None = None, env: dict[str, str] | None = None) -> ExecResult:
+        """docker run --rm IMAGE ARGV with bind mounts; never raises on a non-zero exit.
+
+        Environment values reach the container by name only (`--env KEY`), never in argv.
+        """
         mounts = [arg for source, target, mode in volumes for arg in ("--volume", f"{source}:{target}:{mode}")]
-        return self._capture(self.docker.client_config.docker_cmd + ["run", "--rm", *mounts, image, *argv])
+        return self._capture(
+            self.docker.client_config.docker_cmd + ["run", "--rm", *mounts]
+            + (["--network", network] if network else [])
+            + [arg for key in (env or {}) for arg in ("--env", key)]
+            + [image, *argv],
+            env=env,
+        )
 
     @staticmethod
     def _capture(argv: list, env: dict[str, str] | None = None) -> ExecResult:

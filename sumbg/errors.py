@@ -118,6 +118,10 @@ class CaddyError(SumbgError):
     """The edge Caddy rejected its configuration or could not be reloaded."""
 
 
+class RunbookError(SumbgError):
+    """A command on a runbook-deployed site (systemctl, its host Caddy) failed."""
+
+
 class NeedsOperator(SumbgError):
     """The operation failed and sumbg could not put the previous state back."""
 

@@ -53,6 +53,28 @@ def check_reachable(repo: str) -> None:
 
 
 @dataclass(frozen=True)
+class Checkout:
+    """What a hand-made deployment's working copy runs: its origin, commit and local edits."""
+
+    origin: str
+    commit: str
+    changed: tuple[str, ...]
+
+
+def read_checkout(path: Path) -> Checkout:
+    """A deployed app/ folder (a git clone): where it came from, what is checked out, what was edited."""
+    if not (path / ".git").exists():
+        raise NotFound(f"{path} is not a git checkout (no .git): sumbg builds the deployed commit from its origin")
+    commit = _git(["-C", str(path), "rev-parse", "--verify", "HEAD^{commit}"]).strip()
+    origin = _git(["-C", str(path), "remote", "get-url", "origin"], check=False).strip()
+    if not origin:
+        raise NotFound(f"{path} has no remote 'origin' to build its commit {commit[:12]} from")
+    status = _git(["-C", str(path), "status", "--porcelain", "--untracked-files=no"], check=False)
+    changed = tuple(line[3:] for line in status.splitlines() if line.strip())
+    return Checkout(origin=origin, commit=commit, changed=changed)
+
+
+@dataclass(frozen=True)
 class Resolved:
     ref: str
     commit: str
@@ -86,6 +108,9 @@ class Mirror:
         if proc.returncode != 0:
             raise NotFound(f"ref {ref!r} does not exist in {self.origin}")
         return Resolved(ref=ref, commit=proc.stdout.decode().strip())
+
+    def tags_at(self, commit: str) -> list[str]:
+        return sorted(_git(["-C", str(self.path), "tag", "--points-at", commit]).split())
 
     def read_file(self, commit: str, path: str) -> str | None:
         proc = _git(["-C", str(self.path), "show", f"{commit}:{path}"], check=False, binary=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import naming
+from . import adoption, naming
 from .errors import CheckFailed, NeedsOperator, UsageError
 from .executor import Plan, Run, Step
 from .context import Context, refuse_if_interrupted
@@ -62,6 +62,9 @@ def recover(ctx: Context, slug: str) -> dict:
     with site.lock().acquire(command=f"sumbg recover {slug}") as lock:
         state = site.records.load_state()
         interrupted = state.get("operation")
+        if not state.get("live") and (state.get("adoption") or {}).get("status") in ("importing", "cutting-over"):
+            ctx.engine.ping()
+            return ctx.execute(adoption.recover_plan(ctx, site, state), site, f"recover {slug}")
         if not state.get("live"):
             raise UsageError(f"site {slug} was never deployed; re-run `sumbg init`")
         ctx.engine.ping()

@@ -156,7 +156,7 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
 
     def health(run: Run):
         with ctx.prober() as prober:
-            answer = prober.wait_healthy(live_target(ctx.host.edge, domain), site.config.health_timeout,
+            answer = prober.wait_healthy(live_target(ctx.host.edge, site.config), site.config.health_timeout,
                                          expect_version=expected_version(image))
         return {"health": answer.status, "version": answer.version}
 
@@ -178,7 +178,7 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
     ), facts={"ref": resolved.ref, "commit": resolved.commit, "sum_core": pin, "colour": colour})
     with site.lock().acquire(command=f"sumbg init {slug}"):
         result = ctx.execute(plan, site, f"init {slug}")
-    target = live_target(ctx.host.edge, domain)
+    target = live_target(ctx.host.edge, site.config)
     result["url"] = target.base_url
     ctx.reporter.line(f"{slug} is live: curl -H 'Host: {domain}' -H 'X-Forwarded-Proto: https' {target.base_url}/")
     return result
@@ -283,7 +283,7 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
     stacks = ctx.stacks(site)
     image, live, idle = facts.image, facts.live, facts.idle
     backup_name = stacks.backup_name(image.labels["sumbg.ref"])
-    live_target_ = live_target(ctx.host.edge, domain)
+    live_target_ = live_target(ctx.host.edge, site.config)
     preview = preview_target(ctx.host.edge, domain)
     restore_hint = f"Backup {site.backups_dir / backup_name}; to restore it: sumbg restore {slug} {site.backups_dir / backup_name} --yes"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from .config import EdgeSettings, SmokeCheck
+from .config import EdgeSettings, SiteConfig, SmokeCheck
 from .naming import METRICS_HOST
 from .errors import CheckFailed
 
@@ -31,10 +31,10 @@ class Target:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-def live_target(edge: EdgeSettings, domain: str) -> Target:
-    if edge.tls == "off":
-        return Target("live", f"http://{_host(edge.probe_host)}:{edge.http_port}", domain)
-    return Target("live", f"https://{_host(edge.probe_host)}:{edge.https_port}", domain, sni=True)
+def live_target(edge: EdgeSettings, site: SiteConfig) -> Target:
+    if edge.tls == "off" or site.caddy.behind_proxy:
+        return Target("live", f"http://{_host(edge.probe_host)}:{edge.http_port}", site.domain)
+    return Target("live", f"https://{_host(edge.probe_host)}:{edge.https_port}", site.domain, sni=True)
 
 
 def preview_target(edge: EdgeSettings, domain: str) -> Target:

@@ -326,6 +326,25 @@ OLD_SUFFIX = "__sumbg_old"
 REHEARSAL_SUFFIX = "__sumbg_rehearsal"
 
 
+# Exact rows per table of every schema the user can read, as "schema.table|count" lines; one
+# statement, read-only, the same on the site's database and on a runbook host's.
+ROW_COUNTS_SQL = (
+    "SELECT format('%I.%I', table_schema, table_name) || '|' || (xpath('/row/c/text()', query_to_xml("
+    "format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text "
+    "FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+    "AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+)
+
+
+def parse_row_counts(output: str) -> dict[str, int]:
+    counts = {}
+    for line in output.splitlines():
+        table, sep, count = line.strip().rpartition("|")
+        if sep and count.isdigit():
+            counts[table] = int(count)
+    return counts
+
+
 class Database:
     def __init__(self, stacks: Stacks) -> None:
         self.site = stacks.site
@@ -357,6 +376,9 @@ class Database:
     def terminate(self, database: str) -> None:
         self.sql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                  f"WHERE datname = '{database}' AND pid <> pg_backend_pid()")
+
+    def row_counts(self) -> dict[str, int]:
+        return parse_row_counts(self.sql(ROW_COUNTS_SQL, self.name))
 
     def size_mb(self) -> float:
         return int(self.sql(f"SELECT pg_database_size('{self.name}')")) / 1024**2

@@ -120,7 +120,7 @@ def switch_live(ctx: Context, site: Site, run: Run, to: str, *, before_confirm=N
     state = run.state
     came_from = files.read_colour(slug, "live")
     expect = colour_version(recorded(state, to))
-    target = live_target(ctx.host.edge, site.config.domain)
+    target = live_target(ctx.host.edge, site.config)
     started = time.monotonic()
     if came_from and came_from != to:
         # The preview names Caddy's fallback upstream: while the flip is confirmed, a
@@ -166,7 +166,7 @@ def _put_back(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | N
     expect = colour_version(recorded(run.state, came_from))
     try:
         with ctx.prober() as prober:
-            prober.wait_healthy(live_target(ctx.host.edge, site.config.domain), SWITCH_CONFIRM_SECONDS,
+            prober.wait_healthy(live_target(ctx.host.edge, site.config), SWITCH_CONFIRM_SECONDS,
                                 expect_version=expect)
     except CheckFailed as second:
         run.notes["flips"].append({"to": came_from, "outcome": "failed", "reason": second.message})
@@ -268,7 +268,7 @@ def watch_verdict(policy: WatchSettings, probes: list[str | None], visitors: tup
 def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, old: str) -> dict:
     """Watch the live site after a switch; on a persisting failure flip back to `old` and fail."""
     policy = site.config.watch
-    target = live_target(ctx.host.edge, site.config.domain)
+    target = live_target(ctx.host.edge, site.config)
     expect = colour_version(recorded(run.state, new))
     injected = int(os.environ.get(INJECT_PROBE_FAILURES, "0") or 0)
     probes: list[str | None] = []

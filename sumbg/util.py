@@ -41,3 +41,45 @@ def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.5) -
         if time.monotonic() >= deadline:
             return None
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())) or interval)
+
+
+def tree_stats(path: Path) -> tuple[int, int]:
+    """(regular files, bytes) under a folder; (0, 0) if it does not exist."""
+    files = size = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                files += 1
+                size += os.path.getsize(full)
+    return files, size
+
+
+def sync_tree(source: Path, dest: Path, *, owner: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Copy every regular file of `source` that `dest` lacks or has with another size or mtime
+    (atomically, mtime kept); never deletes anything. Returns (files, bytes) copied."""
+    import shutil
+    copied = size = 0
+    for root, _dirs, names in os.walk(source):
+        rel = Path(root).relative_to(source)
+        target_dir = dest / rel
+        if not target_dir.exists():
+            target_dir.mkdir(parents=True, exist_ok=True)
+            if owner:
+                os.chown(target_dir, *owner)
+        for name in names:
+            src = Path(root) / name
+            if src.is_symlink() or not src.is_file():
+                continue
+            dst = target_dir / name
+            stat = src.stat()
+            if dst.exists() and dst.stat().st_size == stat.st_size and int(dst.stat().st_mtime) == int(stat.st_mtime):
+                continue
+            tmp = dst.with_name(f".{name}.sumbg-partial")
+            shutil.copy2(src, tmp)
+            if owner:
+                os.chown(tmp, *owner)
+            os.replace(tmp, dst)
+            copied += 1
+            size += stat.st_size
+    return copied, size

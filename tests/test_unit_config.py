@@ -502,6 +502,8 @@ redirect_to_canonical = true
 encode = true  # gzip and zstd
 # X-Content-Type-Options, X-Frame-Options, Referrer-Policy, Permissions-Policy as on the golden path.
 security_headers = true
+# true: TLS ends at a proxy in front of the edge (the host Caddy `sumbg adopt` kept), plain HTTP here.
+behind_proxy = false
 # Raw Caddyfile directives inside the site block (braces must balance), e.g. for a path matcher.
 extra = ""
 # Response headers added or overridden ("" removes one): { "X-Frame-Options" = "SAMEORIGIN" }

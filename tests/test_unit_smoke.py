@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from sumbg import smoke as smoke_module
-from sumbg.config import DEFAULT_SMOKE_CHECKS, EdgeSettings, SmokeCheck
+from sumbg.config import DEFAULT_SMOKE_CHECKS, CaddySettings, EdgeSettings, SiteConfig, SmokeCheck
 from sumbg.errors import CheckFailed
 from sumbg.smoke import Answer, Health, Prober, Target, live_target, preview_target
 
@@ -105,20 +105,29 @@ def closed_port() -> int:
 
 # ---------------------------------------------------------------- targets
 
+SITE = SiteConfig(slug="acme", domain=DOMAIN, repo="/srv/repo")
+
 def test_live_target_without_tls():
     edge = EdgeSettings(tls="off", http_port=8080, https_port=8443, preview_port=9081)
-    assert live_target(edge, DOMAIN) == Target("live", "http://127.0.0.1:8080", DOMAIN, sni=False)
+    assert live_target(edge, SITE) == Target("live", "http://127.0.0.1:8080", DOMAIN, sni=False)
 
 
 @pytest.mark.parametrize("tls", ["auto", "internal"])
 def test_live_target_with_tls(tls):
     edge = EdgeSettings(tls=tls, http_port=8080, https_port=8443, preview_port=9081)
-    assert live_target(edge, DOMAIN) == Target("live", "https://127.0.0.1:8443", DOMAIN, sni=True)
+    assert live_target(edge, SITE) == Target("live", "https://127.0.0.1:8443", DOMAIN, sni=True)
 
 
 def test_live_target_on_a_specific_address():
-    assert live_target(EdgeSettings(tls="off", bind="10.0.0.5"), DOMAIN).base_url == "http://10.0.0.5:80"
-    assert live_target(EdgeSettings(tls="auto", bind="::1"), DOMAIN).base_url == "https://[::1]:443"
+    assert live_target(EdgeSettings(tls="off", bind="10.0.0.5"), SITE).base_url == "http://10.0.0.5:80"
+    assert live_target(EdgeSettings(tls="auto", bind="::1"), SITE).base_url == "https://[::1]:443"
+
+
+@pytest.mark.parametrize("tls", ["auto", "internal"])
+def test_live_target_of_a_site_behind_another_proxy_is_plain_http(tls):
+    edge = EdgeSettings(tls=tls, http_port=8080, https_port=8443, preview_port=9081)
+    behind = SiteConfig(slug="acme", domain=DOMAIN, repo="/srv/repo", caddy=CaddySettings(behind_proxy=True))
+    assert live_target(edge, behind) == Target("live", "http://127.0.0.1:8080", DOMAIN, sni=False)
 
 
 @pytest.mark.parametrize("tls", ["off", "internal", "auto"])

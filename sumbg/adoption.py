@@ -1,0 +1,650 @@
+"""`sumbg adopt`: take over a site deployed the runbook way, and `sumbg adopt --undo`.
+
+Nothing on the old host changes until sumbg's first colour runs the commit the old app
+runs, on an imported copy of its database and media, and has passed its checks through
+the edge's preview listener. Then, in one measured window, the host Caddy answers the
+site with a 503 page (Retry-After), the old units stop, the last writes are dumped and
+imported, rows and media files are compared exactly, and the host Caddy's site file
+becomes a reverse proxy to the edge (TLS and certificates stay where they are). Any
+failure before that reload is confirmed puts the old site back as it was. The old
+deployment is stopped and disabled, never deleted: `--undo` copies sumbg's data back
+into it and starts it again.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import secrets
+import shlex
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from . import build, caddy, gitrepo, naming
+from .config import CaddySettings, SiteConfig, render_site_toml
+from .context import Context, refuse_if_interrupted
+from .docker import Engine, ExecResult
+from .errors import BackupError, CheckFailed, SumbgError, UsageError, tail
+from .executor import Plan, Run, Step
+from .operations import colour_record, expected_version, refuse_a_foreign_database
+from .runbook_host import Deployment, RunbookPaths, RunbookServices, carried_env, read_deployment
+from .runtime import APP_UID, Site
+from .smoke import Target, preview_target
+from .stacks import ROW_COUNTS_SQL, applied_count, parse_row_counts, sha256_file
+from .util import atomic_write, sync_tree, tree_stats, utc_now, utc_stamp
+
+COLOUR = naming.COLOURS[0]
+KEPT_DIR = "adoption"          # under the site folder: the host Caddy site file sumbg replaced
+_SAFE_ENV_VALUE = re.compile(r"^[A-Za-z0-9_./:@+,%~=-]*$")
+
+
+@dataclass(frozen=True)
+class AdoptOptions:
+    source: Path
+    domains: tuple[str, ...] = ()
+    dump_file: Path | None = None   # a backup_db.sh file instead of a fresh dump (writes after it are lost)
+    paths: RunbookPaths = RunbookPaths()
+    undo_days: float = 14.0
+    dry_run: bool = False
+
+
+# =================================================================== the old host's database
+
+class SourceDatabase:
+    """The runbook host's PostgreSQL, reached as the old app reached it: the host network,
+    with the credentials from its .env (the password by environment, never in argv)."""
+
+    def __init__(self, engine: Engine, image: str, deployment: Deployment) -> None:
+        self.engine = engine
+        self.image = image
+        self.db = deployment.database
+
+    def _run(self, argv: list[str], backups: Path | None = None) -> ExecResult:
+        volumes = [(str(backups), "/backups", "rw")] if backups else []
+        host = self.db.host
+        if host.startswith("/"):  # a Unix socket folder, as Django's HOST may name one
+            volumes.append((host, host, "rw"))
+        return self.engine.run_oneoff(self.image, argv, volumes=volumes, network="host",
+                                      env={"PGPASSWORD": self.db.password, "PGCONNECT_TIMEOUT": "5"})
+
+    def _target(self) -> list[str]:
+        return ["-h", self.db.host, "-p", str(self.db.port), "-U", self.db.user, "-d", self.db.name]
+
+    def check_readable(self) -> None:
+        result = self._run(["psql", "-X", "-q", "-t", "-A", *self._target(), "-c", "SELECT 1"])
+        if result.returncode != 0 or result.stdout.strip() != "1":
+            raise UsageError(f"cannot read the database {self.db.describe()} with the credentials in the .env: "
+                             f"{_first_error(result.output)}")
+
+    def row_counts(self) -> dict[str, int]:
+        result = self._run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", *self._target(),
+                            "-c", ROW_COUNTS_SQL])
+        if result.returncode != 0:
+            raise BackupError(f"counting rows in {self.db.describe()} failed", output_tail=tail(result.output))
+        return parse_row_counts(result.stdout)
+
+    def dump(self, backups: Path, name: str) -> Path:
+        partial = f".{name}.partial"
+        result = self._run(["sh", "-c", 'umask 077 && exec pg_dump --format=custom --no-owner --no-privileges '
+                            '--no-password "$@"', "pg_dump", *self._target(), "-f", f"/backups/{partial}"],
+                           backups)
+        if result.returncode != 0:
+            (backups / partial).unlink(missing_ok=True)
+            raise BackupError(f"pg_dump of {self.db.describe()} failed", command=["pg_dump", "..."],
+                              returncode=result.returncode, output_tail=tail(result.output))
+        final = backups / name
+        os.replace(backups / partial, final)
+        atomic_write(final.with_name(final.name + ".sha256"), f"{sha256_file(final)}  {final.name}\n", mode=0o600)
+        return final
+
+    def load(self, backups: Path, name: str) -> None:
+        """Replace the old database's contents with a dump, in one transaction: all or nothing."""
+        result = self._run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--no-privileges",
+                            "--single-transaction", "--exit-on-error", *self._target(), f"/backups/{name}"],
+                           backups)
+        if result.returncode != 0:
+            raise BackupError(f"loading {name} into {self.db.describe()} failed; it was not changed",
+                              command=["pg_restore", "..."], returncode=result.returncode,
+                              output_tail=tail(result.output))
+
+
+def _first_error(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower() or "fatal" in line.lower():
+            return line
+    return lines[-1] if lines else "no answer"
+
+
+# =================================================================== pure decisions
+
+def compare_counts(source: dict[str, int], target: dict[str, int], *,
+                   source_after: dict[str, int] | None = None) -> list[str]:
+    """What differs between the old database and the imported copy. With `source_after`
+    (counted again after the dump of a live site), a table that changed meanwhile may hold
+    anything between its two counts; otherwise the counts must be equal."""
+    problems = []
+    for table in sorted(set(source) | set(target)):
+        if table not in target:
+            problems.append(f"{table} is missing from the copy")
+            continue
+        if table not in source:
+            problems.append(f"{table} is in the copy but not in the old database")
+            continue
+        low, high = source[table], source[table]
+        if source_after is not None and table in source_after:
+            low, high = min(low, source_after[table]), max(high, source_after[table])
+        if not low <= target[table] <= high:
+            expected = f"{low}" if low == high else f"{low}..{high}"
+            problems.append(f"{table}: {target[table]} rows in the copy, {expected} in the old database")
+    return problems
+
+
+def wsgi_of(exec_start: str) -> str | None:
+    for arg in shlex.split(exec_start)[1:]:
+        module, sep, attribute = arg.partition(":")
+        if sep and re.fullmatch(r"[A-Za-z_][\w.]*", module) and re.fullmatch(r"[A-Za-z_]\w*", attribute):
+            return arg
+    return None
+
+
+def worker_command_of(exec_start: str) -> str:
+    """The Celery unit's command as the container runs it (the program from the image's PATH)."""
+    args = shlex.split(exec_start)
+    return shlex.join([Path(args[0]).name, *args[1:]]) if args else ""
+
+
+def secrets_body(deployment: Deployment, site_config: SiteConfig, password: str) -> str:
+    """The site's .env: every variable of the old .env the containers keep, plus the new database's."""
+    carried, _ = carried_env(deployment.env)
+    values = dict(carried)
+    if "DATABASE_URL" in deployment.env:
+        values["DATABASE_URL"] = (f"postgres://{site_config.db_user}:{quote(password, safe='')}@postgres:5432/"
+                                  f"{site_config.db_name}")
+    values["DJANGO_DB_PASSWORD"] = password
+    values["POSTGRES_PASSWORD"] = password
+    lines = ["# Secrets for this site's containers. Never printed by sumbg.",
+             f"# Carried over by `sumbg adopt` from {deployment.source / '.env'} (values unchanged)."]
+    for key, value in values.items():
+        if "\n" in value:
+            raise UsageError(f"{key} in the old .env spans several lines; sumbg cannot carry it over")
+        if _SAFE_ENV_VALUE.fullmatch(value):
+            lines.append(f"{key}={value}")
+        elif "'" not in value:
+            lines.append(f"{key}='{value}'")  # a literal for Compose: no $ interpolation
+        else:
+            raise UsageError(f"{key} in the old .env contains both a single quote and other special characters; "
+                             "sumbg cannot hand it to Compose unchanged (change the value, then adopt)")
+    return "\n".join(lines) + "\n"
+
+
+def edge_address(ctx: Context) -> str:
+    bind = ctx.host.edge.bind
+    return f"{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{ctx.host.edge.http_port}"
+
+
+def host_caddy_target(deployment: Deployment) -> Target:
+    return Target("host Caddy", f"https://127.0.0.1:{deployment.caddy_ports[1]}", deployment.domains[0], sni=True)
+
+
+def old_app_target(deployment: Deployment) -> Target:
+    return Target("old app", f"http://{deployment.app_address}", deployment.domains[0])
+
+
+# =================================================================== adopt
+
+@dataclass
+class Window:
+    """The cutover window: from the 503 page going up until sumbg answers through the host Caddy."""
+
+    started: float | None = None
+    seconds: float | None = None
+    steps: dict = field(default_factory=dict)
+
+
+def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
+    naming.validate_slug(slug)
+    for name in options.domains:
+        naming.validate_domain(name)
+    deployment = read_deployment(options.source, slug, options.paths, domains=options.domains)
+    for name in deployment.domains:
+        naming.validate_domain(name)
+    if deployment.checkout.changed:
+        raise UsageError(f"{deployment.source / 'app'} has local edits not in any commit "
+                         f"({', '.join(deployment.checkout.changed[:5])}): sumbg would deploy "
+                         f"{deployment.checkout.commit[:12]} without them; commit and push them, then adopt")
+    if options.dump_file and not options.dump_file.is_file():
+        raise UsageError(f"--dump {options.dump_file} is not a file")
+    site_dir = ctx.host.site_dir(slug)
+    if (site_dir / "state.json").exists() and ctx.site(slug).records.load_state().get("live"):
+        raise UsageError(f"site {slug} is already served by sumbg; nothing to adopt")
+    for other in ctx.site_configs():
+        shared = set(deployment.domains) & set(other.domains)
+        if shared and other.slug != slug:
+            raise UsageError(f"domain {sorted(shared)[0]} is already served by site {other.slug}")
+    if ctx.host.edge.http_port in deployment.caddy_ports:
+        raise UsageError(f"the edge's http_port {ctx.host.edge.http_port} is the host Caddy's own port; the host "
+                         "Caddy stays in front, so give the edge other ports in sumbg.toml [edge]")
+    ctx.engine.ping()
+    source_db = SourceDatabase(ctx.engine, ctx.host.images.postgres, deployment)
+    if not options.dump_file:
+        source_db.check_readable()
+    if not (site_dir / ".env").exists():
+        refuse_a_foreign_database(ctx, slug)
+    gitrepo.check_reachable(deployment.checkout.origin)
+
+    ctx.host.root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".adopt-{slug}-", dir=ctx.host.root))
+    try:
+        mirror = gitrepo.Mirror(scratch / "repo.git", deployment.checkout.origin)
+        mirror.sync()
+        try:
+            resolved = mirror.resolve(deployment.checkout.commit)
+        except SumbgError:
+            raise UsageError(f"the deployed commit {deployment.checkout.commit[:12]} is not in its origin "
+                             f"{deployment.checkout.origin}: push it, then adopt") from None
+        files = mirror.list_files(resolved.commit)
+        project = gitrepo.detect_project(files)
+        if not project:
+            raise UsageError(f"cannot find the Django project in {deployment.checkout.commit[:12]} "
+                             "(manage.py beside <project>/wsgi.py)")
+        config = SiteConfig(
+            slug=slug, domain=deployment.domains[0], aliases=deployment.domains[1:],
+            repo=gitrepo.normalise_repo(deployment.checkout.origin), project=project,
+            settings_module=deployment.settings_module or f"{project}.settings.production",
+            wsgi=wsgi_of(deployment.web_unit.exec_start) or f"{project}.wsgi:application",
+            worker_command=worker_command_of(deployment.worker_unit.exec_start) if deployment.worker_unit else "",
+            caddy=CaddySettings(behind_proxy=True),
+            notes=f"adopted from {deployment.source} ({deployment.checkout.commit[:12]})")
+        pin = gitrepo.sum_core_pin(mirror.read_file(resolved.commit, "requirements.txt"))
+        tags = mirror.tags_at(resolved.commit)
+        # The release's name when the deployed commit is exactly one tag, so upgrades read "v1.0.0 -> v1.1.0".
+        ref = tags[0] if len(tags) == 1 else f"adopted-{resolved.commit[:12]}"
+        site = Site(ctx.host, config)
+        if not options.dry_run:
+            site.prepare_dirs()
+            if site.mirror_dir.exists():
+                shutil.rmtree(site.mirror_dir)
+            shutil.move(str(scratch / "repo.git"), site.mirror_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    _, warnings = carried_env(deployment.env)
+    image = build.image_spec(slug, gitrepo.Resolved(ref=ref, commit=resolved.commit), pin)
+    plan = adopt_plan(ctx, site, deployment, image, source_db, options)
+    if options.dry_run:
+        described = plan.describe()
+        described.update({"dry_run": True, "warnings": warnings, "deployment": deployment.facts()})
+        ctx.reporter.line(f"sumbg adopt {slug} --dry-run: {len(plan.steps)} steps, nothing changed")
+        for step in plan.steps:
+            ctx.reporter.line(f"  {step.name}: {step.summary}")
+        for warning in warnings:
+            ctx.reporter.line(f"  warning: {warning}")
+        return described
+    for warning in warnings:
+        ctx.reporter.line(f"warning: {warning}")
+    atomic_write(site.dir / "site.toml", render_site_toml(config))
+    existing = site.read_secrets() if site.secrets_file.exists() else {}
+    password = existing.get("POSTGRES_PASSWORD") or secrets.token_urlsafe(24)
+    atomic_write(site.secrets_file, secrets_body(deployment, config, password), mode=0o600)
+    site.write_app_env()
+    with site.lock().acquire(command=f"sumbg adopt {slug}"):
+        refuse_if_interrupted(site, site.records.load_state())
+        result = ctx.execute(plan, site, f"adopt {slug} --from {deployment.source}")
+    window = result.get("cutover_window_seconds")
+    ctx.reporter.line(f"{slug} is served by sumbg ({COLOUR}); cutover window {window:.2f}s. The old deployment "
+                      f"is stopped and disabled, not deleted: `sumbg adopt --undo {slug}` puts it back")
+    return result
+
+
+def adopt_plan(ctx: Context, site: Site, deployment: Deployment, image: build.ImageSpec,
+               source_db: SourceDatabase, options: AdoptOptions) -> Plan:
+    slug = site.slug
+    stacks = ctx.stacks(site)
+    services = RunbookServices()
+    preview = preview_target(ctx.host.edge, site.config.domain)
+    host_caddy = host_caddy_target(deployment)
+    site_file = deployment.caddy_site_file
+    kept = site.dir / KEPT_DIR / site_file.name
+    window = Window()
+    owner = (APP_UID, APP_UID) if os.geteuid() == 0 else None
+
+    def import_database(run: Run, final: bool) -> dict:
+        name = f"{slug}_{utc_stamp()}_adopted{'' if final else '-first'}"
+        if options.dump_file:
+            if final:
+                return {"reason": f"imported {options.dump_file.name} already; writes after it are not carried"}
+            name += _dump_suffix(options)
+            shutil.copy2(options.dump_file, site.backups_dir / name)
+            before = after = None
+        else:
+            name += ".dump"
+            before = source_db.row_counts()
+            source_db.dump(site.backups_dir, name)
+            after = source_db.row_counts()
+        database = stacks.database()
+        database.swap_in(database.load_into_scratch(f"/backups/{name}"))
+        copy = database.row_counts()
+        checked = {"backup": name, "tables": len(copy), "rows": sum(copy.values())}
+        if before is not None:
+            problems = compare_counts(before, copy, source_after=None if final else after)
+            if final and after != before:
+                problems.insert(0, "the old database changed while its app was stopped (another writer?)")
+            if problems:
+                raise CheckFailed(f"the imported copy differs from {deployment.database.describe()}: "
+                                  f"{problems[0]}", output_tail="\n".join(problems[:20]))
+            checked["changing_tables"] = sorted(t for t in before if after.get(t) != before[t])
+        run.state.setdefault("adoption", {})["backup"] = name
+        run.save_state()
+        return checked
+
+    def import_media(final: bool) -> dict:
+        copied = sync_tree(deployment.media_dir, site.media_dir, owner=owner) \
+            if deployment.media_dir.is_dir() else (0, 0)
+        source, target = tree_stats(deployment.media_dir), tree_stats(site.media_dir)
+        if final and source != target:
+            raise CheckFailed(f"media differ after the copy: {source[0]} files ({source[1]} bytes) in "
+                              f"{deployment.media_dir}, {target[0]} ({target[1]} bytes) in {site.media_dir}")
+        return {"copied_files": copied[0], "copied_bytes": copied[1], "files": target[0], "bytes": target[1]}
+
+    def check_preview(run: Run) -> dict:
+        ctx.edge.files.write_colour(slug, "preview", COLOUR)
+        with ctx.prober() as prober:
+            health = prober.wait_healthy(preview, site.config.health_timeout, expect_version=expected_version(image))
+            checks = [prober.check(preview, check) for check in site.config.smoke_checks]
+        return {"health": health.status, "checks": len(checks)}
+
+    # ---------------------------------------------------------------- before the old site is touched
+    def record(run: Run):
+        run.state.update({"slug": slug, "live": None, "previous": None, "colours": {},
+                          "adoption": {"status": "importing", "from": str(deployment.source),
+                                       "commit": deployment.checkout.commit, "mode": "proxy",
+                                       "caddy_site_file": str(site_file), "kept": str(kept),
+                                       "units": [u.name for u in deployment.units],
+                                       "app_address": deployment.app_address,
+                                       "database": deployment.database.describe(),
+                                       "media": str(deployment.media_dir),
+                                       "caddy_ports": list(deployment.caddy_ports),
+                                       "systemd_dir": str(options.paths.systemd_dir),
+                                       "caddy_dir": str(options.paths.caddy_dir)}})
+        run.save_state()
+
+        def mark_failed():
+            run.state.setdefault("adoption", {})["status"] = "failed"
+            run.save_state()
+        run.on_failure("record the adoption as failed (the old site serves as before)", mark_failed)
+        return {"units": [u.name for u in deployment.units]}
+
+    def data(run: Run):
+        run.on_failure(f"remove {naming.data_project(slug)} and its volumes (an imported copy)",
+                       lambda: ctx.engine.compose_down(site.data_project(), volumes=True))
+        stacks.start_data()
+
+    def build_step(run: Run):
+        return ctx.build_image(site, image)
+
+    def first_import(run: Run):
+        return import_database(run, final=False)
+
+    def first_media(run: Run):
+        return import_media(final=False)
+
+    def migrate(run: Run):
+        output = stacks.migrate(COLOUR, image.tag, "The database is an imported copy; the old one is untouched.")
+        return {"applied": applied_count(output)}
+
+    def static(run: Run):
+        return {"summary": stacks.collectstatic(COLOUR, image.tag)}
+
+    def start(run: Run):
+        run.on_failure(f"remove {naming.app_project(slug, COLOUR)}", lambda: stacks.remove_colour(COLOUR))
+        stacks.start_web(COLOUR, image.tag)
+
+    def edge(run: Run):
+        ctx.edge.files.write_colour(slug, "live", COLOUR)
+        ctx.edge.files.write_colour(slug, "preview", COLOUR)
+        with ctx.edge.lock().acquire(timeout=60):
+            changed = ctx.edge.apply({**ctx.all_sites(), slug: site.config})
+            run.on_failure(f"remove {slug} from the edge Caddy", lambda: ctx.edge.remove_site(slug))
+            ctx.edge.ensure_up()
+        return {"changed": changed}
+
+    # ---------------------------------------------------------------- the window
+    def maintenance(run: Run):
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        if not kept.exists():
+            shutil.copy2(site_file, kept)
+        run.state["adoption"]["status"] = "cutting-over"
+        run.save_state()
+        run.on_failure(f"put back {site_file} and reload the host Caddy",
+                       lambda: (shutil.copy2(kept, site_file), services.reload_caddy()))
+        window.started = time.monotonic()
+        atomic_write(site_file, caddy.render_host_maintenance(slug, deployment.domains, deployment.tls_lines,
+                                                              kept=str(kept)))
+        services.reload_caddy()
+        with ctx.prober() as prober:
+            answer = prober.request(host_caddy, "/")
+        if answer.status != 503:
+            raise CheckFailed(f"the host Caddy does not show the maintenance page: {answer.describe()}")
+        return {"host_caddy": answer.status}
+
+    def stop_old(run: Run):
+        for unit in deployment.units:
+            run.on_failure(f"start {unit.name} again", lambda name=unit.name: services.start(name))
+            services.stop(unit.name)
+        return {"stopped": [u.name for u in deployment.units]}
+
+    def final_import(run: Run):
+        return import_database(run, final=True)
+
+    def final_media(run: Run):
+        return import_media(final=True)
+
+    def recheck(run: Run):
+        return check_preview(run)
+
+    def cutover(run: Run):
+        atomic_write(site_file, caddy.render_host_proxy(slug, deployment.domains, deployment.tls_lines,
+                                                        edge_address=edge_address(ctx), kept=str(kept),
+                                                        since=utc_now()))
+        services.reload_caddy()
+        with ctx.prober() as prober:
+            health = prober.wait_healthy(host_caddy, 30, expect_version=expected_version(image))
+        window.seconds = round(time.monotonic() - window.started, 3)
+        run.notes["cutover_window_seconds"] = window.seconds
+        return {"host_caddy": health.answer.status, "window_seconds": window.seconds}
+
+    def settle(run: Run):
+        run.forget_cleanups(durable_too=True)
+        stacks.start_worker(COLOUR, image.tag)
+        disabled = []
+        for unit in deployment.units:
+            try:
+                services.disable(unit.name)
+                disabled.append(unit.name)
+            except SumbgError as exc:
+                run.say(f"could not disable {unit.name}: {exc.message}; it may start again at boot")
+        until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=options.undo_days)
+        run.state.update({"live": COLOUR, "previous": None,
+                          "colours": {COLOUR: colour_record(image, status="live", outcome="healthy")}})
+        run.state["adoption"].update({"status": "adopted", "adopted_at": utc_now(),
+                                      "undo_until": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                      "cutover_window_seconds": window.seconds, "disabled": disabled})
+        run.save_state()
+        return {"disabled": disabled, "undo_until": run.state["adoption"]["undo_until"]}
+
+    src = deployment.source
+    return Plan("adopt", slug, (
+        Step("record", f"note in state.json what is adopted from {src}", record),
+        Step("data", f"start {naming.data_project(slug)} (Postgres, Redis)", data),
+        Step("build", f"build the deployed commit {deployment.checkout.commit[:12]} from "
+                      f"{deployment.checkout.origin}", build_step),
+        Step("import", f"dump {deployment.database.describe()} (the site stays up) and import it; "
+                       "compare rows per table", first_import),
+        Step("media", f"copy {deployment.media_dir} into {site.media_dir}", first_media),
+        Step("migrate", "migrate the copy (nothing to do when the deployed commit's migrations ran)", migrate),
+        Step("static", f"collectstatic into {site.static_dir(COLOUR)}", static),
+        Step("start", f"start {naming.app_project(slug, COLOUR)} (its worker only after the cutover)", start),
+        Step("edge", f"route {site.config.domain} through the edge Caddy to {COLOUR}", edge),
+        Step("check", "health and smoke checks through the preview listener, before the old site is touched",
+             check_preview),
+        Step("maintenance", f"cutover window opens: {site_file.name} answers 503 (Retry-After); the host Caddy "
+                            "reloads gracefully", maintenance),
+        Step("stop-old", f"stop {', '.join(u.name for u in deployment.units)} (no more writes)", stop_old),
+        Step("final-import", "dump the last writes and import them; rows per table must be equal", final_import),
+        Step("final-media", "copy media added since; files and bytes must be equal", final_media),
+        Step("recheck", "health and smoke checks through the preview listener again", recheck),
+        Step("cutover", f"{site_file.name} becomes a reverse proxy to the edge ({edge_address(ctx)}); confirmed "
+                        "through the host Caddy: the window closes", cutover),
+        Step("settle", "start the worker; disable the old units (kept, never deleted)", settle),
+    ), facts={"from": str(src), "commit": deployment.checkout.commit, "domains": list(deployment.domains),
+              "colour": COLOUR, "mode": "proxy"})
+
+
+def _dump_suffix(options: AdoptOptions) -> str:
+    name = options.dump_file.name if options.dump_file else ""
+    for suffix in (".sql.gz", ".sql", ".dump"):
+        if name.endswith(suffix):
+            return suffix
+    raise UsageError(f"--dump {name}: expected a .dump, .sql or .sql.gz file (backup_db.sh writes .sql.gz)")
+
+
+# =================================================================== undo
+
+def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
+    site = ctx.site(slug)
+    stacks = ctx.stacks(site)
+    services = RunbookServices()
+    with site.lock().acquire(command=f"sumbg adopt --undo {slug}"):
+        state = site.records.load_state()
+        refuse_if_interrupted(site, state)
+        adoption = state.get("adoption") or {}
+        if adoption.get("status") != "adopted":
+            raise UsageError(f"site {slug} was not adopted by sumbg (or its adoption was already undone)")
+        if not force and adoption.get("undo_until", "") < utc_now():
+            raise UsageError(f"the undo period of {slug} ended at {adoption['undo_until']}; pass --force to put the "
+                             "old deployment back anyway")
+        site_file, kept = Path(adoption["caddy_site_file"]), Path(adoption["kept"])
+        source = Path(adoption["from"])
+        if not kept.is_file():
+            raise UsageError(f"{kept} (the host Caddy site file sumbg replaced) is missing; cannot undo")
+        deployment = read_deployment(source, slug, RunbookPaths(systemd_dir=Path(adoption["systemd_dir"]),
+                                                                caddy_dir=Path(adoption["caddy_dir"])),
+                                     domains=site.config.domains)
+        ctx.engine.ping()
+        source_db = SourceDatabase(ctx.engine, ctx.host.images.postgres, deployment)
+        source_db.check_readable()
+        live = state["live"]
+        host_caddy = host_caddy_target(deployment)
+
+        def maintenance(run: Run):
+            run.on_failure(f"point {site_file.name} at the edge again",
+                           lambda: (shutil.copy2(proxy_copy, site_file), services.reload_caddy()))
+            shutil.copy2(site_file, proxy_copy)
+            atomic_write(site_file, caddy.render_host_maintenance(slug, deployment.domains, deployment.tls_lines,
+                                                                  kept=str(kept)))
+            services.reload_caddy()
+
+        def stop_workers(run: Run):
+            stopped = [c for c in naming.COLOURS if stacks.stop_worker(c)]
+            run.on_failure("start the worker again", lambda: stacks.start_worker(live))
+            return {"stopped": stopped}
+
+        def copy_back(run: Run):
+            taken = stacks.backup(stacks.backup_name("undo-adopt"))
+            copy = stacks.database().row_counts()
+            source_db.load(site.backups_dir, taken.path.name)
+            problems = compare_counts(copy, source_db.row_counts())
+            if problems:
+                raise CheckFailed(f"the old database differs from sumbg's after the copy back: {problems[0]}",
+                                  output_tail="\n".join(problems[:20]))
+            return {"backup": taken.path.name, "tables": len(copy), "rows": sum(copy.values())}
+
+        def media_back(run: Run):
+            stat = deployment.media_dir.stat() if deployment.media_dir.exists() else None
+            owner = (stat.st_uid, stat.st_gid) if stat and os.geteuid() == 0 else None
+            files, size = sync_tree(site.media_dir, deployment.media_dir, owner=owner)
+            return {"copied_files": files, "copied_bytes": size}
+
+        def start_old(run: Run):
+            for unit in deployment.units:
+                services.enable(unit.name)
+                services.start(unit.name)
+            with ctx.prober() as prober:
+                health = prober.wait_healthy(old_app_target(deployment), 60)
+            return {"started": [u.name for u in deployment.units], "health": health.status}
+
+        def caddy_back(run: Run):
+            shutil.copy2(kept, site_file)
+            services.reload_caddy()
+            with ctx.prober() as prober:
+                health = prober.wait_healthy(host_caddy, 30)
+            run.forget_cleanups(durable_too=True)
+            return {"host_caddy": health.answer.status}
+
+        def retire(run: Run):
+            for colour in naming.COLOURS:
+                stacks.remove_colour(colour)
+            ctx.edge.remove_site(slug)
+            ctx.engine.compose_down(site.data_project(), volumes=False)
+            run.state.update({"live": None, "previous": None, "colours": {}})
+            run.state["adoption"].update({"status": "undone", "undone_at": utc_now()})
+            run.save_state()
+            return {"kept": f"{naming.data_project(slug)}-pgdata (volume) and {site.dir}"}
+
+        proxy_copy = site.dir / KEPT_DIR / f"{site_file.name}.sumbg-proxy"
+        plan = Plan("adopt-undo", slug, (
+            Step("maintenance", f"{site_file.name} answers 503 while the data goes back", maintenance),
+            Step("stop-workers", "stop sumbg's worker (no more writes)", stop_workers),
+            Step("copy-back", f"dump sumbg's database and load it into {deployment.database.describe()} "
+                              "(one transaction); rows per table must be equal", copy_back),
+            Step("media-back", f"copy media added since into {deployment.media_dir}", media_back),
+            Step("start-old", f"enable and start {', '.join(u.name for u in deployment.units)}", start_old),
+            Step("caddy-back", f"put back the original {site_file.name}; confirmed through the host Caddy",
+                 caddy_back),
+            Step("retire", "remove sumbg's colours and edge route; keep the data volume and records", retire),
+        ), facts={"from": str(source), "colour": live})
+        return ctx.execute(plan, site, f"adopt --undo {slug}")
+
+
+# =================================================================== recover
+
+def recover_plan(ctx: Context, site: Site, state: dict) -> Plan:
+    """An adoption that was killed before it finished: the old deployment goes back to serving, as
+    it was, and sumbg's half-made site is stopped (its data volume kept: after the cutover began it
+    may hold a write or two that reached sumbg)."""
+    adoption = state["adoption"]
+    slug = site.slug
+    stacks = ctx.stacks(site)
+    services = RunbookServices()
+    site_file, kept = Path(adoption["caddy_site_file"]), Path(adoption["kept"])
+
+    def old_site_back(run: Run):
+        actions = []
+        if adoption.get("status") == "cutting-over":
+            for unit in adoption["units"]:
+                services.start(unit)
+                actions.append(f"started {unit}")
+            if kept.is_file():
+                shutil.copy2(kept, site_file)
+                services.reload_caddy()
+                actions.append(f"put back {site_file}")
+        return {"actions": actions}
+
+    def stop_ours(run: Run):
+        for colour in naming.COLOURS:
+            stacks.remove_colour(colour)
+        ctx.edge.remove_site(slug)
+        ctx.engine.compose_down(site.data_project(), volumes=False)
+        run.state.update({"live": None, "previous": None, "colours": {}})
+        run.state["adoption"]["status"] = "failed"
+        run.save_state()
+        return {"kept": f"{naming.data_project(slug)}-pgdata"}
+
+    return Plan("recover", slug, (
+        Step("old-site", "start the old units again and put back the host Caddy site file", old_site_back),
+        Step("ours", "stop sumbg's half-made colour, remove its edge route (data volume kept)", stop_ours),
+    ), facts={"interrupted": state.get("operation"), "adoption": adoption.get("status")})
