@@ -30,6 +30,7 @@ from .context import Context, refuse_if_interrupted
 from .docker import Engine, ExecResult
 from .errors import BackupError, CheckFailed, SumbgError, UsageError, tail
 from .executor import Plan, Run, Step
+from .records import recorded
 from .operations import colour_record, expected_version, refuse_a_foreign_database
 from .runbook_host import Deployment, RunbookPaths, RunbookServices, carried_env, read_deployment
 from .runtime import APP_UID, Site
@@ -63,13 +64,14 @@ class SourceDatabase:
         self.image = image
         self.db = deployment.database
 
-    def _run(self, argv: list[str], backups: Path | None = None) -> ExecResult:
+    def _run(self, argv: list[str], backups: Path | None = None, extra_env: dict | None = None) -> ExecResult:
         volumes = [(str(backups), "/backups", "rw")] if backups else []
         host = self.db.host
         if host.startswith("/"):  # a Unix socket folder, as Django's HOST may name one
             volumes.append((host, host, "rw"))
         return self.engine.run_oneoff(self.image, argv, volumes=volumes, network="host",
-                                      env={"PGPASSWORD": self.db.password, "PGCONNECT_TIMEOUT": "5"})
+                                      env={"PGPASSWORD": self.db.password, "PGCONNECT_TIMEOUT": "5",
+                                           **(extra_env or {})})
 
     def _target(self) -> list[str]:
         return ["-h", self.db.host, "-p", str(self.db.port), "-U", self.db.user, "-d", self.db.name]
@@ -87,11 +89,14 @@ class SourceDatabase:
             raise BackupError(f"counting rows in {self.db.describe()} failed", output_tail=tail(result.output))
         return parse_row_counts(result.stdout)
 
-    def dump(self, backups: Path, name: str) -> Path:
+    def dump(self, backups: Path, name: str, *, count: bool = False) -> dict[str, int]:
+        """pg_dump into the site's backups folder; with `count`, the rows per table counted just
+        before, in the same container (one start fewer inside the cutover window)."""
         partial = f".{name}.partial"
-        result = self._run(["sh", "-c", 'umask 077 && exec pg_dump --format=custom --no-owner --no-privileges '
-                            '--no-password "$@"', "pg_dump", *self._target(), "-f", f"/backups/{partial}"],
-                           backups)
+        counting = 'psql -X -q -t -A -v ON_ERROR_STOP=1 "$@" -c "$SUMBG_COUNT_SQL" && ' if count else ""
+        result = self._run(["sh", "-c", f'umask 077 && {counting}pg_dump --format=custom --no-owner '
+                            f'--no-privileges --no-password "$@" -f "/backups/{partial}"', "pg_dump",
+                            *self._target()], backups, extra_env={"SUMBG_COUNT_SQL": ROW_COUNTS_SQL})
         if result.returncode != 0:
             (backups / partial).unlink(missing_ok=True)
             raise BackupError(f"pg_dump of {self.db.describe()} failed", command=["pg_dump", "..."],
@@ -99,7 +104,7 @@ class SourceDatabase:
         final = backups / name
         os.replace(backups / partial, final)
         atomic_write(final.with_name(final.name + ".sha256"), f"{sha256_file(final)}  {final.name}\n", mode=0o600)
-        return final
+        return parse_row_counts(result.stdout)
 
     def load(self, backups: Path, name: str) -> None:
         """Replace the old database's contents with a dump, in one transaction: all or nothing."""
@@ -322,9 +327,12 @@ def adopt_plan(ctx: Context, site: Site, deployment: Deployment, image: build.Im
             before = after = None
         else:
             name += ".dump"
-            before = source_db.row_counts()
-            source_db.dump(site.backups_dir, name)
-            after = source_db.row_counts()
+            if final:  # nothing writes any more: one count, in the same container as the dump
+                before = after = source_db.dump(site.backups_dir, name, count=True)
+            else:
+                before = source_db.row_counts()
+                source_db.dump(site.backups_dir, name)
+                after = source_db.row_counts()
         database = stacks.database()
         database.swap_in(database.load_into_scratch(f"/backups/{name}"))
         copy = database.row_counts()
@@ -432,10 +440,11 @@ def adopt_plan(ctx: Context, site: Site, deployment: Deployment, image: build.Im
         return {"host_caddy": answer.status}
 
     def stop_old(run: Run):
-        for unit in deployment.units:
-            run.on_failure(f"start {unit.name} again", lambda name=unit.name: services.start(name))
-            services.stop(unit.name)
-        return {"stopped": [u.name for u in deployment.units]}
+        names = [u.name for u in deployment.units]
+        for name in names:
+            run.on_failure(f"start {name} again", lambda name=name: services.start(name))
+        services.stop(*names)
+        return {"stopped": names}
 
     def final_import(run: Run):
         return import_database(run, final=True)
@@ -527,6 +536,11 @@ def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
         if not force and adoption.get("undo_until", "") < utc_now():
             raise UsageError(f"the undo period of {slug} ended at {adoption['undo_until']}; pass --force to put the "
                              "old deployment back anyway")
+        live_commit = recorded(state, state.get("live")).get("commit")
+        if live_commit != adoption.get("commit") and not force:
+            raise UsageError(f"{slug} now runs {live_commit and live_commit[:12]}, not the adopted "
+                             f"{adoption.get('commit', '')[:12]}: the old deployment's code may not work on this "
+                             f"database's schema; roll back to the adopted release first, or pass --force")
         site_file, kept = Path(adoption["caddy_site_file"]), Path(adoption["kept"])
         source = Path(adoption["from"])
         if not kept.is_file():

@@ -363,8 +363,9 @@ class RunbookServices:
     def is_active(self, unit: str) -> bool:
         return self._run("is-active", unit).returncode == 0
 
-    def stop(self, unit: str) -> None:
-        self._must("stop", unit)
+    def stop(self, *units: str) -> None:
+        """Stopped together, as systemd stops the units of one command in parallel."""
+        self._must("stop", *units)
 
     def start(self, unit: str) -> None:
         self._must("start", unit)

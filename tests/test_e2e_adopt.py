@@ -1,0 +1,287 @@
+"""`sumbg adopt` on a simulated runbook host (tests/golden_host.py): Debian's PostgreSQL, Redis
+and Caddy, gunicorn and Celery under a supervisor standing in for systemd, the golden-path
+layout. Bad input and --dry-run change nothing; the adoption itself runs under a background
+visitor that reads and writes through the host Caddy; --undo puts the old deployment back.
+The tests share one golden host and run in file order.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Host, docker, snapshot_tree
+from .golden_host import GoldenHost, start_golden_host
+
+pytestmark = pytest.mark.e2e
+
+SLUG = "t-adopt"
+DOMAIN = "adopt.example.test"
+
+
+@pytest.fixture(scope="module")
+def golden(host: Host, example_repo: Path, tmp_path_factory) -> GoldenHost:
+    host.teardown_site(SLUG)
+    old = start_golden_host(tmp_path_factory.mktemp("golden"), example_repo, slug=SLUG, domain=DOMAIN,
+                            celery=True)
+    yield old
+    old.stop()
+
+
+def adopt(host: Host, golden: GoldenHost, *args: str, source: Path | None = None,
+          systemd_dir: Path | None = None, caddy_dir: Path | None = None):
+    import subprocess
+    from .conftest import SUMBG, Result
+    argv = [str(SUMBG), "adopt", SLUG, *args]
+    if "--undo" not in args:
+        argv += ["--from", str(source or golden.site_dir), "--systemd-dir", str(systemd_dir or golden.systemd_dir),
+                 "--caddy-dir", str(caddy_dir or golden.caddy_dir)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+                          env={**golden.path_env(), "SUMBG_ROOT": str(host.root)})
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def sumbg_psql(sql: str) -> str:
+    user = SLUG.replace("-", "_")
+    done = docker("exec", f"sum-{SLUG}-data-postgres", "psql", "-X", "-At", "-U", user, "-d", user, "-c", sql)
+    return done.stdout.strip()
+
+
+def old_files(golden: GoldenHost) -> dict[str, bytes]:
+    """What adoption must not change before its cutover: the site folder (but the app's own
+    logs and caches), the units and the host Caddy config."""
+    files = {}
+    for root in (golden.site_dir, golden.systemd_dir, golden.caddy_dir):
+        files.update({f"{root}/{k}": v for k, v in snapshot_tree(root, exclude=("venv", "static")).items()})
+    return files
+
+
+def nothing_of_sumbg(host: Host) -> None:
+    assert not (host.root / SLUG).exists()
+    assert host.containers(f"sum-{SLUG}-") == []
+    assert docker("volume", "ls", "-q", "--filter", f"name=sum-{SLUG}-").stdout.split() == []
+
+
+def old_site_serves(golden: GoldenHost) -> None:
+    answer = golden.request("GET", "/health/")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"]["git_sha"] == "unknown"      # the runbook app: no GIT_SHA in its env
+    status = golden.supervisor_status()
+    assert f"{golden.unit('gunicorn')}" in status and "RUNNING" in status.split(golden.unit("gunicorn"))[1].split("\n")[0]
+
+
+def variant(golden: GoldenHost, tmp: Path, *, env: str | None = None, units: bool = True) -> dict:
+    """A copy of the deployment's files under another folder, to break one part of it."""
+    site = tmp / "srv/sum" / SLUG
+    shutil.copytree(golden.app_dir, site / "app", symlinks=True)
+    shutil.copytree(golden.site_dir / "media", site / "media")
+    (site / ".env").write_text(env if env is not None else golden.env_file.read_text())
+    systemd = tmp / "systemd"
+    systemd.mkdir()
+    if units:
+        for unit in golden.systemd_dir.glob("*.service"):
+            (systemd / unit.name).write_text(unit.read_text().replace(str(golden.site_dir), str(site)))
+    shutil.copytree(golden.caddy_dir, tmp / "caddy")
+    return {"source": site, "systemd_dir": systemd, "caddy_dir": tmp / "caddy"}
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("no .env", ".env does not exist"),
+    ("wrong database password", "cannot read the database"),
+    ("no gunicorn unit", "runs gunicorn"),
+])
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(host: Host, golden: GoldenHost, tmp_path,
+                                                              breakage: str, message: str) -> None:
+    env = golden.env_file.read_text()
+    if breakage == "wrong database password":
+        env = env.replace(f"DJANGO_DB_PASSWORD={golden.env()['DJANGO_DB_PASSWORD']}", "DJANGO_DB_PASSWORD=wrong")
+    paths = variant(golden, tmp_path, env=env, units=breakage != "no gunicorn unit")
+    if breakage == "no .env":
+        (paths["source"] / ".env").unlink()
+    before = old_files(golden)
+    result = adopt(host, golden, "--json", **paths)
+    assert result.returncode == 2, str(result)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], str(result)
+    assert json.loads(result.stdout)["exit_code"] == 2
+    nothing_of_sumbg(host)
+    assert old_files(golden) == before
+    old_site_serves(golden)
+
+
+def test_dry_run_reads_everything_and_changes_nothing(host: Host, golden: GoldenHost) -> None:
+    before = old_files(golden)
+    calls = len(golden.shim_calls())
+    result = adopt(host, golden, "--dry-run", "--json")
+    assert result.returncode == 0, str(result)
+    plan = result.json()
+    head = golden.exec("git", "-C", str(golden.app_dir), "rev-parse", "HEAD").stdout.strip()
+    assert plan["deployment"]["commit"] == head and plan["commit"] == head
+    assert plan["deployment"]["units"] == [f"{golden.unit('gunicorn')}.service", f"{golden.unit('celery')}.service"]
+    assert plan["deployment"]["domains"] == [DOMAIN]
+    assert {"SENTRY_DSN", "ACME_FEATURE_BANNER", "DJANGO_SECRET_KEY"} <= set(plan["deployment"]["carried_env"])
+    assert [s["name"] for s in plan["steps"]][-7:] == ["maintenance", "stop-old", "final-import", "final-media",
+                                                       "recheck", "cutover", "settle"]
+    assert golden.env()["DJANGO_SECRET_KEY"] not in result.stdout + result.stderr
+    nothing_of_sumbg(host)
+    assert old_files(golden) == before
+    assert len(golden.shim_calls()) == calls       # no systemctl call at all
+    old_site_serves(golden)
+
+
+@dataclass(eq=False)
+class Visitor(threading.Thread):
+    """A visitor of the site through the host Caddy: reads on one kept-alive connection, and
+    every fourth request sends the contact form on its own connection."""
+
+    golden: GoldenHost
+    samples: list = field(default_factory=list)      # (monotonic time, kind, status, error)
+    acknowledged: list = field(default_factory=list)  # names of the leads the site said it saved
+
+    def __post_init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with self.golden.client(timeout=10) as client:
+            n = 0
+            while not self.stopping.is_set():
+                n += 1
+                at = time.monotonic()
+                if n % 4 == 0:
+                    name = f"visitor {n}"
+                    status, error = self.write(name)
+                    if status == 302:
+                        self.acknowledged.append(name)
+                    self.samples.append((at, "write", status, error))
+                else:
+                    try:
+                        status, error = client.get(self.golden.url("/")).status_code, ""
+                    except httpx.HTTPError as exc:
+                        status, error = 0, f"{type(exc).__name__}: {exc}"
+                    self.samples.append((at, "read", status, error))
+                time.sleep(0.03)
+
+    def write(self, name: str) -> tuple[int, str]:
+        """The contact form on a connection of its own: (the status of the form page, or of the POST)."""
+        try:
+            with self.golden.client(timeout=10) as client:
+                page = client.get(self.golden.url("/contact/"))
+                token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+                if page.status_code != 200 or not token:
+                    return page.status_code, ""
+                answer = client.post(self.golden.url("/contact/"), headers={"Referer": f"https://{self.golden.domain}/contact/"},
+                                     data={"csrfmiddlewaretoken": html.unescape(token.group(1)), "name": name,
+                                           "email": "visitor@example.com", "message": "hello"})
+                return answer.status_code, ""
+        except httpx.HTTPError as exc:
+            return 0, f"{type(exc).__name__}: {exc}"
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(30)
+
+
+@pytest.fixture(scope="module")
+def adopted(host: Host, golden: GoldenHost) -> dict:
+    for n in range(3):
+        assert golden.post_lead(f"before {n}") == 302
+    media = golden.make_media(5)
+    session = golden.login_admin()
+    original_site_file = (golden.caddy_dir / f"sites-enabled/sum-{SLUG}.caddy").read_bytes()
+    visitor = Visitor(golden)
+    visitor.start()
+    time.sleep(1)
+    result = adopt(host, golden, "--json")
+    time.sleep(1)
+    visitor.stop()
+    return {"result": result, "visitor": visitor, "media": media, "session": session,
+            "original_site_file": original_site_file}
+
+
+def test_adopt_moves_every_row_and_file_with_a_measured_window(host: Host, golden: GoldenHost, adopted) -> None:
+    result, visitor = adopted["result"], adopted["visitor"]
+    assert result.returncode == 0, str(result)
+    summary = result.json()
+    window = summary["cutover_window_seconds"]
+    failed = [s for s in visitor.samples if not 200 <= s[2] < 400]
+    print(f"\nadopt: cutover window {window:.2f}s; {len(visitor.samples)} requests, {len(failed)} answered 503 "
+          f"in it, {len(visitor.acknowledged)} writes acknowledged; steps "
+          + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in summary["steps"]))
+    # Only the host Caddy's maintenance page, never a refused connection, a 502 or a lost request.
+    assert {s[2] for s in failed} <= {503}, failed[:5]
+    assert failed, "the visitor never saw the window: the test did not exercise it"
+    assert max(s[0] for s in failed) - min(s[0] for s in failed) <= window + 1.0
+    # Every write the old or the new site acknowledged is in sumbg's database.
+    names = set(sumbg_psql("SELECT name FROM sum_core_lead").splitlines())
+    assert set(visitor.acknowledged) | {f"before {n}" for n in range(3)} <= names
+    # Every table of the old database is there with at least its rows (the new site took more writes).
+    old_counts = dict(line.split("|") for line in golden.psql(
+        "SELECT relname, n_live_tup FROM pg_stat_user_tables").splitlines())
+    new_tables = set(sumbg_psql("SELECT relname FROM pg_stat_user_tables").splitlines())
+    assert set(old_counts) <= new_tables
+    # Every media file, byte for byte.
+    for name in adopted["media"]:
+        assert (host.root / "www" / SLUG / "media" / name).read_bytes() == (golden.site_dir / "media" / name).read_bytes()
+    # The site is served by sumbg's colour through the host Caddy, which kept TLS.
+    health = golden.request("GET", "/health/").json()
+    assert health["version"]["git_sha"] == golden.exec("git", "-C", str(golden.app_dir), "rev-parse",
+                                                       "HEAD").stdout.strip()
+    assert host.state(SLUG)["live"] == "blue" and host.state(SLUG)["adoption"]["status"] == "adopted"
+    # The old units are stopped and disabled, and still there.
+    status = golden.supervisor_status()
+    for kind in ("gunicorn", "celery"):
+        unit = golden.unit(kind)
+        assert "STOPPED" in status.split(unit)[1].split("\n")[0], status
+        assert not golden.is_enabled(unit)
+        assert (golden.systemd_dir / f"{unit}.service").exists()
+    assert (golden.site_dir / "venv").is_dir() and (golden.site_dir / "app/.git").is_dir()
+    assert host.containers(f"sum-{SLUG}-blue-") == [f"sum-{SLUG}-blue-web", f"sum-{SLUG}-blue-worker"]
+
+
+def test_the_secret_key_and_settings_came_along(host: Host, golden: GoldenHost, adopted) -> None:
+    assert adopted["result"].returncode == 0
+    # A session signed by the old app before the adoption is still valid in sumbg's.
+    answer = golden.request("GET", "/admin/", cookies={"sessionid": adopted["session"]})
+    assert answer.status_code == 200 and "Site administration" in answer.text, answer.status_code
+    secrets = host.secrets(SLUG)
+    old = golden.env()
+    assert secrets["DJANGO_SECRET_KEY"].strip("'") == old["DJANGO_SECRET_KEY"]
+    assert secrets["SENTRY_DSN"].strip("'") == old["SENTRY_DSN"] and secrets["ACME_FEATURE_BANNER"] == "on"
+    assert (host.root / SLUG / ".env").stat().st_mode & 0o777 == 0o600
+    history = host.history(SLUG)
+    assert history[-1]["operation"] == "adopt" and history[-1]["outcome"] == "done"
+    assert old["DJANGO_SECRET_KEY"] not in (host.root / SLUG / "history.jsonl").read_text()
+    assert SLUG in (host.root / "SITES.md").read_text()
+    # It is a sumbg site like any other: status says records, Caddy and answers agree.
+    status = host.sumbg("status", SLUG, "--json")
+    assert status.returncode == 0, str(status)
+
+
+def test_undo_puts_the_old_deployment_back_with_the_writes_made_since(host: Host, golden: GoldenHost,
+                                                                        adopted) -> None:
+    assert adopted["result"].returncode == 0
+    assert golden.post_lead("after adoption") == 302
+    upload = host.root / "www" / SLUG / "media" / "uploads" / "after-adoption.txt"
+    upload.write_text("uploaded to sumbg")
+    result = adopt(host, golden, "--undo", "--json")
+    assert result.returncode == 0, str(result)
+    assert "after adoption" in golden.psql("SELECT name FROM sum_core_lead").splitlines()
+    assert (golden.site_dir / "media/uploads/after-adoption.txt").read_text() == "uploaded to sumbg"
+    assert (golden.caddy_dir / f"sites-enabled/sum-{SLUG}.caddy").read_bytes() == adopted["original_site_file"]
+    old_site_serves(golden)
+    assert golden.is_enabled(golden.unit("gunicorn")) and golden.is_enabled(golden.unit("celery"))
+    assert golden.post_lead("after undo") == 302
+    assert host.containers(f"sum-{SLUG}-blue-") == []
+    assert host.state(SLUG)["adoption"]["status"] == "undone" and host.state(SLUG)["live"] is None
+    # The session from before the adoption still works on the old app.
+    answer = golden.request("GET", "/admin/", cookies={"sessionid": adopted["session"]})
+    assert answer.status_code == 200, answer.status_code
