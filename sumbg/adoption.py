@@ -21,20 +21,23 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from urllib.parse import quote
 
 from . import build, caddy, gitrepo, naming
-from .config import CaddySettings, SiteConfig, render_site_toml
+from .config import CaddySettings, SiteConfig, load_host, render_site_toml, set_edge_settings
 from .context import Context, refuse_if_interrupted
 from .docker import Engine, ExecResult
 from .errors import BackupError, CheckFailed, SumbgError, UsageError, tail
 from .executor import Plan, Run, Step
 from .records import recorded
 from .operations import colour_record, expected_version, refuse_a_foreign_database
-from .runbook_host import Deployment, RunbookPaths, RunbookServices, carried_env, read_deployment
+from .switch import colour_version
+from .runbook_host import (Deployment, RunbookPaths, RunbookServices, caddy_global_option, caddy_ports,
+                           carried_env, read_deployment, site_domains)
 from .runtime import APP_UID, Site
-from .smoke import Target, preview_target
+from .smoke import Target, live_target, preview_target, served_certificate
 from .stacks import ROW_COUNTS_SQL, applied_count, parse_row_counts, sha256_file
 from .util import atomic_write, sync_tree, tree_stats, utc_now, utc_stamp
 
@@ -536,6 +539,9 @@ def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
         if not force and adoption.get("undo_until", "") < utc_now():
             raise UsageError(f"the undo period of {slug} ended at {adoption['undo_until']}; pass --force to put the "
                              "old deployment back anyway")
+        if adoption.get("mode") == "takeover":
+            raise UsageError(f"the edge took the host Caddy's ports after {slug} was adopted; the host Caddy is "
+                             "stopped and cannot take the site back: start it by hand first (see README)")
         live_commit = recorded(state, state.get("live")).get("commit")
         if live_commit != adoption.get("commit") and not force:
             raise UsageError(f"{slug} now runs {live_commit and live_commit[:12]}, not the adopted "
@@ -662,3 +668,144 @@ def recover_plan(ctx: Context, site: Site, state: dict) -> Plan:
         Step("old-site", "start the old units again and put back the host Caddy site file", old_site_back),
         Step("ours", "stop sumbg's half-made colour, remove its edge route (data volume kept)", stop_ours),
     ), facts={"interrupted": state.get("operation"), "adoption": adoption.get("status")})
+
+
+# =================================================================== takeover
+
+def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bool = False) -> dict:
+    """The edge takes the host Caddy's ports once every site the host Caddy serves was adopted:
+    the host Caddy's certificates, ACME accounts and local CA go into the edge's storage first,
+    so nothing is re-issued; then, in one measured window, the host Caddy stops and the edge
+    is started afresh on its ports, ending TLS itself. A failure puts everything back."""
+    main = paths.caddy_dir / "Caddyfile"
+    if not main.is_file():
+        raise UsageError(f"{main} does not exist: give the host Caddy's folder with --caddy-dir")
+    ports = caddy_ports(main.read_text())
+    enabled = sorted(p for p in (paths.caddy_dir / "sites-enabled").glob("*") if p.is_file())
+    adopted: dict[Path, tuple[SiteConfig, dict]] = {}
+    for config in ctx.site_configs():
+        record = Site(ctx.host, config).records.load_state().get("adoption") or {}
+        if record.get("status") == "adopted" and record.get("mode") == "proxy":
+            adopted[Path(record["caddy_site_file"])] = (config, record)
+    others = [p.name for p in enabled if p not in adopted]
+    if others:
+        raise UsageError(f"the host Caddy also serves {', '.join(others)}, which sumbg has not adopted: adopt "
+                         "those first, or keep the host Caddy in front")
+    if not adopted:
+        raise UsageError(f"no site adopted through {paths.caddy_dir} is live on sumbg (sumbg adopt first)")
+    if not caddy_data.is_dir():
+        raise UsageError(f"--caddy-data {caddy_data} is not a folder (the host Caddy's data directory, "
+                         "with certificates/ and acme/)")
+    if ctx.host.edge.preview_port in ports:
+        raise UsageError(f"the edge's preview_port {ctx.host.edge.preview_port} is one of the host Caddy's ports")
+    tls_lines = [line for _, record in adopted.values() for line in site_domains(Path(record["kept"]).read_text())[1]]
+    internal = bool(tls_lines) and all(line.split()[1] == "internal" for line in tls_lines)
+    email = next((line.split()[1] for line in tls_lines if "@" in line.split()[1]), "") \
+        or caddy_global_option(main.read_text(), "email")
+    settings: dict[str, str | int] = {"http_port": ports[0], "https_port": ports[1],
+                                      "tls": "internal" if internal else "auto"}
+    if email and not internal:
+        settings["acme_email"] = email
+    sites = [config for config, _ in adopted.values()]
+    facts = {"ports": list(ports), "edge": settings, "sites": [c.slug for c in sites], "caddy_data": str(caddy_data)}
+    if dry_run:
+        ctx.reporter.line(f"sumbg takeover --dry-run: the edge would take ports {ports[0]}/{ports[1]} "
+                          f"(tls {settings['tls']}) for {', '.join(c.slug for c in sites)}; nothing changed")
+        return {"operation": "takeover", "dry_run": True, **facts}
+    ctx.engine.ping()
+    services = RunbookServices()
+    https = ports[1]
+    before = {name: served_certificate("127.0.0.1", https, name) for c in sites for name in c.domains}
+    first = ctx.site(sites[0].slug)
+    saved: dict[Path, str] = {}
+    state = {"window": None, "ctx": ctx}
+
+    def certificates(run: Run):
+        return {"imported": ctx.edge.import_storage(caddy_data)}
+
+    def stop_host_caddy(run: Run):
+        run.on_failure("start the host Caddy again", lambda: services.start("caddy"))
+        state["window"] = time.monotonic()
+        services.stop("caddy")
+
+    def put_back(*, restart: bool) -> None:
+        for path, text in saved.items():
+            atomic_write(path, text)
+        old = Context(load_host(ctx.host.root), ctx.reporter)
+        old.edge.apply(old.all_sites(), reload=False)
+        if restart:
+            old.edge.recreate()
+
+    def start_edge(run: Run):
+        # Undone before the host Caddy starts again: the ports must be free for it.
+        run.on_failure("start the edge on its old ports again", lambda: put_back(restart=True))
+        state["ctx"].edge.recreate()
+        return {"ports": list(ports)}
+
+    def prepare(run: Run):
+        run.on_failure("put sumbg.toml, the sites' site.toml and the edge config back",
+                       lambda: put_back(restart=False))
+        saved[ctx.host.root / "sumbg.toml"] = set_edge_settings(ctx.host.root, settings)
+        for config in sites:
+            path = ctx.host.site_dir(config.slug) / "site.toml"
+            saved[path] = path.read_text()
+            atomic_write(path, render_site_toml(dataclass_replace(
+                config, caddy=dataclass_replace(config.caddy, behind_proxy=False))))
+        new = Context(load_host(ctx.host.root), ctx.reporter)
+        # Validated and written now, read when the edge starts afresh inside the window: the
+        # running edge keeps serving the sites plainly behind the host Caddy until then.
+        changed = new.edge.apply(new.all_sites(), reload=False)
+        state["ctx"] = new
+        return {"changed": changed}
+
+    def confirm(run: Run):
+        new = state["ctx"]
+        with new.prober() as prober:
+            for config in sites:
+                site = new.site(config.slug)
+                live = site.records.load_state()["live"]
+                prober.wait_healthy(live_target(new.host.edge, site.config), 30,
+                                    expect_version=colour_version(recorded(site.records.load_state(), live)))
+        seconds = round(time.monotonic() - state["window"], 3)
+        run.notes["takeover_window_seconds"] = seconds
+        after = {name: served_certificate("127.0.0.1", https, name) for name in before}
+        kept = sorted(name for name in before if before[name] and before[name] == after[name])
+        run.notes["certificates_kept"] = kept
+        return {"window_seconds": seconds, "certificates_kept": kept,
+                "certificates_new": sorted(set(before) - set(kept))}
+
+    def settle(run: Run):
+        run.forget_cleanups(durable_too=True)
+        try:
+            services.disable("caddy")
+        except SumbgError as exc:
+            run.say(f"could not disable the host Caddy: {exc.message}; it would fail to start at boot (ports taken)")
+        for config in sites:
+            site = ctx.site(config.slug)
+            record_state = site.records.load_state() if site.slug != first.slug else run.state
+            record_state["adoption"]["mode"] = "takeover"
+            if site.slug == first.slug:
+                run.save_state()
+            else:
+                site.records.save_state(record_state)
+                site.records.append({"event": "note", "operation": "takeover",
+                                     "reason": f"the edge took ports {ports[0]}/{ports[1]} from the host Caddy "
+                                               f"(recorded in {first.slug}'s history)"})
+
+    plan = Plan("takeover", first.slug, (
+        Step("certificates", f"copy certificates/, acme/ and pki/ from {caddy_data} into the edge's storage",
+             certificates),
+        Step("prepare", f"edge settings {settings} in sumbg.toml, the sites' [caddy] behind_proxy = false; the "
+                        "edge config rendered and validated, not yet loaded", prepare),
+        Step("stop-host-caddy", "the window opens: stop the host Caddy (its ports free)", stop_host_caddy),
+        Step("start-edge", "start the edge afresh on those ports, ending TLS itself", start_edge),
+        Step("confirm", "each site's /health/ through the edge over TLS: the window closes; certificates compared",
+             confirm),
+        Step("settle", "disable the host Caddy (kept, not removed)", settle),
+    ), facts=facts)
+    with ctx.edge.lock().acquire(timeout=60):
+        result = ctx.execute(plan, first, "takeover")
+    ctx.reporter.line(f"the edge serves {', '.join(c.slug for c in sites)} on {ports[0]}/{ports[1]}; window "
+                      f"{result['takeover_window_seconds']:.2f}s; certificates kept: "
+                      f"{len(result['certificates_kept'])} of {len(before)}")
+    return result

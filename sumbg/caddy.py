@@ -180,6 +180,29 @@ class Edge:
             raise CaddyError("the edge Caddy did not start", output_tail=self.engine.logs(self.container))
         self.check_version()
 
+    def recreate(self) -> None:
+        """Start the edge afresh with the host's current settings (new published ports): every
+        site on it is unreachable until Caddy is up again, so only `sumbg takeover` does this."""
+        address = self.engine.ensure_edge_network(self.host.edge.name)
+        self.engine.compose_up(edge_project(self.host, address), force_recreate=True)
+        if not poll(lambda: self.engine.exec(self.container, ["caddy", "version"]).returncode == 0, 30):
+            raise CaddyError("the edge Caddy did not start", output_tail=self.engine.logs(self.container))
+
+    def import_storage(self, source: Path) -> list[str]:
+        """Copy another Caddy's certificates, ACME accounts and local CA (its data directory) into
+        the edge's storage, so the edge serves what that Caddy had and re-issues nothing."""
+        parts = [name for name in ("certificates", "acme", "pki") if (source / name).is_dir()]
+        if not parts:
+            return []
+        volume = f"{self.host.edge.name}-caddy-data"
+        script = 'mkdir -p /data/caddy && for part in "$@"; do cp -a "/from/$part" /data/caddy/; done'
+        result = self.engine.run_oneoff(self.host.images.caddy, ["sh", "-c", script, "sh", *parts],
+                                        volumes=[(str(source), "/from", "ro"), (volume, "/data", "rw")])
+        if result.returncode != 0:
+            raise CaddyError(f"copying {', '.join(parts)} from {source} into the edge's storage failed",
+                             output_tail=tail(result.output))
+        return parts
+
     def check_version(self) -> str:
         result = self.engine.exec(self.container, ["caddy", "version"])
         match = re.search(r"v(\d+)\.(\d+)\.(\d+)", result.stdout)
@@ -231,11 +254,12 @@ class Edge:
             raise CaddyError("caddy reload failed", command=argv, returncode=result.returncode,
                              output_tail=tail(result.output, 10))
 
-    def apply(self, sites: dict[str, SiteConfig]) -> list[str]:
+    def apply(self, sites: dict[str, SiteConfig], *, reload: bool = True) -> list[str]:
         """Bring the structural config to what `sites` needs: validate, write, reload.
 
         Returns the files that changed (empty: nothing to do, no reload). If the
-        reload fails, the previous files are put back and reloaded.
+        reload fails, the previous files are put back and reloaded. Without `reload`,
+        the files wait on disk for the edge's next start (`recreate`).
         """
         changes = self.pending_changes(sites)
         if not changes:
@@ -243,7 +267,7 @@ class Edge:
         self.validate(changes)
         for path, (_, body) in changes.items():
             atomic_write(path, body)
-        if self.running():
+        if reload and self.running():
             try:
                 self.reload()
             except CaddyError:

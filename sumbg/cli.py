@@ -196,6 +196,31 @@ def adopt(obj: Obj, slug, source, domains, dump_file, systemd_dir, caddy_dir, un
 
 
 @cli.command()
+@click.option("--caddy-dir", default="/etc/caddy", show_default=True,
+              help="The host Caddy's config folder (Caddyfile, sites-enabled/).")
+@click.option("--caddy-data", default="/var/lib/caddy/.local/share/caddy", show_default=True,
+              help="The host Caddy's data directory (certificates/, acme/, pki/).")
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+@json_option
+@click.pass_obj
+def takeover(obj: Obj, caddy_dir, caddy_data, dry_run, as_json):
+    """The edge takes the host Caddy's ports, once every site it served was adopted.
+
+    Its certificates, ACME accounts and local CA are copied into the edge's storage
+    first (nothing is re-issued). Then the host Caddy stops and the edge starts
+    afresh on its ports (a measured window of about a second for every site); a
+    failure puts the host Caddy and the edge back as they were.
+    """
+    from pathlib import Path
+
+    from .adoption import takeover as do_takeover
+    from .runbook_host import RunbookPaths
+    ctx = obj.context()
+    run_reporting(as_json, lambda: do_takeover(ctx, RunbookPaths(caddy_dir=Path(caddy_dir)), Path(caddy_data),
+                                               dry_run=dry_run))
+
+
+@cli.command()
 @click.argument("slug")
 @click.option("--restore-db", is_flag=True,
               help="Also restore the pre-upgrade backup (maintenance page while it runs).")

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import naming
 from .errors import ConfigError, UsageError
+from .util import atomic_write
 
 DEFAULT_ROOT = "/srv/sum"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -256,6 +257,33 @@ class HostConfig:
 
     def site_dir(self, slug: str) -> Path:
         return self.root / slug
+
+
+def set_edge_settings(root: Path, values: dict[str, str | int]) -> str:
+    """Set keys of sumbg.toml's [edge] in place (other lines and comments kept); returns the
+    previous text, to put back. The result must still parse."""
+    path = root / "sumbg.toml"
+    before = path.read_text() if path.exists() else ""
+    lines = before.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "[edge]"), None)
+    if start is None:
+        lines += ["", "[edge]"]
+        start = len(lines) - 1
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    for key, value in values.items():
+        rendered = f"{key} = {value if isinstance(value, int) else _toml_string(value)}"
+        found = next((i for i in range(start + 1, end) if re.match(rf"\s*{key}\s*=", lines[i])), None)
+        if found is None:
+            lines.insert(end, rendered)
+            end += 1
+        else:
+            lines[found] = rendered
+    text = "\n".join(lines) + "\n"
+    parse_host(_Table(tomllib.loads(text), "sumbg.toml"), root)
+    atomic_write(path, text)
+    return before
 
 
 def root_from_env() -> Path:

@@ -241,6 +241,16 @@ def caddy_ports(main_caddyfile_text: str) -> tuple[int, int]:
     return ports["http_port"], ports["https_port"]
 
 
+def caddy_global_option(main_caddyfile_text: str, name: str) -> str:
+    """A one-word global option of the host Caddy's main file (e.g. `email`), or ''."""
+    global_body = next((body for head, body in caddy_blocks(main_caddyfile_text) if head == ""), "")
+    for line in global_body.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == name:
+            return words[1]
+    return ""
+
+
 def carried_env(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """The old .env's variables the containers keep as they are, and warnings about values that
     only make sense on the old host (they reach the container unchanged; the operator decides)."""

@@ -260,3 +260,21 @@ def _problem(check: SmokeCheck, answer: Answer, target: Target) -> str:
         if status not in check.json_status:
             return f"expected status {' or '.join(check.json_status)}, got {status!r}"
     return ""
+
+
+def served_certificate(address: str, port: int, server_name: str, timeout: float = 5.0) -> str | None:
+    """The SHA-256 fingerprint of the certificate a TLS listener serves for `server_name` (SNI),
+    or None if it does not answer with one. Not verified: it is compared, not trusted."""
+    import hashlib
+    import socket
+    import ssl
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((address, port), timeout) as sock, \
+                context.wrap_socket(sock, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+    return hashlib.sha256(der).hexdigest() if der else None

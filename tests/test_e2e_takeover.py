@@ -1,0 +1,126 @@
+"""`sumbg takeover`: after adoption, the edge takes the host Caddy's ports with its certificates.
+
+It needs an edge of its own (its ports and TLS mode change), so this module runs a second
+sumbg root beside the session's, with an edge named after the session's test edge.
+"""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sumbg.smoke import served_certificate
+
+from .conftest import EDGE, LOCAL_HOST_CONF, SUMBG, Host, Result, docker, free_port
+from .golden_host import GoldenHost, start_golden_host
+
+pytestmark = pytest.mark.e2e
+
+SLUG = "t-take"
+DOMAIN = "take.example.test"
+TAKE_EDGE = f"{EDGE}-take"
+
+
+def remove_edge() -> None:
+    docker("rm", "-f", f"{TAKE_EDGE}-caddy", check=False)
+    docker("volume", "rm", f"{TAKE_EDGE}-caddy-data", f"{TAKE_EDGE}-caddy-config", check=False)
+    docker("network", "rm", TAKE_EDGE, check=False)
+
+
+@pytest.fixture(scope="module")
+def own_host(host: Host, example_repo: Path, tmp_path_factory) -> Host:
+    """A second root with its own edge; `host` holds the session's lock on the test edges."""
+    root = tmp_path_factory.mktemp("sumbg-root-take")
+    http_port, https_port, preview_port = free_port(), free_port(), free_port()
+    local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
+    (root / "sumbg.toml").write_text(
+        local + "\n[edge]\n"
+        f"http_port = {http_port}\nhttps_port = {https_port}\npreview_port = {preview_port}\n"
+        f'bind = "127.0.0.1"\ntls = "off"\nname = "{TAKE_EDGE}"\n')
+    other = Host(root, http_port, preview_port, example_repo)
+    other.teardown_site(SLUG)
+    remove_edge()  # a killed session's: this session holds the lock on the test edges
+    yield other
+    other.teardown_site(SLUG)
+    remove_edge()
+
+
+@pytest.fixture(scope="module")
+def golden(own_host: Host, example_repo: Path, tmp_path_factory) -> GoldenHost:
+    old = start_golden_host(tmp_path_factory.mktemp("golden-take"), example_repo, slug=SLUG, domain=DOMAIN)
+    yield old
+    old.stop()
+
+
+def run(own_host: Host, golden: GoldenHost, *args: str) -> Result:
+    proc = subprocess.run([str(SUMBG), *args], capture_output=True, text=True, timeout=900,
+                          stdin=subprocess.DEVNULL, env={**golden.path_env(), "SUMBG_ROOT": str(own_host.root)})
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_takeover_refuses_while_the_host_caddy_serves_a_site_not_adopted(own_host: Host, golden: GoldenHost):
+    result = run(own_host, golden, "takeover", "--caddy-dir", str(golden.caddy_dir),
+                 "--caddy-data", str(golden.caddy_data_dir))
+    assert result.returncode == 2, str(result)
+    assert f"also serves sum-{SLUG}.caddy" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert golden.request("GET", "/health/").status_code == 200
+
+
+def test_the_edge_takes_the_ports_and_serves_the_same_certificate(own_host: Host, golden: GoldenHost):
+    certificate = served_certificate("127.0.0.1", golden.https_port, DOMAIN)
+    assert certificate
+    adopted = run(own_host, golden, "adopt", SLUG, "--from", str(golden.site_dir), "--systemd-dir",
+                  str(golden.systemd_dir), "--caddy-dir", str(golden.caddy_dir), "--json")
+    assert adopted.returncode == 0, str(adopted)
+    assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == certificate   # the host Caddy in front
+
+    samples: list[tuple[float, int]] = []
+    stopping = threading.Event()
+
+    def visit() -> None:
+        with golden.client(timeout=5) as client:
+            while not stopping.is_set():
+                try:
+                    status = client.get(golden.url("/")).status_code
+                except httpx.HTTPError:
+                    status = 0
+                samples.append((time.monotonic(), status))
+                time.sleep(0.03)
+
+    visitor = threading.Thread(target=visit, daemon=True)
+    visitor.start()
+    time.sleep(1)
+    result = run(own_host, golden, "takeover", "--caddy-dir", str(golden.caddy_dir),
+                 "--caddy-data", str(golden.caddy_data_dir), "--json")
+    time.sleep(1)
+    stopping.set()
+    visitor.join(10)
+    assert result.returncode == 0, str(result)
+    summary = result.json()
+    failed = [s for s in samples if s[1] != 200]
+    print(f"\ntakeover: window {summary['takeover_window_seconds']:.2f}s; {len(samples)} requests, "
+          f"{len(failed)} failed ({sorted({s[1] for s in failed})}); steps "
+          + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in summary["steps"]))
+    assert summary["certificates_kept"] == [DOMAIN]
+    # The edge answers on the host Caddy's port with the certificate the host Caddy had.
+    assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == certificate
+    health = golden.request("GET", "/health/").json()
+    assert health["status"] == "ok" and health["version"]["git_sha"] != "unknown"
+    assert samples[-1][1] == 200 and all(s[1] == 200 for s in samples if s[0] > samples[-1][0] - 0.5)
+    status = golden.supervisor_status()
+    assert "STOPPED" in status.split("caddy")[1].split("\n")[0], status
+    assert not golden.is_enabled("caddy")
+    toml = (own_host.root / "sumbg.toml").read_text()
+    assert f"http_port = {golden.http_port}" in toml and f"https_port = {golden.https_port}" in toml
+    assert 'tls = "internal"' in toml
+    assert "behind_proxy = false" in (own_host.root / SLUG / "site.toml").read_text()
+    assert own_host.state(SLUG)["adoption"]["mode"] == "takeover"
+    assert run(own_host, golden, "status", SLUG, "--json").returncode == 0
+    # The takeover is recorded, and undo now refuses (the host Caddy no longer holds the ports).
+    assert own_host.history(SLUG)[-1]["operation"] == "takeover"
+    undo = run(own_host, golden, "adopt", "--undo", SLUG)
+    assert undo.returncode == 2 and "took the host Caddy's ports" in undo.stderr
