@@ -137,6 +137,44 @@ def test_dry_run_reads_everything_and_changes_nothing(host: Host, golden: Golden
     old_site_serves(golden)
 
 
+def test_a_failure_inside_the_window_puts_the_old_site_back(host: Host, golden: GoldenHost, tmp_path) -> None:
+    """Frozen after the final import, a stray file appears in sumbg's media: the exact comparison
+    fails, and the old site serves again as it was (a later adoption starts afresh)."""
+    import subprocess
+    from .conftest import SUMBG
+    before = old_files(golden)
+    resume = tmp_path / "resume"
+    proc = subprocess.Popen(
+        [str(SUMBG), "adopt", SLUG, "--from", str(golden.site_dir), "--systemd-dir", str(golden.systemd_dir),
+         "--caddy-dir", str(golden.caddy_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL, env={**golden.path_env(), "SUMBG_ROOT": str(host.root),
+                                       "SUMBG_FAILPOINT": "adopt:final-media", "SUMBG_FAILPOINT_RESUME": str(resume)})
+    try:
+        for line in proc.stderr:
+            if "failpoint adopt:final-media reached" in line:
+                break
+        else:
+            pytest.fail(f"sumbg never reached the failpoint: exit {proc.wait()}")
+        inside = golden.request("GET", "/")
+        assert inside.status_code == 503 and inside.headers["retry-after"] == "30"     # the window is open
+        (host.root / "www" / SLUG / "media" / "stray.txt").write_text("not in the old site")
+        resume.touch()
+        stderr = proc.stderr.read()
+        assert proc.wait(300) == 1, stderr
+    finally:
+        proc.kill()
+    assert "media differ after the copy" in stderr
+    assert old_files(golden) == before                       # the site file is back, byte for byte
+    old_site_serves(golden)
+    assert golden.is_enabled(golden.unit("gunicorn")) and "RUNNING" in golden.supervisor_status().split(
+        golden.unit("celery"))[1].split("\n")[0]
+    assert host.containers(f"sum-{SLUG}-") == []
+    assert docker("volume", "ls", "-q", "--filter", f"name=sum-{SLUG}-data").stdout.split() == []
+    assert host.state(SLUG)["adoption"]["status"] == "failed" and host.state(SLUG)["live"] is None
+    assert host.history(SLUG)[-1]["outcome"] == "aborted"
+    (host.root / "www" / SLUG / "media" / "stray.txt").unlink()
+
+
 @dataclass(eq=False)
 class Visitor(threading.Thread):
     """A visitor of the site through the host Caddy: reads on one kept-alive connection, and
