@@ -32,13 +32,13 @@ from .docker import Engine, ExecResult
 from .errors import BackupError, CheckFailed, SumbgError, UsageError, tail
 from .executor import Plan, Run, Step
 from .records import recorded
-from .operations import colour_record, expected_version, refuse_a_foreign_database
+from .operations import colour_record, expected_version, first_colour_steps, refuse_a_foreign_database
 from .switch import colour_version
 from .runbook_host import (Deployment, RunbookPaths, RunbookServices, caddy_global_option, caddy_ports,
                            carried_env, read_deployment, site_domains)
 from .runtime import APP_UID, Site
 from .smoke import Target, live_target, preview_target, served_certificate
-from .stacks import ROW_COUNTS_SQL, applied_count, parse_row_counts, sha256_file
+from .stacks import ROW_COUNTS_SQL, parse_row_counts, sha256_file
 from .util import atomic_write, sync_tree, tree_stats, utc_now, utc_stamp
 
 COLOUR = naming.COLOURS[0]
@@ -118,6 +118,61 @@ class SourceDatabase:
             raise BackupError(f"loading {name} into {self.db.describe()} failed; it was not changed",
                               command=["pg_restore", "..."], returncode=result.returncode,
                               output_tail=tail(result.output))
+
+
+class SourceBroker:
+    """The old host's Celery broker (Redis): the task messages still queued when its worker
+    stopped go to sumbg's broker, so no task the old site accepted is dropped."""
+
+    # Every list in the broker's database but kombu's own bookkeeping, one "key message" line per
+    # queued message, both base64 (the output passes through text decoding on its way back).
+    SCRIPT = r"""
+set -e
+cli() { redis-cli -h "$SUMBG_HOST" -p "$SUMBG_PORT" -n "$SUMBG_DB" "$@"; }
+b64() { printf '%s' "$1" | base64 -w0; }
+for key in $(cli --scan); do
+  case "$key" in _kombu*|unacked*) continue;; esac
+  [ "$(cli TYPE "$key")" = list ] || continue
+  cli --raw LRANGE "$key" 0 -1 > /tmp/messages
+  while IFS= read -r message; do
+    echo "$(b64 "$key") $(b64 "$message")"
+  done < /tmp/messages
+done
+"""
+
+    def __init__(self, engine: Engine, image: str, url: str) -> None:
+        from urllib.parse import urlsplit
+        parts = urlsplit(url)
+        self.engine, self.image = engine, image
+        self.env = {"SUMBG_HOST": parts.hostname or "localhost", "SUMBG_PORT": str(parts.port or 6379),
+                    "SUMBG_DB": (parts.path.strip("/") or "0")}
+        if parts.password:
+            self.env["REDISCLI_AUTH"] = parts.password
+
+    def queued(self) -> list[tuple[bytes, bytes]]:
+        """(queue, message) of every message still queued, oldest first per queue."""
+        import base64
+        result = self.engine.run_oneoff(self.image, ["sh", "-c", self.SCRIPT], volumes=[], network="host",
+                                        env=self.env)
+        if result.returncode != 0:
+            raise BackupError("reading the old Celery broker failed", output_tail=tail(result.output))
+        return [tuple(base64.b64decode(part) for part in line.split(" ", 1))  # type: ignore[misc]
+                for line in result.stdout.splitlines() if " " in line]
+
+
+    def drop(self, keys: list[str]) -> None:
+        result = self.engine.run_oneoff(self.image, ["sh", "-c", 'redis-cli -h "$SUMBG_HOST" -p "$SUMBG_PORT" '
+                                                     '-n "$SUMBG_DB" DEL "$@"', "sh", *keys],
+                                        volumes=[], network="host", env=self.env)
+        if result.returncode != 0:
+            raise BackupError("removing the moved messages from the old broker failed", output_tail=tail(result.output))
+
+
+def as_rpush_commands(messages: list[tuple[bytes, bytes]]) -> bytes:
+    """The messages as RPUSH commands in Redis's protocol, for `redis-cli --pipe` (binary-safe)."""
+    def bulk(value: bytes) -> bytes:
+        return b"$%d\r\n%s\r\n" % (len(value), value)
+    return b"".join(b"*3\r\n" + bulk(b"RPUSH") + bulk(key) + bulk(message) for key, message in messages)
 
 
 def _first_error(output: str) -> str:
@@ -394,34 +449,14 @@ def adopt_plan(ctx: Context, site: Site, deployment: Deployment, image: build.Im
                        lambda: ctx.engine.compose_down(site.data_project(), volumes=True))
         stacks.start_data()
 
-    def build_step(run: Run):
-        return ctx.build_image(site, image)
-
     def first_import(run: Run):
         return import_database(run, final=False)
 
     def first_media(run: Run):
         return import_media(final=False)
 
-    def migrate(run: Run):
-        output = stacks.migrate(COLOUR, image.tag, "The database is an imported copy; the old one is untouched.")
-        return {"applied": applied_count(output)}
-
-    def static(run: Run):
-        return {"summary": stacks.collectstatic(COLOUR, image.tag)}
-
-    def start(run: Run):
-        run.on_failure(f"remove {naming.app_project(slug, COLOUR)}", lambda: stacks.remove_colour(COLOUR))
-        stacks.start_web(COLOUR, image.tag)
-
-    def edge(run: Run):
-        ctx.edge.files.write_colour(slug, "live", COLOUR)
-        ctx.edge.files.write_colour(slug, "preview", COLOUR)
-        with ctx.edge.lock().acquire(timeout=60):
-            changed = ctx.edge.apply({**ctx.all_sites(), slug: site.config})
-            run.on_failure(f"remove {slug} from the edge Caddy", lambda: ctx.edge.remove_site(slug))
-            ctx.edge.ensure_up()
-        return {"changed": changed}
+    first = first_colour_steps(ctx, site, image, with_worker=False, preview=COLOUR,
+                               migrate_note="The database is an imported copy; the old one is untouched.")
 
     # ---------------------------------------------------------------- the window
     def maintenance(run: Run):
@@ -467,11 +502,10 @@ def adopt_plan(ctx: Context, site: Site, deployment: Deployment, image: build.Im
             health = prober.wait_healthy(host_caddy, 30, expect_version=expected_version(image))
         window.seconds = round(time.monotonic() - window.started, 3)
         run.notes["cutover_window_seconds"] = window.seconds
+        run.forget_cleanups(durable_too=True)  # visitors are on sumbg now: never put the old site back
         return {"host_caddy": health.answer.status, "window_seconds": window.seconds}
 
     def settle(run: Run):
-        run.forget_cleanups(durable_too=True)
-        stacks.start_worker(COLOUR, image.tag)
         disabled = []
         for unit in deployment.units:
             try:
@@ -488,19 +522,45 @@ def adopt_plan(ctx: Context, site: Site, deployment: Deployment, image: build.Im
         run.save_state()
         return {"disabled": disabled, "undo_until": run.state["adoption"]["undo_until"]}
 
+    def move_queued_tasks(run: Run) -> dict:
+        url = deployment.env.get("CELERY_BROKER_URL", "")
+        if not deployment.worker_unit or not url.startswith(("redis://", "rediss://")):
+            return {"outcome": "skipped", "reason": "no Celery worker on a Redis broker"}
+        moved: dict[str, int] = {}
+        try:
+            broker = SourceBroker(ctx.engine, ctx.host.images.redis, url)
+            messages = broker.queued()
+            for key, _ in messages:
+                moved[key.decode()] = moved.get(key.decode(), 0) + 1
+            if moved:
+                pushed = ctx.engine.exec(site.redis_container, ["redis-cli", "-n", "1", "--pipe"],
+                                         input=as_rpush_commands(messages))
+                if pushed.returncode != 0 or "errors: 0" not in pushed.stdout:
+                    raise BackupError("sumbg's broker did not take the queued messages",
+                                      output_tail=tail(pushed.output))
+                broker.drop(sorted(moved))
+        except SumbgError as exc:
+            run.say(f"the Celery tasks queued in the old broker were not moved: {exc.message}; they are still "
+                    f"there ({url.split('@')[-1]})")
+            return {"outcome": "warning", "reason": exc.message}
+        return {"moved": moved}
+
+    def tasks(run: Run):
+        try:
+            return move_queued_tasks(run)
+        finally:
+            # Started once its queue holds what the old worker left: nothing runs twice, nothing never.
+            stacks.start_worker(COLOUR, image.tag)
+
     src = deployment.source
     return Plan("adopt", slug, (
         Step("record", f"note in state.json what is adopted from {src}", record),
         Step("data", f"start {naming.data_project(slug)} (Postgres, Redis)", data),
-        Step("build", f"build the deployed commit {deployment.checkout.commit[:12]} from "
-                      f"{deployment.checkout.origin}", build_step),
+        first["build"],
         Step("import", f"dump {deployment.database.describe()} (the site stays up) and import it; "
                        "compare rows per table", first_import),
         Step("media", f"copy {deployment.media_dir} into {site.media_dir}", first_media),
-        Step("migrate", "migrate the copy (nothing to do when the deployed commit's migrations ran)", migrate),
-        Step("static", f"collectstatic into {site.static_dir(COLOUR)}", static),
-        Step("start", f"start {naming.app_project(slug, COLOUR)} (its worker only after the cutover)", start),
-        Step("edge", f"route {site.config.domain} through the edge Caddy to {COLOUR}", edge),
+        first["migrate"], first["static"], first["start"], first["edge"],
         Step("check", "health and smoke checks through the preview listener, before the old site is touched",
              check_preview),
         Step("maintenance", f"cutover window opens: {site_file.name} answers 503 (Retry-After); the host Caddy "
@@ -511,7 +571,8 @@ def adopt_plan(ctx: Context, site: Site, deployment: Deployment, image: build.Im
         Step("recheck", "health and smoke checks through the preview listener again", recheck),
         Step("cutover", f"{site_file.name} becomes a reverse proxy to the edge ({edge_address(ctx)}); confirmed "
                         "through the host Caddy: the window closes", cutover),
-        Step("settle", "start the worker; disable the old units (kept, never deleted)", settle),
+        Step("settle", "record the site as adopted; disable the old units (kept, never deleted)", settle),
+        Step("tasks", "move the Celery tasks still queued in the old broker to sumbg's; start the worker", tasks),
     ), facts={"from": str(src), "commit": deployment.checkout.commit, "domains": list(deployment.domains),
               "colour": COLOUR, "mode": "proxy"})
 

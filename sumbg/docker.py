@@ -208,17 +208,18 @@ class Engine:
             return ""
 
     def exec(self, name: str, argv: list[str], *, user: str | None = None,
-             env: dict[str, str] | None = None) -> ExecResult:
+             env: dict[str, str] | None = None, input: bytes | None = None) -> ExecResult:
         """Run a command in a running container; never raises on a non-zero exit.
 
         Environment values reach the container by name only (`--env KEY`), never in argv.
         """
         return self._capture(
             self.docker.client_config.docker_cmd + ["exec"]
+            + (["--interactive"] if input is not None else [])
             + (["--user", user] if user else [])
             + [arg for key in (env or {}) for arg in ("--env", key)]
             + [name, *argv],
-            env=env,
+            env=env, input=input,
         )
 
     def run_oneoff(self, image: str, argv: list[str], *, volumes: list[tuple[str, str, str]],
@@ -237,9 +238,9 @@ class Engine:
         )
 
     @staticmethod
-    def _capture(argv: list, env: dict[str, str] | None = None) -> ExecResult:
+    def _capture(argv: list, env: dict[str, str] | None = None, input: bytes | None = None) -> ExecResult:
         try:
-            stdout, stderr = python_on_whales.utils.run(argv, env=env or {}, return_stderr=True)
+            stdout, stderr = python_on_whales.utils.run(argv, env=env or {}, return_stderr=True, input=input)
             return ExecResult(0, stdout, stderr)
         except DockerException as exc:
             return ExecResult(exc.return_code, exc.stdout or "", exc.stderr or "")

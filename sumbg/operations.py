@@ -129,30 +129,8 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
     def data(run: Run):
         stacks.start_data()
 
-    def build_step(run: Run):
-        return ctx.build_image(site, image)
-
-    def migrate(run: Run):
-        output = stacks.migrate(colour, image.tag, "This is the first deploy: no data existed before.")
-        return {"applied": applied_count(output)}
-
-    def static(run: Run):
-        return {"summary": stacks.collectstatic(colour, image.tag)}
-
-    def start(run: Run):
-        run.on_failure(f"remove {naming.app_project(slug, colour)}", lambda: stacks.remove_colour(colour))
-        stacks.start_web(colour, image.tag)
-        stacks.start_worker(colour, image.tag)
-
-    def edge(run: Run):
-        ctx.edge.files.write_colour(slug, "live", colour)
-        ctx.edge.files.write_colour(slug, "preview", naming.other_colour(colour))
-        with ctx.edge.lock().acquire(timeout=60):
-            sites = {**ctx.all_sites(), slug: site.config}
-            changed = ctx.edge.apply(sites)
-            run.on_failure(f"remove {slug} from the edge Caddy", lambda: ctx.edge.remove_site(slug))
-            ctx.edge.ensure_up()
-        return {"changed": changed}
+    first = first_colour_steps(ctx, site, image, migrate_note="This is the first deploy: no data existed before.",
+                               with_worker=True, preview=naming.other_colour(colour))
 
     def health(run: Run):
         with ctx.prober() as prober:
@@ -168,11 +146,7 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
 
     plan = Plan("init", slug, (
         Step("data", f"start {naming.data_project(slug)} (Postgres, Redis)", data),
-        Step("build", f"build {image.tag} from {resolved.ref} ({resolved.commit[:12]})", build_step),
-        Step("migrate", f"migrate in a one-off container of {image.tag}", migrate),
-        Step("static", f"collectstatic into {site.static_dir(colour)}", static),
-        Step("start", f"start {naming.app_project(slug, colour)}", start),
-        Step("edge", f"route {domain} through the edge Caddy to {colour}", edge),
+        first["build"], first["migrate"], first["static"], first["start"], first["edge"],
         Step("health", f"wait for /health/ through Caddy (Host: {domain})", health),
         Step("record", "write state.json", record),
     ), facts={"ref": resolved.ref, "commit": resolved.commit, "sum_core": pin, "colour": colour})
@@ -182,6 +156,47 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
     result["url"] = target.base_url
     ctx.reporter.line(f"{slug} is live: curl -H 'Host: {domain}' -H 'X-Forwarded-Proto: https' {target.base_url}/")
     return result
+
+
+def first_colour_steps(ctx: Context, site: Site, image: build.ImageSpec, *, migrate_note: str, with_worker: bool,
+                       preview: str) -> dict[str, Step]:
+    """A site's first colour (blue): build, migrate, static, start, edge; by name, for init and adopt."""
+    slug, colour = site.slug, naming.COLOURS[0]
+    stacks = ctx.stacks(site)
+
+    def build_step(run: Run):
+        return ctx.build_image(site, image)
+
+    def migrate(run: Run):
+        return {"applied": applied_count(stacks.migrate(colour, image.tag, migrate_note))}
+
+    def static(run: Run):
+        return {"summary": stacks.collectstatic(colour, image.tag)}
+
+    def start(run: Run):
+        run.on_failure(f"remove {naming.app_project(slug, colour)}", lambda: stacks.remove_colour(colour))
+        stacks.start_web(colour, image.tag)
+        if with_worker:
+            stacks.start_worker(colour, image.tag)
+
+    def edge(run: Run):
+        ctx.edge.files.write_colour(slug, "live", colour)
+        ctx.edge.files.write_colour(slug, "preview", preview)
+        with ctx.edge.lock().acquire(timeout=60):
+            changed = ctx.edge.apply({**ctx.all_sites(), slug: site.config})
+            run.on_failure(f"remove {slug} from the edge Caddy", lambda: ctx.edge.remove_site(slug))
+            ctx.edge.ensure_up()
+        return {"changed": changed}
+
+    commit = image.labels["sumbg.commit"]
+    worker = "" if with_worker else " (its worker later)"
+    return {
+        "build": Step("build", f"build {image.tag} from {image.labels['sumbg.ref']} ({commit[:12]})", build_step),
+        "migrate": Step("migrate", f"migrate in a one-off container of {image.tag}", migrate),
+        "static": Step("static", f"collectstatic into {site.static_dir(colour)}", static),
+        "start": Step("start", f"start {naming.app_project(slug, colour)}{worker}", start),
+        "edge": Step("edge", f"route {site.config.domain} through the edge Caddy to {colour}", edge),
+    }
 
 
 def refuse_a_foreign_database(ctx: Context, slug: str) -> None:

@@ -193,6 +193,10 @@ class Site:
     def postgres_container(self) -> str:
         return f"{naming.data_project(self.slug)}-postgres"
 
+    @property
+    def redis_container(self) -> str:
+        return f"{naming.data_project(self.slug)}-redis"
+
 
 def _env_file(values: dict[str, str]) -> str:
     return "".join(f"{k}={v}\n" for k, v in values.items())

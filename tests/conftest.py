@@ -154,6 +154,18 @@ def _remove_stale_edge(host: "Host") -> None:
     docker("network", "rm", EDGE, check=False)
 
 
+def new_host(root: Path, edge: str, repo: Path) -> Host:
+    """A sumbg root of its own: free loopback ports, TLS off, the local images."""
+    http_port, https_port, preview_port = free_port(), free_port(), free_port()
+    local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
+    (root / "sumbg.toml").write_text(
+        local + "\n[edge]\n"
+        f"http_port = {http_port}\nhttps_port = {https_port}\npreview_port = {preview_port}\n"
+        f'bind = "127.0.0.1"\ntls = "off"\nname = "{edge}"\n'
+    )
+    return Host(root, http_port, preview_port, repo)
+
+
 @pytest.fixture(scope="session")
 def engine() -> None:
     info = docker("info", check=False)
@@ -174,18 +186,10 @@ def example_repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def host(engine, example_repo, tmp_path_factory) -> Host:
     lock = _hold_the_test_edge()
-    root = tmp_path_factory.mktemp("sumbg-root")
-    http_port, https_port, preview_port = free_port(), free_port(), free_port()
-    local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
-    (root / "sumbg.toml").write_text(
-        local + "\n[edge]\n"
-        f"http_port = {http_port}\nhttps_port = {https_port}\npreview_port = {preview_port}\n"
-        f'bind = "127.0.0.1"\ntls = "off"\nname = "{EDGE}"\n'
-    )
-    the_host = Host(root, http_port, preview_port, example_repo)
+    the_host = new_host(tmp_path_factory.mktemp("sumbg-root"), EDGE, example_repo)
     _remove_stale_edge(the_host)
     yield the_host
-    for site_toml in root.glob("*/site.toml"):
+    for site_toml in the_host.root.glob("*/site.toml"):
         the_host.teardown_site(site_toml.parent.name)
     docker("rm", "-f", f"{EDGE}-caddy", check=False)
     docker("volume", "rm", f"{EDGE}-caddy-data", f"{EDGE}-caddy-config", check=False)

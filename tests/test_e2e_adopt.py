@@ -24,6 +24,7 @@ from .golden_host import GoldenHost, start_golden_host
 pytestmark = pytest.mark.e2e
 
 SLUG = "t-adopt"
+QUEUED_TASK = '{"body": "W10=", "headers": {"task": "acme.tasks.monthly_report", "id": "9f1c"}}'
 DOMAIN = "adopt.example.test"
 
 
@@ -128,8 +129,8 @@ def test_dry_run_reads_everything_and_changes_nothing(host: Host, golden: Golden
     assert plan["deployment"]["units"] == [f"{golden.unit('gunicorn')}.service", f"{golden.unit('celery')}.service"]
     assert plan["deployment"]["domains"] == [DOMAIN]
     assert {"SENTRY_DSN", "ACME_FEATURE_BANNER", "DJANGO_SECRET_KEY"} <= set(plan["deployment"]["carried_env"])
-    assert [s["name"] for s in plan["steps"]][-7:] == ["maintenance", "stop-old", "final-import", "final-media",
-                                                       "recheck", "cutover", "settle"]
+    assert [s["name"] for s in plan["steps"]][-8:] == ["maintenance", "stop-old", "final-import", "final-media",
+                                                       "recheck", "cutover", "settle", "tasks"]
     assert golden.env()["DJANGO_SECRET_KEY"] not in result.stdout + result.stderr
     nothing_of_sumbg(host)
     assert old_files(golden) == before
@@ -234,6 +235,8 @@ def adopted(host: Host, golden: GoldenHost) -> dict:
         assert golden.post_lead(f"before {n}") == 302
     media = golden.make_media(5)
     session = golden.login_admin()
+    # A task queued for a queue no worker of the old site consumes: it must not stay behind.
+    golden.exec("redis-cli", "-p", str(golden.redis_port), "-n", "1", "RPUSH", "reports", QUEUED_TASK)
     original_site_file = (golden.caddy_dir / f"sites-enabled/sum-{SLUG}.caddy").read_bytes()
     visitor = Visitor(golden)
     visitor.start()
@@ -283,6 +286,12 @@ def test_adopt_moves_every_row_and_file_with_a_measured_window(host: Host, golde
         assert (golden.systemd_dir / f"{unit}.service").exists()
     assert (golden.site_dir / "venv").is_dir() and (golden.site_dir / "app/.git").is_dir()
     assert host.containers(f"sum-{SLUG}-blue-") == [f"sum-{SLUG}-blue-web", f"sum-{SLUG}-blue-worker"]
+    # The task still queued in the old broker moved to sumbg's.
+    tasks = next(step for step in summary["steps"] if step["name"] == "tasks")
+    assert tasks["moved"] == {"reports": 1}
+    assert docker("exec", f"sum-{SLUG}-data-redis", "redis-cli", "-n", "1", "LRANGE", "reports", "0",
+                  "-1").stdout.strip() == QUEUED_TASK
+    assert golden.exec("redis-cli", "-p", str(golden.redis_port), "-n", "1", "LLEN", "reports").stdout.strip() == "0"
 
 
 def test_the_secret_key_and_settings_came_along(host: Host, golden: GoldenHost, adopted) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from sumbg.smoke import served_certificate
 
-from .conftest import EDGE, LOCAL_HOST_CONF, SUMBG, Host, Result, docker, free_port
+from .conftest import EDGE, SUMBG, Host, Result, docker, new_host
 from .golden_host import GoldenHost, start_golden_host
 
 pytestmark = pytest.mark.e2e
@@ -34,14 +34,7 @@ def remove_edge() -> None:
 @pytest.fixture(scope="module")
 def own_host(host: Host, example_repo: Path, tmp_path_factory) -> Host:
     """A second root with its own edge; `host` holds the session's lock on the test edges."""
-    root = tmp_path_factory.mktemp("sumbg-root-take")
-    http_port, https_port, preview_port = free_port(), free_port(), free_port()
-    local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
-    (root / "sumbg.toml").write_text(
-        local + "\n[edge]\n"
-        f"http_port = {http_port}\nhttps_port = {https_port}\npreview_port = {preview_port}\n"
-        f'bind = "127.0.0.1"\ntls = "off"\nname = "{TAKE_EDGE}"\n')
-    other = Host(root, http_port, preview_port, example_repo)
+    other = new_host(tmp_path_factory.mktemp("sumbg-root-take"), TAKE_EDGE, example_repo)
     other.teardown_site(SLUG)
     remove_edge()  # a killed session's: this session holds the lock on the test edges
     yield other

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sumbg import caddy
-from sumbg.adoption import compare_counts, secrets_body, worker_command_of, wsgi_of
+from sumbg.adoption import as_rpush_commands, compare_counts, secrets_body, worker_command_of, wsgi_of
 from sumbg.config import SiteConfig
 from sumbg.errors import CaddyError, UsageError
 from sumbg.runbook_host import (RunbookPaths, caddy_ports, carried_env, database_from_env, gunicorn_address,
@@ -256,3 +256,9 @@ def test_the_host_caddy_files_sumbg_writes_are_valid_caddy(tmp_path, caddy_binar
 def test_a_proxy_to_anything_but_an_address_is_refused():
     with pytest.raises(CaddyError):
         caddy.render_host_proxy("acme", ("acme.example",), (), edge_address="evil.example:80\n}", kept="k", since="s")
+
+
+def test_queued_celery_messages_become_binary_safe_rpush_commands():
+    assert as_rpush_commands([(b"celery", b'{"a": "\xc3\xa9"}'), (b"q", b"")]) == (
+        b'*3\r\n$5\r\nRPUSH\r\n$6\r\ncelery\r\n$11\r\n{"a": "\xc3\xa9"}\r\n'
+        b"*3\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$0\r\n\r\n")
