@@ -16,6 +16,9 @@ BASELINE_ROLLBACK_KEYS = ["sent", "failed", "p50_ms", "p99_ms", "max_ms", "rate_
                           "wall_seconds", "all_old_after_start_s", "last_new_after_start_s"]
 BACKUP_KEYS = ["sumbg_s", "sumbg_reported_s", "raw_dump_s", "ratio", "verify_s", "verify_share", "sumbg_bytes", "raw_bytes",
                "raw_list_s", "raw_sha256_s"]
+ADOPTION_KEYS = ["window_s", "sent", "answered_503", "refused", "failed_other", "writes_acknowledged", "writes_lost",
+                 "adopt_s", "stop_old_s", "final_import_s", "takeover_window_s", "takeover_sent", "takeover_refused",
+                 "takeover_failed_other"]
 REHEARSAL_KEYS = ["with_s", "without_s", "added_s", "added_share", "with_wall_s", "without_wall_s", "rehearsal_s",
                   "restore_s", "start_s", "migrate_s", "after_switch_s", "other_s", "database_mb", "applied"]
 
@@ -57,6 +60,13 @@ def summarise(results: dict) -> dict:
                                 "policies": sorted({str(r.get("policy")) for r in runs})}
     if rehearsal:
         out["rehearsal"] = rehearsal
+    adoption = _runs(results, "adoption")
+    if adoption:
+        out["adoption"] = {"n": len(adoption), **stats.medians(adoption, ADOPTION_KEYS),
+                           "max_window_s": max(r["window_s"] for r in adoption),
+                           "writes_lost_total": sum(r["writes_lost"] for r in adoption),
+                           "failed_other_total": sum(r["failed_other"] for r in adoption),
+                           "certificates_kept": sum(1 for r in adoption if r["certificate_kept"])}
     mem = _runs(results, "memory")
     if mem:
         flat = [{"idle_stats_mib": m["idle"]["stats_mib"], "idle_rss_mib": m["idle"]["rss_sum_mib"],
@@ -262,6 +272,7 @@ def markdown(results: dict, *, quick: bool) -> str:
         "",
     ]
     parts += rehearsal_section(s.get("rehearsal") or {})
+    parts += adoption_section(s.get("adoption") or {})
     if results.get("failures"):
         parts += ["## Failures in this run", ""] + [f"- {f}" for f in results["failures"]] + [""]
     return "\n".join(parts)
@@ -328,10 +339,56 @@ def rehearsal_section(r: dict) -> list[str]:
     ]
 
 
+def adoption_section(a: dict) -> list[str]:
+    if not a:
+        return []
+    n = a.get("n", 0)
+    return [
+        "## 8. Adopting a runbook site: `sumbg adopt`, then `sumbg takeover`",
+        "",
+        "A simulated runbook host (tests/golden_host.py: Debian's PostgreSQL, Redis and Caddy 2.6 with "
+        "`tls internal`, gunicorn and Celery under a supervisor standing in for systemd, the golden-path "
+        "layout; 3 leads and 21 media files) is adopted under a visitor that reads `/` on one kept-alive "
+        "connection every 30 ms through the host Caddy (HTTPS) and sends the contact form on a connection of "
+        "its own every fourth request; then the edge takes the host Caddy's ports with the same visitor. A "
+        "fresh host each repetition. The window is sumbg's own measure (`cutover_window_seconds`, "
+        "`takeover_window_seconds`).",
+        "",
+        table(["metric", f"median of {n}"], [
+            ["**adoption: cutover window** (503 page up → `/health/` through the host Caddy reports sumbg's release)",
+             fmt(a.get("window_s"), " s")],
+            ["· of which: stopping gunicorn and Celery together", fmt(a.get("stop_old_s"), " s")],
+            ["· of which: final count, dump, import and exact comparison", fmt(a.get("final_import_s"), " s")],
+            ["longest window of the runs", fmt(a.get("max_window_s"), " s")],
+            ["requests sent during the adoption", fmt(a.get("sent"), "", 0)],
+            ["· answered with the 503 page (`Retry-After`) in the window", fmt(a.get("answered_503"), "", 0)],
+            ["· refused connections", fmt(a.get("refused"), "", 0)],
+            ["· any other failure (all runs together)", str(a.get("failed_other_total"))],
+            ["writes acknowledged (302) during the adoption", fmt(a.get("writes_acknowledged"), "", 0)],
+            ["acknowledged writes missing from sumbg's database (all runs together)", str(a.get("writes_lost_total"))],
+            ["whole `sumbg adopt` (record `seconds`, image cached after the first run)", fmt(a.get("adopt_s"), " s")],
+            ["**takeover: window** (host Caddy stopping → the edge answers over TLS on its ports)",
+             fmt(a.get("takeover_window_s"), " s")],
+            ["requests sent during the takeover", fmt(a.get("takeover_sent"), "", 0)],
+            ["· refused connections (nothing listens in the window)", fmt(a.get("takeover_refused"), "", 0)],
+            ["· any other failure", fmt(a.get("takeover_failed_other"), "", 0)],
+            ["runs where the edge served the host Caddy's very certificate after the takeover",
+             f"{a.get('certificates_kept')} of {n}"],
+        ]),
+        "",
+        "Most of the adoption's window is the old units' own shutdown (Celery's warm shutdown, gunicorn's "
+        "graceful stop) and the final dump and import; it grows with the database (the dump and import are "
+        "full). The takeover's window is the host Caddy's shutdown and the edge's start: no visitor request "
+        "can be answered while neither listens, so they are refused, not answered wrongly.",
+        "",
+    ]
+
+
 def console(results: dict) -> str:
     s = results.get("summary") or {}
     lines = [f"bench ({results.get('mode')}) in {results.get('seconds')}s"]
-    for key in ("upgrade", "baseline", "rollback", "baseline_rollback", "build", "backup", "memory", "rehearsal"):
+    for key in ("upgrade", "baseline", "rollback", "baseline_rollback", "build", "backup", "memory", "rehearsal",
+                "adoption"):
         if key in s:
             lines.append(f"  {key}: {s[key]}")
     for failure in results.get("failures") or []:

@@ -43,13 +43,16 @@ PREFIX = f"sum-{SLUG}"
 IMAGE_REPO = f"sum-{SLUG}"
 DB = SLUG.replace("-", "_")
 PG = f"{PREFIX}-data-postgres"
+ADOPT_SLUG = "bench-adopt"              # figure 8: a runbook host adopted, under its own root and edge
+ADOPT_EDGE = f"{EDGE}-adopt"
 LOCAL_HOST_CONF = REPO / "build" / "local-host.toml"
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 PROFILES = {
-    "quick": dict(reps=1, build_reps=1, backup_reps=1, rehearsal_reps=1, rate=150.0, keepalive=4, fresh=4,
+    # adopt_reps: 0 in quick mode: the suite's end-to-end tests already adopt a runbook host.
+    "quick": dict(reps=1, build_reps=1, backup_reps=1, rehearsal_reps=1, adopt_reps=0, rate=150.0, keepalive=4, fresh=4,
                   warmup=1.0, post=1.5, pg_scale=1, max_load_seconds=120.0),
-    "full": dict(reps=5, build_reps=3, backup_reps=3, rehearsal_reps=3, rate=300.0, keepalive=8, fresh=8,
+    "full": dict(reps=5, build_reps=3, backup_reps=3, rehearsal_reps=3, adopt_reps=3, rate=300.0, keepalive=8, fresh=8,
                  warmup=5.0, post=5.0, pg_scale=64, max_load_seconds=600.0),
 }
 
@@ -706,6 +709,83 @@ class Bench:
         self.restore_route()
         self.rehearsal_cost("generated")
 
+    # ------------------------------------------------------------------ 8: adopting a runbook host
+    def cleanup_adoption(self) -> None:
+        names = self.docker("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split()
+        ours = [n for n in names if n.startswith(f"sum-{ADOPT_SLUG}-") or n == f"{ADOPT_EDGE}-caddy"
+                or n.startswith(f"sumbg-golden-{ADOPT_SLUG}-")]
+        if ours:
+            self.docker("rm", "-f", "-v", *ours, check=False, timeout=120)
+        for volume in (f"sum-{ADOPT_SLUG}-data-pgdata", f"sum-{ADOPT_SLUG}-data-redisdata",
+                       f"{ADOPT_EDGE}-caddy-data", f"{ADOPT_EDGE}-caddy-config"):
+            self.docker("volume", "rm", volume, check=False)
+        for network in (f"sum-{ADOPT_SLUG}", ADOPT_EDGE):
+            self.docker("network", "rm", network, check=False)
+
+    def adoption(self, rep: int) -> None:
+        """`sumbg adopt` of a simulated runbook host (tests/golden_host.py) under a visitor that reads on a
+        kept-alive connection and sends the contact form every fourth request, then `sumbg takeover`."""
+        sys.path.insert(0, str(REPO))
+        from sumbg.smoke import served_certificate
+        from tests.golden_host import Visitor, start_golden_host
+        self.cleanup_adoption()
+        base = Path(tempfile.mkdtemp(prefix="sumbg-bench-golden-"))
+        root = base / "sumbg-root"
+        root.mkdir()
+        local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
+        (root / "sumbg.toml").write_text(
+            local + f"\n[edge]\nhttp_port = {free_port()}\nhttps_port = {free_port()}\n"
+            f'preview_port = {free_port()}\nbind = "127.0.0.1"\ntls = "off"\nname = "{ADOPT_EDGE}"\n')
+        golden = start_golden_host(base / "host", self.repo, slug=ADOPT_SLUG, domain=f"{ADOPT_SLUG}.example.test",
+                                   celery=True)
+        try:
+            for n in range(3):
+                golden.post_lead(f"before {n}")
+            golden.make_media(20)
+            env = {**golden.path_env(), "SUMBG_ROOT": str(root)}
+
+            def measured(*argv: str) -> tuple[dict, Visitor]:
+                visitor = Visitor(golden)
+                visitor.start()
+                time.sleep(self.cfg["warmup"])
+                proc = self.run([self.sumbg, *argv, "--json"], env=env, timeout=900)
+                time.sleep(self.cfg["post"])
+                visitor.stop()
+                return json.loads(proc.stdout), visitor
+
+            def counts(visitor: Visitor) -> dict:
+                statuses = [s[2] for s in visitor.samples]
+                return {"sent": len(statuses), "answered_503": statuses.count(503),
+                        "refused": statuses.count(0),
+                        "failed_other": sum(1 for st in statuses if st and not (200 <= st < 400 or st == 503))}
+
+            adopted, visitor = measured("adopt", ADOPT_SLUG, "--from", str(golden.site_dir), "--systemd-dir",
+                                        str(golden.systemd_dir), "--caddy-dir", str(golden.caddy_dir))
+            stored = set(self.run(["docker", "exec", f"sum-{ADOPT_SLUG}-data-postgres", "psql", "-X", "-At", "-U",
+                                   ADOPT_SLUG.replace("-", "_"), "-d", ADOPT_SLUG.replace("-", "_"), "-c",
+                                   "SELECT name FROM sum_core_lead"]).stdout.split("\n"))
+            steps = {step["name"]: step["seconds"] for step in adopted["steps"]}
+            record = {"rep": rep, "window_s": adopted["cutover_window_seconds"], **counts(visitor),
+                      "writes_acknowledged": len(visitor.acknowledged),
+                      "writes_lost": len(set(visitor.acknowledged) - stored),
+                      "adopt_s": adopted["seconds"], "stop_old_s": steps.get("stop-old"),
+                      "final_import_s": steps.get("final-import")}
+            before = served_certificate("127.0.0.1", golden.https_port, golden.domain)
+            took, visitor = measured("takeover", "--caddy-dir", str(golden.caddy_dir),
+                                     "--caddy-data", str(golden.caddy_data_dir))
+            takeover = counts(visitor)
+            record.update({"takeover_window_s": took["takeover_window_seconds"],
+                           "takeover_sent": takeover["sent"], "takeover_refused": takeover["refused"],
+                           "takeover_failed_other": takeover["failed_other"] + takeover["answered_503"],
+                           "certificate_kept": before is not None and before == served_certificate(
+                               "127.0.0.1", golden.https_port, golden.domain)})
+            self.results.setdefault("adoption", {"runs": []})["runs"].append(record)
+            self.log(f"adoption rep {rep}: {record}")
+        finally:
+            golden.stop()
+            self.cleanup_adoption()
+            shutil.rmtree(base, ignore_errors=True)
+
     # ------------------------------------------------------------------ the whole run
     def section(self, name: str, action) -> bool:
         try:
@@ -759,6 +839,10 @@ class Bench:
             self.section("backup", self.backup_cost)
             # 7b: the rehearsal's cost on that generated database (after it: it slows every upgrade).
             self.section("rehearsal (generated database)", self.rehearsal_generated)
+            # 8: adopting a runbook host, then the edge taking its ports.
+            for rep in range(c["adopt_reps"]):
+                if not self.section(f"adoption rep {rep}", lambda: self.adoption(rep)):
+                    break
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - interrupted runs clean up too
             self.fail(f"{type(exc).__name__}: {exc}")
         finally:
@@ -816,6 +900,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backup-reps", type=int, help="repetitions of the backup comparison")
     parser.add_argument("--rehearsal-reps", type=int,
                         help="repetitions of the upgrade with vs without the rehearsal (per database)")
+    parser.add_argument("--adopt-reps", type=int, help="repetitions of the adoption and takeover figure")
     parser.add_argument("--rate", type=float, help="target requests/s of the load")
     parser.add_argument("--keepalive", type=int, help="keep-alive clients")
     parser.add_argument("--fresh", type=int, help="new-connection-per-request clients")

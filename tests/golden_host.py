@@ -38,6 +38,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -662,3 +663,56 @@ def golden_host_factory(engine, example_repo, tmp_path_factory):
     yield start
     for host in hosts:
         host.stop()
+
+
+@dataclass(eq=False)
+class Visitor(threading.Thread):
+    """A visitor of the site through the host Caddy: reads on one kept-alive connection, and
+    every fourth request sends the contact form on its own connection."""
+
+    golden: GoldenHost
+    samples: list = field(default_factory=list)      # (monotonic time, kind, status, error)
+    acknowledged: list = field(default_factory=list)  # names of the leads the site said it saved
+
+    def __post_init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with self.golden.client(timeout=10) as client:
+            n = 0
+            while not self.stopping.is_set():
+                n += 1
+                at = time.monotonic()
+                if n % 4 == 0:
+                    name = f"visitor {n}"
+                    status, error = self.write(name)
+                    if status == 302:
+                        self.acknowledged.append(name)
+                    self.samples.append((at, "write", status, error))
+                else:
+                    try:
+                        status, error = client.get(self.golden.url("/")).status_code, ""
+                    except httpx.HTTPError as exc:
+                        status, error = 0, f"{type(exc).__name__}: {exc}"
+                    self.samples.append((at, "read", status, error))
+                time.sleep(0.03)
+
+    def write(self, name: str) -> tuple[int, str]:
+        """The contact form on a connection of its own: (the status of the form page, or of the POST)."""
+        try:
+            with self.golden.client(timeout=10) as client:
+                page = client.get(self.golden.url("/contact/"))
+                token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+                if page.status_code != 200 or not token:
+                    return page.status_code, ""
+                answer = client.post(self.golden.url("/contact/"), headers={"Referer": f"https://{self.golden.domain}/contact/"},
+                                     data={"csrfmiddlewaretoken": html.unescape(token.group(1)), "name": name,
+                                           "email": "visitor@example.com", "message": "hello"})
+                return answer.status_code, ""
+        except httpx.HTTPError as exc:
+            return 0, f"{type(exc).__name__}: {exc}"
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(30)

@@ -6,20 +6,15 @@ The tests share one golden host and run in file order.
 """
 from __future__ import annotations
 
-import html
 import json
-import re
 import shutil
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from .conftest import Host, docker, snapshot_tree
-from .golden_host import GoldenHost, start_golden_host
+from .golden_host import GoldenHost, Visitor, start_golden_host
 
 pytestmark = pytest.mark.e2e
 
@@ -174,59 +169,6 @@ def test_a_failure_inside_the_window_puts_the_old_site_back(host: Host, golden: 
     assert host.state(SLUG)["adoption"]["status"] == "failed" and host.state(SLUG)["live"] is None
     assert host.history(SLUG)[-1]["outcome"] == "aborted"
     (host.root / "www" / SLUG / "media" / "stray.txt").unlink()
-
-
-@dataclass(eq=False)
-class Visitor(threading.Thread):
-    """A visitor of the site through the host Caddy: reads on one kept-alive connection, and
-    every fourth request sends the contact form on its own connection."""
-
-    golden: GoldenHost
-    samples: list = field(default_factory=list)      # (monotonic time, kind, status, error)
-    acknowledged: list = field(default_factory=list)  # names of the leads the site said it saved
-
-    def __post_init__(self) -> None:
-        super().__init__(daemon=True)
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        with self.golden.client(timeout=10) as client:
-            n = 0
-            while not self.stopping.is_set():
-                n += 1
-                at = time.monotonic()
-                if n % 4 == 0:
-                    name = f"visitor {n}"
-                    status, error = self.write(name)
-                    if status == 302:
-                        self.acknowledged.append(name)
-                    self.samples.append((at, "write", status, error))
-                else:
-                    try:
-                        status, error = client.get(self.golden.url("/")).status_code, ""
-                    except httpx.HTTPError as exc:
-                        status, error = 0, f"{type(exc).__name__}: {exc}"
-                    self.samples.append((at, "read", status, error))
-                time.sleep(0.03)
-
-    def write(self, name: str) -> tuple[int, str]:
-        """The contact form on a connection of its own: (the status of the form page, or of the POST)."""
-        try:
-            with self.golden.client(timeout=10) as client:
-                page = client.get(self.golden.url("/contact/"))
-                token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
-                if page.status_code != 200 or not token:
-                    return page.status_code, ""
-                answer = client.post(self.golden.url("/contact/"), headers={"Referer": f"https://{self.golden.domain}/contact/"},
-                                     data={"csrfmiddlewaretoken": html.unescape(token.group(1)), "name": name,
-                                           "email": "visitor@example.com", "message": "hello"})
-                return answer.status_code, ""
-        except httpx.HTTPError as exc:
-            return 0, f"{type(exc).__name__}: {exc}"
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(30)
 
 
 @pytest.fixture(scope="module")
