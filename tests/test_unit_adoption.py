@@ -262,3 +262,33 @@ def test_queued_celery_messages_become_binary_safe_rpush_commands():
     assert as_rpush_commands([(b"celery", b'{"a": "\xc3\xa9"}'), (b"q", b"")]) == (
         b'*3\r\n$5\r\nRPUSH\r\n$6\r\ncelery\r\n$11\r\n{"a": "\xc3\xa9"}\r\n'
         b"*3\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$0\r\n\r\n")
+
+
+def test_takeover_refuses_while_the_host_caddy_serves_a_site_sumbg_did_not_adopt(tmp_path):
+    from sumbg.adoption import takeover
+    from sumbg.config import load_host
+    from sumbg.context import Context
+    from sumbg.executor import Reporter
+    _, paths = runbook_host(tmp_path)
+    ctx = Context(load_host(tmp_path / "root"), Reporter(quiet=True))
+    with pytest.raises(UsageError, match="also serves sum-acme.caddy, which sumbg has not adopted"):
+        takeover(ctx, paths, tmp_path / "data", dry_run=True)
+    (paths.caddy_dir / "sites-enabled/sum-acme.caddy").unlink()
+    with pytest.raises(UsageError, match="no site adopted"):
+        takeover(ctx, paths, tmp_path / "data", dry_run=True)
+
+
+def test_edge_settings_change_in_place_and_must_still_parse(tmp_path):
+    from sumbg.config import load_host, set_edge_settings
+    from sumbg.errors import ConfigError
+    (tmp_path / "sumbg.toml").write_text('# mine\n[edge]\nhttp_port = 8080  # the host Caddy has 80\nname = "e"\n\n'
+                                         '[build]\nca_bundle = ""\n')
+    before = set_edge_settings(tmp_path, {"http_port": 80, "https_port": 443, "tls": "internal"})
+    assert before.startswith("# mine")
+    assert (tmp_path / "sumbg.toml").read_text() == ('# mine\n[edge]\nhttp_port = 80\nname = "e"\nhttps_port = 443\n'
+                                                     'tls = "internal"\n\n[build]\nca_bundle = ""\n')
+    edge = load_host(tmp_path).edge
+    assert (edge.http_port, edge.https_port, edge.tls, edge.name) == (80, 443, "internal", "e")
+    with pytest.raises(ConfigError):
+        set_edge_settings(tmp_path, {"preview_port": 80})       # would equal http_port: refused, file kept
+    assert load_host(tmp_path).edge.preview_port == 8081
