@@ -128,13 +128,17 @@ class Engine:
         return dict(image.config.labels or {})
 
     def build(self, context: Path, dockerfile: Path, tag: str, labels: dict, build_args: dict) -> None:
-        try:
-            # The legacy builder needs no buildx plugin; the layer cache still applies.
-            self.docker.legacy_build(
-                context, file=dockerfile, tags=[tag], labels=labels, build_args=build_args, quiet=True
-            )
-        except DockerException as exc:
-            raise _wrap(exc, f"building image {tag} failed") from None
+        # The legacy builder needs no buildx plugin; the layer cache still applies. --force-rm: a
+        # failed step's container is removed too (without it every failed build leaves one behind).
+        argv = (self.docker.client_config.docker_cmd + ["image", "build", "--quiet", "--force-rm", "--file",
+                                                         str(dockerfile), "--tag", tag]
+                + [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+                + [arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")]
+                + [str(context)])
+        result = self._capture(argv, env={"DOCKER_BUILDKIT": "0"})
+        if result.returncode != 0:
+            raise DockerError(f"building image {tag} failed (exit {result.returncode})",
+                              command=_redact(argv), returncode=result.returncode, output_tail=tail(result.output))
 
     # ------------------------------------------------------------ networks and volumes
     def ensure_edge_network(self, name: str) -> str | None:

@@ -416,8 +416,10 @@ def test_a_package_compiled_from_source_needs_the_build_packages_only_in_the_bui
     configure(**good_build_settings(git_server))
     # v1.9.0-pillow-source: `--no-binary pillow`, as on a Python for which Pillow has no wheel.
     _set_site_build(host, build_packages="[]", packages="[]")
+    exited = docker("ps", "-aq", "--filter", "status=exited").stdout
     failed = host.sumbg("upgrade", SLUG, "v1.9.0-pillow-source", "--yes", "--watch", "0")
     assert failed.returncode == 1, str(failed)
+    assert docker("ps", "-aq", "--filter", "status=exited").stdout == exited   # the failed step's container too
     errors = [line for line in failed.stderr.splitlines() if line.startswith("sumbg: error:")]
     assert errors == [
         f"sumbg: error: building image sum-{SLUG}:v1.9.0-pillow-source failed (exit 1); pip had to compile a "
