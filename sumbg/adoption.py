@@ -20,7 +20,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from urllib.parse import quote
@@ -215,10 +215,31 @@ def wsgi_of(exec_start: str) -> str | None:
     return None
 
 
-def worker_command_of(exec_start: str) -> str:
-    """The Celery unit's command as the container runs it (the program from the image's PATH)."""
-    args = shlex.split(exec_start)
-    return shlex.join([Path(args[0]).name, *args[1:]]) if args else ""
+_HOST_ONLY_OPTIONS = ("--pidfile", "--logfile", "-f", "--statedb", "--schedule", "-s")
+
+
+def worker_command_of(deployment: Deployment) -> str:
+    """The Celery units' command as the container runs it: the program from the image's PATH,
+    without options naming host files (logs go to the container's output), a beat unit as
+    the worker's embedded beat (`--beat`), since sumbg runs one worker per site."""
+    unit = deployment.worker_unit or deployment.beat_unit
+    if unit is None:
+        return ""
+    args, kept = shlex.split(unit.exec_start), []
+    skip = False
+    for arg in args[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg in _HOST_ONLY_OPTIONS:
+            skip = True
+            continue
+        if arg.split("=", 1)[0] in _HOST_ONLY_OPTIONS or arg == "--detach":
+            continue
+        kept.append(arg)
+    if deployment.worker_unit and deployment.beat_unit and "--beat" not in kept and "-B" not in kept:
+        kept.append("--beat")
+    return shlex.join([Path(args[0]).name, *kept])
 
 
 def secrets_body(deployment: Deployment, site_config: SiteConfig, password: str) -> str:
@@ -266,7 +287,6 @@ class Window:
 
     started: float | None = None
     seconds: float | None = None
-    steps: dict = field(default_factory=dict)
 
 
 def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
@@ -320,7 +340,7 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
             repo=gitrepo.normalise_repo(deployment.checkout.origin), project=project,
             settings_module=deployment.settings_module or f"{project}.settings.production",
             wsgi=wsgi_of(deployment.web_unit.exec_start) or f"{project}.wsgi:application",
-            worker_command=worker_command_of(deployment.worker_unit.exec_start) if deployment.worker_unit else "",
+            worker_command=worker_command_of(deployment),
             caddy=CaddySettings(behind_proxy=True),
             notes=f"adopted from {deployment.source} ({deployment.checkout.commit[:12]})")
         pin = gitrepo.sum_core_pin(mirror.read_file(resolved.commit, "requirements.txt"))
@@ -524,7 +544,7 @@ def adopt_plan(ctx: Context, site: Site, deployment: Deployment, image: build.Im
 
     def move_queued_tasks(run: Run) -> dict:
         url = deployment.env.get("CELERY_BROKER_URL", "")
-        if not deployment.worker_unit or not url.startswith(("redis://", "rediss://")):
+        if not (deployment.worker_unit or deployment.beat_unit) or not url.startswith(("redis://", "rediss://")):
             return {"outcome": "skipped", "reason": "no Celery worker on a Redis broker"}
         moved: dict[str, int] = {}
         try:

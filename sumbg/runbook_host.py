@@ -62,6 +62,7 @@ class Deployment:
     media_dir: Path
     web_unit: Unit
     worker_unit: Unit | None
+    beat_unit: Unit | None
     app_address: str
     caddy_site_file: Path
     domains: tuple[str, ...]
@@ -71,7 +72,7 @@ class Deployment:
 
     @property
     def units(self) -> tuple[Unit, ...]:
-        return (self.web_unit,) + ((self.worker_unit,) if self.worker_unit else ())
+        return (self.web_unit,) + tuple(u for u in (self.worker_unit, self.beat_unit) if u)
 
     def facts(self) -> dict:
         return {
@@ -282,7 +283,7 @@ def read_deployment(source: Path, slug: str, paths: RunbookPaths, *, domains: tu
     app_dir = source / "app"
     if not app_dir.is_dir():
         raise UsageError(f"{app_dir} does not exist: not a runbook deployment (expected app/, venv/, media/, .env)")
-    web_unit, worker_unit = find_units(source, paths.systemd_dir)
+    web_unit, worker_unit, beat_unit = find_units(source, paths.systemd_dir)
     merged = {**dict(web_unit.environment), **env}
     database = database_from_env(merged)
     if database is None:
@@ -299,15 +300,15 @@ def read_deployment(source: Path, slug: str, paths: RunbookPaths, *, domains: tu
     ports = caddy_ports(main.read_text()) if main.is_file() else (80, 443)
     checkout = gitrepo.read_checkout(app_dir)
     return Deployment(source=source, env=merged, settings_module=settings, database=database, media_dir=media,
-                      web_unit=web_unit, worker_unit=worker_unit,
+                      web_unit=web_unit, worker_unit=worker_unit, beat_unit=beat_unit,
                       app_address=gunicorn_address(web_unit.exec_start), caddy_site_file=site_file,
                       domains=tuple(domains) or found_domains, tls_lines=tls_lines, caddy_ports=ports,
                       checkout=checkout)
 
 
-def find_units(source: Path, systemd_dir: Path) -> tuple[Unit, Unit | None]:
-    """The gunicorn unit (and the Celery one, if any) that run the app under `source`."""
-    web, worker = [], []
+def find_units(source: Path, systemd_dir: Path) -> tuple[Unit, Unit | None, Unit | None]:
+    """The units that run the app under `source`: gunicorn, and Celery's worker and beat if any."""
+    web, worker, beat = [], [], []
     for path in sorted(systemd_dir.glob("*.service")) if systemd_dir.is_dir() else []:
         try:
             unit = parse_unit(path.name, path, path.read_text())
@@ -315,20 +316,23 @@ def find_units(source: Path, systemd_dir: Path) -> tuple[Unit, Unit | None]:
             continue
         mentions = str(source) in unit.exec_start or unit.working_directory.startswith(str(source)) \
             or any(f.startswith(str(source)) for f in unit.environment_files)
-        if not mentions:
+        if not mentions or not unit.exec_start:
             continue
-        program = Path(shlex.split(unit.exec_start)[0]).name if unit.exec_start else ""
-        command = unit.exec_start.split()
-        if program == "gunicorn" or "gunicorn" in command[:3]:
+        words = [Path(word).name for word in shlex.split(unit.exec_start)]
+        if "gunicorn" in words[:3]:
             web.append(unit)
-        elif program == "celery" or "celery" in command[:3]:
-            worker.append(unit)
+        elif "celery" in " ".join(words):
+            if words[0] != "celery" or "multi" in words:
+                raise UsageError(f"{path.name} does not run `celery ... worker` itself ({unit.exec_start[:60]}): "
+                                 "unknown layout; make it run one worker (celery -A <project> worker), then adopt")
+            (beat if "beat" in words and "worker" not in words else worker).append(unit)
     if not web:
         raise UsageError(f"no systemd unit in {systemd_dir} runs gunicorn for {source}: unknown layout")
-    if len(web) > 1:
-        raise UsageError(f"several units run gunicorn for {source} ({', '.join(u.name for u in web)}): "
-                         "unknown layout")
-    return web[0], (worker[0] if worker else None)
+    for kind, found in (("gunicorn", web), ("a Celery worker", worker), ("Celery beat", beat)):
+        if len(found) > 1:
+            raise UsageError(f"several units run {kind} for {source} ({', '.join(u.name for u in found)}): "
+                             "unknown layout")
+    return web[0], (worker[0] if worker else None), (beat[0] if beat else None)
 
 
 def find_caddy_site(caddy_dir: Path, slug: str, source: Path, app_address: str) -> Path:

@@ -223,12 +223,33 @@ def test_counts_of_a_live_site_may_fall_between_before_and_after_the_dump():
         "public.lead: 13 rows in the copy, 10..12 in the old database"]
 
 
-def test_commands_of_the_old_units_become_container_commands():
+def test_commands_of_the_old_units_become_container_commands(tmp_path):
     assert wsgi_of("/srv/sum/acme/venv/bin/gunicorn --bind localhost:8000 acme.wsgi:application") == \
         "acme.wsgi:application"
     assert wsgi_of("/v/bin/gunicorn -b 127.0.0.1:8000") is None
-    assert worker_command_of("/srv/sum/acme/venv/bin/celery -A acme worker --loglevel=INFO") == \
-        "celery -A acme worker --loglevel=INFO"
+    site, paths = runbook_host(tmp_path)
+    assert worker_command_of(read_deployment(site, "acme", paths)) == "celery -A acme worker --loglevel=INFO"
+
+
+def test_host_files_leave_the_worker_command_and_a_beat_unit_becomes_its_embedded_beat(tmp_path):
+    site, paths = runbook_host(tmp_path)
+    (paths.systemd_dir / "sum-acme-celery.service").write_text(
+        f"[Service]\nWorkingDirectory={site}/app\nExecStart={site}/venv/bin/celery -A acme worker "
+        "--pidfile=/run/celery/w.pid -f /var/log/celery/w.log --concurrency 2\n")
+    (paths.systemd_dir / "sum-acme-beat.service").write_text(
+        f"[Service]\nWorkingDirectory={site}/app\nExecStart={site}/venv/bin/celery -A acme beat -s /var/lib/b\n")
+    found = read_deployment(site, "acme", paths)
+    assert [u.name for u in found.units] == ["sum-acme-gunicorn.service", "sum-acme-celery.service",
+                                             "sum-acme-beat.service"]
+    assert worker_command_of(found) == "celery -A acme worker --concurrency 2 --beat"
+
+
+def test_celery_multi_is_an_unknown_layout(tmp_path):
+    site, paths = runbook_host(tmp_path)
+    (paths.systemd_dir / "sum-acme-celery.service").write_text(
+        f"[Service]\nWorkingDirectory={site}/app\nExecStart=/bin/sh -c '{site}/venv/bin/celery multi start w1 -A acme'\n")
+    with pytest.raises(UsageError, match="does not run `celery ... worker` itself"):
+        read_deployment(site, "acme", paths)
 
 
 @pytest.fixture(scope="module")
