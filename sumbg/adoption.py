@@ -43,6 +43,7 @@ from .util import atomic_write, sync_tree, tree_stats, utc_now, utc_stamp
 
 COLOUR = naming.COLOURS[0]
 KEPT_DIR = "adoption"          # under the site folder: the host Caddy site file sumbg replaced
+MANAGED_MARK = "# Managed by sumbg"   # the first line of every host Caddy site file sumbg writes
 _SAFE_ENV_VALUE = re.compile(r"^[A-Za-z0-9_./:@+,%~=-]*$")
 
 
@@ -300,6 +301,9 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
         raise UsageError(f"{deployment.source / 'app'} has local edits not in any commit "
                          f"({', '.join(deployment.checkout.changed[:5])}): sumbg would deploy "
                          f"{deployment.checkout.commit[:12]} without them; commit and push them, then adopt")
+    if MANAGED_MARK in deployment.caddy_site_file.read_text():
+        raise UsageError(f"{deployment.caddy_site_file} was written by sumbg (an adoption that did not finish, or a "
+                         f"site already adopted): run `sumbg recover {slug}` or `sumbg status {slug}`")
     if options.dump_file and not options.dump_file.is_file():
         raise UsageError(f"--dump {options.dump_file} is not a file")
     site_dir = ctx.host.site_dir(slug)
@@ -481,7 +485,7 @@ def adopt_plan(ctx: Context, site: Site, deployment: Deployment, image: build.Im
     # ---------------------------------------------------------------- the window
     def maintenance(run: Run):
         kept.parent.mkdir(parents=True, exist_ok=True)
-        if not kept.exists():
+        if MANAGED_MARK not in site_file.read_text():  # never keep our own 503 page as "the original"
             shutil.copy2(site_file, kept)
         run.state["adoption"]["status"] = "cutting-over"
         run.save_state()
