@@ -322,6 +322,8 @@ def elapsed(since: float) -> float:
 # failed or interrupted restore leaves the original untouched.
 
 RESTORE_SUFFIX = "__sumbg_restore"
+# pg_dump's plain-SQL statements that name roles: `ALTER ... OWNER TO x;`, `GRANT ... TO x;`, `REVOKE ... FROM x;`.
+PLAIN_SQL_ROLE_LINES = r"/^(ALTER [A-Z ]+ .* OWNER TO [^;]+|(GRANT|REVOKE) .* (TO|FROM) [^;]+);$/d"
 OLD_SUFFIX = "__sumbg_old"
 REHEARSAL_SUFFIX = "__sumbg_rehearsal"
 
@@ -393,8 +395,10 @@ class Database:
                     "-U", self.user, "-d", scratch, container_path]
         else:
             reader = "gunzip -c" if container_path.endswith(".gz") else "cat"
-            argv = ["sh", "-c", f'{reader} "$0" | psql -v ON_ERROR_STOP=1 -X -q --single-transaction '
-                                f'-U "$SUMBG_DB_USER" -d "{scratch}" >/dev/null', container_path]
+            # Ownership and grants name the roles of the host the file came from (another name on a
+            # runbook host): dropped, so the objects belong to the site's user, as with --no-owner.
+            argv = ["sh", "-c", f'{reader} "$0" | sed -E "{PLAIN_SQL_ROLE_LINES}" | psql -v ON_ERROR_STOP=1 -X -q '
+                                f'--single-transaction -U "$SUMBG_DB_USER" -d "{scratch}" >/dev/null', container_path]
         result = self._exec(argv)
         if result.returncode != 0:
             self.drop_if_exists(scratch)

@@ -274,3 +274,23 @@ def test_undo_puts_the_old_deployment_back_with_the_writes_made_since(host: Host
     # The session from before the adoption still works on the old app.
     answer = golden.request("GET", "/admin/", cookies={"sessionid": adopted["session"]})
     assert answer.status_code == 200, answer.status_code
+
+
+def test_adopt_again_from_a_backup_db_sh_file(host: Host, golden: GoldenHost, adopted, tmp_path) -> None:
+    """After an undo, the site is adopted again, this time from the .sql.gz file the runbook's
+    backup_db.sh writes (for a database sumbg cannot read with the .env's credentials)."""
+    assert golden.post_lead("in the backup file") == 302
+    dump = golden.site_dir / "backups" / f"{SLUG}_20261127.sql.gz"
+    # As from a host where the app's role had another name: its OWNER TO lines name a role sumbg lacks.
+    made = golden.exec("sh", "-c", f"pg_dump -p {golden.pg_port} {golden.db_name} | sed 's/OWNER TO {golden.db_name};"
+                                   f"/OWNER TO acme_runbook;/' | gzip > {dump}", user="postgres")
+    assert made.returncode == 0, made.stderr
+    result = adopt(host, golden, "--dump", str(dump), "--json")
+    assert result.returncode == 0, str(result)
+    summary = result.json()
+    final = next(step for step in summary["steps"] if step["name"] == "final-import")
+    assert "writes after it are not carried" in final["reason"]
+    names = set(sumbg_psql("SELECT name FROM sum_core_lead").splitlines())
+    assert {"in the backup file", "after adoption", "before 0"} <= names
+    assert golden.request("GET", "/health/").json()["version"]["git_sha"] != "unknown"
+    assert host.state(SLUG)["adoption"]["status"] == "adopted"
