@@ -26,7 +26,8 @@ def regenerate(host: HostConfig) -> None:
         state = records.load_state()
         live = recorded(state, state.get("live"))
         operations = [e for e in records.history() if e.get("event") == "finished"]
-        upgrades = [e for e in operations if e.get("operation") in ("upgrade", "rollback")]
+        upgrades = [e for e in operations
+                    if e.get("operation") in ("upgrade", "rollback", "adopt", "adopt-undo", "takeover")]
         last = upgrades[-1] if upgrades else None
         rows.append((config.domain, config.environment, config.slug, live.get("ref"),
                      live.get("deployed_at"),

@@ -168,6 +168,8 @@ def test_a_failure_inside_the_window_puts_the_old_site_back(host: Host, golden: 
     assert docker("volume", "ls", "-q", "--filter", f"name=sum-{SLUG}-data").stdout.split() == []
     assert host.state(SLUG)["adoption"]["status"] == "failed" and host.state(SLUG)["live"] is None
     assert host.history(SLUG)[-1]["outcome"] == "aborted"
+    broke = (host.root / "WHAT-BROKE.md").read_text()
+    assert f"## {SLUG}: adopt" in broke and "failed step: final-media" in broke
     (host.root / "www" / SLUG / "media" / "stray.txt").unlink()
 
 
@@ -249,7 +251,8 @@ def test_the_secret_key_and_settings_came_along(host: Host, golden: GoldenHost, 
     history = host.history(SLUG)
     assert history[-1]["operation"] == "adopt" and history[-1]["outcome"] == "done"
     assert old["DJANGO_SECRET_KEY"] not in (host.root / SLUG / "history.jsonl").read_text()
-    assert SLUG in (host.root / "SITES.md").read_text()
+    assert f"| {SLUG} | v1.0.0 |" in (host.root / "SITES.md").read_text()
+    assert "adopt done" in (host.root / "SITES.md").read_text()
     # It is a sumbg site like any other: status says records, Caddy and answers agree.
     status = host.sumbg("status", SLUG, "--json")
     assert status.returncode == 0, str(status)
