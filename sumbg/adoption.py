@@ -803,7 +803,17 @@ def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bo
     saved: dict[Path, str] = {}
     state = {"window": None, "ctx": ctx}
 
+    def sites_answer_through_the_host_caddy() -> None:
+        # The last undo: after the host Caddy and the edge are back, every site must answer again.
+        with ctx.prober() as prober:
+            for config in sites:
+                site = ctx.site(config.slug)
+                state_now = site.records.load_state()
+                prober.wait_healthy(Target("host Caddy", f"https://127.0.0.1:{https}", config.domain, sni=True), 30,
+                                    expect_version=colour_version(recorded(state_now, state_now.get("live"))))
+
     def certificates(run: Run):
+        run.on_failure("confirm every site answers through the host Caddy again", sites_answer_through_the_host_caddy)
         return {"imported": ctx.edge.import_storage(caddy_data)}
 
     def stop_host_caddy(run: Run):

@@ -63,13 +63,56 @@ def test_takeover_refuses_while_the_host_caddy_serves_a_site_not_adopted(own_hos
     assert golden.request("GET", "/health/").status_code == 200
 
 
-def test_the_edge_takes_the_ports_and_serves_the_same_certificate(own_host: Host, golden: GoldenHost):
-    certificate = served_certificate("127.0.0.1", golden.https_port, DOMAIN)
-    assert certificate
+@pytest.fixture(scope="module")
+def certificate(own_host: Host, golden: GoldenHost) -> str:
+    """The certificate the host Caddy served before the adoption; the site is adopted afterwards."""
+    served = served_certificate("127.0.0.1", golden.https_port, DOMAIN)
+    assert served
     adopted = run(own_host, golden, "adopt", SLUG, "--from", str(golden.site_dir), "--systemd-dir",
                   str(golden.systemd_dir), "--caddy-dir", str(golden.caddy_dir), "--json")
     assert adopted.returncode == 0, str(adopted)
-    assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == certificate   # the host Caddy in front
+    assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == served   # the host Caddy in front
+    return served
+
+
+def test_a_takeover_that_cannot_confirm_puts_everything_back(own_host: Host, golden: GoldenHost, certificate: str,
+                                                              tmp_path: Path) -> None:
+    """Frozen once the edge holds the host Caddy's ports, the edge is stopped behind sumbg's back:
+    the confirmation fails, and the settings, the edge on its old ports and the host Caddy come back."""
+    settings = {path: path.read_bytes() for path in (own_host.root / "sumbg.toml", own_host.root / SLUG / "site.toml")}
+    resume = tmp_path / "resume"
+    proc = subprocess.Popen([str(SUMBG), "takeover", "--caddy-dir", str(golden.caddy_dir), "--caddy-data",
+                             str(golden.caddy_data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL,
+                            env={**golden.path_env(), "SUMBG_ROOT": str(own_host.root),
+                                 "SUMBG_FAILPOINT": "takeover:confirm", "SUMBG_FAILPOINT_RESUME": str(resume)})
+    try:
+        for line in proc.stderr:
+            if "failpoint takeover:confirm reached" in line:
+                break
+        else:
+            pytest.fail(f"sumbg never reached the failpoint: exit {proc.wait()}")
+        docker("stop", f"{TAKE_EDGE}-caddy")
+        resume.touch()
+        stderr = proc.stderr.read()
+        assert proc.wait(300) == 1, stderr
+    finally:
+        proc.kill()
+    assert "did not pass" in stderr and "[site t-take, step confirm]" in stderr, stderr
+    assert {path: path.read_bytes() for path in settings} == settings
+    status = golden.supervisor_status()
+    assert "RUNNING" in status.split("caddy")[1].split("\n")[0], status
+    assert golden.is_enabled("caddy")
+    assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == certificate
+    health = golden.request("GET", "/health/").json()
+    assert health["status"] == "ok" and health["version"]["git_sha"] != "unknown"      # sumbg, behind the host Caddy
+    assert own_host.state(SLUG)["adoption"]["mode"] == "proxy"
+    assert own_host.history(SLUG)[-1]["operation"] == "takeover"
+    assert own_host.history(SLUG)[-1]["outcome"] == "aborted"
+
+
+def test_the_edge_takes_the_ports_and_serves_the_same_certificate(own_host: Host, golden: GoldenHost,
+                                                                  certificate: str):
 
     samples: list[tuple[float, int]] = []
     stopping = threading.Event()
