@@ -285,8 +285,8 @@ def test_adopt_again_from_a_backup_db_sh_file(host: Host, golden: GoldenHost, ad
     assert golden.post_lead("in the backup file") == 302
     dump = golden.site_dir / "backups" / f"{SLUG}_20261127.sql.gz"
     # As from a host where the app's role had another name: its OWNER TO lines name a role sumbg lacks.
-    made = golden.exec("sh", "-c", f"pg_dump -p {golden.pg_port} {golden.db_name} | sed 's/OWNER TO {golden.db_name};"
-                                   f"/OWNER TO acme_runbook;/' | gzip > {dump}", user="postgres")
+    made = golden.exec("sh", "-c", f"runuser -u postgres -- pg_dump -p {golden.pg_port} {golden.db_name} | "
+                                   f"sed 's/OWNER TO {golden.db_name};/OWNER TO acme_runbook;/' | gzip > {dump}")
     assert made.returncode == 0, made.stderr
     result = adopt(host, golden, "--dump", str(dump), "--json")
     assert result.returncode == 0, str(result)
