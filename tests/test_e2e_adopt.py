@@ -32,17 +32,22 @@ def golden(host: Host, example_repo: Path, tmp_path_factory) -> GoldenHost:
     old.stop()
 
 
-def adopt(host: Host, golden: GoldenHost, *args: str, source: Path | None = None,
-          systemd_dir: Path | None = None, caddy_dir: Path | None = None):
+def on_golden(host: Host, golden: GoldenHost, *args: str):
+    """sumbg as an operator runs it on the runbook host (its systemctl first on PATH)."""
     import subprocess
     from .conftest import SUMBG, Result
-    argv = [str(SUMBG), "adopt", SLUG, *args]
+    proc = subprocess.run([str(SUMBG), *args], capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+                          env={**golden.path_env(), "SUMBG_ROOT": str(host.root)})
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def adopt(host: Host, golden: GoldenHost, *args: str, source: Path | None = None,
+          systemd_dir: Path | None = None, caddy_dir: Path | None = None):
+    argv = ["adopt", SLUG, *args]
     if "--undo" not in args:
         argv += ["--from", str(source or golden.site_dir), "--systemd-dir", str(systemd_dir or golden.systemd_dir),
                  "--caddy-dir", str(caddy_dir or golden.caddy_dir)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
-                          env={**golden.path_env(), "SUMBG_ROOT": str(host.root)})
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return on_golden(host, golden, *argv)
 
 
 def sumbg_psql(sql: str) -> str:
@@ -173,6 +178,39 @@ def test_a_failure_inside_the_window_puts_the_old_site_back(host: Host, golden: 
     (host.root / "www" / SLUG / "media" / "stray.txt").unlink()
 
 
+def test_an_adoption_killed_in_its_window_is_put_back_by_recover(host: Host, golden: GoldenHost) -> None:
+    """SIGKILL while the 503 page is up and the old units are stopped: the next adopt says to run
+    recover, and recover starts the old site again exactly as it was."""
+    import subprocess
+    from .conftest import SUMBG
+    before = old_files(golden)
+    proc = subprocess.Popen(
+        [str(SUMBG), "adopt", SLUG, "--from", str(golden.site_dir), "--systemd-dir", str(golden.systemd_dir),
+         "--caddy-dir", str(golden.caddy_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL, env={**golden.path_env(), "SUMBG_ROOT": str(host.root),
+                                       "SUMBG_FAILPOINT": "adopt:final-import"})
+    try:
+        for line in proc.stderr:
+            if "failpoint adopt:final-import reached" in line:
+                break
+        else:
+            pytest.fail(f"sumbg never reached the failpoint: exit {proc.wait()}")
+        assert golden.request("GET", "/").status_code == 503
+        assert "STOPPED" in golden.supervisor_status().split(golden.unit("gunicorn"))[1].split("\n")[0]
+    finally:
+        proc.kill()
+        proc.wait()
+    again = adopt(host, golden)
+    assert again.returncode == 2 and f"run `sumbg recover {SLUG}`" in again.stderr, str(again)
+    recovered = on_golden(host, golden, "recover", SLUG, "--json")
+    assert recovered.returncode == 0, str(recovered)
+    assert old_files(golden) == before                       # the site file is back, byte for byte
+    old_site_serves(golden)
+    assert "RUNNING" in golden.supervisor_status().split(golden.unit("celery"))[1].split("\n")[0]
+    assert host.containers(f"sum-{SLUG}-blue-") == []
+    assert host.state(SLUG)["adoption"]["status"] == "failed" and host.state(SLUG)["operation"] is None
+
+
 @pytest.fixture(scope="module")
 def adopted(host: Host, golden: GoldenHost) -> dict:
     for n in range(3):
@@ -254,7 +292,7 @@ def test_the_secret_key_and_settings_came_along(host: Host, golden: GoldenHost, 
     assert f"| {SLUG} | v1.0.0 |" in (host.root / "SITES.md").read_text()
     assert "adopt done" in (host.root / "SITES.md").read_text()
     # It is a sumbg site like any other: status says records, Caddy and answers agree.
-    status = host.sumbg("status", SLUG, "--json")
+    status = on_golden(host, golden, "status", SLUG, "--json")
     assert status.returncode == 0, str(status)
 
 
