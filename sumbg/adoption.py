@@ -272,8 +272,8 @@ def edge_address(ctx: Context) -> str:
     return f"{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{ctx.host.edge.http_port}"
 
 
-def host_caddy_target(deployment: Deployment) -> Target:
-    return Target("host Caddy", f"https://127.0.0.1:{deployment.caddy_ports[1]}", deployment.domains[0], sni=True)
+def host_caddy_target(https_port: int, domain: str) -> Target:
+    return Target("host Caddy", f"https://127.0.0.1:{https_port}", domain, sni=True)
 
 
 def old_app_target(deployment: Deployment) -> Target:
@@ -354,9 +354,7 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
         site = Site(ctx.host, config)
         if not options.dry_run:
             site.prepare_dirs()
-            if site.mirror_dir.exists():
-                shutil.rmtree(site.mirror_dir)
-            shutil.move(str(scratch / "repo.git"), site.mirror_dir)
+            site.replace_mirror(scratch / "repo.git")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     _, warnings = carried_env(deployment.env)
@@ -393,7 +391,7 @@ def adopt_plan(ctx: Context, site: Site, deployment: Deployment, image: build.Im
     stacks = ctx.stacks(site)
     services = RunbookServices()
     preview = preview_target(ctx.host.edge, site.config.domain)
-    host_caddy = host_caddy_target(deployment)
+    host_caddy = host_caddy_target(deployment.caddy_ports[1], deployment.domains[0])
     site_file = deployment.caddy_site_file
     kept = site.dir / KEPT_DIR / site_file.name
     window = Window()
@@ -641,7 +639,7 @@ def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
         source_db = SourceDatabase(ctx.engine, ctx.host.images.postgres, deployment)
         source_db.check_readable()
         live = state["live"]
-        host_caddy = host_caddy_target(deployment)
+        host_caddy = host_caddy_target(deployment.caddy_ports[1], deployment.domains[0])
 
         def maintenance(run: Run):
             run.on_failure(f"point {site_file.name} at the edge again",
@@ -689,14 +687,7 @@ def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
             return {"host_caddy": health.answer.status}
 
         def retire(run: Run):
-            for colour in naming.COLOURS:
-                stacks.remove_colour(colour)
-            ctx.edge.remove_site(slug)
-            ctx.engine.compose_down(site.data_project(), volumes=False)
-            run.state.update({"live": None, "previous": None, "colours": {}})
-            run.state["adoption"].update({"status": "undone", "undone_at": utc_now()})
-            run.save_state()
-            return {"kept": f"{naming.data_project(slug)}-pgdata (volume) and {site.dir}"}
+            return stand_down(ctx, site, run, status="undone")
 
         proxy_copy = site.dir / KEPT_DIR / f"{site_file.name}.sumbg-proxy"
         plan = Plan("adopt-undo", slug, (
@@ -713,6 +704,20 @@ def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
         return ctx.execute(plan, site, f"adopt --undo {slug}")
 
 
+def stand_down(ctx: Context, site: Site, run: Run, *, status: str) -> dict:
+    """sumbg's side of an adopted site, gone but for its data: colours, edge route and data stack
+    removed (the volume kept), state.json saying no colour is live and what became of the adoption."""
+    stacks = ctx.stacks(site)
+    for colour in naming.COLOURS:
+        stacks.remove_colour(colour)
+    ctx.edge.remove_site(site.slug)
+    ctx.engine.compose_down(site.data_project(), volumes=False)
+    run.state.update({"live": None, "previous": None, "colours": {}})
+    run.state["adoption"].update({"status": status, f"{status}_at": utc_now()})
+    run.save_state()
+    return {"kept": f"{naming.data_project(site.slug)}-pgdata (volume) and {site.dir}"}
+
+
 # =================================================================== recover
 
 def recover_plan(ctx: Context, site: Site, state: dict) -> Plan:
@@ -721,7 +726,6 @@ def recover_plan(ctx: Context, site: Site, state: dict) -> Plan:
     may hold a write or two that reached sumbg)."""
     adoption = state["adoption"]
     slug = site.slug
-    stacks = ctx.stacks(site)
     services = RunbookServices()
     site_file, kept = Path(adoption["caddy_site_file"]), Path(adoption["kept"])
 
@@ -738,14 +742,7 @@ def recover_plan(ctx: Context, site: Site, state: dict) -> Plan:
         return {"actions": actions}
 
     def stop_ours(run: Run):
-        for colour in naming.COLOURS:
-            stacks.remove_colour(colour)
-        ctx.edge.remove_site(slug)
-        ctx.engine.compose_down(site.data_project(), volumes=False)
-        run.state.update({"live": None, "previous": None, "colours": {}})
-        run.state["adoption"]["status"] = "failed"
-        run.save_state()
-        return {"kept": f"{naming.data_project(slug)}-pgdata"}
+        return stand_down(ctx, site, run, status="failed")
 
     return Plan("recover", slug, (
         Step("old-site", "start the old units again and put back the host Caddy site file", old_site_back),
@@ -809,7 +806,7 @@ def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bo
             for config in sites:
                 site = ctx.site(config.slug)
                 state_now = site.records.load_state()
-                prober.wait_healthy(Target("host Caddy", f"https://127.0.0.1:{https}", config.domain, sni=True), 30,
+                prober.wait_healthy(host_caddy_target(https, config.domain), 30,
                                     expect_version=colour_version(recorded(state_now, state_now.get("live"))))
 
     def certificates(run: Run):

@@ -106,9 +106,7 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
                                 db_publish_port=db_publish_port or 0, extra_env=tuple(env))
         site = Site(ctx.host, config)
         site.prepare_dirs()
-        if site.mirror_dir.exists():
-            shutil.rmtree(site.mirror_dir)
-        shutil.move(str(scratch / "repo.git"), site.mirror_dir)
+        site.replace_mirror(scratch / "repo.git")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     mirror = mirror_for(site)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
@@ -47,6 +48,12 @@ class Site:
     @property
     def mirror_dir(self) -> Path:
         return self.dir / "repo.git"
+
+    def replace_mirror(self, synced: Path) -> None:
+        """Put a mirror synced in a scratch folder in place of the site's (init, adopt)."""
+        if self.mirror_dir.exists():
+            shutil.rmtree(self.mirror_dir)
+        shutil.move(str(synced), self.mirror_dir)
 
     @property
     def www_dir(self) -> Path:

@@ -716,3 +716,18 @@ class Visitor(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(30)
+
+
+def sumbg_at_failpoint(host: GoldenHost, root: Path, argv: list[str], point: str,
+                       resume: Path | None = None) -> subprocess.Popen:
+    """sumbg, as an operator runs it on the runbook host, stopped at failpoint `point` (until `resume`
+    exists, or for good); the caller kills it. Fails the test if sumbg ends before reaching it."""
+    from .conftest import SUMBG
+    env = {**host.path_env(), "SUMBG_ROOT": str(root), "SUMBG_FAILPOINT": point,
+           **({"SUMBG_FAILPOINT_RESUME": str(resume)} if resume else {})}
+    proc = subprocess.Popen([str(SUMBG), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=env)
+    for line in proc.stderr:
+        if f"failpoint {point} reached" in line:
+            return proc
+    pytest.fail(f"sumbg never reached the failpoint {point}: exit {proc.wait()}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Host, docker, snapshot_tree
-from .golden_host import GoldenHost, Visitor, start_golden_host
+from .golden_host import GoldenHost, Visitor, start_golden_host, sumbg_at_failpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +41,17 @@ def on_golden(host: Host, golden: GoldenHost, *args: str):
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def adopt(host: Host, golden: GoldenHost, *args: str, source: Path | None = None,
-          systemd_dir: Path | None = None, caddy_dir: Path | None = None):
+def adopt_argv(golden: GoldenHost, *args: str, source: Path | None = None, systemd_dir: Path | None = None,
+               caddy_dir: Path | None = None) -> list[str]:
     argv = ["adopt", SLUG, *args]
     if "--undo" not in args:
         argv += ["--from", str(source or golden.site_dir), "--systemd-dir", str(systemd_dir or golden.systemd_dir),
                  "--caddy-dir", str(caddy_dir or golden.caddy_dir)]
-    return on_golden(host, golden, *argv)
+    return argv
+
+
+def adopt(host: Host, golden: GoldenHost, *args: str, **paths: Path):
+    return on_golden(host, golden, *adopt_argv(golden, *args, **paths))
 
 
 def sumbg_psql(sql: str) -> str:
@@ -141,21 +145,10 @@ def test_dry_run_reads_everything_and_changes_nothing(host: Host, golden: Golden
 def test_a_failure_inside_the_window_puts_the_old_site_back(host: Host, golden: GoldenHost, tmp_path) -> None:
     """Frozen after the final import, a stray file appears in sumbg's media: the exact comparison
     fails, and the old site serves again as it was (a later adoption starts afresh)."""
-    import subprocess
-    from .conftest import SUMBG
     before = old_files(golden)
     resume = tmp_path / "resume"
-    proc = subprocess.Popen(
-        [str(SUMBG), "adopt", SLUG, "--from", str(golden.site_dir), "--systemd-dir", str(golden.systemd_dir),
-         "--caddy-dir", str(golden.caddy_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        stdin=subprocess.DEVNULL, env={**golden.path_env(), "SUMBG_ROOT": str(host.root),
-                                       "SUMBG_FAILPOINT": "adopt:final-media", "SUMBG_FAILPOINT_RESUME": str(resume)})
+    proc = sumbg_at_failpoint(golden, host.root, adopt_argv(golden), "adopt:final-media", resume)
     try:
-        for line in proc.stderr:
-            if "failpoint adopt:final-media reached" in line:
-                break
-        else:
-            pytest.fail(f"sumbg never reached the failpoint: exit {proc.wait()}")
         inside = golden.request("GET", "/")
         assert inside.status_code == 503 and inside.headers["retry-after"] == "30"     # the window is open
         (host.root / "www" / SLUG / "media" / "stray.txt").write_text("not in the old site")
@@ -181,20 +174,9 @@ def test_a_failure_inside_the_window_puts_the_old_site_back(host: Host, golden: 
 def test_an_adoption_killed_in_its_window_is_put_back_by_recover(host: Host, golden: GoldenHost) -> None:
     """SIGKILL while the 503 page is up and the old units are stopped: the next adopt says to run
     recover, and recover starts the old site again exactly as it was."""
-    import subprocess
-    from .conftest import SUMBG
     before = old_files(golden)
-    proc = subprocess.Popen(
-        [str(SUMBG), "adopt", SLUG, "--from", str(golden.site_dir), "--systemd-dir", str(golden.systemd_dir),
-         "--caddy-dir", str(golden.caddy_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        stdin=subprocess.DEVNULL, env={**golden.path_env(), "SUMBG_ROOT": str(host.root),
-                                       "SUMBG_FAILPOINT": "adopt:final-import"})
+    proc = sumbg_at_failpoint(golden, host.root, adopt_argv(golden), "adopt:final-import")
     try:
-        for line in proc.stderr:
-            if "failpoint adopt:final-import reached" in line:
-                break
-        else:
-            pytest.fail(f"sumbg never reached the failpoint: exit {proc.wait()}")
         assert golden.request("GET", "/").status_code == 503
         assert "STOPPED" in golden.supervisor_status().split(golden.unit("gunicorn"))[1].split("\n")[0]
     finally:

@@ -16,7 +16,7 @@ import pytest
 from sumbg.smoke import served_certificate
 
 from .conftest import EDGE, SUMBG, Host, Result, docker, new_host
-from .golden_host import GoldenHost, start_golden_host
+from .golden_host import GoldenHost, start_golden_host, sumbg_at_failpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -81,17 +81,10 @@ def test_a_takeover_that_cannot_confirm_puts_everything_back(own_host: Host, gol
     the confirmation fails, and the settings, the edge on its old ports and the host Caddy come back."""
     settings = {path: path.read_bytes() for path in (own_host.root / "sumbg.toml", own_host.root / SLUG / "site.toml")}
     resume = tmp_path / "resume"
-    proc = subprocess.Popen([str(SUMBG), "takeover", "--caddy-dir", str(golden.caddy_dir), "--caddy-data",
-                             str(golden.caddy_data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL,
-                            env={**golden.path_env(), "SUMBG_ROOT": str(own_host.root),
-                                 "SUMBG_FAILPOINT": "takeover:confirm", "SUMBG_FAILPOINT_RESUME": str(resume)})
+    proc = sumbg_at_failpoint(golden, own_host.root, ["takeover", "--caddy-dir", str(golden.caddy_dir),
+                                                      "--caddy-data", str(golden.caddy_data_dir)],
+                              "takeover:confirm", resume)
     try:
-        for line in proc.stderr:
-            if "failpoint takeover:confirm reached" in line:
-                break
-        else:
-            pytest.fail(f"sumbg never reached the failpoint: exit {proc.wait()}")
         docker("stop", f"{TAKE_EDGE}-caddy")
         resume.touch()
         stderr = proc.stderr.read()
