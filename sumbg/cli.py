@@ -34,6 +34,11 @@ def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
 
 
+# A runbook host's Caddy (adopt, takeover): the Debian package's folder by default.
+caddy_dir_option = click.option("--caddy-dir", default="/etc/caddy", show_default=True,
+                                help="The host Caddy's config folder (Caddyfile, sites-enabled/).")
+
+
 def run_reporting(as_json: bool, action):
     """Run an operation; with --json, print its result (or its failure) as the one stdout document."""
     try:
@@ -154,8 +159,7 @@ def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, wa
                    "PostgreSQL; writes after it was taken are not carried over.")
 @click.option("--systemd-dir", default="/etc/systemd/system", show_default=True,
               help="Where the old site's units are.")
-@click.option("--caddy-dir", default="/etc/caddy", show_default=True,
-              help="The host Caddy's config folder (Caddyfile, sites-enabled/).")
+@caddy_dir_option
 @click.option("--undo-days", type=click.FloatRange(0), default=14.0, show_default=True,
               help="How long `--undo` may put the old deployment back.")
 @click.option("--undo", is_flag=True, help="Put the old deployment back: sumbg's data is copied into it.")
@@ -196,8 +200,7 @@ def adopt(obj: Obj, slug, source, domains, dump_file, systemd_dir, caddy_dir, un
 
 
 @cli.command()
-@click.option("--caddy-dir", default="/etc/caddy", show_default=True,
-              help="The host Caddy's config folder (Caddyfile, sites-enabled/).")
+@caddy_dir_option
 @click.option("--caddy-data", default="/var/lib/caddy/.local/share/caddy", show_default=True,
               help="The host Caddy's data directory (certificates/, acme/, pki/).")
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
