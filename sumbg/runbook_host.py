@@ -202,8 +202,6 @@ def caddy_blocks(text: str) -> list[tuple[str, str]]:
                 body.append(char)
         elif depth > 0:
             body.append(char)
-        elif char == "\n" and depth == 0:
-            pass
     if depth:
         raise UsageError("unbalanced braces in the Caddy site file")
     return blocks
