@@ -54,8 +54,14 @@ class Reporter:
         self.quiet = quiet
 
     def line(self, text: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        try:
             print(text, file=self.stream, flush=True)
+        except (BrokenPipeError, ValueError, OSError):
+            # Whoever read the progress is gone (a dropped SSH link of `sumbg fleet`): the operation
+            # goes on to its end, and its history says how it went.
+            self.quiet = True
 
     def step_started(self, step: Step) -> None:
         self.line(f"  -> {step.name}: {step.summary}")

@@ -102,6 +102,19 @@ class Mirror:
             _git(["-C", str(self.path), "fetch", "--prune", "--tags", "--force", "--quiet", "origin",
                   "+refs/heads/*:refs/heads/*"])
 
+    def exists(self) -> bool:
+        return (self.path / "HEAD").exists()
+
+    def tags(self) -> list[tuple[str, str, int]]:
+        """(tag, the commit it names, its date as a Unix time) for every tag."""
+        out = _git(["-C", str(self.path), "for-each-ref", "refs/tags",
+                    "--format=%(refname:strip=2)%00%(objectname)%00%(*objectname)%00%(creatordate:unix)"])
+        found = []
+        for line in out.splitlines():
+            tag, obj, peeled, date = line.split("\0")
+            found.append((tag, peeled or obj, int(date or 0)))
+        return found
+
     def resolve(self, ref: str) -> Resolved:
         proc = _git(["-C", str(self.path), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
                     check=False, binary=True)

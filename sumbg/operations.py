@@ -1,4 +1,4 @@
-"""sumbg's operations as plans: init, upgrade, and the read-only status."""
+"""sumbg's operations as plans: init and upgrade."""
 from __future__ import annotations
 
 import difflib
@@ -14,7 +14,6 @@ from .config import SiteConfig, render_site_toml
 from .context import Context, mirror_for, refuse_if_interrupted
 from .errors import BreakingRelease, CheckFailed, DockerError, MigrationFailed, SumbgError, UsageError
 from .executor import Plan, Run, Step
-from .lock import is_held
 from .records import recorded
 from .runtime import Site
 from .smoke import live_target, preview_target
@@ -616,42 +615,3 @@ def migration_hint(ctx: Context, site: Site, facts: UpgradeFacts) -> dict:
 
 
 # =================================================================== status
-
-def status(ctx: Context, slug: str | None) -> list[dict]:
-    if slug:
-        slugs = [ctx.site(slug).slug]
-    else:
-        slugs = [path.parent.name for path in sorted(ctx.host.root.glob("*/site.toml"))]
-    return [site_status(ctx, ctx.site(s)) for s in slugs]
-
-
-def site_status(ctx: Context, site: Site) -> dict:
-    state = site.records.load_state()
-    live = state.get("live")
-    record = recorded(state, live)
-    health: dict = {}
-    agreed = agreement.Agreement()
-    if live:
-        agreed, answer = agreement.probe_and_check(ctx, site, state)
-        health = {"http_status": answer.answer.status, "status": answer.status,
-                  "version": answer.version, "error": answer.answer.error or None}
-    operation = state.get("operation")
-    interrupted = bool(operation) and not is_held(site.dir / ".lock")
-    return {
-        "site": site.slug,
-        "domain": site.config.domain,
-        "live": live,
-        "previous": state.get("previous"),
-        "image": record.get("image"),
-        "ref": record.get("ref"),
-        "commit": record.get("commit"),
-        "sum_core": record.get("sum_core"),
-        "colours": state.get("colours") or {},
-        "health": health,
-        "agreement": agreed.describe(),
-        "caddy": {"live": ctx.edge.files.read_colour(site.slug, "live"),
-                  "preview": ctx.edge.files.read_colour(site.slug, "preview")},
-        "operation": operation,
-        "interrupted": interrupted,
-        "maintenance": ctx.edge.files.maintenance_on(site.slug),
-    }

@@ -18,6 +18,27 @@ def utc_stamp() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from 90, "90", "30m", "2h" or "1d"; ValueError for anything else or a negative."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip().lower()
+        try:
+            seconds = float(text[:-1]) * DURATION_UNITS[text[-1]] if text and text[-1] in DURATION_UNITS \
+                else float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a duration like 90, 30m, 2h or 1d") from None
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{value!r} is not a duration like 90, 30m, 2h or 1d")
+    return seconds
+
+
 def atomic_write(path: Path, body: str | bytes, mode: int = 0o644) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -471,6 +471,9 @@ timeout = 120
 [upgrade]
 keep_backups = 10
 watch = 30
+# Stop the idle colour this long after an upgrade went live (`sumbg retire --due`, from cron):
+# less memory, and a rollback then restarts it (not instant). 0 keeps it; unset: sumbg.toml's.
+# retire_idle_after = "2d"
 
 # The watch after a switch reverts only on a failure that persists: this many failed
 # probes in a row, or more than max_failed_ratio of them (after min_probes), or at least
@@ -684,3 +687,25 @@ git_ssh_known_hosts = ""
 # Like git's insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }
 git_url_rewrites = { "https://github.com/acme/" = "https://mirror.local/acme/" }
 """
+
+
+# ---------------------------------------------------------------- the idle colour's soak period
+
+def test_retire_idle_after_on_the_host_and_per_site(tmp_path):
+    host = host_from(tmp_path, '[upgrade]\nretire_idle_after = "2d"\n')
+    assert host.retire_idle_after == 172800.0
+    assert load_host(tmp_path / "nothing").retire_idle_after == 0.0
+    assert site_from(tmp_path, MINIMAL_SITE).retire_idle_after is None
+    assert site_from(tmp_path, MINIMAL_SITE + '\n[upgrade]\nretire_idle_after = "36h"\n').retire_idle_after == 129600.0
+    assert site_from(tmp_path, MINIMAL_SITE + "\n[upgrade]\nretire_idle_after = 0\n").retire_idle_after == 0.0
+    assert reparse(SiteConfig(slug="acme", domain="acme.example.com", repo="/r", project="acme",
+                              settings_module="acme.settings.production", wsgi="acme.wsgi:application",
+                              retire_idle_after=5400.0)).retire_idle_after == 5400.0
+
+
+@pytest.mark.parametrize("value", ['"soon"', '"-1h"', "true", '"1w"'])
+def test_a_bad_soak_period_says_where(tmp_path, value):
+    error = site_error(tmp_path, MINIMAL_SITE + f"\n[upgrade]\nretire_idle_after = {value}\n")
+    assert error.message.startswith("site.toml: upgrade.retire_idle_after: ")
+    assert host_error(tmp_path, f"[upgrade]\nretire_idle_after = {value}\n").message.startswith(
+        "sumbg.toml: upgrade.retire_idle_after: ")
