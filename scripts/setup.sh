@@ -95,6 +95,24 @@ PY
     say "installed $(docker compose version)"
 }
 
+ensure_sshd() {
+    # The fleet tests reach their simulated hosts through a real OpenSSH server that they
+    # start themselves on a loopback port. When setup installs the package, its own service
+    # is neither started nor left enabled: `make test` opens no SSH port.
+    [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null 2>&1 && return 0
+    local policy=/usr/sbin/policy-rc.d ours=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod +x "$policy"
+        ours=1
+    fi
+    apt_install openssh-client openssh-server || { [ $ours = 1 ] && as_root rm -f "$policy"; die "installing OpenSSH failed"; }
+    [ $ours = 1 ] && as_root rm -f "$policy"
+    if [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+    fi
+}
+
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
 can_pull() {
@@ -161,6 +179,7 @@ main() {
     ensure_engine
     ensure_venv
     ensure_compose
+    ensure_sshd
     if can_pull python:3.12-slim && can_pull postgres:16 && can_pull redis:7 && can_pull caddy:2; then
         say "public images are available; no local images needed"
         mkdir -p "$state_dir"

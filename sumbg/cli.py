@@ -299,27 +299,37 @@ def restore(obj: Obj, slug, file, yes, lock_timeout, as_json):
 
 
 def parse_duration(value: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = value.strip().lower()
+    from .util import parse_duration as parse
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a duration like 90, 30m, 2h or 1d") from None
+        return parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @cli.command()
-@click.argument("slug")
+@click.argument("slug", required=False)
 @click.option("--min-age", default="1h", show_default=True,
               help="Refuse to retire the only rollback target younger than this (90, 30m, 2h, 1d).")
 @click.option("--force", is_flag=True, help="Retire even a young, only rollback target.")
+@click.option("--due", is_flag=True,
+              help="Every site whose idle colour has soaked for its upgrade.retire_idle_after and whose live "
+                   "colour is healthy (run it from cron or a systemd timer).")
 @json_option
 @click.pass_obj
-def retire(obj: Obj, slug, min_age, force, as_json):
-    """Stop and remove SLUG's idle colour once an upgrade has soaked."""
-    from .lifecycle import retire as do_retire
+def retire(obj: Obj, slug, min_age, force, due, as_json):
+    """Stop and remove SLUG's idle colour once an upgrade has soaked.
+
+    A rollback to a retired colour starts it again first (seconds, not instant).
+    """
+    from .lifecycle import retire as do_retire, retire_due
     ctx = obj.context()
+    if due:
+        if slug or force:
+            raise click.UsageError("--due retires on every site by its own soak period: no SLUG or --force")
+        run_reporting(as_json, lambda: retire_due(ctx))
+        return
+    if not slug:
+        raise click.UsageError("name the site (SLUG), or pass --due")
     run_reporting(as_json, lambda: do_retire(ctx, slug, min_age=parse_duration(min_age), force=force))
 
 
@@ -373,12 +383,12 @@ def makefile(slug, directory):
 @click.pass_obj
 def status(obj: Obj, slug, as_json):
     """Live colour, versions and health of one site or all."""
-    from .operations import status as do_status
+    from .status import host_status, status as do_status
     ctx = obj.context()
-    sites = do_status(ctx, slug)
     if as_json:
-        emit_json(sites[0] if slug else {"sites": sites})
+        emit_json(do_status(ctx, slug)[0] if slug else host_status(ctx))
         return
+    sites = do_status(ctx, slug)
     if not sites:
         click.echo(f"no sites under {ctx.host.root}")
     for site in sites:
@@ -399,6 +409,28 @@ def status(obj: Obj, slug, as_json):
             click.echo(f"  records, Caddy and containers disagree: run `sumbg recover {site['site']}`")
         for note in site["agreement"]["notes"]:
             click.echo(f"  note: {note}")
+        rollback = site["rollback"]
+        if rollback["possible"] and not rollback["instant"]:
+            click.echo(f"  rollback to {rollback['ref']} is not instant: {rollback['reason']}")
+
+
+@cli.command()
+@click.argument("slugs", nargs=-1)
+@click.option("--no-fetch", is_flag=True, help="Read the tags sumbg already has; do not fetch the repos.")
+@json_option
+@click.pass_obj
+def releases(obj: Obj, slugs, no_fetch, as_json):
+    """The tags of each site's client repo, newest first, with the sum-core version each pins."""
+    from .status import releases as do_releases
+    found = do_releases(obj.context(), list(slugs) or None, fetch=not no_fetch)
+    if as_json:
+        emit_json({"sites": found})
+        return
+    for site in found:
+        click.echo(f"{site['site']} ({site['repo']}): live {site['live']['ref'] or '-'} "
+                   f"(sum-core {site['live']['sum_core'] or '-'}){'; ' + site['note'] if site['note'] else ''}")
+        for tag in site["tags"]:
+            click.echo(f"  {tag['tag']:<28} sum-core {tag['sum_core'] or '-':<10} {tag['commit'][:12]}")
 
 
 @cli.command()
@@ -422,10 +454,95 @@ def history(obj: Obj, slug, as_json):
             click.echo(f"    {steps}")
 
 
+@cli.group()
+def fleet():
+    """Many hosts at once, over SSH: the sumbg on each host does the work."""
+
+
+fleet_file_option = click.option(
+    "--fleet", "fleet_file", envvar="SUMBG_FLEET", type=click.Path(dir_okay=False), default=None,
+    help="The fleet file (default $SUMBG_FLEET): its hosts and groups of sites.")
+
+
+def load_fleet_file(fleet_file: str | None):
+    from .config import fleet_path, load_fleet
+    return load_fleet(fleet_path(fleet_file))
+
+
+@fleet.command(name="status")
+@fleet_file_option
+@json_option
+def fleet_status(fleet_file, as_json):
+    """Every site on every host: live release, sum-core, health, last operation, rollback.
+
+    Also writes the fleet's sites matrix ([fleet] matrix, default SITES.md beside the
+    fleet file). Exits 1 when a host does not answer (the others are still shown).
+    """
+    from .fleet import FleetDriver, status_document, status_lines
+    fleet_config = load_fleet_file(fleet_file)
+    driver = FleetDriver(fleet_config, say=lambda line: click.echo(line, err=True))
+    views = driver.status()
+    written = driver.write_matrix(views)
+    if as_json:
+        emit_json({**status_document(views), "matrix": str(written)})
+    else:
+        for line in status_lines(views):
+            click.echo(line)
+        click.echo(f"matrix written to {written}", err=True)
+    if any(not view.reachable for view in views):
+        raise click.exceptions.Exit(1)
+
+
+@fleet.command(name="upgrade")
+@click.option("--core", default=None, help="The sum-core version to move to (X.Y.Z).")
+@click.option("--sites", "names", multiple=True,
+              help="Sites to upgrade: slugs, HOST/SLUG or group names (repeat, or comma-separate; default all).")
+@click.option("--canary", "canaries", multiple=True,
+              help="A site upgraded (and watched) first, alone; the rest wait for it to pass. Repeatable.")
+@click.option("--parallel", type=click.IntRange(1), default=None,
+              help="Upgrades at a time on one host (default: [fleet] parallel, 1).")
+@click.option("--max-parallel", type=click.IntRange(1), default=None,
+              help="Upgrades at a time in the whole fleet (default: [fleet] max_parallel, 4).")
+@click.option("--watch", type=click.FloatRange(0), default=None,
+              help="Seconds each upgrade watches its site after the switch (default: each site's own).")
+@click.option("--dry-run", is_flag=True, help="Print the whole plan (site, host, from -> to) and change nothing.")
+@click.option("--resume", is_flag=True, help="Go on with the last stopped (or killed) fleet upgrade.")
+@fleet_file_option
+@json_option
+def fleet_upgrade(fleet_file, core, names, canaries, parallel, max_parallel, watch, dry_run, resume, as_json):
+    """Move sites to the newest release of their repo that pins sum-core --core.
+
+    Canaries first, one at a time; then the rest. The first failure stops new upgrades
+    (running ones finish; the failed site is left on its previous release by its own
+    sumbg); the matrix says what was done, what failed and what was not tried.
+    """
+    import re
+
+    from .fleet import upgrade_fleet
+    if resume and (core or names or canaries or watch is not None):
+        raise click.UsageError("--resume goes on with the stopped run's own --core, --sites, --canary and "
+                               "--watch; only --parallel and --max-parallel may change")
+    if not resume and not core:
+        raise click.UsageError("give the sum-core version with --core X.Y.Z (or --resume)")
+    if core and not re.fullmatch(r"v?\d+(\.\d+)*([.+-][0-9A-Za-z.+-]+)?", core):
+        raise click.BadParameter(f"{core!r} is not a version like 0.7.0", param_hint="--core")
+    fleet_config = load_fleet_file(fleet_file)
+    say = (lambda line: click.echo(line, err=True))
+    document, lines, code = upgrade_fleet(fleet_config, core, names=names, canaries=canaries, parallel=parallel,
+                                          max_parallel=max_parallel, watch=watch, dry_run=dry_run,
+                                          resume=resume, say=say)
+    if as_json:
+        emit_json(document)
+    for line in lines:
+        click.echo(line, err=as_json)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
 def main() -> None:
     verbose = "--verbose" in sys.argv or os.environ.get("SUMBG_VERBOSE") == "1"
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
     except SumbgError as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -446,7 +563,8 @@ def main() -> None:
         click.echo(f"sumbg: error: unexpected {type(exc).__name__}: {exc} (run with --verbose for details)",
                    err=True)
         sys.exit(1)
-    sys.exit(0)
+    # Outside standalone mode click returns a command's Exit(code) instead of raising it.
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

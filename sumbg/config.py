@@ -18,7 +18,7 @@ from typing import Any
 
 from . import naming
 from .errors import ConfigError, UsageError
-from .util import atomic_write
+from .util import atomic_write, parse_duration
 
 DEFAULT_ROOT = "/srv/sum"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -75,6 +75,15 @@ class _Table:
         if value <= 0:
             raise self.fail(key, f"must be greater than 0, not {value}")
         return value
+
+    def duration(self, key: str, default: float | None) -> float | None:
+        value = self.get(key, (str, int, float), None)
+        if value is None:
+            return default
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
         value = self.get(key, str, default)
@@ -246,6 +255,8 @@ class HostConfig:
     ca_bundle: str = ""
     min_free_gb: float = 2.0
     build: BuildSettings = BuildSettings()  # git credentials and URL rewrites for all sites
+    # Seconds an idle colour is kept after the live one went live (`sumbg retire --due`); 0: kept.
+    retire_idle_after: float = 0.0
 
     @property
     def caddy_dir(self) -> Path:
@@ -335,9 +346,12 @@ def parse_host(table: _Table, root: Path) -> HostConfig:
     if min_free_gb < 0:
         raise preflight_t.fail("min_free_gb", "must not be negative")
     preflight_t.reject_unknown()
+    upgrade_t = table.table("upgrade")
+    retire_idle_after = upgrade_t.duration("retire_idle_after", 0.0)
+    upgrade_t.reject_unknown()
     table.reject_unknown()
     return HostConfig(root=root, edge=edge, images=images, ca_bundle=ca_bundle, min_free_gb=min_free_gb,
-                      build=build)
+                      build=build, retire_idle_after=retire_idle_after)
 
 
 def _image_ref(table: _Table, key: str, default: str) -> str:
@@ -462,6 +476,7 @@ class SiteConfig:
     extra_env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     build: BuildSettings = BuildSettings()  # [build]: overrides sumbg.toml [build] per key
     migrations: MigrationSettings = MigrationSettings()
+    retire_idle_after: float | None = None  # None: sumbg.toml's [upgrade] retire_idle_after
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -535,6 +550,7 @@ def parse_site(table: _Table) -> SiteConfig:
     watch_seconds = float(upgrade.get("watch", (int, float), 30))
     if watch_seconds < 0:
         raise upgrade.fail("watch", "must not be negative")
+    retire_idle_after = upgrade.duration("retire_idle_after", None)
     upgrade.reject_unknown()
 
     watch = _parse_watch(table.table("watch"))
@@ -566,7 +582,7 @@ def parse_site(table: _Table) -> SiteConfig:
         worker_command=worker_command, db_publish_port=db_publish_port,
         health_timeout=health_timeout, smoke_checks=smoke_checks, keep_backups=keep_backups,
         watch_seconds=watch_seconds, watch=watch, notes=notes, extra_env=tuple(extra_env),
-        build=build, caddy=caddy, aliases=aliases, migrations=migrations,
+        build=build, caddy=caddy, aliases=aliases, migrations=migrations, retire_idle_after=retire_idle_after,
     )
 
 
@@ -751,6 +767,10 @@ def render_site_toml(site: SiteConfig) -> str:
         "[upgrade]",
         f"keep_backups = {site.keep_backups}",
         f"watch = {_number(site.watch_seconds)}",
+        "# Stop the idle colour this long after an upgrade went live (`sumbg retire --due`, from cron):",
+        "# less memory, and a rollback then restarts it (not instant). 0 keeps it; unset: sumbg.toml's.",
+        (f"retire_idle_after = {_number(site.retire_idle_after)}" if site.retire_idle_after is not None
+         else '# retire_idle_after = "2d"'),
         "",
         "# The watch after a switch reverts only on a failure that persists: this many failed",
         "# probes in a row, or more than max_failed_ratio of them (after min_probes), or at least",
@@ -836,3 +856,105 @@ def _toml_string(value: str) -> str:
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# ---------------------------------------------------------------- fleet file
+
+FLEET_ENV = "SUMBG_FLEET"
+# An SSH destination as ssh(1) takes it: [user@]host or ssh://[user@]host[:port]; never an option.
+_SSH_DESTINATION = re.compile(
+    r"^(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+$|^ssh://(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+(?::\d{1,5})?$")
+
+
+@dataclass(frozen=True)
+class FleetHost:
+    name: str
+    ssh: str                 # an SSH destination, or "local": this machine, no SSH
+    root: str = str(DEFAULT_ROOT)
+    sumbg: str = "sumbg"     # the command on that host (e.g. /opt/sumbg/.venv/bin/sumbg)
+
+    @property
+    def local(self) -> bool:
+        return self.ssh == "local"
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    path: Path
+    hosts: tuple[FleetHost, ...]
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    parallel: int = 1        # upgrades at a time on one host
+    max_parallel: int = 4    # upgrades at a time in the whole fleet
+    ssh_config: Path | None = None
+    connect_timeout: int = 10
+    runs_dir: Path = Path(".sumbg-fleet")
+    matrix: Path = Path("SITES.md")
+
+    def host(self, name: str) -> FleetHost:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise UsageError(f"{self.path.name}: no host named {name!r} (hosts: {', '.join(h.name for h in self.hosts)})")
+
+
+def fleet_path(given: str | None) -> Path:
+    value = given or os.environ.get(FLEET_ENV)
+    if not value:
+        raise UsageError(f"name the fleet file with --fleet PATH or ${FLEET_ENV}")
+    return Path(value).absolute()
+
+
+def load_fleet(path: Path) -> FleetConfig:
+    label = path.name
+    table = _Table(_load_toml(path, label), label)
+    beside = path.parent
+
+    def relative(value: str) -> Path:
+        return (beside / value).absolute() if not Path(value).is_absolute() else Path(value)
+
+    fleet_t = table.table("fleet")
+    parallel = fleet_t.positive("parallel", int, 1)
+    max_parallel = fleet_t.positive("max_parallel", int, 4)
+    runs_dir = relative(fleet_t.get("runs", str, ".sumbg-fleet"))
+    matrix = relative(fleet_t.get("matrix", str, "SITES.md"))
+    fleet_t.reject_unknown()
+
+    ssh_t = table.table("ssh")
+    ssh_config = ssh_t.get("config", str, None)
+    connect_timeout = ssh_t.positive("connect_timeout", int, 10)
+    ssh_t.reject_unknown()
+
+    hosts_t = table.table("hosts")
+    hosts = []
+    for name in hosts_t.data:
+        if not naming.SLUG_PATTERN.fullmatch(name):
+            raise hosts_t.fail(name, "a host name must match ^[a-z0-9][a-z0-9-]{0,62}$")
+        host_t = hosts_t.table(name)
+        ssh = host_t.get("ssh", str, required=True)
+        if ssh != "local" and (ssh.startswith("-") or not _SSH_DESTINATION.fullmatch(ssh)):
+            raise host_t.fail("ssh", f"must be an SSH destination ([user@]host, ssh://[user@]host:port) or "
+                                     f"\"local\", not {ssh!r}")
+        root = host_t.get("root", str, str(DEFAULT_ROOT))
+        if not root.startswith("/") or any(ch.isspace() for ch in root):
+            raise host_t.fail("root", f"must be an absolute path with no spaces, not {root!r}")
+        command = host_t.get("sumbg", str, "sumbg")
+        if not command.strip() or "\n" in command:
+            raise host_t.fail("sumbg", "must be the sumbg command on that host, on one line")
+        host_t.reject_unknown()
+        hosts.append(FleetHost(name=name, ssh=ssh, root=root, sumbg=command))
+    if not hosts:
+        raise ConfigError(f"{label}: hosts: at least one host is needed: [hosts.NAME] with ssh = \"user@host\" "
+                          f"(or \"local\")")
+
+    groups_t = table.table("groups")
+    groups = {}
+    for name in groups_t.data:
+        members = groups_t.get(name, list)
+        if not naming.SLUG_PATTERN.fullmatch(name) or not members or not all(isinstance(m, str) for m in members):
+            raise groups_t.fail(name, "must be NAME = [\"slug\", \"host/slug\", ...] with a lowercase name")
+        groups[name] = tuple(members)
+    groups_t.reject_unknown()
+    table.reject_unknown()
+    return FleetConfig(path=path, hosts=tuple(hosts), groups=groups, parallel=parallel, max_parallel=max_parallel,
+                       ssh_config=relative(ssh_config) if ssh_config else None, connect_timeout=connect_timeout,
+                       runs_dir=runs_dir, matrix=matrix)

@@ -122,6 +122,10 @@ class RunbookError(SumbgError):
     """A command on a runbook-deployed site (systemctl, its host Caddy) failed."""
 
 
+class HostUnreachable(SumbgError):
+    """A fleet host did not answer over SSH (or its sumbg could not be run)."""
+
+
 class NeedsOperator(SumbgError):
     """The operation failed and sumbg could not put the previous state back."""
 
