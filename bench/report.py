@@ -1,6 +1,8 @@
 """BENCHMARKS.md, the timeline plot and the console summary, from results.json's numbers only."""
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 
 import stats
@@ -72,7 +74,85 @@ def summarise(results: dict) -> dict:
         flat = [{"idle_stats_mib": m["idle"]["stats_mib"], "idle_rss_mib": m["idle"]["rss_sum_mib"],
                  "live_stats_mib": m["live"]["stats_mib"], "live_rss_mib": m["live"]["rss_sum_mib"]} for m in mem]
         out["memory"] = {"n": len(mem), **stats.medians(flat, list(flat[0]))}
+    if results.get("density"):
+        out["density"] = density_summary(results["density"])
     return out
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if isinstance(v, (int, float))]
+    return round(statistics.median(values), 2) if values else None
+
+
+def density_summary(d: dict) -> dict:
+    """Figure 9 from its raw record: medians over the sites, the upgraded site's figures, the projection."""
+    out: dict = {"sites": d.get("sites"), "target": d.get("target"), "host_gib": d.get("host_gib"),
+                 "reserve_gib": d.get("reserve_gib"), "settle_seconds": d.get("settle_seconds")}
+    inits = d.get("inits") or []
+    if inits:
+        out.update(init_first_s=inits[0]["seconds"], init_first_build=inits[0].get("build_outcome"),
+                   init_first_build_s=inits[0].get("build_seconds"),
+                   init_rest_median_s=_median([i["seconds"] for i in inits[1:]]),
+                   init_rest_max_s=max((i["seconds"] for i in inits[1:]), default=None),
+                   init_total_s=round(sum(i["seconds"] for i in inits), 1), sites_initialised=len(inits))
+    up = d.get("all_up") or {}
+    sites = list((up.get("sites") or {}).values())
+    if sites:
+        live_only = [site["live_only_mib"] for site in sites]
+        def part(name: str):
+            return _median([site["containers_mib"].get(name) for site in sites])
+        out.update(sites_up=len(sites), live_only_median_mib=_median(live_only), live_only_max_mib=max(live_only),
+                   live_only_min_mib=min(live_only), live_only_total_mib=round(sum(live_only), 1),
+                   data_median_mib=_median([site["data_mib"] for site in sites]),
+                   postgres_median_mib=part("data-postgres"), redis_median_mib=part("data-redis"),
+                   live_colour_median_mib=_median([site["colours_mib"][site["live"]] for site in sites]),
+                   edge_mib=up.get("edge_mib"), cpu_percent_sites=up.get("cpu_percent_sites"),
+                   edge_cpu_percent=up.get("edge_cpu_percent"))
+    before, after = d.get("mem_available_before_mib"), d.get("mem_available_after_mib")
+    out.update(mem_available_before_mib=before, mem_available_after_mib=after)
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)) and sites:
+        out["mem_available_drop_mib"] = round(before - after, 1)
+        out["host_drop_per_site_mib"] = round((before - after - (out.get("edge_mib") or 0)) / len(sites), 1)
+    upgrade = d.get("upgrade") or {}
+    if upgrade:
+        out["upgrade"] = {k: upgrade.get(k) for k in UPGRADE_KEYS + ["wall_seconds"]}
+        out["upgrade"]["rate_used"] = (d.get("calibration") or {}).get("rate_used")
+    target = d.get("target")
+    upgraded = ((d.get("after_upgrade") or {}).get("sites") or {}).get(target)
+    if upgraded:
+        out.update(target_live_plus_idle_mib=upgraded["all_colours_mib"],
+                   target_live_after_upgrade_mib=upgraded["live_only_mib"],
+                   idle_colour=d.get("idle_colour"),
+                   idle_colour_mib=upgraded["colours_mib"].get(d.get("idle_colour")))
+    retired = ((d.get("after_retire") or {}).get("sites") or {}).get(target)
+    if retired:
+        out.update(target_live_only_after_retire_mib=retired["live_only_mib"],
+                   colours_after_retire=sorted(retired["colours_mib"]))
+    rollback = d.get("rollback") or {}
+    if rollback:
+        out.update(rollback_wall_s=rollback.get("wall_seconds"), rollback_record_s=rollback.get("seconds"),
+                   rollback_instant=rollback.get("instant"), rollback_flip_s=rollback.get("flip_seconds"),
+                   rollback_ready_s=(rollback.get("steps") or {}).get("ready"))
+    out["projection"] = density_projection(out)
+    return out
+
+
+def density_projection(s: dict) -> dict | None:
+    """How many example sites a host of `host_gib` holds, from memory alone: (host - reserve - edge - one
+    extra colour for the site being upgraded) / live-only memory per site."""
+    median, edge = s.get("live_only_median_mib"), s.get("edge_mib")
+    if not median or edge is None or not s.get("host_gib"):
+        return None
+    extra, extra_from = s.get("idle_colour_mib"), "the upgraded site's idle colour, measured"
+    if extra is None:
+        extra, extra_from = s.get("live_colour_median_mib") or 0, "median live colour (no upgrade measured)"
+    budget = s["host_gib"] * 1024 - s["reserve_gib"] * 1024 - edge - extra
+    per_site_host = s.get("host_drop_per_site_mib")
+    return {"budget_mib": round(budget, 1), "extra_colour_mib": extra, "extra_from": extra_from,
+            "sites_at_median": math.floor(budget / median),
+            "sites_at_max": math.floor(budget / s["live_only_max_mib"]),
+            "sites_from_host_drop": math.floor(budget / per_site_host) if per_site_host and per_site_host > 0
+            else None}
 
 
 # ---------------------------------------------------------------- formatting
@@ -120,7 +200,10 @@ def markdown(results: dict, *, quick: bool) -> str:
         "Generated by `bench/run.py` " + ("**in quick mode (1 repetition, short loads, tiny DB): not for quoting**"
                                           if quick else "(full mode)")
         + f" on {results.get('started_at')}; every number below comes from that run "
-          "(raw numbers: `bench/results.json`, per-request samples in the `--out` folder). "
+        + ("(raw numbers and per-request samples: `results.json` and `samples/` in the `--out` folder; an `--only` "
+           "run is never published). " if results.get("only") else
+           "(raw numbers: `bench/results.json`, per-request samples in the `--out` folder). ")
+        + 
           "Medians over the repetitions; *n* is the repetition count.",
         "",
         "## Machine",
@@ -135,7 +218,13 @@ def markdown(results: dict, *, quick: bool) -> str:
         "    make bench                                  # full run; writes BENCHMARKS.md, bench/results.json, bench/timeline.png",
         "    make bench BENCH_ARGS='--reps 3 --pg-scale 32'",
         "    .venv/bin/python bench/run.py --quick --out /tmp/bench   # < 3 min, files in /tmp/bench only",
+        "    .venv/bin/python bench/run.py --only density --out /tmp/d # figure 9 alone, files in /tmp/d only",
         "",
+    ]
+    if results.get("only"):
+        parts += [f"This run measured figure 9 alone (`--only {results['only']}`).", ""]
+        return "\n".join(parts + density_section(s.get("density") or {}, m) + failures_section(results))
+    parts += [
         f"Configuration of this run: {cfg.get('reps')} repetitions of each load run, {cfg.get('build_reps')} of "
         f"each build timing, {cfg.get('backup_reps')} of the backup comparison, {cfg.get('rehearsal_reps')} of "
         f"each rehearsal comparison; load target "
@@ -273,9 +362,14 @@ def markdown(results: dict, *, quick: bool) -> str:
     ]
     parts += rehearsal_section(s.get("rehearsal") or {})
     parts += adoption_section(s.get("adoption") or {})
-    if results.get("failures"):
-        parts += ["## Failures in this run", ""] + [f"- {f}" for f in results["failures"]] + [""]
-    return "\n".join(parts)
+    parts += density_section(s.get("density") or {}, m)
+    return "\n".join(parts + failures_section(results))
+
+
+def failures_section(results: dict) -> list[str]:
+    if not results.get("failures"):
+        return []
+    return ["## Failures in this run", ""] + [f"- {f}" for f in results["failures"]] + [""]
 
 
 def rehearsal_section(r: dict) -> list[str]:
@@ -384,13 +478,114 @@ def adoption_section(a: dict) -> list[str]:
     ]
 
 
+def density_section(d: dict, machine: dict) -> list[str]:
+    if not d:
+        return []
+    n, target = d.get("sites_up", 0), d.get("target") or "—"
+    up = d.get("upgrade") or {}
+    proj = d.get("projection") or {}
+
+    def pair(a, b, unit: str = "") -> str:
+        return f"{fmt(a, unit)} / {fmt(b, unit)}"
+
+    rows = [
+        ["sites brought up and measured (N)", f"{n} of {d.get('sites')}"],
+        [(f"`sumbg init`, first site (its build step: {d.get('init_first_build') or '—'}, "
+          f"{fmt(d.get('init_first_build_s'), ' s')})"), fmt(d.get("init_first_s"), " s")],
+        ["`sumbg init`, each later site: median / max", pair(d.get("init_rest_median_s"), d.get("init_rest_max_s"),
+                                                             " s")],
+        ["all N inits, one after the other", fmt(d.get("init_total_s"), " s")],
+        ["**live only per site** (data stack + live colour): median", fmt(d.get("live_only_median_mib"), " MiB")],
+        ["· its Postgres / Redis / live web (medians)",
+         " / ".join(fmt(d.get(k), " MiB") for k in ("postgres_median_mib", "redis_median_mib",
+                                                    "live_colour_median_mib"))],
+        ["live only per site: min / max", pair(d.get("live_only_min_mib"), d.get("live_only_max_mib"), " MiB")],
+        ["all N sites, live only, together", fmt(d.get("live_only_total_mib"), " MiB")],
+        ["edge Caddy", fmt(d.get("edge_mib"), " MiB")],
+        ["host `MemAvailable` before the first init → with all N up",
+         (f"{fmt(d.get('mem_available_before_mib'), ' MiB', 0)} → "
+          f"{fmt(d.get('mem_available_after_mib'), ' MiB', 0)} "
+          f"(−{fmt(d.get('mem_available_drop_mib'), ' MiB', 0)})")],
+        ["· that drop less the edge, per site", fmt(d.get("host_drop_per_site_mib"), " MiB")],
+        ["CPU at idle: sum of `docker stats` CPU % of the N sites' containers, one sample (100 % = one core)",
+         fmt(d.get("cpu_percent_sites"), " %")],
+        ["· the edge Caddy", fmt(d.get("edge_cpu_percent"), " %")],
+        [f"upgrade of {target} under load: requests sent / **failed**", pair(up.get("sent"), up.get("failed"))],
+        ["· load target / achieved", pair(up.get("rate_used"), up.get("rate_per_s"), " req/s")],
+        ["· latency p50 / p99, whole run", pair(up.get("p50_ms"), up.get("p99_ms"), " ms")],
+        ["· switch window (requests in it / failed)",
+         f"{fmt(up.get('window_seconds'), ' s', 3)} ({fmt(up.get('window_sent'))} / {fmt(up.get('window_failed'))})"],
+        ["· whole upgrade (record `seconds`)", fmt(up.get("upgrade_seconds"), " s")],
+        [f"{target} **live + idle** right after the upgrade", fmt(d.get("target_live_plus_idle_mib"), " MiB")],
+        [f"· the idle colour ({d.get('idle_colour') or '—'}) alone", fmt(d.get("idle_colour_mib"), " MiB")],
+        [f"{target} live only after `sumbg retire --due` (soak period 1 s)", fmt(d.get("target_live_only_after_retire_mib"), " MiB")],
+        ["`sumbg rollback` to the retired colour: wall time (record `seconds`)",
+         f"{fmt(d.get('rollback_wall_s'), ' s')} ({fmt(d.get('rollback_record_s'), ' s')})"],
+        ["· of which starting the retired colour again (its `ready` step) / the flip",
+         pair(d.get("rollback_ready_s"), d.get("rollback_flip_s"), " s")],
+        ["· `instant` in its `--json` record", "—" if d.get("rollback_instant") is None
+         else f"`{str(d['rollback_instant']).lower()}`"],
+    ]
+    lines = [
+        "## 9. Density: example sites on one host",
+        "",
+        (f"Under a root and an edge of its own (`sum-edge-bench-density`, no TLS, on 127.0.0.1), "
+        f"`sumbg init bench-dNN --ref v1.0.0` for N = {d.get('sites')} copies of the example site, one after the "
+        "other (no worker, 2 gunicorn sync workers each; each site gets its own image `sum-bench-dNN:v1.0.0`: "
+        "the first init builds it, from whatever layers the host's build cache already holds, as its build "
+        "time shows; the later ones find every layer there), then, after "
+        f"{fmt(d.get('settle_seconds'))} s idle, one `docker stats --no-stream` of every site container and the "
+        "edge (its memory figure: the container's memory less the page cache the kernel can drop). *Live only*: "
+        "a site's data stack (Postgres + Redis) and its live colour; *live + idle*: also the previous colour, "
+        f"kept running after an upgrade for an instant rollback. The last site, {target}, is then upgraded "
+        "v1.0.0 → v1.1.0 with `--watch 0 --yes --json` under figure 1's load generator aimed at its domain "
+        "(calibrated on it), then `sumbg retire --due` (with `[upgrade] retire_idle_after = 1`) stops its idle "
+        "colour and no other site's, then `sumbg rollback` goes back "
+        "to that retired colour, which it has to start again first."),
+        "",
+        table(["metric", "measured"], rows),
+        "",
+    ]
+    if proj:
+        lines += [
+            (f"**Projection, from memory only (not measured).** A {fmt(d.get('host_gib'))} GiB host, less "
+            f"{fmt(d.get('reserve_gib'))} GiB for the OS, dockerd and containerd, less the edge "
+            f"({fmt(d.get('edge_mib'), ' MiB')}) and one extra colour for the site being upgraded "
+            f"({fmt(proj.get('extra_colour_mib'), ' MiB')}: {proj.get('extra_from')}), leaves "
+            f"{fmt(proj.get('budget_mib'), ' MiB', 0)}: at the median live-only memory per site "
+            f"({fmt(d.get('live_only_median_mib'), ' MiB')}) that is **{proj.get('sites_at_median')} example "
+            f"sites**; {proj.get('sites_at_max')} at the largest site measured; "
+            f"{fmt(proj.get('sites_from_host_drop'))} from the host-wide `MemAvailable` drop per site (another "
+            "measure: it counts what dockerd and containerd spend per container but not the page cache the "
+            "kernel can reclaim, and anything else running on the host meanwhile moves it too). What was "
+            f"measured is N = {n} sites on this {fmt(machine.get('cores'))}-core, "
+            f"{fmt(machine.get('memory_gb'), ' GB')} host, with {fmt(up.get('failed'))} failed requests on the one "
+            "being upgraded. The projection counts memory only: not CPU (the sites share the cores for their "
+            "requests, and an upgrade's build, migrations and collectstatic), nor real sites' databases, caches "
+            "and traffic, nor what gunicorn workers grow to over days."),
+            "",
+        ]
+    return lines
+
+
 def console(results: dict) -> str:
     s = results.get("summary") or {}
-    lines = [f"bench ({results.get('mode')}) in {results.get('seconds')}s"]
+    only = f", only {results['only']}" if results.get("only") else ""
+    lines = [f"bench ({results.get('mode')}{only}) in {results.get('seconds')}s"]
     for key in ("upgrade", "baseline", "rollback", "baseline_rollback", "build", "backup", "memory", "rehearsal",
                 "adoption"):
         if key in s:
             lines.append(f"  {key}: {s[key]}")
+    if s.get("density", {}).get("sites_up"):
+        d = s["density"]
+        up, proj = d.get("upgrade") or {}, d.get("projection") or {}
+        lines.append(f"  density: {d.get('sites_up', 0)} sites up, live only {d.get('live_only_median_mib')} MiB "
+                     f"median (max {d.get('live_only_max_mib')}), edge {d.get('edge_mib')} MiB, idle CPU "
+                     f"{d.get('cpu_percent_sites')}%; upgrade of {d.get('target')}: {up.get('sent')} requests, "
+                     f"{up.get('failed')} failed, p99 {up.get('p99_ms')} ms; live+idle "
+                     f"{d.get('target_live_plus_idle_mib')} MiB; rollback to retired {d.get('rollback_wall_s')}s "
+                     f"(instant={d.get('rollback_instant')}); projection {proj.get('sites_at_median')} sites on "
+                     f"{d.get('host_gib')} GiB (memory only)")
     for failure in results.get("failures") or []:
         lines.append(f"  FAILED: {failure}")
     return "\n".join(lines)

@@ -3,9 +3,15 @@
     .venv/bin/python bench/run.py            # full run: BENCHMARKS.md, bench/results.json, bench/timeline.png
     .venv/bin/python bench/run.py --quick --out /tmp/b   # 1 repetition, short loads, tiny DB; files in /tmp/b only
 
+    .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone; files in /tmp/d only
+
 Everything it creates is named for the site `bench-acme` (containers
 `sum-bench-acme-*`, images `sum-bench-acme:*`) and the edge `sum-edge-bench`,
 under a temporary SUMBG_ROOT, and is removed at the end, even on failure.
+Figure 9 (density) has its own root, its own edge `sum-edge-bench-density` and
+its own sites `bench-d01`..`bench-dNN` (containers `sum-bench-dNN-*`, images
+`sum-bench-dNN:*`), removed the same way. `--only` never writes BENCHMARKS.md
+or bench/: only the --out folder.
 Exits non-zero if anything failed. See BENCHMARKS.md for what is measured.
 """
 from __future__ import annotations
@@ -45,15 +51,23 @@ DB = SLUG.replace("-", "_")
 PG = f"{PREFIX}-data-postgres"
 ADOPT_SLUG = "bench-adopt"              # figure 8: a runbook host adopted, under its own root and edge
 ADOPT_EDGE = f"{EDGE}-adopt"
+DENSITY_EDGE = f"{EDGE}-density"       # figure 9: N example sites on one host, under their own root and edge
+DENSITY_SLUG = "bench-d{:02d}"          # bench-d01 .. bench-dNN
+# Everything named for a density site: containers sum-bench-dNN-*, volumes sum-bench-dNN-data-*,
+# network sum-bench-dNN, images sum-bench-dNN:<ref>.
+DENSITY_NAME = re.compile(r"^sum-bench-d\d{2,}(?:[-:]|$)")
+DENSITY_HOST_GIB = 24                   # the projection's host: 24 GiB of memory...
+DENSITY_RESERVE_GIB = 2                 # ...less this for the OS, dockerd and containerd
 LOCAL_HOST_CONF = REPO / "build" / "local-host.toml"
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 PROFILES = {
     # adopt_reps: 0 in quick mode: the suite's end-to-end tests already adopt a runbook host.
-    "quick": dict(reps=1, build_reps=1, backup_reps=1, rehearsal_reps=1, adopt_reps=0, rate=150.0, keepalive=4, fresh=4,
-                  warmup=1.0, post=1.5, pg_scale=1, max_load_seconds=120.0),
-    "full": dict(reps=5, build_reps=3, backup_reps=3, rehearsal_reps=3, adopt_reps=3, rate=300.0, keepalive=8, fresh=8,
-                 warmup=5.0, post=5.0, pg_scale=64, max_load_seconds=600.0),
+    # density_sites: 0 in quick mode (figure 9 skipped): 20 sites take minutes to bring up.
+    "quick": dict(reps=1, build_reps=1, backup_reps=1, rehearsal_reps=1, adopt_reps=0, density_sites=0, rate=150.0,
+                  keepalive=4, fresh=4, warmup=1.0, post=1.5, pg_scale=1, max_load_seconds=120.0),
+    "full": dict(reps=5, build_reps=3, backup_reps=3, rehearsal_reps=3, adopt_reps=3, density_sites=20, rate=300.0,
+                 keepalive=8, fresh=8, warmup=5.0, post=5.0, pg_scale=64, max_load_seconds=600.0),
 }
 
 
@@ -99,6 +113,11 @@ class Bench:
         self.baseline_migrations: dict[str, str] = {}
         self.sumbg_route: str | None = None
         self._loads: list = []
+        self.only: str | None = args.only
+        if self.only:
+            self.results["only"] = self.only
+        self.density_root: Path | None = None
+        self.ran_density = False
 
     # ------------------------------------------------------------------ plumbing
     def log(self, message: str) -> None:
@@ -120,15 +139,16 @@ class Bench:
     def docker(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
         return self.run(["docker", *args], check=check, timeout=timeout)
 
-    def env(self) -> dict:
-        return {**os.environ, "SUMBG_ROOT": str(self.root)}
+    def env(self, root: Path | None = None) -> dict:
+        return {**os.environ, "SUMBG_ROOT": str(root or self.root)}
 
-    def sumbg_cmd(self, *args: str, timeout: float = 900) -> dict:
-        """Run sumbg; returns rc, the --json document, stderr lines with arrival times, start/end times."""
+    def sumbg_cmd(self, *args: str, timeout: float = 900, root: Path | None = None) -> dict:
+        """Run sumbg (under `root`, default the bench's own); returns rc, the --json document, stderr lines
+        with arrival times, start/end times."""
         lines: list[tuple[float, str]] = []
         started = time.time()
         proc = subprocess.Popen([self.sumbg, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, text=True, env=self.env())
+                                stdin=subprocess.DEVNULL, text=True, env=self.env(root))
 
         def reader():
             for line in proc.stderr:
@@ -142,6 +162,10 @@ class Bench:
         except subprocess.TimeoutExpired:
             proc.kill()
             raise BenchError(f"sumbg {' '.join(args)} took longer than {timeout}s")
+        except BaseException:  # interrupted (SIGTERM): stop it before the cleanup removes what it works on
+            proc.kill()
+            proc.wait(timeout=30)
+            raise
         thread.join(timeout=5)
         ended = time.time()
         document = None
@@ -154,8 +178,8 @@ class Bench:
                   "stdout": stdout}
         return result
 
-    def sumbg_ok(self, *args: str, timeout: float = 900) -> dict:
-        result = self.sumbg_cmd(*args, timeout=timeout)
+    def sumbg_ok(self, *args: str, timeout: float = 900, root: Path | None = None) -> dict:
+        result = self.sumbg_cmd(*args, timeout=timeout, root=root)
         if result["rc"] != 0:
             tail = "\n".join(line for _, line in result["lines"][-15:])
             raise BenchError(f"sumbg {' '.join(args)} exited {result['rc']}:\n{tail}")
@@ -184,33 +208,81 @@ class Bench:
                 "docker": docker_version, "compose": compose_version,
                 "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
+    def live_owner(self, edge: str) -> str | None:
+        """The root of the bench whose edge `edge` runs, if that root still exists (a live bench)."""
+        inspect = self.docker("inspect", f"{edge}-caddy", check=False)
+        if inspect.returncode != 0:
+            return None
+        owner = json.loads(inspect.stdout)[0]["Config"]["Labels"].get("sumbg.root", "")
+        return owner if owner and Path(owner).exists() else None
+
     def our_leftovers(self) -> None:
         """Refuse to run beside a live bench; remove what a killed bench left (all named for it)."""
-        inspect = self.docker("inspect", f"{EDGE}-caddy", check=False)
-        if inspect.returncode == 0:
-            owner = json.loads(inspect.stdout)[0]["Config"]["Labels"].get("sumbg.root", "")
-            if owner and Path(owner).exists():
-                raise BenchError(f"another benchmark (root {owner}) is using the edge {EDGE}; "
+        edges = ([] if self.only else [EDGE]) + ([DENSITY_EDGE] if self.cfg["density_sites"] else [])
+        for edge in edges:
+            owner = self.live_owner(edge)
+            if owner:
+                raise BenchError(f"another benchmark (root {owner}) is using the edge {edge}; "
                                  f"if it is dead, remove {owner} and run again")
         self.cleanup_docker(quiet=True)
 
-    def cleanup_docker(self, quiet: bool = False) -> None:
+    def remove_ours(self, is_ours, *, volumes=(), networks=(), images=(), slugs=()) -> list[str]:
+        """Remove the containers whose name is_ours(), then the volumes, networks and images named, and
+        the untagged images still labelled for one of the slugs. Returns the containers removed."""
         names = self.docker("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split()
-        ours = [n for n in names if n.startswith(f"{PREFIX}-") or n == f"{EDGE}-caddy"]
+        ours = [n for n in names if is_ours(n)]
         if ours:
-            self.docker("rm", "-f", "-v", *ours, check=False, timeout=120)
-        for volume in (f"{PREFIX}-data-pgdata", f"{PREFIX}-data-redisdata", f"{EDGE}-caddy-data",
-                       f"{EDGE}-caddy-config"):
+            self.docker("rm", "-f", "-v", *ours, check=False, timeout=300)
+        for volume in volumes:
             self.docker("volume", "rm", volume, check=False)
-        for network in (PREFIX, EDGE):
+        for network in networks:
             self.docker("network", "rm", network, check=False)
-        # Images built for this site: its tags, and untagged builds still carrying its label.
-        tagged = self.docker("images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
-        labelled = self.docker("images", "-a", "-q", "--filter", f"label=sumbg.slug={SLUG}", check=False).stdout.split()
-        for ref in tagged + sorted(set(labelled)):
+        labelled = [ref for slug in slugs for ref in self.docker(
+            "images", "-a", "-q", "--filter", f"label=sumbg.slug={slug}", check=False).stdout.split()]
+        for ref in [*images, *sorted(set(labelled))]:
             self.docker("rmi", "-f", ref, check=False)
+        return ours
+
+    def cleanup_docker(self, quiet: bool = False) -> None:
+        """What the bench created; with --only, only that section's. Figure 9's sites and edge too,
+        unless they belong to another live bench (a run that skips figure 9 never stops one that runs it)."""
+        if not self.only:
+            # Images built for this site: its tags, and untagged builds still carrying its label.
+            tagged = self.docker("images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}",
+                                 check=False).stdout.split()
+            ours = self.remove_ours(
+                lambda n: n.startswith(f"{PREFIX}-") or n == f"{EDGE}-caddy",
+                volumes=(f"{PREFIX}-data-pgdata", f"{PREFIX}-data-redisdata", f"{EDGE}-caddy-data",
+                         f"{EDGE}-caddy-config"),
+                networks=(PREFIX, EDGE), images=tagged, slugs=(SLUG,))
+            if ours and not quiet:
+                self.log(f"removed {len(ours)} containers: {', '.join(ours)}")
+        if self.live_owner(DENSITY_EDGE) in (None, str(self.density_root)):
+            self.cleanup_density(quiet=quiet)
+
+    def cleanup_density(self, quiet: bool = False) -> None:
+        """Figure 9's sites (found by name: however many a killed run left) and its edge."""
+        def listed(*argv: str) -> list[str]:
+            return [n for n in self.docker(*argv, check=False).stdout.split() if DENSITY_NAME.match(n)]
+
+        images = listed("images", "--filter", "reference=sum-bench-d*", "--format", "{{.Repository}}:{{.Tag}}")
+        networks = listed("network", "ls", "--format", "{{.Name}}")
+        ours = self.remove_ours(
+            lambda n: bool(DENSITY_NAME.match(n)) or n == f"{DENSITY_EDGE}-caddy",
+            volumes=listed("volume", "ls", "-q") + [f"{DENSITY_EDGE}-caddy-data", f"{DENSITY_EDGE}-caddy-config"],
+            networks=networks + [DENSITY_EDGE], images=images,
+            slugs=sorted({n.split(":")[0][len("sum-"):] for n in images} | {n[len("sum-"):] for n in networks}))
         if ours and not quiet:
-            self.log(f"removed {len(ours)} containers: {', '.join(ours)}")
+            self.log(f"density: removed {len(ours)} containers, {len(images)} images")
+
+    def ours_left(self) -> list[str]:
+        """Containers of this run's still there (after the cleanup: should be none)."""
+        def ours(name: str) -> bool:
+            main = not self.only and (name.startswith(f"{PREFIX}-") or name.startswith(EDGE)
+                                      and not name.startswith(DENSITY_EDGE))
+            density = self.ran_density and (DENSITY_NAME.match(name) or name.startswith(DENSITY_EDGE))
+            return bool(main or density)
+        return [n for n in self.docker("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split() if ours(n)]
 
     def ca_nonce(self, label: str) -> None:
         """A CA bundle for this root whose content is unique: fresh build-cache keys from `COPY ca.crt` on."""
@@ -218,11 +290,27 @@ class Bench:
         body = Path(source).read_text() if source else ""
         (self.root / "bench-ca.crt").write_text(body + f"\n# sumbg bench cache nonce {label} {time.time_ns()}\n")
 
-    def make_root(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="sumbg-bench-root-"))
+    def make_repo(self) -> None:
+        """The example client repository (releases v1.0.0, v1.1.0, ...), built once for every figure."""
         self.repo = Path(tempfile.mkdtemp(prefix="sumbg-bench-repo-")) / "acme-repo"
         self.run([sys.executable, str(REPO / "examples/sum-site/build_repo.py"), str(self.repo)])
-        self.ports = {"http": free_port(), "https": free_port(), "preview": free_port()}
+
+    @staticmethod
+    def write_host_config(root: Path, edge: str, local: str | None = None) -> dict:
+        """`root`/sumbg.toml: this host's build/local-host.toml (or `local`), then its own edge `edge` on
+        loopback, without TLS, on free ports. Returns the ports."""
+        if local is None:
+            local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
+        ports = {"http": free_port(), "https": free_port(), "preview": free_port()}
+        (root / "sumbg.toml").write_text(
+            local + "\n[edge]\n"
+            f"http_port = {ports['http']}\nhttps_port = {ports['https']}\npreview_port = {ports['preview']}\n"
+            f'bind = "127.0.0.1"\ntls = "off"\nname = "{edge}"\n')
+        return ports
+
+    def make_root(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="sumbg-bench-root-"))
+        self.make_repo()
         local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
         match = re.search(r'^ca_bundle\s*=\s*"([^"]*)"', local, re.M)
         self.ca_source = (match.group(1) if match and match.group(1) else
@@ -232,12 +320,8 @@ class Bench:
         local = re.sub(r'^ca_bundle\s*=.*$', "", local, flags=re.M)
         local = re.sub(r'^\[build\]\s*$', "", local, flags=re.M)
         self.ca_nonce("init")
-        (self.root / "sumbg.toml").write_text(
-            local + f'\n[build]\nca_bundle = "{self.root / "bench-ca.crt"}"\n'
-            "\n[edge]\n"
-            f"http_port = {self.ports['http']}\nhttps_port = {self.ports['https']}\n"
-            f"preview_port = {self.ports['preview']}\n"
-            f'bind = "127.0.0.1"\ntls = "off"\nname = "{EDGE}"\n')
+        self.ports = self.write_host_config(
+            self.root, EDGE, local + f'\n[build]\nca_bundle = "{self.root / "bench-ca.crt"}"\n')
         self.log(f"root {self.root}, edge on 127.0.0.1:{self.ports['http']}")
 
     def compose(self, colour: str, *args: str, image: str | None = None, timeout: float = 600,
@@ -311,24 +395,28 @@ class Bench:
         raise BenchError(f"the site did not serve {build} through Caddy within {timeout:.0f}s")
 
     # ------------------------------------------------------------------ load
-    def start_load(self, name: str) -> dict:
+    def start_load(self, name: str, *, target: tuple[int, str] | None = None, rate: float | None = None,
+                   warmup: float | None = None) -> dict:
+        """The load generator on `target` (edge HTTP port, domain; default bench-acme on the bench's edge)
+        at `rate` (default the configured one; 0 = unpaced), then `warmup` seconds (default configured)."""
         self.samples_dir.mkdir(parents=True, exist_ok=True)
         path = self.samples_dir / f"{name}.csv"
         c = self.cfg
+        port, domain = target or (self.ports["http"], DOMAIN)
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / "load.py"), "--port", str(self.ports["http"]), "--domain", DOMAIN,
-             "--rate", str(c["rate"]), "--keepalive", str(c["keepalive"]), "--fresh", str(c["fresh"]),
-             "--max-seconds", str(c["max_load_seconds"]), "--out", str(path)],
+            [sys.executable, str(HERE / "load.py"), "--port", str(port), "--domain", domain,
+             "--rate", str(c["rate"] if rate is None else rate), "--keepalive", str(c["keepalive"]),
+             "--fresh", str(c["fresh"]), "--max-seconds", str(c["max_load_seconds"]), "--out", str(path)],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         if proc.stdout.readline().strip() != "ready":
             proc.kill()
             raise BenchError("the load generator did not start")
         self._loads.append(proc)
-        time.sleep(c["warmup"])
+        time.sleep(c["warmup"] if warmup is None else warmup)
         return {"proc": proc, "path": path, "name": name}
 
-    def stop_load(self, load: dict) -> list[dict]:
-        time.sleep(self.cfg["post"])
+    def stop_load(self, load: dict, *, post: float | None = None) -> list[dict]:
+        time.sleep(self.cfg["post"] if post is None else post)
         proc = load["proc"]
         proc.send_signal(signal.SIGTERM)
         try:
@@ -341,30 +429,29 @@ class Bench:
             raise BenchError(f"the load generator exited {proc.returncode}")
         return read_samples(load["path"])
 
-    def calibrate(self) -> None:
+    def capacity(self, name: str, target: tuple[int, str] | None = None) -> dict:
         """Unpaced load for a few seconds: the site's capacity through Caddy on this machine.
 
         Unless --rate was given, the measured runs then target 80% of it (capped at the
-        profile's rate), so the load is steady rather than a saturated queue.
+        configured rate), so the load is steady rather than a saturated queue.
         """
         c = self.cfg
-        saved = dict(c)
-        c.update(rate=0.0, warmup=2.0 if self.quick else 5.0, post=0.0)
-        try:
-            samples = self.stop_load(self.start_load("calibration"))
-        finally:
-            c.update(saved)
+        samples = self.stop_load(self.start_load(name, target=target, rate=0.0, warmup=2.0 if self.quick else 5.0),
+                                 post=0.0)
         summary = stats.summarise(samples)
         capacity = summary["rate_per_s"] or 0.0
-        target = c["rate"] if self.args.rate is not None else round(min(c["rate"], 0.8 * capacity), 1)
-        self.results["calibration"] = {"capacity_per_s": capacity, "failed": summary["failed"],
-                                       "p50_ms": summary["p50_ms"], "profile_rate": c["rate"],
-                                       "rate_used": target, "rate_from": "--rate" if self.args.rate is not None
-                                       else "min(profile rate, 80% of capacity)"}
+        rate = c["rate"] if self.args.rate is not None else round(min(c["rate"], 0.8 * capacity), 1)
         if summary["failed"]:
             raise BenchError(f"the site failed {summary['failed']} requests before any deploy: {summary['errors']}")
-        c["rate"] = max(target, 1.0)
-        self.log(f"capacity through Caddy ~{capacity} req/s (p50 {summary['p50_ms']} ms); load target {c['rate']} req/s")
+        self.log(f"capacity through Caddy ~{capacity} req/s (p50 {summary['p50_ms']} ms); load target "
+                 f"{max(rate, 1.0)} req/s")
+        return {"capacity_per_s": capacity, "failed": summary["failed"], "p50_ms": summary["p50_ms"],
+                "profile_rate": c["rate"], "rate_used": rate,
+                "rate_from": "--rate" if self.args.rate is not None else "min(profile rate, 80% of capacity)"}
+
+    def calibrate(self) -> None:
+        self.results["calibration"] = self.capacity("calibration")
+        self.cfg["rate"] = max(self.results["calibration"]["rate_used"], 1.0)
 
     # ------------------------------------------------------------------ figures
     def step_seconds(self, document: dict) -> dict:
@@ -376,6 +463,16 @@ class Bench:
                 return at
         return None
 
+    @staticmethod
+    def usage_mib(usage: str) -> float | None:
+        """MiB from docker stats' MemUsage ("104.4MiB / 23.5GiB": the first figure)."""
+        m = re.match(r"([\d.]+)\s*([kKMG]i?B|B)", usage.strip())
+        if not m:
+            return None
+        factor = {"B": 1 / 1024 / 1024, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "kB": 1 / 1024, "MB": 1,
+                  "GB": 1024}.get(m.group(2), 1)
+        return round(float(m.group(1)) * factor, 1)
+
     def memory(self, container: str) -> dict:
         fmt = "{{.MemUsage}}"
         usage = self.docker("stats", "--no-stream", "--format", fmt, container, check=False).stdout.strip()
@@ -383,29 +480,28 @@ class Bench:
                self.docker("top", container, "-eo", "pid,rss", check=False).stdout.splitlines()[1:]]
         top = [row for row in top if len(row) == 2 and row[1].isdigit()]
         rss_kb = sum(int(row[1]) for row in top)
-        mib = None
-        m = re.match(r"([\d.]+)\s*([KMG]i?B)", usage)
-        if m:
-            factor = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "kB": 1 / 1024, "MB": 1, "GB": 1024}.get(m.group(2), 1)
-            mib = round(float(m.group(1)) * factor, 1)
-        return {"container": container, "docker_stats": usage, "stats_mib": mib,
+        return {"container": container, "docker_stats": usage, "stats_mib": self.usage_mib(usage),
                 "rss_sum_mib": round(rss_kb / 1024, 1) if top else None, "processes": len(top)}
 
-    def upgrade_under_load(self, rep: int) -> None:
-        load = self.start_load(f"upgrade-{rep}")
-        result = self.sumbg_cmd("upgrade", SLUG, NEW, "--watch", "0", "--yes", "--json")
+    def measured_upgrade(self, name: str, slug: str = SLUG, *, root: Path | None = None,
+                         target: tuple[int, str] | None = None, rate: float | None = None) -> tuple[dict, list, dict]:
+        """`sumbg upgrade SLUG v1.1.0 --watch 0 --yes --json` under the load generator (aimed at `target`):
+        the run's figures (requests, failures, latency, the switch window), the samples, sumbg's result."""
+        load = self.start_load(name, target=target, rate=rate)
+        result = self.sumbg_cmd("upgrade", slug, NEW, "--watch", "0", "--yes", "--json", root=root)
         samples = self.stop_load(load)
         if result["rc"] != 0:
-            raise BenchError(f"upgrade (rep {rep}) failed: {json.dumps(result['json'])[:1500]}")
+            raise BenchError(f"upgrade ({name}) failed: {json.dumps(result['json'])[:1500]}")
         doc = result["json"]
         steps = self.step_seconds(doc)
         w0 = self.step_start(result, "switch")
         if w0 is None or "switch" not in steps:
             raise BenchError("the upgrade's progress shows no switch step")
         w1 = w0 + steps["switch"]
+        result["window"] = (w0, w1)
         window = stats.in_window(samples, w0, w1)
         conv = stats.converged(samples, NEW, result["start"])
-        run = {"rep": rep, **stats.summarise(samples),
+        run = {**stats.summarise(samples),
                "window_seconds": round(w1 - w0, 3), "window_sent": len(window),
                "window_failed": sum(1 for s in window if not s["ok"]),
                "window_p50_ms": stats.summarise(window)["p50_ms"] if window else None,
@@ -414,9 +510,15 @@ class Bench:
                "wall_seconds": round(result["end"] - result["start"], 3), "steps": steps,
                "all_new_after_start_s": round(conv["at"] - result["start"], 3) if conv["at"] else None,
                "samples": str(load["path"])}
+        return run, samples, result
+
+    def upgrade_under_load(self, rep: int) -> None:
+        run, samples, result = self.measured_upgrade(f"upgrade-{rep}")
+        run = {"rep": rep, **run}
+        doc = result["json"]
         self.results.setdefault("upgrade", {"runs": []})["runs"].append(run)
         self.timelines.setdefault("upgrade", []).append(
-            {"samples": samples, "origin": result["start"], "window": (w0, w1), "end": result["end"],
+            {"samples": samples, "origin": result["start"], "window": result["window"], "end": result["end"],
              "failed": run["failed"]})
         self.log(f"upgrade rep {rep}: {run['sent']} requests, {run['failed']} failed, p99 {run['p99_ms']} ms, "
                  f"switch window {run['window_seconds']}s ({run['window_sent']} requests, "
@@ -711,16 +813,11 @@ class Bench:
 
     # ------------------------------------------------------------------ 8: adopting a runbook host
     def cleanup_adoption(self) -> None:
-        names = self.docker("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split()
-        ours = [n for n in names if n.startswith(f"sum-{ADOPT_SLUG}-") or n == f"{ADOPT_EDGE}-caddy"
-                or n.startswith(f"sumbg-golden-{ADOPT_SLUG}-")]
-        if ours:
-            self.docker("rm", "-f", "-v", *ours, check=False, timeout=120)
-        for volume in (f"sum-{ADOPT_SLUG}-data-pgdata", f"sum-{ADOPT_SLUG}-data-redisdata",
-                       f"{ADOPT_EDGE}-caddy-data", f"{ADOPT_EDGE}-caddy-config"):
-            self.docker("volume", "rm", volume, check=False)
-        for network in (f"sum-{ADOPT_SLUG}", ADOPT_EDGE):
-            self.docker("network", "rm", network, check=False)
+        self.remove_ours(lambda n: n.startswith(f"sum-{ADOPT_SLUG}-") or n == f"{ADOPT_EDGE}-caddy"
+                         or n.startswith(f"sumbg-golden-{ADOPT_SLUG}-"),
+                         volumes=(f"sum-{ADOPT_SLUG}-data-pgdata", f"sum-{ADOPT_SLUG}-data-redisdata",
+                                  f"{ADOPT_EDGE}-caddy-data", f"{ADOPT_EDGE}-caddy-config"),
+                         networks=(f"sum-{ADOPT_SLUG}", ADOPT_EDGE))
 
     def adoption(self, rep: int) -> None:
         """`sumbg adopt` of a simulated runbook host (tests/golden_host.py) under a visitor that reads on a
@@ -732,10 +829,7 @@ class Bench:
         base = Path(tempfile.mkdtemp(prefix="sumbg-bench-golden-"))
         root = base / "sumbg-root"
         root.mkdir()
-        local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
-        (root / "sumbg.toml").write_text(
-            local + f"\n[edge]\nhttp_port = {free_port()}\nhttps_port = {free_port()}\n"
-            f'preview_port = {free_port()}\nbind = "127.0.0.1"\ntls = "off"\nname = "{ADOPT_EDGE}"\n')
+        self.write_host_config(root, ADOPT_EDGE)
         golden = start_golden_host(base / "host", self.repo, slug=ADOPT_SLUG, domain=f"{ADOPT_SLUG}.example.test",
                                    celery=True)
         try:
@@ -786,6 +880,132 @@ class Bench:
             self.cleanup_adoption()
             shutil.rmtree(base, ignore_errors=True)
 
+    # ------------------------------------------------------------------ 9: density
+    @staticmethod
+    def mem_available_mib() -> float:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        raise BenchError("/proc/meminfo has no MemAvailable")
+
+    def container_stats(self, names: list[str]) -> dict[str, dict]:
+        """One `docker stats --no-stream` for all `names`: {name: {"mib": memory, "cpu_percent": CPU}}."""
+        out = self.docker("stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}\t{{.CPUPerc}}", *names,
+                          timeout=300).stdout
+        found = {}
+        for line in out.splitlines():
+            name, usage, cpu = (line.split("\t") + ["", ""])[:3]
+            try:
+                percent = float(cpu.strip().rstrip("%"))
+            except ValueError:
+                percent = None
+            found[name.strip()] = {"mib": self.usage_mib(usage), "cpu_percent": percent}
+        missing = [n for n in names if found.get(n, {}).get("mib") is None]
+        if missing:
+            raise BenchError(f"docker stats gave no memory figure for {missing}")
+        return found
+
+    def density_snapshot(self, root: Path, slugs: list[str]) -> dict:
+        """Memory and CPU of each site's running containers (data stack, each colour) and of the edge, in one
+        docker stats call. `live_only_mib` = data stack + the live colour (from the site's state.json)."""
+        running = self.docker("ps", "--format", "{{.Names}}").stdout.split()
+        per_site = {slug: sorted(n for n in running if n.startswith(f"sum-{slug}-")) for slug in slugs}
+        edge = f"{DENSITY_EDGE}-caddy"
+        found = self.container_stats([n for names in per_site.values() for n in names] + [edge])
+        sites = {}
+        for slug, names in per_site.items():
+            live = json.loads((root / slug / "state.json").read_text())["live"]
+            mib = {n[len(f"sum-{slug}-"):]: found[n]["mib"] for n in names}   # data-postgres, blue-web, ...
+
+            def total(prefix: str, mib: dict = mib) -> float:
+                return round(sum(v for k, v in mib.items() if k.startswith(prefix)), 1)
+
+            colours = {c: total(f"{c}-") for c in ("blue", "green") if any(k.startswith(f"{c}-") for k in mib)}
+            if live not in colours or not {"data-postgres", "data-redis"} <= set(mib):
+                raise BenchError(f"{slug}: expected its data stack and live colour {live} running, found {names}")
+            sites[slug] = {"live": live, "containers_mib": mib, "data_mib": total("data-"), "colours_mib": colours,
+                           "live_only_mib": round(total("data-") + colours[live], 1),
+                           "all_colours_mib": round(total("data-") + sum(colours.values()), 1),
+                           "cpu_percent": round(sum(found[n]["cpu_percent"] or 0 for n in names), 2)}
+        return {"sites": sites, "containers": sum(len(names) for names in per_site.values()),
+                "edge_mib": found[edge]["mib"], "edge_cpu_percent": found[edge]["cpu_percent"],
+                "cpu_percent_sites": round(sum(site["cpu_percent"] for site in sites.values()), 2)}
+
+    def density(self) -> None:
+        """Figure 9: N example sites on one host, under their own root and edge: each site's memory, one of
+        them upgraded under load, its memory with both colours, after `retire`, and a rollback to the retired
+        colour (timed). Everything it created is removed at the end, even on failure."""
+        n = int(self.cfg["density_sites"])
+        if n < 1:
+            raise BenchError("the density figure needs at least 1 site (--density-sites)")
+        slugs = [DENSITY_SLUG.format(i) for i in range(1, n + 1)]
+        self.ran_density = True
+        root = self.density_root = Path(tempfile.mkdtemp(prefix="sumbg-bench-density-"))
+        ports = self.write_host_config(root, DENSITY_EDGE)
+        settle = 2.0 if self.quick else 10.0
+        record: dict = {"sites": n, "edge": DENSITY_EDGE, "host_gib": DENSITY_HOST_GIB,
+                        "reserve_gib": DENSITY_RESERVE_GIB, "settle_seconds": settle, "inits": []}
+        self.results["density"] = record          # partial figures survive a failure
+        try:
+            record["mem_available_before_mib"] = self.mem_available_mib()
+            for slug in slugs:
+                result = self.sumbg_ok("init", slug, "--repo", str(self.repo), "--domain", f"{slug}.example.test",
+                                       "--ref", OLD, "--json", root=root)
+                build = next((step for step in (result["json"] or {}).get("steps") or []
+                              if step.get("name") == "build"), {})
+                init = {"slug": slug, "seconds": round(result["end"] - result["start"], 2),
+                        "build_seconds": build.get("seconds"), "build_outcome": build.get("outcome")}
+                record["inits"].append(init)
+                self.log(f"density: init {slug} {init['seconds']}s (build {init['build_outcome']}, "
+                         f"{init['build_seconds']}s)")
+            if not self.results["machine"].get("caddy"):
+                self.results["machine"]["caddy"] = self.docker(
+                    "exec", f"{DENSITY_EDGE}-caddy", "caddy", "version", check=False).stdout.strip().split(" ")[0]
+            time.sleep(settle)
+            record["all_up"] = self.density_snapshot(root, slugs)
+            record["mem_available_after_mib"] = self.mem_available_mib()
+            live = sorted(site["live_only_mib"] for site in record["all_up"]["sites"].values())
+            self.log(f"density: {n} sites up; live only {live[0]}..{live[-1]} MiB per site, edge "
+                     f"{record['all_up']['edge_mib']} MiB, CPU {record['all_up']['cpu_percent_sites']}% at idle; "
+                     f"MemAvailable {record['mem_available_before_mib']} -> {record['mem_available_after_mib']} MiB")
+
+            slug = record["target"] = slugs[-1]
+            target = (ports["http"], f"{slug}.example.test")
+            record["calibration"] = self.capacity("density-calibration", target)
+            run, _, result = self.measured_upgrade("density-upgrade", slug, root=root, target=target,
+                                                   rate=max(record["calibration"]["rate_used"], 1.0))
+            record["upgrade"] = run
+            record["idle_colour"] = (result["json"] or {}).get("from_colour")
+            self.log(f"density: upgrade of {slug}: {run['sent']} requests, {run['failed']} failed, p99 "
+                     f"{run['p99_ms']} ms, switch window {run['window_seconds']}s")
+            record["after_upgrade"] = self.density_snapshot(root, [slug])
+
+            # The automatic path: a soak period of 1 s in sumbg.toml, then what cron runs on a host.
+            with (root / "sumbg.toml").open("a") as conf:
+                conf.write("\n[upgrade]\nretire_idle_after = 1\n")
+            time.sleep(1.5)
+            retired = self.sumbg_ok("retire", "--due", "--json", root=root)
+            outcomes = {item["site"]: item["outcome"] for item in (retired["json"] or {}).get("sites", [])}
+            if outcomes.get(slug) != "retired" or list(outcomes.values()).count("retired") != 1:
+                raise BenchError(f"retire --due retired {outcomes}, not just {slug}'s idle colour")
+            record["retire"] = {"wall_seconds": round(retired["end"] - retired["start"], 3), "by": "retire --due"}
+            record["after_retire"] = self.density_snapshot(root, [slug])
+
+            back = self.sumbg_ok("rollback", slug, "--json", root=root)
+            doc = back["json"] or {}
+            record["rollback"] = {"wall_seconds": round(back["end"] - back["start"], 3),
+                                  "seconds": doc.get("seconds"), "instant": doc.get("instant"),
+                                  "flip_seconds": doc.get("flip_seconds"), "to_colour": doc.get("to_colour"),
+                                  "steps": self.step_seconds(doc)}
+            self.log(f"density: rollback of {slug} to its retired colour {record['rollback']['to_colour']}: "
+                     f"{record['rollback']['wall_seconds']}s, instant={record['rollback']['instant']}")
+        finally:
+            self.log("density: removing its sites, edge, volumes, networks and images")
+            self.cleanup_density()
+            shutil.rmtree(root, ignore_errors=True)
+            self.density_root = None
+
     # ------------------------------------------------------------------ the whole run
     def section(self, name: str, action) -> bool:
         try:
@@ -797,52 +1017,14 @@ class Bench:
 
     def main(self) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
-        c = self.cfg
         try:
             self.results["machine"] = self.machine()
             self.our_leftovers()
-            self.make_root()
-            t = time.time()
-            self.sumbg_ok("init", SLUG, "--repo", str(self.repo), "--domain", DOMAIN, "--ref", OLD, "--json")
-            self.results["init_seconds"] = round(time.time() - t, 1)
-            self.results["machine"]["caddy"] = self.docker(
-                "exec", f"{EDGE}-caddy", "caddy", "version", check=False).stdout.strip().split(" ")[0]
-            self.baseline_migrations = self.applied_migrations("blue", self.image(OLD))
-            self.log(f"init {self.results['init_seconds']}s; {OLD} migrations: {self.baseline_migrations}")
-            self.calibrate()
-
-            # 1, 3, 6: upgrade under load, memory of the idle colour, rollback under load.
-            for rep in range(c["reps"]):
-                if rep:
-                    self.reset_db(self.state()["live"])
-                if not self.section(f"upgrade rep {rep}", lambda: self.upgrade_under_load(rep)):
-                    break
-                if not self.section(f"rollback rep {rep}", lambda: self.rollback_under_load(rep)):
-                    break
-            # 4: wall time by step, warm and cold build cache, no load.
-            for rep in range(c["build_reps"]):
-                for kind in (("warm", "cold") if rep % 2 == 0 else ("cold", "warm")):
-                    if not self.section(f"{kind} build rep {rep}", lambda: self.build_timing(rep, kind)):
-                        break
-            # 7a: the rehearsal's cost on the example database (before the big one exists).
-            self.section("rehearsal (example database)", lambda: self.rehearsal_cost("example"))
-            # 2: the restart-based deploy, on one colour (the idle one is removed first).
-            live = self.state()["live"]
-            idle = "green" if live == "blue" else "blue"
-            if (self.root / SLUG / "run" / f"{PREFIX}-{idle}.env").exists():
-                self.compose(idle, "down", "--remove-orphans", check=False)
-            self.runbook_route()
-            for rep in range(c["reps"]):
-                if not self.section(f"baseline rep {rep}", lambda: self.baseline_restart(rep)):
-                    break
-            # 5: backup cost, last (a big database would slow every upgrade's backup step).
-            self.section("backup", self.backup_cost)
-            # 7b: the rehearsal's cost on that generated database (after it: it slows every upgrade).
-            self.section("rehearsal (generated database)", self.rehearsal_generated)
-            # 8: adopting a runbook host, then the edge taking its ports.
-            for rep in range(c["adopt_reps"]):
-                if not self.section(f"adoption rep {rep}", lambda: self.adoption(rep)):
-                    break
+            if self.only == "density":
+                self.make_repo()
+                self.section("density", self.density)
+            else:
+                self.figures()
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - interrupted runs clean up too
             self.fail(f"{type(exc).__name__}: {exc}")
         finally:
@@ -853,21 +1035,69 @@ class Bench:
                 self.cleanup_docker()
             except Exception as exc:  # noqa: BLE001
                 self.fail(f"cleanup: {exc}")
-            for path in (self.root, self.repo.parent if self.repo else None):
+            for path in (self.root, self.density_root, self.repo.parent if self.repo else None):
                 if path:
                     shutil.rmtree(path, ignore_errors=True)
-            left = [n for n in self.docker("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split()
-                    if n.startswith(f"{PREFIX}-") or n.startswith(EDGE)]
+            left = self.ours_left()
             if left:
                 self.fail(f"containers left after cleanup: {left}")
         self.results["seconds"] = self.elapsed()
         self.results["failures"] = self.failures
         return self.write_outputs()
 
+    def figures(self) -> None:
+        """Figures 1-7 on the bench's own site bench-acme, then 8 and 9 (each brings up its own)."""
+        c = self.cfg
+        self.make_root()
+        t = time.time()
+        self.sumbg_ok("init", SLUG, "--repo", str(self.repo), "--domain", DOMAIN, "--ref", OLD, "--json")
+        self.results["init_seconds"] = round(time.time() - t, 1)
+        self.results["machine"]["caddy"] = self.docker(
+            "exec", f"{EDGE}-caddy", "caddy", "version", check=False).stdout.strip().split(" ")[0]
+        self.baseline_migrations = self.applied_migrations("blue", self.image(OLD))
+        self.log(f"init {self.results['init_seconds']}s; {OLD} migrations: {self.baseline_migrations}")
+        self.calibrate()
+
+        # 1, 3, 6: upgrade under load, memory of the idle colour, rollback under load.
+        for rep in range(c["reps"]):
+            if rep:
+                self.reset_db(self.state()["live"])
+            if not self.section(f"upgrade rep {rep}", lambda: self.upgrade_under_load(rep)):
+                break
+            if not self.section(f"rollback rep {rep}", lambda: self.rollback_under_load(rep)):
+                break
+        # 4: wall time by step, warm and cold build cache, no load.
+        for rep in range(c["build_reps"]):
+            for kind in (("warm", "cold") if rep % 2 == 0 else ("cold", "warm")):
+                if not self.section(f"{kind} build rep {rep}", lambda: self.build_timing(rep, kind)):
+                    break
+        # 7a: the rehearsal's cost on the example database (before the big one exists).
+        self.section("rehearsal (example database)", lambda: self.rehearsal_cost("example"))
+        # 2: the restart-based deploy, on one colour (the idle one is removed first).
+        live = self.state()["live"]
+        idle = "green" if live == "blue" else "blue"
+        if (self.root / SLUG / "run" / f"{PREFIX}-{idle}.env").exists():
+            self.compose(idle, "down", "--remove-orphans", check=False)
+        self.runbook_route()
+        for rep in range(c["reps"]):
+            if not self.section(f"baseline rep {rep}", lambda: self.baseline_restart(rep)):
+                break
+        # 5: backup cost, last (a big database would slow every upgrade's backup step).
+        self.section("backup", self.backup_cost)
+        # 7b: the rehearsal's cost on that generated database (after it: it slows every upgrade).
+        self.section("rehearsal (generated database)", self.rehearsal_generated)
+        # 8: adopting a runbook host, then the edge taking its ports.
+        for rep in range(c["adopt_reps"]):
+            if not self.section(f"adoption rep {rep}", lambda: self.adoption(rep)):
+                break
+        # 9: density, last: N more sites on this host, under their own root and edge.
+        if c["density_sites"]:
+            self.section("density", self.density)
+
     def write_outputs(self) -> int:
         import report
         self.results["summary"] = report.summarise(self.results)
-        publish = not self.quick
+        publish = not self.quick and not self.only   # --only never publishes: its figures are in --out
         results_path = self.out / "results.json"
         results_path.write_text(json.dumps(self.results, indent=2, sort_keys=True, default=str) + "\n")
         plot_path = self.out / "timeline.png"
@@ -886,6 +1116,8 @@ class Bench:
             self.log("wrote BENCHMARKS.md, bench/results.json, bench/timeline.png")
         elif publish:
             self.log("failures: BENCHMARKS.md and bench/ left unchanged; partial results in " + str(self.out))
+        elif self.only:
+            self.log(f"--only {self.only}: BENCHMARKS.md and bench/ left unchanged")
         print(report.console(self.results))
         self.log(f"raw artefacts in {self.out}")
         return 1 if self.failures else 0
@@ -901,6 +1133,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rehearsal-reps", type=int,
                         help="repetitions of the upgrade with vs without the rehearsal (per database)")
     parser.add_argument("--adopt-reps", type=int, help="repetitions of the adoption and takeover figure")
+    parser.add_argument("--density-sites", type=int,
+                        help="example sites brought up on this host for the density figure (full: 20; quick: 0, "
+                             "the figure is skipped)")
+    parser.add_argument("--only", choices=["density"],
+                        help="run that section alone (it still builds the example repo); writes only the --out "
+                             "folder, never BENCHMARKS.md or bench/")
     parser.add_argument("--rate", type=float, help="target requests/s of the load")
     parser.add_argument("--keepalive", type=int, help="keep-alive clients")
     parser.add_argument("--fresh", type=int, help="new-connection-per-request clients")
@@ -909,6 +1147,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pg-scale", type=int, help="pgbench scale for the backup figure (64 ~ 1 GB)")
     parser.add_argument("--max-load-seconds", type=float, help="hard limit of one load run")
     args = parser.parse_args(argv)
+    if args.density_sites is not None and args.density_sites < 0:
+        parser.error("--density-sites must be 0 or more")
+    if args.only == "density" and (args.density_sites if args.density_sites is not None
+                                   else PROFILES["quick" if args.quick else "full"]["density_sites"]) < 1:
+        parser.error("--only density needs at least 1 site: give --density-sites N")
     if args.out is None:
         args.out = str(REPO / "bench-out")
     return args
