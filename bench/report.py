@@ -87,6 +87,7 @@ def _median(values: list) -> float | None:
 def density_summary(d: dict) -> dict:
     """Figure 9 from its raw record: medians over the sites, the upgraded site's figures, the projection."""
     out: dict = {"sites": d.get("sites"), "target": d.get("target"), "host_gib": d.get("host_gib"),
+                 "cores": d.get("cores"),
                  "reserve_gib": d.get("reserve_gib"), "settle_seconds": d.get("settle_seconds")}
     inits = d.get("inits") or []
     if inits:
@@ -113,6 +114,11 @@ def density_summary(d: dict) -> dict:
     if isinstance(before, (int, float)) and isinstance(after, (int, float)) and sites:
         out["mem_available_drop_mib"] = round(before - after, 1)
         out["host_drop_per_site_mib"] = round((before - after - (out.get("edge_mib") or 0)) / len(sites), 1)
+    cpu_before, cpu_up = d.get("host_cpu_before_cores"), d.get("host_cpu_all_up_cores")
+    out.update(host_cpu_before_cores=cpu_before, host_cpu_all_up_cores=cpu_up,
+               host_cpu_window_seconds=d.get("host_cpu_window_seconds"))
+    if isinstance(cpu_before, (int, float)) and isinstance(cpu_up, (int, float)) and sites:
+        out["host_cpu_per_site_cores"] = round(max(cpu_up - cpu_before, 0.0) / len(sites), 4)
     upgrade = d.get("upgrade") or {}
     if upgrade:
         out["upgrade"] = {k: upgrade.get(k) for k in UPGRADE_KEYS + ["wall_seconds"]}
@@ -137,6 +143,11 @@ def density_summary(d: dict) -> dict:
     return out
 
 
+# The share of the host's cores that idle sites may keep busy in the projection: the rest is for
+# their visitors and for an upgrade's build, migrations and collectstatic.
+DENSITY_IDLE_CPU_SHARE = 0.25
+
+
 def density_projection(s: dict) -> dict | None:
     """How many example sites a host of `host_gib` holds, from memory alone: (host - reserve - edge - one
     extra colour for the site being upgraded) / live-only memory per site."""
@@ -148,7 +159,11 @@ def density_projection(s: dict) -> dict | None:
         extra, extra_from = s.get("live_colour_median_mib") or 0, "median live colour (no upgrade measured)"
     budget = s["host_gib"] * 1024 - s["reserve_gib"] * 1024 - edge - extra
     per_site_host = s.get("host_drop_per_site_mib")
+    cpu_site, cores = s.get("host_cpu_per_site_cores"), s.get("cores")
+    cpu_budget = cores * DENSITY_IDLE_CPU_SHARE if cores else None
     return {"budget_mib": round(budget, 1), "extra_colour_mib": extra, "extra_from": extra_from,
+            "idle_cpu_budget_cores": cpu_budget,
+            "sites_by_idle_cpu": math.floor(cpu_budget / cpu_site) if cpu_budget and cpu_site else None,
             "sites_at_median": math.floor(budget / median),
             "sites_at_max": math.floor(budget / s["live_only_max_mib"]),
             "sites_from_host_drop": math.floor(budget / per_site_host) if per_site_host and per_site_host > 0
@@ -507,6 +522,11 @@ def density_section(d: dict, machine: dict) -> list[str]:
           f"{fmt(d.get('mem_available_after_mib'), ' MiB', 0)} "
           f"(−{fmt(d.get('mem_available_drop_mib'), ' MiB', 0)})")],
         ["· that drop less the edge, per site", fmt(d.get("host_drop_per_site_mib"), " MiB")],
+        [f"host CPU busy, whole machine over {fmt(d.get('host_cpu_window_seconds'))} s: before the first init → "
+         "with all N up and idle (cores)", f"{fmt(d.get('host_cpu_before_cores'), '', 3)} → "
+                                           f"{fmt(d.get('host_cpu_all_up_cores'), '', 3)}"],
+        ["· per idle site (the difference / N; includes dockerd, containerd and runc)",
+         fmt(d.get("host_cpu_per_site_cores"), " cores", 4)],
         ["CPU at idle: sum of `docker stats` CPU % of the N sites' containers, one sample (100 % = one core)",
          fmt(d.get("cpu_percent_sites"), " %")],
         ["· the edge Caddy", fmt(d.get("edge_cpu_percent"), " %")],
@@ -560,9 +580,15 @@ def density_section(d: dict, machine: dict) -> list[str]:
             "kernel can reclaim, and anything else running on the host meanwhile moves it too). What was "
             f"measured is N = {n} sites on this {fmt(machine.get('cores'))}-core, "
             f"{fmt(machine.get('memory_gb'), ' GB')} host, with {fmt(up.get('failed'))} failed requests on the one "
-            "being upgraded. The projection counts memory only: not CPU (the sites share the cores for their "
+            "being upgraded. It counts memory only: not CPU at work (the sites share the cores for their "
             "requests, and an upgrade's build, migrations and collectstatic), nor real sites' databases, caches "
             "and traffic, nor what gunicorn workers grow to over days."),
+            "",
+            (f"**By CPU at idle (also a projection).** Each idle site kept "
+             f"{fmt(d.get('host_cpu_per_site_cores'), ' cores', 4)} of the host busy; if idle sites may use a "
+             f"quarter of its {fmt(d.get('cores'))} cores ({fmt(proj.get('idle_cpu_budget_cores'))}), that is "
+             f"**{fmt(proj.get('sites_by_idle_cpu'))} sites**. The smaller of the two projections is the one that "
+             "binds."),
             "",
         ]
     return lines

@@ -889,6 +889,20 @@ class Bench:
                     return round(int(line.split()[1]) / 1024, 1)
         raise BenchError("/proc/meminfo has no MemAvailable")
 
+    @staticmethod
+    def host_cpu_cores(seconds: float) -> float:
+        """How many cores the whole host kept busy over `seconds` (from /proc/stat): what containers
+        cost including dockerd, containerd and runc, which `docker stats` does not count."""
+        def busy() -> tuple[int, int]:
+            with open("/proc/stat") as handle:
+                fields = [int(v) for v in handle.readline().split()[1:9]]
+            idle = fields[3] + fields[4]
+            return sum(fields) - idle, sum(fields)
+        b0, t0 = busy()
+        time.sleep(seconds)
+        b1, t1 = busy()
+        return round((b1 - b0) / max(1, t1 - t0) * (os.cpu_count() or 1), 3)
+
     def container_stats(self, names: list[str]) -> dict[str, dict]:
         """One `docker stats --no-stream` for all `names`: {name: {"mib": memory, "cpu_percent": CPU}}."""
         out = self.docker("stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}\t{{.CPUPerc}}", *names,
@@ -944,11 +958,13 @@ class Bench:
         root = self.density_root = Path(tempfile.mkdtemp(prefix="sumbg-bench-density-"))
         ports = self.write_host_config(root, DENSITY_EDGE)
         settle = 2.0 if self.quick else 10.0
-        record: dict = {"sites": n, "edge": DENSITY_EDGE, "host_gib": DENSITY_HOST_GIB,
+        record: dict = {"sites": n, "edge": DENSITY_EDGE, "host_gib": DENSITY_HOST_GIB, "cores": os.cpu_count(),
                         "reserve_gib": DENSITY_RESERVE_GIB, "settle_seconds": settle, "inits": []}
         self.results["density"] = record          # partial figures survive a failure
         try:
             record["mem_available_before_mib"] = self.mem_available_mib()
+            cpu_window = 5.0 if self.quick else 30.0
+            record["host_cpu_before_cores"] = self.host_cpu_cores(cpu_window)
             for slug in slugs:
                 result = self.sumbg_ok("init", slug, "--repo", str(self.repo), "--domain", f"{slug}.example.test",
                                        "--ref", OLD, "--json", root=root)
@@ -965,6 +981,8 @@ class Bench:
             time.sleep(settle)
             record["all_up"] = self.density_snapshot(root, slugs)
             record["mem_available_after_mib"] = self.mem_available_mib()
+            record["host_cpu_all_up_cores"] = self.host_cpu_cores(cpu_window)
+            record["host_cpu_window_seconds"] = cpu_window
             live = sorted(site["live_only_mib"] for site in record["all_up"]["sites"].values())
             self.log(f"density: {n} sites up; live only {live[0]}..{live[-1]} MiB per site, edge "
                      f"{record['all_up']['edge_mib']} MiB, CPU {record['all_up']['cpu_percent_sites']}% at idle; "

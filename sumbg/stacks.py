@@ -18,7 +18,9 @@ from .docker import Engine, ExecResult
 from .errors import BackupError, DockerError, MigrationFailed, tail
 from .records import recorded
 from .runtime import Site
-from .util import utc_stamp
+from .util import poll, utc_stamp
+
+DATA_READY_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,30 @@ class Stacks:
     def start_data(self) -> None:
         # App stacks join the shared edge network; it must exist before any of them.
         self.engine.ensure_edge_network(self.site.host.edge.name)
-        self.engine.compose_up(self.site.data_project(), wait=True)
+        self.engine.compose_up(self.site.data_project())
+        self.wait_data_ready()
+
+    def wait_data_ready(self, timeout: float = DATA_READY_SECONDS) -> None:
+        """Postgres answers on TCP (not only the socket of its first-start init server) and Redis
+        answers PING."""
+        checks = {
+            self.site.postgres_container: ["sh", "-c", 'pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" '
+                                                         '-d "$POSTGRES_DB"'],
+            self.site.redis_container: ["redis-cli", "ping"],
+        }
+        last: dict[str, ExecResult] = {}
+
+        def ready() -> bool:
+            for name, argv in checks.items():
+                if name not in last or last[name].returncode != 0:
+                    last[name] = self.engine.exec(name, argv)
+            return all(result.returncode == 0 for result in last.values())
+
+        if not poll(ready, timeout, interval=0.5):
+            name = next(n for n, r in last.items() if r.returncode != 0)
+            raise DockerError(f"{name} did not become ready within {timeout:.0f}s", site=self.site.slug,
+                              command=checks[name], returncode=last[name].returncode,
+                              output_tail=tail(last[name].output, 10))
 
     def data_running(self) -> bool:
         state = self.engine.container(self.site.postgres_container)
