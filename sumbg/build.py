@@ -64,6 +64,7 @@ class BuildOptions:
     packages: tuple[str, ...] = ()
     url_rewrites: tuple[tuple[str, str], ...] = ()
     auth: GitAuth = GitAuth()
+    cpu_shares: int | None = None  # the build's CPU weight (not part of the image)
 
     def fingerprint(self) -> str:
         """Identifies the image-shaping settings and sumbg's Dockerfile (no credential): a change rebuilds."""
@@ -101,6 +102,7 @@ def options_for(host: HostConfig, site: SiteConfig | None) -> BuildOptions:
         auth=GitAuth(token_file=token, token_source=token_source, username=pick("git_username")[0],
                      ssh_key_file=key, ssh_key_source=key_source, ssh_known_hosts=pick("git_ssh_known_hosts")[0],
                      ca_bundle=host.ca_bundle),
+        cpu_shares=host.background_cpu_shares,
     )
 
 
@@ -136,7 +138,7 @@ def _build_own_dockerfile(engine, mirror, spec, labels, options, context: Path) 
     (context / "vendor").mkdir(exist_ok=True)
     _write_ca(extras / "ca.crt", options.ca_bundle)
     engine.build(context, context / "Dockerfile", spec.tag, labels,
-                 build_args={**options.build_args(), **_version_args(spec)})
+                 build_args={**options.build_args(), **_version_args(spec)}, cpu_shares=options.cpu_shares)
     return {"image": spec.tag, "dockerfile": "the repo's own Dockerfile"}
 
 
@@ -177,7 +179,7 @@ def _build_default(engine, mirror, spec, labels, options, context: Path, scratch
             f"{item['requirement']}@{item['commit'][:12]}" for item in fetched)}
     try:
         engine.build(context, extras / "Dockerfile", spec.tag, labels,
-                     build_args={**options.build_args(), **_version_args(spec)})
+                     build_args={**options.build_args(), **_version_args(spec)}, cpu_shares=options.cpu_shares)
     except DockerError as exc:
         hint = compile_hint(exc.output_tail or "", options)
         if hint:

@@ -23,6 +23,7 @@ from .util import atomic_write, parse_duration
 DEFAULT_ROOT = "/srv/sum"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TLS_MODES = ("auto", "internal", "off")
+LIVE_CPU_SHARES = 1024  # Docker's default weight: the live colour, the data stack and the edge keep it
 
 
 # ---------------------------------------------------------------- reading helpers
@@ -257,6 +258,9 @@ class HostConfig:
     build: BuildSettings = BuildSettings()  # git credentials and URL rewrites for all sites
     # Seconds an idle colour is kept after the live one went live (`sumbg retire --due`); 0: kept.
     retire_idle_after: float = 0.0
+    # The CPU weight (Docker cpu-shares; the live colour has 1024) of everything an upgrade runs
+    # besides the live colour: builds, one-off commands, a colour not yet switched in.
+    background_cpu_shares: int = 128
 
     @property
     def caddy_dir(self) -> Path:
@@ -348,10 +352,15 @@ def parse_host(table: _Table, root: Path) -> HostConfig:
     preflight_t.reject_unknown()
     upgrade_t = table.table("upgrade")
     retire_idle_after = upgrade_t.duration("retire_idle_after", 0.0)
+    background_cpu_shares = upgrade_t.get("background_cpu_shares", int, 128)
+    if not 2 <= background_cpu_shares <= LIVE_CPU_SHARES:
+        raise upgrade_t.fail("background_cpu_shares", f"must be from 2 to {LIVE_CPU_SHARES} (the live colour's), "
+                                                      f"not {background_cpu_shares}")
     upgrade_t.reject_unknown()
     table.reject_unknown()
     return HostConfig(root=root, edge=edge, images=images, ca_bundle=ca_bundle, min_free_gb=min_free_gb,
-                      build=build, retire_idle_after=retire_idle_after)
+                      build=build, retire_idle_after=retire_idle_after,
+                      background_cpu_shares=background_cpu_shares)
 
 
 def _image_ref(table: _Table, key: str, default: str) -> str:

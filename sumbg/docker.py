@@ -127,11 +127,14 @@ class Engine:
             raise _wrap(exc, f"cannot inspect image {tag}") from None
         return dict(image.config.labels or {})
 
-    def build(self, context: Path, dockerfile: Path, tag: str, labels: dict, build_args: dict) -> None:
-        # The legacy builder needs no buildx plugin; the layer cache still applies. --force-rm: a
-        # failed step's container is removed too (without it every failed build leaves one behind).
+    def build(self, context: Path, dockerfile: Path, tag: str, labels: dict, build_args: dict, *,
+              cpu_shares: int | None = None) -> None:
+        # The legacy builder needs no buildx plugin; the layer cache still applies, and its step
+        # containers take --cpu-shares. --force-rm: a failed step's container is removed too
+        # (without it every failed build leaves one behind).
         argv = (self.docker.client_config.docker_cmd + ["image", "build", "--quiet", "--force-rm", "--file",
                                                          str(dockerfile), "--tag", tag]
+                + (["--cpu-shares", str(cpu_shares)] if cpu_shares else [])
                 + [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
                 + [arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")]
                 + [str(context)])
@@ -258,15 +261,31 @@ class Engine:
             raise _wrap(exc, f"cannot remove container {name}") from None
 
     def compose_up(self, project: ComposeProject, services: list[str] | None = None, *,
-                   wait: bool = False, force_recreate: bool = False) -> None:
+                   wait: bool = False, force_recreate: bool = False, cpu_shares: int | None = None) -> None:
+        """`cpu_shares`: the containers' CPU weight from their first instant (created, weighted,
+        then started); kept out of the Compose file, so a later `up` never recreates them for it."""
         project.write_env_file()
         try:
-            project.client().compose.up(
-                services, detach=True, wait=wait, force_recreate=force_recreate,
-                quiet=True, pull="never",
-            )
+            if cpu_shares is None:
+                project.client().compose.up(services, detach=True, wait=wait, force_recreate=force_recreate,
+                                            quiet=True, pull="never")
+                return
+            client = project.client()
+            client.compose.create(services, force_recreate=force_recreate, pull="never")
+            created = [c.name for c in self.project_containers(project.name)
+                       if not services or c.labels.get("com.docker.compose.service") in services]
+            self.set_cpu_shares(created, cpu_shares)
+            client.compose.start(services)
         except DockerException as exc:
             raise _wrap(exc, f"starting {project.name} failed") from None
+
+    def set_cpu_shares(self, names: list[str], shares: int) -> None:
+        """Give these containers a CPU weight; a running one keeps running."""
+        if names:
+            try:
+                self.docker.container.update(names, cpu_shares=shares)
+            except DockerException as exc:
+                raise _wrap(exc, f"cannot set the CPU weight of {', '.join(names)}") from None
 
     def compose_stop(self, project: ComposeProject, services: list[str]) -> None:
         project.write_env_file()

@@ -175,6 +175,7 @@ def first_colour_steps(ctx: Context, site: Site, image: build.ImageSpec, *, migr
         stacks.start_web(colour, image.tag)
         if with_worker:
             stacks.start_worker(colour, image.tag)
+        stacks.apply_cpu_weights(colour)  # the site's only colour: it is the one to keep fast
 
     def edge(run: Run):
         ctx.edge.files.write_colour(slug, "live", colour)

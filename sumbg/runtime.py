@@ -187,6 +187,7 @@ class Site:
                 ("SUMBG_FORWARDED_ALLOW_IPS", forwarded_allow_ips),
                 ("SUMBG_GIT_SHA", version[0]),
                 ("SUMBG_BUILD_ID", version[1]),
+                ("SUMBG_BACKGROUND_CPU_SHARES", str(self.host.background_cpu_shares)),
             ),
         )
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import naming
+from .config import LIVE_CPU_SHARES
 from .docker import Engine, ExecResult
 from .errors import BackupError, DockerError, MigrationFailed, tail
 from .records import recorded
@@ -102,7 +103,7 @@ class Stacks:
         project = self.app_project(colour, image)
         if env_dir is not None:
             project = replace(project, env_file=env_dir / project.env_file.name)
-        return self.engine.compose_run(project, "web", ["python", "manage.py", *args])
+        return self.engine.compose_run(project, "manage", ["python", "manage.py", *args])
 
     def migration_plan(self, colour: str, image: str, *, env_dir: Path | None = None) -> str:
         result = self.run_manage(colour, image, ["migrate", "--plan"], env_dir=env_dir)
@@ -142,15 +143,29 @@ class Stacks:
                               returncode=result.returncode, output_tail=tail(result.output))
         return (result.stdout.strip().splitlines() or [""])[-1]
 
+    def cpu_shares(self, colour: str) -> int:
+        """The live colour's weight for the recorded live colour; the background weight for any
+        other (a candidate, a rollback target, the rehearsal) until a flip makes it live."""
+        live = self.site.records.load_state().get("live")
+        return LIVE_CPU_SHARES if colour == live else self.site.host.background_cpu_shares
+
     def start_web(self, colour: str, image: str) -> None:
         self.engine.compose_up(self.app_project(colour, image, worker=False), ["web"],
-                               force_recreate=True)
+                               force_recreate=True, cpu_shares=self.cpu_shares(colour))
 
     def start_worker(self, colour: str, image: str | None = None) -> bool:
         if not self.site.config.worker_command:
             return False
-        self.engine.compose_up(self.app_project(colour, image), ["worker"])
+        self.engine.compose_up(self.app_project(colour, image), ["worker"], cpu_shares=self.cpu_shares(colour))
         return True
+
+    def apply_cpu_weights(self, live: str) -> None:
+        """After a flip: the colour now live gets the live weight, the other the background one."""
+        for colour, shares in ((live, LIVE_CPU_SHARES),
+                               (naming.other_colour(live), self.site.host.background_cpu_shares)):
+            names = [c.name for c in self.engine.project_containers(naming.app_project(self.site.slug, colour))
+                     if c.running and c.labels.get("com.docker.compose.oneoff") != "True"]
+            self.engine.set_cpu_shares(names, shares)
 
     def stop_worker(self, colour: str) -> bool:
         if not self.site.config.worker_command:
@@ -194,11 +209,12 @@ class Stacks:
             app_env_file=self.site.rehearsal_env_file(), static_dir=self.site.static_dir(live))
 
     def rehearsal_manage(self, image: str, database: str, args: list[str]) -> ExecResult:
-        return self.engine.compose_run(self.rehearsal_project(image, database), "web",
+        return self.engine.compose_run(self.rehearsal_project(image, database), "manage",
                                        ["python", "manage.py", *args])
 
     def start_rehearsal_web(self, image: str, database: str) -> None:
-        self.engine.compose_up(self.rehearsal_project(image, database), ["web"], force_recreate=True)
+        self.engine.compose_up(self.rehearsal_project(image, database), ["web"], force_recreate=True,
+                               cpu_shares=self.site.host.background_cpu_shares)
 
     def remove_rehearsal(self) -> bool:
         """Remove the rehearsal stack (also one left by a killed upgrade); True if there was one."""

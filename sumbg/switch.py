@@ -152,7 +152,17 @@ def switch_live(ctx: Context, site: Site, run: Run, to: str, *, before_confirm=N
     run.save_state()
     run.notes.setdefault("flips", []).append({"to": to, "outcome": "confirmed", "seconds": seconds,
                                               "version": answer.version})
+    give_live_weight(ctx, site, run, to)
     return Flip(to=to, came_from=came_from, seconds=seconds)
+
+
+def give_live_weight(ctx: Context, site: Site, run: Run, live: str) -> None:
+    """The live colour's CPU weight follows the traffic. Best effort: a confirmed flip stands
+    even if Docker refuses, and the run says so."""
+    try:
+        ctx.stacks(site).apply_cpu_weights(live)
+    except SumbgError as exc:
+        run.say(f"warning: the CPU weights were not moved to {live}: {exc.message}")
 
 
 def _put_back(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | None, reason: str) -> None:

@@ -302,6 +302,9 @@ class FakeStacks:
     def start_worker(self, colour, image=None):
         return False
 
+    def apply_cpu_weights(self, live):
+        self.world.effects.append(("weights", live))
+
     def stop_worker(self, colour):
         return False
 

@@ -215,6 +215,14 @@ def test_one_version_consumes_tasks_workers_follow_traffic(host: Host) -> None:
     assert 'worker_command = "celery -A acme worker --loglevel=INFO"' in (host.site_dir(slug) / "site.toml").read_text()
     running = lambda: docker("ps", "--filter", f"name=sum-{slug}-", "--format", "{{.Names}}").stdout.split()
     assert f"sum-{slug}-blue-worker" in running()
+
+    def weights() -> dict[str, int]:
+        """Each running app container's CPU weight (Docker cpu-shares): the live colour's are 1024."""
+        names = sorted(n for n in running() if not n.startswith(f"sum-{slug}-data"))
+        out = docker("inspect", "--format", "{{.HostConfig.CpuShares}}", *names).stdout.split()
+        return {name[len(f"sum-{slug}-"):]: int(value) for name, value in zip(names, out)}
+
+    assert weights() == {"blue-web": 1024, "blue-worker": 1024}
     # A real Celery worker on the site's Redis runs the contact form's task.
 
     def logs() -> str:
@@ -230,6 +238,9 @@ def test_one_version_consumes_tasks_workers_follow_traffic(host: Host) -> None:
     assert (workers["stopped"], workers["started"]) == ("blue", "green")
     assert sorted(n for n in running() if n.endswith("-worker")) == [f"sum-{slug}-green-worker"]
     assert f"sum-{slug}-blue-web" in running()
+    # The CPU weight follows the traffic: the colour kept for rollback only gets what live leaves.
+    assert weights() == {"blue-web": 128, "green-web": 1024, "green-worker": 1024}
     assert host.sumbg("rollback", slug).returncode == 0
     assert sorted(n for n in running() if n.endswith("-worker")) == [f"sum-{slug}-blue-worker"]
+    assert weights() == {"blue-web": 1024, "blue-worker": 1024, "green-web": 128}
     host.teardown_site(slug)

@@ -113,7 +113,7 @@ def test_build_options_from_the_host_alone():
     assert build.options_for(host, _site()) == build.BuildOptions(
         python_image="python:3.13-slim", ca_bundle="/etc/ca.pem", url_rewrites=(("https://github.com/", "https://m/"),),
         auth=GitAuth(token_file="/etc/sumbg/token", username="bot", ca_bundle="/etc/ca.pem",
-                     token_source="sumbg.toml build.git_token_file"))
+                     token_source="sumbg.toml build.git_token_file"), cpu_shares=128)
 
 
 def test_site_build_settings_override_the_host_key_by_key():
@@ -128,7 +128,8 @@ def test_site_build_settings_override_the_host_key_by_key():
         python_image="python:3.12-bookworm", build_packages=("gcc", "libjpeg-dev"), packages=("libjpeg62-turbo",),
         url_rewrites=(("https://github.com/", "https://site-mirror/"), ("https://gitlab.com/", "https://g/")),
         auth=GitAuth(token_file="/srv/sum/acme/token", username="bot", ssh_key_file="/etc/sumbg/key",
-                     token_source="site.toml build.git_token_file", ssh_key_source="sumbg.toml build.git_ssh_key_file"))
+                     token_source="site.toml build.git_token_file", ssh_key_source="sumbg.toml build.git_ssh_key_file"),
+        cpu_shares=128)
     assert options.build_args() == {"PYTHON_IMAGE": "python:3.12-bookworm", "BUILD_PACKAGES": "gcc libjpeg-dev",
                                     "PACKAGES": "libjpeg62-turbo"}
     # The fingerprint changes with what shapes the image, never with a credential.
@@ -228,10 +229,10 @@ class FakeEngine:
     def image_labels(self, tag):
         return self.images.get(tag)
 
-    def build(self, context, dockerfile, tag, labels, build_args):
+    def build(self, context, dockerfile, tag, labels, build_args, *, cpu_shares=None):
         files = sorted(str(p.relative_to(context)) for p in context.rglob("*") if p.is_file())
         self.built.append({"files": files, "dockerfile": str(dockerfile.relative_to(context)), "tag": tag,
-                           "labels": labels, "build_args": build_args,
+                           "labels": labels, "build_args": build_args, "cpu_shares": cpu_shares,
                            "requirements": (context / "sumbg" / "requirements.txt").read_text()})
         self.images[tag] = labels
 
@@ -271,6 +272,7 @@ def test_build_fetches_git_requirements_on_the_host_and_rewrites_them(tmp_path, 
                    "sumbg.git-dependencies": f"sum-core@{core_commit[:12]}"},
         "build_args": {"PYTHON_IMAGE": "py:3.12", "BUILD_PACKAGES": "", "PACKAGES": "file",
                        "GIT_SHA": resolved.commit, "BUILD_ID": "main"},
+        "cpu_shares": 128,   # the build takes what the live site leaves
         "requirements": f"Django==5.1.4\nsum-core @ file:///sumbg-deps/{dep}\n",
     }
     assert list((tmp_path / "run").iterdir()) == []  # the context is gone
@@ -303,7 +305,7 @@ def test_a_failed_compile_says_which_setting_helps(tmp_path):
     from sumbg.errors import DockerError
 
     class FailingEngine(FakeEngine):
-        def build(self, context, dockerfile, tag, labels, build_args):
+        def build(self, context, dockerfile, tag, labels, build_args, *, cpu_shares=None):
             raise DockerError("building image sum-acme:main failed (exit 1)", output_tail=PILLOW_WITHOUT_HEADERS)
 
     client = tmp_path / "client"

@@ -709,3 +709,10 @@ def test_a_bad_soak_period_says_where(tmp_path, value):
     assert error.message.startswith("site.toml: upgrade.retire_idle_after: ")
     assert host_error(tmp_path, f"[upgrade]\nretire_idle_after = {value}\n").message.startswith(
         "sumbg.toml: upgrade.retire_idle_after: ")
+
+
+def test_the_background_cpu_weight_of_upgrades(tmp_path):
+    assert load_host(tmp_path / "nothing").background_cpu_shares == 128
+    assert host_from(tmp_path, "[upgrade]\nbackground_cpu_shares = 1024\n").background_cpu_shares == 1024
+    assert host_error(tmp_path, "[upgrade]\nbackground_cpu_shares = 4096\n").message == (
+        "sumbg.toml: upgrade.background_cpu_shares: must be from 2 to 1024 (the live colour's), not 4096")

@@ -24,7 +24,7 @@ BACKUP = "acme_20261127T000000Z_v1.1.0.dump"
 REHEARSED = [("restore", COPY, BACKUP), ("rehearsal-web", "v1.0.0", COPY)]
 REHEARSAL_GONE = [("rehearsal-web", "removed"), ("drop", COPY)]
 SWITCHED = [("remove", "green"), ("start", "green", "v1.1.0"), ("preview", "green"),
-            ("preview", "blue"), ("live", "green")]
+            ("preview", "blue"), ("live", "green"), ("weights", "green")]
 
 
 # ---------------------------------------------------------------- the policy
@@ -141,7 +141,7 @@ def test_a_breaking_release_with_maintenance_covers_migrate_to_the_confirmed_swi
     world.breaks_live.add(world.release("v1.1.0"))
     result = upgrade_to(ctx, world, "v1.1.0", migrations=MigrationChoices(maintenance=True))
     assert result["outcome"] == "done"
-    assert world.effects == [("maintenance", "on"), *SWITCHED, ("maintenance", "off")]
+    assert world.effects == [("maintenance", "on"), *SWITCHED[:-1], ("maintenance", "off"), ("weights", "green")]
     assert world.schema_effects[-1] == ("migrate", "live", "v1.1.0", "all")
     assert result["maintenance_seconds"] >= 0 and step(result, "switch")["maintenance_seconds"] >= 0
     record = state_of(ctx)["colours"]["green"]
@@ -209,7 +209,8 @@ def test_a_breaking_release_failing_its_watch_is_covered_by_the_maintenance_page
     assert "blue (v1.0.0) cannot serve the schema green (v1.1.0) migrated to, so traffic was not flipped back" \
         in stuck.value.message
     assert "sumbg rollback acme --restore-db" in stuck.value.message
-    assert world.effects == [("maintenance", "on"), *SWITCHED, ("maintenance", "off"), ("maintenance", "on")]
+    assert world.effects == [("maintenance", "on"), *SWITCHED[:-1], ("maintenance", "off"), ("weights", "green"),
+                             ("maintenance", "on")]
     state = state_of(ctx)
     assert state["live"] == "green" and state["colours"]["green"]["outcome"] == "failed"
     reverted = last_finished(ctx)["reverted"]

@@ -171,7 +171,7 @@ def test_upgrade_that_passes_its_watch(ctx, world, tmp_path):
     result = upgrade_to(ctx, world, "v1.1.0")
     assert result["outcome"] == "done"
     assert world.effects == [("remove", "green"), ("start", "green", "v1.1.0"), ("preview", "green"),
-                             ("preview", "blue"), ("live", "green")]
+                             ("preview", "blue"), ("live", "green"), ("weights", "green")]
     state = strip_times(state_of(ctx))
     assert (state["live"], state["previous"]) == ("green", "blue")
     assert state["colours"]["green"] == {"image": "sum-acme:v1.1.0", "ref": "v1.1.0", "commit": "v1.1.0-sha",
@@ -193,8 +193,8 @@ def test_watch_revert_then_rollback_goes_to_the_older_healthy_release(ctx, world
     assert "rolled back to blue (v1.0.0) by itself" in failed.value.message
     assert world.effects == [
         ("remove", "green"), ("start", "green", "v1.5.0"), ("preview", "green"),
-        ("preview", "blue"), ("live", "green"),                         # the switch
-        ("preview", "green"), ("live", "blue"),                         # the watch's revert
+        ("preview", "blue"), ("live", "green"), ("weights", "green"),   # the switch
+        ("preview", "green"), ("live", "blue"), ("weights", "blue"),    # the watch's revert
         ("remove", "green"), ("start", "green", "v0.9.0"), ("preview", "green"),  # the rollback target back
     ]
     state = strip_times(state_of(ctx))
@@ -368,7 +368,7 @@ def test_recover_repairs_an_interrupted_database_swap_and_routes_to_the_recorded
     assert world.databases == {"acme"}
     assert world.maintenance is False
     assert world.effects == [("preview", "blue"), ("maintenance", "off"), ("preview", "green"), ("live", "blue"),
-                             ("preview", "green")]
+                             ("weights", "blue"), ("preview", "green")]
     state = strip_times(state_of(ctx))
     assert (state["live"], state["previous"], state["operation"]) == ("blue", "green", None)
     assert state["colours"]["green"]["status"] == "idle"
@@ -401,8 +401,9 @@ def test_recover_after_a_crash_mid_upgrade_puts_the_displaced_rollback_target_ba
     result = recover(ctx, "acme")
     assert result["rollback_target"] == {"restored": True, "ref": "v0.9.0", "colour": "green",
                                          "seconds": result["rollback_target"]["seconds"]}
-    assert world.effects == [("preview", "blue"), ("preview", "green"), ("live", "blue"), ("preview", "green"),
-                             ("remove", "green"), ("start", "green", "v0.9.0"), ("preview", "green")]
+    assert world.effects == [("preview", "blue"), ("preview", "green"), ("live", "blue"), ("weights", "blue"),
+                             ("preview", "green"), ("remove", "green"), ("start", "green", "v0.9.0"),
+                             ("preview", "green")]
     state = strip_times(state_of(ctx))
     assert (state["live"], state["previous"], state["operation"]) == ("blue", "green", None)
     assert state["colours"]["green"] == {"image": "sum-acme:v0.9.0", "ref": "v0.9.0", "commit": "v0.9.0-sha",
