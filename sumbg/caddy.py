@@ -3,6 +3,7 @@ replaces anything, reloaded only when its structure changes; traffic moves by
 atomically rewriting per-site state files Caddy reads on every request."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -39,9 +40,13 @@ def _checked_domain(domain: str) -> str:
     return naming.validate_domain(domain)
 
 
+ACME_ROOT_FILE = "acme-ca-root.pem"   # a copy of [edge] acme_ca_root, beside the Caddyfile
+
+
 def render_main(edge: EdgeSettings) -> str:
     return _env.get_template("Caddyfile.j2").render(
-        tls=edge.tls, acme_email=edge.acme_email, admin="localhost:2019",
+        tls=edge.tls, acme_email=edge.acme_email, admin="localhost:2019", acme_ca=edge.acme_ca,
+        acme_ca_root=f"{CONTAINER_CADDY_DIR}/{ACME_ROOT_FILE}" if edge.acme_ca_root else "",
         preview_port=PREVIEW_PORT_IN_CONTAINER, metrics_host=METRICS_HOST,
     )
 
@@ -173,6 +178,7 @@ class Edge:
             return
         for slug_dir in (self.host.caddy_dir / "sites", self.host.caddy_dir / "state", self.host.www_dir):
             slug_dir.mkdir(parents=True, exist_ok=True)
+        self.install_acme_root()
         if not self.files.main.exists():
             atomic_write(self.files.main, render_main(self.host.edge))
         self.engine.compose_up(edge_project(self.host, address))
@@ -216,6 +222,28 @@ class Edge:
                 f"traffic switching ({{file.*}} placeholders); set [images] caddy in sumbg.toml"
             )
         return match.group(0)
+
+    def install_acme_root(self) -> None:
+        """The edge container sees only the Caddy folder: [edge] acme_ca_root is copied into it."""
+        if not self.host.edge.acme_ca_root:
+            return
+        body = Path(self.host.edge.acme_ca_root).read_bytes()
+        target = self.host.caddy_dir / ACME_ROOT_FILE
+        if not target.exists() or target.read_bytes() != body:
+            atomic_write(target, body)
+
+    def certificate_failure(self, domains: tuple[str, ...], since: float) -> str | None:
+        """Caddy's error for the first of `domains` it could not get a certificate for, logged
+        since `since` (Unix time), or None."""
+        for line in self.engine.logs(self.container, 400).splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if (entry.get("level") == "error" and entry.get("logger") == "tls.obtain"
+                    and entry.get("identifier") in domains and float(entry.get("ts") or 0) >= since):
+                return f"{entry['identifier']}: {entry.get('msg')}: {entry.get('error') or ''}".rstrip(": ")
+        return None
 
     def validate(self, changes: dict[Path, tuple[str | None, str]]) -> None:
         """Validate the whole config as it would be after `changes`, without touching the live files."""
@@ -261,6 +289,7 @@ class Edge:
         reload fails, the previous files are put back and reloaded. Without `reload`,
         the files wait on disk for the edge's next start (`recreate`).
         """
+        self.install_acme_root()
         changes = self.pending_changes(sites)
         if not changes:
             return []

@@ -126,6 +126,10 @@ class EdgeSettings:
     bind: str = "0.0.0.0"
     tls: str = "auto"
     acme_email: str = ""
+    # Another ACME CA than Let's Encrypt (a staging or in-house CA): its directory URL, and the
+    # root that its API's certificate chains to when that is not a public one. Empty: Caddy's defaults.
+    acme_ca: str = ""
+    acme_ca_root: str = ""
     # The edge stack's name: its Compose project, network, and container prefix.
     # One per host normally; a second root on the same host needs its own.
     name: str = "sum-edge"
@@ -323,8 +327,14 @@ def parse_host(table: _Table, root: Path) -> HostConfig:
         bind=edge_t.get("bind", str, "0.0.0.0"),
         tls=edge_t.choice("tls", TLS_MODES, "auto"),
         acme_email=edge_t.get("acme_email", str, ""),
+        acme_ca=edge_t.get("acme_ca", str, ""),
+        acme_ca_root=edge_t.get("acme_ca_root", str, ""),
         name=edge_t.get("name", str, "sum-edge"),
     )
+    if edge.acme_ca and not re.fullmatch(r"https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?", edge.acme_ca):
+        raise edge_t.fail("acme_ca", f"must be the https:// URL of an ACME directory, not {edge.acme_ca!r}")
+    if edge.acme_ca_root and not (edge.acme_ca_root.startswith("/") and Path(edge.acme_ca_root).is_file()):
+        raise edge_t.fail("acme_ca_root", f"must be the absolute path of a PEM file, not {edge.acme_ca_root!r}")
     if not naming.SLUG_PATTERN.fullmatch(edge.name):
         raise edge_t.fail("name", "must match ^[a-z0-9][a-z0-9-]{0,62}$")
     if edge.acme_email and not _looks_like_email(edge.acme_email):

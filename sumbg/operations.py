@@ -132,7 +132,8 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
     def health(run: Run):
         with ctx.prober() as prober:
             answer = prober.wait_healthy(live_target(ctx.host.edge, site.config), site.config.health_timeout,
-                                         expect_version=expected_version(image))
+                                         expect_version=expected_version(image),
+                                         on_wait=certificate_watch(ctx, site.config))
         return {"health": answer.status, "version": answer.version}
 
     def record(run: Run):
@@ -195,6 +196,26 @@ def first_colour_steps(ctx: Context, site: Site, image: build.ImageSpec, *, migr
         "start": Step("start", f"start {naming.app_project(slug, colour)}{worker}", start),
         "edge": Step("edge", f"route {site.config.domain} through the edge Caddy to {colour}", edge),
     }
+
+
+def certificate_watch(ctx: Context, config: SiteConfig, every: float = 3.0):
+    """While a new site's first health check waits: stop at once, saying why, when the edge
+    logs that it could not get a certificate for one of its domains (Caddy would retry for
+    hours; the check would only say it timed out)."""
+    if ctx.host.edge.tls != "auto" or config.caddy.behind_proxy:
+        return None
+    since, last = time.time(), [0.0]
+
+    def look() -> None:
+        if time.monotonic() - last[0] < every:
+            return
+        last[0] = time.monotonic()
+        failure = ctx.edge.certificate_failure(config.domains, since)
+        if failure:
+            raise CheckFailed(f"the edge could not get a TLS certificate for {failure}; check that the "
+                              f"domain's DNS names this host and that port 80 reaches it "
+                              f"(the site is taken off the edge; the others keep serving)")
+    return look
 
 
 def refuse_a_foreign_database(ctx: Context, slug: str) -> None:

@@ -44,6 +44,14 @@ def test_render_main(tls):
     assert_golden(f"Caddyfile.{tls}", render_main(edge(tls)))
 
 
+def test_another_acme_ca_and_its_api_root_are_global_options():
+    text = render_main(EdgeSettings(tls="auto", acme_email="ops@example.com", acme_ca="https://ca.internal:14000/dir",
+                                    acme_ca_root="/etc/sumbg/ca-root.pem"))
+    assert text == render_main(edge("auto")).replace(
+        "\temail ops@example.com\n",
+        "\temail ops@example.com\n\tacme_ca https://ca.internal:14000/dir\n\tacme_ca_root /etc/caddy/acme-ca-root.pem\n")
+
+
 @pytest.mark.parametrize("tls", TLS_MODES)
 def test_render_site(tls):
     assert_golden(f"acme-shop.{tls}.caddy", render_site("acme-shop", "shop.acme.example.com", edge(tls)))
@@ -256,3 +264,34 @@ def test_caddy_accepts_the_staging_site(caddy_binary, tmp_path, tls):
 def test_an_alias_is_checked_like_the_domain():
     with pytest.raises(UsageError):
         render_site("acme", "acme.example.com", edge("off"), aliases=("evil.com {\n respond 200 }",))
+
+
+# ---------------------------------------------------------------- certificates the edge could not get
+
+class LoggingEngine:
+    def __init__(self, lines: list[dict | str]) -> None:
+        import json
+        self.text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
+
+    def logs(self, name, lines=30):
+        return self.text
+
+
+def test_a_failed_certificate_is_read_from_the_edge_log_for_the_site_s_domains_only(tmp_path):
+    from sumbg.caddy import Edge
+    from sumbg.config import HostConfig
+    failed = {"level": "error", "ts": 1000.5, "logger": "tls.obtain", "msg": "could not get certificate from issuer",
+              "identifier": "bad.example.com", "error": "HTTP 403 urn:ietf:params:acme:error:unauthorized - refused"}
+    engine = LoggingEngine([
+        "caddy started (not JSON)",
+        {**failed, "identifier": "other.example.com"},                     # another site's trouble
+        {**failed, "ts": 900.0},                                           # before this init began
+        {**failed, "level": "info", "msg": "obtaining certificate"},
+        failed,
+    ])
+    edge = Edge(HostConfig(root=tmp_path), engine)
+    assert edge.certificate_failure(("bad.example.com", "www.bad.example.com"), since=1000.0) == (
+        "bad.example.com: could not get certificate from issuer: HTTP 403 urn:ietf:params:acme:error:unauthorized "
+        "- refused")
+    assert edge.certificate_failure(("good.example.com",), since=1000.0) is None
+    assert edge.certificate_failure(("bad.example.com",), since=2000.0) is None
