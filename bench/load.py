@@ -2,9 +2,12 @@
 
     python bench/load.py --port P --domain D --rate 300 --keepalive 8 --fresh 8 \
         --max-seconds 120 --max-requests 100000 --out samples.csv
+    python bench/load.py ... --keepalive 8 --fresh 0 --path / --path /health/   # a mix of pages
 
-Half the clients keep one connection alive, half open a new connection per
-request (``Connection: close``). Nobody retries: a request that fails is
+``--keepalive`` clients keep one connection alive, ``--fresh`` ones open a new
+connection per request (``Connection: close``). With several ``--path``, each
+client takes them in turn, client i starting at the i-th (so two paths get
+half the requests each). Nobody retries: a request that fails is
 counted as failed. Each client is paced to ``rate / clients`` requests per
 second (no catch-up bursts after a stall), so the load is steady while the
 site keeps up and closed-loop (bounded by the client count) when it does not.
@@ -12,7 +15,7 @@ The run stops on SIGTERM/SIGINT, after ``--max-seconds`` or after
 ``--max-requests``, whichever comes first, and then writes one CSV row per
 request: start (Unix time), latency (s), ok (0/1), HTTP status (0 = no
 answer), the release that answered (``version.build`` of /health/), the client
-kind (``ka`` or ``new``) and the error class. Loopback only.
+kind (``ka`` or ``new``), the error class and the path. Loopback only.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import signal
 import threading
 import time
 
-FIELDS = ("start", "latency", "ok", "status", "build", "kind", "error")
+FIELDS = ("start", "latency", "ok", "status", "build", "kind", "error", "path")
 
 
 class Load:
@@ -43,8 +46,10 @@ class Load:
             if len(self.rows) >= self.args.max_requests:
                 self.stop.set()
 
-    def client(self, keepalive: bool, offset: float) -> None:
+    def client(self, keepalive: bool, offset: float, first: int) -> None:
         a = self.args
+        paths = a.path or ["/health/"]
+        turn = first
         headers = {"Host": a.domain, "X-Forwarded-Proto": "https", "User-Agent": "sumbg-bench"}
         if not keepalive:
             headers["Connection"] = "close"
@@ -63,25 +68,28 @@ class Load:
             next_at = max(next_at + self.interval, time.monotonic())
             if conn is None:
                 conn = http.client.HTTPConnection(a.host, a.port, timeout=a.timeout)
+            path = paths[turn % len(paths)]
+            turn += 1
             wall = time.time()
             t0 = time.perf_counter()
             try:
-                conn.request("GET", a.path, headers=headers)
+                conn.request("GET", path, headers=headers)
                 response = conn.getresponse()
                 body = response.read()
                 latency = time.perf_counter() - t0
                 build = ""
-                try:
-                    build = (json.loads(body).get("version") or {}).get("build") or ""
-                except (ValueError, AttributeError):
-                    pass
+                if body[:1] == b"{":   # /health/'s JSON; a page's HTML has no release to read
+                    try:
+                        build = (json.loads(body).get("version") or {}).get("build") or ""
+                    except (ValueError, AttributeError):
+                        pass
                 status = response.status
-                self.record((wall, latency, int(200 <= status < 400), status, build, kind, ""))
+                self.record((wall, latency, int(200 <= status < 400), status, build, kind, "", path))
                 if not keepalive or (response.getheader("connection") or "").lower() == "close":
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
-                self.record((wall, time.perf_counter() - t0, 0, 0, "", kind, type(exc).__name__))
+                self.record((wall, time.perf_counter() - t0, 0, 0, "", kind, type(exc).__name__, path))
                 conn.close()
                 conn = None
         if conn is not None:
@@ -90,7 +98,7 @@ class Load:
     def run(self) -> None:
         a = self.args
         kinds = [True] * a.keepalive + [False] * a.fresh
-        threads = [threading.Thread(target=self.client, args=(ka, i * self.interval / max(len(kinds), 1)),
+        threads = [threading.Thread(target=self.client, args=(ka, i * self.interval / max(len(kinds), 1), i),
                                     daemon=True) for i, ka in enumerate(kinds)]
         for thread in threads:
             thread.start()
@@ -114,7 +122,7 @@ def read_samples(path) -> list[dict]:
         for row in csv.DictReader(handle):
             out.append({"start": float(row["start"]), "latency": float(row["latency"]), "ok": row["ok"] == "1",
                         "status": int(row["status"]), "build": row["build"], "kind": row["kind"],
-                        "error": row["error"]})
+                        "error": row["error"], "path": row.get("path") or "/health/"})
     return out
 
 
@@ -123,7 +131,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--domain", required=True)
-    parser.add_argument("--path", default="/health/")
+    parser.add_argument("--path", action="append",
+                        help="path to request (repeat for a mix, taken in turn; default /health/)")
     parser.add_argument("--rate", type=float, default=300.0, help="target requests/s over all clients")
     parser.add_argument("--keepalive", type=int, default=8)
     parser.add_argument("--fresh", type=int, default=8)

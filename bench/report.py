@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import stats
@@ -76,6 +77,8 @@ def summarise(results: dict) -> dict:
         out["memory"] = {"n": len(mem), **stats.medians(flat, list(flat[0]))}
     if results.get("density"):
         out["density"] = density_summary(results["density"])
+    if (results.get("latency") or {}).get("rate"):
+        out["latency"] = latency_summary(results["latency"])
     return out
 
 
@@ -140,6 +143,76 @@ def density_summary(d: dict) -> dict:
                    rollback_instant=rollback.get("instant"), rollback_flip_s=rollback.get("flip_seconds"),
                    rollback_ready_s=(rollback.get("steps") or {}).get("ready"))
     out["projection"] = density_projection(out)
+    return out
+
+
+# Figure 10's targets (issue 13): the live site's latency during an upgrade (weights on) over the same load with
+# no upgrade.
+LATENCY_TARGETS = {"p50_ms": 1.25, "p99_ms": 1.5}
+LATENCY_ARMS = ("idle", "on", "off")
+
+
+def _ratio(a, b) -> float | None:
+    return round(a / b, 3) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+def latency_summary(d: dict) -> dict:
+    """Figure 10 from its raw record: per arm (idle, weights on, weights off) medians over the repetitions of
+    latency, rate and wall time, failures summed, ratios to the same repetition's idle window (then their
+    median), the targets' verdicts, the wall time the weights add."""
+    runs = d.get("runs") or []
+    out: dict = {"rate": d.get("rate"), "paths": d.get("paths"), "clients": d.get("clients"),
+                 "primed_seconds": d.get("primed_seconds"), "targets": LATENCY_TARGETS}
+    paths = d.get("paths") or []
+    for arm in LATENCY_ARMS:
+        done = [r for r in runs if r.get(arm)]
+        if not done:
+            continue
+        flat = []
+        for r in done:
+            a, idle = r[arm], r.get("idle") or {}
+            row = {k: a.get(k) for k in ("p50_ms", "p99_ms", "max_ms", "rate_per_s", "sent", "wall_seconds",
+                                         "upgrade_seconds", "window_seconds", "window_sent", "seconds")}
+            for key in LATENCY_TARGETS:
+                row[f"{key}_ratio"] = _ratio(a.get(key), idle.get(key))
+                excluding = a.get("excluding_switch") or {}
+                row[f"excl_{key}"] = excluding.get(key)
+                row[f"excl_{key}_ratio"] = _ratio(excluding.get(key), idle.get(key))
+                for path in paths:
+                    mine, base = (a.get("by_path") or {}).get(path) or {}, (idle.get("by_path") or {}).get(path) or {}
+                    row[f"{path} {key}"] = mine.get(key)
+                    row[f"{path} {key}_ratio"] = _ratio(mine.get(key), base.get(key))
+            for path in paths:
+                row[f"{path} rate_per_s"] = ((a.get("by_path") or {}).get(path) or {}).get("rate_per_s")
+            flat.append(row)
+        summary = {"n": len(done), **stats.medians(flat, list(flat[0])),
+                   "failed_total": sum(r[arm].get("failed") or 0 for r in done),
+                   "sent_total": sum(r[arm].get("sent") or 0 for r in done),
+                   "errors": dict(sum((Counter(r[arm].get("errors") or {}) for r in done), Counter()))}
+        for path in paths:
+            parts = [(r[arm].get("by_path") or {}).get(path) or {} for r in done]
+            summary[f"{path} failed_total"] = sum(p.get("failed") or 0 for p in parts)
+            summary[f"{path} sent_total"] = sum(p.get("sent") or 0 for p in parts)
+        if arm != "idle":
+            steps = [r[arm].get("steps") or {} for r in done]
+            names = list(dict.fromkeys(n for st in steps for n in st))
+            summary["steps"] = stats.medians(steps, names)
+            summary["builds"] = dict(Counter(str(r[arm].get("build_outcome")) for r in done))
+            summary["previous_cpu_shares"] = sorted({str((r[arm].get("cpu_shares") or {}).get("previous_after"))
+                                                     for r in done})
+            summary["targets_met_reps"] = sum(1 for row in flat if all(
+                isinstance(row.get(f"{k}_ratio"), (int, float)) and row[f"{k}_ratio"] <= limit
+                for k, limit in LATENCY_TARGETS.items()))
+        out[arm] = summary
+    on = out.get("on") or {}
+    out["targets_met"] = ({k: on.get(f"{k}_ratio") <= limit for k, limit in LATENCY_TARGETS.items()}
+                          if all(isinstance(on.get(f"{k}_ratio"), (int, float)) for k in LATENCY_TARGETS) else None)
+    pairs = [(r["on"].get("wall_seconds"), r["off"].get("wall_seconds")) for r in runs if r.get("on") and r.get("off")]
+    pairs = [(a, b) for a, b in pairs if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b]
+    if pairs:
+        out["wall_added_s"] = round(statistics.median(a - b for a, b in pairs), 3)
+        out["wall_ratio"] = round(statistics.median(a / b for a, b in pairs), 3)
+        out["wall_pairs"] = len(pairs)
     return out
 
 
@@ -233,16 +306,21 @@ def markdown(results: dict, *, quick: bool) -> str:
         "    make bench                                  # full run; writes BENCHMARKS.md, bench/results.json, bench/timeline.png",
         "    make bench BENCH_ARGS='--reps 3 --pg-scale 32'",
         "    .venv/bin/python bench/run.py --quick --out /tmp/bench   # < 3 min, files in /tmp/bench only",
-        "    .venv/bin/python bench/run.py --only density --out /tmp/d # figure 9 alone, files in /tmp/d only",
+        "    .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone: /tmp/d",
+        "    .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone: /tmp/l",
         "",
     ]
-    if results.get("only"):
-        parts += [f"This run measured figure 9 alone (`--only {results['only']}`).", ""]
-        return "\n".join(parts + density_section(s.get("density") or {}, m) + failures_section(results))
+    only = results.get("only")
+    if only:
+        number, section = {"density": (9, lambda: density_section(s.get("density") or {}, m)),
+                           "latency": (10, lambda: latency_section(s.get("latency") or {}, cfg, m))}[only]
+        parts += [f"This run measured figure {number} alone (`--only {only}`).", ""]
+        return "\n".join(parts + section() + failures_section(results))
     parts += [
         f"Configuration of this run: {cfg.get('reps')} repetitions of each load run, {cfg.get('build_reps')} of "
         f"each build timing, {cfg.get('backup_reps')} of the backup comparison, {cfg.get('rehearsal_reps')} of "
-        f"each rehearsal comparison; load target "
+        f"each rehearsal comparison, {cfg.get('latency_reps', 0)} of figure 10's latency comparison; "
+        f"figures 1–3 and 6: load target "
         f"{fmt(cfg.get('rate'))} req/s from {cfg.get('keepalive')} keep-alive clients and {cfg.get('fresh')} "
         f"new-connection-per-request clients (Python, no retries, 10 s timeout) on `GET /health/` through "
         f"Caddy on 127.0.0.1 with `Host: bench-acme.example.test` and `X-Forwarded-Proto: https`; "
@@ -378,6 +456,7 @@ def markdown(results: dict, *, quick: bool) -> str:
     parts += rehearsal_section(s.get("rehearsal") or {})
     parts += adoption_section(s.get("adoption") or {})
     parts += density_section(s.get("density") or {}, m)
+    parts += latency_section(s.get("latency") or {}, cfg, m)
     return "\n".join(parts + failures_section(results))
 
 
@@ -594,6 +673,142 @@ def density_section(d: dict, machine: dict) -> list[str]:
     return lines
 
 
+def latency_section(l: dict, cfg: dict, machine: dict) -> list[str]:
+    if not l:
+        return []
+    rate = l.get("rate") or {}
+    unpaced = rate.get("unpaced") or {}
+    idle, on, off = (l.get(arm) or {} for arm in LATENCY_ARMS)
+    paths = l.get("paths") or []
+
+    def times(value, digits: int = 2) -> str:
+        return "—" if value is None else f"{value:.{digits}f}×"
+
+    def failed(arm: dict, prefix: str = "") -> str:
+        return f"{fmt(arm.get(prefix + 'failed_total'))} / {fmt(arm.get(prefix + 'sent_total'))}" if arm else "—"
+
+    def arm_row(label: str, arm: dict, upgrade: bool) -> list[str]:
+        return [f"{label} (n={arm.get('n', 0)})", fmt(arm.get("p50_ms"), " ms"),
+                times(arm.get("p50_ms_ratio")) if upgrade else "1×", fmt(arm.get("p99_ms"), " ms"),
+                times(arm.get("p99_ms_ratio")) if upgrade else "1×", failed(arm),
+                fmt(arm.get("rate_per_s"), " req/s", 1),
+                fmt(arm.get("wall_seconds"), " s") if upgrade else f"({fmt(arm.get('seconds'), ' s', 1)} window)"]
+
+    tries = "; ".join(f"{fmt(t.get('offered_per_s'))} → {fmt(t.get('rate_per_s'))} req/s, {t.get('failed')} failed, "
+                      f"p99 {fmt(t.get('p99_ms'), ' ms')}{'' if t.get('sustained') else ' (not sustained)'}"
+                      for t in rate.get("tries") or [])
+    share = rate.get("share_of_unpaced")
+    builds = dict(Counter(on.get("builds") or {}) + Counter(off.get("builds") or {}))
+    lines = [
+        "## 10. Latency of the live site during an upgrade: background CPU weight on vs off",
+        "",
+        (f"On bench-acme, live on v1.0.0: {fmt(l.get('clients'))} keep-alive clients (Python, no retries, 10 s "
+         f"timeout), each requesting {' and '.join(f'`{p}`' for p in paths)} in turn (so each gets half of the "
+         "requests), through Caddy on 127.0.0.1, paced together to one rate. *Idle*: that load alone, with no "
+         f"upgrade, for a window as long as the figure's upgrades so far ({fmt(cfg.get('latency_idle'))} s in the "
+         f"first repetition), after {fmt(cfg.get('warmup'))} s of load. *Upgrade*: `sumbg upgrade bench-acme "
+         f"v1.1.0 --watch 0 --yes --json` under the same load ({fmt(cfg.get('warmup'))} s before it and "
+         f"{fmt(cfg.get('post'))} s after it, not counted): its figures count every request in flight between "
+         "the command's start and its end. *Weights on*: the bench root's `sumbg.toml` without an `[upgrade]` "
+         "table, so sumbg's default `background_cpu_shares = 128`: the build, the one-off commands (migrate, "
+         "collectstatic, the rehearsal's) and the new colour until it is switched in run at CPU weight 128, while "
+         "the live colour, the data stack and the edge keep Docker's 1024. *Weights off*: `[upgrade] "
+         "background_cpu_shares = 1024` added to `sumbg.toml` for that upgrade only: everything at 1024, as "
+         "before the weights existed. Before each upgrade v1.1.0's migration is unapplied and after it `sumbg "
+         "rollback` returns to v1.0.0, so every upgrade does the same work; the two upgrades alternate order "
+         "(weights on first in even repetitions). The v1.1.0 image exists before the first measured upgrade ("
+         + (f"this run built it first with an unmeasured upgrade and rollback, {fmt(l.get('primed_seconds'), ' s', 1)}"
+            if l.get("primed_seconds") else "figure 1 built it") + "), so "
+         + ("every upgrade measured here skipped the build (the image was cached)"
+            if builds and set(builds) == {"skipped"} else
+            f"the build step's outcomes were: {', '.join(f'{k} × {v}' for k, v in builds.items()) or '—'}")
+         + ". "
+         f"The previous colour's CPU weight right after the upgrade (`docker inspect`) shows which setting was "
+         f"in force: {', '.join(on.get('previous_cpu_shares') or ['—'])} with the weights on, "
+         f"{', '.join(off.get('previous_cpu_shares') or ['—'])} off. Ratios are to the same repetition's idle "
+         "window, then the median over the repetitions."),
+        "",
+        (f"**The rate.** First the {fmt(l.get('clients'))} clients unpaced (each sends its next request as soon "
+         f"as the last is answered) for {fmt(rate.get('probe_seconds'))} s: **{fmt(unpaced.get('rate_per_s'))} "
+         f"req/s** achieved, {fmt(unpaced.get('failed'))} failed (p50 {fmt(unpaced.get('p50_ms'), ' ms')}, p99 "
+         f"{fmt(unpaced.get('p99_ms'), ' ms')}): the most the site gives them on this machine. Then paced runs "
+         f"of {fmt(rate.get('probe_seconds'))} s from 90% of that, 10% lower each time, until one achieves at "
+         f"least {fmt((rate.get('sustained_share') or 0) * 100, '%', 0)} of the rate offered with no failure "
+         f"(offered → achieved: {tries or '—'}). **Rate used for the whole figure: {fmt(rate.get('rate_used'))} "
+         f"req/s**, {fmt(share * 100 if share else None, '%', 0)} of the unpaced maximum: the highest rate "
+         "tried that the site sustained."),
+        "",
+        table(["", "latency p50", "p50 ÷ idle", "latency p99", "p99 ÷ idle", "failed / sent (all repetitions)",
+               "achieved rate", "upgrade wall time"],
+              [arm_row("no upgrade (idle)", idle, False), arm_row("**upgrade, weights on**", on, True),
+               arm_row("upgrade, weights off", off, True)]),
+        "",
+    ]
+    if on or off:
+        def pair(key: str, unit: str = " ms", ratio_key: str | None = None) -> list[str]:
+            out = []
+            for arm in (idle, on, off):
+                value = fmt(arm.get(key), unit)
+                if arm is not idle and ratio_key and arm.get(ratio_key) is not None:
+                    value += f" ({times(arm.get(ratio_key))})"
+                out.append(value if arm else "—")
+            return out
+
+        rows = [["latency p50 excluding the switch window", "—",
+                 *pair("excl_p50_ms", ratio_key="excl_p50_ms_ratio")[1:]],
+                ["latency p99 excluding the switch window", "—",
+                 *pair("excl_p99_ms", ratio_key="excl_p99_ms_ratio")[1:]],
+                ["switch window (requests in it)", "—",
+                 *[f"{fmt(a.get('window_seconds'), ' s', 3)} ({fmt(a.get('window_sent'))})" if a else "—"
+                   for a in (on, off)]]]
+        for path in paths:
+            rows += [[f"`{path}` latency p50", *pair(f"{path} p50_ms", ratio_key=f"{path} p50_ms_ratio")],
+                     [f"`{path}` latency p99", *pair(f"{path} p99_ms", ratio_key=f"{path} p99_ms_ratio")],
+                     [f"`{path}` failed / sent", *[failed(a, f"{path} ") for a in (idle, on, off)]],
+                     [f"`{path}` achieved rate", *pair(f"{path} rate_per_s", " req/s")]]
+        rows.append(["whole upgrade (record `seconds`)", "—", fmt(on.get("upgrade_seconds"), " s"),
+                     fmt(off.get("upgrade_seconds"), " s")])
+        names = list(dict.fromkeys([*(on.get("steps") or {}), *(off.get("steps") or {})]))
+        rows += [[f"· step `{name}`", "—", fmt((on.get("steps") or {}).get(name), " s"),
+                  fmt((off.get("steps") or {}).get(name), " s")] for name in names]
+        lines += [
+            "By path, without the switch window, and the upgrade's steps (medians; ratios to idle in brackets):",
+            "",
+            table(["metric", "idle", "upgrade, weights on", "upgrade, weights off"], rows),
+            "",
+        ]
+    met = l.get("targets_met")
+    targets = l.get("targets") or LATENCY_TARGETS
+
+    def verdict(key: str) -> str:
+        if met is None:
+            return "not measured"
+        return "**met**" if met[key] else "**not met**"
+
+    wall_on, wall_off = on.get("wall_seconds"), off.get("wall_seconds")
+    added, wall_ratio = l.get("wall_added_s"), l.get("wall_ratio")
+    lines += [
+        (f"**Targets** (during an upgrade with the weights on, over the same load with no upgrade): p99 within "
+         f"{fmt(targets.get('p99_ms'))}× — measured {times(on.get('p99_ms_ratio'), 3)}: {verdict('p99_ms')}; median "
+         f"within {fmt(targets.get('p50_ms'))}× — measured {times(on.get('p50_ms_ratio'), 3)}: "
+         f"{verdict('p50_ms')} (medians over n={on.get('n', 0)}; both targets met in "
+         f"{fmt(on.get('targets_met_reps'))} of {on.get('n', 0)} repetitions). With the weights off: p99 "
+         f"{times(off.get('p99_ms_ratio'))}, median {times(off.get('p50_ms_ratio'))}. Failed requests during "
+         f"the upgrades: {failed(on)} with the weights on, {failed(off)} off (all repetitions)."),
+        "",
+        (f"**The upgrade's wall time** with the weights on: {fmt(wall_on, ' s')} against {fmt(wall_off, ' s')} "
+         f"off (medians): " + ("—" if added is None else
+                                f"{'+' if added >= 0 else '−'}{fmt(abs(added), ' s')} "
+                                f"({'+' if wall_ratio >= 1 else '−'}{fmt(abs(wall_ratio - 1) * 100, '%', 0)}; "
+                                f"median over {l.get('wall_pairs')} repetition"
+                                f"{'' if l.get('wall_pairs') == 1 else 's'} of on − off)")
+         + f". The load generator runs on the same {fmt(machine.get('cores'))}-core host, outside Docker, at the "
+         "default CPU weight, so it competes for the cores with the upgrade and the live colour too."),
+        "",
+    ]
+    return lines
+
+
 def console(results: dict) -> str:
     s = results.get("summary") or {}
     only = f", only {results['only']}" if results.get("only") else ""
@@ -612,6 +827,18 @@ def console(results: dict) -> str:
                      f"{d.get('target_live_plus_idle_mib')} MiB; rollback to retired {d.get('rollback_wall_s')}s "
                      f"(instant={d.get('rollback_instant')}); projection {proj.get('sites_at_median')} sites on "
                      f"{d.get('host_gib')} GiB (memory only)")
+    if s.get("latency"):
+        l = s["latency"]
+        idle, on, off = (l.get(arm) or {} for arm in LATENCY_ARMS)
+        rate = l.get("rate") or {}
+        lines.append(f"  latency: {rate.get('rate_used')} req/s (unpaced max "
+                     f"{(rate.get('unpaced') or {}).get('rate_per_s')}) on {', '.join(l.get('paths') or [])}; "
+                     f"p50/p99 idle {idle.get('p50_ms')}/{idle.get('p99_ms')} ms, weights on "
+                     f"{on.get('p50_ms')}/{on.get('p99_ms')} ms ({on.get('p50_ms_ratio')}x/{on.get('p99_ms_ratio')}x), "
+                     f"off {off.get('p50_ms')}/{off.get('p99_ms')} ms ({off.get('p50_ms_ratio')}x/"
+                     f"{off.get('p99_ms_ratio')}x); failed on {on.get('failed_total')}/{on.get('sent_total')}, off "
+                     f"{off.get('failed_total')}/{off.get('sent_total')}; upgrade {on.get('wall_seconds')}s on vs "
+                     f"{off.get('wall_seconds')}s off; targets met {l.get('targets_met')} (n={on.get('n', 0)})")
     for failure in results.get("failures") or []:
         lines.append(f"  FAILED: {failure}")
     return "\n".join(lines)

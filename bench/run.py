@@ -3,15 +3,17 @@
     .venv/bin/python bench/run.py            # full run: BENCHMARKS.md, bench/results.json, bench/timeline.png
     .venv/bin/python bench/run.py --quick --out /tmp/b   # 1 repetition, short loads, tiny DB; files in /tmp/b only
 
-    .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone; files in /tmp/d only
+    .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone, in /tmp/d only
+    .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone, in /tmp/l only
 
 Everything it creates is named for the site `bench-acme` (containers
 `sum-bench-acme-*`, images `sum-bench-acme:*`) and the edge `sum-edge-bench`,
 under a temporary SUMBG_ROOT, and is removed at the end, even on failure.
 Figure 9 (density) has its own root, its own edge `sum-edge-bench-density` and
 its own sites `bench-d01`..`bench-dNN` (containers `sum-bench-dNN-*`, images
-`sum-bench-dNN:*`), removed the same way. `--only` never writes BENCHMARKS.md
-or bench/: only the --out folder.
+`sum-bench-dNN:*`), removed the same way. `--only latency` brings up bench-acme
+alone (under its own root, like a full run) for figure 10. `--only` never writes
+BENCHMARKS.md or bench/: only the --out folder.
 Exits non-zero if anything failed. See BENCHMARKS.md for what is measured.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,17 +61,29 @@ DENSITY_SLUG = "bench-d{:02d}"          # bench-d01 .. bench-dNN
 DENSITY_NAME = re.compile(r"^sum-bench-d\d{2,}(?:[-:]|$)")
 DENSITY_HOST_GIB = 24                   # the projection's host: 24 GiB of memory...
 DENSITY_RESERVE_GIB = 2                 # ...less this for the OS, dockerd and containerd
+LATENCY_PATHS = ("/", "/health/")       # figure 10's visitors: the home page and the health check, in turn
+LATENCY_SUSTAINED = 0.95                # figure 10: a rate is sustained if it achieves this share of it, no failure
 LOCAL_HOST_CONF = REPO / "build" / "local-host.toml"
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 PROFILES = {
     # adopt_reps: 0 in quick mode: the suite's end-to-end tests already adopt a runbook host.
     # density_sites: 0 in quick mode (figure 9 skipped): 20 sites take minutes to bring up.
+    # latency_reps: 0 in quick mode (figure 10 skipped): one repetition (the rate search, an idle window and two
+    # upgrades, each after unapplying v1.1.0's migration, and two rollbacks) adds about 75 s on 2 cores even with
+    # quick mode's short windows; with --latency-reps 1 quick mode runs it with those windows (latency_idle,
+    # latency_probe: seconds). Full: 3 repetitions, about 6 minutes.
     "quick": dict(reps=1, build_reps=1, backup_reps=1, rehearsal_reps=1, adopt_reps=0, density_sites=0, rate=150.0,
-                  keepalive=4, fresh=4, warmup=1.0, post=1.5, pg_scale=1, max_load_seconds=120.0),
+                  keepalive=4, fresh=4, warmup=1.0, post=1.5, pg_scale=1, max_load_seconds=120.0,
+                  latency_reps=0, latency_idle=5.0, latency_probe=3.0),
     "full": dict(reps=5, build_reps=3, backup_reps=3, rehearsal_reps=3, adopt_reps=3, density_sites=20, rate=300.0,
-                 keepalive=8, fresh=8, warmup=5.0, post=5.0, pg_scale=64, max_load_seconds=600.0),
+                 keepalive=8, fresh=8, warmup=5.0, post=5.0, pg_scale=64, max_load_seconds=600.0,
+                 latency_reps=3, latency_idle=20.0, latency_probe=8.0),
 }
+
+
+# --only FIGURE: the profile key that must be 1 or more for it to measure anything, in words.
+ONLY = {"density": ("density_sites", "site"), "latency": ("latency_reps", "repetition")}
 
 
 class BenchError(Exception):
@@ -216,9 +231,20 @@ class Bench:
         owner = json.loads(inspect.stdout)[0]["Config"]["Labels"].get("sumbg.root", "")
         return owner if owner and Path(owner).exists() else None
 
+    @property
+    def uses_main(self) -> bool:
+        """Whether this run brings up the bench's own site bench-acme and its edge (all but --only density)."""
+        return self.only in (None, "latency")
+
+    @property
+    def uses_density(self) -> bool:
+        """Whether this run may touch figure 9's sites (a full run, or --only density)."""
+        return self.only in (None, "density")
+
     def our_leftovers(self) -> None:
         """Refuse to run beside a live bench; remove what a killed bench left (all named for it)."""
-        edges = ([] if self.only else [EDGE]) + ([DENSITY_EDGE] if self.cfg["density_sites"] else [])
+        edges = (([EDGE] if self.uses_main else [])
+                 + ([DENSITY_EDGE] if self.uses_density and self.cfg["density_sites"] else []))
         for edge in edges:
             owner = self.live_owner(edge)
             if owner:
@@ -246,7 +272,7 @@ class Bench:
     def cleanup_docker(self, quiet: bool = False) -> None:
         """What the bench created; with --only, only that section's. Figure 9's sites and edge too,
         unless they belong to another live bench (a run that skips figure 9 never stops one that runs it)."""
-        if not self.only:
+        if self.uses_main:
             # Images built for this site: its tags, and untagged builds still carrying its label.
             tagged = self.docker("images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}",
                                  check=False).stdout.split()
@@ -257,7 +283,7 @@ class Bench:
                 networks=(PREFIX, EDGE), images=tagged, slugs=(SLUG,))
             if ours and not quiet:
                 self.log(f"removed {len(ours)} containers: {', '.join(ours)}")
-        if self.live_owner(DENSITY_EDGE) in (None, str(self.density_root)):
+        if self.uses_density and self.live_owner(DENSITY_EDGE) in (None, str(self.density_root)):
             self.cleanup_density(quiet=quiet)
 
     def cleanup_density(self, quiet: bool = False) -> None:
@@ -278,8 +304,8 @@ class Bench:
     def ours_left(self) -> list[str]:
         """Containers of this run's still there (after the cleanup: should be none)."""
         def ours(name: str) -> bool:
-            main = not self.only and (name.startswith(f"{PREFIX}-") or name.startswith(EDGE)
-                                      and not name.startswith(DENSITY_EDGE))
+            main = self.uses_main and (name.startswith(f"{PREFIX}-") or name.startswith(EDGE)
+                                       and not name.startswith(DENSITY_EDGE))
             density = self.ran_density and (DENSITY_NAME.match(name) or name.startswith(DENSITY_EDGE))
             return bool(main or density)
         return [n for n in self.docker("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split() if ours(n)]
@@ -396,17 +422,21 @@ class Bench:
 
     # ------------------------------------------------------------------ load
     def start_load(self, name: str, *, target: tuple[int, str] | None = None, rate: float | None = None,
-                   warmup: float | None = None) -> dict:
+                   warmup: float | None = None, paths: tuple[str, ...] = ("/health/",),
+                   keepalive: int | None = None, fresh: int | None = None) -> dict:
         """The load generator on `target` (edge HTTP port, domain; default bench-acme on the bench's edge)
-        at `rate` (default the configured one; 0 = unpaced), then `warmup` seconds (default configured)."""
+        at `rate` (default the configured one; 0 = unpaced), then `warmup` seconds (default configured).
+        Each client takes `paths` in turn; `keepalive` and `fresh` clients (default: configured)."""
         self.samples_dir.mkdir(parents=True, exist_ok=True)
         path = self.samples_dir / f"{name}.csv"
         c = self.cfg
         port, domain = target or (self.ports["http"], DOMAIN)
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "load.py"), "--port", str(port), "--domain", domain,
-             "--rate", str(c["rate"] if rate is None else rate), "--keepalive", str(c["keepalive"]),
-             "--fresh", str(c["fresh"]), "--max-seconds", str(c["max_load_seconds"]), "--out", str(path)],
+             "--rate", str(c["rate"] if rate is None else rate),
+             "--keepalive", str(c["keepalive"] if keepalive is None else keepalive),
+             "--fresh", str(c["fresh"] if fresh is None else fresh), *(a for p in paths for a in ("--path", p)),
+             "--max-seconds", str(c["max_load_seconds"]), "--out", str(path)],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         if proc.stdout.readline().strip() != "ready":
             proc.kill()
@@ -429,6 +459,12 @@ class Bench:
             raise BenchError(f"the load generator exited {proc.returncode}")
         return read_samples(load["path"])
 
+    def probe_load(self, name: str, *, rate: float, seconds: float, **load) -> dict:
+        """The load generator alone for `seconds` at `rate` (0 = unpaced: as fast as the clients get answers);
+        its summary (stats.summarise) and the same split by path. `load`: start_load's other options."""
+        samples = self.stop_load(self.start_load(name, rate=rate, warmup=seconds, **load), post=0.0)
+        return {**stats.summarise(samples), "by_path": stats.latency_split(samples)["by_path"]}
+
     def capacity(self, name: str, target: tuple[int, str] | None = None) -> dict:
         """Unpaced load for a few seconds: the site's capacity through Caddy on this machine.
 
@@ -436,9 +472,7 @@ class Bench:
         configured rate), so the load is steady rather than a saturated queue.
         """
         c = self.cfg
-        samples = self.stop_load(self.start_load(name, target=target, rate=0.0, warmup=2.0 if self.quick else 5.0),
-                                 post=0.0)
-        summary = stats.summarise(samples)
+        summary = self.probe_load(name, target=target, rate=0.0, seconds=2.0 if self.quick else 5.0)
         capacity = summary["rate_per_s"] or 0.0
         rate = c["rate"] if self.args.rate is not None else round(min(c["rate"], 0.8 * capacity), 1)
         if summary["failed"]:
@@ -452,6 +486,32 @@ class Bench:
     def calibrate(self) -> None:
         self.results["calibration"] = self.capacity("calibration")
         self.cfg["rate"] = max(self.results["calibration"]["rate_used"], 1.0)
+
+    def sustained_rate(self, name: str, **load) -> dict:
+        """Figure 10's rate: the highest rate the site sustains under `load` (start_load's options). First the
+        clients unpaced (each sends its next request when the last is answered): their achieved rate is the
+        most the site gives them. Then paced runs from 90% of that, 10% lower each time, until one achieves
+        LATENCY_SUSTAINED of what it offered with no failure: that rate is used for the whole figure."""
+        seconds = float(self.cfg["latency_probe"])
+        top = self.probe_load(f"{name}-unpaced", rate=0.0, seconds=seconds, **load)
+        if top["failed"] or not top["rate_per_s"]:
+            raise BenchError(f"the site failed {top['failed']} of {top['sent']} requests before any upgrade: "
+                             f"{top['errors']}")
+        keys = ("sent", "failed", "p50_ms", "p99_ms", "rate_per_s", "errors")
+        record = {"probe_seconds": seconds, "unpaced": {k: top[k] for k in keys}, "tries": [],
+                  "first_share": 0.9, "step": 0.9, "sustained_share": LATENCY_SUSTAINED}
+        offered = round(0.9 * top["rate_per_s"], 1)
+        for attempt in range(5):
+            got = self.probe_load(f"{name}-{attempt}", rate=offered, seconds=seconds, **load)
+            sustained = not got["failed"] and (got["rate_per_s"] or 0) >= LATENCY_SUSTAINED * offered
+            record["tries"].append({"offered_per_s": offered, "sustained": sustained, **{k: got[k] for k in keys}})
+            self.log(f"latency: {offered} req/s offered -> {got['rate_per_s']} achieved, {got['failed']} failed, "
+                     f"p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms{'' if sustained else ': not sustained'}")
+            if sustained:
+                record.update(rate_used=offered, share_of_unpaced=round(offered / top["rate_per_s"], 3))
+                return record
+            offered = round(offered * 0.9, 1)
+        raise BenchError(f"the site sustained none of the rates tried: {record['tries']}")
 
     # ------------------------------------------------------------------ figures
     def step_seconds(self, document: dict) -> dict:
@@ -484,10 +544,12 @@ class Bench:
                 "rss_sum_mib": round(rss_kb / 1024, 1) if top else None, "processes": len(top)}
 
     def measured_upgrade(self, name: str, slug: str = SLUG, *, root: Path | None = None,
-                         target: tuple[int, str] | None = None, rate: float | None = None) -> tuple[dict, list, dict]:
-        """`sumbg upgrade SLUG v1.1.0 --watch 0 --yes --json` under the load generator (aimed at `target`):
-        the run's figures (requests, failures, latency, the switch window), the samples, sumbg's result."""
-        load = self.start_load(name, target=target, rate=rate)
+                         target: tuple[int, str] | None = None, rate: float | None = None,
+                         **load_options) -> tuple[dict, list, dict]:
+        """`sumbg upgrade SLUG v1.1.0 --watch 0 --yes --json` under the load generator (aimed at `target`;
+        `load_options`: start_load's others): the run's figures (requests, failures, latency, the switch
+        window), the samples, sumbg's result."""
+        load = self.start_load(name, target=target, rate=rate, **load_options)
         result = self.sumbg_cmd("upgrade", slug, NEW, "--watch", "0", "--yes", "--json", root=root)
         samples = self.stop_load(load)
         if result["rc"] != 0:
@@ -500,7 +562,8 @@ class Bench:
         w1 = w0 + steps["switch"]
         result["window"] = (w0, w1)
         window = stats.in_window(samples, w0, w1)
-        conv = stats.converged(samples, NEW, result["start"])
+        # Only /health/ says which release answered.
+        conv = stats.converged([s for s in samples if s["path"] == "/health/"], NEW, result["start"])
         run = {**stats.summarise(samples),
                "window_seconds": round(w1 - w0, 3), "window_sent": len(window),
                "window_failed": sum(1 for s in window if not s["ok"]),
@@ -1024,6 +1087,111 @@ class Bench:
             shutil.rmtree(root, ignore_errors=True)
             self.density_root = None
 
+    # ------------------------------------------------------------------ 10: latency during an upgrade
+    def cpu_shares(self, colour: str | None) -> int | None:
+        """The CPU weight (Docker cpu-shares) of a colour's web container; Docker's 0 means its default, 1024."""
+        if not colour:
+            return None
+        out = self.docker("inspect", "--format", "{{.HostConfig.CpuShares}}", f"{PREFIX}-{colour}-web",
+                          check=False).stdout.strip()
+        return (int(out) or 1024) if out.isdigit() else None
+
+    def ensure_new_image(self) -> float | None:
+        """Figure 10 times upgrades that find the v1.1.0 image built, as figure 1's do after its first: if it
+        does not exist yet (--only latency), one upgrade and rollback without load build it (not measured).
+        Returns how long that took, or None."""
+        if self.docker("image", "inspect", self.image(NEW), check=False).returncode == 0:
+            return None
+        t = time.time()   # no v1.1.0 image, so no v1.1.0 migration applied: nothing to unapply first
+        self.sumbg_ok("upgrade", SLUG, NEW, "--watch", "0", "--yes", "--json")
+        self.sumbg_ok("rollback", SLUG, "--json")
+        seconds = round(time.time() - t, 1)
+        self.log(f"latency: built {self.image(NEW)} by an upgrade and a rollback first, not measured ({seconds}s)")
+        return seconds
+
+    def latency_load(self) -> dict:
+        c = self.cfg
+        return {"paths": LATENCY_PATHS, "keepalive": c["keepalive"], "fresh": 0}
+
+    def latency_idle(self, rep: int, rate: float, seconds: float) -> dict:
+        """Figure 10a: the load alone on the live site for `seconds` (after the configured warm-up)."""
+        load = self.start_load(f"latency-{rep}-idle", rate=rate, **self.latency_load())
+        t0 = time.time()
+        time.sleep(seconds)
+        t1 = time.time()
+        samples = self.stop_load(load, post=0.0)
+        return {"seconds": round(t1 - t0, 3), **stats.latency_split(stats.in_window(samples, t0, t1)),
+                "samples": str(load["path"])}
+
+    def latency_upgrade(self, rep: int, weights: str, rate: float) -> dict:
+        """Figure 10b/c: an upgrade under the load, with the background CPU weight on (sumbg.toml as sumbg
+        writes it: the default) or off (`[upgrade] background_cpu_shares = 1024` for this upgrade only),
+        then a rollback to v1.0.0 (with the default), after unapplying v1.1.0's migration."""
+        live = self.state()["live"]
+        self.reset_db(live)
+        conf = self.root / "sumbg.toml"
+        text = conf.read_text()
+        if weights == "off":
+            if re.search(r"^\[upgrade\]", text, re.M):
+                raise BenchError(f"{conf} has an [upgrade] table already: cannot add background_cpu_shares")
+            conf.write_text(text + "\n[upgrade]\nbackground_cpu_shares = 1024\n")
+        live_shares = self.cpu_shares(live)
+        try:
+            upgrade, samples, result = self.measured_upgrade(f"latency-{rep}-{weights}", rate=rate,
+                                                             **self.latency_load())
+        finally:
+            conf.write_text(text)
+        doc = result["json"] or {}
+        (w0, w1), start, end = result["window"], result["start"], result["end"]
+        during = stats.in_window(samples, start, end)
+        build = next((st for st in doc.get("steps") or [] if st.get("name") == "build"), {})
+        record = {"weights": weights, **stats.latency_split(during),
+                  "excluding_switch": stats.latency_split(stats.outside_window(during, w0, w1)),
+                  "window_seconds": upgrade["window_seconds"], "window_sent": upgrade["window_sent"],
+                  "window_failed": upgrade["window_failed"], "wall_seconds": upgrade["wall_seconds"],
+                  "upgrade_seconds": upgrade["upgrade_seconds"], "steps": upgrade["steps"],
+                  "build_outcome": build.get("outcome"), "build_reason": build.get("reason"),
+                  "cpu_shares": {"live_before": live_shares, "live_after": self.cpu_shares(doc.get("to_colour")),
+                                 "previous_after": self.cpu_shares(doc.get("from_colour"))},
+                  "samples": upgrade["samples"]}
+        self.sumbg_ok("rollback", SLUG, "--json")
+        shares = record["cpu_shares"]
+        if ((shares["previous_after"] == 1024) != (weights == "off") or shares["live_after"] != 1024
+                or shares["live_before"] != 1024):
+            raise BenchError(f"weights {weights}, yet the live colour's CPU weight was {shares['live_before']} before "
+                             f"the upgrade, and after it {shares['live_after']} (live) and "
+                             f"{shares['previous_after']} (previous colour)")
+        return record
+
+    def latency(self) -> None:
+        """Figure 10: the live colour's latency under a keep-alive load on / and /health/ at the highest rate the
+        site sustains, with no upgrade (idle) and during an upgrade with the background CPU weight on and off;
+        the two upgrades alternate order per repetition."""
+        c = self.cfg
+        record: dict = {"paths": list(LATENCY_PATHS), "clients": c["keepalive"], "warmup": c["warmup"],
+                        "post": c["post"], "runs": []}
+        self.results["latency"] = record          # partial figures survive a failure
+        record["primed_seconds"] = self.ensure_new_image()
+        record["rate"] = self.sustained_rate("latency-rate", **self.latency_load())
+        rate = record["rate"]["rate_used"]
+        walls: list[float] = []
+        for rep in range(int(c["latency_reps"])):
+            # An idle window as long as this figure's upgrades so far (the profile's length before the first).
+            seconds = (float(c["latency_idle"]) if not walls or self.args.latency_idle is not None
+                       else float(max(5, round(statistics.median(walls) + 0.5))))
+            order = ("on", "off") if rep % 2 == 0 else ("off", "on")
+            run: dict = {"rep": rep, "order": list(order)}
+            record["runs"].append(run)
+            run["idle"] = self.latency_idle(rep, rate, seconds)
+            self.log(f"latency rep {rep} idle {run['idle']['seconds']}s: {run['idle']['sent']} requests, "
+                     f"{run['idle']['failed']} failed, p50 {run['idle']['p50_ms']} ms, p99 {run['idle']['p99_ms']} ms")
+            for weights in order:
+                up = run[weights] = self.latency_upgrade(rep, weights, rate)
+                walls.append(up["wall_seconds"])
+                self.log(f"latency rep {rep} weights {weights}: {up['sent']} requests, {up['failed']} failed, p50 "
+                         f"{up['p50_ms']} ms, p99 {up['p99_ms']} ms, upgrade {up['wall_seconds']}s (build "
+                         f"{up['build_outcome']}), CPU weights {up['cpu_shares']}")
+
     # ------------------------------------------------------------------ the whole run
     def section(self, name: str, action) -> bool:
         try:
@@ -1041,6 +1209,9 @@ class Bench:
             if self.only == "density":
                 self.make_repo()
                 self.section("density", self.density)
+            elif self.only == "latency":
+                self.setup_site()
+                self.section("latency", self.latency)
             else:
                 self.figures()
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - interrupted runs clean up too
@@ -1063,9 +1234,8 @@ class Bench:
         self.results["failures"] = self.failures
         return self.write_outputs()
 
-    def figures(self) -> None:
-        """Figures 1-7 on the bench's own site bench-acme, then 8 and 9 (each brings up its own)."""
-        c = self.cfg
+    def setup_site(self) -> None:
+        """The bench's root, edge and site bench-acme live on v1.0.0; its v1.0.0 migrations noted."""
         self.make_root()
         t = time.time()
         self.sumbg_ok("init", SLUG, "--repo", str(self.repo), "--domain", DOMAIN, "--ref", OLD, "--json")
@@ -1074,6 +1244,11 @@ class Bench:
             "exec", f"{EDGE}-caddy", "caddy", "version", check=False).stdout.strip().split(" ")[0]
         self.baseline_migrations = self.applied_migrations("blue", self.image(OLD))
         self.log(f"init {self.results['init_seconds']}s; {OLD} migrations: {self.baseline_migrations}")
+
+    def figures(self) -> None:
+        """Figures 1-7 and 10 on the bench's own site bench-acme, then 8 and 9 (each brings up its own)."""
+        c = self.cfg
+        self.setup_site()
         self.calibrate()
 
         # 1, 3, 6: upgrade under load, memory of the idle colour, rollback under load.
@@ -1084,6 +1259,10 @@ class Bench:
                 break
             if not self.section(f"rollback rep {rep}", lambda: self.rollback_under_load(rep)):
                 break
+        # 10: the live site's latency during an upgrade, CPU weights on and off (the v1.1.0 image exists now,
+        # so its upgrades skip the build as figure 1's later ones do; the database is still the example one).
+        if c["latency_reps"]:
+            self.section("latency", self.latency)
         # 4: wall time by step, warm and cold build cache, no load.
         for rep in range(c["build_reps"]):
             for kind in (("warm", "cold") if rep % 2 == 0 else ("cold", "warm")):
@@ -1154,9 +1333,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--density-sites", type=int,
                         help="example sites brought up on this host for the density figure (full: 20; quick: 0, "
                              "the figure is skipped)")
-    parser.add_argument("--only", choices=["density"],
-                        help="run that section alone (it still builds the example repo); writes only the --out "
-                             "folder, never BENCHMARKS.md or bench/")
+    parser.add_argument("--latency-reps", type=int,
+                        help="repetitions of the latency figure (idle, upgrade with and without the background CPU "
+                             "weight; full: 3; quick: 0, the figure is skipped)")
+    parser.add_argument("--latency-idle", type=float,
+                        help="seconds of the latency figure's idle window (default: the profile's for the first "
+                             "repetition, then as long as the figure's upgrades so far)")
+    parser.add_argument("--latency-probe", type=float,
+                        help="seconds of each load run of the latency figure's rate search")
+    parser.add_argument("--only", choices=sorted(ONLY),
+                        help="run that figure alone (density: figure 9; latency: figure 10, on bench-acme) into "
+                             "the --out folder, never BENCHMARKS.md or bench/ (it still builds the example repo)")
     parser.add_argument("--rate", type=float, help="target requests/s of the load")
     parser.add_argument("--keepalive", type=int, help="keep-alive clients")
     parser.add_argument("--fresh", type=int, help="new-connection-per-request clients")
@@ -1165,11 +1352,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pg-scale", type=int, help="pgbench scale for the backup figure (64 ~ 1 GB)")
     parser.add_argument("--max-load-seconds", type=float, help="hard limit of one load run")
     args = parser.parse_args(argv)
-    if args.density_sites is not None and args.density_sites < 0:
-        parser.error("--density-sites must be 0 or more")
-    if args.only == "density" and (args.density_sites if args.density_sites is not None
-                                   else PROFILES["quick" if args.quick else "full"]["density_sites"]) < 1:
-        parser.error("--only density needs at least 1 site: give --density-sites N")
+    for key, option in (("density_sites", "--density-sites"), ("latency_reps", "--latency-reps")):
+        if getattr(args, key) is not None and getattr(args, key) < 0:
+            parser.error(f"{option} must be 0 or more")
+    for key, option in (("latency_idle", "--latency-idle"), ("latency_probe", "--latency-probe")):
+        if getattr(args, key) is not None and getattr(args, key) <= 0:
+            parser.error(f"{option} must be more than 0")
+    if args.only:
+        key, needs = ONLY[args.only]
+        given = getattr(args, key)
+        if (given if given is not None else PROFILES["quick" if args.quick else "full"][key]) < 1:
+            parser.error(f"--only {args.only} needs at least 1 {needs}: give --{key.replace('_', '-')} N")
     if args.out is None:
         args.out = str(REPO / "bench-out")
     return args

@@ -44,6 +44,23 @@ def in_window(samples: list[dict], start: float, end: float) -> list[dict]:
     return [s for s in samples if s["start"] <= end and s["start"] + s["latency"] >= start]
 
 
+def outside_window(samples: list[dict], start: float, end: float) -> list[dict]:
+    """Requests that do not overlap the window [start, end] (the complement of in_window)."""
+    return [s for s in samples if s["start"] > end or s["start"] + s["latency"] < start]
+
+
+LATENCY_KEYS = ("sent", "failed", "errors", "p50_ms", "p99_ms", "max_ms", "rate_per_s")
+
+
+def latency_split(samples: list[dict]) -> dict:
+    """Requests, failures, latency and rate over all `samples` and for each path (the `by_path` dict)."""
+    paths = sorted({s.get("path", "") for s in samples})
+    whole = summarise(samples)
+    return {**{k: whole[k] for k in LATENCY_KEYS},
+            "by_path": {path: {k: part[k] for k in LATENCY_KEYS}
+                        for path in paths for part in [summarise([s for s in samples if s.get("path", "") == path])]}}
+
+
 def converged(samples: list[dict], build: str, since: float) -> dict:
     """When every request started from then on was answered OK by `build`.
 
