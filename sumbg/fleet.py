@@ -459,9 +459,11 @@ class FleetDriver:
         base = Outcome(move.site, "failed", move.from_ref, move.to_ref, move.canary)
         try:
             reply = self.link(self.fleet.host(move.host)).call(args, on_line=progress)
-        except HostUnreachable as exc:
+        except (HostUnreachable, OSError) as exc:
+            # Whatever broke the link, the run must hear of it (a silent thread would hang it).
+            message = exc.message if isinstance(exc, HostUnreachable) else f"{type(exc).__name__}: {exc}"
             return replace(base, state="lost", seconds=round(time.monotonic() - started, 1),
-                           reason=f"{exc.message}; the upgrade may have gone on there: `sumbg fleet status` "
+                           reason=f"{message}; the upgrade may have gone on there: `sumbg fleet status` "
                                   f"tells, `sumbg fleet upgrade --resume` goes on")
         seconds = round(time.monotonic() - started, 1)
         doc = reply.document or {}

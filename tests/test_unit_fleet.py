@@ -283,6 +283,8 @@ class FakeLink:
         with self.hosts.lock:
             self.hosts.calls.append((self.host.name, tuple(args)))
         code = self.hosts.upgrades[name]
+        if isinstance(code, Exception):
+            raise code
         if on_line:
             on_line("  -> build: ...")
         if code == 0:
@@ -390,3 +392,21 @@ def test_two_fleet_upgrades_do_not_run_at_once(tmp_path: Path):
     finally:
         holder.release()
     assert json.loads(json.dumps(drive(fleet, FakeHosts({"a": []}, {}, {}))[0]))["outcome"] == "done"
+
+
+def test_a_link_lost_mid_upgrade_is_reported_as_lost_and_the_run_stops(tmp_path: Path):
+    fleet = fleet_at(tmp_path, "a")
+    hosts = FakeHosts({"a": [site("acme"), site("bobs")]},
+                      {"a/acme": tags(("v2", "0.7.0")), "a/bobs": tags(("v2", "0.7.0"))},
+                      {"a/acme": HostUnreachable("host a (a) is unreachable: Broken pipe"),
+                       "a/bobs": BrokenPipeError(32, "Broken pipe")}, )
+    document, code, _ = drive(fleet, hosts, parallel=1, max_parallel=1)
+    assert code == 3 and document["outcome"] == "stopped"
+    assert [(m["site"], m["state"], m["reason"]) for m in document["moves"]] == [
+        ("a/acme", "lost", "host a (a) is unreachable: Broken pipe; the upgrade may have gone on there: "
+                           "`sumbg fleet status` tells, `sumbg fleet upgrade --resume` goes on"),
+        ("a/bobs", "not-tried", "the run stopped at the first failure"),
+    ]
+    hosts.upgrades["a/acme"] = BrokenPipeError(32, "Broken pipe")
+    resumed, code, _ = drive(fleet, hosts, core=None, resume=True)
+    assert code == 3 and resumed["moves"][0]["reason"].startswith("BrokenPipeError: [Errno 32] Broken pipe; ")
