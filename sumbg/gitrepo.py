@@ -88,7 +88,7 @@ class Mirror:
         self.origin = origin
 
     def sync(self) -> None:
-        if not (self.path / "HEAD").exists():
+        if not self.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".partial")
             if tmp.exists():

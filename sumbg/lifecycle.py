@@ -88,11 +88,12 @@ def retire_due(ctx: Context) -> dict:
     through Caddy; a site that is busy, unhealthy or disagreeing keeps its rollback target."""
     results = []
     for config in ctx.site_configs():
-        site = ctx.site(config.slug)
+        site = Site(ctx.host, config)
         state = site.records.load_state()
         live = state.get("live")
         age = _age_seconds(recorded(state, live).get("deployed_at")) if live else 0.0
-        kept = soak_decision(state, soak_period(ctx, config), age=age,
+        soak = soak_period(ctx, config)
+        kept = soak_decision(state, soak, age=age,
                              idle_running=bool(live) and ctx.stacks(site).colour_exists(naming.other_colour(live)))
         if kept is None:
             agreed, health = agreement.probe_and_check(ctx, site, state)
@@ -103,7 +104,7 @@ def retire_due(ctx: Context) -> dict:
         if kept is not None:
             results.append({"site": config.slug, "outcome": "kept", "reason": kept})
             continue
-        reason = f"soaked {_duration(age)} (retire_idle_after {_duration(soak_period(ctx, config))})"
+        reason = f"soaked {_duration(age)} (retire_idle_after {_duration(soak)})"
         try:
             outcome = retire(ctx, config.slug, min_age=0, force=False, reason=reason)
         except LockHeld as exc:

@@ -634,6 +634,3 @@ def migration_hint(ctx: Context, site: Site, facts: UpgradeFacts) -> dict:
     else:
         summary = "nothing that looks breaking" if "No planned" not in planned else "none pending"
     return {"summary": summary, "plan": planned, "flagged": flagged}
-
-
-# =================================================================== status

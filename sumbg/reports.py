@@ -18,10 +18,9 @@ def _cell(value) -> str:
 DEPLOY_OPERATIONS = ("upgrade", "rollback", "adopt", "adopt-undo", "takeover")
 
 
-def last_deploy(records: SiteRecords) -> dict | None:
+def last_deploy(history: list[dict]) -> dict | None:
     """The last finished operation that changed what a site runs, for the matrix."""
-    finished = [e for e in records.history()
-                if e.get("event") == "finished" and e.get("operation") in DEPLOY_OPERATIONS]
+    finished = [e for e in history if e.get("event") == "finished" and e.get("operation") in DEPLOY_OPERATIONS]
     return finished[-1] if finished else None
 
 
@@ -46,9 +45,10 @@ def regenerate(host: HostConfig) -> None:
         records = SiteRecords(path.parent)
         state = records.load_state()
         live = recorded(state, state.get("live"))
+        history = records.history()
         rows.append((config.domain, config.environment, config.slug, live.get("ref"),
-                     live.get("deployed_at"), deploy_outcome(last_deploy(records)), config.notes))
-        for entry in records.history():
+                     live.get("deployed_at"), deploy_outcome(last_deploy(history)), config.notes))
+        for entry in history:
             if entry.get("event") == "finished" and entry.get("outcome") in ("aborted", "needs-operator"):
                 broke.append((config.slug, entry))
     atomic_write(host.root / "SITES.md",

@@ -41,7 +41,7 @@ def site_status(ctx: Context, site: Site) -> dict:
                   "version": answer.version, "error": answer.answer.error or None}
     operation = state.get("operation")
     interrupted = bool(operation) and not is_held(site.dir / ".lock")
-    last = reports.last_deploy(site.records)
+    last = reports.last_deploy(site.records.history())
     return {
         "site": site.slug,
         "domain": site.config.domain,
@@ -119,11 +119,12 @@ def site_releases(ctx: Context, site: Site, *, fetch: bool) -> dict:
                 note = f"not fetched: {exc.message}"
             finally:
                 lock.release()
-    tags = []
+    tags, pins = [], {}
     if mirror.exists():
         for tag, commit, date in mirror.tags():
-            tags.append({"tag": tag, "commit": commit, "date": date,
-                         "sum_core": gitrepo.sum_core_pin(mirror.read_file(commit, "requirements.txt"))})
+            if commit not in pins:  # several tags often name one commit
+                pins[commit] = gitrepo.sum_core_pin(mirror.read_file(commit, "requirements.txt"))
+            tags.append({"tag": tag, "commit": commit, "date": date, "sum_core": pins[commit]})
     elif note is None:
         note = "no copy of the repository yet"
     tags.sort(key=lambda t: release_key(t["tag"], t["date"]), reverse=True)
