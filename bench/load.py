@@ -17,6 +17,7 @@ request: start (Unix time), latency (s), ok (0/1), HTTP status (0 = no
 answer), the release that answered (``version.build`` of /health/), the client
 kind (``ka`` or ``new``), the error class and the path. Loopback only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,7 +79,7 @@ class Load:
                 body = response.read()
                 latency = time.perf_counter() - t0
                 build = ""
-                if body[:1] == b"{":   # /health/'s JSON; a page's HTML has no release to read
+                if body[:1] == b"{":  # /health/'s JSON; a page's HTML has no release to read
                     try:
                         build = (json.loads(body).get("version") or {}).get("build") or ""
                     except (ValueError, AttributeError):
@@ -98,8 +99,10 @@ class Load:
     def run(self) -> None:
         a = self.args
         kinds = [True] * a.keepalive + [False] * a.fresh
-        threads = [threading.Thread(target=self.client, args=(ka, i * self.interval / max(len(kinds), 1), i),
-                                    daemon=True) for i, ka in enumerate(kinds)]
+        threads = [
+            threading.Thread(target=self.client, args=(ka, i * self.interval / max(len(kinds), 1), i), daemon=True)
+            for i, ka in enumerate(kinds)
+        ]
         for thread in threads:
             thread.start()
         while not self.stop.wait(0.2):
@@ -120,9 +123,18 @@ def read_samples(path) -> list[dict]:
     out = []
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
-            out.append({"start": float(row["start"]), "latency": float(row["latency"]), "ok": row["ok"] == "1",
-                        "status": int(row["status"]), "build": row["build"], "kind": row["kind"],
-                        "error": row["error"], "path": row.get("path") or "/health/"})
+            out.append(
+                {
+                    "start": float(row["start"]),
+                    "latency": float(row["latency"]),
+                    "ok": row["ok"] == "1",
+                    "status": int(row["status"]),
+                    "build": row["build"],
+                    "kind": row["kind"],
+                    "error": row["error"],
+                    "path": row.get("path") or "/health/",
+                }
+            )
     return out
 
 
@@ -131,8 +143,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--domain", required=True)
-    parser.add_argument("--path", action="append",
-                        help="path to request (repeat for a mix, taken in turn; default /health/)")
+    parser.add_argument(
+        "--path", action="append", help="path to request (repeat for a mix, taken in turn; default /health/)"
+    )
     parser.add_argument("--rate", type=float, default=300.0, help="target requests/s over all clients")
     parser.add_argument("--keepalive", type=int, default=8)
     parser.add_argument("--fresh", type=int, default=8)

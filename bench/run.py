@@ -16,10 +16,13 @@ alone (under its own root, like a full run) for figure 10. `--only` never writes
 BENCHMARKS.md or bench/: only the --out folder.
 Exits non-zero if anything failed. See BENCHMARKS.md for what is measured.
 """
+
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import http.client
 import json
 import os
 import platform
@@ -33,8 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-import http.client
-import hashlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,17 +53,17 @@ PREFIX = f"sum-{SLUG}"
 IMAGE_REPO = f"sum-{SLUG}"
 DB = SLUG.replace("-", "_")
 PG = f"{PREFIX}-data-postgres"
-ADOPT_SLUG = "bench-adopt"              # figure 8: a runbook host adopted, under its own root and edge
+ADOPT_SLUG = "bench-adopt"  # figure 8: a runbook host adopted, under its own root and edge
 ADOPT_EDGE = f"{EDGE}-adopt"
-DENSITY_EDGE = f"{EDGE}-density"       # figure 9: N example sites on one host, under their own root and edge
-DENSITY_SLUG = "bench-d{:02d}"          # bench-d01 .. bench-dNN
+DENSITY_EDGE = f"{EDGE}-density"  # figure 9: N example sites on one host, under their own root and edge
+DENSITY_SLUG = "bench-d{:02d}"  # bench-d01 .. bench-dNN
 # Everything named for a density site: containers sum-bench-dNN-*, volumes sum-bench-dNN-data-*,
 # network sum-bench-dNN, images sum-bench-dNN:<ref>.
 DENSITY_NAME = re.compile(r"^sum-bench-d\d{2,}(?:[-:]|$)")
-DENSITY_HOST_GIB = 24                   # the projection's host: 24 GiB of memory...
-DENSITY_RESERVE_GIB = 2                 # ...less this for the OS, dockerd and containerd
-LATENCY_PATHS = ("/", "/health/")       # figure 10's visitors: the home page and the health check, in turn
-LATENCY_SUSTAINED = 0.95                # figure 10: a rate is sustained if it achieves this share of it, no failure
+DENSITY_HOST_GIB = 24  # the projection's host: 24 GiB of memory...
+DENSITY_RESERVE_GIB = 2  # ...less this for the OS, dockerd and containerd
+LATENCY_PATHS = ("/", "/health/")  # figure 10's visitors: the home page and the health check, in turn
+LATENCY_SUSTAINED = 0.95  # figure 10: a rate is sustained if it achieves this share of it, no failure
 LOCAL_HOST_CONF = REPO / "build" / "local-host.toml"
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -73,12 +74,42 @@ PROFILES = {
     # upgrades, each after unapplying v1.1.0's migration, and two rollbacks) adds about 75 s on 2 cores even with
     # quick mode's short windows; with --latency-reps 1 quick mode runs it with those windows (latency_idle,
     # latency_probe: seconds). Full: 3 repetitions, about 6 minutes.
-    "quick": dict(reps=1, build_reps=1, backup_reps=1, rehearsal_reps=1, adopt_reps=0, density_sites=0, rate=150.0,
-                  keepalive=4, fresh=4, warmup=1.0, post=1.5, pg_scale=1, max_load_seconds=120.0,
-                  latency_reps=0, latency_idle=5.0, latency_probe=3.0),
-    "full": dict(reps=5, build_reps=3, backup_reps=3, rehearsal_reps=3, adopt_reps=3, density_sites=20, rate=300.0,
-                 keepalive=8, fresh=8, warmup=5.0, post=5.0, pg_scale=64, max_load_seconds=600.0,
-                 latency_reps=3, latency_idle=20.0, latency_probe=8.0),
+    "quick": dict(
+        reps=1,
+        build_reps=1,
+        backup_reps=1,
+        rehearsal_reps=1,
+        adopt_reps=0,
+        density_sites=0,
+        rate=150.0,
+        keepalive=4,
+        fresh=4,
+        warmup=1.0,
+        post=1.5,
+        pg_scale=1,
+        max_load_seconds=120.0,
+        latency_reps=0,
+        latency_idle=5.0,
+        latency_probe=3.0,
+    ),
+    "full": dict(
+        reps=5,
+        build_reps=3,
+        backup_reps=3,
+        rehearsal_reps=3,
+        adopt_reps=3,
+        density_sites=20,
+        rate=300.0,
+        keepalive=8,
+        fresh=8,
+        warmup=5.0,
+        post=5.0,
+        pg_scale=64,
+        max_load_seconds=600.0,
+        latency_reps=3,
+        latency_idle=20.0,
+        latency_probe=8.0,
+    ),
 }
 
 
@@ -122,8 +153,11 @@ class Bench:
         self.root: Path | None = None
         self.repo: Path | None = None
         self.sumbg = sumbg_bin()
-        self.results: dict = {"mode": "quick" if self.quick else "full", "config": self.cfg,
-                              "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        self.results: dict = {
+            "mode": "quick" if self.quick else "full",
+            "config": self.cfg,
+            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
         self.timelines: dict = {}
         self.baseline_migrations: dict[str, str] = {}
         self.sumbg_route: str | None = None
@@ -142,13 +176,28 @@ class Bench:
         self.log(f"FAILED: {message}")
         self.failures.append(message)
 
-    def run(self, argv: list[str], *, env: dict | None = None, timeout: float = 900, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, input=input,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+    def run(
+        self,
+        argv: list[str],
+        *,
+        env: dict | None = None,
+        timeout: float = 900,
+        check: bool = True,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
         if check and proc.returncode != 0:
-            raise BenchError(f"`{' '.join(argv[:8])}` exited {proc.returncode}: "
-                             f"{(proc.stderr or proc.stdout).strip()[-1500:]}")
+            raise BenchError(
+                f"`{' '.join(argv[:8])}` exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-1500:]}"
+            )
         return proc
 
     def docker(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -162,8 +211,14 @@ class Bench:
         with arrival times, start/end times."""
         lines: list[tuple[float, str]] = []
         started = time.time()
-        proc = subprocess.Popen([self.sumbg, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, text=True, env=self.env(root))
+        proc = subprocess.Popen(
+            [self.sumbg, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=self.env(root),
+        )
 
         def reader():
             for line in proc.stderr:
@@ -176,7 +231,7 @@ class Bench:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise BenchError(f"sumbg {' '.join(args)} took longer than {timeout}s")
+            raise BenchError(f"sumbg {' '.join(args)} took longer than {timeout}s") from None
         except BaseException:  # interrupted (SIGTERM): stop it before the cleanup removes what it works on
             proc.kill()
             proc.wait(timeout=30)
@@ -189,8 +244,14 @@ class Bench:
                 document = json.loads(stdout)
             except ValueError:
                 document = None
-        result = {"rc": proc.returncode, "json": document, "lines": lines, "start": started, "end": ended,
-                  "stdout": stdout}
+        result = {
+            "rc": proc.returncode,
+            "json": document,
+            "lines": lines,
+            "start": started,
+            "end": ended,
+            "stdout": stdout,
+        }
         return result
 
     def sumbg_ok(self, *args: str, timeout: float = 900, root: Path | None = None) -> dict:
@@ -218,10 +279,16 @@ class Bench:
             pass
         docker_version = self.docker("version", "--format", "{{.Server.Version}}", check=False).stdout.strip()
         compose_version = self.run(["docker", "compose", "version", "--short"], check=False).stdout.strip()
-        return {"cores": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem_kb / 1024 / 1024, 1),
-                "kernel": platform.release(), "python": platform.python_version(),
-                "docker": docker_version, "compose": compose_version,
-                "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+        return {
+            "cores": os.cpu_count(),
+            "cpu": cpu,
+            "memory_gb": round(mem_kb / 1024 / 1024, 1),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "docker": docker_version,
+            "compose": compose_version,
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        }
 
     def live_owner(self, edge: str) -> str | None:
         """The root of the bench whose edge `edge` runs, if that root still exists (a live bench)."""
@@ -243,13 +310,16 @@ class Bench:
 
     def our_leftovers(self) -> None:
         """Refuse to run beside a live bench; remove what a killed bench left (all named for it)."""
-        edges = (([EDGE] if self.uses_main else [])
-                 + ([DENSITY_EDGE] if self.uses_density and self.cfg["density_sites"] else []))
+        edges = ([EDGE] if self.uses_main else []) + (
+            [DENSITY_EDGE] if self.uses_density and self.cfg["density_sites"] else []
+        )
         for edge in edges:
             owner = self.live_owner(edge)
             if owner:
-                raise BenchError(f"another benchmark (root {owner}) is using the edge {edge}; "
-                                 f"if it is dead, remove {owner} and run again")
+                raise BenchError(
+                    f"another benchmark (root {owner}) is using the edge {edge}; "
+                    f"if it is dead, remove {owner} and run again"
+                )
         self.cleanup_docker(quiet=True)
 
     def remove_ours(self, is_ours, *, volumes=(), networks=(), images=(), slugs=()) -> list[str]:
@@ -263,8 +333,13 @@ class Bench:
             self.docker("volume", "rm", volume, check=False)
         for network in networks:
             self.docker("network", "rm", network, check=False)
-        labelled = [ref for slug in slugs for ref in self.docker(
-            "images", "-a", "-q", "--filter", f"label=sumbg.slug={slug}", check=False).stdout.split()]
+        labelled = [
+            ref
+            for slug in slugs
+            for ref in self.docker(
+                "images", "-a", "-q", "--filter", f"label=sumbg.slug={slug}", check=False
+            ).stdout.split()
+        ]
         for ref in [*images, *sorted(set(labelled))]:
             self.docker("rmi", "-f", ref, check=False)
         return ours
@@ -274,13 +349,21 @@ class Bench:
         unless they belong to another live bench (a run that skips figure 9 never stops one that runs it)."""
         if self.uses_main:
             # Images built for this site: its tags, and untagged builds still carrying its label.
-            tagged = self.docker("images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}",
-                                 check=False).stdout.split()
+            tagged = self.docker(
+                "images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}", check=False
+            ).stdout.split()
             ours = self.remove_ours(
                 lambda n: n.startswith(f"{PREFIX}-") or n == f"{EDGE}-caddy",
-                volumes=(f"{PREFIX}-data-pgdata", f"{PREFIX}-data-redisdata", f"{EDGE}-caddy-data",
-                         f"{EDGE}-caddy-config"),
-                networks=(PREFIX, EDGE), images=tagged, slugs=(SLUG,))
+                volumes=(
+                    f"{PREFIX}-data-pgdata",
+                    f"{PREFIX}-data-redisdata",
+                    f"{EDGE}-caddy-data",
+                    f"{EDGE}-caddy-config",
+                ),
+                networks=(PREFIX, EDGE),
+                images=tagged,
+                slugs=(SLUG,),
+            )
             if ours and not quiet:
                 self.log(f"removed {len(ours)} containers: {', '.join(ours)}")
         if self.uses_density and self.live_owner(DENSITY_EDGE) in (None, str(self.density_root)):
@@ -288,6 +371,7 @@ class Bench:
 
     def cleanup_density(self, quiet: bool = False) -> None:
         """Figure 9's sites (found by name: however many a killed run left) and its edge."""
+
         def listed(*argv: str) -> list[str]:
             return [n for n in self.docker(*argv, check=False).stdout.split() if DENSITY_NAME.match(n)]
 
@@ -296,18 +380,23 @@ class Bench:
         ours = self.remove_ours(
             lambda n: bool(DENSITY_NAME.match(n)) or n == f"{DENSITY_EDGE}-caddy",
             volumes=listed("volume", "ls", "-q") + [f"{DENSITY_EDGE}-caddy-data", f"{DENSITY_EDGE}-caddy-config"],
-            networks=networks + [DENSITY_EDGE], images=images,
-            slugs=sorted({n.split(":")[0][len("sum-"):] for n in images} | {n[len("sum-"):] for n in networks}))
+            networks=networks + [DENSITY_EDGE],
+            images=images,
+            slugs=sorted({n.split(":")[0][len("sum-") :] for n in images} | {n[len("sum-") :] for n in networks}),
+        )
         if ours and not quiet:
             self.log(f"density: removed {len(ours)} containers, {len(images)} images")
 
     def ours_left(self) -> list[str]:
         """Containers of this run's still there (after the cleanup: should be none)."""
+
         def ours(name: str) -> bool:
-            main = self.uses_main and (name.startswith(f"{PREFIX}-") or name.startswith(EDGE)
-                                       and not name.startswith(DENSITY_EDGE))
+            main = self.uses_main and (
+                name.startswith(f"{PREFIX}-") or name.startswith(EDGE) and not name.startswith(DENSITY_EDGE)
+            )
             density = self.ran_density and (DENSITY_NAME.match(name) or name.startswith(DENSITY_EDGE))
             return bool(main or density)
+
         return [n for n in self.docker("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split() if ours(n)]
 
     def ca_nonce(self, label: str) -> None:
@@ -331,7 +420,8 @@ class Bench:
         (root / "sumbg.toml").write_text(
             local + "\n[edge]\n"
             f"http_port = {ports['http']}\nhttps_port = {ports['https']}\npreview_port = {ports['preview']}\n"
-            f'bind = "127.0.0.1"\ntls = "off"\nname = "{edge}"\n')
+            f'bind = "127.0.0.1"\ntls = "off"\nname = "{edge}"\n'
+        )
         return ports
 
     def make_root(self) -> None:
@@ -339,19 +429,20 @@ class Bench:
         self.make_repo()
         local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
         match = re.search(r'^ca_bundle\s*=\s*"([^"]*)"', local, re.M)
-        self.ca_source = (match.group(1) if match and match.group(1) else
-                          (str(SYSTEM_CA) if SYSTEM_CA.exists() else ""))
+        self.ca_source = match.group(1) if match and match.group(1) else (str(SYSTEM_CA) if SYSTEM_CA.exists() else "")
         # Same host config as local-host.toml, except ca_bundle: a copy of the same bundle plus a
         # nonce comment, so the cold build can get fresh cache keys without touching shared cache.
-        local = re.sub(r'^ca_bundle\s*=.*$', "", local, flags=re.M)
-        local = re.sub(r'^\[build\]\s*$', "", local, flags=re.M)
+        local = re.sub(r"^ca_bundle\s*=.*$", "", local, flags=re.M)
+        local = re.sub(r"^\[build\]\s*$", "", local, flags=re.M)
         self.ca_nonce("init")
         self.ports = self.write_host_config(
-            self.root, EDGE, local + f'\n[build]\nca_bundle = "{self.root / "bench-ca.crt"}"\n')
+            self.root, EDGE, local + f'\n[build]\nca_bundle = "{self.root / "bench-ca.crt"}"\n'
+        )
         self.log(f"root {self.root}, edge on 127.0.0.1:{self.ports['http']}")
 
-    def compose(self, colour: str, *args: str, image: str | None = None, timeout: float = 600,
-                check: bool = True) -> subprocess.CompletedProcess:
+    def compose(
+        self, colour: str, *args: str, image: str | None = None, timeout: float = 600, check: bool = True
+    ) -> subprocess.CompletedProcess:
         """docker compose on sumbg's own app project files and env file, optionally another image."""
         env = dict(os.environ)
         for key in ("SUMBG_IMAGE", "SUMBG_GIT_SHA", "SUMBG_BUILD_ID"):
@@ -360,16 +451,27 @@ class Bench:
             # The shell environment wins over --env-file; the version variables sumbg
             # sets from an image's labels must follow the image.
             labels = json.loads(self.run(["docker", "image", "inspect", image]).stdout)[0]["Config"]["Labels"]
-            env.update({"SUMBG_IMAGE": image, "SUMBG_GIT_SHA": labels["sumbg.commit"],
-                        "SUMBG_BUILD_ID": labels["sumbg.ref"]})
+            env.update(
+                {"SUMBG_IMAGE": image, "SUMBG_GIT_SHA": labels["sumbg.commit"], "SUMBG_BUILD_ID": labels["sumbg.ref"]}
+            )
         project = f"{PREFIX}-{colour}"
-        argv = ["docker", "compose", "-p", project, "-f", str(REPO / "compose" / "app.yml"),
-                "--env-file", str(self.root / SLUG / "run" / f"{project}.env"), *args]
+        argv = [
+            "docker",
+            "compose",
+            "-p",
+            project,
+            "-f",
+            str(REPO / "compose" / "app.yml"),
+            "--env-file",
+            str(self.root / SLUG / "run" / f"{project}.env"),
+            *args,
+        ]
         return self.run(argv, env=env, timeout=timeout, check=check)
 
     def manage(self, colour: str, image: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.compose(colour, "run", "--rm", "--no-deps", "-T", "web", "python", "manage.py", *args,
-                            image=image, check=check)
+        return self.compose(
+            colour, "run", "--rm", "--no-deps", "-T", "web", "python", "manage.py", *args, image=image, check=check
+        )
 
     def image(self, ref: str) -> str:
         return f"{IMAGE_REPO}:{ref}"
@@ -421,9 +523,17 @@ class Bench:
         raise BenchError(f"the site did not serve {build} through Caddy within {timeout:.0f}s")
 
     # ------------------------------------------------------------------ load
-    def start_load(self, name: str, *, target: tuple[int, str] | None = None, rate: float | None = None,
-                   warmup: float | None = None, paths: tuple[str, ...] = ("/health/",),
-                   keepalive: int | None = None, fresh: int | None = None) -> dict:
+    def start_load(
+        self,
+        name: str,
+        *,
+        target: tuple[int, str] | None = None,
+        rate: float | None = None,
+        warmup: float | None = None,
+        paths: tuple[str, ...] = ("/health/",),
+        keepalive: int | None = None,
+        fresh: int | None = None,
+    ) -> dict:
         """The load generator on `target` (edge HTTP port, domain; default bench-acme on the bench's edge)
         at `rate` (default the configured one; 0 = unpaced), then `warmup` seconds (default configured).
         Each client takes `paths` in turn; `keepalive` and `fresh` clients (default: configured)."""
@@ -432,12 +542,29 @@ class Bench:
         c = self.cfg
         port, domain = target or (self.ports["http"], DOMAIN)
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / "load.py"), "--port", str(port), "--domain", domain,
-             "--rate", str(c["rate"] if rate is None else rate),
-             "--keepalive", str(c["keepalive"] if keepalive is None else keepalive),
-             "--fresh", str(c["fresh"] if fresh is None else fresh), *(a for p in paths for a in ("--path", p)),
-             "--max-seconds", str(c["max_load_seconds"]), "--out", str(path)],
-            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+            [
+                sys.executable,
+                str(HERE / "load.py"),
+                "--port",
+                str(port),
+                "--domain",
+                domain,
+                "--rate",
+                str(c["rate"] if rate is None else rate),
+                "--keepalive",
+                str(c["keepalive"] if keepalive is None else keepalive),
+                "--fresh",
+                str(c["fresh"] if fresh is None else fresh),
+                *(a for p in paths for a in ("--path", p)),
+                "--max-seconds",
+                str(c["max_load_seconds"]),
+                "--out",
+                str(path),
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         if proc.stdout.readline().strip() != "ready":
             proc.kill()
             raise BenchError("the load generator did not start")
@@ -453,7 +580,7 @@ class Bench:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise BenchError("the load generator did not stop")
+            raise BenchError("the load generator did not stop") from None
         self._loads.remove(proc)
         if proc.returncode != 0:
             raise BenchError(f"the load generator exited {proc.returncode}")
@@ -477,11 +604,17 @@ class Bench:
         rate = c["rate"] if self.args.rate is not None else round(min(c["rate"], 0.8 * capacity), 1)
         if summary["failed"]:
             raise BenchError(f"the site failed {summary['failed']} requests before any deploy: {summary['errors']}")
-        self.log(f"capacity through Caddy ~{capacity} req/s (p50 {summary['p50_ms']} ms); load target "
-                 f"{max(rate, 1.0)} req/s")
-        return {"capacity_per_s": capacity, "failed": summary["failed"], "p50_ms": summary["p50_ms"],
-                "profile_rate": c["rate"], "rate_used": rate,
-                "rate_from": "--rate" if self.args.rate is not None else "min(profile rate, 80% of capacity)"}
+        self.log(
+            f"capacity through Caddy ~{capacity} req/s (p50 {summary['p50_ms']} ms); load target {max(rate, 1.0)} req/s"
+        )
+        return {
+            "capacity_per_s": capacity,
+            "failed": summary["failed"],
+            "p50_ms": summary["p50_ms"],
+            "profile_rate": c["rate"],
+            "rate_used": rate,
+            "rate_from": "--rate" if self.args.rate is not None else "min(profile rate, 80% of capacity)",
+        }
 
     def calibrate(self) -> None:
         self.results["calibration"] = self.capacity("calibration")
@@ -495,18 +628,27 @@ class Bench:
         seconds = float(self.cfg["latency_probe"])
         top = self.probe_load(f"{name}-unpaced", rate=0.0, seconds=seconds, **load)
         if top["failed"] or not top["rate_per_s"]:
-            raise BenchError(f"the site failed {top['failed']} of {top['sent']} requests before any upgrade: "
-                             f"{top['errors']}")
+            raise BenchError(
+                f"the site failed {top['failed']} of {top['sent']} requests before any upgrade: {top['errors']}"
+            )
         keys = ("sent", "failed", "p50_ms", "p99_ms", "rate_per_s", "errors")
-        record = {"probe_seconds": seconds, "unpaced": {k: top[k] for k in keys}, "tries": [],
-                  "first_share": 0.9, "step": 0.9, "sustained_share": LATENCY_SUSTAINED}
+        record = {
+            "probe_seconds": seconds,
+            "unpaced": {k: top[k] for k in keys},
+            "tries": [],
+            "first_share": 0.9,
+            "step": 0.9,
+            "sustained_share": LATENCY_SUSTAINED,
+        }
         offered = round(0.9 * top["rate_per_s"], 1)
         for attempt in range(5):
             got = self.probe_load(f"{name}-{attempt}", rate=offered, seconds=seconds, **load)
             sustained = not got["failed"] and (got["rate_per_s"] or 0) >= LATENCY_SUSTAINED * offered
             record["tries"].append({"offered_per_s": offered, "sustained": sustained, **{k: got[k] for k in keys}})
-            self.log(f"latency: {offered} req/s offered -> {got['rate_per_s']} achieved, {got['failed']} failed, "
-                     f"p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms{'' if sustained else ': not sustained'}")
+            self.log(
+                f"latency: {offered} req/s offered -> {got['rate_per_s']} achieved, {got['failed']} failed, "
+                f"p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms{'' if sustained else ': not sustained'}"
+            )
             if sustained:
                 record.update(rate_used=offered, share_of_unpaced=round(offered / top["rate_per_s"], 3))
                 return record
@@ -529,23 +671,44 @@ class Bench:
         m = re.match(r"([\d.]+)\s*([kKMG]i?B|B)", usage.strip())
         if not m:
             return None
-        factor = {"B": 1 / 1024 / 1024, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "kB": 1 / 1024, "MB": 1,
-                  "GB": 1024}.get(m.group(2), 1)
+        factor = {
+            "B": 1 / 1024 / 1024,
+            "KiB": 1 / 1024,
+            "MiB": 1,
+            "GiB": 1024,
+            "kB": 1 / 1024,
+            "MB": 1,
+            "GB": 1024,
+        }.get(m.group(2), 1)
         return round(float(m.group(1)) * factor, 1)
 
     def memory(self, container: str) -> dict:
         fmt = "{{.MemUsage}}"
         usage = self.docker("stats", "--no-stream", "--format", fmt, container, check=False).stdout.strip()
-        top = [line.split() for line in
-               self.docker("top", container, "-eo", "pid,rss", check=False).stdout.splitlines()[1:]]
+        top = [
+            line.split()
+            for line in self.docker("top", container, "-eo", "pid,rss", check=False).stdout.splitlines()[1:]
+        ]
         top = [row for row in top if len(row) == 2 and row[1].isdigit()]
         rss_kb = sum(int(row[1]) for row in top)
-        return {"container": container, "docker_stats": usage, "stats_mib": self.usage_mib(usage),
-                "rss_sum_mib": round(rss_kb / 1024, 1) if top else None, "processes": len(top)}
+        return {
+            "container": container,
+            "docker_stats": usage,
+            "stats_mib": self.usage_mib(usage),
+            "rss_sum_mib": round(rss_kb / 1024, 1) if top else None,
+            "processes": len(top),
+        }
 
-    def measured_upgrade(self, name: str, slug: str = SLUG, *, root: Path | None = None,
-                         target: tuple[int, str] | None = None, rate: float | None = None,
-                         **load_options) -> tuple[dict, list, dict]:
+    def measured_upgrade(
+        self,
+        name: str,
+        slug: str = SLUG,
+        *,
+        root: Path | None = None,
+        target: tuple[int, str] | None = None,
+        rate: float | None = None,
+        **load_options,
+    ) -> tuple[dict, list, dict]:
         """`sumbg upgrade SLUG v1.1.0 --watch 0 --yes --json` under the load generator (aimed at `target`;
         `load_options`: start_load's others): the run's figures (requests, failures, latency, the switch
         window), the samples, sumbg's result."""
@@ -564,15 +727,20 @@ class Bench:
         window = stats.in_window(samples, w0, w1)
         # Only /health/ says which release answered.
         conv = stats.converged([s for s in samples if s["path"] == "/health/"], NEW, result["start"])
-        run = {**stats.summarise(samples),
-               "window_seconds": round(w1 - w0, 3), "window_sent": len(window),
-               "window_failed": sum(1 for s in window if not s["ok"]),
-               "window_p50_ms": stats.summarise(window)["p50_ms"] if window else None,
-               "window_p99_ms": stats.summarise(window)["p99_ms"] if window else None,
-               "flip_seconds": doc.get("flip_seconds"), "upgrade_seconds": doc.get("seconds"),
-               "wall_seconds": round(result["end"] - result["start"], 3), "steps": steps,
-               "all_new_after_start_s": round(conv["at"] - result["start"], 3) if conv["at"] else None,
-               "samples": str(load["path"])}
+        run = {
+            **stats.summarise(samples),
+            "window_seconds": round(w1 - w0, 3),
+            "window_sent": len(window),
+            "window_failed": sum(1 for s in window if not s["ok"]),
+            "window_p50_ms": stats.summarise(window)["p50_ms"] if window else None,
+            "window_p99_ms": stats.summarise(window)["p99_ms"] if window else None,
+            "flip_seconds": doc.get("flip_seconds"),
+            "upgrade_seconds": doc.get("seconds"),
+            "wall_seconds": round(result["end"] - result["start"], 3),
+            "steps": steps,
+            "all_new_after_start_s": round(conv["at"] - result["start"], 3) if conv["at"] else None,
+            "samples": str(load["path"]),
+        }
         return run, samples, result
 
     def upgrade_under_load(self, rep: int) -> None:
@@ -581,11 +749,19 @@ class Bench:
         doc = result["json"]
         self.results.setdefault("upgrade", {"runs": []})["runs"].append(run)
         self.timelines.setdefault("upgrade", []).append(
-            {"samples": samples, "origin": result["start"], "window": result["window"], "end": result["end"],
-             "failed": run["failed"]})
-        self.log(f"upgrade rep {rep}: {run['sent']} requests, {run['failed']} failed, p99 {run['p99_ms']} ms, "
-                 f"switch window {run['window_seconds']}s ({run['window_sent']} requests, "
-                 f"{run['window_failed']} failed), flip {run['flip_seconds']}s")
+            {
+                "samples": samples,
+                "origin": result["start"],
+                "window": result["window"],
+                "end": result["end"],
+                "failed": run["failed"],
+            }
+        )
+        self.log(
+            f"upgrade rep {rep}: {run['sent']} requests, {run['failed']} failed, p99 {run['p99_ms']} ms, "
+            f"switch window {run['window_seconds']}s ({run['window_sent']} requests, "
+            f"{run['window_failed']} failed), flip {run['flip_seconds']}s"
+        )
         # Figure 6: the idle colour kept for rollback, right after the upgrade.
         idle, live = doc.get("from_colour"), doc.get("to_colour")
         mem = {"rep": rep, "idle": self.memory(f"{PREFIX}-{idle}-web"), "live": self.memory(f"{PREFIX}-{live}-web")}
@@ -599,17 +775,23 @@ class Bench:
             raise BenchError(f"rollback (rep {rep}) failed: {json.dumps(result['json'])[:1500]}")
         doc = result["json"]
         conv = stats.converged(samples, OLD, result["start"])
-        run = {"rep": rep, **stats.summarise(samples),
-               "flip_seconds": doc.get("flip_seconds"), "rollback_seconds": doc.get("seconds"),
-               "wall_seconds": round(result["end"] - result["start"], 3),
-               "all_old_after_start_s": round(conv["at"] - result["start"], 3) if conv["at"] else None,
-               "last_new_after_start_s": (round(conv["last_other"] - result["start"], 3)
-                                          if conv["last_other"] else None),
-               "steps": self.step_seconds(doc), "samples": str(load["path"])}
+        run = {
+            "rep": rep,
+            **stats.summarise(samples),
+            "flip_seconds": doc.get("flip_seconds"),
+            "rollback_seconds": doc.get("seconds"),
+            "wall_seconds": round(result["end"] - result["start"], 3),
+            "all_old_after_start_s": round(conv["at"] - result["start"], 3) if conv["at"] else None,
+            "last_new_after_start_s": (round(conv["last_other"] - result["start"], 3) if conv["last_other"] else None),
+            "steps": self.step_seconds(doc),
+            "samples": str(load["path"]),
+        }
         self.results.setdefault("rollback", {"runs": []})["runs"].append(run)
-        self.log(f"rollback rep {rep}: {run['sent']} requests, {run['failed']} failed, every request on {OLD} "
-                 f"{run['all_old_after_start_s']}s after the command started (flip {run['flip_seconds']}s, "
-                 f"command {run['wall_seconds']}s)")
+        self.log(
+            f"rollback rep {rep}: {run['sent']} requests, {run['failed']} failed, every request on {OLD} "
+            f"{run['all_old_after_start_s']}s after the command started (flip {run['flip_seconds']}s, "
+            f"command {run['wall_seconds']}s)"
+        )
 
     def build_timing(self, rep: int, kind: str) -> None:
         # Unapply v1.1.0's migration first: that needs the v1.1.0 image, which is removed next.
@@ -627,8 +809,14 @@ class Bench:
         if build_info.get("outcome") == "skipped":
             raise BenchError(f"{kind} build rep {rep}: sumbg skipped the build ({build_info.get('reason')})")
         self.results.setdefault("build", {"runs": []})["runs"].append(
-            {"rep": rep, "kind": kind, "steps": steps, "upgrade_seconds": doc.get("seconds"),
-             "wall_seconds": round(result["end"] - result["start"], 3)})
+            {
+                "rep": rep,
+                "kind": kind,
+                "steps": steps,
+                "upgrade_seconds": doc.get("seconds"),
+                "wall_seconds": round(result["end"] - result["start"], 3),
+            }
+        )
         self.log(f"{kind} upgrade rep {rep}: {doc.get('seconds')}s, steps {steps}")
         self.sumbg_ok("rollback", SLUG, "--json")
 
@@ -638,14 +826,16 @@ class Bench:
         runbook baseline gets the golden path's route, so it is measured as the runbook is."""
         path = self.root / "caddy" / "sites" / f"{SLUG}.caddy"
         text = path.read_text()
-        plain = re.sub(r"reverse_proxy (\S+/live\}-web:8000) \S+ \{\n(?:\t\t\t[^\n]*\n)+\t\t\}",
-                       r"reverse_proxy \1", text)
+        plain = re.sub(
+            r"reverse_proxy (\S+/live\}-web:8000) \S+ \{\n(?:\t\t\t[^\n]*\n)+\t\t\}", r"reverse_proxy \1", text
+        )
         if plain == text:
             raise BenchError(f"cannot find sumbg's live route in {path}")
         self.sumbg_route = text
         path.write_text(plain)
-        self.docker("exec", f"{EDGE}-caddy", "caddy", "reload", "--config", "/etc/caddy/Caddyfile",
-                    "--adapter", "caddyfile")
+        self.docker(
+            "exec", f"{EDGE}-caddy", "caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"
+        )
         self.log("baseline: the site's Caddy route is now the golden path's plain reverse_proxy")
 
     def restore_route(self) -> None:
@@ -655,8 +845,9 @@ class Bench:
             return
         path = self.root / "caddy" / "sites" / f"{SLUG}.caddy"
         path.write_text(self.sumbg_route)
-        self.docker("exec", f"{EDGE}-caddy", "caddy", "reload", "--config", "/etc/caddy/Caddyfile",
-                    "--adapter", "caddyfile")
+        self.docker(
+            "exec", f"{EDGE}-caddy", "caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"
+        )
         self.sumbg_route = None
         self.log("the site's Caddy route is sumbg's own again")
 
@@ -695,19 +886,28 @@ class Bench:
         w0, w1 = up0, max(up1, first_new)
         window = stats.in_window(samples, w0, w1)
         conv = stats.converged(samples, NEW, t0)
-        run = {"rep": rep, **stats.summarise(samples), "window_seconds": round(w1 - w0, 3),
-               "window_sent": len(window), "window_failed": sum(1 for s in window if not s["ok"]),
-               "window_p50_ms": stats.summarise(window)["p50_ms"] if window else None,
-               "window_p99_ms": stats.summarise(window)["p99_ms"] if window else None,
-               "deploy_seconds": round(t_end - t0, 3), "steps": times,
-               "all_new_after_start_s": round(conv["at"] - t0, 3) if conv["at"] else None,
-               "samples": str(load["path"])}
+        run = {
+            "rep": rep,
+            **stats.summarise(samples),
+            "window_seconds": round(w1 - w0, 3),
+            "window_sent": len(window),
+            "window_failed": sum(1 for s in window if not s["ok"]),
+            "window_p50_ms": stats.summarise(window)["p50_ms"] if window else None,
+            "window_p99_ms": stats.summarise(window)["p99_ms"] if window else None,
+            "deploy_seconds": round(t_end - t0, 3),
+            "steps": times,
+            "all_new_after_start_s": round(conv["at"] - t0, 3) if conv["at"] else None,
+            "samples": str(load["path"]),
+        }
         self.results.setdefault("baseline", {"runs": []})["runs"].append(run)
         self.timelines.setdefault("baseline", []).append(
-            {"samples": samples, "origin": t0, "window": (w0, w1), "end": t_end, "failed": run["failed"]})
-        self.log(f"baseline rep {rep}: {run['sent']} requests, {run['failed']} failed, p99 {run['p99_ms']} ms, "
-                 f"restart window {run['window_seconds']}s ({run['window_sent']} requests, "
-                 f"{run['window_failed']} failed)")
+            {"samples": samples, "origin": t0, "window": (w0, w1), "end": t_end, "failed": run["failed"]}
+        )
+        self.log(
+            f"baseline rep {rep}: {run['sent']} requests, {run['failed']} failed, p99 {run['p99_ms']} ms, "
+            f"restart window {run['window_seconds']}s ({run['window_sent']} requests, "
+            f"{run['window_failed']} failed)"
+        )
         self.baseline_rollback(rep, colour)
 
     def baseline_rollback(self, rep: int, colour: str) -> None:
@@ -723,14 +923,21 @@ class Bench:
         finally:
             samples = self.stop_load(load)
         conv = stats.converged(samples, OLD, t0)
-        run = {"rep": rep, **stats.summarise(samples), "wall_seconds": round(t_end - t0, 3), "steps": times,
-               "restart_seconds": round(max(up1, stats.first_ok(samples, OLD, up0) or serving) - up0, 3),
-               "all_old_after_start_s": round(conv["at"] - t0, 3) if conv["at"] else None,
-               "last_new_after_start_s": round(conv["last_other"] - t0, 3) if conv["last_other"] else None,
-               "samples": str(load["path"])}
+        run = {
+            "rep": rep,
+            **stats.summarise(samples),
+            "wall_seconds": round(t_end - t0, 3),
+            "steps": times,
+            "restart_seconds": round(max(up1, stats.first_ok(samples, OLD, up0) or serving) - up0, 3),
+            "all_old_after_start_s": round(conv["at"] - t0, 3) if conv["at"] else None,
+            "last_new_after_start_s": round(conv["last_other"] - t0, 3) if conv["last_other"] else None,
+            "samples": str(load["path"]),
+        }
         self.results.setdefault("baseline_rollback", {"runs": []})["runs"].append(run)
-        self.log(f"baseline rollback rep {rep}: {run['sent']} requests, {run['failed']} failed, every request on "
-                 f"{OLD} {run['all_old_after_start_s']}s after the start")
+        self.log(
+            f"baseline rollback rep {rep}: {run['sent']} requests, {run['failed']} failed, every request on "
+            f"{OLD} {run['all_old_after_start_s']}s after the start"
+        )
 
     def psql(self, sql: str) -> str:
         return self.docker("exec", PG, "psql", "-U", DB, "-d", DB, "-Atc", sql).stdout.strip()
@@ -766,14 +973,29 @@ class Bench:
                 before = set(backups.iterdir())
                 if which == "raw":
                     t = time.time()
-                    self.docker("exec", "-u", user, PG, "pg_dump", "--format=custom", "--no-password", "-U", DB,
-                                "-d", DB, "-f", "/backups/.bench-raw.dump", timeout=3600)
+                    self.docker(
+                        "exec",
+                        "-u",
+                        user,
+                        PG,
+                        "pg_dump",
+                        "--format=custom",
+                        "--no-password",
+                        "-U",
+                        DB,
+                        "-d",
+                        DB,
+                        "-f",
+                        "/backups/.bench-raw.dump",
+                        timeout=3600,
+                    )
                     run["raw_dump_s"] = round(time.time() - t, 3)
                     raw = backups / ".bench-raw.dump"
                     run["raw_bytes"] = raw.stat().st_size
                     t = time.time()
-                    self.docker("exec", "-u", user, PG, "pg_restore", "--list", "/backups/.bench-raw.dump",
-                                timeout=3600)
+                    self.docker(
+                        "exec", "-u", user, PG, "pg_restore", "--list", "/backups/.bench-raw.dump", timeout=3600
+                    )
                     run["raw_list_s"] = round(time.time() - t, 3)
                     t = time.time()
                     digest = hashlib.sha256()
@@ -797,15 +1019,23 @@ class Bench:
             if verify:
                 run["verify_s"], run["verify_source"] = verify, "as reported by `sumbg backup --json`"
             else:
-                run["verify_s"], run["verify_source"] = (round(run["raw_list_s"] + run["raw_sha256_s"], 3),
-                                                         "pg_restore --list + sha256 of the raw dump, timed apart")
+                run["verify_s"], run["verify_source"] = (
+                    round(run["raw_list_s"] + run["raw_sha256_s"], 3),
+                    "pg_restore --list + sha256 of the raw dump, timed apart",
+                )
             run["ratio"] = round(run["sumbg_s"] / run["raw_dump_s"], 3) if run["raw_dump_s"] else None
             run["verify_share"] = round(run["verify_s"] / run["sumbg_s"], 3) if run["sumbg_s"] else None
             runs.append(run)
-            self.log(f"backup rep {rep}: sumbg {run['sumbg_s']}s vs pg_dump {run['raw_dump_s']}s "
-                     f"(x{run['ratio']}), verify {run['verify_s']}s")
-        self.results["backup"] = {"pgbench_scale": scale, "db_bytes": db_bytes, "generate_seconds": generate,
-                                  "runs": runs}
+            self.log(
+                f"backup rep {rep}: sumbg {run['sumbg_s']}s vs pg_dump {run['raw_dump_s']}s "
+                f"(x{run['ratio']}), verify {run['verify_s']}s"
+            )
+        self.results["backup"] = {
+            "pgbench_scale": scale,
+            "db_bytes": db_bytes,
+            "generate_seconds": generate,
+            "runs": runs,
+        }
 
     def rehearsal_upgrade(self, rehearse: bool, timeout: float) -> dict:
         """One upgrade OLD -> NEW without load, with or without the rehearsal, then a rollback.
@@ -816,8 +1046,10 @@ class Bench:
         doc = result["json"] or {}
         if result["rc"] != 0:
             tail = "\n".join(line for _, line in result["lines"][-10:])
-            raise BenchError(f"sumbg {' '.join(args)} exited {result['rc']} (failed step "
-                             f"{doc.get('failed_step')!r}: {json.dumps(doc.get('error'))[:1200]}):\n{tail}")
+            raise BenchError(
+                f"sumbg {' '.join(args)} exited {result['rc']} (failed step "
+                f"{doc.get('failed_step')!r}: {json.dumps(doc.get('error'))[:1200]}):\n{tail}"
+            )
         step = next((s for s in doc.get("steps") or [] if s.get("name") == "rehearsal"), None)
         if step is None:
             raise BenchError("the upgrade's --json record has no `rehearsal` step")
@@ -826,8 +1058,12 @@ class Bench:
         if not rehearse and step.get("outcome") != "skipped":
             raise BenchError(f"--no-rehearsal, yet the rehearsal step's outcome is {step.get('outcome')!r}")
         self.sumbg_ok("rollback", SLUG, "--json", timeout=timeout)
-        return {"doc": doc, "step": step, "steps": self.step_seconds(doc),
-                "wall_s": round(result["end"] - result["start"], 3)}
+        return {
+            "doc": doc,
+            "step": step,
+            "steps": self.step_seconds(doc),
+            "wall_s": round(result["end"] - result["start"], 3),
+        }
 
     def rehearsal_cost(self, label: str) -> None:
         """The rehearsal's cost on the database as it is now: the same upgrade with and without it."""
@@ -837,7 +1073,7 @@ class Bench:
         runs = []
         for rep in range(self.cfg["rehearsal_reps"]):
             run: dict = {"rep": rep}
-            for rehearse in ((True, False) if rep % 2 == 0 else (False, True)):
+            for rehearse in (True, False) if rep % 2 == 0 else (False, True):
                 done = self.rehearsal_upgrade(rehearse, timeout)
                 arm = "with" if rehearse else "without"
                 run[f"{arm}_s"] = done["doc"].get("seconds")
@@ -845,12 +1081,19 @@ class Bench:
                 run[f"{arm}_steps"] = done["steps"]
                 if rehearse:
                     step = done["step"]
-                    run.update({"rehearsal_s": step.get("seconds"), "restore_s": step.get("restore_seconds"),
-                                "start_s": step.get("start_seconds"), "migrate_s": step.get("migrate_seconds"),
-                                "after_switch_s": step.get("after_switch_seconds"),
-                                "database_mb": step.get("database_mb"), "applied": step.get("applied"),
-                                "verdict": (step.get("compatibility") or {}).get("verdict"),
-                                "policy": step.get("policy")})
+                    run.update(
+                        {
+                            "rehearsal_s": step.get("seconds"),
+                            "restore_s": step.get("restore_seconds"),
+                            "start_s": step.get("start_seconds"),
+                            "migrate_s": step.get("migrate_seconds"),
+                            "after_switch_s": step.get("after_switch_seconds"),
+                            "database_mb": step.get("database_mb"),
+                            "applied": step.get("applied"),
+                            "verdict": (step.get("compatibility") or {}).get("verdict"),
+                            "policy": step.get("policy"),
+                        }
+                    )
                 else:
                     run["skipped_reason"] = done["step"].get("reason")
             if isinstance(run.get("with_s"), (int, float)) and isinstance(run.get("without_s"), (int, float)):
@@ -860,9 +1103,11 @@ class Bench:
             if isinstance(run.get("rehearsal_s"), (int, float)):
                 run["other_s"] = round(run["rehearsal_s"] - sum(x for x in parts if isinstance(x, (int, float))), 3)
             runs.append(run)
-            self.log(f"rehearsal ({label}) rep {rep}: upgrade {run.get('with_s')}s with vs {run.get('without_s')}s "
-                     f"without; rehearsal {run.get('rehearsal_s')}s (restore {run.get('restore_s')}s, migrate "
-                     f"{run.get('migrate_s')}s) on {run.get('database_mb')} MB, verdict {run.get('verdict')}")
+            self.log(
+                f"rehearsal ({label}) rep {rep}: upgrade {run.get('with_s')}s with vs {run.get('without_s')}s "
+                f"without; rehearsal {run.get('rehearsal_s')}s (restore {run.get('restore_s')}s, migrate "
+                f"{run.get('migrate_s')}s) on {run.get('database_mb')} MB, verdict {run.get('verdict')}"
+            )
         record = {"db_bytes": db_bytes, "runs": runs}
         if label == "generated":
             record["pgbench_scale"] = (self.results.get("backup") or {}).get("pgbench_scale", self.cfg["pg_scale"])
@@ -876,11 +1121,20 @@ class Bench:
 
     # ------------------------------------------------------------------ 8: adopting a runbook host
     def cleanup_adoption(self) -> None:
-        self.remove_ours(lambda n: n.startswith(f"sum-{ADOPT_SLUG}-") or n == f"{ADOPT_EDGE}-caddy"
-                         or n.startswith(f"sumbg-golden-{ADOPT_SLUG}-"),
-                         volumes=(f"sum-{ADOPT_SLUG}-data-pgdata", f"sum-{ADOPT_SLUG}-data-redisdata",
-                                  f"{ADOPT_EDGE}-caddy-data", f"{ADOPT_EDGE}-caddy-config"),
-                         networks=(f"sum-{ADOPT_SLUG}", ADOPT_EDGE))
+        self.remove_ours(
+            lambda n: (
+                n.startswith(f"sum-{ADOPT_SLUG}-")
+                or n == f"{ADOPT_EDGE}-caddy"
+                or n.startswith(f"sumbg-golden-{ADOPT_SLUG}-")
+            ),
+            volumes=(
+                f"sum-{ADOPT_SLUG}-data-pgdata",
+                f"sum-{ADOPT_SLUG}-data-redisdata",
+                f"{ADOPT_EDGE}-caddy-data",
+                f"{ADOPT_EDGE}-caddy-config",
+            ),
+            networks=(f"sum-{ADOPT_SLUG}", ADOPT_EDGE),
+        )
 
     def adoption(self, rep: int) -> None:
         """`sumbg adopt` of a simulated runbook host (tests/golden_host.py) under a visitor that reads on a
@@ -888,13 +1142,15 @@ class Bench:
         sys.path.insert(0, str(REPO))
         from sumbg.smoke import served_certificate
         from tests.golden_host import Visitor, start_golden_host
+
         self.cleanup_adoption()
         base = Path(tempfile.mkdtemp(prefix="sumbg-bench-golden-"))
         root = base / "sumbg-root"
         root.mkdir()
         self.write_host_config(root, ADOPT_EDGE)
-        golden = start_golden_host(base / "host", self.repo, slug=ADOPT_SLUG, domain=f"{ADOPT_SLUG}.example.test",
-                                   celery=True)
+        golden = start_golden_host(
+            base / "host", self.repo, slug=ADOPT_SLUG, domain=f"{ADOPT_SLUG}.example.test", celery=True
+        )
         try:
             for n in range(3):
                 golden.post_lead(f"before {n}")
@@ -912,30 +1168,67 @@ class Bench:
 
             def counts(visitor: Visitor) -> dict:
                 statuses = [s[2] for s in visitor.samples]
-                return {"sent": len(statuses), "answered_503": statuses.count(503),
-                        "refused": statuses.count(0),
-                        "failed_other": sum(1 for st in statuses if st and not (200 <= st < 400 or st == 503))}
+                return {
+                    "sent": len(statuses),
+                    "answered_503": statuses.count(503),
+                    "refused": statuses.count(0),
+                    "failed_other": sum(1 for st in statuses if st and not (200 <= st < 400 or st == 503)),
+                }
 
-            adopted, visitor = measured("adopt", ADOPT_SLUG, "--from", str(golden.site_dir), "--systemd-dir",
-                                        str(golden.systemd_dir), "--caddy-dir", str(golden.caddy_dir))
-            stored = set(self.run(["docker", "exec", f"sum-{ADOPT_SLUG}-data-postgres", "psql", "-X", "-At", "-U",
-                                   ADOPT_SLUG.replace("-", "_"), "-d", ADOPT_SLUG.replace("-", "_"), "-c",
-                                   "SELECT name FROM sum_core_lead"]).stdout.split("\n"))
+            adopted, visitor = measured(
+                "adopt",
+                ADOPT_SLUG,
+                "--from",
+                str(golden.site_dir),
+                "--systemd-dir",
+                str(golden.systemd_dir),
+                "--caddy-dir",
+                str(golden.caddy_dir),
+            )
+            stored = set(
+                self.run(
+                    [
+                        "docker",
+                        "exec",
+                        f"sum-{ADOPT_SLUG}-data-postgres",
+                        "psql",
+                        "-X",
+                        "-At",
+                        "-U",
+                        ADOPT_SLUG.replace("-", "_"),
+                        "-d",
+                        ADOPT_SLUG.replace("-", "_"),
+                        "-c",
+                        "SELECT name FROM sum_core_lead",
+                    ]
+                ).stdout.split("\n")
+            )
             steps = {step["name"]: step["seconds"] for step in adopted["steps"]}
-            record = {"rep": rep, "window_s": adopted["cutover_window_seconds"], **counts(visitor),
-                      "writes_acknowledged": len(visitor.acknowledged),
-                      "writes_lost": len(set(visitor.acknowledged) - stored),
-                      "adopt_s": adopted["seconds"], "stop_old_s": steps.get("stop-old"),
-                      "final_import_s": steps.get("final-import")}
+            record = {
+                "rep": rep,
+                "window_s": adopted["cutover_window_seconds"],
+                **counts(visitor),
+                "writes_acknowledged": len(visitor.acknowledged),
+                "writes_lost": len(set(visitor.acknowledged) - stored),
+                "adopt_s": adopted["seconds"],
+                "stop_old_s": steps.get("stop-old"),
+                "final_import_s": steps.get("final-import"),
+            }
             before = served_certificate("127.0.0.1", golden.https_port, golden.domain)
-            took, visitor = measured("takeover", "--caddy-dir", str(golden.caddy_dir),
-                                     "--caddy-data", str(golden.caddy_data_dir))
+            took, visitor = measured(
+                "takeover", "--caddy-dir", str(golden.caddy_dir), "--caddy-data", str(golden.caddy_data_dir)
+            )
             takeover = counts(visitor)
-            record.update({"takeover_window_s": took["takeover_window_seconds"],
-                           "takeover_sent": takeover["sent"], "takeover_refused": takeover["refused"],
-                           "takeover_failed_other": takeover["failed_other"] + takeover["answered_503"],
-                           "certificate_kept": before is not None and before == served_certificate(
-                               "127.0.0.1", golden.https_port, golden.domain)})
+            record.update(
+                {
+                    "takeover_window_s": took["takeover_window_seconds"],
+                    "takeover_sent": takeover["sent"],
+                    "takeover_refused": takeover["refused"],
+                    "takeover_failed_other": takeover["failed_other"] + takeover["answered_503"],
+                    "certificate_kept": before is not None
+                    and before == served_certificate("127.0.0.1", golden.https_port, golden.domain),
+                }
+            )
             self.results.setdefault("adoption", {"runs": []})["runs"].append(record)
             self.log(f"adoption rep {rep}: {record}")
         finally:
@@ -956,11 +1249,13 @@ class Bench:
     def host_cpu_cores(seconds: float) -> float:
         """How many cores the whole host kept busy over `seconds` (from /proc/stat): what containers
         cost including dockerd, containerd and runc, which `docker stats` does not count."""
+
         def busy() -> tuple[int, int]:
             with open("/proc/stat") as handle:
                 fields = [int(v) for v in handle.readline().split()[1:9]]
             idle = fields[3] + fields[4]
             return sum(fields) - idle, sum(fields)
+
         b0, t0 = busy()
         time.sleep(seconds)
         b1, t1 = busy()
@@ -968,8 +1263,9 @@ class Bench:
 
     def container_stats(self, names: list[str]) -> dict[str, dict]:
         """One `docker stats --no-stream` for all `names`: {name: {"mib": memory, "cpu_percent": CPU}}."""
-        out = self.docker("stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}\t{{.CPUPerc}}", *names,
-                          timeout=300).stdout
+        out = self.docker(
+            "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}\t{{.CPUPerc}}", *names, timeout=300
+        ).stdout
         found = {}
         for line in out.splitlines():
             name, usage, cpu = (line.split("\t") + ["", ""])[:3]
@@ -993,7 +1289,7 @@ class Bench:
         sites = {}
         for slug, names in per_site.items():
             live = json.loads((root / slug / "state.json").read_text())["live"]
-            mib = {n[len(f"sum-{slug}-"):]: found[n]["mib"] for n in names}   # data-postgres, blue-web, ...
+            mib = {n[len(f"sum-{slug}-") :]: found[n]["mib"] for n in names}  # data-postgres, blue-web, ...
 
             def total(prefix: str, mib: dict = mib) -> float:
                 return round(sum(v for k, v in mib.items() if k.startswith(prefix)), 1)
@@ -1001,13 +1297,22 @@ class Bench:
             colours = {c: total(f"{c}-") for c in ("blue", "green") if any(k.startswith(f"{c}-") for k in mib)}
             if live not in colours or not {"data-postgres", "data-redis"} <= set(mib):
                 raise BenchError(f"{slug}: expected its data stack and live colour {live} running, found {names}")
-            sites[slug] = {"live": live, "containers_mib": mib, "data_mib": total("data-"), "colours_mib": colours,
-                           "live_only_mib": round(total("data-") + colours[live], 1),
-                           "all_colours_mib": round(total("data-") + sum(colours.values()), 1),
-                           "cpu_percent": round(sum(found[n]["cpu_percent"] or 0 for n in names), 2)}
-        return {"sites": sites, "containers": sum(len(names) for names in per_site.values()),
-                "edge_mib": found[edge]["mib"], "edge_cpu_percent": found[edge]["cpu_percent"],
-                "cpu_percent_sites": round(sum(site["cpu_percent"] for site in sites.values()), 2)}
+            sites[slug] = {
+                "live": live,
+                "containers_mib": mib,
+                "data_mib": total("data-"),
+                "colours_mib": colours,
+                "live_only_mib": round(total("data-") + colours[live], 1),
+                "all_colours_mib": round(total("data-") + sum(colours.values()), 1),
+                "cpu_percent": round(sum(found[n]["cpu_percent"] or 0 for n in names), 2),
+            }
+        return {
+            "sites": sites,
+            "containers": sum(len(names) for names in per_site.values()),
+            "edge_mib": found[edge]["mib"],
+            "edge_cpu_percent": found[edge]["cpu_percent"],
+            "cpu_percent_sites": round(sum(site["cpu_percent"] for site in sites.values()), 2),
+        }
 
     def density(self) -> None:
         """Figure 9: N example sites on one host, under their own root and edge: each site's memory, one of
@@ -1021,45 +1326,76 @@ class Bench:
         root = self.density_root = Path(tempfile.mkdtemp(prefix="sumbg-bench-density-"))
         ports = self.write_host_config(root, DENSITY_EDGE)
         settle = 2.0 if self.quick else 10.0
-        record: dict = {"sites": n, "edge": DENSITY_EDGE, "host_gib": DENSITY_HOST_GIB, "cores": os.cpu_count(),
-                        "reserve_gib": DENSITY_RESERVE_GIB, "settle_seconds": settle, "inits": []}
-        self.results["density"] = record          # partial figures survive a failure
+        record: dict = {
+            "sites": n,
+            "edge": DENSITY_EDGE,
+            "host_gib": DENSITY_HOST_GIB,
+            "cores": os.cpu_count(),
+            "reserve_gib": DENSITY_RESERVE_GIB,
+            "settle_seconds": settle,
+            "inits": [],
+        }
+        self.results["density"] = record  # partial figures survive a failure
         try:
             record["mem_available_before_mib"] = self.mem_available_mib()
             cpu_window = 5.0 if self.quick else 30.0
             record["host_cpu_before_cores"] = self.host_cpu_cores(cpu_window)
             for slug in slugs:
-                result = self.sumbg_ok("init", slug, "--repo", str(self.repo), "--domain", f"{slug}.example.test",
-                                       "--ref", OLD, "--json", root=root)
-                build = next((step for step in (result["json"] or {}).get("steps") or []
-                              if step.get("name") == "build"), {})
-                init = {"slug": slug, "seconds": round(result["end"] - result["start"], 2),
-                        "build_seconds": build.get("seconds"), "build_outcome": build.get("outcome")}
+                result = self.sumbg_ok(
+                    "init",
+                    slug,
+                    "--repo",
+                    str(self.repo),
+                    "--domain",
+                    f"{slug}.example.test",
+                    "--ref",
+                    OLD,
+                    "--json",
+                    root=root,
+                )
+                build = next(
+                    (step for step in (result["json"] or {}).get("steps") or [] if step.get("name") == "build"), {}
+                )
+                init = {
+                    "slug": slug,
+                    "seconds": round(result["end"] - result["start"], 2),
+                    "build_seconds": build.get("seconds"),
+                    "build_outcome": build.get("outcome"),
+                }
                 record["inits"].append(init)
-                self.log(f"density: init {slug} {init['seconds']}s (build {init['build_outcome']}, "
-                         f"{init['build_seconds']}s)")
+                self.log(
+                    f"density: init {slug} {init['seconds']}s (build {init['build_outcome']}, {init['build_seconds']}s)"
+                )
             if not self.results["machine"].get("caddy"):
-                self.results["machine"]["caddy"] = self.docker(
-                    "exec", f"{DENSITY_EDGE}-caddy", "caddy", "version", check=False).stdout.strip().split(" ")[0]
+                self.results["machine"]["caddy"] = (
+                    self.docker("exec", f"{DENSITY_EDGE}-caddy", "caddy", "version", check=False)
+                    .stdout.strip()
+                    .split(" ")[0]
+                )
             time.sleep(settle)
             record["all_up"] = self.density_snapshot(root, slugs)
             record["mem_available_after_mib"] = self.mem_available_mib()
             record["host_cpu_all_up_cores"] = self.host_cpu_cores(cpu_window)
             record["host_cpu_window_seconds"] = cpu_window
             live = sorted(site["live_only_mib"] for site in record["all_up"]["sites"].values())
-            self.log(f"density: {n} sites up; live only {live[0]}..{live[-1]} MiB per site, edge "
-                     f"{record['all_up']['edge_mib']} MiB, CPU {record['all_up']['cpu_percent_sites']}% at idle; "
-                     f"MemAvailable {record['mem_available_before_mib']} -> {record['mem_available_after_mib']} MiB")
+            self.log(
+                f"density: {n} sites up; live only {live[0]}..{live[-1]} MiB per site, edge "
+                f"{record['all_up']['edge_mib']} MiB, CPU {record['all_up']['cpu_percent_sites']}% at idle; "
+                f"MemAvailable {record['mem_available_before_mib']} -> {record['mem_available_after_mib']} MiB"
+            )
 
             slug = record["target"] = slugs[-1]
             target = (ports["http"], f"{slug}.example.test")
             record["calibration"] = self.capacity("density-calibration", target)
-            run, _, result = self.measured_upgrade("density-upgrade", slug, root=root, target=target,
-                                                   rate=max(record["calibration"]["rate_used"], 1.0))
+            run, _, result = self.measured_upgrade(
+                "density-upgrade", slug, root=root, target=target, rate=max(record["calibration"]["rate_used"], 1.0)
+            )
             record["upgrade"] = run
             record["idle_colour"] = (result["json"] or {}).get("from_colour")
-            self.log(f"density: upgrade of {slug}: {run['sent']} requests, {run['failed']} failed, p99 "
-                     f"{run['p99_ms']} ms, switch window {run['window_seconds']}s")
+            self.log(
+                f"density: upgrade of {slug}: {run['sent']} requests, {run['failed']} failed, p99 "
+                f"{run['p99_ms']} ms, switch window {run['window_seconds']}s"
+            )
             record["after_upgrade"] = self.density_snapshot(root, [slug])
 
             # The automatic path: a soak period of 1 s in sumbg.toml, then what cron runs on a host.
@@ -1075,12 +1411,18 @@ class Bench:
 
             back = self.sumbg_ok("rollback", slug, "--json", root=root)
             doc = back["json"] or {}
-            record["rollback"] = {"wall_seconds": round(back["end"] - back["start"], 3),
-                                  "seconds": doc.get("seconds"), "instant": doc.get("instant"),
-                                  "flip_seconds": doc.get("flip_seconds"), "to_colour": doc.get("to_colour"),
-                                  "steps": self.step_seconds(doc)}
-            self.log(f"density: rollback of {slug} to its retired colour {record['rollback']['to_colour']}: "
-                     f"{record['rollback']['wall_seconds']}s, instant={record['rollback']['instant']}")
+            record["rollback"] = {
+                "wall_seconds": round(back["end"] - back["start"], 3),
+                "seconds": doc.get("seconds"),
+                "instant": doc.get("instant"),
+                "flip_seconds": doc.get("flip_seconds"),
+                "to_colour": doc.get("to_colour"),
+                "steps": self.step_seconds(doc),
+            }
+            self.log(
+                f"density: rollback of {slug} to its retired colour {record['rollback']['to_colour']}: "
+                f"{record['rollback']['wall_seconds']}s, instant={record['rollback']['instant']}"
+            )
         finally:
             self.log("density: removing its sites, edge, volumes, networks and images")
             self.cleanup_density()
@@ -1092,8 +1434,9 @@ class Bench:
         """The CPU weight (Docker cpu-shares) of a colour's web container; Docker's 0 means its default, 1024."""
         if not colour:
             return None
-        out = self.docker("inspect", "--format", "{{.HostConfig.CpuShares}}", f"{PREFIX}-{colour}-web",
-                          check=False).stdout.strip()
+        out = self.docker(
+            "inspect", "--format", "{{.HostConfig.CpuShares}}", f"{PREFIX}-{colour}-web", check=False
+        ).stdout.strip()
         return (int(out) or 1024) if out.isdigit() else None
 
     def ensure_new_image(self) -> float | None:
@@ -1102,7 +1445,7 @@ class Bench:
         Returns how long that took, or None."""
         if self.docker("image", "inspect", self.image(NEW), check=False).returncode == 0:
             return None
-        t = time.time()   # no v1.1.0 image, so no v1.1.0 migration applied: nothing to unapply first
+        t = time.time()  # no v1.1.0 image, so no v1.1.0 migration applied: nothing to unapply first
         self.sumbg_ok("upgrade", SLUG, NEW, "--watch", "0", "--yes", "--json")
         self.sumbg_ok("rollback", SLUG, "--json")
         seconds = round(time.time() - t, 1)
@@ -1120,8 +1463,11 @@ class Bench:
         time.sleep(seconds)
         t1 = time.time()
         samples = self.stop_load(load, post=0.0)
-        return {"seconds": round(t1 - t0, 3), **stats.latency_split(stats.in_window(samples, t0, t1)),
-                "samples": str(load["path"])}
+        return {
+            "seconds": round(t1 - t0, 3),
+            **stats.latency_split(stats.in_window(samples, t0, t1)),
+            "samples": str(load["path"]),
+        }
 
     def latency_upgrade(self, rep: int, weights: str, rate: float) -> dict:
         """Figure 10b/c: an upgrade under the load, with the background CPU weight on (sumbg.toml as sumbg
@@ -1137,30 +1483,46 @@ class Bench:
             conf.write_text(text + "\n[upgrade]\nbackground_cpu_shares = 1024\n")
         live_shares = self.cpu_shares(live)
         try:
-            upgrade, samples, result = self.measured_upgrade(f"latency-{rep}-{weights}", rate=rate,
-                                                             **self.latency_load())
+            upgrade, samples, result = self.measured_upgrade(
+                f"latency-{rep}-{weights}", rate=rate, **self.latency_load()
+            )
         finally:
             conf.write_text(text)
         doc = result["json"] or {}
         (w0, w1), start, end = result["window"], result["start"], result["end"]
         during = stats.in_window(samples, start, end)
         build = next((st for st in doc.get("steps") or [] if st.get("name") == "build"), {})
-        record = {"weights": weights, **stats.latency_split(during),
-                  "excluding_switch": stats.latency_split(stats.outside_window(during, w0, w1)),
-                  "window_seconds": upgrade["window_seconds"], "window_sent": upgrade["window_sent"],
-                  "window_failed": upgrade["window_failed"], "wall_seconds": upgrade["wall_seconds"],
-                  "upgrade_seconds": upgrade["upgrade_seconds"], "steps": upgrade["steps"],
-                  "build_outcome": build.get("outcome"), "build_reason": build.get("reason"),
-                  "cpu_shares": {"live_before": live_shares, "live_after": self.cpu_shares(doc.get("to_colour")),
-                                 "previous_after": self.cpu_shares(doc.get("from_colour"))},
-                  "samples": upgrade["samples"]}
+        record = {
+            "weights": weights,
+            **stats.latency_split(during),
+            "excluding_switch": stats.latency_split(stats.outside_window(during, w0, w1)),
+            "window_seconds": upgrade["window_seconds"],
+            "window_sent": upgrade["window_sent"],
+            "window_failed": upgrade["window_failed"],
+            "wall_seconds": upgrade["wall_seconds"],
+            "upgrade_seconds": upgrade["upgrade_seconds"],
+            "steps": upgrade["steps"],
+            "build_outcome": build.get("outcome"),
+            "build_reason": build.get("reason"),
+            "cpu_shares": {
+                "live_before": live_shares,
+                "live_after": self.cpu_shares(doc.get("to_colour")),
+                "previous_after": self.cpu_shares(doc.get("from_colour")),
+            },
+            "samples": upgrade["samples"],
+        }
         self.sumbg_ok("rollback", SLUG, "--json")
         shares = record["cpu_shares"]
-        if ((shares["previous_after"] == 1024) != (weights == "off") or shares["live_after"] != 1024
-                or shares["live_before"] != 1024):
-            raise BenchError(f"weights {weights}, yet the live colour's CPU weight was {shares['live_before']} before "
-                             f"the upgrade, and after it {shares['live_after']} (live) and "
-                             f"{shares['previous_after']} (previous colour)")
+        if (
+            (shares["previous_after"] == 1024) != (weights == "off")
+            or shares["live_after"] != 1024
+            or shares["live_before"] != 1024
+        ):
+            raise BenchError(
+                f"weights {weights}, yet the live colour's CPU weight was {shares['live_before']} before "
+                f"the upgrade, and after it {shares['live_after']} (live) and "
+                f"{shares['previous_after']} (previous colour)"
+            )
         return record
 
     def latency(self) -> None:
@@ -1168,29 +1530,41 @@ class Bench:
         site sustains, with no upgrade (idle) and during an upgrade with the background CPU weight on and off;
         the two upgrades alternate order per repetition."""
         c = self.cfg
-        record: dict = {"paths": list(LATENCY_PATHS), "clients": c["keepalive"], "warmup": c["warmup"],
-                        "post": c["post"], "runs": []}
-        self.results["latency"] = record          # partial figures survive a failure
+        record: dict = {
+            "paths": list(LATENCY_PATHS),
+            "clients": c["keepalive"],
+            "warmup": c["warmup"],
+            "post": c["post"],
+            "runs": [],
+        }
+        self.results["latency"] = record  # partial figures survive a failure
         record["primed_seconds"] = self.ensure_new_image()
         record["rate"] = self.sustained_rate("latency-rate", **self.latency_load())
         rate = record["rate"]["rate_used"]
         walls: list[float] = []
         for rep in range(int(c["latency_reps"])):
             # An idle window as long as this figure's upgrades so far (the profile's length before the first).
-            seconds = (float(c["latency_idle"]) if not walls or self.args.latency_idle is not None
-                       else float(max(5, round(statistics.median(walls) + 0.5))))
+            seconds = (
+                float(c["latency_idle"])
+                if not walls or self.args.latency_idle is not None
+                else float(max(5, round(statistics.median(walls) + 0.5)))
+            )
             order = ("on", "off") if rep % 2 == 0 else ("off", "on")
             run: dict = {"rep": rep, "order": list(order)}
             record["runs"].append(run)
             run["idle"] = self.latency_idle(rep, rate, seconds)
-            self.log(f"latency rep {rep} idle {run['idle']['seconds']}s: {run['idle']['sent']} requests, "
-                     f"{run['idle']['failed']} failed, p50 {run['idle']['p50_ms']} ms, p99 {run['idle']['p99_ms']} ms")
+            self.log(
+                f"latency rep {rep} idle {run['idle']['seconds']}s: {run['idle']['sent']} requests, "
+                f"{run['idle']['failed']} failed, p50 {run['idle']['p50_ms']} ms, p99 {run['idle']['p99_ms']} ms"
+            )
             for weights in order:
                 up = run[weights] = self.latency_upgrade(rep, weights, rate)
                 walls.append(up["wall_seconds"])
-                self.log(f"latency rep {rep} weights {weights}: {up['sent']} requests, {up['failed']} failed, p50 "
-                         f"{up['p50_ms']} ms, p99 {up['p99_ms']} ms, upgrade {up['wall_seconds']}s (build "
-                         f"{up['build_outcome']}), CPU weights {up['cpu_shares']}")
+                self.log(
+                    f"latency rep {rep} weights {weights}: {up['sent']} requests, {up['failed']} failed, p50 "
+                    f"{up['p50_ms']} ms, p99 {up['p99_ms']} ms, upgrade {up['wall_seconds']}s (build "
+                    f"{up['build_outcome']}), CPU weights {up['cpu_shares']}"
+                )
 
     # ------------------------------------------------------------------ the whole run
     def section(self, name: str, action) -> bool:
@@ -1240,8 +1614,9 @@ class Bench:
         t = time.time()
         self.sumbg_ok("init", SLUG, "--repo", str(self.repo), "--domain", DOMAIN, "--ref", OLD, "--json")
         self.results["init_seconds"] = round(time.time() - t, 1)
-        self.results["machine"]["caddy"] = self.docker(
-            "exec", f"{EDGE}-caddy", "caddy", "version", check=False).stdout.strip().split(" ")[0]
+        self.results["machine"]["caddy"] = (
+            self.docker("exec", f"{EDGE}-caddy", "caddy", "version", check=False).stdout.strip().split(" ")[0]
+        )
         self.baseline_migrations = self.applied_migrations("blue", self.image(OLD))
         self.log(f"init {self.results['init_seconds']}s; {OLD} migrations: {self.baseline_migrations}")
 
@@ -1255,9 +1630,9 @@ class Bench:
         for rep in range(c["reps"]):
             if rep:
                 self.reset_db(self.state()["live"])
-            if not self.section(f"upgrade rep {rep}", lambda: self.upgrade_under_load(rep)):
+            if not self.section(f"upgrade rep {rep}", lambda rep=rep: self.upgrade_under_load(rep)):
                 break
-            if not self.section(f"rollback rep {rep}", lambda: self.rollback_under_load(rep)):
+            if not self.section(f"rollback rep {rep}", lambda rep=rep: self.rollback_under_load(rep)):
                 break
         # 10: the live site's latency during an upgrade, CPU weights on and off (the v1.1.0 image exists now,
         # so its upgrades skip the build as figure 1's later ones do; the database is still the example one).
@@ -1265,8 +1640,8 @@ class Bench:
             self.section("latency", self.latency)
         # 4: wall time by step, warm and cold build cache, no load.
         for rep in range(c["build_reps"]):
-            for kind in (("warm", "cold") if rep % 2 == 0 else ("cold", "warm")):
-                if not self.section(f"{kind} build rep {rep}", lambda: self.build_timing(rep, kind)):
+            for kind in ("warm", "cold") if rep % 2 == 0 else ("cold", "warm"):
+                if not self.section(f"{kind} build rep {rep}", lambda rep=rep, kind=kind: self.build_timing(rep, kind)):
                     break
         # 7a: the rehearsal's cost on the example database (before the big one exists).
         self.section("rehearsal (example database)", lambda: self.rehearsal_cost("example"))
@@ -1277,7 +1652,7 @@ class Bench:
             self.compose(idle, "down", "--remove-orphans", check=False)
         self.runbook_route()
         for rep in range(c["reps"]):
-            if not self.section(f"baseline rep {rep}", lambda: self.baseline_restart(rep)):
+            if not self.section(f"baseline rep {rep}", lambda rep=rep: self.baseline_restart(rep)):
                 break
         # 5: backup cost, last (a big database would slow every upgrade's backup step).
         self.section("backup", self.backup_cost)
@@ -1285,7 +1660,7 @@ class Bench:
         self.section("rehearsal (generated database)", self.rehearsal_generated)
         # 8: adopting a runbook host, then the edge taking its ports.
         for rep in range(c["adopt_reps"]):
-            if not self.section(f"adoption rep {rep}", lambda: self.adoption(rep)):
+            if not self.section(f"adoption rep {rep}", lambda rep=rep: self.adoption(rep)):
                 break
         # 9: density, last: N more sites on this host, under their own root and edge.
         if c["density_sites"]:
@@ -1293,8 +1668,9 @@ class Bench:
 
     def write_outputs(self) -> int:
         import report
+
         self.results["summary"] = report.summarise(self.results)
-        publish = not self.quick and not self.only   # --only never publishes: its figures are in --out
+        publish = not self.quick and not self.only  # --only never publishes: its figures are in --out
         results_path = self.out / "results.json"
         results_path.write_text(json.dumps(self.results, indent=2, sort_keys=True, default=str) + "\n")
         plot_path = self.out / "timeline.png"
@@ -1327,23 +1703,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions of the upgrade/rollback and baseline runs")
     parser.add_argument("--build-reps", type=int, help="repetitions of the warm and cold upgrade timings")
     parser.add_argument("--backup-reps", type=int, help="repetitions of the backup comparison")
-    parser.add_argument("--rehearsal-reps", type=int,
-                        help="repetitions of the upgrade with vs without the rehearsal (per database)")
+    parser.add_argument(
+        "--rehearsal-reps", type=int, help="repetitions of the upgrade with vs without the rehearsal (per database)"
+    )
     parser.add_argument("--adopt-reps", type=int, help="repetitions of the adoption and takeover figure")
-    parser.add_argument("--density-sites", type=int,
-                        help="example sites brought up on this host for the density figure (full: 20; quick: 0, "
-                             "the figure is skipped)")
-    parser.add_argument("--latency-reps", type=int,
-                        help="repetitions of the latency figure (idle, upgrade with and without the background CPU "
-                             "weight; full: 3; quick: 0, the figure is skipped)")
-    parser.add_argument("--latency-idle", type=float,
-                        help="seconds of the latency figure's idle window (default: the profile's for the first "
-                             "repetition, then as long as the figure's upgrades so far)")
-    parser.add_argument("--latency-probe", type=float,
-                        help="seconds of each load run of the latency figure's rate search")
-    parser.add_argument("--only", choices=sorted(ONLY),
-                        help="run that figure alone (density: figure 9; latency: figure 10, on bench-acme) into "
-                             "the --out folder, never BENCHMARKS.md or bench/ (it still builds the example repo)")
+    parser.add_argument(
+        "--density-sites",
+        type=int,
+        help="example sites brought up on this host for the density figure (full: 20; quick: 0, the figure is skipped)",
+    )
+    parser.add_argument(
+        "--latency-reps",
+        type=int,
+        help="repetitions of the latency figure (idle, upgrade with and without the background CPU "
+        "weight; full: 3; quick: 0, the figure is skipped)",
+    )
+    parser.add_argument(
+        "--latency-idle",
+        type=float,
+        help="seconds of the latency figure's idle window (default: the profile's for the first "
+        "repetition, then as long as the figure's upgrades so far)",
+    )
+    parser.add_argument(
+        "--latency-probe", type=float, help="seconds of each load run of the latency figure's rate search"
+    )
+    parser.add_argument(
+        "--only",
+        choices=sorted(ONLY),
+        help="run that figure alone (density: figure 9; latency: figure 10, on bench-acme) into "
+        "the --out folder, never BENCHMARKS.md or bench/ (it still builds the example repo)",
+    )
     parser.add_argument("--rate", type=float, help="target requests/s of the load")
     parser.add_argument("--keepalive", type=int, help="keep-alive clients")
     parser.add_argument("--fresh", type=int, help="new-connection-per-request clients")

@@ -1,4 +1,5 @@
 """Numbers from per-request samples (see load.py): counts, percentiles, windows, convergence."""
+
 from __future__ import annotations
 
 import math
@@ -56,9 +57,14 @@ def latency_split(samples: list[dict]) -> dict:
     """Requests, failures, latency and rate over all `samples` and for each path (the `by_path` dict)."""
     paths = sorted({s.get("path", "") for s in samples})
     whole = summarise(samples)
-    return {**{k: whole[k] for k in LATENCY_KEYS},
-            "by_path": {path: {k: part[k] for k in LATENCY_KEYS}
-                        for path in paths for part in [summarise([s for s in samples if s.get("path", "") == path])]}}
+    return {
+        **{k: whole[k] for k in LATENCY_KEYS},
+        "by_path": {
+            path: {k: part[k] for k in LATENCY_KEYS}
+            for path in paths
+            for part in [summarise([s for s in samples if s.get("path", "") == path])]
+        },
+    }
 
 
 def converged(samples: list[dict], build: str, since: float) -> dict:
@@ -93,9 +99,15 @@ def per_second(samples: list[dict], origin: float) -> list[dict]:
     for second in range(min(buckets), max(buckets) + 1) if buckets else ():
         group = buckets.get(second, [])
         lat = [s["latency"] for s in group]
-        rows.append({"t": second, "ok": sum(1 for s in group if s["ok"]),
-                     "failed": sum(1 for s in group if not s["ok"]),
-                     "p50_ms": ms(percentile(lat, 50)), "p99_ms": ms(percentile(lat, 99))})
+        rows.append(
+            {
+                "t": second,
+                "ok": sum(1 for s in group if s["ok"]),
+                "failed": sum(1 for s in group if not s["ok"]),
+                "p50_ms": ms(percentile(lat, 50)),
+                "p99_ms": ms(percentile(lat, 99)),
+            }
+        )
     return rows
 
 

@@ -6,6 +6,7 @@ Builds the example client repo, inits it at v1.0.0 behind its own edge Caddy
 background visitor keeps requesting the site, and prints each step's time and
 how many visitor requests failed. `--clean` removes everything it created.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,7 @@ SUMBG = Path(sys.executable).with_name("sumbg")
 
 def sumbg(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "SUMBG_ROOT": str(ROOT)}
-    return subprocess.run([str(SUMBG), *args], env=env, text=True,
-                          stdout=subprocess.PIPE if capture else None)
+    return subprocess.run([str(SUMBG), *args], env=env, text=True, stdout=subprocess.PIPE if capture else None)
 
 
 def docker(*args: str) -> subprocess.CompletedProcess:
@@ -46,8 +46,14 @@ def clean() -> None:
         ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
         if ids:
             docker("rm", "-f", "-v", *ids)
-    docker("volume", "rm", f"sum-{SLUG}-data-pgdata", f"sum-{SLUG}-data-redisdata",
-           f"{EDGE}-caddy-data", f"{EDGE}-caddy-config")
+    docker(
+        "volume",
+        "rm",
+        f"sum-{SLUG}-data-pgdata",
+        f"sum-{SLUG}-data-redisdata",
+        f"{EDGE}-caddy-data",
+        f"{EDGE}-caddy-config",
+    )
     docker("network", "rm", f"sum-{SLUG}", EDGE)
     shutil.rmtree(DEMO, ignore_errors=True)
 
@@ -57,8 +63,9 @@ def write_host_config() -> None:
     local = REPO / "build" / "local-host.toml"
     (ROOT / "sumbg.toml").write_text(
         (local.read_text() if local.exists() else "")
-        + f'\n[edge]\nhttp_port = {HTTP_PORT}\nhttps_port = {HTTPS_PORT}\npreview_port = {PREVIEW_PORT}\n'
-        f'bind = "127.0.0.1"\ntls = "off"\nname = "{EDGE}"\n')
+        + f"\n[edge]\nhttp_port = {HTTP_PORT}\nhttps_port = {HTTPS_PORT}\npreview_port = {PREVIEW_PORT}\n"
+        f'bind = "127.0.0.1"\ntls = "off"\nname = "{EDGE}"\n'
+    )
 
 
 def versions_seen(report) -> str:
@@ -90,12 +97,16 @@ def main() -> None:
     clean()
     write_host_config()
     repo = DEMO / "acme-repo"
-    subprocess.run([sys.executable, str(REPO / "examples/sum-site/build_repo.py"), str(repo)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(REPO / "examples/sum-site/build_repo.py"), str(repo)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
     print(f"\n== 1. sumbg init {SLUG} at v1.0.0 (first deploy, colour blue)")
-    init = must(sumbg("init", SLUG, "--repo", str(repo), "--domain", DOMAIN, "--ref", "v1.0.0", "--json",
-                      capture=True), "init")
+    init = must(
+        sumbg("init", SLUG, "--repo", str(repo), "--domain", DOMAIN, "--ref", "v1.0.0", "--json", capture=True), "init"
+    )
     show_steps(init)
 
     print(f"\n== 2. sumbg upgrade {SLUG} v1.1.0, with a visitor requesting the site throughout")
@@ -121,11 +132,13 @@ def main() -> None:
 
     print("\n== 4. sumbg status")
     sumbg("status")
-    print(f"\nThe site is still running. Try:\n"
-          f"  curl -H 'Host: {DOMAIN}' -H 'X-Forwarded-Proto: https' http://127.0.0.1:{HTTP_PORT}/\n"
-          f"  SUMBG_ROOT={ROOT} {SUMBG} history {SLUG}\n"
-          f"  SUMBG_ROOT={ROOT} {SUMBG} upgrade {SLUG} v1.6.0\n"
-          f"Remove it with: make demo-clean")
+    print(
+        f"\nThe site is still running. Try:\n"
+        f"  curl -H 'Host: {DOMAIN}' -H 'X-Forwarded-Proto: https' http://127.0.0.1:{HTTP_PORT}/\n"
+        f"  SUMBG_ROOT={ROOT} {SUMBG} history {SLUG}\n"
+        f"  SUMBG_ROOT={ROOT} {SUMBG} upgrade {SLUG} v1.6.0\n"
+        f"Remove it with: make demo-clean"
+    )
 
 
 if __name__ == "__main__":

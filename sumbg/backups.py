@@ -1,4 +1,5 @@
 """Database backups: take, list, verify and restore (with a safety backup and a maintenance page)."""
+
 from __future__ import annotations
 
 import os
@@ -8,9 +9,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .context import Context, refuse_if_interrupted
 from .errors import BackupError, NotFound, UsageError
 from .executor import Plan, Run, Step
-from .context import Context, refuse_if_interrupted
 from .records import recorded
 from .runtime import Site
 from .stacks import sha256_file
@@ -40,8 +41,13 @@ class BackupFile:
     def describe(self) -> dict:
         match = _NAME.match(self.path.name)
         stat = self.path.stat()
-        return {"file": self.path.name, "size": stat.st_size, "time": int(stat.st_mtime),
-                "ref": match.group("ref") if match else None, "verified": self.verified()}
+        return {
+            "file": self.path.name,
+            "size": stat.st_size,
+            "time": int(stat.st_mtime),
+            "ref": match.group("ref") if match else None,
+            "verified": self.verified(),
+        }
 
 
 def list_backups(ctx: Context, slug: str) -> list[dict]:
@@ -63,8 +69,12 @@ def backup(ctx: Context, slug: str, *, lock_timeout: float = 0.0) -> dict:
             taken, pruned = stacks.backup_and_prune(name, run.state)
             return {**taken.record(), "pruned": pruned}
 
-        plan = Plan("backup", slug, (Step("backup", f"pg_dump to {site.backups_dir / name}, verify", take),),
-                    facts={"file": name})
+        plan = Plan(
+            "backup",
+            slug,
+            (Step("backup", f"pg_dump to {site.backups_dir / name}, verify", take),),
+            facts={"file": name},
+        )
         return ctx.execute(plan, site, f"backup {slug}")
 
 
@@ -85,12 +95,12 @@ def confirm_restore(site: Site, file: Path, yes: bool) -> None:
     if not sys.stdin.isatty():
         raise UsageError("restore replaces the site's database: pass --yes (no terminal to ask on)")
     import click
+
     if not click.confirm(f"Replace {site.slug}'s database with {file.name}? A safety backup is taken first"):
         raise UsageError("restore cancelled")
 
 
-def restore_steps(ctx: Context, site: Site, file: Path, *, require_sha: bool,
-                  then_flip=None) -> tuple[Step, ...]:
+def restore_steps(ctx: Context, site: Site, file: Path, *, require_sha: bool, then_flip=None) -> tuple[Step, ...]:
     """Verify, safety-backup, maintenance on, restore, (flip), maintenance off: as plan steps."""
     stacks = ctx.stacks(site)
     database = stacks.database()

@@ -14,6 +14,7 @@ fetched source tree goes into the build context, and the requirement is rewritte
 the image needs no git (a site whose dependencies themselves pull git URLs can add git
 to `[build] build_packages`: the build stage only).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,8 +74,11 @@ class BuildOptions:
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
     def build_args(self) -> dict:
-        return {"PYTHON_IMAGE": self.python_image, "BUILD_PACKAGES": " ".join(self.build_packages),
-                "PACKAGES": " ".join(self.packages)}
+        return {
+            "PYTHON_IMAGE": self.python_image,
+            "BUILD_PACKAGES": " ".join(self.build_packages),
+            "PACKAGES": " ".join(self.packages),
+        }
 
 
 def options_for(host: HostConfig, site: SiteConfig | None) -> BuildOptions:
@@ -99,15 +103,22 @@ def options_for(host: HostConfig, site: SiteConfig | None) -> BuildOptions:
         build_packages=sb.build_packages,
         packages=sb.packages,
         url_rewrites=tuple(rewrites.items()),
-        auth=GitAuth(token_file=token, token_source=token_source, username=pick("git_username")[0],
-                     ssh_key_file=key, ssh_key_source=key_source, ssh_known_hosts=pick("git_ssh_known_hosts")[0],
-                     ca_bundle=host.ca_bundle),
+        auth=GitAuth(
+            token_file=token,
+            token_source=token_source,
+            username=pick("git_username")[0],
+            ssh_key_file=key,
+            ssh_key_source=key_source,
+            ssh_known_hosts=pick("git_ssh_known_hosts")[0],
+            ca_bundle=host.ca_bundle,
+        ),
         cpu_shares=host.background_cpu_shares,
     )
 
 
-def build(engine: Engine, mirror: Mirror, spec: ImageSpec, *, host: HostConfig, site: SiteConfig | None,
-          work_dir: Path) -> dict:
+def build(
+    engine: Engine, mirror: Mirror, spec: ImageSpec, *, host: HostConfig, site: SiteConfig | None, work_dir: Path
+) -> dict:
     """Build `spec` unless an image with that tag was already built from the same commit and settings.
 
     The site's [build] settings apply over the host's; scratch files go under work_dir.
@@ -137,8 +148,14 @@ def _build_own_dockerfile(engine, mirror, spec, labels, options, context: Path) 
     extras.mkdir(exist_ok=True)
     (context / "vendor").mkdir(exist_ok=True)
     _write_ca(extras / "ca.crt", options.ca_bundle)
-    engine.build(context, context / "Dockerfile", spec.tag, labels,
-                 build_args={**options.build_args(), **_version_args(spec)}, cpu_shares=options.cpu_shares)
+    engine.build(
+        context,
+        context / "Dockerfile",
+        spec.tag,
+        labels,
+        build_args={**options.build_args(), **_version_args(spec)},
+        cpu_shares=options.cpu_shares,
+    )
     return {"image": spec.tag, "dockerfile": "the repo's own Dockerfile"}
 
 
@@ -160,41 +177,67 @@ def _build_default(engine, mirror, spec, labels, options, context: Path, scratch
     for requirement in gitdeps.find_git_requirements(text):
         source = gitdeps.rewrite_url(requirement.url, options.url_rewrites)
         staging = scratch / "tree"
-        commit = fetch_tree(source, requirement.ref, requirement.subdirectory, staging, auth=options.auth,
-                            scratch=scratch, shown_url=gitdeps.redact_url(source))
+        commit = fetch_tree(
+            source,
+            requirement.ref,
+            requirement.subdirectory,
+            staging,
+            auth=options.auth,
+            scratch=scratch,
+            shown_url=gitdeps.redact_url(source),
+        )
         name = gitdeps.dependency_dir_name(requirement, commit)
         if not (extras / "deps" / name).exists():
             shutil.move(staging, extras / "deps" / name)
         shutil.rmtree(staging, ignore_errors=True)
         directory = f"{gitdeps.DEPS_DIR_IN_IMAGE}/{name}"
         replacements[requirement.line] = gitdeps.local_requirement(requirement, directory)
-        fetched.append({
-            "requirement": requirement.label, "url": gitdeps.redact_url(requirement.url),
-            **({"fetched_from": gitdeps.redact_url(source)} if source != requirement.url else {}),
-            "ref": requirement.ref or "HEAD", "commit": commit,
-        })
+        fetched.append(
+            {
+                "requirement": requirement.label,
+                "url": gitdeps.redact_url(requirement.url),
+                **({"fetched_from": gitdeps.redact_url(source)} if source != requirement.url else {}),
+                "ref": requirement.ref or "HEAD",
+                "commit": commit,
+            }
+        )
     (extras / "requirements.txt").write_text(gitdeps.rewrite_requirements(text, replacements))
     if fetched:
-        labels = {**labels, "sumbg.git-dependencies": " ".join(
-            f"{item['requirement']}@{item['commit'][:12]}" for item in fetched)}
+        labels = {
+            **labels,
+            "sumbg.git-dependencies": " ".join(f"{item['requirement']}@{item['commit'][:12]}" for item in fetched),
+        }
     try:
-        engine.build(context, extras / "Dockerfile", spec.tag, labels,
-                     build_args={**options.build_args(), **_version_args(spec)}, cpu_shares=options.cpu_shares)
+        engine.build(
+            context,
+            extras / "Dockerfile",
+            spec.tag,
+            labels,
+            build_args={**options.build_args(), **_version_args(spec)},
+            cpu_shares=options.cpu_shares,
+        )
     except DockerError as exc:
         hint = compile_hint(exc.output_tail or "", options)
         if hint:
             exc.message = f"{exc.message}; {hint}"
         raise
-    result = {"image": spec.tag, "dockerfile": "sumbg's default SUM Dockerfile",
-              "python_image": options.python_image}
+    result = {"image": spec.tag, "dockerfile": "sumbg's default SUM Dockerfile", "python_image": options.python_image}
     if fetched:
         result["git_dependencies"] = fetched
     return result
 
 
-_COMPILE_FAILURE = ("failed building wheel", "error: command 'gcc' failed", "gcc: not found",
-                    "command 'gcc' failed", "could not be found", "x86_64-linux-gnu-gcc", "fatal error:",
-                    "no such file or directory: 'gcc'", "unable to execute 'gcc'")
+_COMPILE_FAILURE = (
+    "failed building wheel",
+    "error: command 'gcc' failed",
+    "gcc: not found",
+    "command 'gcc' failed",
+    "could not be found",
+    "x86_64-linux-gnu-gcc",
+    "fatal error:",
+    "no such file or directory: 'gcc'",
+    "unable to execute 'gcc'",
+)
 
 
 def compile_hint(output: str, options: BuildOptions) -> str:
@@ -203,10 +246,14 @@ def compile_hint(output: str, options: BuildOptions) -> str:
     if not any(marker.lower() in low for marker in _COMPILE_FAILURE):
         return ""
     if options.build_packages:
-        return (f"pip could not compile a package (build_packages {' '.join(options.build_packages)}); "
-                "its -dev headers may be missing from site.toml [build] build_packages")
-    return ('pip had to compile a package: add what it needs to site.toml [build] build_packages, e.g. '
-            '["gcc", "libjpeg-dev", "zlib1g-dev"] for Pillow, and its runtime libraries to packages')
+        return (
+            f"pip could not compile a package (build_packages {' '.join(options.build_packages)}); "
+            "its -dev headers may be missing from site.toml [build] build_packages"
+        )
+    return (
+        "pip had to compile a package: add what it needs to site.toml [build] build_packages, e.g. "
+        '["gcc", "libjpeg-dev", "zlib1g-dev"] for Pillow, and its runtime libraries to packages'
+    )
 
 
 def _write_ca(path: Path, ca_bundle: str) -> None:
@@ -218,4 +265,3 @@ def _write_ca(path: Path, ca_bundle: str) -> None:
 
 def _version_args(spec: ImageSpec) -> dict:
     return {"GIT_SHA": spec.commit, "BUILD_ID": spec.labels["sumbg.ref"]}
-

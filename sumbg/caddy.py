@@ -1,6 +1,7 @@
 """The edge Caddy: config rendered from templates/caddy, validated before it
 replaces anything, reloaded only when its structure changes; traffic moves by
 atomically rewriting per-site state files Caddy reads on every request."""
+
 from __future__ import annotations
 
 import json
@@ -40,23 +41,30 @@ def _checked_domain(domain: str) -> str:
     return naming.validate_domain(domain)
 
 
-ACME_ROOT_FILE = "acme-ca-root.pem"   # a copy of [edge] acme_ca_root, beside the Caddyfile
+ACME_ROOT_FILE = "acme-ca-root.pem"  # a copy of [edge] acme_ca_root, beside the Caddyfile
 
 
 def render_main(edge: EdgeSettings) -> str:
     return _env.get_template("Caddyfile.j2").render(
-        tls=edge.tls, acme_email=edge.acme_email, admin="localhost:2019", acme_ca=edge.acme_ca,
+        tls=edge.tls,
+        acme_email=edge.acme_email,
+        admin="localhost:2019",
+        acme_ca=edge.acme_ca,
         acme_ca_root=f"{CONTAINER_CADDY_DIR}/{ACME_ROOT_FILE}" if edge.acme_ca_root else "",
-        preview_port=PREVIEW_PORT_IN_CONTAINER, metrics_host=METRICS_HOST,
+        preview_port=PREVIEW_PORT_IN_CONTAINER,
+        metrics_host=METRICS_HOST,
     )
 
 
-def render_site(slug: str, domain: str, edge: EdgeSettings, *, aliases: tuple[str, ...] = (),
-                caddy: CaddySettings = CaddySettings()) -> str:
+def render_site(
+    slug: str, domain: str, edge: EdgeSettings, *, aliases: tuple[str, ...] = (), caddy: CaddySettings | None = None
+) -> str:
     return _env.get_template("site.caddy.j2").render(
-        slug=naming.validate_slug(slug), domain=_checked_domain(domain),
-        tls="off" if caddy.behind_proxy else edge.tls,
-        aliases=[_checked_domain(alias) for alias in aliases], caddy=caddy,
+        slug=naming.validate_slug(slug),
+        domain=_checked_domain(domain),
+        tls="off" if caddy and caddy.behind_proxy else edge.tls,
+        aliases=[_checked_domain(alias) for alias in aliases],
+        caddy=caddy or CaddySettings(),
         preview_port=PREVIEW_PORT_IN_CONTAINER,
     )
 
@@ -65,17 +73,23 @@ _TLS_LINE = re.compile(r"^tls [^{}\"\n]+$")
 
 
 def _host_site_context(slug: str, domains: tuple[str, ...], tls_lines: tuple[str, ...], kept: str) -> dict:
-    return {"slug": naming.validate_slug(slug), "domains": [_checked_domain(d) for d in domains],
-            "tls_lines": [line for line in tls_lines if _TLS_LINE.fullmatch(line)], "kept": kept}
+    return {
+        "slug": naming.validate_slug(slug),
+        "domains": [_checked_domain(d) for d in domains],
+        "tls_lines": [line for line in tls_lines if _TLS_LINE.fullmatch(line)],
+        "kept": kept,
+    }
 
 
-def render_host_proxy(slug: str, domains: tuple[str, ...], tls_lines: tuple[str, ...], *, edge_address: str,
-                      kept: str, since: str) -> str:
+def render_host_proxy(
+    slug: str, domains: tuple[str, ...], tls_lines: tuple[str, ...], *, edge_address: str, kept: str, since: str
+) -> str:
     """A runbook host Caddy's site file once sumbg serves the site: TLS there, the rest at the edge."""
     if not re.fullmatch(r"[0-9.]+:[0-9]+|\[[0-9a-f:]+\]:[0-9]+", edge_address):
         raise CaddyError(f"refusing to render a proxy to {edge_address!r}")
     return _env.get_template("host-proxy.caddy.j2").render(
-        **_host_site_context(slug, domains, tls_lines, kept), edge_address=edge_address, since=since)
+        **_host_site_context(slug, domains, tls_lines, kept), edge_address=edge_address, since=since
+    )
 
 
 def render_host_maintenance(slug: str, domains: tuple[str, ...], tls_lines: tuple[str, ...], *, kept: str) -> str:
@@ -202,11 +216,16 @@ class Edge:
             return []
         volume = f"{self.host.edge.name}-caddy-data"
         script = 'mkdir -p /data/caddy && for part in "$@"; do cp -a "/from/$part" /data/caddy/; done'
-        result = self.engine.run_oneoff(self.host.images.caddy, ["sh", "-c", script, "sh", *parts],
-                                        volumes=[(str(source), "/from", "ro"), (volume, "/data", "rw")])
+        result = self.engine.run_oneoff(
+            self.host.images.caddy,
+            ["sh", "-c", script, "sh", *parts],
+            volumes=[(str(source), "/from", "ro"), (volume, "/data", "rw")],
+        )
         if result.returncode != 0:
-            raise CaddyError(f"copying {', '.join(parts)} from {source} into the edge's storage failed",
-                             output_tail=tail(result.output))
+            raise CaddyError(
+                f"copying {', '.join(parts)} from {source} into the edge's storage failed",
+                output_tail=tail(result.output),
+            )
         return parts
 
     def check_version(self) -> str:
@@ -240,8 +259,12 @@ class Edge:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if (entry.get("level") == "error" and entry.get("logger") == "tls.obtain"
-                    and entry.get("identifier") in domains and float(entry.get("ts") or 0) >= since):
+            if (
+                entry.get("level") == "error"
+                and entry.get("logger") == "tls.obtain"
+                and entry.get("identifier") in domains
+                and float(entry.get("ts") or 0) >= since
+            ):
                 return f"{entry['identifier']}: {entry.get('msg')}: {entry.get('error') or ''}".rstrip(": ")
         return None
 
@@ -259,28 +282,33 @@ class Edge:
             relative = path.relative_to(self.host.caddy_dir)
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             (staging / relative).write_text(body)
-        argv = ["caddy", "validate", "--config", f"{CONTAINER_CADDY_DIR}/.staging/Caddyfile",
-                "--adapter", "caddyfile"]
+        argv = ["caddy", "validate", "--config", f"{CONTAINER_CADDY_DIR}/.staging/Caddyfile", "--adapter", "caddyfile"]
         try:
             if self.running():
                 result = self.engine.exec(self.container, argv)
             else:
                 result = self.engine.run_oneoff(
-                    self.host.images.caddy, argv,
+                    self.host.images.caddy,
+                    argv,
                     volumes=[(str(self.host.caddy_dir), CONTAINER_CADDY_DIR, "ro")],
                 )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if result.returncode != 0:
-            raise CaddyError("Caddy rejected the rendered configuration", command=argv,
-                             returncode=result.returncode, output_tail=tail(result.output, 10))
+            raise CaddyError(
+                "Caddy rejected the rendered configuration",
+                command=argv,
+                returncode=result.returncode,
+                output_tail=tail(result.output, 10),
+            )
 
     def reload(self) -> None:
         argv = ["caddy", "reload", "--config", f"{CONTAINER_CADDY_DIR}/Caddyfile", "--adapter", "caddyfile"]
         result = self.engine.exec(self.container, argv)
         if result.returncode != 0:
-            raise CaddyError("caddy reload failed", command=argv, returncode=result.returncode,
-                             output_tail=tail(result.output, 10))
+            raise CaddyError(
+                "caddy reload failed", command=argv, returncode=result.returncode, output_tail=tail(result.output, 10)
+            )
 
     def apply(self, sites: dict[str, SiteConfig], *, reload: bool = True) -> list[str]:
         """Bring the structural config to what `sites` needs: validate, write, reload.

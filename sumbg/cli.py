@@ -1,4 +1,5 @@
 """The sumbg command line (a contract: see README.md)."""
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ class Obj:
         from pathlib import Path
 
         from .context import Context
+
         host = load_host(Path(self.root) if self.root else None)
         return Context(host=host, reporter=Reporter(quiet=quiet))
 
@@ -35,8 +37,12 @@ def json_option(func):
 
 
 # A runbook host's Caddy (adopt, takeover): the Debian package's folder by default.
-caddy_dir_option = click.option("--caddy-dir", default="/etc/caddy", show_default=True,
-                                help="The host Caddy's config folder (Caddyfile, sites-enabled/).")
+caddy_dir_option = click.option(
+    "--caddy-dir",
+    default="/etc/caddy",
+    show_default=True,
+    help="The host Caddy's config folder (Caddyfile, sites-enabled/).",
+)
 
 
 def run_reporting(as_json: bool, action):
@@ -45,8 +51,14 @@ def run_reporting(as_json: bool, action):
         result = action()
     except SumbgError as exc:
         if as_json:
-            emit_json({"outcome": "failed", "exit_code": exc.exit_code, **exc.evidence(),
-                       **({"result": exc.result} if hasattr(exc, "result") else {})})
+            emit_json(
+                {
+                    "outcome": "failed",
+                    "exit_code": exc.exit_code,
+                    **exc.evidence(),
+                    **({"result": exc.result} if hasattr(exc, "result") else {}),
+                }
+            )
         raise
     if as_json:
         emit_json(result)
@@ -68,18 +80,31 @@ def cli(ctx: click.Context, root: str | None, verbose: bool) -> None:
 @cli.command()
 @click.argument("slug")
 @click.option("--repo", required=True, help="Client repository: a path or a git URL.")
-@click.option("--domain", "domains", required=True, multiple=True,
-              help="The site's domain; repeat for more names (the first is canonical).")
+@click.option(
+    "--domain",
+    "domains",
+    required=True,
+    multiple=True,
+    help="The site's domain; repeat for more names (the first is canonical).",
+)
 @click.option("--ref", default=None, help="Git ref to deploy first (default: the repo's HEAD).")
 @click.option("--project", default=None, help="Django project package (default: detected).")
-@click.option("--worker", is_flag=True,
-              help="Run the site's Celery worker as SUM does: celery -A <project> worker.")
+@click.option("--worker", is_flag=True, help="Run the site's Celery worker as SUM does: celery -A <project> worker.")
 @click.option("--worker-command", default=None, help="Another shell command for the background worker.")
-@click.option("--db-port", type=click.IntRange(0, 65535), default=None,
-              help="Publish Postgres on 127.0.0.1:PORT for diagnosis (default: not published).")
+@click.option(
+    "--db-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Publish Postgres on 127.0.0.1:PORT for diagnosis (default: not published).",
+)
 @click.option("--environment", default=None, help="Label for the sites matrix (default: production).")
-@click.option("--env", "env", multiple=True, metavar="KEY=VALUE",
-              help="A non-secret setting for the app's environment (repeatable; secrets go in <slug>/.env).")
+@click.option(
+    "--env",
+    "env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A non-secret setting for the app's environment (repeatable; secrets go in <slug>/.env).",
+)
 @json_option
 @click.pass_obj
 def init(obj: Obj, slug, repo, domains, ref, project, worker, worker_command, db_port, environment, env, as_json):
@@ -88,6 +113,7 @@ def init(obj: Obj, slug, repo, domains, ref, project, worker, worker_command, db
     Re-run after a failure, it keeps the site.toml the first run wrote, with your edits.
     """
     from .operations import init as do_init
+
     pairs = []
     for item in env:
         key, sep, value = item.partition("=")
@@ -95,10 +121,22 @@ def init(obj: Obj, slug, repo, domains, ref, project, worker, worker_command, db
             raise click.BadParameter(f"{item!r} is not KEY=VALUE on one line", param_hint="--env")
         pairs.append((key, value))
     ctx = obj.context()
-    run_reporting(as_json, lambda: do_init(ctx, slug, repo, list(domains), ref, project=project,
-                                           worker=worker, worker_command=worker_command,
-                                           db_publish_port=db_port,
-                                           environment=environment, env=tuple(pairs)))
+    run_reporting(
+        as_json,
+        lambda: do_init(
+            ctx,
+            slug,
+            repo,
+            list(domains),
+            ref,
+            project=project,
+            worker=worker,
+            worker_command=worker_command,
+            db_publish_port=db_port,
+            environment=environment,
+            env=tuple(pairs),
+        ),
+    )
 
 
 @cli.command()
@@ -107,22 +145,52 @@ def init(obj: Obj, slug, repo, domains, ref, project, worker, worker_command, db
 @click.option("--dry-run", is_flag=True, help="Print the exact plan and change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--allow-same-core", is_flag=True, help="Upgrade even if the sum-core pin is unchanged.")
-@click.option("--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="Seconds to wait for another operation on the site to finish.")
-@click.option("--watch", type=click.FloatRange(0), default=None,
-              help="Seconds to watch the site after the switch (default: site.toml upgrade.watch; 0 disables).")
-@click.option("--no-rehearsal", is_flag=True,
-              help="Skip the rehearsal of the migrations on a copy of the database (compatibility unmeasured).")
-@click.option("--maintenance", is_flag=True,
-              help="Show the maintenance page (503, Retry-After) from migrate until the new release is "
-                   "confirmed live: the way to deploy a release whose migrations break the live one.")
-@click.option("--accept-breaking", is_flag=True,
-              help="Deploy a release the rehearsal measured as breaking the live one, without a maintenance "
-                   "page: visitors may get errors until the switch (recorded).")
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for another operation on the site to finish.",
+)
+@click.option(
+    "--watch",
+    type=click.FloatRange(0),
+    default=None,
+    help="Seconds to watch the site after the switch (default: site.toml upgrade.watch; 0 disables).",
+)
+@click.option(
+    "--no-rehearsal",
+    is_flag=True,
+    help="Skip the rehearsal of the migrations on a copy of the database (compatibility unmeasured).",
+)
+@click.option(
+    "--maintenance",
+    is_flag=True,
+    help="Show the maintenance page (503, Retry-After) from migrate until the new release is "
+    "confirmed live: the way to deploy a release whose migrations break the live one.",
+)
+@click.option(
+    "--accept-breaking",
+    is_flag=True,
+    help="Deploy a release the rehearsal measured as breaking the live one, without a maintenance "
+    "page: visitors may get errors until the switch (recorded).",
+)
 @json_option
 @click.pass_obj
-def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, watch, no_rehearsal, maintenance,
-            accept_breaking, as_json):
+def upgrade(
+    obj: Obj,
+    slug,
+    ref,
+    dry_run,
+    yes,
+    allow_same_core,
+    lock_timeout,
+    watch,
+    no_rehearsal,
+    maintenance,
+    accept_breaking,
+    as_json,
+):
     """Blue/green upgrade of SLUG to git REF.
 
     Before `migrate` touches the live database, the migrations are rehearsed on a
@@ -131,44 +199,76 @@ def upgrade(obj: Obj, slug, ref, dry_run, yes, allow_same_core, lock_timeout, wa
     `--accept-breaking` is given. Migrations marked `run_after_switch = True` run
     only after the new release is live and its watch passed.
     """
-    from .operations import MigrationChoices, upgrade as do_upgrade
+    from .operations import MigrationChoices
+    from .operations import upgrade as do_upgrade
+
     ctx = obj.context()
 
     def ask(plan) -> bool:
         facts = plan.facts
-        click.echo(f"upgrade {slug}: {facts['from']} -> {facts['to']} (sum-core {facts['sum_core']['from']} -> "
-                   f"{facts['sum_core']['to']}), traffic {facts['from_colour']} -> {facts['to_colour']}", err=True)
+        click.echo(
+            f"upgrade {slug}: {facts['from']} -> {facts['to']} (sum-core {facts['sum_core']['from']} -> "
+            f"{facts['sum_core']['to']}), traffic {facts['from_colour']} -> {facts['to_colour']}",
+            err=True,
+        )
         return click.confirm("Proceed?", default=True, err=True)
 
     # Asked only at a terminal: scripts, CI and make targets run unattended (an upgrade aborts cleanly).
     confirm = ask if not yes and sys.stdin.isatty() and not as_json else None
-    run_reporting(as_json, lambda: do_upgrade(ctx, slug, ref, dry_run=dry_run, allow_same_core=allow_same_core,
-                                              lock_timeout=lock_timeout, watch=watch, confirm=confirm,
-                                              migrations=MigrationChoices(not no_rehearsal, maintenance,
-                                                                          accept_breaking)))
+    run_reporting(
+        as_json,
+        lambda: do_upgrade(
+            ctx,
+            slug,
+            ref,
+            dry_run=dry_run,
+            allow_same_core=allow_same_core,
+            lock_timeout=lock_timeout,
+            watch=watch,
+            confirm=confirm,
+            migrations=MigrationChoices(not no_rehearsal, maintenance, accept_breaking),
+        ),
+    )
 
 
 @cli.command()
 @click.argument("slug")
-@click.option("--from", "source", type=click.Path(file_okay=False, path_type=str), default=None,
-              help="The runbook deployment's folder (/srv/sum/<slug>: app/, venv/, media/, .env).")
-@click.option("--domain", "domains", multiple=True,
-              help="The site's domains (default: the names in its host Caddy site file; the first is canonical).")
-@click.option("--dump", "dump_file", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Import this backup_db.sh file (.sql.gz, .sql or .dump) instead of a fresh dump of the host "
-                   "PostgreSQL; writes after it was taken are not carried over.")
-@click.option("--systemd-dir", default="/etc/systemd/system", show_default=True,
-              help="Where the old site's units are.")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="The runbook deployment's folder (/srv/sum/<slug>: app/, venv/, media/, .env).",
+)
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    help="The site's domains (default: the names in its host Caddy site file; the first is canonical).",
+)
+@click.option(
+    "--dump",
+    "dump_file",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Import this backup_db.sh file (.sql.gz, .sql or .dump) instead of a fresh dump of the host "
+    "PostgreSQL; writes after it was taken are not carried over.",
+)
+@click.option("--systemd-dir", default="/etc/systemd/system", show_default=True, help="Where the old site's units are.")
 @caddy_dir_option
-@click.option("--undo-days", type=click.FloatRange(0), default=14.0, show_default=True,
-              help="How long `--undo` may put the old deployment back.")
+@click.option(
+    "--undo-days",
+    type=click.FloatRange(0),
+    default=14.0,
+    show_default=True,
+    help="How long `--undo` may put the old deployment back.",
+)
 @click.option("--undo", is_flag=True, help="Put the old deployment back: sumbg's data is copied into it.")
 @click.option("--force", is_flag=True, help="With --undo: even after the undo period.")
 @click.option("--dry-run", is_flag=True, help="Read the old deployment, print the plan, change nothing.")
 @json_option
 @click.pass_obj
-def adopt(obj: Obj, slug, source, domains, dump_file, systemd_dir, caddy_dir, undo_days, undo, force, dry_run,
-          as_json):
+def adopt(obj: Obj, slug, source, domains, dump_file, systemd_dir, caddy_dir, undo_days, undo, force, dry_run, as_json):
     """Move SLUG, deployed the runbook way (systemd, host PostgreSQL and Caddy), onto sumbg.
 
     The old site keeps serving while sumbg builds the commit it runs, imports its
@@ -180,8 +280,11 @@ def adopt(obj: Obj, slug, source, domains, dump_file, systemd_dir, caddy_dir, un
     """
     from pathlib import Path
 
-    from .adoption import AdoptOptions, adopt as do_adopt, undo as do_undo
+    from .adoption import AdoptOptions
+    from .adoption import adopt as do_adopt
+    from .adoption import undo as do_undo
     from .runbook_host import RunbookPaths
+
     ctx = obj.context()
     if undo:
         if source or domains or dump_file or dry_run:
@@ -192,17 +295,25 @@ def adopt(obj: Obj, slug, source, domains, dump_file, systemd_dir, caddy_dir, un
         raise click.UsageError("--force goes with --undo")
     if not source:
         raise click.UsageError("give the old deployment's folder with --from (e.g. /srv/sum/SLUG)")
-    options = AdoptOptions(source=Path(source), domains=tuple(domains),
-                           dump_file=Path(dump_file) if dump_file else None,
-                           paths=RunbookPaths(systemd_dir=Path(systemd_dir), caddy_dir=Path(caddy_dir)),
-                           undo_days=undo_days, dry_run=dry_run)
+    options = AdoptOptions(
+        source=Path(source),
+        domains=tuple(domains),
+        dump_file=Path(dump_file) if dump_file else None,
+        paths=RunbookPaths(systemd_dir=Path(systemd_dir), caddy_dir=Path(caddy_dir)),
+        undo_days=undo_days,
+        dry_run=dry_run,
+    )
     run_reporting(as_json, lambda: do_adopt(ctx, slug, options))
 
 
 @cli.command()
 @caddy_dir_option
-@click.option("--caddy-data", default="/var/lib/caddy/.local/share/caddy", show_default=True,
-              help="The host Caddy's data directory (certificates/, acme/, pki/).")
+@click.option(
+    "--caddy-data",
+    default="/var/lib/caddy/.local/share/caddy",
+    show_default=True,
+    help="The host Caddy's data directory (certificates/, acme/, pki/).",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @json_option
 @click.pass_obj
@@ -218,19 +329,31 @@ def takeover(obj: Obj, caddy_dir, caddy_data, dry_run, as_json):
 
     from .adoption import takeover as do_takeover
     from .runbook_host import RunbookPaths
+
     ctx = obj.context()
-    run_reporting(as_json, lambda: do_takeover(ctx, RunbookPaths(caddy_dir=Path(caddy_dir)), Path(caddy_data),
-                                               dry_run=dry_run))
+    run_reporting(
+        as_json, lambda: do_takeover(ctx, RunbookPaths(caddy_dir=Path(caddy_dir)), Path(caddy_data), dry_run=dry_run)
+    )
 
 
 @cli.command()
 @click.argument("slug")
-@click.option("--restore-db", is_flag=True,
-              help="Also restore the pre-upgrade backup (maintenance page while it runs).")
-@click.option("--to", "to", type=click.Choice(["blue", "green"]), default=None,
-              help="The colour to flip to (default: the other colour).")
-@click.option("--force", is_flag=True, help="With --to: flip even to a release recorded as failed, or without "
-                                          "--restore-db after migrations the target cannot serve.")
+@click.option(
+    "--restore-db", is_flag=True, help="Also restore the pre-upgrade backup (maintenance page while it runs)."
+)
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["blue", "green"]),
+    default=None,
+    help="The colour to flip to (default: the other colour).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --to: flip even to a release recorded as failed, or without "
+    "--restore-db after migrations the target cannot serve.",
+)
 @click.option("--dry-run", is_flag=True, help="Say which release the rollback would go to; change nothing.")
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
 @json_option
@@ -248,9 +371,14 @@ def rollback(obj: Obj, slug, restore_db, to, force, dry_run, lock_timeout, as_js
     needs `--restore-db`: the pre-upgrade backup goes back, later writes are lost.
     """
     from .rollback import rollback as do_rollback
+
     ctx = obj.context()
-    run_reporting(as_json, lambda: do_rollback(ctx, slug, restore_db=restore_db, lock_timeout=lock_timeout,
-                                               to=to, force=force, dry_run=dry_run))
+    run_reporting(
+        as_json,
+        lambda: do_rollback(
+            ctx, slug, restore_db=restore_db, lock_timeout=lock_timeout, to=to, force=force, dry_run=dry_run
+        ),
+    )
 
 
 @cli.command()
@@ -261,6 +389,7 @@ def rollback(obj: Obj, slug, restore_db, to, force, dry_run, lock_timeout, as_js
 def backup(obj: Obj, slug, lock_timeout, as_json):
     """Take a verified pg_dump backup of SLUG's database now."""
     from .backups import backup as do_backup
+
     ctx = obj.context()
     run_reporting(as_json, lambda: do_backup(ctx, slug, lock_timeout=lock_timeout))
 
@@ -274,12 +403,13 @@ def backups(obj: Obj, slug, as_json):
     import datetime
 
     from .backups import list_backups
+
     found = list_backups(obj.context(), slug)
     if as_json:
         emit_json({"site": slug, "backups": found})
         return
     for item in found:
-        when = datetime.datetime.fromtimestamp(item["time"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        when = datetime.datetime.fromtimestamp(item["time"], datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         verified = {True: "verified", False: "MISMATCH", None: "no sha256"}[item["verified"]]
         click.echo(f"{item['file']:<60} {item['size']:>12} {when}  {item['ref'] or '-':<12} {verified}")
 
@@ -294,12 +424,14 @@ def backups(obj: Obj, slug, as_json):
 def restore(obj: Obj, slug, file, yes, lock_timeout, as_json):
     """Restore SLUG's database from FILE (.dump, or .sql/.sql.gz from backup_db.sh)."""
     from .backups import restore as do_restore
+
     ctx = obj.context()
     run_reporting(as_json, lambda: do_restore(ctx, slug, file, yes=yes, lock_timeout=lock_timeout))
 
 
 def parse_duration(value: str) -> float:
     from .util import parse_duration as parse
+
     try:
         return parse(value)
     except ValueError as exc:
@@ -308,12 +440,19 @@ def parse_duration(value: str) -> float:
 
 @cli.command()
 @click.argument("slug", required=False)
-@click.option("--min-age", default="1h", show_default=True,
-              help="Refuse to retire the only rollback target younger than this (90, 30m, 2h, 1d).")
+@click.option(
+    "--min-age",
+    default="1h",
+    show_default=True,
+    help="Refuse to retire the only rollback target younger than this (90, 30m, 2h, 1d).",
+)
 @click.option("--force", is_flag=True, help="Retire even a young, only rollback target.")
-@click.option("--due", is_flag=True,
-              help="Every site whose idle colour has soaked for its upgrade.retire_idle_after and whose live "
-                   "colour is healthy (run it from cron or a systemd timer).")
+@click.option(
+    "--due",
+    is_flag=True,
+    help="Every site whose idle colour has soaked for its upgrade.retire_idle_after and whose live "
+    "colour is healthy (run it from cron or a systemd timer).",
+)
 @json_option
 @click.pass_obj
 def retire(obj: Obj, slug, min_age, force, due, as_json):
@@ -321,7 +460,9 @@ def retire(obj: Obj, slug, min_age, force, due, as_json):
 
     A rollback to a retired colour starts it again first (seconds, not instant).
     """
-    from .lifecycle import retire as do_retire, retire_due
+    from .lifecycle import retire as do_retire
+    from .lifecycle import retire_due
+
     ctx = obj.context()
     if due:
         if slug or force:
@@ -340,6 +481,7 @@ def retire(obj: Obj, slug, min_age, force, due, as_json):
 def recover(obj: Obj, slug, as_json):
     """Bring SLUG to a consistent, serving state after an interrupted operation."""
     from .lifecycle import recover as do_recover
+
     ctx = obj.context()
     run_reporting(as_json, lambda: do_recover(ctx, slug))
 
@@ -355,19 +497,26 @@ def apply_(obj: Obj, as_json):
     reaches the app containers at their next start (upgrade, rollback of a retired colour).
     """
     from .lifecycle import apply_edge
+
     ctx = obj.context()
     run_reporting(as_json, lambda: apply_edge(ctx))
 
 
 @cli.command()
 @click.option("--slug", default=None, help="Also write .sumbg.toml naming this site.")
-@click.option("--write", "directory", type=click.Path(file_okay=False), default=None,
-              help="Write sumbg.mk (and .sumbg.toml) into this client repo folder instead of printing.")
+@click.option(
+    "--write",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write sumbg.mk (and .sumbg.toml) into this client repo folder instead of printing.",
+)
 def makefile(slug, directory):
     """Make targets for client repos: make upgrade VERSION=..., rollback, status, backup."""
     from pathlib import Path
 
     from . import clientmake, naming
+
     if slug:
         naming.validate_slug(slug)
     if directory is None:
@@ -383,7 +532,9 @@ def makefile(slug, directory):
 @click.pass_obj
 def status(obj: Obj, slug, as_json):
     """Live colour, versions and health of one site or all."""
-    from .status import host_status, status as do_status
+    from .status import host_status
+    from .status import status as do_status
+
     ctx = obj.context()
     if as_json:
         emit_json(do_status(ctx, slug)[0] if slug else host_status(ctx))
@@ -393,14 +544,18 @@ def status(obj: Obj, slug, as_json):
         click.echo(f"no sites under {ctx.host.root}")
     for site in sites:
         health = site["health"]
-        line = (f"{site['site']:<20} {site['domain']:<28} live={site['live'] or '-':<6} "
-                f"ref={site['ref'] or '-':<12} sum-core={site['sum_core'] or '-':<8} "
-                f"health={health.get('status') or health.get('error') or health.get('http_status') or '-'}")
+        line = (
+            f"{site['site']:<20} {site['domain']:<28} live={site['live'] or '-':<6} "
+            f"ref={site['ref'] or '-':<12} sum-core={site['sum_core'] or '-':<8} "
+            f"health={health.get('status') or health.get('error') or health.get('http_status') or '-'}"
+        )
         click.echo(line)
         if site["interrupted"]:
             op = site["operation"]
-            click.echo(f"  INTERRUPTED: {op['kind']} stopped during step {op['step']} (started {op['started_at']}); "
-                       f"run `sumbg recover {site['site']}`")
+            click.echo(
+                f"  INTERRUPTED: {op['kind']} stopped during step {op['step']} (started {op['started_at']}); "
+                f"run `sumbg recover {site['site']}`"
+            )
         if site["maintenance"]:
             click.echo("  maintenance page is ON")
         for problem in site["agreement"]["problems"]:
@@ -422,13 +577,16 @@ def status(obj: Obj, slug, as_json):
 def releases(obj: Obj, slugs, no_fetch, as_json):
     """The tags of each site's client repo, newest first, with the sum-core version each pins."""
     from .status import releases as do_releases
+
     found = do_releases(obj.context(), list(slugs) or None, fetch=not no_fetch)
     if as_json:
         emit_json({"sites": found})
         return
     for site in found:
-        click.echo(f"{site['site']} ({site['repo']}): live {site['live']['ref'] or '-'} "
-                   f"(sum-core {site['live']['sum_core'] or '-'}){'; ' + site['note'] if site['note'] else ''}")
+        click.echo(
+            f"{site['site']} ({site['repo']}): live {site['live']['ref'] or '-'} "
+            f"(sum-core {site['live']['sum_core'] or '-'}){'; ' + site['note'] if site['note'] else ''}"
+        )
         for tag in site["tags"]:
             click.echo(f"  {tag['tag']:<28} sum-core {tag['sum_core'] or '-':<10} {tag['commit'][:12]}")
 
@@ -448,8 +606,10 @@ def history(obj: Obj, slug, as_json):
         steps = ", ".join(f"{s['name']} {s['seconds']:.1f}s" for s in entry.get("steps", []))
         moved = f" {entry.get('from') or ''} -> {entry.get('to')}" if entry.get("to") else ""
         reason = entry.get("reason") or (entry.get("error") or {}).get("message") or ""
-        click.echo(f"{entry.get('at')}  {entry.get('operation'):<9} {entry.get('outcome', entry.get('event')):<15}"
-                   f"{moved}  {reason}".rstrip())
+        click.echo(
+            f"{entry.get('at')}  {entry.get('operation'):<9} {entry.get('outcome', entry.get('event')):<15}"
+            f"{moved}  {reason}".rstrip()
+        )
         if steps:
             click.echo(f"    {steps}")
 
@@ -460,12 +620,18 @@ def fleet():
 
 
 fleet_file_option = click.option(
-    "--fleet", "fleet_file", envvar="SUMBG_FLEET", type=click.Path(dir_okay=False), default=None,
-    help="The fleet file (default $SUMBG_FLEET): its hosts and groups of sites.")
+    "--fleet",
+    "fleet_file",
+    envvar="SUMBG_FLEET",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The fleet file (default $SUMBG_FLEET): its hosts and groups of sites.",
+)
 
 
 def load_fleet_file(fleet_file: str | None):
     from .config import fleet_path, load_fleet
+
     return load_fleet(fleet_path(fleet_file))
 
 
@@ -479,6 +645,7 @@ def fleet_status(fleet_file, as_json):
     fleet file). Exits 1 when a host does not answer (the others are still shown).
     """
     from .fleet import FleetDriver, status_document, status_lines
+
     fleet_config = load_fleet_file(fleet_file)
     driver = FleetDriver(fleet_config, say=lambda line: click.echo(line, err=True))
     views = driver.status()
@@ -495,16 +662,36 @@ def fleet_status(fleet_file, as_json):
 
 @fleet.command(name="upgrade")
 @click.option("--core", default=None, help="The sum-core version to move to (X.Y.Z).")
-@click.option("--sites", "names", multiple=True,
-              help="Sites to upgrade: slugs, HOST/SLUG or group names (repeat, or comma-separate; default all).")
-@click.option("--canary", "canaries", multiple=True,
-              help="A site upgraded (and watched) first, alone; the rest wait for it to pass. Repeatable.")
-@click.option("--parallel", type=click.IntRange(1), default=None,
-              help="Upgrades at a time on one host (default: [fleet] parallel, 1).")
-@click.option("--max-parallel", type=click.IntRange(1), default=None,
-              help="Upgrades at a time in the whole fleet (default: [fleet] max_parallel, 4).")
-@click.option("--watch", type=click.FloatRange(0), default=None,
-              help="Seconds each upgrade watches its site after the switch (default: each site's own).")
+@click.option(
+    "--sites",
+    "names",
+    multiple=True,
+    help="Sites to upgrade: slugs, HOST/SLUG or group names (repeat, or comma-separate; default all).",
+)
+@click.option(
+    "--canary",
+    "canaries",
+    multiple=True,
+    help="A site upgraded (and watched) first, alone; the rest wait for it to pass. Repeatable.",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1),
+    default=None,
+    help="Upgrades at a time on one host (default: [fleet] parallel, 1).",
+)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(1),
+    default=None,
+    help="Upgrades at a time in the whole fleet (default: [fleet] max_parallel, 4).",
+)
+@click.option(
+    "--watch",
+    type=click.FloatRange(0),
+    default=None,
+    help="Seconds each upgrade watches its site after the switch (default: each site's own).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the whole plan (site, host, from -> to) and change nothing.")
 @click.option("--resume", is_flag=True, help="Go on with the last stopped (or killed) fleet upgrade.")
 @fleet_file_option
@@ -519,18 +706,33 @@ def fleet_upgrade(fleet_file, core, names, canaries, parallel, max_parallel, wat
     import re
 
     from .fleet import upgrade_fleet
+
     if resume and (core or names or canaries or watch is not None):
-        raise click.UsageError("--resume goes on with the stopped run's own --core, --sites, --canary and "
-                               "--watch; only --parallel and --max-parallel may change")
+        raise click.UsageError(
+            "--resume goes on with the stopped run's own --core, --sites, --canary and "
+            "--watch; only --parallel and --max-parallel may change"
+        )
     if not resume and not core:
         raise click.UsageError("give the sum-core version with --core X.Y.Z (or --resume)")
     if core and not re.fullmatch(r"v?\d+(\.\d+)*([.+-][0-9A-Za-z.+-]+)?", core):
         raise click.BadParameter(f"{core!r} is not a version like 0.7.0", param_hint="--core")
     fleet_config = load_fleet_file(fleet_file)
-    say = (lambda line: click.echo(line, err=True))
-    document, lines, code = upgrade_fleet(fleet_config, core, names=names, canaries=canaries, parallel=parallel,
-                                          max_parallel=max_parallel, watch=watch, dry_run=dry_run,
-                                          resume=resume, say=say)
+
+    def say(line):
+        return click.echo(line, err=True)
+
+    document, lines, code = upgrade_fleet(
+        fleet_config,
+        core,
+        names=names,
+        canaries=canaries,
+        parallel=parallel,
+        max_parallel=max_parallel,
+        watch=watch,
+        dry_run=dry_run,
+        resume=resume,
+        say=say,
+    )
     if as_json:
         emit_json(document)
     for line in lines:
@@ -560,8 +762,7 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - a user never sees a traceback unless they ask
         if verbose:
             raise
-        click.echo(f"sumbg: error: unexpected {type(exc).__name__}: {exc} (run with --verbose for details)",
-                   err=True)
+        click.echo(f"sumbg: error: unexpected {type(exc).__name__}: {exc} (run with --verbose for details)", err=True)
         sys.exit(1)
     # Outside standalone mode click returns a command's Exit(code) instead of raising it.
     sys.exit(code if isinstance(code, int) else 0)
@@ -569,5 +770,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-

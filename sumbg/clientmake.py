@@ -1,4 +1,5 @@
 """`sumbg makefile`: make targets for client repos, so people run `make upgrade VERSION=v1.2.0`."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 Every error names the file, the key and what was expected, e.g.
 ``site.toml: smoke.checks[2].path: must start with /``.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -27,6 +28,7 @@ LIVE_CPU_SHARES = 1024  # Docker's default weight: the live colour, the data sta
 
 
 # ---------------------------------------------------------------- reading helpers
+
 
 class _Table:
     """A TOML table with the file name and key path needed for error messages."""
@@ -60,7 +62,7 @@ class _Table:
             raise self.fail(key, f"must be a finite number, not {value}")
         return value
 
-    def table(self, key: str) -> "_Table":
+    def table(self, key: str) -> _Table:
         value = self.get(key, dict, {})
         return _Table(value, self.file, f"{self.prefix}{key}.")
 
@@ -99,8 +101,14 @@ class _Table:
 
 
 def _kind_name(kinds: tuple) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             dict: "a table", list: "a list"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        dict: "a table",
+        list: "a list",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -117,6 +125,7 @@ def _load_toml(path: Path, label: str) -> dict:
 
 
 # ---------------------------------------------------------------- host configuration
+
 
 @dataclass(frozen=True)
 class EdgeSettings:
@@ -159,13 +168,13 @@ class BuildSettings:
     The credential files are paths (mode 0600); sumbg never reads them into its records.
     """
 
-    python_image: str = ""                              # site only; "" = sumbg.toml images.python
-    build_packages: tuple[str, ...] = ()                # site only; Debian packages of the build stage
-    packages: tuple[str, ...] = ()                      # site only; Debian packages of the final image
-    git_token_file: str = ""                            # token for git+https dependencies
-    git_username: str = ""                              # username sent with the token
-    git_ssh_key_file: str = ""                          # deploy key for git+ssh dependencies
-    git_ssh_known_hosts: str = ""                       # pinned host keys; "" = ~/.ssh/known_hosts, accept-new
+    python_image: str = ""  # site only; "" = sumbg.toml images.python
+    build_packages: tuple[str, ...] = ()  # site only; Debian packages of the build stage
+    packages: tuple[str, ...] = ()  # site only; Debian packages of the final image
+    git_token_file: str = ""  # token for git+https dependencies
+    git_username: str = ""  # username sent with the token
+    git_ssh_key_file: str = ""  # deploy key for git+ssh dependencies
+    git_ssh_known_hosts: str = ""  # pinned host keys; "" = ~/.ssh/known_hosts, accept-new
     git_url_rewrites: tuple[tuple[str, str], ...] = ()  # (prefix, replacement): git's insteadOf
 
 
@@ -187,7 +196,7 @@ def _parse_build(table: _Table, *, site: bool) -> tuple[BuildSettings, str]:
     for key in _SITE_ONLY_BUILD_KEYS[1:] if site else ():
         value = table.get(key, list, [])
         if not all(isinstance(item, str) and _DEB_PACKAGE.fullmatch(item) for item in value):
-            raise table.fail(key, "must be a list of Debian package names like [\"libjpeg62-turbo\"]")
+            raise table.fail(key, 'must be a list of Debian package names like ["libjpeg62-turbo"]')
         lists[key] = tuple(value)
     secrets = {key: _secret_file(table, key) for key in ("git_token_file", "git_ssh_key_file")}
     known_hosts = table.get("git_ssh_known_hosts", str, "")
@@ -198,14 +207,24 @@ def _parse_build(table: _Table, *, site: bool) -> tuple[BuildSettings, str]:
         raise table.fail("git_username", "must be a user name without spaces, ':' or '@'")
     rewrites = table.get("git_url_rewrites", dict, {})
     for prefix, replacement in rewrites.items():
-        if not prefix or not isinstance(replacement, str) or not replacement or any(
-                ch.isspace() for ch in prefix + replacement):
-            raise ConfigError(f"{table.where('git_url_rewrites')}: {prefix!r} must map a URL prefix to "
-                              "a non-empty URL prefix without spaces")
+        if (
+            not prefix
+            or not isinstance(replacement, str)
+            or not replacement
+            or any(ch.isspace() for ch in prefix + replacement)
+        ):
+            raise ConfigError(
+                f"{table.where('git_url_rewrites')}: {prefix!r} must map a URL prefix to "
+                "a non-empty URL prefix without spaces"
+            )
     table.reject_unknown()
     return BuildSettings(
-        python_image=python_image, git_username=username, git_ssh_known_hosts=known_hosts,
-        git_url_rewrites=tuple(rewrites.items()), **lists, **secrets,
+        python_image=python_image,
+        git_username=username,
+        git_ssh_known_hosts=known_hosts,
+        git_url_rewrites=tuple(rewrites.items()),
+        **lists,
+        **secrets,
     ), ca_bundle
 
 
@@ -224,8 +243,7 @@ def _secret_file(table: _Table, key: str) -> str:
         raise table.fail(key, f"{path} is not a file")
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
-        raise table.fail(key, f"{path} has mode {mode:04o}; a credential file must be 0600 "
-                              f"(chmod 600 {path})")
+        raise table.fail(key, f"{path} has mode {mode:04o}; a credential file must be 0600 (chmod 600 {path})")
     return path
 
 
@@ -246,7 +264,7 @@ def render_build_toml(build: BuildSettings) -> list[str]:
         f"git_ssh_key_file = {q(build.git_ssh_key_file)}",
         "# The SSH servers' host keys (known_hosts format); empty = ~/.ssh/known_hosts, new hosts accepted.",
         f"git_ssh_known_hosts = {q(build.git_ssh_known_hosts)}",
-        "# Like git's insteadOf: { \"https://github.com/acme/\" = \"https://mirror.example/acme/\" }",
+        '# Like git\'s insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }',
         f"git_url_rewrites = {{{' ' + rewrites + ' ' if rewrites else ''}}}",
         "",
     ]
@@ -347,10 +365,12 @@ def parse_host(table: _Table, root: Path) -> HostConfig:
 
     images_t = table.table("images")
     defaults = Images()
-    images = Images(**{
-        name: _image_ref(images_t, name, getattr(defaults, name))
-        for name in ("python", "postgres", "redis", "caddy")
-    })
+    images = Images(
+        **{
+            name: _image_ref(images_t, name, getattr(defaults, name))
+            for name in ("python", "postgres", "redis", "caddy")
+        }
+    )
     images_t.reject_unknown()
 
     build, ca_bundle = _parse_build(table.table("build"), site=False)
@@ -364,13 +384,22 @@ def parse_host(table: _Table, root: Path) -> HostConfig:
     retire_idle_after = upgrade_t.duration("retire_idle_after", 0.0)
     background_cpu_shares = upgrade_t.get("background_cpu_shares", int, 128)
     if not 2 <= background_cpu_shares <= LIVE_CPU_SHARES:
-        raise upgrade_t.fail("background_cpu_shares", f"must be from 2 to {LIVE_CPU_SHARES} (the live colour's), "
-                                                      f"not {background_cpu_shares}")
+        raise upgrade_t.fail(
+            "background_cpu_shares",
+            f"must be from 2 to {LIVE_CPU_SHARES} (the live colour's), not {background_cpu_shares}",
+        )
     upgrade_t.reject_unknown()
     table.reject_unknown()
-    return HostConfig(root=root, edge=edge, images=images, ca_bundle=ca_bundle, min_free_gb=min_free_gb,
-                      build=build, retire_idle_after=retire_idle_after,
-                      background_cpu_shares=background_cpu_shares)
+    return HostConfig(
+        root=root,
+        edge=edge,
+        images=images,
+        ca_bundle=ca_bundle,
+        min_free_gb=min_free_gb,
+        build=build,
+        retire_idle_after=retire_idle_after,
+        background_cpu_shares=background_cpu_shares,
+    )
 
 
 def _image_ref(table: _Table, key: str, default: str) -> str:
@@ -386,6 +415,7 @@ def _looks_like_email(value: str) -> bool:
 
 def _looks_like_ip(value: str) -> bool:
     import ipaddress
+
     try:
         ipaddress.ip_address(value)
         return True
@@ -394,6 +424,7 @@ def _looks_like_ip(value: str) -> bool:
 
 
 # ---------------------------------------------------------------- site configuration
+
 
 @dataclass(frozen=True)
 class SmokeCheck:
@@ -420,9 +451,9 @@ DEFAULT_SMOKE_CHECKS = (
 
 @dataclass(frozen=True)
 class BasicAuth:
-    path: str            # a Caddy path pattern, e.g. /admin/*
+    path: str  # a Caddy path pattern, e.g. /admin/*
     user: str
-    hash: str            # bcrypt, as printed by `caddy hash-password`
+    hash: str  # bcrypt, as printed by `caddy hash-password`
 
 
 GOLDEN_PATH_HEADERS = (
@@ -437,13 +468,13 @@ GOLDEN_PATH_HEADERS = (
 class CaddySettings:
     """The site's block in the edge Caddy: the SUM golden path by default."""
 
-    redirect_to_canonical: bool = True    # other names redirect (308) to the first domain
-    encode: bool = True                   # encode gzip zstd
-    security_headers: bool = True         # GOLDEN_PATH_HEADERS
+    redirect_to_canonical: bool = True  # other names redirect (308) to the first domain
+    encode: bool = True  # encode gzip zstd
+    security_headers: bool = True  # GOLDEN_PATH_HEADERS
     headers: tuple[tuple[str, str], ...] = ()  # added or overriding; "" removes one
     basic_auth: tuple[BasicAuth, ...] = ()
-    extra: str = ""                       # raw directives inside the site block, braces balanced
-    behind_proxy: bool = False            # TLS ends at another proxy in front (plain HTTP at the edge)
+    extra: str = ""  # raw directives inside the site block, braces balanced
+    behind_proxy: bool = False  # TLS ends at another proxy in front (plain HTTP at the edge)
 
     def response_headers(self) -> tuple[tuple[str, str], ...]:
         merged = dict(GOLDEN_PATH_HEADERS) if self.security_headers else {}
@@ -455,11 +486,11 @@ class CaddySettings:
 class WatchSettings:
     """When the watch after a switch reverts: only on a failure that persists."""
 
-    interval: float = 1.0               # seconds between probes
-    consecutive_failures: int = 3       # this many failed probes in a row revert
-    max_failed_ratio: float = 0.3       # ...or more than this share of probes failed,
-    min_probes: int = 10                # once at least this many probes were made
-    max_visitor_5xx: int = 10           # ...or Caddy answered visitors with at least this many 5xx
+    interval: float = 1.0  # seconds between probes
+    consecutive_failures: int = 3  # this many failed probes in a row revert
+    max_failed_ratio: float = 0.3  # ...or more than this share of probes failed,
+    min_probes: int = 10  # once at least this many probes were made
+    max_visitor_5xx: int = 10  # ...or Caddy answered visitors with at least this many 5xx
     max_visitor_5xx_ratio: float = 0.05  # and more than this share of the site's requests
 
 
@@ -467,8 +498,8 @@ class WatchSettings:
 class MigrationSettings:
     """How an upgrade proves its migrations safe before they touch the live database."""
 
-    rehearsal: bool = True            # rehearse on a copy of the database (and measure compatibility)
-    rehearsal_max_mb: int = 2048      # above this database size the rehearsal is skipped (and said so)
+    rehearsal: bool = True  # rehearse on a copy of the database (and measure compatibility)
+    rehearsal_max_mb: int = 2048  # above this database size the rehearsal is skipped (and said so)
     read_paths: tuple[str, ...] = ()  # GET paths the live release must still serve on the new schema
 
 
@@ -552,7 +583,7 @@ def parse_site(table: _Table) -> SiteConfig:
     for key in env_t.data:
         value = env_t.get(key, str)
         if not _ENV_NAME.fullmatch(key) or "\n" in value:
-            raise env_t.fail(key, "must be NAME = \"single-line value\"")
+            raise env_t.fail(key, 'must be NAME = "single-line value"')
         extra_env.append((key, value))
     env_t.reject_unknown()
 
@@ -584,24 +615,43 @@ def parse_site(table: _Table) -> SiteConfig:
     checks_raw = smoke.get("checks", list, None)
     if checks_raw is None:
         # The defaults follow the site's basic auth: a protected path answers 401 to sumbg.
-        smoke_checks = tuple(replace(check, status=401) if _protected(check.path, caddy) else check
-                             for check in DEFAULT_SMOKE_CHECKS)
+        smoke_checks = tuple(
+            replace(check, status=401) if _protected(check.path, caddy) else check for check in DEFAULT_SMOKE_CHECKS
+        )
     else:
         smoke_checks = tuple(_parse_check(item, index) for index, item in enumerate(checks_raw))
         for index, check in enumerate(smoke_checks):
             rule = _protected(check.path, caddy)
             if rule and check.status != 401:
-                raise ConfigError(f"site.toml: smoke.checks[{index}].status: {check.path} is behind "
-                                  f"caddy.basic_auth ({rule.path}), so sumbg gets 401: say status = 401")
+                raise ConfigError(
+                    f"site.toml: smoke.checks[{index}].status: {check.path} is behind "
+                    f"caddy.basic_auth ({rule.path}), so sumbg gets 401: say status = 401"
+                )
     smoke.reject_unknown()
     table.reject_unknown()
     return SiteConfig(
-        slug=slug, domain=domain, repo=repo, environment=environment, project=project,
-        settings_module=settings_module, wsgi=wsgi, web_workers=web_workers,
-        worker_command=worker_command, db_publish_port=db_publish_port,
-        health_timeout=health_timeout, smoke_checks=smoke_checks, keep_backups=keep_backups,
-        watch_seconds=watch_seconds, watch=watch, notes=notes, extra_env=tuple(extra_env),
-        build=build, caddy=caddy, aliases=aliases, migrations=migrations, retire_idle_after=retire_idle_after,
+        slug=slug,
+        domain=domain,
+        repo=repo,
+        environment=environment,
+        project=project,
+        settings_module=settings_module,
+        wsgi=wsgi,
+        web_workers=web_workers,
+        worker_command=worker_command,
+        db_publish_port=db_publish_port,
+        health_timeout=health_timeout,
+        smoke_checks=smoke_checks,
+        keep_backups=keep_backups,
+        watch_seconds=watch_seconds,
+        watch=watch,
+        notes=notes,
+        extra_env=tuple(extra_env),
+        build=build,
+        caddy=caddy,
+        aliases=aliases,
+        migrations=migrations,
+        retire_idle_after=retire_idle_after,
     )
 
 
@@ -637,8 +687,9 @@ def _parse_caddy(table: _Table) -> CaddySettings:
     for name in headers_t.data:
         value = headers_t.get(name, str)
         if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
-            raise headers_t.fail(name, 'must be Header-Name = "value" without quotes, backslashes, braces or '
-                                       "control characters")
+            raise headers_t.fail(
+                name, 'must be Header-Name = "value" without quotes, backslashes, braces or control characters'
+            )
         headers.append((name, value))
     headers_t.reject_unknown()
     rules = []
@@ -665,7 +716,9 @@ def _parse_caddy(table: _Table) -> CaddySettings:
         redirect_to_canonical=table.get("redirect_to_canonical", bool, True),
         encode=table.get("encode", bool, True),
         security_headers=table.get("security_headers", bool, True),
-        headers=tuple(headers), basic_auth=tuple(rules), extra=extra,
+        headers=tuple(headers),
+        basic_auth=tuple(rules),
+        extra=extra,
         behind_proxy=table.get("behind_proxy", bool, False),
     )
     table.reject_unknown()
@@ -711,8 +764,7 @@ def _parse_watch(table: _Table) -> WatchSettings:
         max_failed_ratio=float(table.get("max_failed_ratio", (int, float), defaults.max_failed_ratio)),
         min_probes=table.positive("min_probes", int, defaults.min_probes),
         max_visitor_5xx=table.positive("max_visitor_5xx", int, defaults.max_visitor_5xx),
-        max_visitor_5xx_ratio=float(table.get("max_visitor_5xx_ratio", (int, float),
-                                              defaults.max_visitor_5xx_ratio)),
+        max_visitor_5xx_ratio=float(table.get("max_visitor_5xx_ratio", (int, float), defaults.max_visitor_5xx_ratio)),
     )
     for key in ("max_failed_ratio", "max_visitor_5xx_ratio"):
         if not 0 <= getattr(watch, key) < 1:
@@ -742,16 +794,21 @@ def _parse_check(item: Any, index: int) -> SmokeCheck:
     if csrf_from and not csrf_from.startswith("/"):
         raise check.fail("csrf_from", "must start with /")
     result = SmokeCheck(
-        path=path, status=status, method=method,
+        path=path,
+        status=status,
+        method=method,
         content_type=check.get("content_type", str, ""),
         contains=check.get("contains", str, ""),
-        json_status=tuple(json_status), form=tuple(form.items()), csrf_from=csrf_from,
+        json_status=tuple(json_status),
+        form=tuple(form.items()),
+        csrf_from=csrf_from,
     )
     check.reject_unknown()
     return result
 
 
 # ---------------------------------------------------------------- writing site.toml
+
 
 def render_site_toml(site: SiteConfig) -> str:
     """site.toml as `sumbg init` writes it: every setting spelled out, so people can edit it."""
@@ -788,8 +845,11 @@ def render_site_toml(site: SiteConfig) -> str:
         f"watch = {_number(site.watch_seconds)}",
         "# Stop the idle colour this long after an upgrade went live (`sumbg retire --due`, from cron):",
         "# less memory, and a rollback then restarts it (not instant). 0 keeps it; unset: sumbg.toml's.",
-        (f"retire_idle_after = {_number(site.retire_idle_after)}" if site.retire_idle_after is not None
-         else '# retire_idle_after = "2d"'),
+        (
+            f"retire_idle_after = {_number(site.retire_idle_after)}"
+            if site.retire_idle_after is not None
+            else '# retire_idle_after = "2d"'
+        ),
         "",
         "# The watch after a switch reverts only on a failure that persists: this many failed",
         "# probes in a row, or more than max_failed_ratio of them (after min_probes), or at least",
@@ -853,17 +913,27 @@ def _render_caddy(caddy: CaddySettings) -> list[str]:
         f"behind_proxy = {str(caddy.behind_proxy).lower()}",
         "# Raw Caddyfile directives inside the site block (braces must balance), e.g. for a path matcher.",
         f"extra = {q(caddy.extra)}",
-        "# Response headers added or overridden (\"\" removes one): { \"X-Frame-Options\" = \"SAMEORIGIN\" }",
+        '# Response headers added or overridden ("" removes one): { "X-Frame-Options" = "SAMEORIGIN" }',
         "headers = { " + ", ".join(f"{q(k)} = {q(v)}" for k, v in caddy.headers) + (" }" if caddy.headers else "}"),
         "",
     ]
     if not caddy.basic_auth:
-        lines += ["# Basic auth on a path (e.g. staging's /admin/*); hash from `caddy hash-password`:",
-                  '# [[caddy.basic_auth]]', '# path = "/admin/*"', '# user = "staging"',
-                  '# hash = "$2a$14$..."', ""]
+        lines += [
+            "# Basic auth on a path (e.g. staging's /admin/*); hash from `caddy hash-password`:",
+            "# [[caddy.basic_auth]]",
+            '# path = "/admin/*"',
+            '# user = "staging"',
+            '# hash = "$2a$14$..."',
+            "",
+        ]
     for rule in caddy.basic_auth:
-        lines += ["[[caddy.basic_auth]]", f"path = {q(rule.path)}", f"user = {q(rule.user)}",
-                  f"hash = {q(rule.hash)}", ""]
+        lines += [
+            "[[caddy.basic_auth]]",
+            f"path = {q(rule.path)}",
+            f"user = {q(rule.user)}",
+            f"hash = {q(rule.hash)}",
+            "",
+        ]
     return lines
 
 
@@ -882,15 +952,16 @@ def _number(value: float) -> str:
 FLEET_ENV = "SUMBG_FLEET"
 # An SSH destination as ssh(1) takes it: [user@]host or ssh://[user@]host[:port]; never an option.
 _SSH_DESTINATION = re.compile(
-    r"^(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+$|^ssh://(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+(?::\d{1,5})?$")
+    r"^(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+$|^ssh://(?:[A-Za-z0-9._%+-]+@)?[A-Za-z0-9._-]+(?::\d{1,5})?$"
+)
 
 
 @dataclass(frozen=True)
 class FleetHost:
     name: str
-    ssh: str                 # an SSH destination, or "local": this machine, no SSH
+    ssh: str  # an SSH destination, or "local": this machine, no SSH
     root: str = str(DEFAULT_ROOT)
-    sumbg: str = "sumbg"     # the command on that host (e.g. /opt/sumbg/.venv/bin/sumbg)
+    sumbg: str = "sumbg"  # the command on that host (e.g. /opt/sumbg/.venv/bin/sumbg)
 
     @property
     def local(self) -> bool:
@@ -902,8 +973,8 @@ class FleetConfig:
     path: Path
     hosts: tuple[FleetHost, ...]
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    parallel: int = 1        # upgrades at a time on one host
-    max_parallel: int = 4    # upgrades at a time in the whole fleet
+    parallel: int = 1  # upgrades at a time on one host
+    max_parallel: int = 4  # upgrades at a time in the whole fleet
     ssh_config: Path | None = None
     connect_timeout: int = 10
     runs_dir: Path = Path(".sumbg-fleet")
@@ -951,8 +1022,9 @@ def load_fleet(path: Path) -> FleetConfig:
         host_t = hosts_t.table(name)
         ssh = host_t.get("ssh", str, required=True)
         if ssh != "local" and (ssh.startswith("-") or not _SSH_DESTINATION.fullmatch(ssh)):
-            raise host_t.fail("ssh", f"must be an SSH destination ([user@]host, ssh://[user@]host:port) or "
-                                     f"\"local\", not {ssh!r}")
+            raise host_t.fail(
+                "ssh", f'must be an SSH destination ([user@]host, ssh://[user@]host:port) or "local", not {ssh!r}'
+            )
         root = host_t.get("root", str, str(DEFAULT_ROOT))
         if not root.startswith("/") or any(ch.isspace() for ch in root):
             raise host_t.fail("root", f"must be an absolute path with no spaces, not {root!r}")
@@ -962,18 +1034,27 @@ def load_fleet(path: Path) -> FleetConfig:
         host_t.reject_unknown()
         hosts.append(FleetHost(name=name, ssh=ssh, root=root, sumbg=command))
     if not hosts:
-        raise ConfigError(f"{label}: hosts: at least one host is needed: [hosts.NAME] with ssh = \"user@host\" "
-                          f"(or \"local\")")
+        raise ConfigError(
+            f'{label}: hosts: at least one host is needed: [hosts.NAME] with ssh = "user@host" (or "local")'
+        )
 
     groups_t = table.table("groups")
     groups = {}
     for name in groups_t.data:
         members = groups_t.get(name, list)
         if not naming.SLUG_PATTERN.fullmatch(name) or not members or not all(isinstance(m, str) for m in members):
-            raise groups_t.fail(name, "must be NAME = [\"slug\", \"host/slug\", ...] with a lowercase name")
+            raise groups_t.fail(name, 'must be NAME = ["slug", "host/slug", ...] with a lowercase name')
         groups[name] = tuple(members)
     groups_t.reject_unknown()
     table.reject_unknown()
-    return FleetConfig(path=path, hosts=tuple(hosts), groups=groups, parallel=parallel, max_parallel=max_parallel,
-                       ssh_config=relative(ssh_config) if ssh_config else None, connect_timeout=connect_timeout,
-                       runs_dir=runs_dir, matrix=matrix)
+    return FleetConfig(
+        path=path,
+        hosts=tuple(hosts),
+        groups=groups,
+        parallel=parallel,
+        max_parallel=max_parallel,
+        ssh_config=relative(ssh_config) if ssh_config else None,
+        connect_timeout=connect_timeout,
+        runs_dir=runs_dir,
+        matrix=matrix,
+    )

@@ -5,6 +5,7 @@ take a Context instead of reaching for Docker, Caddy or HTTP themselves, so the
 unit tests can hand them a context whose engine, edge files and prober are small
 fakes and assert the whole sequence of effects of a plan.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ class Context:
         return Prober()
 
     def build_image(self, site: Site, image: build.ImageSpec) -> dict:
-        return build.build(self.engine, mirror_for(site), image, host=self.host, site=site.config,
-                           work_dir=site.run_dir)
+        return build.build(
+            self.engine, mirror_for(site), image, host=self.host, site=site.config, work_dir=site.run_dir
+        )
 
     def site_configs(self, *, strict: bool = False) -> list[SiteConfig]:
         """Every site registered under the root whose site.toml is valid; with `strict`, an
@@ -56,8 +58,7 @@ class Context:
                 found.append(load_site(self.host, path.parent.name))
             except ConfigError as exc:
                 if strict:
-                    raise ConfigError(exc.message.replace("site.toml:", f"{path.parent.name}/site.toml:", 1)) \
-                        from None
+                    raise ConfigError(exc.message.replace("site.toml:", f"{path.parent.name}/site.toml:", 1)) from None
             except SumbgError:
                 if strict:
                     raise
@@ -73,7 +74,8 @@ class Context:
     def all_sites(self, *, strict: bool = False) -> dict[str, SiteConfig]:
         """{slug: configuration} of every initialised site on this host (what the edge serves)."""
         return {
-            config.slug: config for config in self.site_configs(strict=strict)
+            config.slug: config
+            for config in self.site_configs(strict=strict)
             if Site(self.host, config).records.load_state().get("live")
         }
 

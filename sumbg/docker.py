@@ -4,10 +4,10 @@ Everything else asks this module for engine facts or hands it a Compose
 project description; every python_on_whales exception is translated here into
 a DockerError carrying the command, exit code and output tail.
 """
+
 from __future__ import annotations
 
 import ipaddress
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,21 +127,35 @@ class Engine:
             raise _wrap(exc, f"cannot inspect image {tag}") from None
         return dict(image.config.labels or {})
 
-    def build(self, context: Path, dockerfile: Path, tag: str, labels: dict, build_args: dict, *,
-              cpu_shares: int | None = None) -> None:
+    def build(
+        self,
+        context: Path,
+        dockerfile: Path,
+        tag: str,
+        labels: dict,
+        build_args: dict,
+        *,
+        cpu_shares: int | None = None,
+    ) -> None:
         # The legacy builder needs no buildx plugin; the layer cache still applies, and its step
         # containers take --cpu-shares. --force-rm: a failed step's container is removed too
         # (without it every failed build leaves one behind).
-        argv = (self.docker.client_config.docker_cmd + ["image", "build", "--quiet", "--force-rm", "--file",
-                                                         str(dockerfile), "--tag", tag]
-                + (["--cpu-shares", str(cpu_shares)] if cpu_shares else [])
-                + [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
-                + [arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")]
-                + [str(context)])
+        argv = (
+            self.docker.client_config.docker_cmd
+            + ["image", "build", "--quiet", "--force-rm", "--file", str(dockerfile), "--tag", tag]
+            + (["--cpu-shares", str(cpu_shares)] if cpu_shares else [])
+            + [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+            + [arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")]
+            + [str(context)]
+        )
         result = self._capture(argv, env={"DOCKER_BUILDKIT": "0"})
         if result.returncode != 0:
-            raise DockerError(f"building image {tag} failed (exit {result.returncode})",
-                              command=_redact(argv), returncode=result.returncode, output_tail=tail(result.output))
+            raise DockerError(
+                f"building image {tag} failed (exit {result.returncode})",
+                command=_redact(argv),
+                returncode=result.returncode,
+                output_tail=tail(result.output),
+            )
 
     # ------------------------------------------------------------ networks and volumes
     def ensure_edge_network(self, name: str) -> str | None:
@@ -159,12 +173,26 @@ class Engine:
                     self.docker.network.remove(probe)
                 upper = list(subnet.subnets(new_prefix=subnet.prefixlen + 1))[1]
                 # python-on-whales has no --ip-range: the docker CLI itself.
-                created = self._capture([*self.docker.client_config.docker_cmd, "network", "create",
-                                         "--subnet", str(subnet), "--ip-range", str(upper),
-                                         "--gateway", str(subnet[1]), "--label", "sumbg=1", name])
+                created = self._capture(
+                    [
+                        *self.docker.client_config.docker_cmd,
+                        "network",
+                        "create",
+                        "--subnet",
+                        str(subnet),
+                        "--ip-range",
+                        str(upper),
+                        "--gateway",
+                        str(subnet[1]),
+                        "--label",
+                        "sumbg=1",
+                        name,
+                    ]
+                )
                 if created.returncode != 0 and not self.docker.network.exists(name):
-                    raise DockerError(f"cannot create network {name}", returncode=created.returncode,
-                                      output_tail=tail(created.output))
+                    raise DockerError(
+                        f"cannot create network {name}", returncode=created.returncode, output_tail=tail(created.output)
+                    )
             except DockerException as exc:
                 if not self.docker.network.exists(name):  # lost a race with another creator: fine
                     raise _wrap(exc, f"cannot create network {name}") from None
@@ -214,30 +242,47 @@ class Engine:
         except DockerException:
             return ""
 
-    def exec(self, name: str, argv: list[str], *, user: str | None = None,
-             env: dict[str, str] | None = None, input: bytes | None = None) -> ExecResult:
+    def exec(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        user: str | None = None,
+        env: dict[str, str] | None = None,
+        input: bytes | None = None,
+    ) -> ExecResult:
         """Run a command in a running container; never raises on a non-zero exit.
 
         Environment values reach the container by name only (`--env KEY`), never in argv.
         """
         return self._capture(
-            self.docker.client_config.docker_cmd + ["exec"]
+            self.docker.client_config.docker_cmd
+            + ["exec"]
             + (["--interactive"] if input is not None else [])
             + (["--user", user] if user else [])
             + [arg for key in (env or {}) for arg in ("--env", key)]
             + [name, *argv],
-            env=env, input=input,
+            env=env,
+            input=input,
         )
 
-    def run_oneoff(self, image: str, argv: list[str], *, volumes: list[tuple[str, str, str]],
-                   network: str | None = None, env: dict[str, str] | None = None) -> ExecResult:
+    def run_oneoff(
+        self,
+        image: str,
+        argv: list[str],
+        *,
+        volumes: list[tuple[str, str, str]],
+        network: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ExecResult:
         """docker run --rm IMAGE ARGV with bind mounts; never raises on a non-zero exit.
 
         Environment values reach the container by name only (`--env KEY`), never in argv.
         """
         mounts = [arg for source, target, mode in volumes for arg in ("--volume", f"{source}:{target}:{mode}")]
         return self._capture(
-            self.docker.client_config.docker_cmd + ["run", "--rm", *mounts]
+            self.docker.client_config.docker_cmd
+            + ["run", "--rm", *mounts]
             + (["--network", network] if network else [])
             + [arg for key in (env or {}) for arg in ("--env", key)]
             + [image, *argv],
@@ -260,20 +305,31 @@ class Engine:
         except DockerException as exc:
             raise _wrap(exc, f"cannot remove container {name}") from None
 
-    def compose_up(self, project: ComposeProject, services: list[str] | None = None, *,
-                   wait: bool = False, force_recreate: bool = False, cpu_shares: int | None = None) -> None:
+    def compose_up(
+        self,
+        project: ComposeProject,
+        services: list[str] | None = None,
+        *,
+        wait: bool = False,
+        force_recreate: bool = False,
+        cpu_shares: int | None = None,
+    ) -> None:
         """`cpu_shares`: the containers' CPU weight from their first instant (created, weighted,
         then started); kept out of the Compose file, so a later `up` never recreates them for it."""
         project.write_env_file()
         try:
             if cpu_shares is None:
-                project.client().compose.up(services, detach=True, wait=wait, force_recreate=force_recreate,
-                                            quiet=True, pull="never")
+                project.client().compose.up(
+                    services, detach=True, wait=wait, force_recreate=force_recreate, quiet=True, pull="never"
+                )
                 return
             client = project.client()
             client.compose.create(services, force_recreate=force_recreate, pull="never")
-            created = [c.name for c in self.project_containers(project.name)
-                       if not services or c.labels.get("com.docker.compose.service") in services]
+            created = [
+                c.name
+                for c in self.project_containers(project.name)
+                if not services or c.labels.get("com.docker.compose.service") in services
+            ]
             self.set_cpu_shares(created, cpu_shares)
             client.compose.start(services)
         except DockerException as exc:
@@ -311,9 +367,9 @@ class Engine:
     def compose_run(self, project: ComposeProject, service: str, argv: list[str]) -> ExecResult:
         """A one-off container of a service (no aliases, no dependencies), removed afterwards."""
         project.write_env_file()
-        return self._capture(project.client().client_config.docker_compose_cmd + [
-            "run", "--rm", "--no-deps", "-T", service, *argv
-        ])
+        return self._capture(
+            project.client().client_config.docker_compose_cmd + ["run", "--rm", "--no-deps", "-T", service, *argv]
+        )
 
     def project_containers(self, project_name: str) -> list[ContainerState]:
         try:
@@ -323,9 +379,13 @@ class Engine:
         except DockerException as exc:
             raise _wrap(exc, f"cannot list containers of {project_name}") from None
         return [
-            ContainerState(name=c.name, running=bool(c.state.running), status=str(c.state.status),
-                           exit_code=c.state.exit_code, labels=dict(c.config.labels or {}),
-                           image=str(c.config.image))
+            ContainerState(
+                name=c.name,
+                running=bool(c.state.running),
+                status=str(c.state.status),
+                exit_code=c.state.exit_code,
+                labels=dict(c.config.labels or {}),
+                image=str(c.config.image),
+            )
             for c in found
         ]
-

@@ -3,6 +3,7 @@
 Each error carries the site, colour and step it happened in plus the evidence
 (command, exit code, output tail), and maps to the CLI's documented exit codes.
 """
+
 from __future__ import annotations
 
 import click

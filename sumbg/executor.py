@@ -6,6 +6,7 @@ in state.json before doing it (so a crash leaves a trace `recover` can act
 on), times each one, records everything in history.jsonl, and on failure undoes
 what the steps registered, newest first.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,8 @@ import sys
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import failpoints
 from .errors import NeedsOperator, SumbgError
@@ -26,7 +27,7 @@ from .util import utc_now
 class Step:
     name: str
     summary: str
-    action: Callable[["Run"], dict | None] = field(compare=False, repr=False)
+    action: Callable[[Run], dict | None] = field(compare=False, repr=False)
     details: dict = field(default_factory=dict, compare=False)
 
 
@@ -107,11 +108,25 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
     op_id = uuid.uuid4().hex[:12]
     run = Run(records, reporter, op_id)
     started = time.monotonic()
-    records.append({"event": "started", "id": op_id, "operation": plan.operation,
-                    "command": command, "pid": os.getpid(), "plan": [s.name for s in plan.steps],
-                    **plan.facts})
-    run.state["operation"] = {"id": op_id, "kind": plan.operation, "step": None,
-                              "pid": os.getpid(), "started_at": utc_now(), **plan.facts}
+    records.append(
+        {
+            "event": "started",
+            "id": op_id,
+            "operation": plan.operation,
+            "command": command,
+            "pid": os.getpid(),
+            "plan": [s.name for s in plan.steps],
+            **plan.facts,
+        }
+    )
+    run.state["operation"] = {
+        "id": op_id,
+        "kind": plan.operation,
+        "step": None,
+        "pid": os.getpid(),
+        "started_at": utc_now(),
+        **plan.facts,
+    }
     run.save_state()
     reporter.line(f"sumbg {plan.operation} {plan.slug}")
     results: list[dict] = []
@@ -126,8 +141,9 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
         except BaseException as exc:  # noqa: BLE001 - every failure must be recorded and undone
             seconds = time.monotonic() - t0
             error = _as_sumbg_error(exc, plan.slug, step.name)
-            results.append({"name": step.name, "seconds": round(seconds, 3), "outcome": "failed",
-                            "error": error.evidence()})
+            results.append(
+                {"name": step.name, "seconds": round(seconds, 3), "outcome": "failed", "error": error.evidence()}
+            )
             reporter.step_finished(step.name, seconds, "FAILED")
             undo_records, undo_error = _undo(run)
             outcome = "needs-operator" if undo_error else "aborted"
@@ -138,10 +154,19 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
                 final.site = final.site or plan.slug
             run.state["operation"] = None
             run.save_state()
-            summary = {"event": "finished", "id": op_id, "operation": plan.operation,
-                       "outcome": outcome, "failed_step": step.name, "error": error.evidence(),
-                       "steps": results, "undo": undo_records,
-                       "seconds": round(time.monotonic() - started, 3), **plan.facts, **run.notes}
+            summary = {
+                "event": "finished",
+                "id": op_id,
+                "operation": plan.operation,
+                "outcome": outcome,
+                "failed_step": step.name,
+                "error": error.evidence(),
+                "steps": results,
+                "undo": undo_records,
+                "seconds": round(time.monotonic() - started, 3),
+                **plan.facts,
+                **run.notes,
+            }
             records.append(summary)
             final.result = summary  # type: ignore[attr-defined]
             if isinstance(exc, KeyboardInterrupt):
@@ -153,9 +178,16 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
         reporter.step_finished(step.name, seconds, outcome, info.get("reason", ""))
     run.state["operation"] = None
     run.save_state()
-    summary = {"event": "finished", "id": op_id, "operation": plan.operation, "outcome": "done",
-               "steps": results, "seconds": round(time.monotonic() - started, 3),
-               **plan.facts, **run.notes}
+    summary = {
+        "event": "finished",
+        "id": op_id,
+        "operation": plan.operation,
+        "outcome": "done",
+        "steps": results,
+        "seconds": round(time.monotonic() - started, 3),
+        **plan.facts,
+        **run.notes,
+    }
     records.append(summary)
     reporter.line(f"done in {summary['seconds']:.1f}s")
     return summary
@@ -192,6 +224,8 @@ def _as_sumbg_error(exc: BaseException, slug: str | None, step: str) -> SumbgErr
     if isinstance(exc, KeyboardInterrupt):
         return SumbgError("interrupted", site=slug, step=step)
     return SumbgError(
-        f"unexpected {type(exc).__name__}: {exc}", site=slug, step=step,
+        f"unexpected {type(exc).__name__}: {exc}",
+        site=slug,
+        step=step,
         output_tail="".join(traceback.format_exception(exc)[-3:]) if os.environ.get("SUMBG_VERBOSE") else None,
     )

@@ -5,6 +5,7 @@ waits to be killed, or, when SUMBG_FAILPOINT_RESUME names a file, until that
 file exists (so a test can change the world behind sumbg's back mid-operation,
 then let it go on). Crash safety is only believable if every such point is tested.
 """
+
 from __future__ import annotations
 
 import os

@@ -15,16 +15,17 @@ sumbg on each host does the work; this module only decides and drives, over SSH
 The plan and the schedule are pure (unit-tested with small fakes); `FleetDriver` is the
 one place with side effects.
 """
+
 from __future__ import annotations
 
 import json
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from . import reports
 from .config import FleetConfig, FleetHost
@@ -39,6 +40,7 @@ FLEET_MATRIX_COLUMNS = ("Host", *reports.MATRIX_COLUMNS)
 
 
 # ================================================================== gathering
+
 
 @dataclass(frozen=True)
 class HostView:
@@ -57,9 +59,11 @@ class HostView:
         return (self.status or {}).get("sites", [])
 
 
-def gather(fleet: FleetConfig, ask: Callable[[FleetHost], dict], hosts: list[FleetHost] | None = None
-           ) -> list[HostView]:
+def gather(
+    fleet: FleetConfig, ask: Callable[[FleetHost], dict], hosts: list[FleetHost] | None = None
+) -> list[HostView]:
     """Ask every host at once; an unreachable one becomes a HostView with its error."""
+
     def one(host: FleetHost) -> HostView:
         try:
             return HostView(host, status=ask(host))
@@ -73,6 +77,7 @@ def gather(fleet: FleetConfig, ask: Callable[[FleetHost], dict], hosts: list[Fle
 
 # ================================================================== the status table and matrix
 
+
 def site_row(host: str, site: dict) -> dict:
     """One line of `fleet status`: what an operator looks at across the fleet."""
     health = site.get("health") or {}
@@ -85,19 +90,34 @@ def site_row(host: str, site: dict) -> dict:
     else:
         state = ""
     return {
-        "host": host, "site": site["site"], "domains": site.get("domains") or [site.get("domain")],
-        "live": site.get("live"), "ref": site.get("ref"), "sum_core": site.get("sum_core"),
+        "host": host,
+        "site": site["site"],
+        "domains": site.get("domains") or [site.get("domain")],
+        "live": site.get("live"),
+        "ref": site.get("ref"),
+        "sum_core": site.get("sum_core"),
         "health": health.get("status") or health.get("error") or health.get("http_status"),
         "last": site.get("last_deploy_outcome"),
         "rollback": ("instant" if rollback.get("instant") else "restart") if rollback.get("possible") else "none",
-        "rollback_to": rollback.get("ref"), "problem": state,
+        "rollback_to": rollback.get("ref"),
+        "problem": state,
     }
 
 
 def status_document(views: list[HostView]) -> dict:
-    return {"hosts": [{"name": v.host.name, "ssh": v.host.ssh, "reachable": v.reachable, "error": v.error,
-                       "sumbg": (v.status or {}).get("sumbg"),
-                       "sites": [site_row(v.host.name, s) for s in v.sites]} for v in views]}
+    return {
+        "hosts": [
+            {
+                "name": v.host.name,
+                "ssh": v.host.ssh,
+                "reachable": v.reachable,
+                "error": v.error,
+                "sumbg": (v.status or {}).get("sumbg"),
+                "sites": [site_row(v.host.name, s) for s in v.sites],
+            }
+            for v in views
+        ]
+    }
 
 
 def status_lines(views: list[HostView]) -> list[str]:
@@ -113,10 +133,18 @@ def status_lines(views: list[HostView]) -> list[str]:
             rows.append((view.host.name, "(no sites)", "", "", "", "", "", ""))
         for site in view.sites:
             row = site_row(view.host.name, site)
-            rows.append((view.host.name, row["site"], ",".join(row["domains"]), row["ref"] or "-",
-                         row["sum_core"] or "-", str(row["health"] or "-"),
-                         f"{row['rollback']}" + (f" ({row['rollback_to']})" if row["rollback_to"] else ""),
-                         row["last"] or "-"))
+            rows.append(
+                (
+                    view.host.name,
+                    row["site"],
+                    ",".join(row["domains"]),
+                    row["ref"] or "-",
+                    row["sum_core"] or "-",
+                    str(row["health"] or "-"),
+                    f"{row['rollback']}" + (f" ({row['rollback_to']})" if row["rollback_to"] else ""),
+                    row["last"] or "-",
+                )
+            )
             if row["problem"]:
                 notes.append(f"{view.host.name}/{row['site']}: {row['problem']}")
     return _table(header, rows) + notes
@@ -124,8 +152,10 @@ def status_lines(views: list[HostView]) -> list[str]:
 
 def _table(header: tuple, rows: list[tuple]) -> list[str]:
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
-    return ["  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip()
-            for row in (header, *rows)]
+    return [
+        "  ".join(str(value).ljust(width) for value, width in zip(row, widths, strict=False)).rstrip()
+        for row in (header, *rows)
+    ]
 
 
 def matrix(views: list[HostView]) -> str:
@@ -134,12 +164,23 @@ def matrix(views: list[HostView]) -> str:
         if not view.reachable:
             rows.append((view.host.name, None, None, None, None, None, None, f"UNREACHABLE: {view.error}"))
         for site in view.sites:
-            rows.append((view.host.name, site.get("domain"), site.get("environment"), site["site"], site.get("ref"),
-                         site.get("deployed_at"), site.get("last_deploy_outcome"), site.get("notes")))
+            rows.append(
+                (
+                    view.host.name,
+                    site.get("domain"),
+                    site.get("environment"),
+                    site["site"],
+                    site.get("ref"),
+                    site.get("deployed_at"),
+                    site.get("last_deploy_outcome"),
+                    site.get("notes"),
+                )
+            )
     return reports.matrix_markdown(FLEET_MATRIX_COLUMNS, rows, source="`sumbg fleet status` on every host")
 
 
 # ================================================================== selection and plan (pure)
+
 
 def select(fleet: FleetConfig, views: list[HostView], names: tuple[str, ...]) -> list[str]:
     """The sites named (slug, host/slug or a group of them), as host/slug, in fleet order;
@@ -183,14 +224,14 @@ def choose_release(tags: list[dict], core: str) -> dict | None:
 class Move:
     """One site's part in a fleet upgrade: where it goes, or why it does not."""
 
-    site: str                   # host/slug
+    site: str  # host/slug
     from_ref: str | None = None
     from_core: str | None = None
     to_ref: str | None = None
     to_commit: str | None = None
     canary: bool = False
-    skip: str | None = None     # why it is not upgraded (then to_ref is None)
-    current: bool = False       # skipped because it already runs the version
+    skip: str | None = None  # why it is not upgraded (then to_ref is None)
+    current: bool = False  # skipped because it already runs the version
 
     @property
     def host(self) -> str:
@@ -201,8 +242,9 @@ class Move:
         return self.site.split("/", 1)[1]
 
 
-def plan_moves(core: str, selected: list[str], views: list[HostView], releases: dict[str, dict],
-               canaries: tuple[str, ...]) -> list[Move]:
+def plan_moves(
+    core: str, selected: list[str], views: list[HostView], releases: dict[str, dict], canaries: tuple[str, ...]
+) -> list[Move]:
     """Every selected site's move, canaries first (in the order named), then fleet order.
     `releases`: host/slug -> that site's `sumbg releases --json` entry (or {"error": ...})."""
     by_site = {f"{v.host.name}/{s['site']}": s for v in views for s in v.sites}
@@ -232,16 +274,21 @@ def plan_moves(core: str, selected: list[str], views: list[HostView], releases: 
             why = f"its releases could not be read: {found['error']}"
         elif tag is None:
             why = f"no tag of its repo pins sum-core {core.removeprefix('v')}" + (
-                f" ({found['note']})" if found.get("note") else "")
+                f" ({found['note']})" if found.get("note") else ""
+            )
         else:
             why = None
-        moves.append(replace(base, skip=why, current=current) if why else
-                     replace(base, to_ref=tag["tag"], to_commit=tag.get("commit")))
+        moves.append(
+            replace(base, skip=why, current=current)
+            if why
+            else replace(base, to_ref=tag["tag"], to_commit=tag.get("commit"))
+        )
     order = {name: index for index, name in enumerate(canaries)}
     return sorted(moves, key=lambda m: (0, order[m.site]) if m.canary else (1, 0))
 
 
 # ================================================================== the schedule (pure)
+
 
 class Schedule:
     """Which upgrades may start now. Canaries one at a time, each passed before the next;
@@ -297,12 +344,13 @@ class Schedule:
 
 # ================================================================== the run record
 
+
 @dataclass
 class Outcome:
     """How one site's move ended (or that it did not start)."""
 
     site: str
-    state: str                  # upgraded | failed | needs-operator | lost | skipped | not-tried | planned | running
+    state: str  # upgraded | failed | needs-operator | lost | skipped | not-tried | planned | running
     from_ref: str | None = None
     to_ref: str | None = None
     canary: bool = False
@@ -318,20 +366,33 @@ class FleetRun:
     options: dict
     started_at: str = field(default_factory=utc_now)
     finished_at: str | None = None
-    outcome: str = "running"    # running (or killed) | done | stopped
+    outcome: str = "running"  # running (or killed) | done | stopped
     moves: dict[str, Outcome] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)
 
     def document(self) -> dict:
-        return {"id": self.id, "core": self.core, "options": self.options, "started_at": self.started_at,
-                "finished_at": self.finished_at, "outcome": self.outcome, "unreachable": self.unreachable,
-                "moves": [asdict(o) for o in self.moves.values()]}
+        return {
+            "id": self.id,
+            "core": self.core,
+            "options": self.options,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "outcome": self.outcome,
+            "unreachable": self.unreachable,
+            "moves": [asdict(o) for o in self.moves.values()],
+        }
 
     @classmethod
-    def from_document(cls, doc: dict) -> "FleetRun":
-        run = cls(id=doc["id"], core=doc["core"], options=doc["options"], started_at=doc["started_at"],
-                  finished_at=doc.get("finished_at"), outcome=doc.get("outcome", "running"),
-                  unreachable=doc.get("unreachable") or {})
+    def from_document(cls, doc: dict) -> FleetRun:
+        run = cls(
+            id=doc["id"],
+            core=doc["core"],
+            options=doc["options"],
+            started_at=doc["started_at"],
+            finished_at=doc.get("finished_at"),
+            outcome=doc.get("outcome", "running"),
+            unreachable=doc.get("unreachable") or {},
+        )
         run.moves = {m["site"]: Outcome(**m) for m in doc.get("moves", [])}
         return run
 
@@ -346,8 +407,9 @@ class RunStore:
         return SiteLock(self.directory / ".lock", "fleet upgrade")
 
     def save(self, run: FleetRun) -> None:
-        atomic_write(self.directory / f"{run.id}.json",
-                     json.dumps(run.document(), indent=2, sort_keys=True) + "\n", mode=0o600)
+        atomic_write(
+            self.directory / f"{run.id}.json", json.dumps(run.document(), indent=2, sort_keys=True) + "\n", mode=0o600
+        )
 
     def last_unfinished(self) -> FleetRun | None:
         for path in sorted(self.directory.glob("*.json"), reverse=True):
@@ -368,9 +430,11 @@ def exit_code(run: FleetRun) -> int:
 
 # ================================================================== the driver (side effects)
 
+
 class FleetDriver:
-    def __init__(self, fleet: FleetConfig, say: Callable[[str], None],
-                 link: Callable[[FleetHost], HostLink] | None = None) -> None:
+    def __init__(
+        self, fleet: FleetConfig, say: Callable[[str], None], link: Callable[[FleetHost], HostLink] | None = None
+    ) -> None:
         self.fleet = fleet
         self.say = say
         self.link = link or (lambda host: HostLink(fleet, host))
@@ -394,7 +458,8 @@ class FleetDriver:
         def one(host_name: str) -> dict[str, dict]:
             try:
                 doc = self.link(self.fleet.host(host_name)).query(
-                    ["releases", *wanted[host_name]], timeout=RELEASES_TIMEOUT)
+                    ["releases", *wanted[host_name]], timeout=RELEASES_TIMEOUT
+                )
             except SumbgError as exc:
                 return {f"{host_name}/{slug}": {"error": exc.message} for slug in wanted[host_name]}
             return {f"{host_name}/{item['site']}": item for item in doc.get("sites", [])}
@@ -405,8 +470,9 @@ class FleetDriver:
                 found.update(part)
         return found
 
-    def plan(self, core: str, names: tuple[str, ...], canaries: tuple[str, ...], *,
-             already: set[str] = frozenset()) -> tuple[list[Move], list[HostView]]:
+    def plan(
+        self, core: str, names: tuple[str, ...], canaries: tuple[str, ...], *, already: set[str] = frozenset()
+    ) -> tuple[list[Move], list[HostView]]:
         views = self.status()
         selected = select(self.fleet, views, names)
         canary_sites = tuple(c for c in select(self.fleet, views, canaries) if c not in already) if canaries else ()
@@ -418,8 +484,9 @@ class FleetDriver:
     def upgrade(self, run: FleetRun, moves: list[Move], store: RunStore, *, watch: float | None) -> FleetRun:
         for move in moves:
             if move.site not in run.moves or run.moves[move.site].state != "upgraded":
-                run.moves[move.site] = Outcome(move.site, "skipped" if move.skip else "planned", move.from_ref,
-                                               move.to_ref, move.canary, move.skip)
+                run.moves[move.site] = Outcome(
+                    move.site, "skipped" if move.skip else "planned", move.from_ref, move.to_ref, move.canary, move.skip
+                )
         store.save(run)
         schedule = Schedule(moves, per_host=run.options["parallel"], fleet_limit=run.options["max_parallel"])
         finished: queue.Queue = queue.Queue()
@@ -427,10 +494,10 @@ class FleetDriver:
             for move in schedule.start_now():
                 run.moves[move.site].state = "running"
                 store.save(run)
-                self.say(f"{move.site}: upgrading {move.from_ref} -> {move.to_ref}"
-                         f"{' (canary)' if move.canary else ''}")
-                threading.Thread(target=lambda m=move: finished.put((m, self._upgrade_one(m, watch))),
-                                 daemon=True).start()
+                self.say(f"{move.site}: upgrading {move.from_ref} -> {move.to_ref}{' (canary)' if move.canary else ''}")
+                threading.Thread(
+                    target=lambda m=move: finished.put((m, self._upgrade_one(m, watch))), daemon=True
+                ).start()
             move, outcome = finished.get()
             run.moves[move.site] = outcome
             schedule.done(move, outcome.state == "upgraded")
@@ -462,9 +529,13 @@ class FleetDriver:
         except (HostUnreachable, OSError) as exc:
             # Whatever broke the link, the run must hear of it (a silent thread would hang it).
             message = exc.message if isinstance(exc, HostUnreachable) else f"{type(exc).__name__}: {exc}"
-            return replace(base, state="lost", seconds=round(time.monotonic() - started, 1),
-                           reason=f"{message}; the upgrade may have gone on there: `sumbg fleet status` "
-                                  f"tells, `sumbg fleet upgrade --resume` goes on")
+            return replace(
+                base,
+                state="lost",
+                seconds=round(time.monotonic() - started, 1),
+                reason=f"{message}; the upgrade may have gone on there: `sumbg fleet status` "
+                f"tells, `sumbg fleet upgrade --resume` goes on",
+            )
         seconds = round(time.monotonic() - started, 1)
         doc = reply.document or {}
         if reply.returncode == 0:
@@ -484,9 +555,18 @@ def run_lines(run: FleetRun, views: list[HostView]) -> list[str]:
     """The matrix of a fleet upgrade: what was done, what failed, what was not tried, and what
     each site serves now."""
     live = {f"{v.host.name}/{s['site']}": s.get("ref") for v in views for s in v.sites}
-    rows = [(o.site.split("/", 1)[0], o.site.split("/", 1)[1], o.from_ref or "-", o.to_ref or "-",
-             o.state + (" (canary)" if o.canary else ""), live.get(o.site) or "?", o.reason or "")
-            for o in run.moves.values()]
+    rows = [
+        (
+            o.site.split("/", 1)[0],
+            o.site.split("/", 1)[1],
+            o.from_ref or "-",
+            o.to_ref or "-",
+            o.state + (" (canary)" if o.canary else ""),
+            live.get(o.site) or "?",
+            o.reason or "",
+        )
+        for o in run.moves.values()
+    ]
     lines = _table(("HOST", "SITE", "FROM", "TO", "OUTCOME", "LIVE NOW", "WHY"), rows)
     for host, error in run.unreachable.items():
         lines.append(f"{host}: UNREACHABLE: {error}")
@@ -507,10 +587,20 @@ def passed(stored: FleetRun | None) -> set[str]:
     return {site for site, o in stored.moves.items() if o.state == "upgraded"} if stored else set()
 
 
-def upgrade_fleet(fleet: FleetConfig, core: str | None, *, names: tuple[str, ...] = (),
-                  canaries: tuple[str, ...] = (), parallel: int | None = None, max_parallel: int | None = None,
-                  watch: float | None = None, dry_run: bool = False, resume: bool = False,
-                  say: Callable[[str], None], driver: FleetDriver | None = None) -> tuple[dict, list[str], int]:
+def upgrade_fleet(
+    fleet: FleetConfig,
+    core: str | None,
+    *,
+    names: tuple[str, ...] = (),
+    canaries: tuple[str, ...] = (),
+    parallel: int | None = None,
+    max_parallel: int | None = None,
+    watch: float | None = None,
+    dry_run: bool = False,
+    resume: bool = False,
+    say: Callable[[str], None],
+    driver: FleetDriver | None = None,
+) -> tuple[dict, list[str], int]:
     """Plan, then (unless dry_run) run a fleet upgrade; returns (document, matrix lines, exit code)."""
     driver = driver or FleetDriver(fleet, say)
     store = RunStore(fleet.runs_dir)
@@ -527,21 +617,32 @@ def upgrade_fleet(fleet: FleetConfig, core: str | None, *, names: tuple[str, ...
             core = stored.core
             say(f"resuming fleet run {stored.id} (sum-core {core}, started {stored.started_at})")
         else:
-            options = {"sites": list(names), "canaries": list(canaries), "watch": watch,
-                       "parallel": parallel or fleet.parallel, "max_parallel": max_parallel or fleet.max_parallel}
-        moves, views = driver.plan(core, tuple(options["sites"]), tuple(options["canaries"]),
-                                   already=passed(stored))
+            options = {
+                "sites": list(names),
+                "canaries": list(canaries),
+                "watch": watch,
+                "parallel": parallel or fleet.parallel,
+                "max_parallel": max_parallel or fleet.max_parallel,
+            }
+        moves, views = driver.plan(core, tuple(options["sites"]), tuple(options["canaries"]), already=passed(stored))
         named_hosts = {m.host for m in moves}
-        unreachable = {v.host.name: v.error for v in views
-                       if not v.reachable and (not options["sites"] or v.host.name in named_hosts)}
+        unreachable = {
+            v.host.name: v.error
+            for v in views
+            if not v.reachable and (not options["sites"] or v.host.name in named_hosts)
+        }
         # A canary already on the version has shown it; one that cannot move shows nothing.
         blocked = [m for m in moves if m.canary and m.skip and not m.current]
         if blocked and not dry_run:
-            raise UsageError(f"canary {blocked[0].site} cannot be upgraded ({blocked[0].skip}); "
-                             f"choose another canary or none")
+            raise UsageError(
+                f"canary {blocked[0].site} cannot be upgraded ({blocked[0].skip}); choose another canary or none"
+            )
         if dry_run:
-            return ({"dry_run": True, "core": core, "moves": [asdict(m) for m in moves],
-                     "unreachable": unreachable}, plan_lines(core, moves, unreachable), 0)
+            return (
+                {"dry_run": True, "core": core, "moves": [asdict(m) for m in moves], "unreachable": unreachable},
+                plan_lines(core, moves, unreachable),
+                0,
+            )
         run = stored or FleetRun(new_run_id(core), core, options)
         run.options, run.outcome, run.finished_at, run.unreachable = options, "running", None, unreachable
         driver.upgrade(run, moves, store, watch=options["watch"])
@@ -553,9 +654,17 @@ def upgrade_fleet(fleet: FleetConfig, core: str | None, *, names: tuple[str, ...
 
 
 def plan_lines(core: str, moves: list[Move], unreachable: dict[str, str]) -> list[str]:
-    rows = [(m.host, m.slug, "canary" if m.canary else ("skip" if m.skip else "upgrade"),
-             f"{m.from_ref or '-'} (sum-core {m.from_core or '-'})", m.to_ref or "-", m.skip or "")
-            for m in moves]
+    rows = [
+        (
+            m.host,
+            m.slug,
+            "canary" if m.canary else ("skip" if m.skip else "upgrade"),
+            f"{m.from_ref or '-'} (sum-core {m.from_core or '-'})",
+            m.to_ref or "-",
+            m.skip or "",
+        )
+        for m in moves
+    ]
     lines = [f"dry run: fleet upgrade to sum-core {core.removeprefix('v')}; nothing is changed"]
     lines += _table(("HOST", "SITE", "ACTION", "FROM", "TO", "WHY NOT"), rows)
     lines += [f"{host}: UNREACHABLE: {error} (its sites are not in the plan)" for host, error in unreachable.items()]

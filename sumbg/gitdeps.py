@@ -8,6 +8,7 @@ requirement to that local copy. This module is the pure part: parsing a requirem
 git's ``insteadOf`` URL rewriting, the rewritten requirements file, the rewritten
 .dockerignore, and URLs with any password removed for messages and records.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,9 +21,9 @@ GIT_SCHEMES = ("https", "http", "ssh", "git", "file")
 
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _PEP508 = re.compile(
-    rf"^(?P<name>{_NAME})\s*(?P<extras>\[[^\]]*\])?\s*@\s*git\+(?P<url>\S+)(?:\s+(?P<marker>;.*?))?\s*$")
-_BARE = re.compile(
-    r"^(?P<editable>(?:-e|--editable)(?:\s+|=))?git\+(?P<url>\S+)(?:\s+(?P<marker>;.*?))?\s*$")
+    rf"^(?P<name>{_NAME})\s*(?P<extras>\[[^\]]*\])?\s*@\s*git\+(?P<url>\S+)(?:\s+(?P<marker>;.*?))?\s*$"
+)
+_BARE = re.compile(r"^(?P<editable>(?:-e|--editable)(?:\s+|=))?git\+(?P<url>\S+)(?:\s+(?P<marker>;.*?))?\s*$")
 _COMMENT = re.compile(r"(^|\s)#.*$")
 
 
@@ -30,13 +31,13 @@ _COMMENT = re.compile(r"(^|\s)#.*$")
 class GitRequirement:
     """One `git+` line of a requirements file."""
 
-    line: int            # 0-based physical line number
-    name: str            # the distribution name, "" when the line does not say
-    extras: str          # "[extra1,extra2]" or ""
-    url: str             # the repository URL as written, without git+, @ref and #fragment
-    ref: str             # tag, branch or commit; "" = the remote HEAD
-    subdirectory: str    # #subdirectory=..., "" = repository root
-    marker: str          # "; python_version >= '3.12'" or ""
+    line: int  # 0-based physical line number
+    name: str  # the distribution name, "" when the line does not say
+    extras: str  # "[extra1,extra2]" or ""
+    url: str  # the repository URL as written, without git+, @ref and #fragment
+    ref: str  # tag, branch or commit; "" = the remote HEAD
+    subdirectory: str  # #subdirectory=..., "" = repository root
+    marker: str  # "; python_version >= '3.12'" or ""
 
     @property
     def label(self) -> str:
@@ -62,8 +63,13 @@ def parse_git_requirement(text: str, line: int = 0) -> GitRequirement | None:
     groups = match.groupdict()
     name = groups.get("name") or params.get("egg", "")
     return GitRequirement(
-        line=line, name=name, extras=groups.get("extras") or "", url=f"{scheme}://{netloc}/{path}",
-        ref=ref, subdirectory=params.get("subdirectory", "").strip("/"), marker=groups.get("marker") or "",
+        line=line,
+        name=name,
+        extras=groups.get("extras") or "",
+        url=f"{scheme}://{netloc}/{path}",
+        ref=ref,
+        subdirectory=params.get("subdirectory", "").strip("/"),
+        marker=groups.get("marker") or "",
     )
 
 
@@ -98,9 +104,8 @@ def rewrite_requirements(text: str, replacements: dict[int, str]) -> str:
 
 def rewrite_url(url: str, rewrites: tuple[tuple[str, str], ...]) -> str:
     """git's `url.<base>.insteadOf <prefix>`: the longest matching prefix is replaced."""
-    best = max((pair for pair in rewrites if url.startswith(pair[0])), key=lambda pair: len(pair[0]),
-               default=None)
-    return best[1] + url[len(best[0]):] if best else url
+    best = max((pair for pair in rewrites if url.startswith(pair[0])), key=lambda pair: len(pair[0]), default=None)
+    return best[1] + url[len(best[0]) :] if best else url
 
 
 def redact_url(url: str) -> str:

@@ -4,6 +4,7 @@ sumbg keeps a bare mirror of the client repo under the site folder and builds
 from `git archive` of the resolved commit, so uncommitted files in someone's
 checkout can never end up in an image.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,16 +23,16 @@ _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
 
 def _git(args: list[str], *, cwd: Path | None = None, binary: bool = False, check: bool = True):
     try:
-        proc = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, env={**os.environ, **_GIT_ENV}, timeout=600
-        )
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env={**os.environ, **_GIT_ENV}, timeout=600)
     except FileNotFoundError:
         raise GitError("git is not installed") from None
     except subprocess.TimeoutExpired:
         raise GitError(f"git {args[0]} took longer than 10 minutes", command=["git", *args]) from None
     if check and proc.returncode != 0:
         raise GitError(
-            f"git {args[0]} failed", command=["git", *args], returncode=proc.returncode,
+            f"git {args[0]} failed",
+            command=["git", *args],
+            returncode=proc.returncode,
             output_tail=tail(proc.stderr, 5),
         )
     return proc if binary else proc.stdout.decode("utf-8", "replace")
@@ -94,21 +95,40 @@ class Mirror:
             if tmp.exists():
                 _git(["-C", str(tmp.parent), "worktree", "prune"], check=False)
                 import shutil
+
                 shutil.rmtree(tmp)
             _git(["clone", "--mirror", "--quiet", self.origin, str(tmp)])
             os.replace(tmp, self.path)
         else:
             _git(["-C", str(self.path), "remote", "set-url", "origin", self.origin])
-            _git(["-C", str(self.path), "fetch", "--prune", "--tags", "--force", "--quiet", "origin",
-                  "+refs/heads/*:refs/heads/*"])
+            _git(
+                [
+                    "-C",
+                    str(self.path),
+                    "fetch",
+                    "--prune",
+                    "--tags",
+                    "--force",
+                    "--quiet",
+                    "origin",
+                    "+refs/heads/*:refs/heads/*",
+                ]
+            )
 
     def exists(self) -> bool:
         return (self.path / "HEAD").exists()
 
     def tags(self) -> list[tuple[str, str, int]]:
         """(tag, the commit it names, its date as a Unix time) for every tag."""
-        out = _git(["-C", str(self.path), "for-each-ref", "refs/tags",
-                    "--format=%(refname:strip=2)%00%(objectname)%00%(*objectname)%00%(creatordate:unix)"])
+        out = _git(
+            [
+                "-C",
+                str(self.path),
+                "for-each-ref",
+                "refs/tags",
+                "--format=%(refname:strip=2)%00%(objectname)%00%(*objectname)%00%(creatordate:unix)",
+            ]
+        )
         found = []
         for line in out.splitlines():
             tag, obj, peeled, date = line.split("\0")
@@ -116,8 +136,9 @@ class Mirror:
         return found
 
     def resolve(self, ref: str) -> Resolved:
-        proc = _git(["-C", str(self.path), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-                    check=False, binary=True)
+        proc = _git(
+            ["-C", str(self.path), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], check=False, binary=True
+        )
         if proc.returncode != 0:
             raise NotFound(f"ref {ref!r} does not exist in {self.origin}")
         return Resolved(ref=ref, commit=proc.stdout.decode().strip())
@@ -139,8 +160,7 @@ class Mirror:
 
 
 _PIN_EQ = re.compile(r"^\s*sum[-_]core\s*==\s*([0-9][0-9A-Za-z.+-]*)\s*(?:[;#].*)?$", re.I)
-_PIN_GIT = re.compile(
-    r"^\s*sum[-_]core\s*@\s*git\+\S+?@v?([0-9][0-9A-Za-z.+-]*?)(?:#\S*)?(?:\s*;.*|\s+#.*)?\s*$", re.I)
+_PIN_GIT = re.compile(r"^\s*sum[-_]core\s*@\s*git\+\S+?@v?([0-9][0-9A-Za-z.+-]*?)(?:#\S*)?(?:\s*;.*|\s+#.*)?\s*$", re.I)
 
 
 def sum_core_pin(requirements: str | None) -> str | None:
@@ -162,14 +182,17 @@ def detect_project(files: list[str]) -> str | None:
         return None
     for name in sorted(names):
         parts = name.split("/")
-        if len(parts) == 2 and parts[1] == "wsgi.py" and (
-            f"{parts[0]}/settings/production.py" in names or f"{parts[0]}/settings.py" in names
+        if (
+            len(parts) == 2
+            and parts[1] == "wsgi.py"
+            and (f"{parts[0]}/settings/production.py" in names or f"{parts[0]}/settings.py" in names)
         ):
             return parts[0]
     return None
 
 
 # ---------------------------------------------------------------- git dependencies of a build
+
 
 @dataclass(frozen=True)
 class GitAuth:
@@ -185,7 +208,7 @@ class GitAuth:
     ssh_key_file: str = ""
     ssh_known_hosts: str = ""
     ca_bundle: str = ""
-    token_source: str = ""     # e.g. "sumbg.toml build.git_token_file", for messages
+    token_source: str = ""  # e.g. "sumbg.toml build.git_token_file", for messages
     ssh_key_source: str = ""
 
     def secrets(self) -> list[str]:
@@ -201,8 +224,20 @@ class GitAuth:
 
 
 DEFAULT_GIT_USERNAME = "x-access-token"  # GitHub's name for token auth; other forges accept any
-_PASSED_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
-               "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+_PASSED_ENV = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "TMPDIR",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+)
 _ASKPASS = """#!/bin/sh
 # Written by sumbg for one build: git asks, this answers from the token file (never argv).
 case "$1" in
@@ -219,8 +254,13 @@ def dependency_env(auth: GitAuth, scratch: Path) -> dict[str, str]:
     store the token, no GIT_TRACE/GIT_CURL_VERBOSE can print it), no terminal prompt.
     """
     env = {key: os.environ[key] for key in _PASSED_ENV if key in os.environ}
-    env.update(LC_ALL="C", GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull,
-               GIT_SSH_COMMAND="ssh -o BatchMode=yes")
+    env.update(
+        LC_ALL="C",
+        GIT_TERMINAL_PROMPT="0",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_SSH_COMMAND="ssh -o BatchMode=yes",
+    )
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     if auth.ca_bundle:
         env["GIT_SSL_CAINFO"] = auth.ca_bundle
@@ -228,10 +268,14 @@ def dependency_env(auth: GitAuth, scratch: Path) -> dict[str, str]:
         askpass = scratch / "askpass.sh"
         askpass.write_text(_ASKPASS)
         askpass.chmod(0o700)
-        env.update(GIT_ASKPASS=str(askpass), SUMBG_GIT_TOKEN_FILE=auth.token_file,
-                   SUMBG_GIT_USERNAME=auth.username or DEFAULT_GIT_USERNAME)
+        env.update(
+            GIT_ASKPASS=str(askpass),
+            SUMBG_GIT_TOKEN_FILE=auth.token_file,
+            SUMBG_GIT_USERNAME=auth.username or DEFAULT_GIT_USERNAME,
+        )
     if auth.ssh_key_file or auth.ssh_known_hosts:
         import shlex
+
         ssh = ["ssh"]
         if auth.ssh_key_file:
             ssh += ["-i", shlex.quote(auth.ssh_key_file), "-o", "IdentitiesOnly=yes"]
@@ -244,8 +288,9 @@ def dependency_env(auth: GitAuth, scratch: Path) -> dict[str, str]:
     return env
 
 
-def fetch_tree(url: str, ref: str, subdirectory: str, dest: Path, *, auth: GitAuth, scratch: Path,
-               shown_url: str) -> str:
+def fetch_tree(
+    url: str, ref: str, subdirectory: str, dest: Path, *, auth: GitAuth, scratch: Path, shown_url: str
+) -> str:
     """Clone `url` into scratch, export REF[:subdirectory] into dest; return the commit.
 
     `shown_url` is the URL as messages may show it (no password). Every message and
@@ -272,8 +317,12 @@ def fetch_tree(url: str, ref: str, subdirectory: str, dest: Path, *, auth: GitAu
     proc = run(argv, shown)
     if proc.returncode != 0:
         stderr = _scrub(proc.stderr.decode("utf-8", "replace"), secrets, url, shown_url)
-        raise GitError(f"cannot fetch {what}: {_clone_failure(stderr, auth, url)}", command=shown,
-                       returncode=proc.returncode, output_tail=tail(stderr, 3))
+        raise GitError(
+            f"cannot fetch {what}: {_clone_failure(stderr, auth, url)}",
+            command=shown,
+            returncode=proc.returncode,
+            output_tail=tail(stderr, 3),
+        )
     proc = run(["git", "-C", str(clone), "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}"])
     if proc.returncode != 0:
         raise GitError(f"cannot fetch {shown_url}: it has no tag, branch or commit {ref!r}")
@@ -301,23 +350,37 @@ def _clone_failure(stderr: str, auth: GitAuth, url: str) -> str:
     low = stderr.lower()
     if "could not resolve host" in low or "name or service not known" in low:
         host = re.search(r"resolve host(?:name)?:? '?([^\s':]+)", stderr, re.I)
-        return (f"cannot resolve host {host.group(1) if host else ''}".rstrip()
-                + " (for a mirror, map the URL with [build] git_url_rewrites)")
+        return (
+            f"cannot resolve host {host.group(1) if host else ''}".rstrip()
+            + " (for a mirror, map the URL with [build] git_url_rewrites)"
+        )
     if "certificate" in low and ("problem" in low or "verif" in low):
         return "the server's TLS certificate is not trusted (add its CA to sumbg.toml [build] ca_bundle)"
     if "host key verification failed" in low:
-        return ("the SSH server's host key is not in "
-                + (auth.ssh_known_hosts or "~/.ssh/known_hosts") + " ([build] git_ssh_known_hosts)")
+        return (
+            "the SSH server's host key is not in "
+            + (auth.ssh_known_hosts or "~/.ssh/known_hosts")
+            + " ([build] git_ssh_known_hosts)"
+        )
     if "permission denied (publickey" in low:
-        return (f"the SSH server refused the deploy key from {auth.ssh_key_source}" if auth.ssh_key_file
-                else "the SSH server asks for a key: set [build] git_ssh_key_file")
-    if "authentication failed" in low or "could not read username" in low or "could not read password" in low \
-            or " 401" in low or " 403" in low:
+        return (
+            f"the SSH server refused the deploy key from {auth.ssh_key_source}"
+            if auth.ssh_key_file
+            else "the SSH server asks for a key: set [build] git_ssh_key_file"
+        )
+    if (
+        "authentication failed" in low
+        or "could not read username" in low
+        or "could not read password" in low
+        or " 401" in low
+        or " 403" in low
+    ):
         if auth.token_file:
-            return (f"authentication failed with the token from {auth.token_source} "
-                    f"(user {auth.username or DEFAULT_GIT_USERNAME})")
-        return ("the server asks for a credential: set [build] git_token_file in sumbg.toml or "
-                "site.toml")
+            return (
+                f"authentication failed with the token from {auth.token_source} "
+                f"(user {auth.username or DEFAULT_GIT_USERNAME})"
+            )
+        return "the server asks for a credential: set [build] git_token_file in sumbg.toml or site.toml"
     if "not found" in low or " 404" in low or "does not appear to be a git repository" in low:
         return "no git repository at that URL"
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]

@@ -1,13 +1,14 @@
 """Retiring the idle colour, recovering a site after sumbg itself was killed, and applying
 edited site settings to the edge Caddy."""
+
 from __future__ import annotations
 
 import datetime as dt
 
 from . import adoption, agreement, naming
+from .context import Context, refuse_if_interrupted
 from .errors import CheckFailed, LockHeld, NeedsOperator, UsageError
 from .executor import Plan, Run, Step
-from .context import Context, refuse_if_interrupted
 from .records import recorded
 from .runtime import Site
 from .smoke import preview_target
@@ -18,12 +19,13 @@ from .util import utc_now
 def _age_seconds(stamp: str | None) -> float:
     if not stamp:
         return float("inf")
-    then = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-    return (dt.datetime.now(dt.timezone.utc) - then).total_seconds()
+    then = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return (dt.datetime.now(dt.UTC) - then).total_seconds()
 
 
-def retire(ctx: Context, slug: str, *, min_age: float, force: bool, lock_timeout: float = 0.0,
-           reason: str | None = None) -> dict:
+def retire(
+    ctx: Context, slug: str, *, min_age: float, force: bool, lock_timeout: float = 0.0, reason: str | None = None
+) -> dict:
     site = ctx.site(slug)
     stacks = ctx.stacks(site)
     with site.lock().acquire(timeout=lock_timeout, command=f"sumbg retire {slug}"):
@@ -41,7 +43,8 @@ def retire(ctx: Context, slug: str, *, min_age: float, force: bool, lock_timeout
         if state.get("previous") == idle and age < min_age and not force:
             raise UsageError(
                 f"{idle} is {slug}'s only rollback target and {live} went live {age:.0f}s ago "
-                f"(less than --min-age {min_age:.0f}s); pass --force to retire it anyway")
+                f"(less than --min-age {min_age:.0f}s); pass --force to retire it anyway"
+            )
 
         def stop(run: Run):
             stacks.remove_colour(idle)
@@ -50,8 +53,12 @@ def retire(ctx: Context, slug: str, *, min_age: float, force: bool, lock_timeout
             run.save_state()
             return {"retired": naming.app_project(slug, idle)}
 
-        plan = Plan("retire", slug, (Step("retire", f"stop and remove {naming.app_project(slug, idle)}", stop),),
-                    facts={"colour": idle, **({"reason": reason} if reason else {})})
+        plan = Plan(
+            "retire",
+            slug,
+            (Step("retire", f"stop and remove {naming.app_project(slug, idle)}", stop),),
+            facts={"colour": idle, **({"reason": reason} if reason else {})},
+        )
         return ctx.execute(plan, site, f"retire {slug}")
 
 
@@ -93,8 +100,9 @@ def retire_due(ctx: Context) -> dict:
         live = state.get("live")
         age = _age_seconds(recorded(state, live).get("deployed_at")) if live else 0.0
         soak = soak_period(ctx, config)
-        kept = soak_decision(state, soak, age=age,
-                             idle_running=bool(live) and ctx.stacks(site).colour_exists(naming.other_colour(live)))
+        kept = soak_decision(
+            state, soak, age=age, idle_running=bool(live) and ctx.stacks(site).colour_exists(naming.other_colour(live))
+        )
         if kept is None:
             agreed, health = agreement.probe_and_check(ctx, site, state)
             if agreed.problems:
@@ -118,6 +126,7 @@ def retire_due(ctx: Context) -> dict:
 
 # =================================================================== recover
 
+
 def recover(ctx: Context, slug: str) -> dict:
     """Bring a site whose operation was interrupted to a consistent, serving state."""
     site = ctx.site(slug)
@@ -130,8 +139,9 @@ def recover(ctx: Context, slug: str) -> dict:
         if not state.get("live"):
             raise UsageError(f"site {slug} was never deployed; re-run `sumbg init`")
         ctx.engine.ping()
-        plan = Plan("recover", slug, recover_steps(ctx, site),
-                    facts={"interrupted": interrupted, "stale_lock": lock.took_over})
+        plan = Plan(
+            "recover", slug, recover_steps(ctx, site), facts={"interrupted": interrupted, "stale_lock": lock.took_over}
+        )
         return ctx.execute(plan, site, f"recover {slug}")
 
 
@@ -181,8 +191,10 @@ def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
             run.notes["chosen"] = colour
             run.state.setdefault("colours", {})[colour] = {**record, "status": "live"}
             return {"live": colour, "ref": record.get("ref")}
-        raise NeedsOperator(f"neither colour of {slug} is running and healthy; start one by hand "
-                            f"(see `docker ps -a --filter name=sum-{slug}-`) and run `sumbg recover {slug}` again")
+        raise NeedsOperator(
+            f"neither colour of {slug} is running and healthy; start one by hand "
+            f"(see `docker ps -a --filter name=sum-{slug}-`) and run `sumbg recover {slug}` again"
+        )
 
     def route(run: Run):
         chosen = run.notes["chosen"]
@@ -217,8 +229,10 @@ def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
         run.save_state()
         restarted = restart_rollback_target(ctx, site, run)
         if restarted:
-            actions.append(f"rollback target {restarted['ref']} "
-                           f"{'started again' if restarted['restored'] else 'could not be started again'}")
+            actions.append(
+                f"rollback target {restarted['ref']} "
+                f"{'started again' if restarted['restored'] else 'could not be started again'}"
+            )
         moved = move_workers(ctx, site, to=chosen, came_from=other)
         if moved["stopped"]:
             actions.append(f"stopped {other}'s worker")
@@ -243,11 +257,17 @@ def running_record(ctx: Context, site: Site, run: Run, colour: str) -> dict | No
     if record and record.get("image") == container.image:
         return record
     labels = ctx.engine.image_labels(container.image) or {}
-    return {"image": container.image, "ref": labels.get("sumbg.ref"), "commit": labels.get("sumbg.commit"),
-            "sum_core": labels.get("sumbg.sum-core") or None, "deployed_at": utc_now()}
+    return {
+        "image": container.image,
+        "ref": labels.get("sumbg.ref"),
+        "commit": labels.get("sumbg.commit"),
+        "sum_core": labels.get("sumbg.sum-core") or None,
+        "deployed_at": utc_now(),
+    }
 
 
 # =================================================================== apply
+
 
 def apply_edge(ctx: Context) -> dict:
     """Render the edge config from every live site's site.toml, validate it with `caddy
@@ -260,6 +280,7 @@ def apply_edge(ctx: Context) -> dict:
         ctx.edge.ensure_up()
     for slug in sites:
         ctx.site(slug).write_app_env()
-    ctx.reporter.line(f"edge: {', '.join(changed)} changed, validated and reloaded" if changed
-                      else "edge: nothing changed; no reload")
+    ctx.reporter.line(
+        f"edge: {', '.join(changed)} changed, validated and reloaded" if changed else "edge: nothing changed; no reload"
+    )
     return {"operation": "apply", "sites": sorted(sites), "changed": changed}

@@ -5,6 +5,7 @@ crashed sumbg never wedges a site; the holder's details written into the file
 let a waiting operation say who holds it, and a leftover record from a dead
 holder is reported when the lock is taken over.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -36,7 +37,7 @@ class SiteLock:
         except json.JSONDecodeError:
             return None
 
-    def acquire(self, timeout: float = 0.0, command: str | None = None) -> "SiteLock":
+    def acquire(self, timeout: float = 0.0, command: str | None = None) -> SiteLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + timeout
@@ -52,8 +53,10 @@ class SiteLock:
         self._fd = fd
         self.took_over = self.holder()
         record = {
-            "pid": os.getpid(), "host": socket.gethostname(),
-            "command": command or " ".join(["sumbg", *sys.argv[1:]]), "since": utc_now(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command or " ".join(["sumbg", *sys.argv[1:]]),
+            "since": utc_now(),
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
@@ -68,7 +71,7 @@ class SiteLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> "SiteLock":
+    def __enter__(self) -> SiteLock:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -78,8 +81,9 @@ class SiteLock:
 def describe(holder: dict | None) -> str:
     if not holder:
         return "another sumbg process"
-    return (f"pid {holder.get('pid')} on {holder.get('host')} running "
-            f"`{holder.get('command')}` since {holder.get('since')}")
+    return (
+        f"pid {holder.get('pid')} on {holder.get('host')} running `{holder.get('command')}` since {holder.get('since')}"
+    )
 
 
 def is_held(path: Path) -> bool:

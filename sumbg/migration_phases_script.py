@@ -11,6 +11,7 @@ and its watch passed. `sumbg` prepends `MODE = "plan"` or `MODE = "pre"`:
 
 The result is one line, `SUMBG-MIGRATIONS {json}`, after Django's own output.
 """
+
 import json
 
 
@@ -46,17 +47,25 @@ def main(mode):
     graph = executor.loader.graph
     plan = executor.migration_plan(graph.leaf_nodes())
     pending = [(migration.app_label, migration.name) for migration, backwards in plan if not backwards]
-    marked = {(migration.app_label, migration.name) for migration, backwards in plan
-              if not backwards and getattr(migration, "run_after_switch", False)}
+    marked = {
+        (migration.app_label, migration.name)
+        for migration, backwards in plan
+        if not backwards and getattr(migration, "run_after_switch", False)
+    }
     children = {key: [child.key for child in node.children] for key, node in graph.node_map.items()}
     waiting = waiting_for_switch(pending, marked, children)
     if mode == "pre":
         for app, name in pre_switch_targets(pending, waiting).items():
             call_command("migrate", app, name, interactive=False, verbosity=1)
-    print("SUMBG-MIGRATIONS " + json.dumps({
-        "pending": [".".join(node) for node in pending],
-        "after_switch": [".".join(node) for node in pending if node in waiting],
-    }))
+    print(
+        "SUMBG-MIGRATIONS "
+        + json.dumps(
+            {
+                "pending": [".".join(node) for node in pending],
+                "after_switch": [".".join(node) for node in pending if node in waiting],
+            }
+        )
+    )
 
 
 if "MODE" in globals():

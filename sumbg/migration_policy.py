@@ -4,6 +4,7 @@ The facts come from the rehearsal (rehearsal.py): whether the live release still
 serves its checks on a copy of the database migrated by the new release. The
 decisions here turn those facts, and the operator's flags, into what happens.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,10 +19,10 @@ NOT_MEASURED = "not measured"
 class Evidence:
     """One check the live release failed on the migrated copy."""
 
-    check: str          # "GET /"
-    status: int         # what it answered (0: no answer)
-    problem: str        # what the check saw
-    log_line: str       # the error line the live release logged, if any
+    check: str  # "GET /"
+    status: int  # what it answered (0: no answer)
+    problem: str  # what the check saw
+    log_line: str  # the error line the live release logged, if any
 
     def describe(self) -> str:
         said = f"; the live release logged: {self.log_line}" if self.log_line else ""
@@ -33,9 +34,9 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Compatibility:
-    verdict: str                                  # COMPATIBLE, BREAKING or NOT_MEASURED
+    verdict: str  # COMPATIBLE, BREAKING or NOT_MEASURED
     evidence: tuple[Evidence, ...] = ()
-    reason: str = ""                              # why it was not measured
+    reason: str = ""  # why it was not measured
 
     def record(self) -> dict:
         facts: dict = {"verdict": self.verdict}
@@ -48,37 +49,42 @@ class Compatibility:
 
 @dataclass(frozen=True)
 class Decision:
-    maintenance: bool                  # the maintenance page covers migrate .. confirmed switch
-    refusal: str = ""                  # non-empty: the upgrade stops here, nothing changed
+    maintenance: bool  # the maintenance page covers migrate .. confirmed switch
+    refusal: str = ""  # non-empty: the upgrade stops here, nothing changed
     warnings: tuple[str, ...] = ()
-    breaks_previous: str = ""          # recorded on the new release: why a rollback needs --restore-db
+    breaks_previous: str = ""  # recorded on the new release: why a rollback needs --restore-db
     record: dict = field(default_factory=dict)
 
 
-def decide(compat: Compatibility, *, maintenance: bool, accept_breaking: bool, slug: str,
-           new_ref: str, live_ref: str) -> Decision:
+def decide(
+    compat: Compatibility, *, maintenance: bool, accept_breaking: bool, slug: str, new_ref: str, live_ref: str
+) -> Decision:
     """The policy for a release's migrations, given what the rehearsal measured."""
     facts = {"compatibility": compat.record(), "maintenance": maintenance, "accept_breaking": accept_breaking}
     if compat.verdict == BREAKING:
         evidence = "; ".join(e.describe() for e in compat.evidence[:3])
-        breaks = (f"{new_ref}'s migrations break {live_ref} (measured on a copy of the database: {evidence})")
+        breaks = f"{new_ref}'s migrations break {live_ref} (measured on a copy of the database: {evidence})"
         if not maintenance and not accept_breaking:
-            return Decision(False, refusal=(
-                f"{breaks}. Nothing was changed: the live database was never touched. Either "
-                f"`sumbg upgrade {slug} {new_ref} --maintenance` (visitors get the maintenance page, 503 with "
-                f"Retry-After, from migrate until the new release is confirmed live; the window is measured) "
-                f"or `--accept-breaking` (visitors may get errors from {live_ref} until the switch)"),
-                record={**facts, "policy": "refused"})
+            return Decision(
+                False,
+                refusal=(
+                    f"{breaks}. Nothing was changed: the live database was never touched. Either "
+                    f"`sumbg upgrade {slug} {new_ref} --maintenance` (visitors get the maintenance page, 503 with "
+                    f"Retry-After, from migrate until the new release is confirmed live; the window is measured) "
+                    f"or `--accept-breaking` (visitors may get errors from {live_ref} until the switch)"
+                ),
+                record={**facts, "policy": "refused"},
+            )
         policy = "maintenance" if maintenance else "accept-breaking"
         return Decision(maintenance, breaks_previous=breaks, record={**facts, "policy": policy})
     warnings = []
     if compat.verdict == NOT_MEASURED:
-        warnings.append(f"compatibility of {new_ref}'s migrations with {live_ref} was not measured "
-                        f"({compat.reason})")
+        warnings.append(f"compatibility of {new_ref}'s migrations with {live_ref} was not measured ({compat.reason})")
     if accept_breaking and compat.verdict == COMPATIBLE:
         warnings.append(f"--accept-breaking: {live_ref} passed its checks on the migrated copy; nothing to accept")
-    return Decision(maintenance, warnings=tuple(warnings),
-                    record={**facts, "policy": "maintenance" if maintenance else "plain"})
+    return Decision(
+        maintenance, warnings=tuple(warnings), record={**facts, "policy": "maintenance" if maintenance else "plain"}
+    )
 
 
 def rollback_needs_restore(live_record: dict) -> str:

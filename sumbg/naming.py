@@ -1,4 +1,5 @@
 """Names of everything sumbg creates, derived from the slug (a contract)."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """sumbg's operations as plans: init and upgrade."""
+
 from __future__ import annotations
 
 import difflib
@@ -18,13 +19,27 @@ from .records import recorded
 from .runtime import Site
 from .smoke import live_target, preview_target
 from .stacks import applied_count
-from .switch import (colour_version, is_failed, mark_healthy, move_workers, restart_rollback_target, switch_live,
-                     watch_live)
+from .switch import (
+    colour_version,
+    is_failed,
+    mark_healthy,
+    move_workers,
+    restart_rollback_target,
+    switch_live,
+    watch_live,
+)
 from .util import atomic_write, utc_now
 
+
 def colour_record(image: build.ImageSpec, **extra) -> dict:
-    return {"image": image.tag, "ref": image.labels["sumbg.ref"], "commit": image.commit,
-            "sum_core": image.labels["sumbg.sum-core"] or None, "deployed_at": utc_now(), **extra}
+    return {
+        "image": image.tag,
+        "ref": image.labels["sumbg.ref"],
+        "commit": image.commit,
+        "sum_core": image.labels["sumbg.sum-core"] or None,
+        "deployed_at": utc_now(),
+        **extra,
+    }
 
 
 def expected_version(image: build.ImageSpec) -> dict:
@@ -33,10 +48,21 @@ def expected_version(image: build.ImageSpec) -> dict:
 
 # =================================================================== init
 
-def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str | None, *,
-         project: str | None = None, worker: bool = False, worker_command: str | None = None,
-         db_publish_port: int | None = None,
-         environment: str | None = None, env: tuple[tuple[str, str], ...] = ()) -> dict:
+
+def init(
+    ctx: Context,
+    slug: str,
+    repo: str,
+    domains: list[str] | str,
+    ref: str | None,
+    *,
+    project: str | None = None,
+    worker: bool = False,
+    worker_command: str | None = None,
+    db_publish_port: int | None = None,
+    environment: str | None = None,
+    env: tuple[tuple[str, str], ...] = (),
+) -> dict:
     """Register a site and deploy it (blue). Options left None take the defaults, or, when an
     earlier init of this slug failed after writing site.toml, that file's values (edits kept)."""
     naming.validate_slug(slug)
@@ -57,11 +83,11 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
         existing = ctx.site(slug)
         live = existing.records.load_state().get("live")
         if live:
-            existing.records.append({"event": "noop", "operation": "init",
-                                     "reason": "site already initialised; nothing changed"})
+            existing.records.append(
+                {"event": "noop", "operation": "init", "reason": "site already initialised; nothing changed"}
+            )
             ctx.reporter.line(f"site {slug} is already initialised (live colour {live}); nothing changed")
-            return {"operation": "init", "site": slug, "outcome": "noop",
-                    "reason": "already initialised", "live": live}
+            return {"operation": "init", "site": slug, "outcome": "noop", "reason": "already initialised", "live": live}
     kept = ctx.site(slug).config if (ctx.host.site_dir(slug) / "site.toml").exists() else None
     for other in ctx.site_configs():
         shared = set(domains) & set(other.domains)
@@ -71,9 +97,16 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
     if kept:
         if worker:
             worker_command = celery_worker_command(kept.project)
-        refuse_changes_to_kept_config(kept, repo=repo, domains=domains, project=project,
-                                      worker_command=worker_command, db_publish_port=db_publish_port,
-                                      environment=environment, env=env)
+        refuse_changes_to_kept_config(
+            kept,
+            repo=repo,
+            domains=domains,
+            project=project,
+            worker_command=worker_command,
+            db_publish_port=db_publish_port,
+            environment=environment,
+            env=env,
+        )
     gitrepo.check_reachable(repo)
     ctx.engine.ping()
     if not (ctx.host.site_dir(slug) / ".env").exists():
@@ -92,17 +125,27 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
         else:
             project = project or gitrepo.detect_project(files)
             if not project:
-                raise UsageError(f"cannot find the Django project at {resolved.ref} "
-                                 "(manage.py beside <project>/wsgi.py); pass --project")
+                raise UsageError(
+                    f"cannot find the Django project at {resolved.ref} "
+                    "(manage.py beside <project>/wsgi.py); pass --project"
+                )
             if not project.isidentifier():
                 raise UsageError(f"--project {project!r} is not a Python package name")
             if worker:
                 worker_command = celery_worker_command(project)
-            config = SiteConfig(slug=slug, domain=domains[0], aliases=tuple(domains[1:]), repo=repo,
-                                environment=environment or "production", project=project,
-                                settings_module=f"{project}.settings.production",
-                                wsgi=f"{project}.wsgi:application", worker_command=worker_command or "",
-                                db_publish_port=db_publish_port or 0, extra_env=tuple(env))
+            config = SiteConfig(
+                slug=slug,
+                domain=domains[0],
+                aliases=tuple(domains[1:]),
+                repo=repo,
+                environment=environment or "production",
+                project=project,
+                settings_module=f"{project}.settings.production",
+                wsgi=f"{project}.wsgi:application",
+                worker_command=worker_command or "",
+                db_publish_port=db_publish_port or 0,
+                extra_env=tuple(env),
+            )
         site = Site(ctx.host, config)
         site.prepare_dirs()
         site.replace_mirror(scratch / "repo.git")
@@ -126,28 +169,52 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
     def data(run: Run):
         stacks.start_data()
 
-    first = first_colour_steps(ctx, site, image, migrate_note="This is the first deploy: no data existed before.",
-                               with_worker=True, preview=naming.other_colour(colour))
+    first = first_colour_steps(
+        ctx,
+        site,
+        image,
+        migrate_note="This is the first deploy: no data existed before.",
+        with_worker=True,
+        preview=naming.other_colour(colour),
+    )
 
     def health(run: Run):
         with ctx.prober() as prober:
-            answer = prober.wait_healthy(live_target(ctx.host.edge, site.config), site.config.health_timeout,
-                                         expect_version=expected_version(image),
-                                         on_wait=certificate_watch(ctx, site.config))
+            answer = prober.wait_healthy(
+                live_target(ctx.host.edge, site.config),
+                site.config.health_timeout,
+                expect_version=expected_version(image),
+                on_wait=certificate_watch(ctx, site.config),
+            )
         return {"health": answer.status, "version": answer.version}
 
     def record(run: Run):
-        run.state.update({"slug": slug, "live": colour, "previous": None,
-                          "colours": {colour: colour_record(image, status="live", outcome="healthy")}})
+        run.state.update(
+            {
+                "slug": slug,
+                "live": colour,
+                "previous": None,
+                "colours": {colour: colour_record(image, status="live", outcome="healthy")},
+            }
+        )
         run.save_state()
         run.forget_cleanups()
 
-    plan = Plan("init", slug, (
-        Step("data", f"start {naming.data_project(slug)} (Postgres, Redis)", data),
-        first["build"], first["migrate"], first["static"], first["start"], first["edge"],
-        Step("health", f"wait for /health/ through Caddy (Host: {domain})", health),
-        Step("record", "write state.json", record),
-    ), facts={"ref": resolved.ref, "commit": resolved.commit, "sum_core": pin, "colour": colour})
+    plan = Plan(
+        "init",
+        slug,
+        (
+            Step("data", f"start {naming.data_project(slug)} (Postgres, Redis)", data),
+            first["build"],
+            first["migrate"],
+            first["static"],
+            first["start"],
+            first["edge"],
+            Step("health", f"wait for /health/ through Caddy (Host: {domain})", health),
+            Step("record", "write state.json", record),
+        ),
+        facts={"ref": resolved.ref, "commit": resolved.commit, "sum_core": pin, "colour": colour},
+    )
     with site.lock().acquire(command=f"sumbg init {slug}"):
         result = ctx.execute(plan, site, f"init {slug}")
     target = live_target(ctx.host.edge, site.config)
@@ -156,8 +223,9 @@ def init(ctx: Context, slug: str, repo: str, domains: list[str] | str, ref: str 
     return result
 
 
-def first_colour_steps(ctx: Context, site: Site, image: build.ImageSpec, *, migrate_note: str, with_worker: bool,
-                       preview: str) -> dict[str, Step]:
+def first_colour_steps(
+    ctx: Context, site: Site, image: build.ImageSpec, *, migrate_note: str, with_worker: bool, preview: str
+) -> dict[str, Step]:
     """A site's first colour (blue): build, migrate, static, start, edge; by name, for init and adopt."""
     slug, colour = site.slug, naming.COLOURS[0]
     stacks = ctx.stacks(site)
@@ -212,9 +280,12 @@ def certificate_watch(ctx: Context, config: SiteConfig, every: float = 3.0):
         last[0] = time.monotonic()
         failure = ctx.edge.certificate_failure(config.domains, since)
         if failure:
-            raise CheckFailed(f"the edge could not get a TLS certificate for {failure}; check that the "
-                              f"domain's DNS names this host and that port 80 reaches it "
-                              f"(the site is taken off the edge; the others keep serving)")
+            raise CheckFailed(
+                f"the edge could not get a TLS certificate for {failure}; check that the "
+                f"domain's DNS names this host and that port 80 reaches it "
+                f"(the site is taken off the edge; the others keep serving)"
+            )
+
     return look
 
 
@@ -223,9 +294,11 @@ def refuse_a_foreign_database(ctx: Context, slug: str) -> None:
     a new site would neither own the data nor be able to log in, so init stops before creating anything."""
     volume = f"{naming.data_project(slug)}-pgdata"
     if ctx.engine.volume_exists(volume):
-        raise UsageError(f"a database volume {volume} from an earlier site {slug} exists and this site has no "
-                         f"secrets for it: put back that site's .env in {ctx.host.site_dir(slug)}, or remove the "
-                         f"volume (`docker volume rm {volume}`, its data is lost) and init again")
+        raise UsageError(
+            f"a database volume {volume} from an earlier site {slug} exists and this site has no "
+            f"secrets for it: put back that site's .env in {ctx.host.site_dir(slug)}, or remove the "
+            f"volume (`docker volume rm {volume}`, its data is lost) and init again"
+        )
 
 
 def celery_worker_command(project: str) -> str:
@@ -236,17 +309,26 @@ def celery_worker_command(project: str) -> str:
 def refuse_changes_to_kept_config(kept: SiteConfig, **given) -> None:
     """A re-run init keeps the site.toml an earlier, failed init wrote (and its edits): an
     option that says something else is refused rather than silently dropped or applied."""
-    current = {"repo": kept.repo, "domains": list(kept.domains), "project": kept.project,
-               "worker_command": kept.worker_command, "db_publish_port": kept.db_publish_port,
-               "environment": kept.environment, "env": tuple(kept.extra_env)}
+    current = {
+        "repo": kept.repo,
+        "domains": list(kept.domains),
+        "project": kept.project,
+        "worker_command": kept.worker_command,
+        "db_publish_port": kept.db_publish_port,
+        "environment": kept.environment,
+        "env": tuple(kept.extra_env),
+    }
     for key, value in given.items():
         if value is None or (key == "env" and not value) or value == current[key]:
             continue
-        raise UsageError(f"site.toml of {kept.slug} (kept from an earlier init, with any edits) has {key} = "
-                         f"{current[key]!r}, not {value!r}: edit site.toml, or remove it to start afresh")
+        raise UsageError(
+            f"site.toml of {kept.slug} (kept from an earlier init, with any edits) has {key} = "
+            f"{current[key]!r}, not {value!r}: edit site.toml, or remove it to start afresh"
+        )
 
 
 # =================================================================== upgrade
+
 
 @dataclass(frozen=True)
 class UpgradeFacts:
@@ -268,9 +350,14 @@ def gather_upgrade(ctx: Context, site: Site, ref: str) -> UpgradeFacts:
     resolved = mirror.resolve(ref)
     new_core = gitrepo.sum_core_pin(mirror.read_file(resolved.commit, "requirements.txt"))
     live_record = state["colours"][live]
-    return UpgradeFacts(live=live, idle=naming.other_colour(live), live_record=live_record,
-                        image=build.image_spec(site.slug, resolved, new_core),
-                        live_core=live_record.get("sum_core"), new_core=new_core)
+    return UpgradeFacts(
+        live=live,
+        idle=naming.other_colour(live),
+        live_record=live_record,
+        image=build.image_spec(site.slug, resolved, new_core),
+        live_core=live_record.get("sum_core"),
+        new_core=new_core,
+    )
 
 
 @dataclass(frozen=True)
@@ -282,9 +369,18 @@ class MigrationChoices:
     accept_breaking: bool = False
 
 
-def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_same_core: bool = False,
-            lock_timeout: float = 0.0, watch: float | None = None, confirm=None,
-            migrations: MigrationChoices = MigrationChoices()) -> dict:
+def upgrade(
+    ctx: Context,
+    slug: str,
+    ref: str,
+    *,
+    dry_run: bool = False,
+    allow_same_core: bool = False,
+    lock_timeout: float = 0.0,
+    watch: float | None = None,
+    confirm=None,
+    migrations: MigrationChoices = MigrationChoices(),
+) -> dict:
     site = ctx.site(slug)
     naming.validate_ref(ref)
     if migrations.maintenance and migrations.accept_breaking:
@@ -300,8 +396,14 @@ def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_s
             refuse_if_interrupted(site, state)
         agreement.probe_and_check(ctx, site, state)[0].refuse(slug, f"upgrade of {slug}")
         facts = gather_upgrade(ctx, site, ref)
-        plan = upgrade_plan(ctx, site, facts, allow_same_core=allow_same_core,
-                            watch=site.config.watch_seconds if watch is None else watch, migrations=migrations)
+        plan = upgrade_plan(
+            ctx,
+            site,
+            facts,
+            allow_same_core=allow_same_core,
+            watch=site.config.watch_seconds if watch is None else watch,
+            migrations=migrations,
+        )
         if dry_run:
             return dry_run_report(ctx, site, plan, facts)
         if confirm and not confirm(plan):
@@ -311,8 +413,15 @@ def upgrade(ctx: Context, slug: str, ref: str, *, dry_run: bool = False, allow_s
         lock.release()
 
 
-def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_core: bool,
-                 watch: float, migrations: MigrationChoices = MigrationChoices()) -> Plan:
+def upgrade_plan(
+    ctx: Context,
+    site: Site,
+    facts: UpgradeFacts,
+    *,
+    allow_same_core: bool,
+    watch: float,
+    migrations: MigrationChoices = MigrationChoices(),
+) -> Plan:
     slug, domain = site.slug, site.config.domain
     stacks = ctx.stacks(site)
     image, live, idle = facts.image, facts.live, facts.idle
@@ -324,8 +433,9 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
     def preflight(run: Run):
         ctx.engine.ping()
         if not stacks.web_running(live):
-            raise CheckFailed(f"the live colour's web ({site.web_container(live)}) is not running; "
-                              f"{stacks.web_exit_summary(live)}")
+            raise CheckFailed(
+                f"the live colour's web ({site.web_container(live)}) is not running; {stacks.web_exit_summary(live)}"
+            )
         with ctx.prober() as prober:
             health = prober.health(live_target_)
         if not health.passing:
@@ -336,11 +446,12 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         core = f"{facts.live_core} -> {facts.new_core}"
         run.say(f"sum-core {core}")
         if facts.live_core == facts.new_core and not allow_same_core:
-            raise CheckFailed(f"sum-core pin is unchanged ({facts.new_core}) between the live release and "
-                              f"{image.labels['sumbg.ref']}; pass --allow-same-core to upgrade anyway")
+            raise CheckFailed(
+                f"sum-core pin is unchanged ({facts.new_core}) between the live release and "
+                f"{image.labels['sumbg.ref']}; pass --allow-same-core to upgrade anyway"
+            )
         if stacks.colour_exists(idle):
-            run.say(f"{idle} still holds {stacks.recorded_image(idle)} (the rollback target); "
-                    "it will be replaced")
+            run.say(f"{idle} still holds {stacks.recorded_image(idle)} (the rollback target); it will be replaced")
         return {"sum_core": core, "health": health.status}
 
     def build_step(run: Run):
@@ -360,9 +471,14 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
 
     def rehearsal_step(run: Run):
         compat, facts_ = _rehearse_or_say_why_not(run)
-        decision = migration_policy.decide(compat, maintenance=migrations.maintenance,
-                                           accept_breaking=migrations.accept_breaking, slug=slug,
-                                           new_ref=new_ref, live_ref=live_ref)
+        decision = migration_policy.decide(
+            compat,
+            maintenance=migrations.maintenance,
+            accept_breaking=migrations.accept_breaking,
+            slug=slug,
+            new_ref=new_ref,
+            live_ref=live_ref,
+        )
         between["decision"] = decision
         for warning in decision.warnings:
             run.say(f"warning: {warning}")
@@ -377,39 +493,61 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
     def _rehearse_or_say_why_not(run: Run):
         if not rehearse:
             why = "--no-rehearsal" if not migrations.rehearsal else "[migrations] rehearsal = false in site.toml"
-            return (migration_policy.Compatibility(migration_policy.NOT_MEASURED, reason=why),
-                    {"outcome": "skipped", "reason": why})
+            return (
+                migration_policy.Compatibility(migration_policy.NOT_MEASURED, reason=why),
+                {"outcome": "skipped", "reason": why},
+            )
         size = stacks.database().size_mb()
         limit = site.config.migrations.rehearsal_max_mb
         if size > limit:
             why = f"the database is {size:.0f} MB, above [migrations] rehearsal_max_mb = {limit}"
-            return (migration_policy.Compatibility(migration_policy.NOT_MEASURED, reason=why),
-                    {"outcome": "skipped", "reason": why, "database_mb": round(size, 1)})
-        done = rehearsal.rehearse(ctx, site, run, new_image=image.tag, live_record=facts.live_record,
-                                  backup_file=Path(run.notes["backup_path"]))
+            return (
+                migration_policy.Compatibility(migration_policy.NOT_MEASURED, reason=why),
+                {"outcome": "skipped", "reason": why, "database_mb": round(size, 1)},
+            )
+        done = rehearsal.rehearse(
+            ctx,
+            site,
+            run,
+            new_image=image.tag,
+            live_record=facts.live_record,
+            backup_file=Path(run.notes["backup_path"]),
+        )
         compat, phases = done.pop("compatibility"), done.pop("phases")
         # The copy was the live database a moment ago: what was pending there is pending here.
         between["phases"] = phases
-        run.say(f"rehearsal on a copy ({size:.1f} MB): {done['applied']} migration(s) in "
-                f"{done['migrate_seconds']:.1f}s; {live_ref} on the migrated copy: {compat.verdict}")
+        run.say(
+            f"rehearsal on a copy ({size:.1f} MB): {done['applied']} migration(s) in "
+            f"{done['migrate_seconds']:.1f}s; {live_ref} on the migrated copy: {compat.verdict}"
+        )
         for evidence in compat.evidence:
             run.say(f"  {evidence.describe()}")
-        return compat, {**done, "database_mb": round(size, 1), "pending": list(phases.pending),
-                        "after_switch": list(phases.after_switch)}
+        return compat, {
+            **done,
+            "database_mb": round(size, 1),
+            "pending": list(phases.pending),
+            "after_switch": list(phases.after_switch),
+        }
 
     def migrate(run: Run):
         phases = between.get("phases") or stacks.pending_migrations(idle, image.tag)
         run.notes["after_switch"] = list(phases.after_switch)
-        run.say("pending migrations: " + (", ".join(phases.pending) or "none")
-                + (f"; after the switch: {', '.join(phases.after_switch)}" if phases.after_switch else ""))
+        run.say(
+            "pending migrations: "
+            + (", ".join(phases.pending) or "none")
+            + (f"; after the switch: {', '.join(phases.after_switch)}" if phases.after_switch else "")
+        )
         decision = between.get("decision")
         if decision is not None and decision.maintenance:
             _maintenance_on(run)
         output = stacks.migrate(idle, image.tag, restore_hint, before_switch_only=bool(phases.after_switch))
         if decision is not None and decision.breaks_previous:
             between["schema_breaks_live"] = True
-        return {"pending": list(phases.pending), "after_switch": list(phases.after_switch),
-                "applied": applied_count(output)}
+        return {
+            "pending": list(phases.pending),
+            "after_switch": list(phases.after_switch),
+            "applied": applied_count(output),
+        }
 
     def _maintenance_on(run: Run) -> None:
         # The live release's worker would run tasks against a schema it may not know.
@@ -426,9 +564,11 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
                     f"     the maintenance page STAYS ON: the database has {new_ref}'s schema, which {live_ref} "
                     f"cannot serve; restore the pre-upgrade database with `sumbg restore {slug} "
                     f"{site.backups_dir / backup_name} --yes` (it turns the page off), or upgrade to a fixed "
-                    f"release with --maintenance")
+                    f"release with --maintenance"
+                )
                 return
             ctx.edge.files.set_maintenance(slug, False)
+
         run.on_failure("turn the maintenance page off", off_unless_live_cannot_serve)
 
     def start(run: Run):
@@ -445,31 +585,42 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
             stacks.remove_colour(idle)
             if keep:
                 # Registered first, so it runs last: after the new colour is gone.
-                run.on_failure(f"start the previous release {displaced.get('ref')} again in {idle}",
-                               lambda: restart_rollback_target(ctx, site, run), durable=True)
-        run.on_failure(f"remove the new colour {naming.app_project(slug, idle)}",
-                       lambda: stacks.remove_colour(idle) if run.state.get("live") != idle else None)
+                run.on_failure(
+                    f"start the previous release {displaced.get('ref')} again in {idle}",
+                    lambda: restart_rollback_target(ctx, site, run),
+                    durable=True,
+                )
+        run.on_failure(
+            f"remove the new colour {naming.app_project(slug, idle)}",
+            lambda: stacks.remove_colour(idle) if run.state.get("live") != idle else None,
+        )
         summary = stacks.collectstatic(idle, image.tag)
         try:
             stacks.start_web(idle, image.tag)
         except DockerError as exc:
             raise CheckFailed(
                 f"the new colour {idle} never became healthy: its web container could not start",
-                colour=idle, command=exc.command, returncode=exc.returncode,
-                output_tail=((exc.output_tail or "") + "\n--- last web log lines ---\n"
-                             + stacks.web_logs(idle)).strip(),
+                colour=idle,
+                command=exc.command,
+                returncode=exc.returncode,
+                output_tail=(
+                    (exc.output_tail or "") + "\n--- last web log lines ---\n" + stacks.web_logs(idle)
+                ).strip(),
             ) from None
         ctx.edge.files.write_colour(slug, "preview", idle)
         with ctx.prober() as prober:
             try:
-                answer = prober.wait_healthy(preview, site.config.health_timeout,
-                                             expect_version=expected_version(image))
+                answer = prober.wait_healthy(
+                    preview, site.config.health_timeout, expect_version=expected_version(image)
+                )
             except CheckFailed as exc:
-                exc.message = (f"the new colour {idle} never became healthy: {exc.message}; "
-                               f"{stacks.web_exit_summary(idle)}")
+                exc.message = (
+                    f"the new colour {idle} never became healthy: {exc.message}; {stacks.web_exit_summary(idle)}"
+                )
                 exc.colour = idle
-                exc.output_tail = ((exc.output_tail or "") + "\n--- last web log lines ---\n"
-                                   + stacks.web_logs(idle)).strip()
+                exc.output_tail = (
+                    (exc.output_tail or "") + "\n--- last web log lines ---\n" + stacks.web_logs(idle)
+                ).strip()
                 raise
         return {"static": summary, "health": answer.status}
 
@@ -491,16 +642,19 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
             schema["breaks_previous"] = decision.breaks_previous
         if run.notes.get("after_switch"):
             schema.update(after_switch_migrations=run.notes["after_switch"], after_switch="pending")
-        run.state.setdefault("colours", {})[idle] = colour_record(image, status="candidate",
-                                                                  backup=run.notes.get("backup"), **schema)
+        run.state.setdefault("colours", {})[idle] = colour_record(
+            image, status="candidate", backup=run.notes.get("backup"), **schema
+        )
         run.save_state()
         maintenance_off = None
         if "maintenance_since" in between:
+
             def maintenance_off() -> None:
                 # Off the moment the live file names the new colour: its confirmation then goes
                 # through the public listener like any visitor's request.
                 ctx.edge.files.set_maintenance(slug, False)
                 run.notes["maintenance_seconds"] = round(time.monotonic() - between["maintenance_since"], 3)
+
         flip = switch_live(ctx, site, run, idle, before_confirm=maintenance_off)
         run.notes["flip_seconds"] = flip.seconds
         if "maintenance_seconds" in run.notes:
@@ -510,9 +664,11 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
             run.state.pop("displaced", None)
             run.save_state()
         run.forget_cleanups()
-        return {"flip_seconds": flip.seconds, "version": run.notes["flips"][-1]["version"],
-                **({"maintenance_seconds": run.notes["maintenance_seconds"]}
-                   if "maintenance_seconds" in run.notes else {})}
+        return {
+            "flip_seconds": flip.seconds,
+            "version": run.notes["flips"][-1]["version"],
+            **({"maintenance_seconds": run.notes["maintenance_seconds"]} if "maintenance_seconds" in run.notes else {}),
+        }
 
     def workers(run: Run):
         moved = move_workers(ctx, site, to=idle, came_from=live)
@@ -541,52 +697,105 @@ def upgrade_plan(ctx: Context, site: Site, facts: UpgradeFacts, *, allow_same_co
         except MigrationFailed as exc:
             record["after_switch"] = "failed"
             run.save_state()
-            exc.message = (f"the after-switch migrations ({', '.join(waiting)}) of {new_ref} failed; traffic stays "
-                           f"on {new_ref} (live, healthy). {restore_hint}")
+            exc.message = (
+                f"the after-switch migrations ({', '.join(waiting)}) of {new_ref} failed; traffic stays "
+                f"on {new_ref} (live, healthy). {restore_hint}"
+            )
             raise
         record["after_switch"] = "ran"
         run.save_state()
         return {"migrations": waiting, "applied": applied_count(output)}
 
     steps = [
-        Step("preflight", f"engine, live {live} web, health through Caddy, disk, sum-core "
-                          f"{facts.live_core} -> {facts.new_core}", preflight),
-        Step("build", f"build {image.tag} from {image.labels['sumbg.ref']} ({image.commit[:12]})", build_step,
-             {"image": image.tag, "commit": image.commit}),
-        Step("backup", f"pg_dump to {site.backups_dir / backup_name}, verify", backup,
-             {"backup": str(site.backups_dir / backup_name)}),
-        Step("rehearsal", ("restore the backup into a scratch database, migrate it with the new release, and "
-                           f"check the live {live_ref} on it through Caddy" if rehearse else
-                           "skipped (--no-rehearsal or [migrations] rehearsal = false)"), rehearsal_step),
-        Step("migrate", f"list pending migrations, then migrate (all but the after-switch ones) in a one-off "
-                        f"{image.tag} container" + (" under the maintenance page" if migrations.maintenance else ""),
-             migrate),
-        Step("start", f"collectstatic and start {naming.app_project(slug, idle)}, wait for health "
-                      "through the preview listener", start,
-             {"project": naming.app_project(slug, idle)}),
-        Step("smoke", f"{len(site.config.smoke_checks)} smoke checks through the preview listener", smoke,
-             {"checks": [c.describe() for c in site.config.smoke_checks]}),
-        Step("switch", f"point {domain} at {idle} (state/{slug}/live: {live} -> {idle}), confirm the "
-                       "new version through Caddy", switch),
+        Step(
+            "preflight",
+            f"engine, live {live} web, health through Caddy, disk, sum-core {facts.live_core} -> {facts.new_core}",
+            preflight,
+        ),
+        Step(
+            "build",
+            f"build {image.tag} from {image.labels['sumbg.ref']} ({image.commit[:12]})",
+            build_step,
+            {"image": image.tag, "commit": image.commit},
+        ),
+        Step(
+            "backup",
+            f"pg_dump to {site.backups_dir / backup_name}, verify",
+            backup,
+            {"backup": str(site.backups_dir / backup_name)},
+        ),
+        Step(
+            "rehearsal",
+            (
+                "restore the backup into a scratch database, migrate it with the new release, and "
+                f"check the live {live_ref} on it through Caddy"
+                if rehearse
+                else "skipped (--no-rehearsal or [migrations] rehearsal = false)"
+            ),
+            rehearsal_step,
+        ),
+        Step(
+            "migrate",
+            f"list pending migrations, then migrate (all but the after-switch ones) in a one-off "
+            f"{image.tag} container" + (" under the maintenance page" if migrations.maintenance else ""),
+            migrate,
+        ),
+        Step(
+            "start",
+            f"collectstatic and start {naming.app_project(slug, idle)}, wait for health through the preview listener",
+            start,
+            {"project": naming.app_project(slug, idle)},
+        ),
+        Step(
+            "smoke",
+            f"{len(site.config.smoke_checks)} smoke checks through the preview listener",
+            smoke,
+            {"checks": [c.describe() for c in site.config.smoke_checks]},
+        ),
+        Step(
+            "switch",
+            f"point {domain} at {idle} (state/{slug}/live: {live} -> {idle}), confirm the new version through Caddy",
+            switch,
+        ),
         Step("workers", f"stop {live}'s worker, start {idle}'s; keep {live}'s web for rollback", workers),
     ]
     if watch > 0:
-        steps.append(Step("watch", f"watch health and smoke paths through Caddy for {watch:g}s; "
-                                   "roll back by itself on failure", watch_step))
-    steps.append(Step("after-switch", "run the migrations marked run_after_switch (if any) once the new "
-                                      "release is live" + (" and its watch passed" if watch > 0 else ""),
-                      after_switch))
-    return Plan("upgrade", slug, tuple(steps), facts={
-        "from": facts.live_record.get("ref"), "to": image.labels["sumbg.ref"],
-        "from_colour": live, "to_colour": idle,
-        "sum_core": {"from": facts.live_core, "to": facts.new_core},
-    })
+        steps.append(
+            Step(
+                "watch",
+                f"watch health and smoke paths through Caddy for {watch:g}s; roll back by itself on failure",
+                watch_step,
+            )
+        )
+    steps.append(
+        Step(
+            "after-switch",
+            "run the migrations marked run_after_switch (if any) once the new "
+            "release is live" + (" and its watch passed" if watch > 0 else ""),
+            after_switch,
+        )
+    )
+    return Plan(
+        "upgrade",
+        slug,
+        tuple(steps),
+        facts={
+            "from": facts.live_record.get("ref"),
+            "to": image.labels["sumbg.ref"],
+            "from_colour": live,
+            "to_colour": idle,
+            "sum_core": {"from": facts.live_core, "to": facts.new_core},
+        },
+    )
 
 
 # Operations in `migrate --plan` output that code still running the old release may
 # not survive (it reads or writes what they remove or rename).
-_BREAKING = re.compile(r"^\s*(Remove field|Delete model|Rename field|Rename model|Rename table|Alter field|"
-                       r"Raw SQL operation|Remove constraint|Alter unique_together)\b", re.M)
+_BREAKING = re.compile(
+    r"^\s*(Remove field|Delete model|Rename field|Rename model|Rename table|Alter field|"
+    r"Raw SQL operation|Remove constraint|Alter unique_together)\b",
+    re.M,
+)
 
 
 def breaking_operations(plan_output: str) -> list[str]:
@@ -596,18 +805,19 @@ def breaking_operations(plan_output: str) -> list[str]:
 def dry_run_report(ctx: Context, site: Site, plan: Plan, facts: UpgradeFacts) -> dict:
     changes = ctx.edge.pending_changes(ctx.all_sites())
     diff = "".join(
-        "".join(difflib.unified_diff((before or "").splitlines(True), after.splitlines(True),
-                                     str(path), str(path)))
+        "".join(difflib.unified_diff((before or "").splitlines(True), after.splitlines(True), str(path), str(path)))
         for path, (before, after) in changes.items()
     )
     report = plan.describe()
-    report.update({
-        "dry_run": True,
-        "image": facts.image.tag,
-        "compose_projects": [naming.data_project(site.slug), naming.app_project(site.slug, facts.idle)],
-        "caddy_config_diff": diff or "(no structural change: no reload)",
-        "traffic_switch": f"{ctx.edge.files.state(site.slug, 'live')}: {facts.live} -> {facts.idle}",
-    })
+    report.update(
+        {
+            "dry_run": True,
+            "image": facts.image.tag,
+            "compose_projects": [naming.data_project(site.slug), naming.app_project(site.slug, facts.idle)],
+            "caddy_config_diff": diff or "(no structural change: no reload)",
+            "traffic_switch": f"{ctx.edge.files.state(site.slug, 'live')}: {facts.live} -> {facts.idle}",
+        }
+    )
     ctx.reporter.line(f"dry run: sumbg upgrade {site.slug} {facts.image.labels['sumbg.ref']} would:")
     for index, step in enumerate(plan.steps, 1):
         ctx.reporter.line(f"  {index}. {step.name}: {step.summary}")

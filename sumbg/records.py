@@ -1,5 +1,6 @@
 """A site's records: state.json (written atomically), history.jsonl (append-only),
 and the operator documents regenerated from history (sites matrix, what-broke log)."""
+
 from __future__ import annotations
 
 import json

@@ -12,6 +12,7 @@
 The scratch database and the stand-in stack are always removed; `state.json` names
 them while they exist, so `sumbg recover` removes them after a SIGKILL.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,19 +28,24 @@ from .runtime import Site
 from .smoke import rehearsal_target
 from .stacks import REHEARSAL_SUFFIX, PendingMigrations, applied_count, parse_phases, phase_command
 
+
 def checks_for(site: Site) -> tuple[SmokeCheck, ...]:
-    extra = tuple(SmokeCheck(path=path) for path in site.config.migrations.read_paths
-                  if all(check.path != path for check in site.config.smoke_checks))
+    extra = tuple(
+        SmokeCheck(path=path)
+        for path in site.config.migrations.read_paths
+        if all(check.path != path for check in site.config.smoke_checks)
+    )
     return (*site.config.smoke_checks, *extra)
 
 
-def rehearse(ctx: Context, site: Site, run: Run, *, new_image: str, live_record: dict,
-             backup_file: Path) -> dict:
+def rehearse(ctx: Context, site: Site, run: Run, *, new_image: str, live_record: dict, backup_file: Path) -> dict:
     """Returns the rehearsal's facts, with `compatibility` (a Compatibility) and `phases`."""
     stacks = ctx.stacks(site)
     if ctx.edge.files.site(site.slug) in ctx.edge.pending_changes({site.slug: site.config}):
-        raise CheckFailed(f"the edge's Caddy configuration for {site.slug} is older than this sumbg (it has no "
-                          f"rehearsal route): run `sumbg apply` (validates, then reloads), or pass --no-rehearsal")
+        raise CheckFailed(
+            f"the edge's Caddy configuration for {site.slug} is older than this sumbg (it has no "
+            f"rehearsal route): run `sumbg apply` (validates, then reloads), or pass --no-rehearsal"
+        )
     database = stacks.database()
     copy = database.name + REHEARSAL_SUFFIX
     run.state["rehearsal"] = {"database": copy, "project": naming.app_project(site.slug, naming.REHEARSAL)}
@@ -64,7 +70,8 @@ def rehearse(ctx: Context, site: Site, run: Run, *, new_image: str, live_record:
                 f"the live release {live_record.get('ref')} already fails on an unmigrated copy of its own "
                 f"database ({before[0].describe()}), so the rehearsal cannot judge the new migrations; fix the "
                 f"check in site.toml ([smoke], [migrations] read_paths) or pass --no-rehearsal",
-                output_tail=stacks.rehearsal_logs(20))
+                output_tail=stacks.rehearsal_logs(20),
+            )
 
         phases = _phases(stacks, new_image, copy, "plan")
         clock = time.monotonic()
@@ -89,8 +96,13 @@ def rehearse(ctx: Context, site: Site, run: Run, *, new_image: str, live_record:
         database.drop_if_exists(copy)
         run.state.pop("rehearsal", None)
         run.save_state()
-    return {"compatibility": compatibility, "phases": phases, "applied": applied,
-            "checks": [check.describe() for check in checks], **timings}
+    return {
+        "compatibility": compatibility,
+        "phases": phases,
+        "applied": applied,
+        "checks": [check.describe() for check in checks],
+        **timings,
+    }
 
 
 def _since(clock: float) -> float:
@@ -114,8 +126,9 @@ def _phases(stacks, image: str, database: str, mode: str) -> PendingMigrations:
     try:
         return parse_phases(output)
     except ValueError:
-        raise MigrationFailed("could not list the release's pending migrations in the rehearsal",
-                              output_tail=tail(output)) from None
+        raise MigrationFailed(
+            "could not list the release's pending migrations in the rehearsal", output_tail=tail(output)
+        ) from None
 
 
 def _manage(stacks, image: str, database: str, args: list[str], which: str) -> str:
@@ -124,6 +137,9 @@ def _manage(stacks, image: str, database: str, args: list[str], which: str) -> s
         what = f"{which} migrations" if which else "migrations"
         raise MigrationFailed(
             f"the {what} of {image} failed in the rehearsal on a copy of the database; the live database "
-            f"was never touched", command=["manage.py", *(args[:1])], returncode=result.returncode,
-            output_tail=tail(result.output))
+            f"was never touched",
+            command=["manage.py", *(args[:1])],
+            returncode=result.returncode,
+            output_tail=tail(result.output),
+        )
     return result.stdout

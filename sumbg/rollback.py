@@ -1,4 +1,5 @@
 """Rollback: flip traffic back to the last release that was live and healthy (still running)."""
+
 from __future__ import annotations
 
 from . import agreement, naming
@@ -12,8 +13,16 @@ from .smoke import preview_target
 from .switch import colour_version, describe, move_workers, rollback_target, start_release, switch_live
 
 
-def rollback(ctx: Context, slug: str, *, restore_db: bool = False, lock_timeout: float = 0.0,
-             to: str | None = None, force: bool = False, dry_run: bool = False) -> dict:
+def rollback(
+    ctx: Context,
+    slug: str,
+    *,
+    restore_db: bool = False,
+    lock_timeout: float = 0.0,
+    to: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> dict:
     site = ctx.site(slug)
     lock = site.lock()
     if not dry_run:
@@ -40,15 +49,18 @@ def rollback(ctx: Context, slug: str, *, restore_db: bool = False, lock_timeout:
 
 
 def dry_run_report(ctx: Context, site: Site, plan: Plan, state: dict, target: str) -> dict:
-    ctx.reporter.line(f"dry run: sumbg rollback {site.slug} would go from {describe(state, state['live'])} "
-                      f"to {describe(state, target)}:")
+    ctx.reporter.line(
+        f"dry run: sumbg rollback {site.slug} would go from {describe(state, state['live'])} "
+        f"to {describe(state, target)}:"
+    )
     for index, step in enumerate(plan.steps, 1):
         ctx.reporter.line(f"  {index}. {step.name}: {step.summary}")
     return {**plan.describe(), "dry_run": True}
 
 
-def rollback_plan(ctx: Context, site: Site, state: dict, *, live: str, target: str,
-                  restore_from=None, forced: bool = False) -> Plan:
+def rollback_plan(
+    ctx: Context, site: Site, state: dict, *, live: str, target: str, restore_from=None, forced: bool = False
+) -> Plan:
     stacks = ctx.stacks(site)
     record = state["colours"][target]
     preview = preview_target(ctx.host.edge, site.config.domain)
@@ -59,8 +71,7 @@ def rollback_plan(ctx: Context, site: Site, state: dict, *, live: str, target: s
         # Retired: start it again first; the rollback is then not instant, and says so.
         run.say(f"{target} was retired; starting {record['image']} first (this rollback is not instant)")
         run.notes["instant"] = False
-        run.on_failure(f"remove {naming.app_project(site.slug, target)}",
-                       lambda: stacks.remove_colour(target))
+        run.on_failure(f"remove {naming.app_project(site.slug, target)}", lambda: stacks.remove_colour(target))
         start_release(ctx, site, target, record)
         return {"started": target}
 
@@ -77,10 +88,15 @@ def rollback_plan(ctx: Context, site: Site, state: dict, *, live: str, target: s
     if restore_from is None:
         steps = (
             Step("ready", f"make sure {target} ({ref}) is running", ready),
-            Step("flip", f"point {site.config.domain} at {target}, confirm {ref} through Caddy "
-                         f"(if it does not answer, put {live} back and confirm it)", flip),
+            Step(
+                "flip",
+                f"point {site.config.domain} at {target}, confirm {ref} through Caddy "
+                f"(if it does not answer, put {live} back and confirm it)",
+                flip,
+            ),
         )
     else:
+
         def flip_in_maintenance(run: Run, maintenance_off) -> None:
             # The live listener shows the maintenance page until the flip, so the target
             # colour is checked through the preview listener first.
@@ -90,9 +106,20 @@ def rollback_plan(ctx: Context, site: Site, state: dict, *, live: str, target: s
             move_workers(ctx, site, to=target, came_from=live)
             run.notes["flip_seconds"] = seconds
 
-        steps = (Step("ready", f"make sure {target} ({ref}) is running", ready),
-                 *restore_steps(ctx, site, restore_from, require_sha=True, then_flip=flip_in_maintenance))
-    return Plan("rollback", site.slug, steps, facts={
-        "from": recorded(state, live).get("ref"), "to": ref, "from_colour": live, "to_colour": target,
-        **({"forced": True} if forced else {}),
-        **({"restore_db": restore_from.name} if restore_from else {})})
+        steps = (
+            Step("ready", f"make sure {target} ({ref}) is running", ready),
+            *restore_steps(ctx, site, restore_from, require_sha=True, then_flip=flip_in_maintenance),
+        )
+    return Plan(
+        "rollback",
+        site.slug,
+        steps,
+        facts={
+            "from": recorded(state, live).get("ref"),
+            "to": ref,
+            "from_colour": live,
+            "to_colour": target,
+            **({"forced": True} if forced else {}),
+            **({"restore_db": restore_from.name} if restore_from else {}),
+        },
+    )

@@ -5,6 +5,7 @@ optionally Celery) as systemd units, PostgreSQL and Redis on the host, Caddy fro
 system package with one sites-enabled/sum-<slug>.caddy per site. `read_deployment`
 only reads files; `RunbookServices` is the only code that runs systemctl.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,12 +21,27 @@ from .errors import RunbookError, UsageError, tail
 
 # Variables sumbg sets itself for the containers (their host values point at the host's
 # services and folders); everything else in the old .env is carried over unchanged.
-OWNED_BY_SUMBG = frozenset({
-    "DJANGO_SETTINGS_MODULE", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
-    "DJANGO_DB_NAME", "DJANGO_DB_USER", "DJANGO_DB_PASSWORD", "DJANGO_DB_HOST", "DJANGO_DB_PORT",
-    "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_HOST", "DB_PORT",
-    "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_STATIC_ROOT", "DJANGO_MEDIA_ROOT",
-})
+OWNED_BY_SUMBG = frozenset(
+    {
+        "DJANGO_SETTINGS_MODULE",
+        "ALLOWED_HOSTS",
+        "CSRF_TRUSTED_ORIGINS",
+        "DJANGO_DB_NAME",
+        "DJANGO_DB_USER",
+        "DJANGO_DB_PASSWORD",
+        "DJANGO_DB_HOST",
+        "DJANGO_DB_PORT",
+        "DB_NAME",
+        "DB_USER",
+        "DB_PASSWORD",
+        "DB_HOST",
+        "DB_PORT",
+        "REDIS_URL",
+        "CELERY_BROKER_URL",
+        "DJANGO_STATIC_ROOT",
+        "DJANGO_MEDIA_ROOT",
+    }
+)
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
@@ -76,10 +92,15 @@ class Deployment:
 
     def facts(self) -> dict:
         return {
-            "from": str(self.source), "commit": self.checkout.commit, "origin": self.checkout.origin,
-            "domains": list(self.domains), "database": self.database.describe(),
-            "media": str(self.media_dir), "units": [u.name for u in self.units],
-            "caddy_site_file": str(self.caddy_site_file), "settings": self.settings_module,
+            "from": str(self.source),
+            "commit": self.checkout.commit,
+            "origin": self.checkout.origin,
+            "domains": list(self.domains),
+            "database": self.database.describe(),
+            "media": str(self.media_dir),
+            "units": [u.name for u in self.units],
+            "caddy_site_file": str(self.caddy_site_file),
+            "settings": self.settings_module,
             "carried_env": sorted(k for k in self.env if k not in OWNED_BY_SUMBG),
         }
 
@@ -94,6 +115,7 @@ class RunbookPaths:
 
 # ------------------------------------------------------------------ parsing (pure)
 
+
 def parse_env_file(text: str) -> dict[str, str]:
     """A .env as systemd's EnvironmentFile and `set -a; .` both read it (KEY=VALUE, optional quotes)."""
     values: dict[str, str] = {}
@@ -102,7 +124,7 @@ def parse_env_file(text: str) -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         if line.startswith("export "):
-            line = line[len("export "):].lstrip()
+            line = line[len("export ") :].lstrip()
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
@@ -161,17 +183,26 @@ def database_from_env(env: dict[str, str]) -> DatabaseSource | None:
         parts = urlsplit(url)
         if parts.scheme.split("+")[0] not in ("postgres", "postgresql", "pgsql") or not parts.path.strip("/"):
             return None
-        return DatabaseSource(host=parts.hostname or "localhost", port=parts.port or 5432,
-                              name=unquote(parts.path.strip("/")), user=unquote(parts.username or ""),
-                              password=unquote(parts.password or ""))
+        return DatabaseSource(
+            host=parts.hostname or "localhost",
+            port=parts.port or 5432,
+            name=unquote(parts.path.strip("/")),
+            user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+        )
     for prefix in ("DJANGO_DB_", "DB_", "POSTGRES_"):
         name = env.get(prefix + "NAME") or (env.get(prefix + "DB") if prefix == "POSTGRES_" else None)
         if name:
             port = env.get(prefix + "PORT") or "5432"
             if not port.isdigit():
                 return None
-            return DatabaseSource(host=env.get(prefix + "HOST") or "localhost", port=int(port), name=name,
-                                  user=env.get(prefix + "USER") or name, password=env.get(prefix + "PASSWORD", ""))
+            return DatabaseSource(
+                host=env.get(prefix + "HOST") or "localhost",
+                port=int(port),
+                name=name,
+                user=env.get(prefix + "USER") or name,
+                password=env.get(prefix + "PASSWORD", ""),
+            )
     return None
 
 
@@ -257,14 +288,17 @@ def carried_env(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     warnings = []
     for key, value in carried.items():
         if "://" in value and (urlsplit(value).hostname or "") in _LOCAL_HOSTS:
-            warnings.append(f"{key} points at this host ({urlsplit(value).hostname}), which from inside a "
-                            f"container is the container itself")
+            warnings.append(
+                f"{key} points at this host ({urlsplit(value).hostname}), which from inside a "
+                f"container is the container itself"
+            )
         elif value.startswith("/srv/sum/") or value.startswith("/var/"):
             warnings.append(f"{key} names a path on the host ({value}), not inside the container")
     return carried, warnings
 
 
 # ------------------------------------------------------------------ reading a deployment
+
 
 def read_deployment(source: Path, slug: str, paths: RunbookPaths, *, domains: tuple[str, ...] = ()) -> Deployment:
     """Read a runbook deployment; every missing or unreadable part is one clear UsageError."""
@@ -297,11 +331,22 @@ def read_deployment(source: Path, slug: str, paths: RunbookPaths, *, domains: tu
     main = paths.caddy_dir / "Caddyfile"
     ports = caddy_ports(main.read_text()) if main.is_file() else (80, 443)
     checkout = gitrepo.read_checkout(app_dir)
-    return Deployment(source=source, env=merged, settings_module=settings, database=database, media_dir=media,
-                      web_unit=web_unit, worker_unit=worker_unit, beat_unit=beat_unit,
-                      app_address=gunicorn_address(web_unit.exec_start), caddy_site_file=site_file,
-                      domains=tuple(domains) or found_domains, tls_lines=tls_lines, caddy_ports=ports,
-                      checkout=checkout)
+    return Deployment(
+        source=source,
+        env=merged,
+        settings_module=settings,
+        database=database,
+        media_dir=media,
+        web_unit=web_unit,
+        worker_unit=worker_unit,
+        beat_unit=beat_unit,
+        app_address=gunicorn_address(web_unit.exec_start),
+        caddy_site_file=site_file,
+        domains=tuple(domains) or found_domains,
+        tls_lines=tls_lines,
+        caddy_ports=ports,
+        checkout=checkout,
+    )
 
 
 def find_units(source: Path, systemd_dir: Path) -> tuple[Unit, Unit | None, Unit | None]:
@@ -312,8 +357,11 @@ def find_units(source: Path, systemd_dir: Path) -> tuple[Unit, Unit | None, Unit
             unit = parse_unit(path.name, path, path.read_text())
         except OSError:
             continue
-        mentions = str(source) in unit.exec_start or unit.working_directory.startswith(str(source)) \
+        mentions = (
+            str(source) in unit.exec_start
+            or unit.working_directory.startswith(str(source))
             or any(f.startswith(str(source)) for f in unit.environment_files)
+        )
         if not mentions or not unit.exec_start:
             continue
         words = [Path(word).name for word in shlex.split(unit.exec_start)]
@@ -321,15 +369,18 @@ def find_units(source: Path, systemd_dir: Path) -> tuple[Unit, Unit | None, Unit
             web.append(unit)
         elif "celery" in " ".join(words):
             if words[0] != "celery" or "multi" in words:
-                raise UsageError(f"{path.name} does not run `celery ... worker` itself ({unit.exec_start[:60]}): "
-                                 "unknown layout; make it run one worker (celery -A <project> worker), then adopt")
+                raise UsageError(
+                    f"{path.name} does not run `celery ... worker` itself ({unit.exec_start[:60]}): "
+                    "unknown layout; make it run one worker (celery -A <project> worker), then adopt"
+                )
             (beat if "beat" in words and "worker" not in words else worker).append(unit)
     if not web:
         raise UsageError(f"no systemd unit in {systemd_dir} runs gunicorn for {source}: unknown layout")
     for kind, found in (("gunicorn", web), ("a Celery worker", worker), ("Celery beat", beat)):
         if len(found) > 1:
-            raise UsageError(f"several units run {kind} for {source} ({', '.join(u.name for u in found)}): "
-                             "unknown layout")
+            raise UsageError(
+                f"several units run {kind} for {source} ({', '.join(u.name for u in found)}): unknown layout"
+            )
     return web[0], (worker[0] if worker else None), (beat[0] if beat else None)
 
 
@@ -340,15 +391,21 @@ def find_caddy_site(caddy_dir: Path, slug: str, source: Path, app_address: str) 
     if named.is_file():
         return named
     port = app_address.rsplit(":", 1)[-1]
-    matches = [p for p in sorted(enabled.glob("*")) if p.is_file() and
-               re.search(rf"reverse_proxy\s+\S*:{re.escape(port)}\b", p.read_text(errors="replace"))]
+    matches = [
+        p
+        for p in sorted(enabled.glob("*"))
+        if p.is_file() and re.search(rf"reverse_proxy\s+\S*:{re.escape(port)}\b", p.read_text(errors="replace"))
+    ]
     if len(matches) == 1:
         return matches[0]
-    raise UsageError(f"no Caddy site file for {slug} in {enabled} (expected sum-{slug}.caddy, or one file "
-                     f"that proxies to {app_address})")
+    raise UsageError(
+        f"no Caddy site file for {slug} in {enabled} (expected sum-{slug}.caddy, or one file "
+        f"that proxies to {app_address})"
+    )
 
 
 # ------------------------------------------------------------------ driving the old host
+
 
 class RunbookServices:
     """The host's systemd (the old app's units) and its Caddy."""
@@ -358,19 +415,29 @@ class RunbookServices:
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         try:
-            return subprocess.run([self.systemctl, *args], capture_output=True, text=True, timeout=120,
-                                  env={**os.environ, "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"})
+            return subprocess.run(
+                [self.systemctl, *args],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
+            )
         except FileNotFoundError:
-            raise RunbookError(f"{self.systemctl} is not installed: sumbg adopt drives the old site's "
-                               "systemd units") from None
+            raise RunbookError(
+                f"{self.systemctl} is not installed: sumbg adopt drives the old site's systemd units"
+            ) from None
         except subprocess.TimeoutExpired:
             raise RunbookError(f"systemctl {' '.join(args)} took longer than 120 s") from None
 
     def _must(self, *args: str) -> None:
         proc = self._run(*args)
         if proc.returncode != 0:
-            raise RunbookError(f"systemctl {' '.join(args)} failed", command=["systemctl", *args],
-                               returncode=proc.returncode, output_tail=tail(proc.stderr or proc.stdout, 5))
+            raise RunbookError(
+                f"systemctl {' '.join(args)} failed",
+                command=["systemctl", *args],
+                returncode=proc.returncode,
+                output_tail=tail(proc.stderr or proc.stdout, 5),
+            )
 
     def is_active(self, unit: str) -> bool:
         return self._run("is-active", unit).returncode == 0

@@ -1,9 +1,10 @@
 """A site on this host: its folders, secrets, Compose projects and records."""
+
 from __future__ import annotations
 
 import os
-import shutil
 import secrets
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -109,7 +110,9 @@ class Site:
         files = ("data.yml",) + (("data.publish.yml",) if self.config.db_publish_port else ())
         name = naming.data_project(self.slug)
         return ComposeProject(
-            name=name, files=files, env_file=self.run_dir / f"{name}.env",
+            name=name,
+            files=files,
+            env_file=self.run_dir / f"{name}.env",
             variables=(
                 ("SUMBG_PROJECT", name),
                 ("SUMBG_POSTGRES_IMAGE", self.host.images.postgres),
@@ -153,23 +156,38 @@ class Site:
         """The app's environment pointed at a scratch copy of its database, with its own Redis
         databases, so nothing a rehearsal does reaches the live site's cache, broker or data."""
         values = self._app_env()
-        values.update({"DJANGO_DB_NAME": database, "REDIS_URL": "redis://redis:6379/14",
-                       "CELERY_BROKER_URL": "redis://redis:6379/15"})
+        values.update(
+            {
+                "DJANGO_DB_NAME": database,
+                "REDIS_URL": "redis://redis:6379/14",
+                "CELERY_BROKER_URL": "redis://redis:6379/15",
+            }
+        )
         for key, value in values.items():
             # A URL-style setting from [env] (DATABASE_URL) that names the live database.
             if "://" in value and value.rstrip("/").endswith(f"/{self.config.db_name}"):
                 values[key] = value.rstrip("/")[: -len(self.config.db_name)] + database
         atomic_write(self.rehearsal_env_file(), _env_file(values), mode=0o644)
 
-    def app_project(self, colour: str, image: str, *, worker: bool | None = None,
-                    forwarded_allow_ips: str = "127.0.0.1", version: tuple[str, str] = ("unknown", "unknown"),
-                    app_env_file: Path | None = None, static_dir: Path | None = None) -> ComposeProject:
+    def app_project(
+        self,
+        colour: str,
+        image: str,
+        *,
+        worker: bool | None = None,
+        forwarded_allow_ips: str = "127.0.0.1",
+        version: tuple[str, str] = ("unknown", "unknown"),
+        app_env_file: Path | None = None,
+        static_dir: Path | None = None,
+    ) -> ComposeProject:
         """`version`: (GIT_SHA, BUILD_ID) for the app's environment, so /health/ reports them
         even when a repo's own Dockerfile does not declare them."""
         name = naming.app_project(self.slug, colour)
         with_worker = bool(self.config.worker_command) if worker is None else worker
         return ComposeProject(
-            name=name, files=("app.yml",), env_file=self.run_dir / f"{name}.env",
+            name=name,
+            files=("app.yml",),
+            env_file=self.run_dir / f"{name}.env",
             profiles=("worker",) if with_worker else (),
             variables=(
                 ("SUMBG_PROJECT", name),
@@ -213,7 +231,8 @@ def _env_file(values: dict[str, str]) -> str:
 def edge_project(host: HostConfig, address: str | None = None) -> ComposeProject:
     """`address`: the edge Caddy's reserved address on the edge network, if it has one."""
     return ComposeProject(
-        name=host.edge.name, files=("edge.yml",) + (("edge.fixed-ip.yml",) if address else ()),
+        name=host.edge.name,
+        files=("edge.yml",) + (("edge.fixed-ip.yml",) if address else ()),
         env_file=host.caddy_dir / ".edge.env",
         variables=(
             ("SUMBG_EDGE_NAME", host.edge.name),

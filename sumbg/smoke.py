@@ -5,6 +5,7 @@ Every check goes through Caddy with the site's Host header and
 to the loopback preview listener (the idle colour), so it exercises exactly the
 routes, static files and headers visitors get.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 import httpx
 
 from .config import EdgeSettings, SiteConfig, SmokeCheck
-from .naming import METRICS_HOST
 from .errors import CheckFailed
+from .naming import METRICS_HOST
 
 EXCERPT = 300
 
@@ -43,8 +44,9 @@ def preview_target(edge: EdgeSettings, domain: str) -> Target:
 
 def rehearsal_target(edge: EdgeSettings, domain: str) -> Target:
     """The live release on a migrated copy of the database, through the preview listener."""
-    return Target("rehearsal", f"http://127.0.0.1:{edge.preview_port}", domain,
-                  headers=(("X-Sumbg-Route", "rehearsal"),))
+    return Target(
+        "rehearsal", f"http://127.0.0.1:{edge.preview_port}", domain, headers=(("X-Sumbg-Route", "rehearsal"),)
+    )
 
 
 def _host(address: str) -> str:
@@ -66,6 +68,7 @@ class Answer:
     def json(self) -> dict | None:
         try:
             import json
+
             value = json.loads(self.text)
             return value if isinstance(value, dict) else None
         except ValueError:
@@ -113,24 +116,29 @@ class Prober:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> "Prober":
+    def __enter__(self) -> Prober:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def request(self, target: Target, path: str, method: str = "GET", *, data: dict | None = None,
-                headers: dict | None = None) -> Answer:
-        all_headers = {"Host": target.domain, "X-Forwarded-Proto": "https", **dict(target.headers),
-                       **(headers or {})}
+    def request(
+        self, target: Target, path: str, method: str = "GET", *, data: dict | None = None, headers: dict | None = None
+    ) -> Answer:
+        all_headers = {"Host": target.domain, "X-Forwarded-Proto": "https", **dict(target.headers), **(headers or {})}
         extensions = {"sni_hostname": target.domain} if target.sni else {}
         try:
-            response = self.client.request(method, target.base_url + path, headers=all_headers,
-                                           data=data, extensions=extensions)
+            response = self.client.request(
+                method, target.base_url + path, headers=all_headers, data=data, extensions=extensions
+            )
         except httpx.HTTPError as exc:
             return Answer(0, "", "", error=f"{type(exc).__name__}: {exc or 'no answer'}")
-        return Answer(response.status_code, response.headers.get("content-type", ""), response.text,
-                      location=response.headers.get("location", ""))
+        return Answer(
+            response.status_code,
+            response.headers.get("content-type", ""),
+            response.text,
+            location=response.headers.get("location", ""),
+        )
 
     def visitor_counts(self, edge: EdgeSettings, domain: str) -> tuple[int, int] | None:
         """What the edge served `domain`'s visitors so far (requests, 5xx), or None if it cannot tell."""
@@ -142,8 +150,9 @@ class Prober:
     def health(self, target: Target) -> Health:
         return Health(self.request(target, "/health/"))
 
-    def wait_healthy(self, target: Target, timeout: float, *, expect_version: dict | None = None,
-                     on_wait=None) -> Health:
+    def wait_healthy(
+        self, target: Target, timeout: float, *, expect_version: dict | None = None, on_wait=None
+    ) -> Health:
         """Poll /health/ until it passes (and reports the expected version) or the deadline passes."""
         deadline = time.monotonic() + timeout
         last = None
@@ -153,8 +162,10 @@ class Prober:
                 return last
             if last.answer.redirect:
                 # A redirect is a setting, not a slow start: waiting will not change it.
-                raise CheckFailed(f"{target.label} /health/ through Caddy answered {last.answer.describe()}; "
-                                  f"{redirect_hint(target, last.answer)}")
+                raise CheckFailed(
+                    f"{target.label} /health/ through Caddy answered {last.answer.describe()}; "
+                    f"{redirect_hint(target, last.answer)}"
+                )
             if time.monotonic() >= deadline:
                 wanted = f" reporting version {expect_version}" if expect_version else ""
                 raise CheckFailed(
@@ -173,8 +184,7 @@ class Prober:
             answer = self._post_form(target, check)
         else:
             answer = self.request(target, check.path)
-        record = {"check": check.describe(), "status": answer.status,
-                  "seconds": round(time.monotonic() - started, 3)}
+        record = {"check": check.describe(), "status": answer.status, "seconds": round(time.monotonic() - started, 3)}
         return record, answer, _problem(check, answer, target)
 
     def check(self, target: Target, check: SmokeCheck) -> dict:
@@ -195,15 +205,19 @@ class Prober:
             token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
             cookie = self.client.cookies.get("csrftoken")
             if not token or not cookie:
-                return Answer(page.status, page.content_type, page.text,
-                              error=f"no CSRF token on {check.csrf_from} (HTTP {page.status})")
+                return Answer(
+                    page.status,
+                    page.content_type,
+                    page.text,
+                    error=f"no CSRF token on {check.csrf_from} (HTTP {page.status})",
+                )
             form["csrfmiddlewaretoken"] = token.group(1)
             headers["Cookie"] = f"csrftoken={cookie}"
             self.client.cookies.clear()
         return self.request(target, check.path, "POST", data=form, headers=headers)
 
 
-_METRIC = re.compile(r'^caddy_http_request_duration_seconds_count\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$', re.M)
+_METRIC = re.compile(r"^caddy_http_request_duration_seconds_count\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$", re.M)
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -229,13 +243,17 @@ def redirect_hint(target: Target, answer: Answer) -> str:
     """The likely cause of an unexpected redirect, for the operator."""
     location = answer.location
     if location.startswith(f"https://{target.domain}"):
-        return ("the app redirects to HTTPS because it does not see the request as secure: its settings set "
-                "SECURE_SSL_REDIRECT, and the app server must trust the edge's X-Forwarded-Proto (sumbg starts "
-                "gunicorn with FORWARDED_ALLOW_IPS = the edge network; an image whose own command starts another "
-                "server, or overrides that, must trust it too)")
+        return (
+            "the app redirects to HTTPS because it does not see the request as secure: its settings set "
+            "SECURE_SSL_REDIRECT, and the app server must trust the edge's X-Forwarded-Proto (sumbg starts "
+            "gunicorn with FORWARDED_ALLOW_IPS = the edge network; an image whose own command starts another "
+            "server, or overrides that, must trust it too)"
+        )
     if location.startswith(("http://", "https://")):
-        return ("the app redirects to another host: check the site's domains and the app's canonical-host "
-                "settings (ALLOWED_HOSTS, PREPEND_WWW)")
+        return (
+            "the app redirects to another host: check the site's domains and the app's canonical-host "
+            "settings (ALLOWED_HOSTS, PREPEND_WWW)"
+        )
     return "the app redirects this path; a smoke check that expects it can say status = " + str(answer.status)
 
 
@@ -268,12 +286,15 @@ def served_certificate(address: str, port: int, server_name: str, timeout: float
     import hashlib
     import socket
     import ssl
+
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((address, port), timeout) as sock, \
-                context.wrap_socket(sock, server_hostname=server_name) as tls:
+        with (
+            socket.create_connection((address, port), timeout) as sock,
+            context.wrap_socket(sock, server_hostname=server_name) as tls,
+        ):
             der = tls.getpeercert(binary_form=True)
     except OSError:
         return None

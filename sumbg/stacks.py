@@ -3,6 +3,7 @@
 Operations (init, upgrade, rollback, ...) compose these into plans; nothing
 here decides *when* to do something, only how.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,14 @@ class Backup:
     verify_seconds: float
 
     def record(self) -> dict:
-        return {"file": self.path.name, "sha256": self.sha256, "size": self.size, "entries": self.entries,
-                "dump_seconds": self.dump_seconds, "verify_seconds": self.verify_seconds}
+        return {
+            "file": self.path.name,
+            "sha256": self.sha256,
+            "size": self.size,
+            "entries": self.entries,
+            "dump_seconds": self.dump_seconds,
+            "verify_seconds": self.verify_seconds,
+        }
 
 
 class Stacks:
@@ -54,8 +61,11 @@ class Stacks:
         """Postgres answers on TCP (not only the socket of its first-start init server) and Redis
         answers PING."""
         checks = {
-            self.site.postgres_container: ["sh", "-c", 'pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" '
-                                                         '-d "$POSTGRES_DB"'],
+            self.site.postgres_container: [
+                "sh",
+                "-c",
+                'pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"',
+            ],
             self.site.redis_container: ["redis-cli", "ping"],
         }
         last: dict[str, ExecResult] = {}
@@ -68,9 +78,13 @@ class Stacks:
 
         if not poll(ready, timeout, interval=0.5):
             name = next(n for n, r in last.items() if r.returncode != 0)
-            raise DockerError(f"{name} did not become ready within {timeout:.0f}s", site=self.site.slug,
-                              command=checks[name], returncode=last[name].returncode,
-                              output_tail=tail(last[name].output, 10))
+            raise DockerError(
+                f"{name} did not become ready within {timeout:.0f}s",
+                site=self.site.slug,
+                command=checks[name],
+                returncode=last[name].returncode,
+                output_tail=tail(last[name].output, 10),
+            )
 
     def data_running(self) -> bool:
         state = self.engine.container(self.site.postgres_container)
@@ -81,18 +95,24 @@ class Stacks:
         image = image or self.recorded_image(colour) or "sumbg-unknown-image"
         labels = self.engine.image_labels(image) or {}
         return self.site.app_project(
-            colour, image, worker=worker,
+            colour,
+            image,
+            worker=worker,
             # Only the edge may tell gunicorn the scheme (X-Forwarded-Proto), so a client whose
             # settings redirect to HTTPS with no SECURE_PROXY_SSL_HEADER works unchanged.
             forwarded_allow_ips=self.edge_address(),
-            version=(labels.get("sumbg.commit") or "unknown", labels.get("sumbg.ref") or "unknown"))
+            version=(labels.get("sumbg.commit") or "unknown", labels.get("sumbg.ref") or "unknown"),
+        )
 
     def edge_address(self) -> str:
         """The edge Caddy's address on the edge network: the reserved one, or (on an edge
         network made by an older sumbg) wherever the running edge is now."""
         edge = self.site.host.edge
-        return (self.engine.edge_address(edge.name)
-                or self.engine.container_address(edge.container, edge.name) or "127.0.0.1")
+        return (
+            self.engine.edge_address(edge.name)
+            or self.engine.container_address(edge.container, edge.name)
+            or "127.0.0.1"
+        )
 
     def recorded_image(self, colour: str) -> str | None:
         return recorded(self.site.records.load_state(), colour).get("image")
@@ -108,20 +128,28 @@ class Stacks:
     def migration_plan(self, colour: str, image: str, *, env_dir: Path | None = None) -> str:
         result = self.run_manage(colour, image, ["migrate", "--plan"], env_dir=env_dir)
         if result.returncode != 0:
-            raise MigrationFailed("`manage.py migrate --plan` failed", colour=colour,
-                                  command=["manage.py", "migrate", "--plan"],
-                                  returncode=result.returncode, output_tail=tail(result.output))
+            raise MigrationFailed(
+                "`manage.py migrate --plan` failed",
+                colour=colour,
+                command=["manage.py", "migrate", "--plan"],
+                returncode=result.returncode,
+                output_tail=tail(result.output),
+            )
         return result.stdout.strip()
 
-    def pending_migrations(self, colour: str, image: str) -> "PendingMigrations":
+    def pending_migrations(self, colour: str, image: str) -> PendingMigrations:
         result = self.run_manage(colour, image, phase_command("plan"))
         try:
             if result.returncode != 0:
                 raise ValueError(result.returncode)
             return parse_phases(result.stdout)
         except ValueError:
-            raise MigrationFailed(f"could not list the pending migrations of {image}", colour=colour,
-                                  returncode=result.returncode, output_tail=tail(result.output)) from None
+            raise MigrationFailed(
+                f"could not list the pending migrations of {image}",
+                colour=colour,
+                returncode=result.returncode,
+                output_tail=tail(result.output),
+            ) from None
 
     def migrate(self, colour: str, image: str, backup_hint: str, *, before_switch_only: bool = False) -> str:
         """`manage.py migrate`; with `before_switch_only`, all but the migrations marked run_after_switch."""
@@ -130,17 +158,23 @@ class Stacks:
         if result.returncode != 0:
             raise MigrationFailed(
                 f"migrations of {image} failed; traffic untouched on the live colour. {backup_hint}",
-                colour=colour, command=["manage.py", *args[:1], "..." if before_switch_only else "--noinput"],
-                returncode=result.returncode, output_tail=tail(result.output),
+                colour=colour,
+                command=["manage.py", *args[:1], "..." if before_switch_only else "--noinput"],
+                returncode=result.returncode,
+                output_tail=tail(result.output),
             )
         return result.stdout.strip()
 
     def collectstatic(self, colour: str, image: str) -> str:
         result = self.run_manage(colour, image, ["collectstatic", "--noinput", "--clear"])
         if result.returncode != 0:
-            raise DockerError(f"collectstatic of {image} failed", colour=colour,
-                              command=["manage.py", "collectstatic", "--noinput", "--clear"],
-                              returncode=result.returncode, output_tail=tail(result.output))
+            raise DockerError(
+                f"collectstatic of {image} failed",
+                colour=colour,
+                command=["manage.py", "collectstatic", "--noinput", "--clear"],
+                returncode=result.returncode,
+                output_tail=tail(result.output),
+            )
         return (result.stdout.strip().splitlines() or [""])[-1]
 
     def cpu_shares(self, colour: str) -> int:
@@ -150,8 +184,12 @@ class Stacks:
         return LIVE_CPU_SHARES if colour == live else self.site.host.background_cpu_shares
 
     def start_web(self, colour: str, image: str) -> None:
-        self.engine.compose_up(self.app_project(colour, image, worker=False), ["web"],
-                               force_recreate=True, cpu_shares=self.cpu_shares(colour))
+        self.engine.compose_up(
+            self.app_project(colour, image, worker=False),
+            ["web"],
+            force_recreate=True,
+            cpu_shares=self.cpu_shares(colour),
+        )
 
     def start_worker(self, colour: str, image: str | None = None) -> bool:
         if not self.site.config.worker_command:
@@ -161,10 +199,15 @@ class Stacks:
 
     def apply_cpu_weights(self, live: str) -> None:
         """After a flip: the colour now live gets the live weight, the other the background one."""
-        for colour, shares in ((live, LIVE_CPU_SHARES),
-                               (naming.other_colour(live), self.site.host.background_cpu_shares)):
-            names = [c.name for c in self.engine.project_containers(naming.app_project(self.site.slug, colour))
-                     if c.running and c.labels.get("com.docker.compose.oneoff") != "True"]
+        for colour, shares in (
+            (live, LIVE_CPU_SHARES),
+            (naming.other_colour(live), self.site.host.background_cpu_shares),
+        ):
+            names = [
+                c.name
+                for c in self.engine.project_containers(naming.app_project(self.site.slug, colour))
+                if c.running and c.labels.get("com.docker.compose.oneoff") != "True"
+            ]
             self.engine.set_cpu_shares(names, shares)
 
     def stop_worker(self, colour: str) -> bool:
@@ -204,17 +247,27 @@ class Stacks:
         labels = self.engine.image_labels(image) or {}
         live = self.site.records.load_state().get("live") or naming.COLOURS[0]
         return self.site.app_project(
-            naming.REHEARSAL, image, worker=False, forwarded_allow_ips=self.edge_address(),
+            naming.REHEARSAL,
+            image,
+            worker=False,
+            forwarded_allow_ips=self.edge_address(),
             version=(labels.get("sumbg.commit") or "unknown", labels.get("sumbg.ref") or "unknown"),
-            app_env_file=self.site.rehearsal_env_file(), static_dir=self.site.static_dir(live))
+            app_env_file=self.site.rehearsal_env_file(),
+            static_dir=self.site.static_dir(live),
+        )
 
     def rehearsal_manage(self, image: str, database: str, args: list[str]) -> ExecResult:
-        return self.engine.compose_run(self.rehearsal_project(image, database), "manage",
-                                       ["python", "manage.py", *args])
+        return self.engine.compose_run(
+            self.rehearsal_project(image, database), "manage", ["python", "manage.py", *args]
+        )
 
     def start_rehearsal_web(self, image: str, database: str) -> None:
-        self.engine.compose_up(self.rehearsal_project(image, database), ["web"], force_recreate=True,
-                               cpu_shares=self.site.host.background_cpu_shares)
+        self.engine.compose_up(
+            self.rehearsal_project(image, database),
+            ["web"],
+            force_recreate=True,
+            cpu_shares=self.site.host.background_cpu_shares,
+        )
 
     def remove_rehearsal(self) -> bool:
         """Remove the rehearsal stack (also one left by a killed upgrade); True if there was one."""
@@ -227,7 +280,7 @@ class Stacks:
     def rehearsal_logs(self, lines: int = 60) -> str:
         return self.engine.logs(self.site.web_container(naming.REHEARSAL), lines)
 
-    def database(self) -> "Database":
+    def database(self) -> Database:
         return Database(self)
 
     # ------------------------------------------------------------ backups
@@ -245,22 +298,35 @@ class Stacks:
         env = {"SUMBG_DB": self.site.config.db_name, "SUMBG_DB_USER": self.site.config.db_user}
         # Local-socket auth inside the container: no password in any argument, log or history.
         started = time.monotonic()
-        dump = self.engine.exec(container, [
-            "sh", "-c",
-            f'umask 077 && pg_dump --format=custom --no-password -U "$SUMBG_DB_USER" -d "$SUMBG_DB" '
-            f'-f "/backups/.{name}.partial"',
-        ], user=user, env=env)
+        dump = self.engine.exec(
+            container,
+            [
+                "sh",
+                "-c",
+                f'umask 077 && pg_dump --format=custom --no-password -U "$SUMBG_DB_USER" -d "$SUMBG_DB" '
+                f'-f "/backups/.{name}.partial"',
+            ],
+            user=user,
+            env=env,
+        )
         if dump.returncode != 0:
             partial.unlink(missing_ok=True)
-            raise BackupError("pg_dump failed", command=["pg_dump", "--format=custom", "..."],
-                              returncode=dump.returncode, output_tail=tail(dump.output))
+            raise BackupError(
+                "pg_dump failed",
+                command=["pg_dump", "--format=custom", "..."],
+                returncode=dump.returncode,
+                output_tail=tail(dump.output),
+            )
         dumped = time.monotonic()
         listing = self.engine.exec(container, ["pg_restore", "--list", f"/backups/.{name}.partial"], user=user)
         entries = sum(1 for line in listing.stdout.splitlines() if line and not line.startswith(";"))
         if listing.returncode != 0 or entries == 0:
             partial.unlink(missing_ok=True)
-            raise BackupError(f"backup {name} did not verify with pg_restore --list",
-                              returncode=listing.returncode, output_tail=tail(listing.output))
+            raise BackupError(
+                f"backup {name} did not verify with pg_restore --list",
+                returncode=listing.returncode,
+                output_tail=tail(listing.output),
+            )
         digest = sha256_file(partial)
         os.chmod(partial, 0o600)
         os.replace(partial, final)
@@ -268,15 +334,22 @@ class Stacks:
         fd = os.open(sums, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{digest}  {final.name}\n")
-        return Backup(final, digest, final.stat().st_size, entries,
-                      dump_seconds=elapsed(started), verify_seconds=round(time.monotonic() - dumped, 3))
+        return Backup(
+            final,
+            digest,
+            final.stat().st_size,
+            entries,
+            dump_seconds=elapsed(started),
+            verify_seconds=round(time.monotonic() - dumped, 3),
+        )
 
     def backup_and_prune(self, name: str, state: dict) -> tuple[Backup, list[str]]:
         """Take a backup, then keep the newest `keep_backups`, never deleting the new one
         or any backup state.json records for a colour (the way back for a rollback)."""
         taken = self.backup(name)
         protected = {taken.path.name} | {
-            record["backup"] for record in (state.get("colours") or {}).values() if record.get("backup")}
+            record["backup"] for record in (state.get("colours") or {}).values() if record.get("backup")
+        }
         return taken, self.prune_backups(self.site.config.keep_backups, protected)
 
     def prune_backups(self, keep: int, protected: set[str]) -> list[str]:
@@ -293,8 +366,11 @@ class Stacks:
     def list_backup_files(self) -> list[Path]:
         if not self.site.backups_dir.exists():
             return []
-        return [p for p in self.site.backups_dir.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix in (".dump", ".gz", ".sql")]
+        return [
+            p
+            for p in self.site.backups_dir.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix in (".dump", ".gz", ".sql")
+        ]
 
     # ------------------------------------------------------------ host checks
     def free_space_problems(self, min_free_gb: float) -> list[str]:
@@ -323,7 +399,7 @@ _PHASES_MARKER = "SUMBG-MIGRATIONS "
 @dataclass(frozen=True)
 class PendingMigrations:
     pending: tuple[str, ...]
-    after_switch: tuple[str, ...]   # marked run_after_switch, or depending on one that is
+    after_switch: tuple[str, ...]  # marked run_after_switch, or depending on one that is
 
 
 def phase_command(mode: str) -> list[str]:
@@ -335,7 +411,7 @@ def phase_command(mode: str) -> list[str]:
 def parse_phases(output: str) -> PendingMigrations:
     for line in reversed(output.splitlines()):
         if line.startswith(_PHASES_MARKER):
-            facts = json.loads(line[len(_PHASES_MARKER):])
+            facts = json.loads(line[len(_PHASES_MARKER) :])
             return PendingMigrations(tuple(facts["pending"]), tuple(facts["after_switch"]))
     raise ValueError("no migration report in the output")
 
@@ -400,11 +476,15 @@ class Database:
         return self.engine.exec(self.site.postgres_container, argv, env=env)
 
     def sql(self, statement: str, database: str = "postgres") -> str:
-        result = self._exec(["psql", "-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A", "-U", self.user,
-                             "-d", database, "-c", statement])
+        result = self._exec(
+            ["psql", "-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A", "-U", self.user, "-d", database, "-c", statement]
+        )
         if result.returncode != 0:
-            raise BackupError(f"SQL on {database} failed: {statement[:80]}", returncode=result.returncode,
-                              output_tail=tail(result.output))
+            raise BackupError(
+                f"SQL on {database} failed: {statement[:80]}",
+                returncode=result.returncode,
+                output_tail=tail(result.output),
+            )
         return result.stdout.strip()
 
     def exists(self, database: str) -> bool:
@@ -417,8 +497,10 @@ class Database:
             self.sql(f'DROP DATABASE IF EXISTS "{database}"')
 
     def terminate(self, database: str) -> None:
-        self.sql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                 f"WHERE datname = '{database}' AND pid <> pg_backend_pid()")
+        self.sql(
+            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        )
 
     def row_counts(self) -> dict[str, int]:
         return parse_row_counts(self.sql(ROW_COUNTS_SQL, self.name))
@@ -432,19 +514,37 @@ class Database:
         self.drop_if_exists(scratch)
         self.sql(f'CREATE DATABASE "{scratch}" OWNER "{self.user}"')
         if container_path.endswith(".dump"):
-            argv = ["pg_restore", "--exit-on-error", "--no-owner", "--single-transaction",
-                    "-U", self.user, "-d", scratch, container_path]
+            argv = [
+                "pg_restore",
+                "--exit-on-error",
+                "--no-owner",
+                "--single-transaction",
+                "-U",
+                self.user,
+                "-d",
+                scratch,
+                container_path,
+            ]
         else:
             reader = "gunzip -c" if container_path.endswith(".gz") else "cat"
             # Ownership and grants name the roles of the host the file came from (another name on a
             # runbook host): dropped, so the objects belong to the site's user, as with --no-owner.
-            argv = ["sh", "-c", f'{reader} "$0" | sed -E "{PLAIN_SQL_ROLE_LINES}" | psql -v ON_ERROR_STOP=1 -X -q '
-                                f'--single-transaction -U "$SUMBG_DB_USER" -d "{scratch}" >/dev/null', container_path]
+            argv = [
+                "sh",
+                "-c",
+                f'{reader} "$0" | sed -E "{PLAIN_SQL_ROLE_LINES}" | psql -v ON_ERROR_STOP=1 -X -q '
+                f'--single-transaction -U "$SUMBG_DB_USER" -d "{scratch}" >/dev/null',
+                container_path,
+            ]
         result = self._exec(argv)
         if result.returncode != 0:
             self.drop_if_exists(scratch)
-            raise BackupError(f"restoring {container_path.rsplit('/', 1)[-1]} failed; the database was not changed",
-                              command=argv[:1], returncode=result.returncode, output_tail=tail(result.output))
+            raise BackupError(
+                f"restoring {container_path.rsplit('/', 1)[-1]} failed; the database was not changed",
+                command=argv[:1],
+                returncode=result.returncode,
+                output_tail=tail(result.output),
+            )
         return scratch
 
     def swap_in(self, scratch: str) -> None:

@@ -1,14 +1,15 @@
 """The read-only views of a host: `sumbg status` (what runs and answers) and `sumbg releases`
 (which tags a site could move to). `sumbg fleet` reads both, as JSON, over SSH."""
+
 from __future__ import annotations
 
 import re
 import socket
 
 from . import __version__, agreement, gitrepo, reports
-from .gitdeps import redact_url
 from .context import Context, mirror_for
 from .errors import LockHeld, SumbgError, UsageError
+from .gitdeps import redact_url
 from .lock import is_held
 from .records import recorded
 from .runtime import Site
@@ -25,8 +26,7 @@ def status(ctx: Context, slug: str | None) -> list[dict]:
 
 def host_status(ctx: Context) -> dict:
     """Every site of this host, with what identifies the host (for the fleet's table)."""
-    return {"sumbg": __version__, "host": socket.gethostname(), "root": str(ctx.host.root),
-            "sites": status(ctx, None)}
+    return {"sumbg": __version__, "host": socket.gethostname(), "root": str(ctx.host.root), "sites": status(ctx, None)}
 
 
 def site_status(ctx: Context, site: Site) -> dict:
@@ -37,8 +37,12 @@ def site_status(ctx: Context, site: Site) -> dict:
     agreed = agreement.Agreement()
     if live:
         agreed, answer = agreement.probe_and_check(ctx, site, state)
-        health = {"http_status": answer.answer.status, "status": answer.status,
-                  "version": answer.version, "error": answer.answer.error or None}
+        health = {
+            "http_status": answer.answer.status,
+            "status": answer.status,
+            "version": answer.version,
+            "error": answer.answer.error or None,
+        }
     operation = state.get("operation")
     interrupted = bool(operation) and not is_held(site.dir / ".lock")
     last = reports.last_deploy(site.records.history())
@@ -58,13 +62,16 @@ def site_status(ctx: Context, site: Site) -> dict:
         "colours": state.get("colours") or {},
         "health": health,
         "agreement": agreed.describe(),
-        "caddy": {"live": ctx.edge.files.read_colour(site.slug, "live"),
-                  "preview": ctx.edge.files.read_colour(site.slug, "preview")},
+        "caddy": {
+            "live": ctx.edge.files.read_colour(site.slug, "live"),
+            "preview": ctx.edge.files.read_colour(site.slug, "preview"),
+        },
         "operation": operation,
         "interrupted": interrupted,
         "maintenance": ctx.edge.files.maintenance_on(site.slug),
         "last_deploy": {key: last.get(key) for key in ("operation", "outcome", "at", "from", "to", "reason")}
-        if last else None,
+        if last
+        else None,
         "last_deploy_outcome": reports.deploy_outcome(last),
         "rollback": rollback_view(ctx, site, state),
     }
@@ -77,8 +84,13 @@ def rollback_view(ctx: Context, site: Site, state: dict) -> dict:
     except UsageError as exc:
         return {"possible": False, "instant": False, "reason": exc.message}
     running = ctx.stacks(site).web_running(target)
-    return {"possible": True, "colour": target, "ref": recorded(state, target).get("ref"), "instant": running,
-            **({} if running else {"reason": f"{target} was retired: a rollback starts it again first"})}
+    return {
+        "possible": True,
+        "colour": target,
+        "ref": recorded(state, target).get("ref"),
+        "instant": running,
+        **({} if running else {"reason": f"{target} was retired: a rollback starts it again first"}),
+    }
 
 
 # ------------------------------------------------------------------ releases
@@ -128,6 +140,11 @@ def site_releases(ctx: Context, site: Site, *, fetch: bool) -> dict:
     elif note is None:
         note = "no copy of the repository yet"
     tags.sort(key=lambda t: release_key(t["tag"], t["date"]), reverse=True)
-    return {"site": site.slug, "repo": redact_url(site.config.repo), "live": {
-        "ref": live.get("ref"), "commit": live.get("commit"), "sum_core": live.get("sum_core")},
-        "fetched": fetch and note is None, "note": note, "tags": tags}
+    return {
+        "site": site.slug,
+        "repo": redact_url(site.config.repo),
+        "live": {"ref": live.get("ref"), "commit": live.get("commit"), "sum_core": live.get("sum_core")},
+        "fetched": fetch and note is None,
+        "note": note,
+        "tags": tags,
+    }

@@ -13,6 +13,7 @@
 - `rollback_target`: which colour a rollback may go to (never a failed release
   unless forced), as a pure decision.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,8 @@ from . import failpoints, naming
 from .config import WatchSettings
 from .context import Context
 from .errors import CheckFailed, NeedsOperator, SumbgError, UsageError
-from .migration_policy import rollback_needs_restore
 from .executor import Run
+from .migration_policy import rollback_needs_restore
 from .records import recorded
 from .runtime import Site
 from .smoke import live_target, preview_target
@@ -52,6 +53,7 @@ def describe(state: dict, colour: str | None) -> str:
 
 # ---------------------------------------------------------------- release outcomes
 
+
 def mark_failed(state: dict, colour: str, reason: str) -> None:
     record = state.setdefault("colours", {}).get(colour)
     if record is not None:
@@ -70,8 +72,9 @@ def is_failed(record: dict) -> bool:
     return record.get("outcome") == "failed"
 
 
-def rollback_target(state: dict, slug: str, *, to: str | None = None, force: bool = False,
-                    restore_db: bool = False) -> str:
+def rollback_target(
+    state: dict, slug: str, *, to: str | None = None, force: bool = False, restore_db: bool = False
+) -> str:
     """The colour `sumbg rollback` goes to, or UsageError saying why there is none."""
     live = state.get("live")
     if not live:
@@ -90,17 +93,20 @@ def rollback_target(state: dict, slug: str, *, to: str | None = None, force: boo
         raise UsageError(
             f"site {slug} has no healthy release to roll back to: {describe(state, target)} failed "
             f"({record.get('reason') or 'no reason recorded'}); the live {describe(state, live)} is the "
-            f"last healthy one. To flip to it anyway: sumbg rollback {slug} --to {target} --force")
+            f"last healthy one. To flip to it anyway: sumbg rollback {slug} --to {target} --force"
+        )
     needs_restore = rollback_needs_restore(recorded(state, live))
     if needs_restore and not restore_db and not force:
         raise UsageError(
             f"rolling back from {describe(state, live)} to {describe(state, target)} needs --restore-db: "
             f"{needs_restore}. `sumbg rollback {slug} --restore-db` puts the pre-upgrade backup back (writes "
-            f"since the upgrade are lost); `--to {target} --force` flips without it")
+            f"since the upgrade are lost); `--to {target} --force` flips without it"
+        )
     return target
 
 
 # ---------------------------------------------------------------- the one flip
+
 
 @dataclass(frozen=True)
 class Flip:
@@ -109,8 +115,9 @@ class Flip:
     seconds: float
 
 
-def switch_live(ctx: Context, site: Site, run: Run, to: str, *, before_confirm=None,
-                confirm_seconds: float = SWITCH_CONFIRM_SECONDS) -> Flip:
+def switch_live(
+    ctx: Context, site: Site, run: Run, to: str, *, before_confirm=None, confirm_seconds: float = SWITCH_CONFIRM_SECONDS
+) -> Flip:
     """Move the site's live traffic to `to` and confirm it, or put it back and confirm that.
 
     On success the records follow: live/previous, the colours' status, the preview file
@@ -150,8 +157,9 @@ def switch_live(ctx: Context, site: Site, run: Run, to: str, *, before_confirm=N
         if colours.get(came_from, {}).get("status") == "live":  # a half-started candidate stays one
             colours[came_from]["status"] = "idle"
     run.save_state()
-    run.notes.setdefault("flips", []).append({"to": to, "outcome": "confirmed", "seconds": seconds,
-                                              "version": answer.version})
+    run.notes.setdefault("flips", []).append(
+        {"to": to, "outcome": "confirmed", "seconds": seconds, "version": answer.version}
+    )
     give_live_weight(ctx, site, run, to)
     return Flip(to=to, came_from=came_from, seconds=seconds)
 
@@ -169,23 +177,25 @@ def _put_back(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | N
     slug = site.slug
     recover_hint = f"run `sumbg recover {slug}` once a colour is healthy (see `sumbg status {slug}`)"
     if not came_from or came_from == to:
-        raise NeedsOperator(f"{reason}; there was no other colour to put back: {recover_hint}",
-                            site=slug, colour=to)
+        raise NeedsOperator(f"{reason}; there was no other colour to put back: {recover_hint}", site=slug, colour=to)
     ctx.edge.files.write_colour(slug, "live", came_from)
     ctx.edge.files.write_colour(slug, "preview", to)
     expect = colour_version(recorded(run.state, came_from))
     try:
         with ctx.prober() as prober:
-            prober.wait_healthy(live_target(ctx.host.edge, site.config), SWITCH_CONFIRM_SECONDS,
-                                expect_version=expect)
+            prober.wait_healthy(live_target(ctx.host.edge, site.config), SWITCH_CONFIRM_SECONDS, expect_version=expect)
     except CheckFailed as second:
         run.notes["flips"].append({"to": came_from, "outcome": "failed", "reason": second.message})
         raise NeedsOperator(
             f"{reason}; putting {came_from} back did not confirm either ({second.message}); "
-            f"the live file names {came_from}: {recover_hint}", site=slug, colour=to) from None
+            f"the live file names {came_from}: {recover_hint}",
+            site=slug,
+            colour=to,
+        ) from None
     run.notes["flips"].append({"to": came_from, "outcome": "confirmed (put back)"})
-    raise FlipFailed(f"{reason}; traffic is back on {describe(run.state, came_from)}, confirmed through Caddy",
-                     site=slug, colour=to)
+    raise FlipFailed(
+        f"{reason}; traffic is back on {describe(run.state, came_from)}, confirmed through Caddy", site=slug, colour=to
+    )
 
 
 def move_workers(ctx: Context, site: Site, *, to: str, came_from: str | None) -> dict:
@@ -197,6 +207,7 @@ def move_workers(ctx: Context, site: Site, *, to: str, came_from: str | None) ->
 
 # ---------------------------------------------------------------- the rollback target
 
+
 def start_release(ctx: Context, site: Site, colour: str, record: dict) -> None:
     """Start a recorded release in `colour` from its image (static files first) and wait until
     it answers its version through the preview listener; a failure carries its web log tail."""
@@ -206,8 +217,11 @@ def start_release(ctx: Context, site: Site, colour: str, record: dict) -> None:
     ctx.edge.files.write_colour(site.slug, "preview", colour)
     with ctx.prober() as prober:
         try:
-            prober.wait_healthy(preview_target(ctx.host.edge, site.config.domain), site.config.health_timeout,
-                                expect_version=colour_version(record))
+            prober.wait_healthy(
+                preview_target(ctx.host.edge, site.config.domain),
+                site.config.health_timeout,
+                expect_version=colour_version(record),
+            )
         except CheckFailed as exc:
             exc.output_tail = ((exc.output_tail or "") + "\n" + stacks.web_logs(colour)).strip()
             raise
@@ -233,21 +247,26 @@ def restart_rollback_target(ctx: Context, site: Site, run: Run) -> dict | None:
     except SumbgError as exc:
         run.save_state()
         outcome = {"restored": False, "ref": record.get("ref"), "error": exc.message}
-        run.say(f"could not start the previous release {record.get('ref')} again in {colour} "
-                f"({exc.message}); `sumbg rollback` will not be instant")
+        run.say(
+            f"could not start the previous release {record.get('ref')} again in {colour} "
+            f"({exc.message}); `sumbg rollback` will not be instant"
+        )
     else:
         seconds = round(time.monotonic() - started, 3)
         run.state.setdefault("colours", {})[colour] = {**record, "status": "idle"}
         run.state["previous"] = colour
         run.save_state()
         outcome = {"restored": True, "ref": record.get("ref"), "colour": colour, "seconds": seconds}
-        run.say(f"started the previous release {record.get('ref')} again in {colour} in {seconds:.1f}s: "
-                "`sumbg rollback` stays instant")
+        run.say(
+            f"started the previous release {record.get('ref')} again in {colour} in {seconds:.1f}s: "
+            "`sumbg rollback` stays instant"
+        )
     run.notes["rollback_target"] = outcome
     return outcome
 
 
 # ---------------------------------------------------------------- the watch
+
 
 def watch_verdict(policy: WatchSettings, probes: list[str | None], visitors: tuple[int, int] | None) -> str | None:
     """Why the watch must revert now (a persisting failure), or None.
@@ -265,13 +284,14 @@ def watch_verdict(policy: WatchSettings, probes: list[str | None], visitors: tup
     failed = sum(1 for p in probes if p is not None)
     if len(probes) >= policy.min_probes and failed / len(probes) > policy.max_failed_ratio:
         last = next(p for p in reversed(probes) if p is not None)
-        return (f"{failed} of {len(probes)} probes failed (more than {policy.max_failed_ratio:.0%}), "
-                f"the last: {last}")
+        return f"{failed} of {len(probes)} probes failed (more than {policy.max_failed_ratio:.0%}), the last: {last}"
     if visitors is not None:
         requests, errors = visitors
         if errors >= policy.max_visitor_5xx and errors > policy.max_visitor_5xx_ratio * requests:
-            return (f"Caddy answered {errors} of {requests} requests for the site with 5xx "
-                    f"(limit {policy.max_visitor_5xx} and {policy.max_visitor_5xx_ratio:.0%})")
+            return (
+                f"Caddy answered {errors} of {requests} requests for the site with 5xx "
+                f"(limit {policy.max_visitor_5xx} and {policy.max_visitor_5xx_ratio:.0%})"
+            )
     return None
 
 
@@ -297,7 +317,8 @@ def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, 
             if baseline is not None and now is not None:
                 visitors = (now[0] - baseline[0], now[1] - baseline[1])
             run.notes["watch"] = summary = {
-                "probes": len(probes), "failed_probes": sum(1 for p in probes if p),
+                "probes": len(probes),
+                "failed_probes": sum(1 for p in probes if p),
                 "visitor_requests": visitors[0] if visitors else None,
                 "visitor_5xx": visitors[1] if visitors else None,
             }
@@ -311,8 +332,11 @@ def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, 
                 flip = switch_live(ctx, site, run, old)
                 run.notes["reverted"] = {"reason": reason, "flip_seconds": flip.seconds}
                 move_workers(ctx, site, to=old, came_from=new)
-                raise CheckFailed(f"after the switch the site failed its watch ({reason}); rolled back to "
-                                  f"{describe(run.state, old)} by itself in {flip.seconds:.3f}s", colour=new)
+                raise CheckFailed(
+                    f"after the switch the site failed its watch ({reason}); rolled back to "
+                    f"{describe(run.state, old)} by itself in {flip.seconds:.3f}s",
+                    colour=new,
+                )
             time.sleep(policy.interval)
     return {"seconds": seconds, **summary} if probes else {"seconds": seconds, "probes": 0}
 
@@ -329,7 +353,9 @@ def _cover_instead_of_reverting(ctx: Context, site: Site, run: Run, reason: str,
         f"schema {describe(run.state, new)} migrated to, so traffic was not flipped back: the maintenance page "
         f"covers the site (503). To go back with the pre-upgrade database (writes since the upgrade are lost): "
         f"sumbg rollback {site.slug} --restore-db; or upgrade to a fixed release with --maintenance",
-        site=site.slug, colour=new)
+        site=site.slug,
+        colour=new,
+    )
 
 
 def _probe(prober, target, site: Site, expect: dict) -> str | None:
@@ -337,8 +363,9 @@ def _probe(prober, target, site: Site, expect: dict) -> str | None:
     if not health.passing:
         return f"/health/ through Caddy: {health.answer.describe()}"
     if any(health.version.get(key) != value for key, value in expect.items()):
-        return (f"/health/ through Caddy answers version {health.version.get('build')!r}, "
-                f"expected {expect.get('build')!r}")
+        return (
+            f"/health/ through Caddy answers version {health.version.get('build')!r}, expected {expect.get('build')!r}"
+        )
     for check in site.config.smoke_checks:
         if check.method != "GET":
             continue

@@ -1,21 +1,23 @@
 """Small helpers with no outside dependencies: atomic files, clocks, polling."""
+
 from __future__ import annotations
 
 import datetime as _dt
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def utc_stamp() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -30,8 +32,9 @@ def parse_duration(value: str | int | float) -> float:
     else:
         text = value.strip().lower()
         try:
-            seconds = float(text[:-1]) * DURATION_UNITS[text[-1]] if text and text[-1] in DURATION_UNITS \
-                else float(text)
+            seconds = (
+                float(text[:-1]) * DURATION_UNITS[text[-1]] if text and text[-1] in DURATION_UNITS else float(text)
+            )
         except ValueError:
             raise ValueError(f"{value!r} is not a duration like 90, 30m, 2h or 1d") from None
     if not 0 <= seconds < float("inf"):
@@ -80,6 +83,7 @@ def sync_tree(source: Path, dest: Path, *, owner: tuple[int, int] | None = None)
     """Copy every regular file of `source` that `dest` lacks or has with another size or mtime
     (atomically, mtime kept); never deletes anything. Returns (files, bytes) copied."""
     import shutil
+
     copied = size = 0
     for root, _dirs, names in os.walk(source):
         rel = Path(root).relative_to(source)

@@ -5,6 +5,7 @@ sites, as on a real VPS), the example client repo built from
 examples/sum-site, and a `host` object that runs the real `sumbg` CLI. The
 session tears down every container, network and volume it created.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -70,13 +71,26 @@ class Host:
         return {**os.environ, "SUMBG_ROOT": str(self.root)}
 
     def sumbg(self, *args: str, timeout: float = 900, input: str | None = None) -> Result:
-        proc = subprocess.run([str(SUMBG), *args], capture_output=True, text=True, env=self.env(),
-                              timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+        proc = subprocess.run(
+            [str(SUMBG), *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def popen(self, *args: str, stderr=subprocess.PIPE, env: dict | None = None) -> subprocess.Popen:
-        return subprocess.Popen([str(SUMBG), *args], stdout=subprocess.PIPE, stderr=stderr,
-                                text=True, env={**self.env(), **(env or {})}, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [str(SUMBG), *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**self.env(), **(env or {})},
+            stdin=subprocess.DEVNULL,
+        )
 
     def site_dir(self, slug: str) -> Path:
         return self.root / slug
@@ -89,16 +103,30 @@ class Host:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def secrets(self, slug: str) -> dict:
-        pairs = (line.split("=", 1) for line in (self.site_dir(slug) / ".env").read_text().splitlines()
-                 if "=" in line and not line.startswith("#"))
+        pairs = (
+            line.split("=", 1)
+            for line in (self.site_dir(slug) / ".env").read_text().splitlines()
+            if "=" in line and not line.startswith("#")
+        )
         return {k: v for k, v in pairs}
 
     def init(self, slug: str, ref: str = "v1.0.0", *extra: str) -> Result:
         if not self.site_dir(slug).exists():
             self.teardown_site(slug)  # what an earlier, killed session left under this slug
         db_port = free_port()
-        result = self.sumbg("init", slug, "--repo", str(self.repo), "--domain", f"{slug}.example.test",
-                            "--ref", ref, "--db-port", str(db_port), *extra)
+        result = self.sumbg(
+            "init",
+            slug,
+            "--repo",
+            str(self.repo),
+            "--domain",
+            f"{slug}.example.test",
+            "--ref",
+            ref,
+            "--db-port",
+            str(db_port),
+            *extra,
+        )
         assert result.returncode == 0, str(result)
         return result
 
@@ -135,19 +163,23 @@ def _hold_the_test_edge():
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        pytest.fail(f"another live test session is using the test edge {EDGE}; "
-                    "set SUMBG_TEST_EDGE to run a second one beside it", pytrace=False)
+        pytest.fail(
+            f"another live test session is using the test edge {EDGE}; "
+            "set SUMBG_TEST_EDGE to run a second one beside it",
+            pytrace=False,
+        )
     return lock
 
 
-def _remove_stale_edge(host: "Host") -> None:
+def _remove_stale_edge(host: Host) -> None:
     """Everything an earlier, killed session left on this edge: its sites' stacks, volumes and
     networks (their old passwords would break a new site of the same slug) and the edge itself."""
     projects = set()
-    for line in docker("ps", "-a", "--filter", f"network={EDGE}", "--format",
-                       '{{.Label "com.docker.compose.project"}}', check=False).stdout.split():
+    for line in docker(
+        "ps", "-a", "--filter", f"network={EDGE}", "--format", '{{.Label "com.docker.compose.project"}}', check=False
+    ).stdout.split():
         projects.add(line)
-    slugs = {p[len("sum-"):].rsplit("-", 1)[0] for p in projects if p.startswith("sum-") and p.count("-") >= 2}
+    slugs = {p[len("sum-") :].rsplit("-", 1)[0] for p in projects if p.startswith("sum-") and p.count("-") >= 2}
     for slug in sorted(slugs):
         host.teardown_site(slug)
     docker("rm", "-f", f"{EDGE}-caddy", check=False)
@@ -178,8 +210,9 @@ def engine() -> None:
 @pytest.fixture(scope="session")
 def example_repo(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("example") / "acme-repo"
-    subprocess.run([sys.executable, str(REPO / "examples/sum-site/build_repo.py"), str(dest)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "examples/sum-site/build_repo.py"), str(dest)], check=True, capture_output=True
+    )
     return dest
 
 
@@ -197,14 +230,22 @@ def host(engine, example_repo, tmp_path_factory) -> Host:
     lock.close()
 
 
-def http_get(port: int, domain: str, path: str, *, method: str = "GET", body: bytes | None = None,
-             headers: dict | None = None, timeout: float = 10):
+def http_get(
+    port: int,
+    domain: str,
+    path: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict | None = None,
+    timeout: float = 10,
+):
     """One request through the edge with the site's Host header; returns (status, headers, body)."""
     import http.client
+
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=body,
-                     headers={"Host": domain, "X-Forwarded-Proto": "https", **(headers or {})})
+        conn.request(method, path, body=body, headers={"Host": domain, "X-Forwarded-Proto": "https", **(headers or {})})
         response = conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:

@@ -7,6 +7,7 @@ hands the operations fakes over that world instead of Docker, Caddy and HTTP,
 so a test runs the real plan (upgrade, rollback, watch, recover) in
 milliseconds and asserts the whole sequence of effects and records.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,23 +35,23 @@ class Web:
 class World:
     slug: str = "acme"
     domain: str = "acme.example.test"
-    releases: dict = field(default_factory=dict)    # image -> {"build", "git_sha"}
-    webs: dict = field(default_factory=dict)        # colour -> Web
-    files: dict = field(default_factory=dict)       # "live"/"preview" -> colour
-    broken: set = field(default_factory=set)        # images whose /health/ answers 503
+    releases: dict = field(default_factory=dict)  # image -> {"build", "git_sha"}
+    webs: dict = field(default_factory=dict)  # colour -> Web
+    files: dict = field(default_factory=dict)  # "live"/"preview" -> colour
+    broken: set = field(default_factory=set)  # images whose /health/ answers 503
     turns_unhealthy: dict = field(default_factory=dict)  # image -> live probes it passes before failing
-    failing_probes: int = 0                         # the next N live /health/ probes answer 503
+    failing_probes: int = 0  # the next N live /health/ probes answer 503
     visitors: object = (0, 0)  # Caddy's (requests, 5xx) for the host, None, or a callable giving them
     databases: set = field(default_factory=lambda: {"acme"})
     maintenance: bool = False
     effects: list = field(default_factory=list)
     # Migrations: what each release has pending (and marks run_after_switch), which releases'
     # migrations fail, or break the live release once applied; and every effect on a database.
-    pending: dict = field(default_factory=dict)       # image -> (pending, after_switch)
+    pending: dict = field(default_factory=dict)  # image -> (pending, after_switch)
     failing_migrations: set = field(default_factory=set)
     breaks_live: set = field(default_factory=set)
     database_mb: float = 5.0
-    rehearsal: str | None = None                      # the image of the rehearsal stand-in, if running
+    rehearsal: str | None = None  # the image of the rehearsal stand-in, if running
     copy_migrated_by: str | None = None
     schema_effects: list = field(default_factory=list)
 
@@ -68,8 +69,9 @@ class World:
 
     # What answers through Caddy, the way the edge routes it.
     def answering(self, label: str) -> str | None:
-        candidates = [self.files.get("live"), self.files.get("preview")] if label == "live" \
-            else [self.files.get("preview")]
+        candidates = (
+            [self.files.get("live"), self.files.get("preview")] if label == "live" else [self.files.get("preview")]
+        )
         for colour in candidates:  # the live route falls back to the preview colour on a dial error
             web = self.webs.get(colour)
             if web and web.running:
@@ -80,8 +82,9 @@ class World:
         if label == "rehearsal":
             if self.rehearsal is None:
                 return Answer(502, "", "")
-            return Answer(200, "application/json", json.dumps({"status": "ok",
-                                                               "version": self.releases[self.rehearsal]}))
+            return Answer(
+                200, "application/json", json.dumps({"status": "ok", "version": self.releases[self.rehearsal]})
+            )
         colour = self.answering(label)
         if colour is None:
             return Answer(502, "", "", error="")
@@ -95,8 +98,7 @@ class World:
             self.failing_probes -= 1
             broken = True
         status = "unhealthy" if broken else "ok"
-        return Answer(503 if broken else 200, "application/json",
-                      json.dumps({"status": status, "version": version}))
+        return Answer(503 if broken else 200, "application/json", json.dumps({"status": status, "version": version}))
 
 
 class FakeProber:
@@ -116,8 +118,9 @@ class FakeProber:
         health = self.health(target)
         if health.passing and all(health.version.get(k) == v for k, v in (expect_version or {}).items()):
             return health
-        raise CheckFailed(f"{target.label} /health/ through Caddy did not pass within {timeout:g}s: "
-                          f"{health.answer.describe()}")
+        raise CheckFailed(
+            f"{target.label} /health/ through Caddy did not pass within {timeout:g}s: {health.answer.describe()}"
+        )
 
     def evaluate(self, target, check):
         answer = self.world.health_answer(target.label)
@@ -129,8 +132,9 @@ class FakeProber:
     def check(self, target, check) -> dict:
         answer = self.world.health_answer(target.label)
         if answer.status != 200:
-            raise CheckFailed(f"smoke check {check.describe()} on the {target.label} colour failed: "
-                              f"HTTP {answer.status}")
+            raise CheckFailed(
+                f"smoke check {check.describe()} on the {target.label} colour failed: HTTP {answer.status}"
+            )
         return {"check": check.describe(), "status": 200}
 
     def visitor_counts(self, edge, domain):
@@ -176,6 +180,7 @@ class FakeEdge:
         class _Lock:
             def acquire(self, timeout=0, command=None):
                 return contextlib.nullcontext()
+
         return _Lock()
 
     def apply(self, sites):
@@ -251,6 +256,7 @@ class FakeStacks:
     def _migrate(self, image, where, which):
         """Apply `image`'s migrations (`which`: "all" or "before-switch") to the copy or the live database."""
         from sumbg.errors import MigrationFailed
+
         self.world.schema_effects.append(("migrate", where, self.world.releases[image]["build"], which))
         if image in self.world.failing_migrations:
             raise MigrationFailed(f"migrations of {image} failed", output_tail="RuntimeError: half way")
@@ -288,8 +294,10 @@ class FakeStacks:
 
     def rehearsal_logs(self, lines=60):
         if self.world.copy_migrated_by in self.world.breaks_live:
-            return ("Internal Server Error: /\nTraceback (most recent call last):\n"
-                    "django.db.utils.ProgrammingError: column sum_core_lead.message does not exist")
+            return (
+                "Internal Server Error: /\nTraceback (most recent call last):\n"
+                "django.db.utils.ProgrammingError: column sum_core_lead.message does not exist"
+            )
         return ""
 
     def collectstatic(self, colour, image):
@@ -339,9 +347,13 @@ class FakeEngine:
     def container(self, name):
         for colour, web in self.world.webs.items():
             if name == f"sum-{self.world.slug}-{colour}-web":
-                return ContainerState(name=name, running=web.running,
-                                      status="running" if web.running else "exited", exit_code=None,
-                                      image=web.image)
+                return ContainerState(
+                    name=name,
+                    running=web.running,
+                    status="running" if web.running else "exited",
+                    exit_code=None,
+                    image=web.image,
+                )
         return None
 
     def project_containers(self, project):
@@ -382,18 +394,27 @@ class FakeContext(Context):
 
 def make_site(root: Path, world: World, *, watch_seconds: float = 0.05) -> None:
     """site.toml for the world's site, with a watch fast enough for unit tests."""
-    config = SiteConfig(slug=world.slug, domain=world.domain, repo="/r", project="acme",
-                        settings_module="acme.settings.production", wsgi="acme.wsgi:application",
-                        watch_seconds=watch_seconds, watch=WatchSettings(interval=0.001))
+    config = SiteConfig(
+        slug=world.slug,
+        domain=world.domain,
+        repo="/r",
+        project="acme",
+        settings_module="acme.settings.production",
+        wsgi="acme.wsgi:application",
+        watch_seconds=watch_seconds,
+        watch=WatchSettings(interval=0.001),
+    )
     site_dir = root / world.slug
     (site_dir / "backups").mkdir(parents=True, exist_ok=True)
     (site_dir / "site.toml").write_text(render_site_toml(config))
 
 
-def deployed(root: Path, world: World, live: tuple[str, str], idle: tuple[str, str] | None = None,
-             **idle_extra) -> None:
+def deployed(
+    root: Path, world: World, live: tuple[str, str], idle: tuple[str, str] | None = None, **idle_extra
+) -> None:
     """A site with `live` = (colour, ref) serving, and optionally `idle` = (colour, ref) running."""
     from sumbg.records import SiteRecords
+
     make_site(root, world)
     colours = {}
     colour, ref = live
@@ -407,6 +428,12 @@ def deployed(root: Path, world: World, live: tuple[str, str], idle: tuple[str, s
         idle_image = world.release(idle_ref)
         world.webs[idle_colour] = Web(idle_image)
         colours[idle_colour] = world.record(idle_image, status="idle", outcome="healthy", **idle_extra)
-    SiteRecords(root / world.slug).save_state({
-        "slug": world.slug, "live": colour, "previous": idle[0] if idle else None,
-        "colours": colours, "operation": None})
+    SiteRecords(root / world.slug).save_state(
+        {
+            "slug": world.slug,
+            "live": colour,
+            "previous": idle[0] if idle else None,
+            "colours": colours,
+            "operation": None,
+        }
+    )

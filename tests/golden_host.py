@@ -24,6 +24,7 @@ third-party requirements, so a site venv installs offline in seconds.
 
 or use the `golden_host_factory` fixture (import it into a test module).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -58,7 +59,7 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_IN_CONTAINER = "/etc/golden-host-ca.crt"
 WHEELHOUSE = "/opt/golden/wheelhouse"
 SENTRY_DSN = "https://0123456789abcdef@sentry.invalid/42"
-MIN_FREE_BYTES = 2 * 1024 ** 3
+MIN_FREE_BYTES = 2 * 1024**3
 # Letters and digits only: a .env a shell can source and systemd can read alike.
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -71,10 +72,19 @@ def _random(n: int) -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(n))
 
 
-def _run(args: list[str], *, timeout: float = 600, input: str | None = None,
-         env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout, input=input,
-                          stdin=None if input is not None else subprocess.DEVNULL, env=env)
+def _run(
+    args: list[str], *, timeout: float = 600, input: str | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        env=env,
+    )
 
 
 def _wait(what: str, predicate, timeout: float, interval: float = 0.25):
@@ -90,11 +100,13 @@ def _wait(what: str, predicate, timeout: float, interval: float = 0.25):
 
 # --------------------------------------------------------------------------- the image
 
+
 def _thirdparty_requirements() -> str:
     """The example client's requirements without sum-core (vendored in each release)."""
     lines = (REPO / "examples/sum-site/client/requirements.txt").read_text().splitlines()
-    return "".join(line + "\n" for line in lines
-                   if line.strip() and not line.startswith("#") and not line.startswith("sum-core"))
+    return "".join(
+        line + "\n" for line in lines if line.strip() and not line.startswith("#") and not line.startswith("sum-core")
+    )
 
 
 def image_tag() -> str:
@@ -102,8 +114,12 @@ def image_tag() -> str:
     if base.returncode != 0:
         raise GoldenHostError(f"the local base image {BASE_IMAGE} is missing; run `make setup`")
     digest = hashlib.sha256()
-    for part in (base.stdout.strip(), (HERE / "Dockerfile").read_text(), (HERE / "boot.sh").read_text(),
-                 _thirdparty_requirements()):
+    for part in (
+        base.stdout.strip(),
+        (HERE / "Dockerfile").read_text(),
+        (HERE / "boot.sh").read_text(),
+        _thirdparty_requirements(),
+    ):
         digest.update(part.encode() + b"\0")
     return f"{IMAGE_REPO}:{digest.hexdigest()[:12]}"
 
@@ -121,8 +137,9 @@ def ensure_image() -> str:
         root = docker("info", "--format", "{{.DockerRootDir}}", check=False).stdout.strip() or "/"
         probe = Path(root) if Path(root).exists() else Path("/")
         if shutil.disk_usage(probe).free < MIN_FREE_BYTES:
-            raise GoldenHostError(f"less than {MIN_FREE_BYTES >> 30} GB free under {probe}: "
-                                  "not building the golden-host image")
+            raise GoldenHostError(
+                f"less than {MIN_FREE_BYTES >> 30} GB free under {probe}: not building the golden-host image"
+            )
         if not HOST_CA.exists():
             raise GoldenHostError(f"{HOST_CA} is missing: pip in the image build could not reach PyPI")
         with tempfile.TemporaryDirectory(prefix="golden-host-ctx-") as ctx:
@@ -130,8 +147,11 @@ def ensure_image() -> str:
                 shutil.copy2(HERE / name, Path(ctx) / name)
             (Path(ctx) / "requirements-thirdparty.txt").write_text(_thirdparty_requirements())
             shutil.copyfile(HOST_CA, Path(ctx) / "host-ca.crt")
-            built = _run(["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", tag, ctx],
-                         timeout=1200, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+            built = _run(
+                ["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", tag, ctx],
+                timeout=1200,
+                env={**os.environ, "DOCKER_BUILDKIT": "0"},
+            )
         if built.returncode != 0:
             raise GoldenHostError(f"building {tag} failed:\n{built.stdout}\n{built.stderr}")
         # Older builds (other inputs): removed unless a container still uses them.
@@ -142,6 +162,7 @@ def ensure_image() -> str:
 
 
 # --------------------------------------------------------------------------- cleanup
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -156,8 +177,15 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_golden_hosts() -> list[str]:
     """Remove golden-host containers whose owning test process is gone (a killed session).
     Containers of live processes (another session beside this one) are left alone."""
-    listing = docker("ps", "-a", "--filter", f"label={LABEL}", "--format",
-                     f'{{{{.Names}}}} {{{{.Label "{OWNER_LABEL}"}}}}', check=False).stdout
+    listing = docker(
+        "ps",
+        "-a",
+        "--filter",
+        f"label={LABEL}",
+        "--format",
+        f'{{{{.Names}}}} {{{{.Label "{OWNER_LABEL}"}}}}',
+        check=False,
+    ).stdout
     removed = []
     for line in listing.splitlines():
         name, _, owner = line.partition(" ")
@@ -168,6 +196,7 @@ def remove_stale_golden_hosts() -> list[str]:
 
 
 # --------------------------------------------------------------------------- the handle
+
 
 class _PinnedTransport(httpx.HTTPTransport):
     """Connects requests for `domain` to 127.0.0.1:<port in the URL>, keeping Host and SNI = domain
@@ -184,9 +213,13 @@ class _PinnedTransport(httpx.HTTPTransport):
         if headers.get("Host") == request.url.netloc.decode():
             headers["Host"] = self.domain  # as a browser on port 443 sends it
         # A copy: the client keeps the original (URL with the domain) for cookies and redirects.
-        pinned = httpx.Request(request.method, request.url.copy_with(host="127.0.0.1"), headers=headers,
-                               stream=request.stream,
-                               extensions={**request.extensions, "sni_hostname": self.domain})
+        pinned = httpx.Request(
+            request.method,
+            request.url.copy_with(host="127.0.0.1"),
+            headers=headers,
+            stream=request.stream,
+            extensions={**request.extensions, "sni_hostname": self.domain},
+        )
         return super().handle_request(pinned)
 
 
@@ -210,12 +243,12 @@ class GoldenHost:
     pg_port: int
     redis_port: int
     admin_password: str
-    caddy_admin: str = ""           # 127.0.0.1:<port> of Caddy's admin API
+    caddy_admin: str = ""  # 127.0.0.1:<port> of Caddy's admin API
     celery: bool = False
-    log_dir: Path = field(default=Path())        # B/var/log/sum: one log per supervised program
-    state_dir: Path = field(default=Path())      # B/var/lib/systemd-sim: the shim's state and calls.log
+    log_dir: Path = field(default=Path())  # B/var/log/sum: one log per supervised program
+    state_dir: Path = field(default=Path())  # B/var/lib/systemd-sim: the shim's state and calls.log
     startup_seconds: float = 0.0
-    timings: dict = field(default_factory=dict)   # seconds per start-up step
+    timings: dict = field(default_factory=dict)  # seconds per start-up step
 
     # ------------------------------------------------------------------ reading
     @property
@@ -231,8 +264,11 @@ class GoldenHost:
         return self.slug.replace("-", "_")
 
     def env(self) -> dict[str, str]:
-        pairs = (line.split("=", 1) for line in self.env_file.read_text().splitlines()
-                 if "=" in line and not line.lstrip().startswith("#"))
+        pairs = (
+            line.split("=", 1)
+            for line in self.env_file.read_text().splitlines()
+            if "=" in line and not line.lstrip().startswith("#")
+        )
         return {key.strip(): value for key, value in pairs}
 
     def unit(self, kind: str) -> str:
@@ -252,14 +288,24 @@ class GoldenHost:
 
     # ------------------------------------------------------------------ HTTP through the host Caddy
     def client(self, *, cookies: dict | None = None, follow: bool = False, timeout: float = 15) -> httpx.Client:
-        return httpx.Client(transport=_PinnedTransport(self.domain), cookies=cookies,
-                            follow_redirects=follow, timeout=timeout)
+        return httpx.Client(
+            transport=_PinnedTransport(self.domain), cookies=cookies, follow_redirects=follow, timeout=timeout
+        )
 
     def url(self, path: str) -> str:
         return f"https://{self.domain}:{self.https_port}{path}"
 
-    def request(self, method: str, path: str, *, headers: dict | None = None, data=None,
-                cookies: dict | None = None, follow: bool = False, timeout: float = 15) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict | None = None,
+        data=None,
+        cookies: dict | None = None,
+        follow: bool = False,
+        timeout: float = 15,
+    ) -> httpx.Response:
         with self.client(cookies=cookies, follow=follow, timeout=timeout) as client:
             return client.request(method, self.url(path), headers=headers, data=data)
 
@@ -275,28 +321,47 @@ class GoldenHost:
     def post_lead(self, name: str) -> int:
         cookie, token = self._csrf("/contact/")
         answer = self.request(
-            "POST", "/contact/", cookies={"csrftoken": cookie},
+            "POST",
+            "/contact/",
+            cookies={"csrftoken": cookie},
             headers={"Referer": f"https://{self.domain}/contact/"},
-            data={"csrfmiddlewaretoken": token, "name": name,
-                  "email": f"{re.sub(r'[^a-z0-9]+', '.', name.lower()).strip('.') or 'lead'}@example.com",
-                  "message": f"Hello from {name}"})
+            data={
+                "csrfmiddlewaretoken": token,
+                "name": name,
+                "email": f"{re.sub(r'[^a-z0-9]+', '.', name.lower()).strip('.') or 'lead'}@example.com",
+                "message": f"Hello from {name}",
+            },
+        )
         return answer.status_code
 
     def login_admin(self) -> str:
         cookie, token = self._csrf("/admin/login/?next=/admin/")
         answer = self.request(
-            "POST", "/admin/login/?next=/admin/", cookies={"csrftoken": cookie},
+            "POST",
+            "/admin/login/?next=/admin/",
+            cookies={"csrftoken": cookie},
             headers={"Referer": f"https://{self.domain}/admin/login/?next=/admin/"},
-            data={"csrfmiddlewaretoken": token, "username": "admin", "password": self.admin_password,
-                  "next": "/admin/"})
+            data={
+                "csrfmiddlewaretoken": token,
+                "username": "admin",
+                "password": self.admin_password,
+                "next": "/admin/",
+            },
+        )
         session = answer.cookies.get("sessionid")
         if answer.status_code != 302 or not session:
             raise GoldenHostError(f"admin login failed: {answer.status_code}\n{answer.text[:2000]}")
         return session
 
     # ------------------------------------------------------------------ inside the container
-    def exec(self, *args: str, user: str | None = None, workdir: str | None = None, env: dict | None = None,
-             timeout: float = 300) -> subprocess.CompletedProcess:
+    def exec(
+        self,
+        *args: str,
+        user: str | None = None,
+        workdir: str | None = None,
+        env: dict | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess:
         cmd = ["docker", "exec"]
         if user:
             cmd += ["-u", user]
@@ -307,8 +372,22 @@ class GoldenHost:
         return _run([*cmd, self.container, *args], timeout=timeout)
 
     def psql(self, sql: str, *, database: str | None = None) -> str:
-        done = self.exec("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(self.pg_port),
-                         "-d", database or self.db_name, "-At", "-c", sql, user="postgres", timeout=60)
+        done = self.exec(
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-p",
+            str(self.pg_port),
+            "-d",
+            database or self.db_name,
+            "-At",
+            "-c",
+            sql,
+            user="postgres",
+            timeout=60,
+        )
         if done.returncode != 0:
             raise GoldenHostError(f"psql {sql!r}: exit {done.returncode}\n{done.stderr}")
         return done.stdout.rstrip("\n")
@@ -316,11 +395,20 @@ class GoldenHost:
     def lead_count(self) -> int:
         return int(self.psql("SELECT count(*) FROM sum_core_lead"))
 
-    def manage(self, *args: str, check: bool = False, env: dict | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess:
+    def manage(
+        self, *args: str, check: bool = False, env: dict | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         """venv/bin/python app/manage.py ARGS in the container, with the site's .env loaded."""
-        done = self.exec("sh", "-c", f'set -a; . {self.env_file}; set +a; exec ../venv/bin/python manage.py "$@"',
-                         "manage.py", *args, workdir=str(self.app_dir), env=env, timeout=timeout)
+        done = self.exec(
+            "sh",
+            "-c",
+            f'set -a; . {self.env_file}; set +a; exec ../venv/bin/python manage.py "$@"',
+            "manage.py",
+            *args,
+            workdir=str(self.app_dir),
+            env=env,
+            timeout=timeout,
+        )
         if check and done.returncode != 0:
             raise GoldenHostError(f"manage.py {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n{done.stderr}")
         return done
@@ -371,6 +459,7 @@ print("\\n".join(names))
 
 # --------------------------------------------------------------------------- the layout
 
+
 def _caddyfile(host: GoldenHost) -> str:
     return (
         "{\n"
@@ -405,8 +494,10 @@ def _site_caddy(host: GoldenHost) -> str:
 def _commands(host: GoldenHost) -> dict[str, str]:
     venv = host.site_dir / "venv"
     commands = {
-        "gunicorn": (f"{venv}/bin/gunicorn acme.wsgi:application --bind 127.0.0.1:{host.app_port} --workers 2 "
-                     "--forwarded-allow-ips 127.0.0.1"),
+        "gunicorn": (
+            f"{venv}/bin/gunicorn acme.wsgi:application --bind 127.0.0.1:{host.app_port} --workers 2 "
+            "--forwarded-allow-ips 127.0.0.1"
+        ),
     }
     if host.celery:
         commands["celery"] = f"{venv}/bin/celery -A acme worker --loglevel=INFO"
@@ -435,14 +526,36 @@ def _unit_file(host: GoldenHost, kind: str, command: str) -> str:
     )
 
 
-def _program(name: str, command: str, log_dir: Path, *, user: str = "root", autostart: bool = True,
-             directory: str | None = None, environment: str | None = None, stopsignal: str = "TERM",
-             priority: int = 500) -> str:
-    lines = [f"[program:{name}]", f"command={command}", f"user={user}", f"autostart={str(autostart).lower()}",
-             "autorestart=unexpected", "startsecs=1", "startretries=2", f"stopsignal={stopsignal}",
-             "stopwaitsecs=20", "stopasgroup=true", "killasgroup=true", f"priority={priority}",
-             "redirect_stderr=true", f"stdout_logfile={log_dir}/{name}.log", "stdout_logfile_maxbytes=5MB",
-             "stdout_logfile_backups=1"]
+def _program(
+    name: str,
+    command: str,
+    log_dir: Path,
+    *,
+    user: str = "root",
+    autostart: bool = True,
+    directory: str | None = None,
+    environment: str | None = None,
+    stopsignal: str = "TERM",
+    priority: int = 500,
+) -> str:
+    lines = [
+        f"[program:{name}]",
+        f"command={command}",
+        f"user={user}",
+        f"autostart={str(autostart).lower()}",
+        "autorestart=unexpected",
+        "startsecs=1",
+        "startretries=2",
+        f"stopsignal={stopsignal}",
+        "stopwaitsecs=20",
+        "stopasgroup=true",
+        "killasgroup=true",
+        f"priority={priority}",
+        "redirect_stderr=true",
+        f"stdout_logfile={log_dir}/{name}.log",
+        "stdout_logfile_maxbytes=5MB",
+        "stdout_logfile_backups=1",
+    ]
     if directory:
         lines.append(f"directory={directory}")
     if environment:
@@ -452,20 +565,40 @@ def _program(name: str, command: str, log_dir: Path, *, user: str = "root", auto
 
 def _programs_conf(host: GoldenHost) -> str:
     caddy_home = host.base / "var/lib/caddy"
-    conf = _program("postgresql", "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main "
-                    "-c config_file=/etc/postgresql/15/main/postgresql.conf", host.log_dir,
-                    user="postgres", stopsignal="INT", priority=10)
-    conf += _program("redis-server", f"/usr/bin/redis-server --port {host.redis_port} --bind 127.0.0.1 "
-                     "--dir /var/lib/redis --daemonize no --protected-mode yes", host.log_dir,
-                     user="redis", priority=10)
-    conf += _program("caddy", f"/usr/bin/caddy run --config {host.caddy_dir}/Caddyfile --adapter caddyfile",
-                     host.log_dir, priority=20,
-                     environment=f'HOME="{caddy_home}",XDG_DATA_HOME="{caddy_home}/.local/share",'
-                                 f'XDG_CONFIG_HOME="{caddy_home}/.config"')
+    conf = _program(
+        "postgresql",
+        "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main "
+        "-c config_file=/etc/postgresql/15/main/postgresql.conf",
+        host.log_dir,
+        user="postgres",
+        stopsignal="INT",
+        priority=10,
+    )
+    conf += _program(
+        "redis-server",
+        f"/usr/bin/redis-server --port {host.redis_port} --bind 127.0.0.1 "
+        "--dir /var/lib/redis --daemonize no --protected-mode yes",
+        host.log_dir,
+        user="redis",
+        priority=10,
+    )
+    conf += _program(
+        "caddy",
+        f"/usr/bin/caddy run --config {host.caddy_dir}/Caddyfile --adapter caddyfile",
+        host.log_dir,
+        priority=20,
+        environment=f'HOME="{caddy_home}",XDG_DATA_HOME="{caddy_home}/.local/share",'
+        f'XDG_CONFIG_HOME="{caddy_home}/.config"',
+    )
     for kind, command in _commands(host).items():
         # Not started by supervisord itself: the runbook starts the site once it is migrated.
-        conf += _program(host.unit(kind), f"sh -c 'set -a; . {host.env_file}; set +a; exec {command}'",
-                         host.log_dir, autostart=False, directory=str(host.app_dir))
+        conf += _program(
+            host.unit(kind),
+            f"sh -c 'set -a; . {host.env_file}; set +a; exec {command}'",
+            host.log_dir,
+            autostart=False,
+            directory=str(host.app_dir),
+        )
     return conf
 
 
@@ -485,13 +618,23 @@ def _write_shim(host: GoldenHost) -> None:
 
 
 def _lay_out(host: GoldenHost, example_repo: Path, ref: str) -> None:
-    for path in (host.site_dir, host.systemd_dir, host.caddy_dir / "sites-enabled", host.caddy_data_dir,
-                 host.bin_dir, host.log_dir, host.state_dir / "enabled", host.base / ".golden"):
+    for path in (
+        host.site_dir,
+        host.systemd_dir,
+        host.caddy_dir / "sites-enabled",
+        host.caddy_data_dir,
+        host.bin_dir,
+        host.log_dir,
+        host.state_dir / "enabled",
+        host.base / ".golden",
+    ):
         path.mkdir(parents=True, exist_ok=True)
     for sub in ("static", "media", "backups"):
         (host.site_dir / sub).mkdir(exist_ok=True)
-    for args in (["git", "clone", "-q", str(example_repo), str(host.app_dir)],
-                 ["git", "-C", str(host.app_dir), "-c", "advice.detachedHead=false", "checkout", "-q", ref]):
+    for args in (
+        ["git", "clone", "-q", str(example_repo), str(host.app_dir)],
+        ["git", "-C", str(host.app_dir), "-c", "advice.detachedHead=false", "checkout", "-q", ref],
+    ):
         done = _run(args, timeout=120)
         if done.returncode != 0:
             raise GoldenHostError(f"{' '.join(args)}: exit {done.returncode}\n{done.stderr}")
@@ -527,6 +670,7 @@ def _lay_out(host: GoldenHost, example_repo: Path, ref: str) -> None:
 
 # --------------------------------------------------------------------------- start
 
+
 def _check(done: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
     if done.returncode != 0:
         raise GoldenHostError(f"{what}: exit {done.returncode}\n{done.stdout}\n{done.stderr}")
@@ -535,9 +679,23 @@ def _check(done: subprocess.CompletedProcess, what: str) -> subprocess.Completed
 
 def _runbook(host: GoldenHost, image: str, example_repo: Path) -> None:
     mounts = [host.base / "srv", host.caddy_dir, host.base / "var/lib/caddy", host.log_dir, example_repo]
-    args = ["docker", "run", "-d", "--name", host.container, "--network", "host",
-            "--label", LABEL, "--label", f"{OWNER_LABEL}={os.getpid()}", "--label", f"sumbg.golden.slug={host.slug}",
-            "-v", f"{host.base / '.golden'}:/golden:ro"]
+    args = [
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        host.container,
+        "--network",
+        "host",
+        "--label",
+        LABEL,
+        "--label",
+        f"{OWNER_LABEL}={os.getpid()}",
+        "--label",
+        f"sumbg.golden.slug={host.slug}",
+        "-v",
+        f"{host.base / '.golden'}:/golden:ro",
+    ]
     for path in mounts:
         args += ["-v", f"{path}:{path}" + (":ro" if path == example_repo else "")]
     if HOST_CA.exists():
@@ -558,12 +716,19 @@ def _runbook(host: GoldenHost, image: str, example_repo: Path) -> None:
         return state == "true"
 
     _wait("the container", running, 30)
-    _wait("supervisord", lambda: running() and host.exec("supervisorctl", "status", timeout=30).returncode
-          in (0, 3), 60)
-    _wait("PostgreSQL", lambda: host.exec("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(host.pg_port),
-                                          timeout=30).returncode == 0, 60)
-    _wait("Redis", lambda: host.exec("redis-cli", "-p", str(host.redis_port), "ping", timeout=30).stdout.strip()
-          == "PONG", 60)
+    _wait(
+        "supervisord", lambda: running() and host.exec("supervisorctl", "status", timeout=30).returncode in (0, 3), 60
+    )
+    _wait(
+        "PostgreSQL",
+        lambda: host.exec("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(host.pg_port), timeout=30).returncode == 0,
+        60,
+    )
+    _wait(
+        "Redis",
+        lambda: host.exec("redis-cli", "-p", str(host.redis_port), "ping", timeout=30).stdout.strip() == "PONG",
+        60,
+    )
     _wait("Caddy's admin API", lambda: _answers(f"http://{host.caddy_admin}/config/"), 60)
     mark("container and services")
 
@@ -575,19 +740,36 @@ def _runbook(host: GoldenHost, image: str, example_repo: Path) -> None:
 
     # --no-compile: byte-compiling Django takes longer than the rest of the install.
     pip = "../venv/bin/pip install -q --disable-pip-version-check --no-input --no-compile"
-    _check(host.exec("sh", "-c", (
-        "set -e; python3 -m venv ../venv; "
-        f"{pip} --no-index --find-links {WHEELHOUSE} --find-links vendor -r requirements.txt "
-        f"|| {{ echo 'golden-host: offline install failed, trying PyPI' >&2; "
-        f"PIP_CERT={CA_IN_CONTAINER} {pip} --find-links vendor -r requirements.txt; }}"),
-        workdir=str(host.app_dir), timeout=900), "python3 -m venv && pip install -r requirements.txt")
+    _check(
+        host.exec(
+            "sh",
+            "-c",
+            (
+                "set -e; python3 -m venv ../venv; "
+                f"{pip} --no-index --find-links {WHEELHOUSE} --find-links vendor -r requirements.txt "
+                f"|| {{ echo 'golden-host: offline install failed, trying PyPI' >&2; "
+                f"PIP_CERT={CA_IN_CONTAINER} {pip} --find-links vendor -r requirements.txt; }}"
+            ),
+            workdir=str(host.app_dir),
+            timeout=900,
+        ),
+        "python3 -m venv && pip install -r requirements.txt",
+    )
     mark("venv")
     host.manage("migrate", "--noinput", check=True)
     mark("migrate")
     host.manage("collectstatic", "--noinput", check=True)
     mark("collectstatic")
-    host.manage("createsuperuser", "--noinput", "--username", "admin", "--email", f"admin@{host.domain}",
-                env={"DJANGO_SUPERUSER_PASSWORD": host.admin_password}, check=True)
+    host.manage(
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        "admin",
+        "--email",
+        f"admin@{host.domain}",
+        env={"DJANGO_SUPERUSER_PASSWORD": host.admin_password},
+        check=True,
+    )
     mark("createsuperuser")
     for kind in _commands(host):
         _check(host.exec("supervisorctl", "start", host.unit(kind), timeout=120), f"start {host.unit(kind)}")
@@ -610,8 +792,15 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start_golden_host(base: Path, example_repo: Path, *, slug: str = "acme-old", domain: str | None = None,
-                      ref: str = "v1.0.0", celery: bool = False) -> GoldenHost:
+def start_golden_host(
+    base: Path,
+    example_repo: Path,
+    *,
+    slug: str = "acme-old",
+    domain: str | None = None,
+    ref: str = "v1.0.0",
+    celery: bool = False,
+) -> GoldenHost:
     """Build the image if needed, lay out BASE, start the container, run the runbook steps
     (venv, migrate, collectstatic, superuser, start the site) and wait until the site answers
     through the host Caddy. On failure, removes the container and raises with its logs."""
@@ -628,13 +817,25 @@ def start_golden_host(base: Path, example_repo: Path, *, slug: str = "acme-old",
             ports.append(port)
     http_port, https_port, app_port, pg_port, redis_port, admin_port = ports
     host = GoldenHost(
-        container=f"sumbg-golden-{slug}-{secrets.token_hex(3)}", base=base, slug=slug,
-        domain=domain or f"{slug}.example.test", site_dir=base / "srv/sum" / slug,
-        systemd_dir=base / "etc/systemd/system", caddy_dir=base / "etc/caddy",
-        caddy_data_dir=base / "var/lib/caddy/.local/share/caddy", bin_dir=base / "bin",
-        http_port=http_port, https_port=https_port, app_port=app_port, pg_port=pg_port, redis_port=redis_port,
-        admin_password=_random(20), caddy_admin=f"127.0.0.1:{admin_port}", celery=celery,
-        log_dir=base / "var/log/sum", state_dir=base / "var/lib/systemd-sim",
+        container=f"sumbg-golden-{slug}-{secrets.token_hex(3)}",
+        base=base,
+        slug=slug,
+        domain=domain or f"{slug}.example.test",
+        site_dir=base / "srv/sum" / slug,
+        systemd_dir=base / "etc/systemd/system",
+        caddy_dir=base / "etc/caddy",
+        caddy_data_dir=base / "var/lib/caddy/.local/share/caddy",
+        bin_dir=base / "bin",
+        http_port=http_port,
+        https_port=https_port,
+        app_port=app_port,
+        pg_port=pg_port,
+        redis_port=redis_port,
+        admin_password=_random(20),
+        caddy_admin=f"127.0.0.1:{admin_port}",
+        celery=celery,
+        log_dir=base / "var/log/sum",
+        state_dir=base / "var/lib/systemd-sim",
     )
     host.timings["image"] = image_seconds
     try:
@@ -671,7 +872,7 @@ class Visitor(threading.Thread):
     every fourth request sends the contact form on its own connection."""
 
     golden: GoldenHost
-    samples: list = field(default_factory=list)      # (monotonic time, kind, status, error)
+    samples: list = field(default_factory=list)  # (monotonic time, kind, status, error)
     acknowledged: list = field(default_factory=list)  # names of the leads the site said it saved
 
     def __post_init__(self) -> None:
@@ -706,9 +907,16 @@ class Visitor(threading.Thread):
                 token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
                 if page.status_code != 200 or not token:
                     return page.status_code, ""
-                answer = client.post(self.golden.url("/contact/"), headers={"Referer": f"https://{self.golden.domain}/contact/"},
-                                     data={"csrfmiddlewaretoken": html.unescape(token.group(1)), "name": name,
-                                           "email": "visitor@example.com", "message": "hello"})
+                answer = client.post(
+                    self.golden.url("/contact/"),
+                    headers={"Referer": f"https://{self.golden.domain}/contact/"},
+                    data={
+                        "csrfmiddlewaretoken": html.unescape(token.group(1)),
+                        "name": name,
+                        "email": "visitor@example.com",
+                        "message": "hello",
+                    },
+                )
                 return answer.status_code, ""
         except httpx.HTTPError as exc:
             return 0, f"{type(exc).__name__}: {exc}"
@@ -718,15 +926,27 @@ class Visitor(threading.Thread):
         self.join(30)
 
 
-def sumbg_at_failpoint(host: GoldenHost, root: Path, argv: list[str], point: str,
-                       resume: Path | None = None) -> subprocess.Popen:
+def sumbg_at_failpoint(
+    host: GoldenHost, root: Path, argv: list[str], point: str, resume: Path | None = None
+) -> subprocess.Popen:
     """sumbg, as an operator runs it on the runbook host, stopped at failpoint `point` (until `resume`
     exists, or for good); the caller kills it. Fails the test if sumbg ends before reaching it."""
     from .conftest import SUMBG
-    env = {**host.path_env(), "SUMBG_ROOT": str(root), "SUMBG_FAILPOINT": point,
-           **({"SUMBG_FAILPOINT_RESUME": str(resume)} if resume else {})}
-    proc = subprocess.Popen([str(SUMBG), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, env=env)
+
+    env = {
+        **host.path_env(),
+        "SUMBG_ROOT": str(root),
+        "SUMBG_FAILPOINT": point,
+        **({"SUMBG_FAILPOINT_RESUME": str(resume)} if resume else {}),
+    }
+    proc = subprocess.Popen(
+        [str(SUMBG), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
     for line in proc.stderr:
         if f"failpoint {point} reached" in line:
             return proc

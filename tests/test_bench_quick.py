@@ -3,6 +3,7 @@
 The figures themselves are never asserted as timings here: benchmarks measure,
 tests check behaviour.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,12 @@ pytestmark = pytest.mark.e2e
 
 
 def test_quick_bench_writes_its_report(engine, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["failures"] == []
@@ -31,5 +36,6 @@ def test_quick_bench_writes_its_report(engine, tmp_path: Path) -> None:
     assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert "sumbg" in report and "restart" in report.lower()
-    assert not subprocess.run(["docker", "ps", "-aq", "--filter", "name=sum-bench-acme-"],
-                              capture_output=True, text=True).stdout.strip()
+    assert not subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "name=sum-bench-acme-"], capture_output=True, text=True
+    ).stdout.strip()

@@ -6,6 +6,7 @@ name resolves to the edge there, as a real domain resolves to its host. sumbg.to
 the edge at it with `[edge] acme_ca` and `acme_ca_root` (the root of Pebble's own API
 certificate, made here); nothing else differs from a production host.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,15 +40,44 @@ def remove_everything(the_host: Host | None = None) -> None:
 
 def make_api_certificate(folder: Path) -> Path:
     """A CA and, signed by it, the certificate Pebble's ACME API serves under its container name."""
+
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=sumbg tests: Pebble API CA")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sumbg tests: Pebble API CA",
+    )
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "api.key", "-out", "api.csr", "-subj", f"/CN={PEBBLE}")
     (folder / "san.cnf").write_text(f"subjectAltName=DNS:{PEBBLE}\n")
-    openssl("x509", "-req", "-in", "api.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "api.pem", "-days", "2", "-extfile", "san.cnf")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "api.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "api.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+    )
     for name in ("api.key", "api.pem"):
         (folder / name).chmod(0o644)
     return folder / "ca.pem"
@@ -84,8 +114,11 @@ class Acme:
         """/health/ over verified HTTPS; 0 while the edge does not answer yet."""
         try:
             with httpx.Client(verify=ssl.create_default_context(cadata=self.root())) as client:
-                return client.get(f"https://127.0.0.1:{self.https_port}/health/", headers={"Host": domain},
-                                  extensions={"sni_hostname": domain}).status_code
+                return client.get(
+                    f"https://127.0.0.1:{self.https_port}/health/",
+                    headers={"Host": domain},
+                    extensions={"sni_hostname": domain},
+                ).status_code
         except httpx.TransportError:
             return 0
 
@@ -107,26 +140,62 @@ def acme(host: Host, example_repo: Path, tmp_path_factory) -> Acme:
         local + "\n[edge]\n"
         f"http_port = {the_host.http_port}\nhttps_port = {https_port}\npreview_port = {the_host.preview_port}\n"
         f'bind = "127.0.0.1"\ntls = "auto"\nname = "{ACME_EDGE}"\nacme_email = "ops@example.test"\n'
-        f'acme_ca = "https://{PEBBLE}:14000/dir"\nacme_ca_root = "{ca}"\n')
-    started = the_host.sumbg("apply")   # the edge, with no site yet: the CA needs its network and address
+        f'acme_ca = "https://{PEBBLE}:14000/dir"\nacme_ca_root = "{ca}"\n'
+    )
+    started = the_host.sumbg("apply")  # the edge, with no site yet: the CA needs its network and address
     assert started.returncode == 0, str(started)
-    edge_ip = docker("inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{ACME_EDGE}").IPAddress}}}}',
-                     f"{ACME_EDGE}-caddy").stdout.strip()
-    (folder / "pebble.json").write_text(json.dumps({"pebble": {
-        "listenAddress": "0.0.0.0:14000", "managementListenAddress": "0.0.0.0:15000",
-        "certificate": "/pebble/api.pem", "privateKey": "/pebble/api.key",
-        "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
+    edge_ip = docker(
+        "inspect",
+        "--format",
+        f'{{{{(index .NetworkSettings.Networks "{ACME_EDGE}").IPAddress}}}}',
+        f"{ACME_EDGE}-caddy",
+    ).stdout.strip()
+    (folder / "pebble.json").write_text(
+        json.dumps(
+            {
+                "pebble": {
+                    "listenAddress": "0.0.0.0:14000",
+                    "managementListenAddress": "0.0.0.0:15000",
+                    "certificate": "/pebble/api.pem",
+                    "privateKey": "/pebble/api.key",
+                    "httpPort": 80,
+                    "tlsPort": 443,
+                    "ocspResponderURL": "",
+                    "externalAccountBindingRequired": False,
+                }
+            }
+        )
+    )
     management_port, challtest_port = free_port(), free_port()
     run = docker(
-        "run", "-d", "--name", PEBBLE, "--network", ACME_EDGE,
-        "-p", f"127.0.0.1:{management_port}:15000", "-p", f"127.0.0.1:{challtest_port}:8055",
-        "-v", f"{shutil.which('pebble')}:/usr/local/bin/pebble:ro",
-        "-v", f"{shutil.which('pebble-challtestsrv')}:/usr/local/bin/pebble-challtestsrv:ro",
-        "-v", f"{folder}:/pebble:ro", "-e", "PEBBLE_VA_NOSLEEP=1", "-e", "PEBBLE_WFE_NONCEREJECT=0",
-        "--entrypoint", "sh", base_image(), "-c",
+        "run",
+        "-d",
+        "--name",
+        PEBBLE,
+        "--network",
+        ACME_EDGE,
+        "-p",
+        f"127.0.0.1:{management_port}:15000",
+        "-p",
+        f"127.0.0.1:{challtest_port}:8055",
+        "-v",
+        f"{shutil.which('pebble')}:/usr/local/bin/pebble:ro",
+        "-v",
+        f"{shutil.which('pebble-challtestsrv')}:/usr/local/bin/pebble-challtestsrv:ro",
+        "-v",
+        f"{folder}:/pebble:ro",
+        "-e",
+        "PEBBLE_VA_NOSLEEP=1",
+        "-e",
+        "PEBBLE_WFE_NONCEREJECT=0",
+        "--entrypoint",
+        "sh",
+        base_image(),
+        "-c",
         f"pebble-challtestsrv -defaultIPv4 {edge_ip} -defaultIPv6 '' -http01 '' -https01 '' -tlsalpn01 '' "
         "-dns01 :8053 -management :8055 & exec pebble -config /pebble/pebble.json -dnsserver 127.0.0.1:8053",
-        check=False)
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     acme = Acme(the_host, https_port, management_port, challtest_port)
     assert wait_until(lambda: _answers(acme), 30), docker("logs", PEBBLE, check=False).stderr[-2000:]
@@ -150,7 +219,7 @@ def _answers(acme: Acme) -> bool:
 
 def test_a_new_site_gets_its_certificate_over_http01_and_http_redirects_to_https(acme: Acme):
     acme.host.init("ac-one")
-    _, cert = acme.served("ac-one.example.test")      # verified against the CA's root
+    _, cert = acme.served("ac-one.example.test")  # verified against the CA's root
     assert cert["subjectAltName"] == (("DNS", "ac-one.example.test"),)
     assert acme.https_health("ac-one.example.test") == 200
     status, headers, _ = http_get(acme.host.http_port, "ac-one.example.test", "/contact/")
@@ -167,16 +236,19 @@ def test_a_second_site_gets_its_own_certificate_and_both_survive_an_edge_restart
     assert docker("restart", f"{ACME_EDGE}-caddy", check=False).returncode == 0
     assert wait_until(lambda: acme.https_health("ac-one.example.test") == 200, 30)
     assert (acme.served("ac-one.example.test")[0], acme.served("ac-two.example.test")[0]) == (first, second)
-    assert pebble_log().count("Issued certificate serial") == issued      # nothing was issued again
+    assert pebble_log().count("Issued certificate serial") == issued  # nothing was issued again
 
 
 def test_a_domain_that_cannot_validate_fails_init_clearly_and_the_host_keeps_serving(acme: Acme):
     # The CA's DNS sends this name where nothing answers: HTTP-01 cannot succeed.
-    added = httpx.post(f"http://127.0.0.1:{acme.challtest_port}/add-a",
-                       json={"host": "ac-bad.example.test.", "addresses": ["127.0.0.1"]})
+    added = httpx.post(
+        f"http://127.0.0.1:{acme.challtest_port}/add-a",
+        json={"host": "ac-bad.example.test.", "addresses": ["127.0.0.1"]},
+    )
     assert added.status_code == 200
-    result = acme.host.sumbg("init", "ac-bad", "--repo", str(acme.host.repo), "--domain", "ac-bad.example.test",
-                             "--ref", "v1.0.0")
+    result = acme.host.sumbg(
+        "init", "ac-bad", "--repo", str(acme.host.repo), "--domain", "ac-bad.example.test", "--ref", "v1.0.0"
+    )
     assert result.returncode == 1, str(result)
     assert "the edge could not get a TLS certificate for ac-bad.example.test" in result.stderr, result.stderr
     assert not (acme.host.root / "caddy" / "sites" / "ac-bad.caddy").exists()

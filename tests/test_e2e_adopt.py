@@ -4,6 +4,7 @@ layout. Bad input and --dry-run change nothing; the adoption itself runs under a
 visitor that reads and writes through the host Caddy; --undo puts the old deployment back.
 The tests share one golden host and run in file order.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ DOMAIN = "adopt.example.test"
 @pytest.fixture(scope="module")
 def golden(host: Host, example_repo: Path, tmp_path_factory) -> GoldenHost:
     host.teardown_site(SLUG)
-    old = start_golden_host(tmp_path_factory.mktemp("golden"), example_repo, slug=SLUG, domain=DOMAIN,
-                            celery=True)
+    old = start_golden_host(tmp_path_factory.mktemp("golden"), example_repo, slug=SLUG, domain=DOMAIN, celery=True)
     yield old
     old.stop()
 
@@ -35,18 +35,37 @@ def golden(host: Host, example_repo: Path, tmp_path_factory) -> GoldenHost:
 def on_golden(host: Host, golden: GoldenHost, *args: str):
     """sumbg as an operator runs it on the runbook host (its systemctl first on PATH)."""
     import subprocess
+
     from .conftest import SUMBG, Result
-    proc = subprocess.run([str(SUMBG), *args], capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
-                          env={**golden.path_env(), "SUMBG_ROOT": str(host.root)})
+
+    proc = subprocess.run(
+        [str(SUMBG), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+        env={**golden.path_env(), "SUMBG_ROOT": str(host.root)},
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def adopt_argv(golden: GoldenHost, *args: str, source: Path | None = None, systemd_dir: Path | None = None,
-               caddy_dir: Path | None = None) -> list[str]:
+def adopt_argv(
+    golden: GoldenHost,
+    *args: str,
+    source: Path | None = None,
+    systemd_dir: Path | None = None,
+    caddy_dir: Path | None = None,
+) -> list[str]:
     argv = ["adopt", SLUG, *args]
     if "--undo" not in args:
-        argv += ["--from", str(source or golden.site_dir), "--systemd-dir", str(systemd_dir or golden.systemd_dir),
-                 "--caddy-dir", str(caddy_dir or golden.caddy_dir)]
+        argv += [
+            "--from",
+            str(source or golden.site_dir),
+            "--systemd-dir",
+            str(systemd_dir or golden.systemd_dir),
+            "--caddy-dir",
+            str(caddy_dir or golden.caddy_dir),
+        ]
     return argv
 
 
@@ -78,9 +97,11 @@ def nothing_of_sumbg(host: Host) -> None:
 def old_site_serves(golden: GoldenHost) -> None:
     answer = golden.request("GET", "/health/")
     assert answer.status_code == 200, answer.text
-    assert answer.json()["version"]["git_sha"] == "unknown"      # the runbook app: no GIT_SHA in its env
+    assert answer.json()["version"]["git_sha"] == "unknown"  # the runbook app: no GIT_SHA in its env
     status = golden.supervisor_status()
-    assert f"{golden.unit('gunicorn')}" in status and "RUNNING" in status.split(golden.unit("gunicorn"))[1].split("\n")[0]
+    assert (
+        f"{golden.unit('gunicorn')}" in status and "RUNNING" in status.split(golden.unit("gunicorn"))[1].split("\n")[0]
+    )
 
 
 def variant(golden: GoldenHost, tmp: Path, *, env: str | None = None, units: bool = True) -> dict:
@@ -98,13 +119,17 @@ def variant(golden: GoldenHost, tmp: Path, *, env: str | None = None, units: boo
     return {"source": site, "systemd_dir": systemd, "caddy_dir": tmp / "caddy"}
 
 
-@pytest.mark.parametrize("breakage, message", [
-    ("no .env", ".env does not exist"),
-    ("wrong database password", "cannot read the database"),
-    ("no gunicorn unit", "runs gunicorn"),
-])
-def test_bad_input_exits_2_with_one_line_and_changes_nothing(host: Host, golden: GoldenHost, tmp_path,
-                                                              breakage: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no .env", ".env does not exist"),
+        ("wrong database password", "cannot read the database"),
+        ("no gunicorn unit", "runs gunicorn"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(
+    host: Host, golden: GoldenHost, tmp_path, breakage: str, message: str
+) -> None:
     env = golden.env_file.read_text()
     if breakage == "wrong database password":
         env = env.replace(f"DJANGO_DB_PASSWORD={golden.env()['DJANGO_DB_PASSWORD']}", "DJANGO_DB_PASSWORD=wrong")
@@ -133,12 +158,20 @@ def test_dry_run_reads_everything_and_changes_nothing(host: Host, golden: Golden
     assert plan["deployment"]["units"] == [f"{golden.unit('gunicorn')}.service", f"{golden.unit('celery')}.service"]
     assert plan["deployment"]["domains"] == [DOMAIN]
     assert {"SENTRY_DSN", "ACME_FEATURE_BANNER", "DJANGO_SECRET_KEY"} <= set(plan["deployment"]["carried_env"])
-    assert [s["name"] for s in plan["steps"]][-8:] == ["maintenance", "stop-old", "final-import", "final-media",
-                                                       "recheck", "cutover", "settle", "tasks"]
+    assert [s["name"] for s in plan["steps"]][-8:] == [
+        "maintenance",
+        "stop-old",
+        "final-import",
+        "final-media",
+        "recheck",
+        "cutover",
+        "settle",
+        "tasks",
+    ]
     assert golden.env()["DJANGO_SECRET_KEY"] not in result.stdout + result.stderr
     nothing_of_sumbg(host)
     assert old_files(golden) == before
-    assert len(golden.shim_calls()) == calls       # no systemctl call at all
+    assert len(golden.shim_calls()) == calls  # no systemctl call at all
     old_site_serves(golden)
 
 
@@ -150,7 +183,7 @@ def test_a_failure_inside_the_window_puts_the_old_site_back(host: Host, golden: 
     proc = sumbg_at_failpoint(golden, host.root, adopt_argv(golden), "adopt:final-media", resume)
     try:
         inside = golden.request("GET", "/")
-        assert inside.status_code == 503 and inside.headers["retry-after"] == "30"     # the window is open
+        assert inside.status_code == 503 and inside.headers["retry-after"] == "30"  # the window is open
         (host.root / "www" / SLUG / "media" / "stray.txt").write_text("not in the old site")
         resume.touch()
         stderr = proc.stderr.read()
@@ -158,10 +191,12 @@ def test_a_failure_inside_the_window_puts_the_old_site_back(host: Host, golden: 
     finally:
         proc.kill()
     assert "media differ after the copy" in stderr
-    assert old_files(golden) == before                       # the site file is back, byte for byte
+    assert old_files(golden) == before  # the site file is back, byte for byte
     old_site_serves(golden)
-    assert golden.is_enabled(golden.unit("gunicorn")) and "RUNNING" in golden.supervisor_status().split(
-        golden.unit("celery"))[1].split("\n")[0]
+    assert (
+        golden.is_enabled(golden.unit("gunicorn"))
+        and "RUNNING" in golden.supervisor_status().split(golden.unit("celery"))[1].split("\n")[0]
+    )
     assert host.containers(f"sum-{SLUG}-") == []
     assert docker("volume", "ls", "-q", "--filter", f"name=sum-{SLUG}-data").stdout.split() == []
     assert host.state(SLUG)["adoption"]["status"] == "failed" and host.state(SLUG)["live"] is None
@@ -186,7 +221,7 @@ def test_an_adoption_killed_in_its_window_is_put_back_by_recover(host: Host, gol
     assert again.returncode == 2 and f"run `sumbg recover {SLUG}`" in again.stderr, str(again)
     recovered = on_golden(host, golden, "recover", SLUG, "--json")
     assert recovered.returncode == 0, str(recovered)
-    assert old_files(golden) == before                       # the site file is back, byte for byte
+    assert old_files(golden) == before  # the site file is back, byte for byte
     old_site_serves(golden)
     assert "RUNNING" in golden.supervisor_status().split(golden.unit("celery"))[1].split("\n")[0]
     assert host.containers(f"sum-{SLUG}-blue-") == []
@@ -208,8 +243,13 @@ def adopted(host: Host, golden: GoldenHost) -> dict:
     result = adopt(host, golden, "--json")
     time.sleep(1)
     visitor.stop()
-    return {"result": result, "visitor": visitor, "media": media, "session": session,
-            "original_site_file": original_site_file}
+    return {
+        "result": result,
+        "visitor": visitor,
+        "media": media,
+        "session": session,
+        "original_site_file": original_site_file,
+    }
 
 
 def test_adopt_moves_every_row_and_file_with_a_measured_window(host: Host, golden: GoldenHost, adopted) -> None:
@@ -218,9 +258,11 @@ def test_adopt_moves_every_row_and_file_with_a_measured_window(host: Host, golde
     summary = result.json()
     window = summary["cutover_window_seconds"]
     failed = [s for s in visitor.samples if not 200 <= s[2] < 400]
-    print(f"\nadopt: cutover window {window:.2f}s; {len(visitor.samples)} requests, {len(failed)} answered 503 "
-          f"in it, {len(visitor.acknowledged)} writes acknowledged; steps "
-          + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in summary["steps"]))
+    print(
+        f"\nadopt: cutover window {window:.2f}s; {len(visitor.samples)} requests, {len(failed)} answered 503 "
+        f"in it, {len(visitor.acknowledged)} writes acknowledged; steps "
+        + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in summary["steps"])
+    )
     # Only the host Caddy's maintenance page, never a refused connection, a 502 or a lost request.
     assert {s[2] for s in failed} <= {503}, failed[:5]
     assert failed, "the visitor never saw the window: the test did not exercise it"
@@ -229,17 +271,22 @@ def test_adopt_moves_every_row_and_file_with_a_measured_window(host: Host, golde
     names = set(sumbg_psql("SELECT name FROM sum_core_lead").splitlines())
     assert set(visitor.acknowledged) | {f"before {n}" for n in range(3)} <= names
     # Every table of the old database is there with at least its rows (the new site took more writes).
-    old_counts = dict(line.split("|") for line in golden.psql(
-        "SELECT relname, n_live_tup FROM pg_stat_user_tables").splitlines())
+    old_counts = dict(
+        line.split("|") for line in golden.psql("SELECT relname, n_live_tup FROM pg_stat_user_tables").splitlines()
+    )
     new_tables = set(sumbg_psql("SELECT relname FROM pg_stat_user_tables").splitlines())
     assert set(old_counts) <= new_tables
     # Every media file, byte for byte.
     for name in adopted["media"]:
-        assert (host.root / "www" / SLUG / "media" / name).read_bytes() == (golden.site_dir / "media" / name).read_bytes()
+        assert (host.root / "www" / SLUG / "media" / name).read_bytes() == (
+            golden.site_dir / "media" / name
+        ).read_bytes()
     # The site is served by sumbg's colour through the host Caddy, which kept TLS.
     health = golden.request("GET", "/health/").json()
-    assert health["version"]["git_sha"] == golden.exec("git", "-C", str(golden.app_dir), "rev-parse",
-                                                       "HEAD").stdout.strip()
+    assert (
+        health["version"]["git_sha"]
+        == golden.exec("git", "-C", str(golden.app_dir), "rev-parse", "HEAD").stdout.strip()
+    )
     assert host.state(SLUG)["live"] == "blue" and host.state(SLUG)["adoption"]["status"] == "adopted"
     # The old units are stopped and disabled, and still there.
     status = golden.supervisor_status()
@@ -253,8 +300,10 @@ def test_adopt_moves_every_row_and_file_with_a_measured_window(host: Host, golde
     # The task still queued in the old broker moved to sumbg's.
     tasks = next(step for step in summary["steps"] if step["name"] == "tasks")
     assert tasks["moved"] == {"reports": 1}
-    assert docker("exec", f"sum-{SLUG}-data-redis", "redis-cli", "-n", "1", "LRANGE", "reports", "0",
-                  "-1").stdout.strip() == QUEUED_TASK
+    assert (
+        docker("exec", f"sum-{SLUG}-data-redis", "redis-cli", "-n", "1", "LRANGE", "reports", "0", "-1").stdout.strip()
+        == QUEUED_TASK
+    )
     assert golden.exec("redis-cli", "-p", str(golden.redis_port), "-n", "1", "LLEN", "reports").stdout.strip() == "0"
 
 
@@ -278,8 +327,7 @@ def test_the_secret_key_and_settings_came_along(host: Host, golden: GoldenHost, 
     assert status.returncode == 0, str(status)
 
 
-def test_undo_puts_the_old_deployment_back_with_the_writes_made_since(host: Host, golden: GoldenHost,
-                                                                        adopted) -> None:
+def test_undo_puts_the_old_deployment_back_with_the_writes_made_since(host: Host, golden: GoldenHost, adopted) -> None:
     assert adopted["result"].returncode == 0
     assert golden.post_lead("after adoption") == 302
     upload = host.root / "www" / SLUG / "media" / "uploads" / "after-adoption.txt"
@@ -305,8 +353,12 @@ def test_adopt_again_from_a_backup_db_sh_file(host: Host, golden: GoldenHost, ad
     assert golden.post_lead("in the backup file") == 302
     dump = golden.site_dir / "backups" / f"{SLUG}_20261127.sql.gz"
     # As from a host where the app's role had another name: its OWNER TO lines name a role sumbg lacks.
-    made = golden.exec("sh", "-c", f"runuser -u postgres -- pg_dump -p {golden.pg_port} {golden.db_name} | "
-                                   f"sed 's/OWNER TO {golden.db_name};/OWNER TO acme_runbook;/' | gzip > {dump}")
+    made = golden.exec(
+        "sh",
+        "-c",
+        f"runuser -u postgres -- pg_dump -p {golden.pg_port} {golden.db_name} | "
+        f"sed 's/OWNER TO {golden.db_name};/OWNER TO acme_runbook;/' | gzip > {dump}",
+    )
     assert made.returncode == 0, made.stderr
     result = adopt(host, golden, "--dump", str(dump), "--json")
     assert result.returncode == 0, str(result)

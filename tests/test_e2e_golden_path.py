@@ -1,6 +1,7 @@
 """The SUM golden path's edge features on the real engine: several names per site, the
 canonical redirect, compression and security headers, basic auth on one site only,
 `sumbg apply`, and an init re-run that keeps a hand edit to site.toml."""
+
 from __future__ import annotations
 
 import gzip
@@ -74,8 +75,12 @@ def test_compression_and_security_headers_through_caddy(host: Host, sites) -> No
 
 
 def test_basic_auth_for_one_site_only_and_every_name_serving(host: Host, sites) -> None:
-    hashed = subprocess.run([str(host.caddy_binary), "hash-password", "--plaintext", "staging-pass"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    hashed = subprocess.run(
+        [str(host.caddy_binary), "hash-password", "--plaintext", "staging-pass"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     edit_site_toml(host, SLUG, "redirect_to_canonical = true", "redirect_to_canonical = false")
     edit_site_toml(host, SLUG, "# [[caddy.basic_auth]]", "[[caddy.basic_auth]]")
     edit_site_toml(host, SLUG, '# path = "/admin/*"', 'path = "/admin/*"')
@@ -86,7 +91,8 @@ def test_basic_auth_for_one_site_only_and_every_name_serving(host: Host, sites) 
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         f"sumbg: error: {SLUG}/site.toml: smoke.checks[3].status: /admin/login/ is behind caddy.basic_auth "
-        "(/admin/*), so sumbg gets 401: say status = 401"]
+        "(/admin/*), so sumbg gets 401: say status = 401"
+    ]
     edit_site_toml(host, SLUG, 'path = "/admin/login/"\nstatus = 200', 'path = "/admin/login/"\nstatus = 401')
     applied = host.sumbg("apply", "--json")
     assert applied.returncode == 0, str(applied)
@@ -96,10 +102,11 @@ def test_basic_auth_for_one_site_only_and_every_name_serving(host: Host, sites) 
     assert get(host, DOMAIN, "/admin/login/")[0] == 401
     assert get(host, DOMAIN, "/admin/login/", {"Authorization": "Basic c3RhZ2luZzp3cm9uZw=="})[0] == 401
     import base64
+
     good = base64.b64encode(b"staging:staging-pass").decode()
     assert get(host, DOMAIN, "/admin/login/", {"Authorization": f"Basic {good}"})[0] == 200
-    assert get(host, OTHER + ".example.test", "/admin/login/")[0] == 200   # the other site is open
-    assert get(host, WWW, "/")[0] == 200                                    # every name serves now
+    assert get(host, OTHER + ".example.test", "/admin/login/")[0] == 200  # the other site is open
+    assert get(host, WWW, "/")[0] == 200  # every name serves now
     assert "basic_auth" not in (host.root / "caddy" / "sites" / f"{OTHER}.caddy").read_text()
     assert "staging-pass" not in (host.root / "caddy" / "sites" / f"{SLUG}.caddy").read_text()
 
@@ -111,7 +118,8 @@ def test_a_value_that_would_inject_a_directive_is_refused_and_changes_nothing(ho
         refused = host.sumbg("apply")
         assert refused.returncode == 2
         assert refused.stderr.strip().splitlines() == [
-            f"sumbg: error: {SLUG}/site.toml: caddy.extra: line 1 closes a block it did not open: braces must balance"]
+            f"sumbg: error: {SLUG}/site.toml: caddy.extra: line 1 closes a block it did not open: braces must balance"
+        ]
         assert (host.root / "caddy" / "sites" / f"{SLUG}.caddy").read_text() == before
     finally:
         edit_site_toml(host, SLUG, 'extra = "}\\nhttp://evil.example.test {\\nrespond 200"', 'extra = ""')
@@ -119,21 +127,43 @@ def test_a_value_that_would_inject_a_directive_is_refused_and_changes_nothing(ho
 
 def test_init_rerun_after_a_failure_keeps_a_hand_edit(host: Host, sites) -> None:
     slug = "t-rerun"
-    failed = host.sumbg("init", slug, "--repo", str(host.repo), "--domain", f"{slug}.example.test",
-                        "--ref", "v1.0.0", "--env", "DJANGO_SETTINGS_MODULE=acme.settings.nowhere")
+    failed = host.sumbg(
+        "init",
+        slug,
+        "--repo",
+        str(host.repo),
+        "--domain",
+        f"{slug}.example.test",
+        "--ref",
+        "v1.0.0",
+        "--env",
+        "DJANGO_SETTINGS_MODULE=acme.settings.nowhere",
+    )
     try:
         assert failed.returncode == 1, str(failed)
         assert "migrate" in failed.stderr
         edit_site_toml(host, slug, 'DJANGO_SETTINGS_MODULE = "acme.settings.nowhere"\n', "")
         edit_site_toml(host, slug, 'notes = ""', 'notes = "kitchen client, edited by hand"')
-        changed = host.sumbg("init", slug, "--repo", str(host.repo), "--domain", f"{slug}.example.test",
-                             "--ref", "v1.0.0", "--environment", "staging")
+        changed = host.sumbg(
+            "init",
+            slug,
+            "--repo",
+            str(host.repo),
+            "--domain",
+            f"{slug}.example.test",
+            "--ref",
+            "v1.0.0",
+            "--environment",
+            "staging",
+        )
         assert changed.returncode == 2
         assert changed.stderr.strip().splitlines() == [
             f"sumbg: error: site.toml of {slug} (kept from an earlier init, with any edits) has environment = "
-            "'production', not 'staging': edit site.toml, or remove it to start afresh"]
-        again = host.sumbg("init", slug, "--repo", str(host.repo), "--domain", f"{slug}.example.test",
-                           "--ref", "v1.0.0")
+            "'production', not 'staging': edit site.toml, or remove it to start afresh"
+        ]
+        again = host.sumbg(
+            "init", slug, "--repo", str(host.repo), "--domain", f"{slug}.example.test", "--ref", "v1.0.0"
+        )
         assert again.returncode == 0, str(again)
         assert "edits kept" in again.stderr
         text = (host.site_dir(slug) / "site.toml").read_text()

@@ -1,4 +1,5 @@
 """`sumbg init` and `sumbg status` on the real engine: the example site behind Caddy."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -24,8 +25,9 @@ def site(host: Host) -> str:
 
 
 def tag_commit(host: Host, ref: str) -> str:
-    return subprocess.run(["git", "-C", str(host.repo), "rev-parse", f"{ref}^{{commit}}"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(host.repo), "rev-parse", f"{ref}^{{commit}}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def test_site_answers_through_caddy(host: Host, site: str) -> None:
@@ -56,9 +58,18 @@ def post_lead(host: Host, domain: str, **fields: str) -> int:
     cookie = re.search(r"csrftoken=([^;]+)", headers["set-cookie"]).group(1)
     form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, **fields}).encode()
     status, headers, _ = http_get(
-        host.http_port, domain, "/contact/", method="POST", body=form,
-        headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={cookie}",
-                 "Origin": f"https://{domain}", "Referer": f"https://{domain}/contact/"})
+        host.http_port,
+        domain,
+        "/contact/",
+        method="POST",
+        body=form,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Cookie": f"csrftoken={cookie}",
+            "Origin": f"https://{domain}",
+            "Referer": f"https://{domain}/contact/",
+        },
+    )
     return status
 
 
@@ -94,7 +105,10 @@ def test_files_and_containers_follow_the_contract(host: Host, site: str) -> None
     assert (host.root / "caddy" / "Caddyfile").exists()
     assert (host.root / "caddy" / "sites" / f"{SLUG}.caddy").exists()
     assert host.containers(f"sum-{SLUG}-") == [
-        f"sum-{SLUG}-blue-web", f"sum-{SLUG}-data-postgres", f"sum-{SLUG}-data-redis"]
+        f"sum-{SLUG}-blue-web",
+        f"sum-{SLUG}-data-postgres",
+        f"sum-{SLUG}-data-redis",
+    ]
     labels = json.loads(docker("image", "inspect", f"sum-{SLUG}:v1.0.0").stdout)[0]["Config"]["Labels"]
     assert labels["sumbg.slug"] == SLUG
     assert labels["sumbg.ref"] == "v1.0.0"
@@ -108,19 +122,26 @@ def test_files_and_containers_follow_the_contract(host: Host, site: str) -> None
 
 def test_proxy_trust_comes_from_the_edge_network_only(host: Host, site: str) -> None:
     # Like a real SUM client: SECURE_SSL_REDIRECT on and no SECURE_PROXY_SSL_HEADER.
-    settings = subprocess.run(["git", "-C", str(host.repo), "show", "v1.0.0:acme/settings/production.py"],
-                              capture_output=True, text=True, check=True).stdout
+    settings = subprocess.run(
+        ["git", "-C", str(host.repo), "show", "v1.0.0:acme/settings/production.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert re.search(r"^SECURE_SSL_REDIRECT = True$", settings, re.M)
     assert not re.search(r"^SECURE_PROXY_SSL_HEADER", settings, re.M)
     # Through the edge the site answers (test_site_answers_through_caddy); the same header
     # sent from anywhere else (here: inside the container) is not trusted.
-    probe = ("import http.client; c = http.client.HTTPConnection('127.0.0.1', 8000); "
-             f"c.request('GET', '/health/', headers={{'Host': '{DOMAIN}', 'X-Forwarded-Proto': 'https'}}); "
-             "r = c.getresponse(); print(r.status, r.getheader('Location'))")
+    probe = (
+        "import http.client; c = http.client.HTTPConnection('127.0.0.1', 8000); "
+        f"c.request('GET', '/health/', headers={{'Host': '{DOMAIN}', 'X-Forwarded-Proto': 'https'}}); "
+        "r = c.getresponse(); print(r.status, r.getheader('Location'))"
+    )
     direct = docker("exec", f"sum-{SLUG}-blue-web", "python", "-c", probe)
     assert direct.stdout.strip() == f"301 https://{DOMAIN}/health/"
-    env = dict(item.split("=", 1) for item in json.loads(
-        docker("inspect", f"sum-{SLUG}-blue-web").stdout)[0]["Config"]["Env"])
+    env = dict(
+        item.split("=", 1) for item in json.loads(docker("inspect", f"sum-{SLUG}-blue-web").stdout)[0]["Config"]["Env"]
+    )
     # Trusted: the edge Caddy's address alone, reserved for it outside the range Docker hands out.
     ipam = json.loads(docker("network", "inspect", host.edge_name).stdout)[0]["IPAM"]["Config"][0]
     edge = json.loads(docker("inspect", f"{host.edge_name}-caddy").stdout)[0]
@@ -140,7 +161,11 @@ def test_init_twice_changes_nothing(host: Host, site: str) -> None:
     assert snapshot_tree(host.site_dir(SLUG), exclude=("history.jsonl", "repo.git")) == before
     assert docker("ps", "-a", "--filter", f"name=sum-{SLUG}-", "--format", "{{.ID}} {{.Names}}").stdout == containers
     last = host.history(SLUG)[-1]
-    assert (last["event"], last["operation"], last["reason"]) == ("noop", "init", "site already initialised; nothing changed")
+    assert (last["event"], last["operation"], last["reason"]) == (
+        "noop",
+        "init",
+        "site already initialised; nothing changed",
+    )
 
 
 def test_two_sites_share_one_edge(host: Host, site: str) -> None:
@@ -155,15 +180,23 @@ def test_two_sites_share_one_edge(host: Host, site: str) -> None:
 
 
 BAD_INPUTS = {
-    "slug with uppercase": (["init", "Bad_Slug", "--repo", "{repo}", "--domain", "x.example.test"],
-                            "invalid site slug 'Bad_Slug'"),
-    "domain injecting caddy directives": (["init", "t-bad", "--repo", "{repo}", "--domain", "x.test {\nrespond 1\n}"],
-                                          "invalid domain"),
+    "slug with uppercase": (
+        ["init", "Bad_Slug", "--repo", "{repo}", "--domain", "x.example.test"],
+        "invalid site slug 'Bad_Slug'",
+    ),
+    "domain injecting caddy directives": (
+        ["init", "t-bad", "--repo", "{repo}", "--domain", "x.test {\nrespond 1\n}"],
+        "invalid domain",
+    ),
     "domain with a space": (["init", "t-bad", "--repo", "{repo}", "--domain", "a b.test"], "invalid domain"),
-    "missing repo": (["init", "t-bad", "--repo", "/nonexistent/repo", "--domain", "x.example.test"],
-                     "repository /nonexistent/repo does not exist"),
-    "unknown ref": (["init", "t-bad", "--repo", "{repo}", "--domain", "x.example.test", "--ref", "v9.9.9"],
-                    "ref 'v9.9.9' does not exist"),
+    "missing repo": (
+        ["init", "t-bad", "--repo", "/nonexistent/repo", "--domain", "x.example.test"],
+        "repository /nonexistent/repo does not exist",
+    ),
+    "unknown ref": (
+        ["init", "t-bad", "--repo", "{repo}", "--domain", "x.example.test", "--ref", "v9.9.9"],
+        "ref 'v9.9.9' does not exist",
+    ),
     "upgrade of an unknown site": (["upgrade", "t-nosuch", "v1.1.0"], "no site 't-nosuch'"),
 }
 
@@ -194,7 +227,8 @@ def test_a_database_volume_left_by_an_earlier_site_of_the_slug_is_refused(host: 
         assert result.stderr.strip().splitlines() == [
             f"sumbg: error: a database volume {volume} from an earlier site t-foreign exists and this site has no "
             f"secrets for it: put back that site's .env in {host.root / 't-foreign'}, or remove the volume "
-            f"(`docker volume rm {volume}`, its data is lost) and init again"]
+            f"(`docker volume rm {volume}`, its data is lost) and init again"
+        ]
         assert sorted(p.name for p in host.root.iterdir()) == entries
         assert host.containers("sum-t-foreign") == []
     finally:
@@ -205,26 +239,34 @@ def test_malformed_site_toml_is_one_line_exit_2(host: Host, tmp_path) -> None:
     root = tmp_path / "root"
     (root / "broken").mkdir(parents=True)
     (root / "broken" / "site.toml").write_text(
-        'slug = "broken"\ndomain = "x.test"\nrepo = "/r"\n[app]\nproject = "acme"\nweb_workers = "two"\n')
-    proc = subprocess.run([str(host_sumbg()), "--root", str(root), "upgrade", "broken", "v1.1.0"],
-                          capture_output=True, text=True)
+        'slug = "broken"\ndomain = "x.test"\nrepo = "/r"\n[app]\nproject = "acme"\nweb_workers = "two"\n'
+    )
+    proc = subprocess.run(
+        [str(host_sumbg()), "--root", str(root), "upgrade", "broken", "v1.1.0"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "sumbg: error: site.toml: app.web_workers: must be an integer, not 'two'"]
+        "sumbg: error: site.toml: app.web_workers: must be an integer, not 'two'"
+    ]
 
 
 def test_malformed_sumbg_toml_is_one_line_exit_2(host: Host, tmp_path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     (root / "sumbg.toml").write_text('[edge]\ntls = "bogus"\n')
-    proc = subprocess.run([str(host_sumbg()), "--root", str(root), "init", "t-x", "--repo", str(host.repo),
-                           "--domain", "x.example.test"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(host_sumbg()), "--root", str(root), "init", "t-x", "--repo", str(host.repo), "--domain", "x.example.test"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "sumbg: error: sumbg.toml: edge.tls: must be one of auto, internal, off, not 'bogus'"]
+        "sumbg: error: sumbg.toml: edge.tls: must be one of auto, internal, off, not 'bogus'"
+    ]
     assert sorted(p.name for p in root.iterdir()) == ["sumbg.toml"]
 
 
 def host_sumbg():
     from .conftest import SUMBG
+
     return SUMBG

@@ -5,6 +5,7 @@ The example release v1.10.0-own-dockerfile adds a plain `Dockerfile` at the repo
 and BUILD_ID (the ref) in the app containers' environment itself (compose/app.yml, from the
 image's labels), so /health/ still reports the version and the switch can confirm it.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ VERSION_VARS = ("GIT_SHA", "BUILD_ID")
 
 
 def tag_commit(host: Host, ref: str) -> str:
-    return subprocess.run(["git", "-C", str(host.repo), "rev-parse", f"{ref}^{{commit}}"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(host.repo), "rev-parse", f"{ref}^{{commit}}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def env_names(env: list[str] | None) -> dict[str, str]:
@@ -48,8 +50,9 @@ def site(host: Host):
 def test_own_dockerfile_without_version_variables_still_reports_its_version(host: Host, site: str) -> None:
     commit = tag_commit(host, TAG)
     # The release's Dockerfile is the client's own, and declares no version variable at all.
-    dockerfile = subprocess.run(["git", "-C", str(host.repo), "show", f"{TAG}:Dockerfile"],
-                                capture_output=True, text=True, check=True).stdout
+    dockerfile = subprocess.run(
+        ["git", "-C", str(host.repo), "show", f"{TAG}:Dockerfile"], capture_output=True, text=True, check=True
+    ).stdout
     assert "FROM ${PYTHON_IMAGE}" in dockerfile
     for name in VERSION_VARS:
         assert name not in dockerfile
@@ -59,9 +62,17 @@ def test_own_dockerfile_without_version_variables_still_reports_its_version(host
     outcome = result.json()
     assert outcome["outcome"] == "done", outcome
     assert [(s["name"], s["outcome"]) for s in outcome["steps"]] == [
-        ("preflight", "ok"), ("build", "ok"), ("backup", "ok"), ("rehearsal", "ok"), ("migrate", "ok"),
-        ("start", "ok"), ("smoke", "ok"), ("switch", "ok"), ("workers", "skipped"), ("after-switch", "skipped")], \
-        outcome["steps"]
+        ("preflight", "ok"),
+        ("build", "ok"),
+        ("backup", "ok"),
+        ("rehearsal", "ok"),
+        ("migrate", "ok"),
+        ("start", "ok"),
+        ("smoke", "ok"),
+        ("switch", "ok"),
+        ("workers", "skipped"),
+        ("after-switch", "skipped"),
+    ], outcome["steps"]
     assert outcome["sum_core"] == {"from": "0.8.0", "to": "0.9.3"}
 
     # The build used the repo's own Dockerfile (and says so, in the output and in history).

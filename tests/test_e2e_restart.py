@@ -4,6 +4,7 @@ with no sumbg command, its idle colour comes back too, and `status` agrees with 
 The engine is restarted the way it was started: by systemd where systemd runs it, else the way
 `make setup` starts it (scripts/setup.sh). Every other test's containers restart with it.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ DOMAIN = f"{SLUG}.example.test"
 
 
 def systemd_runs_docker() -> bool:
-    return Path("/run/systemd/system").is_dir() and subprocess.run(
-        ["systemctl", "is-active", "--quiet", "docker"], capture_output=True).returncode == 0
+    return (
+        Path("/run/systemd/system").is_dir()
+        and subprocess.run(["systemctl", "is-active", "--quiet", "docker"], capture_output=True).returncode == 0
+    )
 
 
 def restart_engine() -> None:
@@ -31,10 +34,12 @@ def restart_engine() -> None:
         subprocess.run(["systemctl", "restart", "docker"], check=True, timeout=300)
     else:
         subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=True)
-        assert wait_until(lambda: subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode != 0,
-                          120), "dockerd did not stop"
-        setup = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh")], capture_output=True, text=True,
-                               timeout=600)
+        assert wait_until(
+            lambda: subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode != 0, 120
+        ), "dockerd did not stop"
+        setup = subprocess.run(
+            ["bash", str(REPO / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=600
+        )
         assert setup.returncode == 0, setup.stderr[-2000:]
     assert docker("info", check=False).returncode == 0
 
@@ -61,9 +66,13 @@ def test_after_an_engine_restart_every_colour_serves_again_with_no_command(host:
     assert wait_until(lambda: health(host) == (200, "v1.1.0"), 120), f"the site answers {health(host)}"
     took = time.monotonic() - started
     running = docker("ps", "--filter", f"name=sum-{SLUG}-", "--format", "{{.Names}}").stdout.split()
-    assert sorted(running) == [f"sum-{SLUG}-blue-web", f"sum-{SLUG}-data-postgres", f"sum-{SLUG}-data-redis",
-                               f"sum-{SLUG}-green-web"], running
-    assert host.state(SLUG) == before                       # nothing was run: the records are as they were
+    assert sorted(running) == [
+        f"sum-{SLUG}-blue-web",
+        f"sum-{SLUG}-data-postgres",
+        f"sum-{SLUG}-data-redis",
+        f"sum-{SLUG}-green-web",
+    ], running
+    assert host.state(SLUG) == before  # nothing was run: the records are as they were
     status = host.sumbg("status", SLUG, "--json")
     assert status.returncode == 0, str(status)
     document = status.json()

@@ -1,4 +1,5 @@
 """Rollback, database restore, watch-and-revert, crash recovery, backups, retire (real engine)."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from collections import Counter
 import psycopg
 import pytest
 
-from .conftest import Host, SUMBG, docker, http_get, wait_until
+from .conftest import SUMBG, Host, docker, http_get, wait_until
 from .test_e2e_init import post_lead
 from .test_e2e_upgrade import assert_version_moved, finished
 from .traffic import Traffic
@@ -27,8 +28,12 @@ def leads(host: Host, slug: str) -> list[tuple]:
 
 def columns(host: Host, slug: str) -> set[str]:
     with psycopg.connect(host.db_url(slug)) as conn:
-        return {row[0] for row in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'sum_core_lead'")}
+        return {
+            row[0]
+            for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'sum_core_lead'"
+            )
+        }
 
 
 def live_build(host: Host, domain: str) -> str:
@@ -65,7 +70,10 @@ class TestRollback:
         assert (state["live"], state["previous"]) == ("blue", "green")
         entry = finished(host, site)
         assert (entry["operation"], entry["outcome"], entry["flip_seconds"]) == (
-            "rollback", "done", outcome["flip_seconds"])
+            "rollback",
+            "done",
+            outcome["flip_seconds"],
+        )
         # Rolling back again goes forward to green: both colours stay running.
         again = host.sumbg("rollback", site)
         assert again.returncode == 0, str(again)
@@ -86,7 +94,10 @@ class TestRollback:
         sql_gz = tmp_path / f"{site}_backup_db.sql.gz"
         dump = subprocess.run(
             f"docker exec sum-{site}-data-postgres pg_dump -U t_rb -d t_rb | gzip > {sql_gz}",
-            shell=True, capture_output=True, text=True)
+            shell=True,
+            capture_output=True,
+            text=True,
+        )
         assert dump.returncode == 0, dump.stderr
         assert post_lead(host, self.DOMAIN, name="After dump", email="a@example.test", message="m") == 302
         assert len(leads(host, site)) == len(before) + 1
@@ -94,11 +105,14 @@ class TestRollback:
         refused = host.sumbg("restore", site, str(sql_gz))
         assert refused.returncode == 2
         assert refused.stderr.strip().splitlines() == [
-            "sumbg: error: restore replaces the site's database: pass --yes (no terminal to ask on)"]
+            "sumbg: error: restore replaces the site's database: pass --yes (no terminal to ask on)"
+        ]
         restored = host.sumbg("restore", site, str(sql_gz), "--yes", "--json")
         assert restored.returncode == 0, str(restored)
         assert leads(host, site) == before
-        assert restored.json()["safety_backup"] in [b["file"] for b in host.sumbg("backups", site, "--json").json()["backups"]]
+        assert restored.json()["safety_backup"] in [
+            b["file"] for b in host.sumbg("backups", site, "--json").json()["backups"]
+        ]
         assert live_build(host, self.DOMAIN) == "v1.1.0"
 
     def test_retire_refuses_young_target_then_rollback_restarts_it(self, host: Host, site: str) -> None:
@@ -125,12 +139,14 @@ class TestRollback:
         assert wrote.returncode == 0, str(wrote)
         assert (tmp_path / ".sumbg.toml").read_text().endswith(f'slug = "{site}"\n')
         (tmp_path / "Makefile").write_text("include sumbg.mk\n")
-        make = subprocess.run(["make", "-C", str(tmp_path), "status", f"SUMBG={SUMBG}"],
-                              capture_output=True, text=True, env=host.env())
+        make = subprocess.run(
+            ["make", "-C", str(tmp_path), "status", f"SUMBG={SUMBG}"], capture_output=True, text=True, env=host.env()
+        )
         assert make.returncode == 0, make.stderr
         assert site in make.stdout and "live=blue" in make.stdout
-        usage = subprocess.run(["make", "-C", str(tmp_path), "upgrade", f"SUMBG={SUMBG}"],
-                               capture_output=True, text=True, env=host.env())
+        usage = subprocess.run(
+            ["make", "-C", str(tmp_path), "upgrade", f"SUMBG={SUMBG}"], capture_output=True, text=True, env=host.env()
+        )
         assert usage.returncode != 0 and "usage: make upgrade VERSION=v1.2.0" in usage.stderr
 
     def test_nothing_to_roll_back_is_bad_input(self, host: Host) -> None:
@@ -138,7 +154,8 @@ class TestRollback:
         result = host.sumbg("rollback", "t-fresh")
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() == [
-            "sumbg: error: site t-fresh has nothing to roll back to (green holds no release)"]
+            "sumbg: error: site t-fresh has nothing to roll back to (green holds no release)"
+        ]
         host.teardown_site("t-fresh")
 
 
@@ -212,12 +229,20 @@ class TestCrashRecovery:
 
     @staticmethod
     def migrate_container_running(site: str) -> bool:
-        out = docker("ps", "--filter", f"label=com.docker.compose.project=sum-{site}-green",
-                     "--filter", "label=com.docker.compose.oneoff=True", "--format", "{{.Names}}").stdout
+        out = docker(
+            "ps",
+            "--filter",
+            f"label=com.docker.compose.project=sum-{site}-green",
+            "--filter",
+            "label=com.docker.compose.oneoff=True",
+            "--format",
+            "{{.Names}}",
+        ).stdout
         return bool(out.strip())
 
-    @pytest.mark.parametrize("point", ["upgrade:build", "rehearsal:copy-migrated", "during-migrate",
-                                       "upgrade:smoke", "switch:after-write"])
+    @pytest.mark.parametrize(
+        "point", ["upgrade:build", "rehearsal:copy-migrated", "during-migrate", "upgrade:smoke", "switch:after-write"]
+    )
     def test_sigkill_then_recover(self, host: Host, site: str, point: str, tmp_path) -> None:
         stderr_path = tmp_path / "stderr"
         with Traffic(host.http_port, self.DOMAIN) as traffic:
@@ -227,8 +252,7 @@ class TestCrashRecovery:
                 if point == "during-migrate":
                     reached = wait_until(lambda: self.migrate_container_running(site), timeout=300, interval=0.05)
                 else:
-                    reached = wait_until(lambda: f"failpoint {point} reached" in stderr_path.read_text(),
-                                         timeout=300)
+                    reached = wait_until(lambda: f"failpoint {point} reached" in stderr_path.read_text(), timeout=300)
                 assert reached, stderr_path.read_text()
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
@@ -255,8 +279,9 @@ class TestCrashRecovery:
         assert host.containers(f"sum-{site}-green") == []
         assert host.containers(f"sum-{site}-rehearsal") == []
         with psycopg.connect(host.db_url(site)) as conn:
-            assert [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE "
-                                                   "'%sumbg%'")] == []
+            assert [
+                row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE '%sumbg%'")
+            ] == []
         after = host.sumbg("status", site, "--json").json()
         assert after["interrupted"] is False and after["health"]["status"] == "ok"
         entry = finished(host, site)

@@ -6,6 +6,7 @@ that turns unhealthy (reverted by the watch, rollback goes to the last healthy
 release), a rollback whose target was stopped behind sumbg's back (traffic
 put back and confirmed), and a watch that ignores one isolated failed probe.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,9 @@ def live_build(host: Host) -> str:
 
 def colours(host: Host) -> dict:
     state = host.state(SLUG)
-    return {colour: (record["ref"], record["status"], record.get("outcome"))
-            for colour, record in state["colours"].items()}
+    return {
+        colour: (record["ref"], record["status"], record.get("outcome")) for colour, record in state["colours"].items()
+    }
 
 
 def assert_agree(host: Host) -> None:
@@ -102,8 +104,13 @@ def test_flip_whose_target_stopped_puts_traffic_back(host: Host, site: str, tmp_
     stderr_path = tmp_path / "stderr"
     with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1) as traffic:
         with stderr_path.open("w") as stderr:
-            proc = host.popen("rollback", site, "--json", stderr=stderr,
-                              env={"SUMBG_FAILPOINT": "rollback:flip", "SUMBG_FAILPOINT_RESUME": str(resume)})
+            proc = host.popen(
+                "rollback",
+                site,
+                "--json",
+                stderr=stderr,
+                env={"SUMBG_FAILPOINT": "rollback:flip", "SUMBG_FAILPOINT_RESUME": str(resume)},
+            )
             assert wait_until(lambda: "failpoint rollback:flip reached" in stderr_path.read_text(), 60)
             docker("stop", f"sum-{site}-green-web")  # behind sumbg's back, after its ready check
             resume.touch()
@@ -148,8 +155,10 @@ def test_status_and_upgrade_say_when_caddy_and_records_disagree(host: Host, site
         assert f"run `sumbg recover {site}`" in status.stdout
         refused = host.sumbg("upgrade", site, "v1.1.0", "--allow-same-core")
         assert refused.returncode == 1
-        assert refused.stderr.startswith(f"sumbg: error: upgrade of {site} refused: site {site}'s records and "
-                                         "what serves it disagree: state.json says green is live")
+        assert refused.stderr.startswith(
+            f"sumbg: error: upgrade of {site} refused: site {site}'s records and "
+            "what serves it disagree: state.json says green is live"
+        )
     finally:
         recovered = host.sumbg("recover", site)
     assert recovered.returncode == 0, str(recovered)

@@ -3,6 +3,7 @@
 It needs an edge of its own (its ports and TLS mode change), so this module runs a second
 sumbg root beside the session's, with an edge named after the session's test edge.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -50,14 +51,21 @@ def golden(own_host: Host, example_repo: Path, tmp_path_factory) -> GoldenHost:
 
 
 def run(own_host: Host, golden: GoldenHost, *args: str) -> Result:
-    proc = subprocess.run([str(SUMBG), *args], capture_output=True, text=True, timeout=900,
-                          stdin=subprocess.DEVNULL, env={**golden.path_env(), "SUMBG_ROOT": str(own_host.root)})
+    proc = subprocess.run(
+        [str(SUMBG), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+        env={**golden.path_env(), "SUMBG_ROOT": str(own_host.root)},
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def test_takeover_refuses_while_the_host_caddy_serves_a_site_not_adopted(own_host: Host, golden: GoldenHost):
-    result = run(own_host, golden, "takeover", "--caddy-dir", str(golden.caddy_dir),
-                 "--caddy-data", str(golden.caddy_data_dir))
+    result = run(
+        own_host, golden, "takeover", "--caddy-dir", str(golden.caddy_dir), "--caddy-data", str(golden.caddy_data_dir)
+    )
     assert result.returncode == 2, str(result)
     assert f"also serves sum-{SLUG}.caddy" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert golden.request("GET", "/health/").status_code == 200
@@ -68,22 +76,38 @@ def certificate(own_host: Host, golden: GoldenHost) -> str:
     """The certificate the host Caddy served before the adoption; the site is adopted afterwards."""
     served = served_certificate("127.0.0.1", golden.https_port, DOMAIN)
     assert served
-    adopted = run(own_host, golden, "adopt", SLUG, "--from", str(golden.site_dir), "--systemd-dir",
-                  str(golden.systemd_dir), "--caddy-dir", str(golden.caddy_dir), "--json")
+    adopted = run(
+        own_host,
+        golden,
+        "adopt",
+        SLUG,
+        "--from",
+        str(golden.site_dir),
+        "--systemd-dir",
+        str(golden.systemd_dir),
+        "--caddy-dir",
+        str(golden.caddy_dir),
+        "--json",
+    )
     assert adopted.returncode == 0, str(adopted)
-    assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == served   # the host Caddy in front
+    assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == served  # the host Caddy in front
     return served
 
 
-def test_a_takeover_that_cannot_confirm_puts_everything_back(own_host: Host, golden: GoldenHost, certificate: str,
-                                                              tmp_path: Path) -> None:
+def test_a_takeover_that_cannot_confirm_puts_everything_back(
+    own_host: Host, golden: GoldenHost, certificate: str, tmp_path: Path
+) -> None:
     """Frozen once the edge holds the host Caddy's ports, the edge is stopped behind sumbg's back:
     the confirmation fails, and the settings, the edge on its old ports and the host Caddy come back."""
     settings = {path: path.read_bytes() for path in (own_host.root / "sumbg.toml", own_host.root / SLUG / "site.toml")}
     resume = tmp_path / "resume"
-    proc = sumbg_at_failpoint(golden, own_host.root, ["takeover", "--caddy-dir", str(golden.caddy_dir),
-                                                      "--caddy-data", str(golden.caddy_data_dir)],
-                              "takeover:confirm", resume)
+    proc = sumbg_at_failpoint(
+        golden,
+        own_host.root,
+        ["takeover", "--caddy-dir", str(golden.caddy_dir), "--caddy-data", str(golden.caddy_data_dir)],
+        "takeover:confirm",
+        resume,
+    )
     try:
         docker("stop", f"{TAKE_EDGE}-caddy")
         resume.touch()
@@ -98,14 +122,13 @@ def test_a_takeover_that_cannot_confirm_puts_everything_back(own_host: Host, gol
     assert golden.is_enabled("caddy")
     assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == certificate
     health = golden.request("GET", "/health/").json()
-    assert health["status"] == "ok" and health["version"]["git_sha"] != "unknown"      # sumbg, behind the host Caddy
+    assert health["status"] == "ok" and health["version"]["git_sha"] != "unknown"  # sumbg, behind the host Caddy
     assert own_host.state(SLUG)["adoption"]["mode"] == "proxy"
     assert own_host.history(SLUG)[-1]["operation"] == "takeover"
     assert own_host.history(SLUG)[-1]["outcome"] == "aborted"
 
 
-def test_the_edge_takes_the_ports_and_serves_the_same_certificate(own_host: Host, golden: GoldenHost,
-                                                                  certificate: str):
+def test_the_edge_takes_the_ports_and_serves_the_same_certificate(own_host: Host, golden: GoldenHost, certificate: str):
 
     samples: list[tuple[float, int]] = []
     stopping = threading.Event()
@@ -123,17 +146,27 @@ def test_the_edge_takes_the_ports_and_serves_the_same_certificate(own_host: Host
     visitor = threading.Thread(target=visit, daemon=True)
     visitor.start()
     time.sleep(1)
-    result = run(own_host, golden, "takeover", "--caddy-dir", str(golden.caddy_dir),
-                 "--caddy-data", str(golden.caddy_data_dir), "--json")
+    result = run(
+        own_host,
+        golden,
+        "takeover",
+        "--caddy-dir",
+        str(golden.caddy_dir),
+        "--caddy-data",
+        str(golden.caddy_data_dir),
+        "--json",
+    )
     time.sleep(1)
     stopping.set()
     visitor.join(10)
     assert result.returncode == 0, str(result)
     summary = result.json()
     failed = [s for s in samples if s[1] != 200]
-    print(f"\ntakeover: window {summary['takeover_window_seconds']:.2f}s; {len(samples)} requests, "
-          f"{len(failed)} failed ({sorted({s[1] for s in failed})}); steps "
-          + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in summary["steps"]))
+    print(
+        f"\ntakeover: window {summary['takeover_window_seconds']:.2f}s; {len(samples)} requests, "
+        f"{len(failed)} failed ({sorted({s[1] for s in failed})}); steps "
+        + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in summary["steps"])
+    )
     assert summary["certificates_kept"] == [DOMAIN]
     # The edge answers on the host Caddy's port with the certificate the host Caddy had.
     assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == certificate

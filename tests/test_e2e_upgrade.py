@@ -1,4 +1,5 @@
 """`sumbg upgrade` on the real engine: zero failed requests, clean aborts, locking, dry runs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,18 @@ class TestZeroDowntimeUpgrade:
         assert result.returncode == 0, str(result)
         plan = result.json()
         assert [step["name"] for step in plan["steps"]] == [
-            "preflight", "build", "backup", "rehearsal", "migrate", "start", "smoke", "switch", "workers", "watch",
-            "after-switch"]
+            "preflight",
+            "build",
+            "backup",
+            "rehearsal",
+            "migrate",
+            "start",
+            "smoke",
+            "switch",
+            "workers",
+            "watch",
+            "after-switch",
+        ]
         assert plan["image"] == f"sum-{site}:v1.1.0"
         assert plan["compose_projects"] == [f"sum-{site}-data", f"sum-{site}-green"]
         assert plan["traffic_switch"].endswith(f"state/{site}/live: blue -> green")
@@ -79,10 +90,21 @@ class TestZeroDowntimeUpgrade:
         # The build is skipped when this engine already holds the image built from that commit.
         build = next(s for s in outcome["steps"] if s["name"] == "build")
         assert build["outcome"] == "ok" or (build["outcome"], build["reason"]) == (
-            "skipped", f"sum-{site}:v1.1.0 already built from {tag_commit(host, 'v1.1.0')[:12]}")
+            "skipped",
+            f"sum-{site}:v1.1.0 already built from {tag_commit(host, 'v1.1.0')[:12]}",
+        )
         assert [(s["name"], s["outcome"]) for s in outcome["steps"] if s["name"] != "build"] == [
-            ("preflight", "ok"), ("backup", "ok"), ("rehearsal", "ok"), ("migrate", "ok"), ("start", "ok"),
-            ("smoke", "ok"), ("switch", "ok"), ("workers", "skipped"), ("watch", "ok"), ("after-switch", "skipped")]
+            ("preflight", "ok"),
+            ("backup", "ok"),
+            ("rehearsal", "ok"),
+            ("migrate", "ok"),
+            ("start", "ok"),
+            ("smoke", "ok"),
+            ("switch", "ok"),
+            ("workers", "skipped"),
+            ("watch", "ok"),
+            ("after-switch", "skipped"),
+        ]
         assert outcome["sum_core"] == {"from": "0.6.3", "to": "0.7.0"}
         assert 0 < outcome["flip_seconds"] < 1
 
@@ -103,16 +125,22 @@ class TestZeroDowntimeUpgrade:
 
         status, headers, body = http_get(host.http_port, self.DOMAIN, "/static/sum_core/css/main.css")
         assert status == 200 and b"sum-core 0.7.0" in body
-        assert post_lead(host, self.DOMAIN, name="Phone", email="p@example.test", message="m",
-                         phone="+44 1234") == 302
+        assert post_lead(host, self.DOMAIN, name="Phone", email="p@example.test", message="m", phone="+44 1234") == 302
 
     def test_records_and_operator_documents(self, host: Host, site: str) -> None:
         entry = finished(host, site)
         assert (entry["operation"], entry["outcome"], entry["from"], entry["to"]) == (
-            "upgrade", "done", "v1.0.0", "v1.1.0")
+            "upgrade",
+            "done",
+            "v1.0.0",
+            "v1.1.0",
+        )
         assert all(step["seconds"] >= 0 for step in entry["steps"])
         matrix = (host.root / "SITES.md").read_text()
-        assert "| Site | Environment | Slug | Current Version | Last Deploy Date | Last Upgrade Outcome | Notes |" in matrix
+        assert (
+            "| Site | Environment | Slug | Current Version | Last Deploy Date | Last Upgrade Outcome | Notes |"
+            in matrix
+        )
         row = next(line for line in matrix.splitlines() if f"| {site} |" in line)
         assert f"| {self.DOMAIN} | production | {site} | v1.1.0 |" in row and "upgrade done" in row
         secrets = host.secrets(site)
@@ -131,13 +159,23 @@ class TestBrokenReleases:
         assert post_lead(host, cls.DOMAIN, name="Before", email="b@example.test", message="x") == 302
         return cls.SLUG
 
-    @pytest.mark.parametrize("ref, step, message", [
-        ("v1.2.0-broken-migration", "rehearsal",
-         "the migrations of sum-t-broken:v1.2.0-broken-migration failed in the rehearsal on a copy of the database; "
-         "the live database was never touched"),
-        ("v1.3.0-no-gunicorn", "start", "the new colour green never became healthy"),
-        ("v1.4.0-homepage-500", "smoke", "smoke check GET / on the preview colour failed: expected HTTP 200, got 500"),
-    ])
+    @pytest.mark.parametrize(
+        "ref, step, message",
+        [
+            (
+                "v1.2.0-broken-migration",
+                "rehearsal",
+                "the migrations of sum-t-broken:v1.2.0-broken-migration failed in the rehearsal on a copy of the database; "
+                "the live database was never touched",
+            ),
+            ("v1.3.0-no-gunicorn", "start", "the new colour green never became healthy"),
+            (
+                "v1.4.0-homepage-500",
+                "smoke",
+                "smoke check GET / on the preview colour failed: expected HTTP 200, got 500",
+            ),
+        ],
+    )
     def test_broken_release_aborts_cleanly(self, host: Host, site: str, ref: str, step: str, message: str) -> None:
         leads_before = count_leads(host, site)
         state_before = host.state(site)
@@ -160,8 +198,9 @@ class TestBrokenReleases:
         assert (entry["outcome"], entry["failed_step"]) == ("aborted", step)
         assert entry["error"]["message"] == failure["message"]
         # A rehearsal's failure comes before anything was started that would need undoing.
-        assert entry["undo"] == ([] if step == "rehearsal" else
-                                 [{"what": f"remove the new colour sum-{site}-green", "outcome": "ok"}])
+        assert entry["undo"] == (
+            [] if step == "rehearsal" else [{"what": f"remove the new colour sum-{site}-green", "outcome": "ok"}]
+        )
         broke = (host.root / "WHAT-BROKE.md").read_text()
         assert f"## {site}: upgrade v1.0.0 -> {ref}" in broke
         if step == "rehearsal":
@@ -205,22 +244,24 @@ class TestLockingAndInput:
     def test_unknown_ref_is_bad_input(self, host: Host, site: str) -> None:
         result = host.sumbg("upgrade", site, "v9.9.9")
         assert result.returncode == 2
-        assert result.stderr.strip().splitlines() == [
-            f"sumbg: error: ref 'v9.9.9' does not exist in {host.repo}"]
+        assert result.stderr.strip().splitlines() == [f"sumbg: error: ref 'v9.9.9' does not exist in {host.repo}"]
 
 
 def test_one_version_consumes_tasks_workers_follow_traffic(host: Host) -> None:
     slug = "t-worker"
     host.init(slug, "v1.0.0", "--worker")
     assert 'worker_command = "celery -A acme worker --loglevel=INFO"' in (host.site_dir(slug) / "site.toml").read_text()
-    running = lambda: docker("ps", "--filter", f"name=sum-{slug}-", "--format", "{{.Names}}").stdout.split()
+
+    def running():
+        return docker("ps", "--filter", f"name=sum-{slug}-", "--format", "{{.Names}}").stdout.split()
+
     assert f"sum-{slug}-blue-worker" in running()
 
     def weights() -> dict[str, int]:
         """Each running app container's CPU weight (Docker cpu-shares): the live colour's are 1024."""
         names = sorted(n for n in running() if not n.startswith(f"sum-{slug}-data"))
         out = docker("inspect", "--format", "{{.HostConfig.CpuShares}}", *names).stdout.split()
-        return {name[len(f"sum-{slug}-"):]: int(value) for name, value in zip(names, out)}
+        return {name[len(f"sum-{slug}-") :]: int(value) for name, value in zip(names, out, strict=False)}
 
     assert weights() == {"blue-web": 1024, "blue-worker": 1024}
     # A real Celery worker on the site's Redis runs the contact form's task.

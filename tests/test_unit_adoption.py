@@ -1,4 +1,5 @@
 """Reading a runbook deployment and the adoption's pure decisions (no engine, no network)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,8 +12,17 @@ from sumbg import caddy
 from sumbg.adoption import as_rpush_commands, compare_counts, secrets_body, worker_command_of, wsgi_of
 from sumbg.config import SiteConfig
 from sumbg.errors import CaddyError, UsageError
-from sumbg.runbook_host import (RunbookPaths, caddy_ports, carried_env, database_from_env, gunicorn_address,
-                                parse_env_file, parse_unit, read_deployment, site_domains)
+from sumbg.runbook_host import (
+    RunbookPaths,
+    caddy_ports,
+    carried_env,
+    database_from_env,
+    gunicorn_address,
+    parse_env_file,
+    parse_unit,
+    read_deployment,
+    site_domains,
+)
 
 GUNICORN_UNIT = """\
 [Unit]
@@ -72,7 +82,9 @@ CACHE_URL=redis://127.0.0.1:6379/3
 """
 
 
-def runbook_host(tmp_path: Path, *, celery: bool = True, env: str = ENV, site_file: str = SITE_FILE) -> tuple[Path, RunbookPaths]:
+def runbook_host(
+    tmp_path: Path, *, celery: bool = True, env: str = ENV, site_file: str = SITE_FILE
+) -> tuple[Path, RunbookPaths]:
     site = tmp_path / "srv/sum/acme"
     (site / "media/uploads").mkdir(parents=True)
     (site / "media/uploads/a.txt").write_text("a")
@@ -112,8 +124,8 @@ def test_a_golden_path_deployment_is_read_whole(tmp_path):
     assert found.checkout.origin == "https://git.example/acme.git" and len(found.checkout.commit) == 40
     assert found.checkout.changed == ()
     assert found.env["DJANGO_SECRET_KEY"] == "k3y-with-$ign#and(parens)"
-    assert found.env["PYTHONUNBUFFERED"] == "1"          # from the unit's Environment=
-    assert "s3cret" not in repr(found)                   # never in a log line or traceback
+    assert found.env["PYTHONUNBUFFERED"] == "1"  # from the unit's Environment=
+    assert "s3cret" not in repr(found)  # never in a log line or traceback
 
 
 def test_the_domains_given_win_over_the_site_file(tmp_path):
@@ -127,13 +139,16 @@ def test_local_edits_in_the_checkout_are_seen(tmp_path):
     assert read_deployment(site, "acme", paths).checkout.changed == ("manage.py",)
 
 
-@pytest.mark.parametrize("breakage, message", [
-    (lambda site, paths: (site / ".env").unlink(), ".env does not exist"),
-    (lambda site, paths: (paths.systemd_dir / "sum-acme-gunicorn.service").unlink(), "runs gunicorn"),
-    (lambda site, paths: (paths.caddy_dir / "sites-enabled/sum-acme.caddy").unlink(), "no Caddy site file"),
-    (lambda site, paths: (site / ".env").write_text("DJANGO_SECRET_KEY=x\n"), "names no PostgreSQL database"),
-    (lambda site, paths: subprocess.run(["rm", "-rf", str(site / "app/.git")], check=True), "not a git checkout"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        (lambda site, paths: (site / ".env").unlink(), ".env does not exist"),
+        (lambda site, paths: (paths.systemd_dir / "sum-acme-gunicorn.service").unlink(), "runs gunicorn"),
+        (lambda site, paths: (paths.caddy_dir / "sites-enabled/sum-acme.caddy").unlink(), "no Caddy site file"),
+        (lambda site, paths: (site / ".env").write_text("DJANGO_SECRET_KEY=x\n"), "names no PostgreSQL database"),
+        (lambda site, paths: subprocess.run(["rm", "-rf", str(site / "app/.git")], check=True), "not a git checkout"),
+    ],
+)
 def test_each_missing_part_is_one_clear_usage_error(tmp_path, breakage, message):
     site, paths = runbook_host(tmp_path)
     breakage(site, paths)
@@ -149,12 +164,20 @@ def test_a_folder_that_is_no_deployment_is_refused(tmp_path):
 
 def test_env_files_are_read_as_systemd_and_sh_read_them():
     assert parse_env_file("A=1\n# c\nexport B='two words'\nC=\"x=y\"\nnot a line\n D = 4 \n") == {
-        "A": "1", "B": "two words", "C": "x=y", "D": "4"}
+        "A": "1",
+        "B": "two words",
+        "C": "x=y",
+        "D": "4",
+    }
 
 
 def test_units_give_command_folder_and_environment(tmp_path):
-    unit = parse_unit("u.service", tmp_path, "[Service]\nExecStart=-/v/bin/gunicorn p.wsgi:app -b 0.0.0.0:9000\n"
-                                             "Environment=A=1 \"B=two words\"\nEnvironmentFile=-/x/.env\n")
+    unit = parse_unit(
+        "u.service",
+        tmp_path,
+        "[Service]\nExecStart=-/v/bin/gunicorn p.wsgi:app -b 0.0.0.0:9000\n"
+        'Environment=A=1 "B=two words"\nEnvironmentFile=-/x/.env\n',
+    )
     assert unit.exec_start == "/v/bin/gunicorn p.wsgi:app -b 0.0.0.0:9000"
     assert unit.environment == (("A", "1"), ("B", "two words")) and unit.environment_files == ("/x/.env",)
     assert gunicorn_address(unit.exec_start) == "0.0.0.0:9000"
@@ -174,7 +197,9 @@ def test_database_settings_in_each_form_real_sites_use():
 def test_site_file_names_serving_block_first_and_keeps_plain_tls_lines():
     assert site_domains(SITE_FILE) == (("acme.example", "www.acme.example"), ("tls ops@agency.example",))
     assert site_domains("http://a.example:8080, b.example {\n\treverse_proxy localhost:8000\n}\n") == (
-        ("a.example", "b.example"), ())
+        ("a.example", "b.example"),
+        (),
+    )
 
 
 def test_host_caddy_ports_from_the_global_options():
@@ -185,8 +210,9 @@ def test_host_caddy_ports_from_the_global_options():
 def test_carried_env_leaves_out_what_sumbg_sets_and_warns_about_host_addresses():
     carried, warnings = carried_env(parse_env_file(ENV.format(site="/srv/sum/acme")))
     assert sorted(carried) == ["CACHE_URL", "DJANGO_SECRET_KEY", "SENTRY_DSN"]
-    assert warnings == ["CACHE_URL points at this host (127.0.0.1), which from inside a container is the "
-                        "container itself"]
+    assert warnings == [
+        "CACHE_URL points at this host (127.0.0.1), which from inside a container is the container itself"
+    ]
 
 
 def test_the_new_env_keeps_secrets_literal_and_points_database_url_at_the_new_database(tmp_path):
@@ -194,7 +220,7 @@ def test_the_new_env_keeps_secrets_literal_and_points_database_url_at_the_new_da
     deployment = read_deployment(site, "acme", paths)
     body = secrets_body(deployment, SiteConfig(slug="acme-kitchens", domain="acme.example", repo="r"), "N3w_pw")
     lines = dict(line.split("=", 1) for line in body.splitlines() if not line.startswith("#"))
-    assert lines["DJANGO_SECRET_KEY"] == "'k3y-with-$ign#and(parens)'"   # single quotes: Compose takes it literally
+    assert lines["DJANGO_SECRET_KEY"] == "'k3y-with-$ign#and(parens)'"  # single quotes: Compose takes it literally
     assert lines["DATABASE_URL"] == "postgres://acme_kitchens:N3w_pw@postgres:5432/acme_kitchens"
     assert lines["POSTGRES_PASSWORD"] == lines["DJANGO_DB_PASSWORD"] == "N3w_pw"
     assert "s3cret" not in body and "DJANGO_DB_HOST" not in body and "REDIS_URL" not in body
@@ -212,7 +238,8 @@ def test_counts_must_match_exactly_once_writes_stopped():
     source = {"public.lead": 10, "public.django_session": 3}
     assert compare_counts(source, dict(source)) == []
     assert compare_counts(source, {"public.lead": 9, "public.django_session": 3}) == [
-        "public.lead: 9 rows in the copy, 10 in the old database"]
+        "public.lead: 9 rows in the copy, 10 in the old database"
+    ]
     assert compare_counts(source, {"public.lead": 10}) == ["public.django_session is missing from the copy"]
 
 
@@ -220,12 +247,15 @@ def test_counts_of_a_live_site_may_fall_between_before_and_after_the_dump():
     before, after = {"public.lead": 10}, {"public.lead": 12}
     assert compare_counts(before, {"public.lead": 11}, source_after=after) == []
     assert compare_counts(before, {"public.lead": 13}, source_after=after) == [
-        "public.lead: 13 rows in the copy, 10..12 in the old database"]
+        "public.lead: 13 rows in the copy, 10..12 in the old database"
+    ]
 
 
 def test_commands_of_the_old_units_become_container_commands(tmp_path):
-    assert wsgi_of("/srv/sum/acme/venv/bin/gunicorn --bind localhost:8000 acme.wsgi:application") == \
-        "acme.wsgi:application"
+    assert (
+        wsgi_of("/srv/sum/acme/venv/bin/gunicorn --bind localhost:8000 acme.wsgi:application")
+        == "acme.wsgi:application"
+    )
     assert wsgi_of("/v/bin/gunicorn -b 127.0.0.1:8000") is None
     site, paths = runbook_host(tmp_path)
     assert worker_command_of(read_deployment(site, "acme", paths)) == "celery -A acme worker --loglevel=INFO"
@@ -235,19 +265,25 @@ def test_host_files_leave_the_worker_command_and_a_beat_unit_becomes_its_embedde
     site, paths = runbook_host(tmp_path)
     (paths.systemd_dir / "sum-acme-celery.service").write_text(
         f"[Service]\nWorkingDirectory={site}/app\nExecStart={site}/venv/bin/celery -A acme worker "
-        "--pidfile=/run/celery/w.pid -f /var/log/celery/w.log --concurrency 2\n")
+        "--pidfile=/run/celery/w.pid -f /var/log/celery/w.log --concurrency 2\n"
+    )
     (paths.systemd_dir / "sum-acme-beat.service").write_text(
-        f"[Service]\nWorkingDirectory={site}/app\nExecStart={site}/venv/bin/celery -A acme beat -s /var/lib/b\n")
+        f"[Service]\nWorkingDirectory={site}/app\nExecStart={site}/venv/bin/celery -A acme beat -s /var/lib/b\n"
+    )
     found = read_deployment(site, "acme", paths)
-    assert [u.name for u in found.units] == ["sum-acme-gunicorn.service", "sum-acme-celery.service",
-                                             "sum-acme-beat.service"]
+    assert [u.name for u in found.units] == [
+        "sum-acme-gunicorn.service",
+        "sum-acme-celery.service",
+        "sum-acme-beat.service",
+    ]
     assert worker_command_of(found) == "celery -A acme worker --concurrency 2 --beat"
 
 
 def test_celery_multi_is_an_unknown_layout(tmp_path):
     site, paths = runbook_host(tmp_path)
     (paths.systemd_dir / "sum-acme-celery.service").write_text(
-        f"[Service]\nWorkingDirectory={site}/app\nExecStart=/bin/sh -c '{site}/venv/bin/celery multi start w1 -A acme'\n")
+        f"[Service]\nWorkingDirectory={site}/app\nExecStart=/bin/sh -c '{site}/venv/bin/celery multi start w1 -A acme'\n"
+    )
     with pytest.raises(UsageError, match="does not run `celery ... worker` itself"):
         read_deployment(site, "acme", paths)
 
@@ -263,13 +299,17 @@ def caddy_binary() -> Path:
 @pytest.mark.parametrize("render", ["proxy", "maintenance"])
 def test_the_host_caddy_files_sumbg_writes_are_valid_caddy(tmp_path, caddy_binary, render):
     domains, tls = ("acme.example", "www.acme.example"), ("tls ops@agency.example", "tls { bad }")
-    text = (caddy.render_host_proxy("acme", domains, tls, edge_address="127.0.0.1:8080", kept="/k", since="now")
-            if render == "proxy" else caddy.render_host_maintenance("acme", domains, tls, kept="/k"))
+    text = (
+        caddy.render_host_proxy("acme", domains, tls, edge_address="127.0.0.1:8080", kept="/k", since="now")
+        if render == "proxy"
+        else caddy.render_host_maintenance("acme", domains, tls, kept="/k")
+    )
     assert "tls ops@agency.example" in text and "bad" not in text
     path = tmp_path / "Caddyfile"
     path.write_text(text)
-    result = subprocess.run([str(caddy_binary), "adapt", "--config", str(path), "--adapter", "caddyfile"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(caddy_binary), "adapt", "--config", str(path), "--adapter", "caddyfile"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert ("127.0.0.1:8080" in result.stdout) == (render == "proxy")
 
@@ -281,8 +321,8 @@ def test_a_proxy_to_anything_but_an_address_is_refused():
 
 def test_queued_celery_messages_become_binary_safe_rpush_commands():
     assert as_rpush_commands([(b"celery", b'{"a": "\xc3\xa9"}'), (b"q", b"")]) == (
-        b'*3\r\n$5\r\nRPUSH\r\n$6\r\ncelery\r\n$11\r\n{"a": "\xc3\xa9"}\r\n'
-        b"*3\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$0\r\n\r\n")
+        b'*3\r\n$5\r\nRPUSH\r\n$6\r\ncelery\r\n$11\r\n{"a": "\xc3\xa9"}\r\n*3\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$0\r\n\r\n'
+    )
 
 
 def test_takeover_refuses_while_the_host_caddy_serves_a_site_sumbg_did_not_adopt(tmp_path):
@@ -290,6 +330,7 @@ def test_takeover_refuses_while_the_host_caddy_serves_a_site_sumbg_did_not_adopt
     from sumbg.config import load_host
     from sumbg.context import Context
     from sumbg.executor import Reporter
+
     _, paths = runbook_host(tmp_path)
     ctx = Context(load_host(tmp_path / "root"), Reporter(quiet=True))
     with pytest.raises(UsageError, match="also serves sum-acme.caddy, which sumbg has not adopted"):
@@ -302,14 +343,17 @@ def test_takeover_refuses_while_the_host_caddy_serves_a_site_sumbg_did_not_adopt
 def test_edge_settings_change_in_place_and_must_still_parse(tmp_path):
     from sumbg.config import load_host, set_edge_settings
     from sumbg.errors import ConfigError
-    (tmp_path / "sumbg.toml").write_text('# mine\n[edge]\nhttp_port = 8080  # the host Caddy has 80\nname = "e"\n\n'
-                                         '[build]\nca_bundle = ""\n')
+
+    (tmp_path / "sumbg.toml").write_text(
+        '# mine\n[edge]\nhttp_port = 8080  # the host Caddy has 80\nname = "e"\n\n[build]\nca_bundle = ""\n'
+    )
     before = set_edge_settings(tmp_path, {"http_port": 80, "https_port": 443, "tls": "internal"})
     assert before.startswith("# mine")
-    assert (tmp_path / "sumbg.toml").read_text() == ('# mine\n[edge]\nhttp_port = 80\nname = "e"\nhttps_port = 443\n'
-                                                     'tls = "internal"\n\n[build]\nca_bundle = ""\n')
+    assert (tmp_path / "sumbg.toml").read_text() == (
+        '# mine\n[edge]\nhttp_port = 80\nname = "e"\nhttps_port = 443\ntls = "internal"\n\n[build]\nca_bundle = ""\n'
+    )
     edge = load_host(tmp_path).edge
     assert (edge.http_port, edge.https_port, edge.tls, edge.name) == (80, 443, "internal", "e")
     with pytest.raises(ConfigError):
-        set_edge_settings(tmp_path, {"preview_port": 80})       # would equal http_port: refused, file kept
+        set_edge_settings(tmp_path, {"preview_port": 80})  # would equal http_port: refused, file kept
     assert load_host(tmp_path).edge.preview_port == 8081

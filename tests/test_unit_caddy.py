@@ -5,6 +5,7 @@ Regenerate the golden files after an intended template change with
     UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_unit_caddy.py
 and review the diff.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,17 +40,25 @@ def assert_golden(name: str, text: str) -> None:
 
 # ---------------------------------------------------------------- rendering
 
+
 @pytest.mark.parametrize("tls", TLS_MODES)
 def test_render_main(tls):
     assert_golden(f"Caddyfile.{tls}", render_main(edge(tls)))
 
 
 def test_another_acme_ca_and_its_api_root_are_global_options():
-    text = render_main(EdgeSettings(tls="auto", acme_email="ops@example.com", acme_ca="https://ca.internal:14000/dir",
-                                    acme_ca_root="/etc/sumbg/ca-root.pem"))
+    text = render_main(
+        EdgeSettings(
+            tls="auto",
+            acme_email="ops@example.com",
+            acme_ca="https://ca.internal:14000/dir",
+            acme_ca_root="/etc/sumbg/ca-root.pem",
+        )
+    )
     assert text == render_main(edge("auto")).replace(
         "\temail ops@example.com\n",
-        "\temail ops@example.com\n\tacme_ca https://ca.internal:14000/dir\n\tacme_ca_root /etc/caddy/acme-ca-root.pem\n")
+        "\temail ops@example.com\n\tacme_ca https://ca.internal:14000/dir\n\tacme_ca_root /etc/caddy/acme-ca-root.pem\n",
+    )
 
 
 @pytest.mark.parametrize("tls", TLS_MODES)
@@ -66,16 +75,19 @@ def test_acme_email_only_appears_when_set():
     assert "\temail ops@example.com\n" in render_main(EdgeSettings(tls="auto", acme_email="ops@example.com"))
 
 
-@pytest.mark.parametrize("domain", [
-    "evil.com {\n respond 200 }",
-    "evil.com {",
-    "evil.com}",
-    "evil.com\nimport /etc/passwd",
-    "evil.com #",
-    "*.evil.com",
-    "Evil.com",
-    "",
-])
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "evil.com {\n respond 200 }",
+        "evil.com {",
+        "evil.com}",
+        "evil.com\nimport /etc/passwd",
+        "evil.com #",
+        "*.evil.com",
+        "Evil.com",
+        "",
+    ],
+)
 def test_render_site_rejects_anything_but_a_hostname(domain):
     with pytest.raises(UsageError) as info:
         render_site("acme", domain, edge("off"))
@@ -97,13 +109,21 @@ def test_render_site_rejects_a_bad_slug(slug):
 
 # ---------------------------------------------------------------- the real caddy binary
 
+
 def caddy_validate(config_dir: Path) -> subprocess.CompletedProcess:
     home = config_dir.parent / "caddy-home"
-    env = {**os.environ, "HOME": str(home), "XDG_DATA_HOME": str(home / "data"),
-           "XDG_CONFIG_HOME": str(home / "config")}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+    }
     return subprocess.run(
         [str(CADDY), "validate", "--config", str(config_dir / "Caddyfile"), "--adapter", "caddyfile"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -125,8 +145,7 @@ def caddy_binary() -> Path:
 
 @pytest.mark.parametrize("tls", TLS_MODES)
 def test_caddy_accepts_the_rendered_config(caddy_binary, tmp_path, tls):
-    lay_out(tmp_path / "etc-caddy", edge(tls),
-            {"acme": "acme.example.com", "acme-shop": "shop.acme.example.com"})
+    lay_out(tmp_path / "etc-caddy", edge(tls), {"acme": "acme.example.com", "acme-shop": "shop.acme.example.com"})
     result = caddy_validate(tmp_path / "etc-caddy")
     assert result.returncode == 0, result.stderr
     assert "Valid configuration" in result.stdout + result.stderr
@@ -149,6 +168,7 @@ def test_caddy_validate_does_reject_a_broken_site(caddy_binary, tmp_path):
 
 
 # ---------------------------------------------------------------- state files
+
 
 @pytest.fixture
 def files(tmp_path) -> EdgeFiles:
@@ -232,20 +252,32 @@ STAGING_HASH = "$2a$14$F9LkA4KbFZvqcuVw7p8mUe8b0TuStNdJPY.8mGc1FHm6bBGvX7mfy"
 STAGING = CaddySettings(
     headers=(("X-Frame-Options", "SAMEORIGIN"), ("Permissions-Policy", ""), ("X-Robots-Tag", "noindex")),
     basic_auth=(BasicAuth("/admin/*", "staging", STAGING_HASH),),
-    extra='@old path /old-blog/*\nredir @old /blog/ 301',
+    extra="@old path /old-blog/*\nredir @old /blog/ 301",
 )
 
 
 @pytest.mark.parametrize("tls", TLS_MODES)
 def test_render_a_staging_site_with_several_names(tls):
-    assert_golden(f"acme-staging.{tls}.caddy", render_site(
-        "acme-staging", "staging.acme.example.com", edge(tls),
-        aliases=("www.staging.acme.example.com", "old.acme.example.com"), caddy=STAGING))
+    assert_golden(
+        f"acme-staging.{tls}.caddy",
+        render_site(
+            "acme-staging",
+            "staging.acme.example.com",
+            edge(tls),
+            aliases=("www.staging.acme.example.com", "old.acme.example.com"),
+            caddy=STAGING,
+        ),
+    )
 
 
 def test_every_name_serves_the_site_when_not_redirecting_to_the_canonical_one():
-    text = render_site("acme", "acme.example.com", edge("off"), aliases=("www.acme.example.com",),
-                       caddy=CaddySettings(redirect_to_canonical=False, encode=False, security_headers=False))
+    text = render_site(
+        "acme",
+        "acme.example.com",
+        edge("off"),
+        aliases=("www.acme.example.com",),
+        caddy=CaddySettings(redirect_to_canonical=False, encode=False, security_headers=False),
+    )
     assert "\nhttp://acme.example.com, http://www.acme.example.com {\n" in text
     assert "redir" not in text and "encode" not in text and "header {" not in text
 
@@ -254,9 +286,15 @@ def test_every_name_serves_the_site_when_not_redirecting_to_the_canonical_one():
 def test_caddy_accepts_the_staging_site(caddy_binary, tmp_path, tls):
     config_dir = tmp_path / "etc-caddy"
     lay_out(config_dir, edge(tls), {"acme": "acme.example.com"})
-    (config_dir / "sites" / "acme-staging.caddy").write_text(render_site(
-        "acme-staging", "staging.acme.example.com", edge(tls),
-        aliases=("www.staging.acme.example.com",), caddy=STAGING))
+    (config_dir / "sites" / "acme-staging.caddy").write_text(
+        render_site(
+            "acme-staging",
+            "staging.acme.example.com",
+            edge(tls),
+            aliases=("www.staging.acme.example.com",),
+            caddy=STAGING,
+        )
+    )
     result = caddy_validate(config_dir)
     assert result.returncode == 0, result.stderr
 
@@ -268,9 +306,11 @@ def test_an_alias_is_checked_like_the_domain():
 
 # ---------------------------------------------------------------- certificates the edge could not get
 
+
 class LoggingEngine:
     def __init__(self, lines: list[dict | str]) -> None:
         import json
+
         self.text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
 
     def logs(self, name, lines=30):
@@ -280,18 +320,28 @@ class LoggingEngine:
 def test_a_failed_certificate_is_read_from_the_edge_log_for_the_site_s_domains_only(tmp_path):
     from sumbg.caddy import Edge
     from sumbg.config import HostConfig
-    failed = {"level": "error", "ts": 1000.5, "logger": "tls.obtain", "msg": "could not get certificate from issuer",
-              "identifier": "bad.example.com", "error": "HTTP 403 urn:ietf:params:acme:error:unauthorized - refused"}
-    engine = LoggingEngine([
-        "caddy started (not JSON)",
-        {**failed, "identifier": "other.example.com"},                     # another site's trouble
-        {**failed, "ts": 900.0},                                           # before this init began
-        {**failed, "level": "info", "msg": "obtaining certificate"},
-        failed,
-    ])
+
+    failed = {
+        "level": "error",
+        "ts": 1000.5,
+        "logger": "tls.obtain",
+        "msg": "could not get certificate from issuer",
+        "identifier": "bad.example.com",
+        "error": "HTTP 403 urn:ietf:params:acme:error:unauthorized - refused",
+    }
+    engine = LoggingEngine(
+        [
+            "caddy started (not JSON)",
+            {**failed, "identifier": "other.example.com"},  # another site's trouble
+            {**failed, "ts": 900.0},  # before this init began
+            {**failed, "level": "info", "msg": "obtaining certificate"},
+            failed,
+        ]
+    )
     edge = Edge(HostConfig(root=tmp_path), engine)
     assert edge.certificate_failure(("bad.example.com", "www.bad.example.com"), since=1000.0) == (
         "bad.example.com: could not get certificate from issuer: HTTP 403 urn:ietf:params:acme:error:unauthorized "
-        "- refused")
+        "- refused"
+    )
     assert edge.certificate_failure(("good.example.com",), since=1000.0) is None
     assert edge.certificate_failure(("bad.example.com",), since=2000.0) is None

@@ -1,4 +1,5 @@
 """sumbg.config: sumbg.toml and site.toml read from real files, validated, written back."""
+
 from __future__ import annotations
 
 import tomllib
@@ -8,8 +9,17 @@ import pytest
 
 from sumbg import config
 from sumbg.config import (
-    DEFAULT_SMOKE_CHECKS, EdgeSettings, HostConfig, Images, MigrationSettings, SiteConfig, SmokeCheck, WatchSettings,
-    load_host, load_site, render_site_toml,
+    DEFAULT_SMOKE_CHECKS,
+    EdgeSettings,
+    HostConfig,
+    Images,
+    MigrationSettings,
+    SiteConfig,
+    SmokeCheck,
+    WatchSettings,
+    load_host,
+    load_site,
+    render_site_toml,
 )
 from sumbg.errors import ConfigError, UsageError
 
@@ -24,6 +34,7 @@ project = "acme"
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def host_from(tmp_path: Path, text: str) -> HostConfig:
     (tmp_path / "sumbg.toml").write_text(text)
@@ -63,13 +74,14 @@ def toml_error(text: str) -> str:
 
 # ---------------------------------------------------------------- host: defaults
 
+
 def test_host_without_sumbg_toml_uses_defaults(tmp_path):
     host = load_host(tmp_path)
     assert host == HostConfig(root=tmp_path)
-    assert host.edge == EdgeSettings(http_port=80, https_port=443, preview_port=8081, bind="0.0.0.0",
-                                     tls="auto", acme_email="", name="sum-edge")
-    assert host.images == Images(python="python:3.12-slim", postgres="postgres:16", redis="redis:7",
-                                 caddy="caddy:2")
+    assert host.edge == EdgeSettings(
+        http_port=80, https_port=443, preview_port=8081, bind="0.0.0.0", tls="auto", acme_email="", name="sum-edge"
+    )
+    assert host.images == Images(python="python:3.12-slim", postgres="postgres:16", redis="redis:7", caddy="caddy:2")
     assert host.ca_bundle == ""
     assert host.min_free_gb == 2.0
     assert host.edge.container == "sum-edge-caddy"
@@ -93,7 +105,9 @@ def test_root_comes_from_sumbg_root(tmp_path, monkeypatch):
 def test_host_every_setting(tmp_path):
     bundle = tmp_path / "corp-ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    host = host_from(tmp_path, f"""
+    host = host_from(
+        tmp_path,
+        f"""
 [edge]
 http_port = 8080
 https_port = 8443
@@ -114,22 +128,33 @@ ca_bundle = "{bundle}"
 
 [preflight]
 min_free_gb = 5
-""")
+""",
+    )
     assert host == HostConfig(
         root=tmp_path,
-        edge=EdgeSettings(http_port=8080, https_port=8443, preview_port=9081, bind="127.0.0.1",
-                          tls="internal", acme_email="ops@example.com", name="sum-edge-2"),
-        images=Images(python="registry.local/python:3.12", postgres="postgres:16.4", redis="redis:7.2",
-                      caddy="caddy:2.10"),
-        ca_bundle=str(bundle), min_free_gb=5.0,
+        edge=EdgeSettings(
+            http_port=8080,
+            https_port=8443,
+            preview_port=9081,
+            bind="127.0.0.1",
+            tls="internal",
+            acme_email="ops@example.com",
+            name="sum-edge-2",
+        ),
+        images=Images(
+            python="registry.local/python:3.12", postgres="postgres:16.4", redis="redis:7.2", caddy="caddy:2.10"
+        ),
+        ca_bundle=str(bundle),
+        min_free_gb=5.0,
     )
     assert isinstance(host.min_free_gb, float)
     assert host.edge.container == "sum-edge-2-caddy"
     assert host.edge.probe_host == "127.0.0.1"
 
 
-@pytest.mark.parametrize("bind, probe", [("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"),
-                                         ("10.0.0.5", "10.0.0.5"), ("::1", "::1")])
+@pytest.mark.parametrize(
+    "bind, probe", [("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"), ("10.0.0.5", "10.0.0.5"), ("::1", "::1")]
+)
 def test_probe_host(tmp_path, bind, probe):
     assert host_from(tmp_path, f'[edge]\nbind = "{bind}"\n').edge.probe_host == probe
 
@@ -141,47 +166,75 @@ def test_tls_modes(tmp_path, mode):
 
 # ---------------------------------------------------------------- host: errors
 
-@pytest.mark.parametrize("text, message", [
-    ('[edge]\ntls = "bogus"', "sumbg.toml: edge.tls: must be one of auto, internal, off, not 'bogus'"),
-    ("[edge]\ntls = true", "sumbg.toml: edge.tls: must be a string, not True"),
-    ("[edge]\nhttp_port = 0", "sumbg.toml: edge.http_port: must be a port number 1-65535, not 0"),
-    ("[edge]\nhttps_port = 65536", "sumbg.toml: edge.https_port: must be a port number 1-65535, not 65536"),
-    ("[edge]\npreview_port = -1", "sumbg.toml: edge.preview_port: must be a port number 1-65535, not -1"),
-    ("[edge]\nhttp_port = true", "sumbg.toml: edge.http_port: must be an integer, not True"),
-    ("[edge]\nhttps_port = false", "sumbg.toml: edge.https_port: must be an integer, not False"),
-    ('[edge]\nhttp_port = "80"', "sumbg.toml: edge.http_port: must be an integer, not '80'"),
-    ("[edge]\nhttp_port = 80.0", "sumbg.toml: edge.http_port: must be an integer, not 80.0"),
-    ("[edge]\npreview_port = 80", "sumbg.toml: edge.preview_port: http_port, https_port and preview_port must all differ"),
-    ("[edge]\nhttp_port = 443", "sumbg.toml: edge.preview_port: http_port, https_port and preview_port must all differ"),
-    ('[edge]\nbind = "localhost"', "sumbg.toml: edge.bind: must be an IP address, not 'localhost'"),
-    ('[edge]\nbind = ""', "sumbg.toml: edge.bind: must be an IP address, not ''"),
-    ('[edge]\nacme_email = "ops.example.com"', "sumbg.toml: edge.acme_email: must be an email address"),
-    ('[edge]\nacme_email = "ops@example.com }"', "sumbg.toml: edge.acme_email: must be an email address"),
-    ('[edge]\nacme_email = "ops@example.com\\n}"', "sumbg.toml: edge.acme_email: must be an email address"),
-    ('[edge]\nacme_ca = "http://ca.example/dir"',
-     "sumbg.toml: edge.acme_ca: must be the https:// URL of an ACME directory, not 'http://ca.example/dir'"),
-    ('[edge]\nacme_ca = "https://ca.example/dir }"',
-     "sumbg.toml: edge.acme_ca: must be the https:// URL of an ACME directory, not 'https://ca.example/dir }'"),
-    ('[edge]\nacme_ca_root = "/nonexistent/root.pem"',
-     "sumbg.toml: edge.acme_ca_root: must be the absolute path of a PEM file, not '/nonexistent/root.pem'"),
-    ('[edge]\nname = "Sum_Edge"', "sumbg.toml: edge.name: must match ^[a-z0-9][a-z0-9-]{0,62}$"),
-    ('[edge]\nname = ""', "sumbg.toml: edge.name: must match ^[a-z0-9][a-z0-9-]{0,62}$"),
-    ('[edge]\nhtp_port = 80', "sumbg.toml: edge.htp_port: unknown setting"),
-    ('edge = "sum-edge"', "sumbg.toml: edge: must be a table, not 'sum-edge'"),
-    ("[[edge]]\ntls = 'off'", "sumbg.toml: edge: must be a table, not [{'tls': 'off'}]"),
-    ('[images]\npython = ""', "sumbg.toml: images.python: must be an image reference like 'python:3.12-slim'"),
-    ('[images]\npostgres = "postgres 16"', "sumbg.toml: images.postgres: must be an image reference like 'postgres:16'"),
-    ('[images]\nredis = "--privileged"', "sumbg.toml: images.redis: must be an image reference like 'redis:7'"),
-    ("[images]\ncaddy = 2", "sumbg.toml: images.caddy: must be a string, not 2"),
-    ('[images]\nnode = "node:20"', "sumbg.toml: images.node: unknown setting"),
-    ('[build]\nca_bundle = "/nonexistent/ca.pem"', "sumbg.toml: build.ca_bundle: file /nonexistent/ca.pem does not exist"),
-    ("[build]\ncache = true", "sumbg.toml: build.cache: unknown setting"),
-    ("[preflight]\nmin_free_gb = -1", "sumbg.toml: preflight.min_free_gb: must not be negative"),
-    ("[preflight]\nmin_free_gb = true", "sumbg.toml: preflight.min_free_gb: must be an integer or a number, not True"),
-    ('[preflight]\nmin_free_gb = "2"', "sumbg.toml: preflight.min_free_gb: must be an integer or a number, not '2'"),
-    ("root = '/srv'", "sumbg.toml: root: unknown setting"),
-    ("zzz = 1\naaa = 2", "sumbg.toml: aaa: unknown setting"),
-])
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[edge]\ntls = "bogus"', "sumbg.toml: edge.tls: must be one of auto, internal, off, not 'bogus'"),
+        ("[edge]\ntls = true", "sumbg.toml: edge.tls: must be a string, not True"),
+        ("[edge]\nhttp_port = 0", "sumbg.toml: edge.http_port: must be a port number 1-65535, not 0"),
+        ("[edge]\nhttps_port = 65536", "sumbg.toml: edge.https_port: must be a port number 1-65535, not 65536"),
+        ("[edge]\npreview_port = -1", "sumbg.toml: edge.preview_port: must be a port number 1-65535, not -1"),
+        ("[edge]\nhttp_port = true", "sumbg.toml: edge.http_port: must be an integer, not True"),
+        ("[edge]\nhttps_port = false", "sumbg.toml: edge.https_port: must be an integer, not False"),
+        ('[edge]\nhttp_port = "80"', "sumbg.toml: edge.http_port: must be an integer, not '80'"),
+        ("[edge]\nhttp_port = 80.0", "sumbg.toml: edge.http_port: must be an integer, not 80.0"),
+        (
+            "[edge]\npreview_port = 80",
+            "sumbg.toml: edge.preview_port: http_port, https_port and preview_port must all differ",
+        ),
+        (
+            "[edge]\nhttp_port = 443",
+            "sumbg.toml: edge.preview_port: http_port, https_port and preview_port must all differ",
+        ),
+        ('[edge]\nbind = "localhost"', "sumbg.toml: edge.bind: must be an IP address, not 'localhost'"),
+        ('[edge]\nbind = ""', "sumbg.toml: edge.bind: must be an IP address, not ''"),
+        ('[edge]\nacme_email = "ops.example.com"', "sumbg.toml: edge.acme_email: must be an email address"),
+        ('[edge]\nacme_email = "ops@example.com }"', "sumbg.toml: edge.acme_email: must be an email address"),
+        ('[edge]\nacme_email = "ops@example.com\\n}"', "sumbg.toml: edge.acme_email: must be an email address"),
+        (
+            '[edge]\nacme_ca = "http://ca.example/dir"',
+            "sumbg.toml: edge.acme_ca: must be the https:// URL of an ACME directory, not 'http://ca.example/dir'",
+        ),
+        (
+            '[edge]\nacme_ca = "https://ca.example/dir }"',
+            "sumbg.toml: edge.acme_ca: must be the https:// URL of an ACME directory, not 'https://ca.example/dir }'",
+        ),
+        (
+            '[edge]\nacme_ca_root = "/nonexistent/root.pem"',
+            "sumbg.toml: edge.acme_ca_root: must be the absolute path of a PEM file, not '/nonexistent/root.pem'",
+        ),
+        ('[edge]\nname = "Sum_Edge"', "sumbg.toml: edge.name: must match ^[a-z0-9][a-z0-9-]{0,62}$"),
+        ('[edge]\nname = ""', "sumbg.toml: edge.name: must match ^[a-z0-9][a-z0-9-]{0,62}$"),
+        ("[edge]\nhtp_port = 80", "sumbg.toml: edge.htp_port: unknown setting"),
+        ('edge = "sum-edge"', "sumbg.toml: edge: must be a table, not 'sum-edge'"),
+        ("[[edge]]\ntls = 'off'", "sumbg.toml: edge: must be a table, not [{'tls': 'off'}]"),
+        ('[images]\npython = ""', "sumbg.toml: images.python: must be an image reference like 'python:3.12-slim'"),
+        (
+            '[images]\npostgres = "postgres 16"',
+            "sumbg.toml: images.postgres: must be an image reference like 'postgres:16'",
+        ),
+        ('[images]\nredis = "--privileged"', "sumbg.toml: images.redis: must be an image reference like 'redis:7'"),
+        ("[images]\ncaddy = 2", "sumbg.toml: images.caddy: must be a string, not 2"),
+        ('[images]\nnode = "node:20"', "sumbg.toml: images.node: unknown setting"),
+        (
+            '[build]\nca_bundle = "/nonexistent/ca.pem"',
+            "sumbg.toml: build.ca_bundle: file /nonexistent/ca.pem does not exist",
+        ),
+        ("[build]\ncache = true", "sumbg.toml: build.cache: unknown setting"),
+        ("[preflight]\nmin_free_gb = -1", "sumbg.toml: preflight.min_free_gb: must not be negative"),
+        (
+            "[preflight]\nmin_free_gb = true",
+            "sumbg.toml: preflight.min_free_gb: must be an integer or a number, not True",
+        ),
+        (
+            '[preflight]\nmin_free_gb = "2"',
+            "sumbg.toml: preflight.min_free_gb: must be an integer or a number, not '2'",
+        ),
+        ("root = '/srv'", "sumbg.toml: root: unknown setting"),
+        ("zzz = 1\naaa = 2", "sumbg.toml: aaa: unknown setting"),
+    ],
+)
 def test_host_errors(tmp_path, text, message):
     assert host_error(tmp_path, text).message == message
 
@@ -208,13 +261,26 @@ def test_unreadable_sumbg_toml(tmp_path):
 
 # ---------------------------------------------------------------- site: defaults
 
+
 def test_minimal_site_defaults(tmp_path):
     site = site_from(tmp_path, MINIMAL_SITE)
     assert site == SiteConfig(
-        slug="acme", domain="acme.example.com", repo="/srv/repos/acme", environment="production",
-        project="acme", settings_module="acme.settings.production", wsgi="acme.wsgi:application",
-        web_workers=2, worker_command="", db_publish_port=0, health_timeout=120.0,
-        smoke_checks=DEFAULT_SMOKE_CHECKS, keep_backups=10, watch_seconds=30.0, notes="", extra_env=(),
+        slug="acme",
+        domain="acme.example.com",
+        repo="/srv/repos/acme",
+        environment="production",
+        project="acme",
+        settings_module="acme.settings.production",
+        wsgi="acme.wsgi:application",
+        web_workers=2,
+        worker_command="",
+        db_publish_port=0,
+        health_timeout=120.0,
+        smoke_checks=DEFAULT_SMOKE_CHECKS,
+        keep_backups=10,
+        watch_seconds=30.0,
+        notes="",
+        extra_env=(),
     )
     assert DEFAULT_SMOKE_CHECKS == (
         SmokeCheck(path="/health/", status=200, json_status=("ok", "degraded")),
@@ -231,7 +297,9 @@ def test_db_identifiers_replace_hyphens(tmp_path):
 
 
 def test_site_every_setting(tmp_path):
-    site = site_from(tmp_path, """
+    site = site_from(
+        tmp_path,
+        """
 slug = "acme"
 domain = "www.acme.example.com"
 repo = "git@github.com:org/acme.git"
@@ -270,18 +338,35 @@ path = "/api/status"
 content_type = "application/json"
 contains = "ready"
 json_status = ["ok"]
-""")
+""",
+    )
     assert site == SiteConfig(
-        slug="acme", domain="www.acme.example.com", repo="git@github.com:org/acme.git",
-        environment="staging", project="", settings_module="config.settings", wsgi="config.wsgi:app",
-        web_workers=4, worker_command="celery -A config worker", db_publish_port=15432,
-        health_timeout=2.5, keep_backups=3, watch_seconds=0.0, notes="client: Acme Ltd",
+        slug="acme",
+        domain="www.acme.example.com",
+        repo="git@github.com:org/acme.git",
+        environment="staging",
+        project="",
+        settings_module="config.settings",
+        wsgi="config.wsgi:app",
+        web_workers=4,
+        worker_command="celery -A config worker",
+        db_publish_port=15432,
+        health_timeout=2.5,
+        keep_backups=3,
+        watch_seconds=0.0,
+        notes="client: Acme Ltd",
         extra_env=(("SENTRY_DSN", "https://key@sentry.example.com/1"), ("FEATURE_X", "")),
         smoke_checks=(
-            SmokeCheck(path="/contact/", method="POST", status=302, csrf_from="/contact/",
-                       form=(("name", "Smoke"), ("email", "smoke@example.com"))),
-            SmokeCheck(path="/api/status", status=200, content_type="application/json", contains="ready",
-                       json_status=("ok",)),
+            SmokeCheck(
+                path="/contact/",
+                method="POST",
+                status=302,
+                csrf_from="/contact/",
+                form=(("name", "Smoke"), ("email", "smoke@example.com")),
+            ),
+            SmokeCheck(
+                path="/api/status", status=200, content_type="application/json", contains="ready", json_status=("ok",)
+            ),
         ),
     )
     assert site.smoke_checks[0].describe() == "POST /contact/"
@@ -309,71 +394,112 @@ def check(body: str) -> str:
     return MINIMAL_SITE + "\n[[smoke.checks]]\n" + body + "\n"
 
 
-@pytest.mark.parametrize("text, message", [
-    ('domain = "a.com"\nrepo = "/r"', "site.toml: slug: is required"),
-    ('slug = "acme"\nrepo = "/r"', "site.toml: domains: is required"),
-    ('slug = "acme"\ndomain = "a.com"', "site.toml: repo: is required"),
-    ('slug = "Acme"\ndomain = "a.com"\nrepo = "/r"', "site.toml: slug: must match ^[a-z0-9][a-z0-9-]{0,62}$"),
-    ('slug = 1\ndomain = "a.com"\nrepo = "/r"', "site.toml: slug: must be a string, not 1"),
-    ('slug = "acme"\ndomain = "Acme.com"\nrepo = "/r"',
-     "site.toml: domain: must be a hostname (lowercase letters, digits, hyphens, dots)"),
-    ('slug = "acme"\ndomain = "evil.com {\\n respond 200 }"\nrepo = "/r"',
-     "site.toml: domain: must be a hostname (lowercase letters, digits, hyphens, dots)"),
-    ('slug = "acme"\ndomain = "a.com"\nrepo = "/r"\n[app]\nproject = "my-site"',
-     "site.toml: app.project: must be a Python package name"),
-    ('slug = "acme"\ndomain = "a.com"\nrepo = "/r"',
-     "site.toml: app.settings: must be a dotted Python path (set app.project or app.settings/app.wsgi)"),
-    ('slug = "acme"\ndomain = "a.com"\nrepo = "/r"\n[app]\nsettings = "x.settings"',
-     "site.toml: app.wsgi: must be a dotted Python path (set app.project or app.settings/app.wsgi)"),
-    ('slug = "acme"\ndomain = "a.com"\nrepo = "/r"\n[app]\nsettings = "x settings"\nwsgi = "x.wsgi:a"',
-     "site.toml: app.settings: must be a dotted Python path (set app.project or app.settings/app.wsgi)"),
-    (MINIMAL_SITE + "web_workers = 0", "site.toml: app.web_workers: must be greater than 0, not 0"),
-    (MINIMAL_SITE + "web_workers = true", "site.toml: app.web_workers: must be an integer, not True"),
-    (MINIMAL_SITE + "web_workers = 2.5", "site.toml: app.web_workers: must be an integer, not 2.5"),
-    (MINIMAL_SITE + 'worker_command = """celery\nworker"""', "site.toml: app.worker_command: must be a single line"),
-    (MINIMAL_SITE + "workers = 2", "site.toml: app.workers: unknown setting"),
-    (MINIMAL_SITE + '[env]\n"FOO-BAR" = "x"', 'site.toml: env.FOO-BAR: must be NAME = "single-line value"'),
-    (MINIMAL_SITE + '[env]\nFOO = "a\\nb"', 'site.toml: env.FOO: must be NAME = "single-line value"'),
-    (MINIMAL_SITE + "[env]\nFOO = 1", "site.toml: env.FOO: must be a string, not 1"),
-    (MINIMAL_SITE + "[env]\nFOO = true", "site.toml: env.FOO: must be a string, not True"),
-    (MINIMAL_SITE + "[database]\npublish_port = 70000",
-     "site.toml: database.publish_port: must be a port number 0-65535, not 70000"),
-    (MINIMAL_SITE + "[database]\npublish_port = true", "site.toml: database.publish_port: must be an integer, not True"),
-    (MINIMAL_SITE + "[database]\nport = 5432", "site.toml: database.port: unknown setting"),
-    (MINIMAL_SITE + "[health]\ntimeout = 0", "site.toml: health.timeout: must be greater than 0, not 0"),
-    (MINIMAL_SITE + "[health]\ntimeout = -1.5", "site.toml: health.timeout: must be greater than 0, not -1.5"),
-    (MINIMAL_SITE + "[health]\ntimeout = true", "site.toml: health.timeout: must be an integer or a number, not True"),
-    (MINIMAL_SITE + "[health]\npath = '/health/'", "site.toml: health.path: unknown setting"),
-    (MINIMAL_SITE + "[upgrade]\nkeep_backups = 0", "site.toml: upgrade.keep_backups: must be greater than 0, not 0"),
-    (MINIMAL_SITE + "[upgrade]\nkeep_backups = false", "site.toml: upgrade.keep_backups: must be an integer, not False"),
-    (MINIMAL_SITE + "[upgrade]\nwatch = -1", "site.toml: upgrade.watch: must not be negative"),
-    (MINIMAL_SITE + '[upgrade]\nwatch = "30s"', "site.toml: upgrade.watch: must be an integer or a number, not '30s'"),
-    (MINIMAL_SITE + "[smoke]\nchecks = '/'", "site.toml: smoke.checks: must be a list, not '/'"),
-    (MINIMAL_SITE + "[smoke]\nchecks = ['/']", "site.toml: smoke.checks[0]: must be a table"),
-    (MINIMAL_SITE + "[smoke]\nretries = 3", "site.toml: smoke.retries: unknown setting"),
-    (MINIMAL_SITE + THREE_CHECKS.format(path="health/"),
-     "site.toml: smoke.checks[2].path: must start with / and contain no spaces"),
-    (MINIMAL_SITE + THREE_CHECKS.format(path="/a b"),
-     "site.toml: smoke.checks[2].path: must start with / and contain no spaces"),
-    (MINIMAL_SITE + THREE_CHECKS.format(path="/a\\tb"),
-     "site.toml: smoke.checks[2].path: must start with / and contain no spaces"),
-    (check("status = 200"), "site.toml: smoke.checks[0].path: is required"),
-    (check('path = "/"\nstatus = 99'), "site.toml: smoke.checks[0].status: must be an HTTP status code"),
-    (check('path = "/"\nstatus = 600'), "site.toml: smoke.checks[0].status: must be an HTTP status code"),
-    (check('path = "/"\nstatus = true'), "site.toml: smoke.checks[0].status: must be an integer, not True"),
-    (check('path = "/"\nstatus = "200"'), "site.toml: smoke.checks[0].status: must be an integer, not '200'"),
-    (check('path = "/"\nmethod = "PUT"'), "site.toml: smoke.checks[0].method: must be one of GET, POST, not 'PUT'"),
-    (check('path = "/"\nmethod = "get"'), "site.toml: smoke.checks[0].method: must be one of GET, POST, not 'get'"),
-    (check('path = "/"\nform = { a = 1 }'), "site.toml: smoke.checks[0].form: values must be strings"),
-    (check('path = "/"\nform = "a=1"'), "site.toml: smoke.checks[0].form: must be a table, not 'a=1'"),
-    (check('path = "/"\njson_status = [1]'), "site.toml: smoke.checks[0].json_status: must be a list of strings"),
-    (check('path = "/"\njson_status = "ok"'), "site.toml: smoke.checks[0].json_status: must be a list, not 'ok'"),
-    (check('path = "/"\ncsrf_from = "contact/"'), "site.toml: smoke.checks[0].csrf_from: must start with /"),
-    (check('path = "/"\ncontent_type = 1'), "site.toml: smoke.checks[0].content_type: must be a string, not 1"),
-    (check('path = "/"\ncontains = false'), "site.toml: smoke.checks[0].contains: must be a string, not False"),
-    (check('path = "/"\nsatus = 200'), "site.toml: smoke.checks[0].satus: unknown setting"),
-    (MINIMAL_SITE.replace("[app]", 'branch = "main"\n[app]'), "site.toml: branch: unknown setting"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('domain = "a.com"\nrepo = "/r"', "site.toml: slug: is required"),
+        ('slug = "acme"\nrepo = "/r"', "site.toml: domains: is required"),
+        ('slug = "acme"\ndomain = "a.com"', "site.toml: repo: is required"),
+        ('slug = "Acme"\ndomain = "a.com"\nrepo = "/r"', "site.toml: slug: must match ^[a-z0-9][a-z0-9-]{0,62}$"),
+        ('slug = 1\ndomain = "a.com"\nrepo = "/r"', "site.toml: slug: must be a string, not 1"),
+        (
+            'slug = "acme"\ndomain = "Acme.com"\nrepo = "/r"',
+            "site.toml: domain: must be a hostname (lowercase letters, digits, hyphens, dots)",
+        ),
+        (
+            'slug = "acme"\ndomain = "evil.com {\\n respond 200 }"\nrepo = "/r"',
+            "site.toml: domain: must be a hostname (lowercase letters, digits, hyphens, dots)",
+        ),
+        (
+            'slug = "acme"\ndomain = "a.com"\nrepo = "/r"\n[app]\nproject = "my-site"',
+            "site.toml: app.project: must be a Python package name",
+        ),
+        (
+            'slug = "acme"\ndomain = "a.com"\nrepo = "/r"',
+            "site.toml: app.settings: must be a dotted Python path (set app.project or app.settings/app.wsgi)",
+        ),
+        (
+            'slug = "acme"\ndomain = "a.com"\nrepo = "/r"\n[app]\nsettings = "x.settings"',
+            "site.toml: app.wsgi: must be a dotted Python path (set app.project or app.settings/app.wsgi)",
+        ),
+        (
+            'slug = "acme"\ndomain = "a.com"\nrepo = "/r"\n[app]\nsettings = "x settings"\nwsgi = "x.wsgi:a"',
+            "site.toml: app.settings: must be a dotted Python path (set app.project or app.settings/app.wsgi)",
+        ),
+        (MINIMAL_SITE + "web_workers = 0", "site.toml: app.web_workers: must be greater than 0, not 0"),
+        (MINIMAL_SITE + "web_workers = true", "site.toml: app.web_workers: must be an integer, not True"),
+        (MINIMAL_SITE + "web_workers = 2.5", "site.toml: app.web_workers: must be an integer, not 2.5"),
+        (
+            MINIMAL_SITE + 'worker_command = """celery\nworker"""',
+            "site.toml: app.worker_command: must be a single line",
+        ),
+        (MINIMAL_SITE + "workers = 2", "site.toml: app.workers: unknown setting"),
+        (MINIMAL_SITE + '[env]\n"FOO-BAR" = "x"', 'site.toml: env.FOO-BAR: must be NAME = "single-line value"'),
+        (MINIMAL_SITE + '[env]\nFOO = "a\\nb"', 'site.toml: env.FOO: must be NAME = "single-line value"'),
+        (MINIMAL_SITE + "[env]\nFOO = 1", "site.toml: env.FOO: must be a string, not 1"),
+        (MINIMAL_SITE + "[env]\nFOO = true", "site.toml: env.FOO: must be a string, not True"),
+        (
+            MINIMAL_SITE + "[database]\npublish_port = 70000",
+            "site.toml: database.publish_port: must be a port number 0-65535, not 70000",
+        ),
+        (
+            MINIMAL_SITE + "[database]\npublish_port = true",
+            "site.toml: database.publish_port: must be an integer, not True",
+        ),
+        (MINIMAL_SITE + "[database]\nport = 5432", "site.toml: database.port: unknown setting"),
+        (MINIMAL_SITE + "[health]\ntimeout = 0", "site.toml: health.timeout: must be greater than 0, not 0"),
+        (MINIMAL_SITE + "[health]\ntimeout = -1.5", "site.toml: health.timeout: must be greater than 0, not -1.5"),
+        (
+            MINIMAL_SITE + "[health]\ntimeout = true",
+            "site.toml: health.timeout: must be an integer or a number, not True",
+        ),
+        (MINIMAL_SITE + "[health]\npath = '/health/'", "site.toml: health.path: unknown setting"),
+        (
+            MINIMAL_SITE + "[upgrade]\nkeep_backups = 0",
+            "site.toml: upgrade.keep_backups: must be greater than 0, not 0",
+        ),
+        (
+            MINIMAL_SITE + "[upgrade]\nkeep_backups = false",
+            "site.toml: upgrade.keep_backups: must be an integer, not False",
+        ),
+        (MINIMAL_SITE + "[upgrade]\nwatch = -1", "site.toml: upgrade.watch: must not be negative"),
+        (
+            MINIMAL_SITE + '[upgrade]\nwatch = "30s"',
+            "site.toml: upgrade.watch: must be an integer or a number, not '30s'",
+        ),
+        (MINIMAL_SITE + "[smoke]\nchecks = '/'", "site.toml: smoke.checks: must be a list, not '/'"),
+        (MINIMAL_SITE + "[smoke]\nchecks = ['/']", "site.toml: smoke.checks[0]: must be a table"),
+        (MINIMAL_SITE + "[smoke]\nretries = 3", "site.toml: smoke.retries: unknown setting"),
+        (
+            MINIMAL_SITE + THREE_CHECKS.format(path="health/"),
+            "site.toml: smoke.checks[2].path: must start with / and contain no spaces",
+        ),
+        (
+            MINIMAL_SITE + THREE_CHECKS.format(path="/a b"),
+            "site.toml: smoke.checks[2].path: must start with / and contain no spaces",
+        ),
+        (
+            MINIMAL_SITE + THREE_CHECKS.format(path="/a\\tb"),
+            "site.toml: smoke.checks[2].path: must start with / and contain no spaces",
+        ),
+        (check("status = 200"), "site.toml: smoke.checks[0].path: is required"),
+        (check('path = "/"\nstatus = 99'), "site.toml: smoke.checks[0].status: must be an HTTP status code"),
+        (check('path = "/"\nstatus = 600'), "site.toml: smoke.checks[0].status: must be an HTTP status code"),
+        (check('path = "/"\nstatus = true'), "site.toml: smoke.checks[0].status: must be an integer, not True"),
+        (check('path = "/"\nstatus = "200"'), "site.toml: smoke.checks[0].status: must be an integer, not '200'"),
+        (check('path = "/"\nmethod = "PUT"'), "site.toml: smoke.checks[0].method: must be one of GET, POST, not 'PUT'"),
+        (check('path = "/"\nmethod = "get"'), "site.toml: smoke.checks[0].method: must be one of GET, POST, not 'get'"),
+        (check('path = "/"\nform = { a = 1 }'), "site.toml: smoke.checks[0].form: values must be strings"),
+        (check('path = "/"\nform = "a=1"'), "site.toml: smoke.checks[0].form: must be a table, not 'a=1'"),
+        (check('path = "/"\njson_status = [1]'), "site.toml: smoke.checks[0].json_status: must be a list of strings"),
+        (check('path = "/"\njson_status = "ok"'), "site.toml: smoke.checks[0].json_status: must be a list, not 'ok'"),
+        (check('path = "/"\ncsrf_from = "contact/"'), "site.toml: smoke.checks[0].csrf_from: must start with /"),
+        (check('path = "/"\ncontent_type = 1'), "site.toml: smoke.checks[0].content_type: must be a string, not 1"),
+        (check('path = "/"\ncontains = false'), "site.toml: smoke.checks[0].contains: must be a string, not False"),
+        (check('path = "/"\nsatus = 200'), "site.toml: smoke.checks[0].satus: unknown setting"),
+        (MINIMAL_SITE.replace("[app]", 'branch = "main"\n[app]'), "site.toml: branch: unknown setting"),
+    ],
+)
 def test_site_errors(tmp_path, text, message):
     assert site_error(tmp_path, text).message == message
 
@@ -410,6 +536,7 @@ def test_malformed_site_toml(tmp_path):
 
 # ---------------------------------------------------------------- round trip
 
+
 def test_round_trip_of_a_minimal_site(tmp_path):
     site = site_from(tmp_path, MINIMAL_SITE)
     assert reparse(site) == site
@@ -417,19 +544,39 @@ def test_round_trip_of_a_minimal_site(tmp_path):
 
 def test_round_trip_of_every_setting(tmp_path):
     site = SiteConfig(
-        slug="acme-shop", domain="shop.acme.example.com", repo="https://github.com/org/acme.git",
-        environment="staging", project="acme", settings_module="acme.settings.staging",
-        wsgi="acme.wsgi:application", web_workers=3, worker_command='celery -A acme worker -Q "default"',
-        db_publish_port=15432, health_timeout=2.5, keep_backups=4, watch_seconds=0.0,
-        watch=WatchSettings(interval=0.5, consecutive_failures=5, max_failed_ratio=0.0, min_probes=4,
-                            max_visitor_5xx=1, max_visitor_5xx_ratio=0.5),
+        slug="acme-shop",
+        domain="shop.acme.example.com",
+        repo="https://github.com/org/acme.git",
+        environment="staging",
+        project="acme",
+        settings_module="acme.settings.staging",
+        wsgi="acme.wsgi:application",
+        web_workers=3,
+        worker_command='celery -A acme worker -Q "default"',
+        db_publish_port=15432,
+        health_timeout=2.5,
+        keep_backups=4,
+        watch_seconds=0.0,
+        watch=WatchSettings(
+            interval=0.5,
+            consecutive_failures=5,
+            max_failed_ratio=0.0,
+            min_probes=4,
+            max_visitor_5xx=1,
+            max_visitor_5xx_ratio=0.5,
+        ),
         notes='Acme "shop" | café \\ tab\there',
         migrations=MigrationSettings(rehearsal=False, rehearsal_max_mb=100, read_paths=("/leads/", "/a?b=1")),
         extra_env=(("SENTRY_DSN", "https://k@s.example.com/1"), ("QUOTED", 'say "hi"'), ("EMPTY", "")),
         smoke_checks=(
             SmokeCheck(path="/health/", json_status=("ok", "degraded")),
-            SmokeCheck(path="/contact/", method="POST", status=302, csrf_from="/contact/",
-                       form=(("name", "Smoke Test"), ("email", "smoke@example.com"), ("message", 'a "b" c'))),
+            SmokeCheck(
+                path="/contact/",
+                method="POST",
+                status=302,
+                csrf_from="/contact/",
+                form=(("name", "Smoke Test"), ("email", "smoke@example.com"), ("message", 'a "b" c')),
+            ),
             SmokeCheck(path="/static/app.css", status=200, content_type="text/css", contains="body {"),
             SmokeCheck(path="/gone/", status=410),
         ),
@@ -443,11 +590,21 @@ def test_round_trip_of_every_setting(tmp_path):
 
 
 def test_rendered_site_toml_spells_out_every_section():
-    text = render_site_toml(SiteConfig(slug="acme", domain="acme.example.com", repo="/r", project="acme",
-                                       settings_module="acme.settings.production", wsgi="acme.wsgi:application",
-                                       extra_env=(("FOO", "bar"),),
-                                       smoke_checks=(SmokeCheck(path="/", json_status=("ok",)),)))
-    assert text == """\
+    text = render_site_toml(
+        SiteConfig(
+            slug="acme",
+            domain="acme.example.com",
+            repo="/r",
+            project="acme",
+            settings_module="acme.settings.production",
+            wsgi="acme.wsgi:application",
+            extra_env=(("FOO", "bar"),),
+            smoke_checks=(SmokeCheck(path="/", json_status=("ok",)),),
+        )
+    )
+    assert (
+        text
+        == """\
 # Written by `sumbg init`; edit freely, sumbg validates it before every operation.
 slug = "acme"
 # The first domain is canonical (checks use it); the others answer too.
@@ -544,17 +701,27 @@ path = "/"
 status = 200
 json_status = ["ok"]
 """
+    )
 
 
 def _site(**changes) -> SiteConfig:
-    base = dict(slug="acme", domain="acme.example.com", repo="/r", project="acme",
-                settings_module="acme.settings.production", wsgi="acme.wsgi:application")
+    base = dict(
+        slug="acme",
+        domain="acme.example.com",
+        repo="/r",
+        project="acme",
+        settings_module="acme.settings.production",
+        wsgi="acme.wsgi:application",
+    )
     return SiteConfig(**{**base, **changes})
 
 
 def test_round_trip_form_keys_that_need_quoting():
-    site = _site(smoke_checks=(SmokeCheck(path="/signup/", method="POST",
-                                          form=(("first name", "Smoke"), ("user.email", "s@example.com"))),))
+    site = _site(
+        smoke_checks=(
+            SmokeCheck(path="/signup/", method="POST", form=(("first name", "Smoke"), ("user.email", "s@example.com"))),
+        )
+    )
     assert reparse(site) == site
 
 
@@ -564,12 +731,13 @@ def test_round_trip_of_no_smoke_checks():
 
 
 def test_round_trip_of_characters_outside_the_bmp():
-    site = _site(notes="launched \U0001F680", extra_env=(("GREETING", "hi \U0001F44B"),))
+    site = _site(notes="launched \U0001f680", extra_env=(("GREETING", "hi \U0001f44b"),))
     assert reparse(site) == site
 
 
-@pytest.mark.parametrize("key, value", [("health", "timeout = nan"), ("health", "timeout = inf"),
-                                        ("upgrade", "watch = nan")])
+@pytest.mark.parametrize(
+    "key, value", [("health", "timeout = nan"), ("health", "timeout = inf"), ("upgrade", "watch = nan")]
+)
 def test_non_finite_numbers_are_rejected(tmp_path, key, value):
     err = site_error(tmp_path, MINIMAL_SITE + f"[{key}]\n{value}\n")
     name, _, raw = value.partition(" = ")
@@ -577,6 +745,7 @@ def test_non_finite_numbers_are_rejected(tmp_path, key, value):
 
 
 # ---------------------------------------------------------------- [build]: credentials, rewrites, packages
+
 
 def _secret(path: Path, mode: int = 0o600) -> Path:
     path.write_text("secret\n")
@@ -588,18 +757,27 @@ def test_host_build_settings(tmp_path):
     token, key = _secret(tmp_path / "token"), _secret(tmp_path / "deploy_key", 0o400)
     known = tmp_path / "known_hosts"
     known.write_text("github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
-    host = host_from(tmp_path, f"""
+    host = host_from(
+        tmp_path,
+        f"""
 [build]
 git_token_file = "{token}"
 git_username = "sum-bot"
 git_ssh_key_file = "{key}"
 git_ssh_known_hosts = "{known}"
 git_url_rewrites = {{ "https://github.com/acme/" = "https://mirror.local/acme/", "git@github.com:" = "ssh://git@github.com/" }}
-""")
+""",
+    )
     assert host.build == config.BuildSettings(
-        git_token_file=str(token), git_username="sum-bot", git_ssh_key_file=str(key), git_ssh_known_hosts=str(known),
-        git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),
-                          ("git@github.com:", "ssh://git@github.com/")))
+        git_token_file=str(token),
+        git_username="sum-bot",
+        git_ssh_key_file=str(key),
+        git_ssh_known_hosts=str(known),
+        git_url_rewrites=(
+            ("https://github.com/acme/", "https://mirror.local/acme/"),
+            ("git@github.com:", "ssh://git@github.com/"),
+        ),
+    )
     assert host_from(tmp_path, "").build == config.BuildSettings()
 
 
@@ -607,43 +785,77 @@ git_url_rewrites = {{ "https://github.com/acme/" = "https://mirror.local/acme/",
 def test_a_credential_file_others_can_read_is_refused(tmp_path, mode):
     token = _secret(tmp_path / "token", mode)
     err = host_error(tmp_path, f'[build]\ngit_token_file = "{token}"\n')
-    assert err.message == (f"sumbg.toml: build.git_token_file: {token} has mode {mode:04o}; "
-                           f"a credential file must be 0600 (chmod 600 {token})")
+    assert err.message == (
+        f"sumbg.toml: build.git_token_file: {token} has mode {mode:04o}; "
+        f"a credential file must be 0600 (chmod 600 {token})"
+    )
     key = _secret(tmp_path / "key", mode)
     err = site_error(tmp_path, MINIMAL_SITE + f'[build]\ngit_ssh_key_file = "{key}"\n')
-    assert err.message == (f"site.toml: build.git_ssh_key_file: {key} has mode {mode:04o}; "
-                           f"a credential file must be 0600 (chmod 600 {key})")
+    assert err.message == (
+        f"site.toml: build.git_ssh_key_file: {key} has mode {mode:04o}; "
+        f"a credential file must be 0600 (chmod 600 {key})"
+    )
 
 
-@pytest.mark.parametrize("text, message", [
-    ('[build]\ngit_token_file = "token"', "sumbg.toml: build.git_token_file: must be an absolute path, not 'token'"),
-    ('[build]\ngit_token_file = "/nonexistent/token"',
-     "sumbg.toml: build.git_token_file: file /nonexistent/token does not exist"),
-    ('[build]\ngit_ssh_key_file = "/"', "sumbg.toml: build.git_ssh_key_file: / is not a file"),
-    ("[build]\ngit_token_file = 1", "sumbg.toml: build.git_token_file: must be a string, not 1"),
-    ('[build]\ngit_ssh_known_hosts = "known_hosts"',
-     "sumbg.toml: build.git_ssh_known_hosts: must be the absolute path of a file, not 'known_hosts'"),
-    ('[build]\ngit_ssh_known_hosts = "/nonexistent"',
-     "sumbg.toml: build.git_ssh_known_hosts: must be the absolute path of a file, not '/nonexistent'"),
-    ('[build]\ngit_username = "a b"', "sumbg.toml: build.git_username: must be a user name without spaces, ':' or '@'"),
-    ('[build]\ngit_username = "bot:pw"', "sumbg.toml: build.git_username: must be a user name without spaces, ':' or '@'"),
-    ('[build]\ngit_url_rewrites = "https://a/"', "sumbg.toml: build.git_url_rewrites: must be a table, not 'https://a/'"),
-    ('[build]\ngit_url_rewrites = { "https://a/" = 1 }',
-     "sumbg.toml: build.git_url_rewrites: 'https://a/' must map a URL prefix to a non-empty URL prefix without spaces"),
-    ('[build]\ngit_url_rewrites = { "https://a/" = "" }',
-     "sumbg.toml: build.git_url_rewrites: 'https://a/' must map a URL prefix to a non-empty URL prefix without spaces"),
-    ('[build]\ngit_url_rewrites = { "" = "https://b/" }',
-     "sumbg.toml: build.git_url_rewrites: '' must map a URL prefix to a non-empty URL prefix without spaces"),
-    ('[build]\npython_image = "python:3.13-slim"', "sumbg.toml: build.python_image: unknown setting"),
-    ('[build]\npackages = ["file"]', "sumbg.toml: build.packages: unknown setting"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            '[build]\ngit_token_file = "token"',
+            "sumbg.toml: build.git_token_file: must be an absolute path, not 'token'",
+        ),
+        (
+            '[build]\ngit_token_file = "/nonexistent/token"',
+            "sumbg.toml: build.git_token_file: file /nonexistent/token does not exist",
+        ),
+        ('[build]\ngit_ssh_key_file = "/"', "sumbg.toml: build.git_ssh_key_file: / is not a file"),
+        ("[build]\ngit_token_file = 1", "sumbg.toml: build.git_token_file: must be a string, not 1"),
+        (
+            '[build]\ngit_ssh_known_hosts = "known_hosts"',
+            "sumbg.toml: build.git_ssh_known_hosts: must be the absolute path of a file, not 'known_hosts'",
+        ),
+        (
+            '[build]\ngit_ssh_known_hosts = "/nonexistent"',
+            "sumbg.toml: build.git_ssh_known_hosts: must be the absolute path of a file, not '/nonexistent'",
+        ),
+        (
+            '[build]\ngit_username = "a b"',
+            "sumbg.toml: build.git_username: must be a user name without spaces, ':' or '@'",
+        ),
+        (
+            '[build]\ngit_username = "bot:pw"',
+            "sumbg.toml: build.git_username: must be a user name without spaces, ':' or '@'",
+        ),
+        (
+            '[build]\ngit_url_rewrites = "https://a/"',
+            "sumbg.toml: build.git_url_rewrites: must be a table, not 'https://a/'",
+        ),
+        (
+            '[build]\ngit_url_rewrites = { "https://a/" = 1 }',
+            "sumbg.toml: build.git_url_rewrites: 'https://a/' must map a URL prefix to a non-empty URL prefix without spaces",
+        ),
+        (
+            '[build]\ngit_url_rewrites = { "https://a/" = "" }',
+            "sumbg.toml: build.git_url_rewrites: 'https://a/' must map a URL prefix to a non-empty URL prefix without spaces",
+        ),
+        (
+            '[build]\ngit_url_rewrites = { "" = "https://b/" }',
+            "sumbg.toml: build.git_url_rewrites: '' must map a URL prefix to a non-empty URL prefix without spaces",
+        ),
+        ('[build]\npython_image = "python:3.13-slim"', "sumbg.toml: build.python_image: unknown setting"),
+        ('[build]\npackages = ["file"]', "sumbg.toml: build.packages: unknown setting"),
+    ],
+)
 def test_host_build_errors(tmp_path, text, message):
     assert host_error(tmp_path, text).message == message
 
 
 def test_site_build_settings_round_trip(tmp_path):
     token = _secret(tmp_path / "token")
-    site = site_from(tmp_path, MINIMAL_SITE + f"""
+    site = site_from(
+        tmp_path,
+        MINIMAL_SITE
+        + f"""
 [build]
 python_image = "python:3.13-slim"
 build_packages = ["gcc", "libjpeg-dev", "zlib1g-dev"]
@@ -651,33 +863,66 @@ packages = ["libjpeg62-turbo", "gettext=0.21-12"]
 git_token_file = "{token}"
 git_username = "bot"
 git_url_rewrites = {{ "https://github.com/acme/" = "https://mirror.local/acme/" }}
-""")
+""",
+    )
     assert site.build == config.BuildSettings(
-        python_image="python:3.13-slim", build_packages=("gcc", "libjpeg-dev", "zlib1g-dev"),
-        packages=("libjpeg62-turbo", "gettext=0.21-12"), git_token_file=str(token), git_username="bot",
-        git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),))
+        python_image="python:3.13-slim",
+        build_packages=("gcc", "libjpeg-dev", "zlib1g-dev"),
+        packages=("libjpeg62-turbo", "gettext=0.21-12"),
+        git_token_file=str(token),
+        git_username="bot",
+        git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),),
+    )
     assert reparse(site) == site
     assert site_from(tmp_path, MINIMAL_SITE).build == config.BuildSettings()
 
 
-@pytest.mark.parametrize("text, message", [
-    ('python_image = "python 3"', "site.toml: build.python_image: must be an image reference like 'python:3.12-slim'"),
-    ('python_image = "--privileged"', "site.toml: build.python_image: must be an image reference like 'python:3.12-slim'"),
-    ('packages = ["gcc; rm -rf /"]', 'site.toml: build.packages: must be a list of Debian package names like ["libjpeg62-turbo"]'),
-    ('build_packages = ["$(id)"]', 'site.toml: build.build_packages: must be a list of Debian package names like ["libjpeg62-turbo"]'),
-    ("build_packages = [1]", 'site.toml: build.build_packages: must be a list of Debian package names like ["libjpeg62-turbo"]'),
-    ('packages = "gcc"', "site.toml: build.packages: must be a list, not 'gcc'"),
-    ('ca_bundle = "/etc/ssl/certs/ca-certificates.crt"', "site.toml: build.ca_bundle: unknown setting"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            'python_image = "python 3"',
+            "site.toml: build.python_image: must be an image reference like 'python:3.12-slim'",
+        ),
+        (
+            'python_image = "--privileged"',
+            "site.toml: build.python_image: must be an image reference like 'python:3.12-slim'",
+        ),
+        (
+            'packages = ["gcc; rm -rf /"]',
+            'site.toml: build.packages: must be a list of Debian package names like ["libjpeg62-turbo"]',
+        ),
+        (
+            'build_packages = ["$(id)"]',
+            'site.toml: build.build_packages: must be a list of Debian package names like ["libjpeg62-turbo"]',
+        ),
+        (
+            "build_packages = [1]",
+            'site.toml: build.build_packages: must be a list of Debian package names like ["libjpeg62-turbo"]',
+        ),
+        ('packages = "gcc"', "site.toml: build.packages: must be a list, not 'gcc'"),
+        ('ca_bundle = "/etc/ssl/certs/ca-certificates.crt"', "site.toml: build.ca_bundle: unknown setting"),
+    ],
+)
 def test_site_build_errors(tmp_path, text, message):
     assert site_error(tmp_path, MINIMAL_SITE + f"[build]\n{text}\n").message == message
 
 
 def test_rendered_build_table():
-    assert "\n".join(config.render_build_toml(config.BuildSettings(
-        python_image="python:3.13-slim", build_packages=("gcc",), packages=("libjpeg62-turbo", "file"),
-        git_token_file="/etc/sumbg/token", git_username="bot",
-        git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),)))) == """\
+    assert (
+        "\n".join(
+            config.render_build_toml(
+                config.BuildSettings(
+                    python_image="python:3.13-slim",
+                    build_packages=("gcc",),
+                    packages=("libjpeg62-turbo", "file"),
+                    git_token_file="/etc/sumbg/token",
+                    git_username="bot",
+                    git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),),
+                )
+            )
+        )
+        == """\
 [build]
 # The Python base image; empty = sumbg.toml images.python.
 python_image = "python:3.13-slim"
@@ -693,9 +938,11 @@ git_ssh_known_hosts = ""
 # Like git's insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }
 git_url_rewrites = { "https://github.com/acme/" = "https://mirror.local/acme/" }
 """
+    )
 
 
 # ---------------------------------------------------------------- the idle colour's soak period
+
 
 def test_retire_idle_after_on_the_host_and_per_site(tmp_path):
     host = host_from(tmp_path, '[upgrade]\nretire_idle_after = "2d"\n')
@@ -704,9 +951,20 @@ def test_retire_idle_after_on_the_host_and_per_site(tmp_path):
     assert site_from(tmp_path, MINIMAL_SITE).retire_idle_after is None
     assert site_from(tmp_path, MINIMAL_SITE + '\n[upgrade]\nretire_idle_after = "36h"\n').retire_idle_after == 129600.0
     assert site_from(tmp_path, MINIMAL_SITE + "\n[upgrade]\nretire_idle_after = 0\n").retire_idle_after == 0.0
-    assert reparse(SiteConfig(slug="acme", domain="acme.example.com", repo="/r", project="acme",
-                              settings_module="acme.settings.production", wsgi="acme.wsgi:application",
-                              retire_idle_after=5400.0)).retire_idle_after == 5400.0
+    assert (
+        reparse(
+            SiteConfig(
+                slug="acme",
+                domain="acme.example.com",
+                repo="/r",
+                project="acme",
+                settings_module="acme.settings.production",
+                wsgi="acme.wsgi:application",
+                retire_idle_after=5400.0,
+            )
+        ).retire_idle_after
+        == 5400.0
+    )
 
 
 @pytest.mark.parametrize("value", ['"soon"', '"-1h"', "true", '"1w"'])
@@ -714,11 +972,13 @@ def test_a_bad_soak_period_says_where(tmp_path, value):
     error = site_error(tmp_path, MINIMAL_SITE + f"\n[upgrade]\nretire_idle_after = {value}\n")
     assert error.message.startswith("site.toml: upgrade.retire_idle_after: ")
     assert host_error(tmp_path, f"[upgrade]\nretire_idle_after = {value}\n").message.startswith(
-        "sumbg.toml: upgrade.retire_idle_after: ")
+        "sumbg.toml: upgrade.retire_idle_after: "
+    )
 
 
 def test_the_background_cpu_weight_of_upgrades(tmp_path):
     assert load_host(tmp_path / "nothing").background_cpu_shares == 128
     assert host_from(tmp_path, "[upgrade]\nbackground_cpu_shares = 1024\n").background_cpu_shares == 1024
     assert host_error(tmp_path, "[upgrade]\nbackground_cpu_shares = 4096\n").message == (
-        "sumbg.toml: upgrade.background_cpu_shares: must be from 2 to 1024 (the live colour's), not 4096")
+        "sumbg.toml: upgrade.background_cpu_shares: must be from 2 to 1024 (the live colour's), not 4096"
+    )

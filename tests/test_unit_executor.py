@@ -1,5 +1,6 @@
 """sumbg.executor: plans run step by step, journalled in state.json and history.jsonl,
 undone newest first on failure."""
+
 from __future__ import annotations
 
 import io
@@ -31,12 +32,14 @@ def ok(name: str, result: dict | None = None, calls: list | None = None) -> Step
         if calls is not None:
             calls.append(name)
         return dict(result) if result else None
+
     return Step(name, f"do {name}", action)
 
 
 def failing(name: str, exc: BaseException) -> Step:
     def action(run: Run):
         raise exc
+
     return Step(name, f"do {name}", action)
 
 
@@ -46,9 +49,11 @@ def state_file(records: SiteRecords) -> dict:
 
 # ---------------------------------------------------------------- describe
 
+
 def test_plan_describe_lists_every_step():
     p = Plan(
-        operation="upgrade", slug="acme",
+        operation="upgrade",
+        slug="acme",
         steps=(
             Step("preflight", "check disk, engine and repo", lambda run: None),
             Step("build", "build sum-acme:v1.1.0", lambda run: None, details={"image": "sum-acme:v1.1.0"}),
@@ -75,11 +80,15 @@ def test_describe_of_an_empty_plan():
 
 # ---------------------------------------------------------------- success
 
+
 def test_successful_plan(records, reporter):
     calls: list[str] = []
-    summary = execute(plan(ok("preflight", calls=calls), ok("build", {"image": "sum-acme:v1.1.0"}, calls),
-                           ok("switch", calls=calls)),
-                      records, reporter, command="sumbg upgrade acme v1.1.0")
+    summary = execute(
+        plan(ok("preflight", calls=calls), ok("build", {"image": "sum-acme:v1.1.0"}, calls), ok("switch", calls=calls)),
+        records,
+        reporter,
+        command="sumbg upgrade acme v1.1.0",
+    )
     assert calls == ["preflight", "build", "switch"]
     history = records.history()
     assert [e["event"] for e in history] == ["started", "finished"]
@@ -92,7 +101,10 @@ def test_successful_plan(records, reporter):
     assert finished["id"] == started["id"]
     assert finished["outcome"] == "done"
     assert [(s["name"], s["outcome"]) for s in finished["steps"]] == [
-        ("preflight", "ok"), ("build", "ok"), ("switch", "ok")]
+        ("preflight", "ok"),
+        ("build", "ok"),
+        ("switch", "ok"),
+    ]
     assert finished["steps"][1]["image"] == "sum-acme:v1.1.0"
     for step in finished["steps"]:
         assert isinstance(step["seconds"], float) and 0 <= step["seconds"] < 5
@@ -143,16 +155,16 @@ def test_steps_can_save_state_and_notes(records, reporter):
 
 
 def test_existing_state_is_kept(records, reporter):
-    records.save_state({"live": "blue", "colours": {"blue": {"ref": "v1.0.0"}}, "previous": None,
-                        "operation": None})
+    records.save_state({"live": "blue", "colours": {"blue": {"ref": "v1.0.0"}}, "previous": None, "operation": None})
     execute(plan(ok("noop")), records, reporter)
     state = state_file(records)
     assert (state["live"], state["colours"]) == ("blue", {"blue": {"ref": "v1.0.0"}})
 
 
 def test_skipped_step_is_recorded_as_skipped(records, reporter):
-    summary = execute(plan(ok("backup", {"outcome": "skipped", "reason": "database is empty"}), ok("build")),
-                      records, reporter)
+    summary = execute(
+        plan(ok("backup", {"outcome": "skipped", "reason": "database is empty"}), ok("build")), records, reporter
+    )
     assert [{k: v for k, v in s.items() if k != "seconds"} for s in summary["steps"]] == [
         {"name": "backup", "outcome": "skipped", "reason": "database is empty"},
         {"name": "build", "outcome": "ok"},
@@ -163,19 +175,32 @@ def test_skipped_step_is_recorded_as_skipped(records, reporter):
 
 # ---------------------------------------------------------------- failure and undo
 
+
 def test_failing_step_undoes_newest_first(records, reporter):
     undone: list[str] = []
 
     def register(what: str):
         def action(run: Run):
             run.on_failure(f"remove {what}", lambda: undone.append(what))
+
         return Step(what, f"make {what}", action)
 
     later: list[str] = []
-    steps = (register("network"), register("volume"), register("container"),
-             failing("migrate", CheckFailed("migrations failed", command=["manage.py", "migrate"], returncode=1,
-                                            output_tail="django.db.utils.ProgrammingError")),
-             ok("switch", calls=later))
+    steps = (
+        register("network"),
+        register("volume"),
+        register("container"),
+        failing(
+            "migrate",
+            CheckFailed(
+                "migrations failed",
+                command=["manage.py", "migrate"],
+                returncode=1,
+                output_tail="django.db.utils.ProgrammingError",
+            ),
+        ),
+        ok("switch", calls=later),
+    )
     with pytest.raises(CheckFailed) as info:
         execute(plan(*steps), records, reporter)
     err = info.value
@@ -188,8 +213,13 @@ def test_failing_step_undoes_newest_first(records, reporter):
     assert finished["outcome"] == "aborted"
     assert finished["failed_step"] == "migrate"
     assert finished["error"] == {
-        "error": "CheckFailed", "message": "migrations failed", "site": "acme", "step": "migrate",
-        "command": ["manage.py", "migrate"], "returncode": 1, "output_tail": "django.db.utils.ProgrammingError",
+        "error": "CheckFailed",
+        "message": "migrations failed",
+        "site": "acme",
+        "step": "migrate",
+        "command": ["manage.py", "migrate"],
+        "returncode": 1,
+        "output_tail": "django.db.utils.ProgrammingError",
     }
     assert finished["undo"] == [
         {"what": "remove container", "outcome": "ok"},
@@ -197,7 +227,11 @@ def test_failing_step_undoes_newest_first(records, reporter):
         {"what": "remove network", "outcome": "ok"},
     ]
     assert [(s["name"], s["outcome"]) for s in finished["steps"]] == [
-        ("network", "ok"), ("volume", "ok"), ("container", "ok"), ("migrate", "failed")]
+        ("network", "ok"),
+        ("volume", "ok"),
+        ("container", "ok"),
+        ("migrate", "failed"),
+    ]
     assert finished["steps"][-1]["error"] == finished["error"]
     assert (finished["from"], finished["to"]) == ("v1.0.0", "v1.1.0")
     assert err.result == {k: v for k, v in finished.items() if k != "at"}
@@ -213,8 +247,9 @@ def test_forget_cleanups_means_nothing_is_undone(records, reporter):
         run.forget_cleanups()
 
     with pytest.raises(SumbgError):
-        execute(plan(Step("switch", "flip", point_of_no_return), failing("watch", CheckFailed("5xx"))),
-                records, reporter)
+        execute(
+            plan(Step("switch", "flip", point_of_no_return), failing("watch", CheckFailed("5xx"))), records, reporter
+        )
     assert undone == []
     assert records.history()[-1]["undo"] == []
 
@@ -228,8 +263,11 @@ def test_failing_undo_needs_an_operator(records, reporter):
         run.on_failure("stop green", lambda: undone.append("green"))
 
     with pytest.raises(NeedsOperator) as info:
-        execute(plan(Step("prepare", "prepare", action), failing("migrate", CheckFailed("migrations failed"))),
-                records, reporter)
+        execute(
+            plan(Step("prepare", "prepare", action), failing("migrate", CheckFailed("migrations failed"))),
+            records,
+            reporter,
+        )
     err = info.value
     assert err.exit_code == 3
     assert err.message == (
@@ -244,8 +282,11 @@ def test_failing_undo_needs_an_operator(records, reporter):
     assert finished["error"]["message"] == "migrations failed"
     assert finished["undo"] == [
         {"what": "stop green", "outcome": "ok"},
-        {"what": "restore database", "outcome": "failed",
-         "error": {"error": "SumbgError", "message": "unexpected RuntimeError: disk full", "step": "undo"}},
+        {
+            "what": "restore database",
+            "outcome": "failed",
+            "error": {"error": "SumbgError", "message": "unexpected RuntimeError: disk full", "step": "undo"},
+        },
         {"what": "remove network", "outcome": "ok"},
     ]
     assert state_file(records)["operation"] is None
@@ -256,8 +297,11 @@ def test_needs_operator_names_the_site_and_has_a_clean_tail(records, reporter):
         run.on_failure("restore database", lambda: (_ for _ in ()).throw(RuntimeError("disk full")))
 
     with pytest.raises(NeedsOperator) as info:
-        execute(plan(Step("prepare", "prepare", action), failing("migrate", CheckFailed("migrations failed"))),
-                records, reporter)
+        execute(
+            plan(Step("prepare", "prepare", action), failing("migrate", CheckFailed("migrations failed"))),
+            records,
+            reporter,
+        )
     assert info.value.site == "acme"
     assert info.value.output_tail == "original failure: migrations failed [site acme, step migrate]"
 
@@ -273,7 +317,11 @@ def test_non_sumbg_exception_is_wrapped_with_the_step(records, reporter, monkeyp
     assert err.format_message() == "unexpected ValueError: bad template [site acme, step render]"
     assert isinstance(err.__cause__, ValueError)
     assert records.history()[-1]["error"] == {
-        "error": "SumbgError", "message": "unexpected ValueError: bad template", "site": "acme", "step": "render"}
+        "error": "SumbgError",
+        "message": "unexpected ValueError: bad template",
+        "site": "acme",
+        "step": "render",
+    }
 
 
 def test_verbose_wrapping_keeps_the_traceback_tail(records, reporter, monkeypatch):

@@ -1,5 +1,6 @@
 """The fleet's pure parts (fleet file, selection, plan, schedule, run record) and its driver
 over fake host links: whole outcomes, in milliseconds."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,28 @@ import pytest
 
 from sumbg.config import FleetConfig, FleetHost, load_fleet
 from sumbg.errors import ConfigError, HostUnreachable, LockHeld, UsageError
-from sumbg.fleet import (FleetDriver, FleetRun, HostView, Move, Outcome, RunStore, Schedule, passed,
-                         choose_release, exit_code, matrix, plan_moves, resume_options, select, upgrade_fleet)
+from sumbg.fleet import (
+    FleetDriver,
+    FleetRun,
+    HostView,
+    Move,
+    Outcome,
+    RunStore,
+    Schedule,
+    choose_release,
+    exit_code,
+    matrix,
+    passed,
+    plan_moves,
+    resume_options,
+    select,
+    upgrade_fleet,
+)
 from sumbg.remote import HostLink, Reply
 from sumbg.status import release_key
 
-
 # ------------------------------------------------------------------ fleet file
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "fleet.toml"
@@ -25,29 +41,44 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_fleet_file_is_read_with_its_defaults(tmp_path: Path):
-    fleet = load_fleet(write(tmp_path, '[ssh]\nconfig = "ssh_config"\n\n[hosts.vps-a]\nssh = "deploy@vps-a.example.com"\n'
-                                       '\n[hosts.here]\nssh = "local"\nroot = "/srv/other"\nsumbg = "/opt/sumbg/bin/sumbg"\n'
-                                       '\n[groups]\nkitchens = ["acme", "vps-a/bobs"]\n'))
+    fleet = load_fleet(
+        write(
+            tmp_path,
+            '[ssh]\nconfig = "ssh_config"\n\n[hosts.vps-a]\nssh = "deploy@vps-a.example.com"\n'
+            '\n[hosts.here]\nssh = "local"\nroot = "/srv/other"\nsumbg = "/opt/sumbg/bin/sumbg"\n'
+            '\n[groups]\nkitchens = ["acme", "vps-a/bobs"]\n',
+        )
+    )
     assert fleet == FleetConfig(
         path=tmp_path / "fleet.toml",
-        hosts=(FleetHost("vps-a", "deploy@vps-a.example.com"),
-               FleetHost("here", "local", root="/srv/other", sumbg="/opt/sumbg/bin/sumbg")),
-        groups={"kitchens": ("acme", "vps-a/bobs")}, parallel=1, max_parallel=4,
-        ssh_config=tmp_path / "ssh_config", connect_timeout=10, runs_dir=tmp_path / ".sumbg-fleet",
-        matrix=tmp_path / "SITES.md")
+        hosts=(
+            FleetHost("vps-a", "deploy@vps-a.example.com"),
+            FleetHost("here", "local", root="/srv/other", sumbg="/opt/sumbg/bin/sumbg"),
+        ),
+        groups={"kitchens": ("acme", "vps-a/bobs")},
+        parallel=1,
+        max_parallel=4,
+        ssh_config=tmp_path / "ssh_config",
+        connect_timeout=10,
+        runs_dir=tmp_path / ".sumbg-fleet",
+        matrix=tmp_path / "SITES.md",
+    )
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "fleet.toml: hosts: at least one host is needed"),
-    ('[hosts.a]\nssh = "-oProxyCommand=evil"\n', "fleet.toml: hosts.a.ssh: must be an SSH destination"),
-    ('[hosts.a]\nssh = "root@host:22"\n', "fleet.toml: hosts.a.ssh: must be an SSH destination"),
-    ('[hosts.a]\nssh = "a b"\n', "fleet.toml: hosts.a.ssh: must be an SSH destination"),
-    ('[hosts.A]\nssh = "a"\n', "fleet.toml: hosts.A: a host name must match"),
-    ('[hosts.a]\nssh = "a"\nroot = "srv"\n', "fleet.toml: hosts.a.root: must be an absolute path"),
-    ('[hosts.a]\nssh = "a"\nport = 22\n', "fleet.toml: hosts.a.port: unknown setting"),
-    ('[fleet]\nparallel = 0\n[hosts.a]\nssh = "a"\n', "fleet.toml: fleet.parallel: must be greater than 0"),
-    ('[groups]\nk = []\n[hosts.a]\nssh = "a"\n', "fleet.toml: groups.k: must be NAME = ["),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "fleet.toml: hosts: at least one host is needed"),
+        ('[hosts.a]\nssh = "-oProxyCommand=evil"\n', "fleet.toml: hosts.a.ssh: must be an SSH destination"),
+        ('[hosts.a]\nssh = "root@host:22"\n', "fleet.toml: hosts.a.ssh: must be an SSH destination"),
+        ('[hosts.a]\nssh = "a b"\n', "fleet.toml: hosts.a.ssh: must be an SSH destination"),
+        ('[hosts.A]\nssh = "a"\n', "fleet.toml: hosts.A: a host name must match"),
+        ('[hosts.a]\nssh = "a"\nroot = "srv"\n', "fleet.toml: hosts.a.root: must be an absolute path"),
+        ('[hosts.a]\nssh = "a"\nport = 22\n', "fleet.toml: hosts.a.port: unknown setting"),
+        ('[fleet]\nparallel = 0\n[hosts.a]\nssh = "a"\n', "fleet.toml: fleet.parallel: must be greater than 0"),
+        ('[groups]\nk = []\n[hosts.a]\nssh = "a"\n', "fleet.toml: groups.k: must be NAME = ["),
+    ],
+)
 def test_a_bad_fleet_file_says_where(tmp_path: Path, text: str, message: str):
     with pytest.raises(ConfigError) as caught:
         load_fleet(write(tmp_path, text))
@@ -61,18 +92,30 @@ def test_ssh_uri_destinations_with_a_port_are_accepted(tmp_path: Path):
 
 # ------------------------------------------------------------------ the link's command line
 
+
 def test_the_remote_command_is_one_quoted_sumbg_call_that_outlives_a_dropped_link(tmp_path: Path):
-    fleet = FleetConfig(path=tmp_path / "fleet.toml", hosts=(), ssh_config=tmp_path / "ssh_config",
-                        connect_timeout=7)
+    fleet = FleetConfig(path=tmp_path / "fleet.toml", hosts=(), ssh_config=tmp_path / "ssh_config", connect_timeout=7)
     link = HostLink(fleet, FleetHost("a", "deploy@a", root="/srv/sum", sumbg="sudo -n /opt/sumbg"))
     assert link.argv(["upgrade", "acme", "v1.2.0; rm -rf /", "--json"]) == [
-        "ssh", "-F", str(tmp_path / "ssh_config"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=7",
-        "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "deploy@a",
-        "trap '' HUP; exec sudo -n /opt/sumbg --root /srv/sum upgrade acme 'v1.2.0; rm -rf /' --json"]
+        "ssh",
+        "-F",
+        str(tmp_path / "ssh_config"),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=7",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=4",
+        "deploy@a",
+        "trap '' HUP; exec sudo -n /opt/sumbg --root /srv/sum upgrade acme 'v1.2.0; rm -rf /' --json",
+    ]
 
 
 def test_a_local_host_runs_this_sumbg_without_ssh(tmp_path: Path):
     import sys
+
     link = HostLink(FleetConfig(path=tmp_path / "f.toml", hosts=()), FleetHost("here", "local", root="/r"))
     assert link.argv(["status", "--json"]) == [sys.executable, "-m", "sumbg.cli", "--root", "/r", "status", "--json"]
 
@@ -82,31 +125,44 @@ def test_ssh_failures_become_one_line_naming_the_host(tmp_path: Path):
     host = FleetHost("gone", "ssh://nobody@127.0.0.1:1")
     with pytest.raises(HostUnreachable) as caught:
         HostLink(fleet, host).query(["status"], timeout=30)
-    assert caught.value.message == ("host gone (ssh://nobody@127.0.0.1:1) is unreachable: "
-                                    "connect to host 127.0.0.1 port 1: Connection refused")
+    assert caught.value.message == (
+        "host gone (ssh://nobody@127.0.0.1:1) is unreachable: connect to host 127.0.0.1 port 1: Connection refused"
+    )
 
 
 # ------------------------------------------------------------------ selection and plan
 
-FLEET = FleetConfig(path=Path("/f/fleet.toml"), hosts=(FleetHost("a", "a"), FleetHost("b", "b"), FleetHost("c", "c")),
-                    groups={"kitchens": ("acme", "b/bobs")})
+FLEET = FleetConfig(
+    path=Path("/f/fleet.toml"),
+    hosts=(FleetHost("a", "a"), FleetHost("b", "b"), FleetHost("c", "c")),
+    groups={"kitchens": ("acme", "b/bobs")},
+)
 
 
 def site(slug: str, ref: str = "v1.0.0", core: str = "0.6.3", **extra) -> dict:
-    return {"site": slug, "ref": ref, "sum_core": core, "live": "blue", "operation": None,
-            "agreement": {"problems": []}, **extra}
+    return {
+        "site": slug,
+        "ref": ref,
+        "sum_core": core,
+        "live": "blue",
+        "operation": None,
+        "agreement": {"problems": []},
+        **extra,
+    }
 
 
-VIEWS = [HostView(FLEET.hosts[0], {"sites": [site("acme"), site("shop")]}),
-         HostView(FLEET.hosts[1], {"sites": [site("acme"), site("bobs")]}),
-         HostView(FLEET.hosts[2], error="host c (c) is unreachable: timed out")]
+VIEWS = [
+    HostView(FLEET.hosts[0], {"sites": [site("acme"), site("shop")]}),
+    HostView(FLEET.hosts[1], {"sites": [site("acme"), site("bobs")]}),
+    HostView(FLEET.hosts[2], error="host c (c) is unreachable: timed out"),
+]
 
 
 def test_selection_takes_slugs_hosts_and_groups_in_fleet_order():
     assert select(FLEET, VIEWS, ()) == ["a/acme", "a/shop", "b/acme", "b/bobs"]
     assert select(FLEET, VIEWS, ("kitchens",)) == ["a/acme", "b/acme", "b/bobs"]
     assert select(FLEET, VIEWS, ("b/bobs,shop",)) == ["a/shop", "b/bobs"]
-    assert select(FLEET, VIEWS, ("c/thing",)) == ["c/thing"]   # on a host that did not answer
+    assert select(FLEET, VIEWS, ("c/thing",)) == ["c/thing"]  # on a host that did not answer
     with pytest.raises(UsageError) as caught:
         select(FLEET, VIEWS, ("nosuch",))
     assert caught.value.message == "no site 'nosuch' on any host of fleet.toml (unreachable: c; name it as HOST/nosuch)"
@@ -123,23 +179,41 @@ def test_the_release_is_the_newest_tag_pinning_the_core():
     assert choose_release(found, "0.7.0")["tag"] == "v1.2.1"
     assert choose_release(found, "v0.8.0")["tag"] == "v1.3.0"
     assert choose_release(found, "0.9.0") is None
-    ordered = sorted([("v1.9.0", 5), ("v1.10.0", 1), ("nightly", 9), ("v1.10.0-hotfix", 3)],
-                     key=lambda t: release_key(*t), reverse=True)
+    ordered = sorted(
+        [("v1.9.0", 5), ("v1.10.0", 1), ("nightly", 9), ("v1.10.0-hotfix", 3)],
+        key=lambda t: release_key(*t),
+        reverse=True,
+    )
     assert [t[0] for t in ordered] == ["v1.10.0-hotfix", "v1.10.0", "v1.9.0", "nightly"]
 
 
 def test_the_plan_puts_canaries_first_and_says_why_each_skipped_site_is_skipped():
-    views = [HostView(FLEET.hosts[0], {"sites": [
-                 site("acme"), site("shop", ref="v1.2.0", core="0.7.0"),
-                 site("busy", operation={"kind": "upgrade"}),
-                 site("odd", agreement={"problems": ["Caddy's live file names green"]}),
-                 site("old"), site("lost")]}),
-             HostView(FLEET.hosts[1], {"sites": [site("bobs")]}),
-             HostView(FLEET.hosts[2], error="unreachable")]
-    releases = {"a/acme": tags(("v1.2.0", "0.7.0")), "a/shop": tags(("v1.2.0", "0.7.0")),
-                "a/busy": tags(("v1.2.0", "0.7.0")), "a/odd": tags(("v1.2.0", "0.7.0")),
-                "a/old": {"tags": [], "note": "not fetched: site busy"}, "a/lost": {"error": "git fetch failed"},
-                "b/bobs": tags(("v2.0.0", "0.7.0"))}
+    views = [
+        HostView(
+            FLEET.hosts[0],
+            {
+                "sites": [
+                    site("acme"),
+                    site("shop", ref="v1.2.0", core="0.7.0"),
+                    site("busy", operation={"kind": "upgrade"}),
+                    site("odd", agreement={"problems": ["Caddy's live file names green"]}),
+                    site("old"),
+                    site("lost"),
+                ]
+            },
+        ),
+        HostView(FLEET.hosts[1], {"sites": [site("bobs")]}),
+        HostView(FLEET.hosts[2], error="unreachable"),
+    ]
+    releases = {
+        "a/acme": tags(("v1.2.0", "0.7.0")),
+        "a/shop": tags(("v1.2.0", "0.7.0")),
+        "a/busy": tags(("v1.2.0", "0.7.0")),
+        "a/odd": tags(("v1.2.0", "0.7.0")),
+        "a/old": {"tags": [], "note": "not fetched: site busy"},
+        "a/lost": {"error": "git fetch failed"},
+        "b/bobs": tags(("v2.0.0", "0.7.0")),
+    }
     selected = ["a/acme", "a/shop", "a/busy", "a/odd", "a/old", "a/lost", "b/bobs", "c/thing"]
     moves = plan_moves("0.7.0", selected, views, releases, canaries=("b/bobs",))
     assert [(m.site, m.canary, m.to_ref, m.skip) for m in moves] == [
@@ -147,8 +221,12 @@ def test_the_plan_puts_canaries_first_and_says_why_each_skipped_site_is_skipped(
         ("a/acme", False, "v1.2.0", None),
         ("a/shop", False, None, "already on sum-core 0.7.0 (v1.2.0)"),
         ("a/busy", False, None, "an operation (upgrade) is running or was interrupted on it"),
-        ("a/odd", False, None, "its records and what serves it disagree (Caddy's live file names green): "
-                               "run `sumbg recover` on its host"),
+        (
+            "a/odd",
+            False,
+            None,
+            "its records and what serves it disagree (Caddy's live file names green): run `sumbg recover` on its host",
+        ),
         ("a/old", False, None, "no tag of its repo pins sum-core 0.7.0 (not fetched: site busy)"),
         ("a/lost", False, None, "its releases could not be read: git fetch failed"),
         ("c/thing", False, None, "host unreachable: unreachable"),
@@ -156,6 +234,7 @@ def test_the_plan_puts_canaries_first_and_says_why_each_skipped_site_is_skipped(
 
 
 # ------------------------------------------------------------------ schedule
+
 
 def moves(*names: str, canary: tuple[str, ...] = ()) -> list[Move]:
     return [Move(name, to_ref="v2", canary=name in canary) for name in names]
@@ -170,12 +249,12 @@ def test_canaries_go_alone_one_after_the_other_then_the_rest_within_both_limits(
     schedule.done(plan[0], ok=True)
     assert [m.site for m in schedule.start_now()] == ["b/c2"]
     schedule.done(plan[1], ok=True)
-    assert [m.site for m in schedule.start_now()] == ["a/x", "b/z"]      # one per host, two in all
+    assert [m.site for m in schedule.start_now()] == ["a/x", "b/z"]  # one per host, two in all
     schedule.done(plan[4], ok=True)
-    assert [m.site for m in schedule.start_now()] == ["c/w"]             # a/y waits for a/x
+    assert [m.site for m in schedule.start_now()] == ["c/w"]  # a/y waits for a/x
     schedule.done(plan[2], ok=True)
     assert [m.site for m in schedule.start_now()] == ["a/y"]
-    assert schedule.start_now() == []                                    # nothing left to start
+    assert schedule.start_now() == []  # nothing left to start
     schedule.done(plan[5], ok=True)
     schedule.done(plan[3], ok=True)
     assert schedule.finished and not schedule.stopped and schedule.not_tried() == []
@@ -186,7 +265,7 @@ def test_the_first_failure_stops_new_upgrades_and_lets_running_ones_finish():
     schedule = Schedule(plan, per_host=1, fleet_limit=4)
     assert [m.site for m in schedule.start_now()] == ["a/x", "b/y"]
     schedule.done(plan[0], ok=False)
-    assert schedule.start_now() == [] and not schedule.finished           # b/y still running
+    assert schedule.start_now() == [] and not schedule.finished  # b/y still running
     schedule.done(plan[1], ok=True)
     assert schedule.finished and [m.site for m in schedule.not_tried()] == ["a/z", "b/w"]
 
@@ -201,19 +280,30 @@ def test_a_failed_canary_means_nothing_else_is_tried():
 
 # ------------------------------------------------------------------ run record and resume
 
+
 def test_a_run_survives_its_file_and_resume_keeps_its_own_choices(tmp_path: Path):
     store = RunStore(tmp_path)
-    run = FleetRun("20261127T120000Z-core-0.7.0", "0.7.0",
-                   {"sites": ["kitchens"], "canaries": ["a/acme"], "watch": 3, "parallel": 1, "max_parallel": 4})
-    run.moves = {"a/acme": Outcome("a/acme", "upgraded", "v1", "v2", canary=True),
-                 "b/bobs": Outcome("b/bobs", "failed", "v1", "v2", reason="step smoke: / answered 500")}
+    run = FleetRun(
+        "20261127T120000Z-core-0.7.0",
+        "0.7.0",
+        {"sites": ["kitchens"], "canaries": ["a/acme"], "watch": 3, "parallel": 1, "max_parallel": 4},
+    )
+    run.moves = {
+        "a/acme": Outcome("a/acme", "upgraded", "v1", "v2", canary=True),
+        "b/bobs": Outcome("b/bobs", "failed", "v1", "v2", reason="step smoke: / answered 500"),
+    }
     run.outcome = "stopped"
     store.save(run)
     again = store.last_unfinished()
     assert again.document() == run.document()
     assert oct((tmp_path / f"{run.id}.json").stat().st_mode & 0o777) == "0o600"
     assert resume_options(again, {"parallel": 3, "max_parallel": None}) == {
-        "sites": ["kitchens"], "canaries": ["a/acme"], "watch": 3, "parallel": 3, "max_parallel": 4}
+        "sites": ["kitchens"],
+        "canaries": ["a/acme"],
+        "watch": 3,
+        "parallel": 3,
+        "max_parallel": 4,
+    }
     assert passed(again) == {"a/acme"} and passed(None) == set()
     assert exit_code(again) == 1
     run.outcome = "done"
@@ -226,6 +316,7 @@ def test_exit_codes_say_how_the_fleet_was_left():
         run = FleetRun("r", "1", {}, unreachable=unreachable or {})
         run.moves = {str(i): Outcome(str(i), state) for i, state in enumerate(states)}
         return run
+
     assert exit_code(run_with("upgraded", "skipped")) == 0
     assert exit_code(run_with("upgraded", "failed", "not-tried")) == 1
     assert exit_code(run_with("upgraded", unreachable={"c": "down"})) == 1
@@ -234,10 +325,24 @@ def test_exit_codes_say_how_the_fleet_was_left():
 
 
 def test_the_fleet_matrix_has_a_host_column_and_a_row_for_a_host_that_did_not_answer():
-    views = [HostView(FLEET.hosts[0], {"sites": [site("acme", domain="acme.example", environment="production",
-                                                      deployed_at="2026-11-27T10:00:00Z", notes="",
-                                                      last_deploy_outcome="upgrade done (2026-11-27T10:00:00Z)")]}),
-             HostView(FLEET.hosts[2], error="host c (c) is unreachable: timed out")]
+    views = [
+        HostView(
+            FLEET.hosts[0],
+            {
+                "sites": [
+                    site(
+                        "acme",
+                        domain="acme.example",
+                        environment="production",
+                        deployed_at="2026-11-27T10:00:00Z",
+                        notes="",
+                        last_deploy_outcome="upgrade done (2026-11-27T10:00:00Z)",
+                    )
+                ]
+            },
+        ),
+        HostView(FLEET.hosts[2], error="host c (c) is unreachable: timed out"),
+    ]
     assert matrix(views).splitlines()[4:] == [
         "| Host | Site | Environment | Slug | Current Version | Last Deploy Date | Last Upgrade Outcome | Notes |",
         "|---|---|---|---|---|---|---|---|",
@@ -248,11 +353,17 @@ def test_the_fleet_matrix_has_a_host_column_and_a_row_for_a_host_that_did_not_an
 
 # ------------------------------------------------------------------ the driver, over fake links
 
+
 class FakeHosts:
     """Every host's answers: its sites, their tags, and how each upgrade ends."""
 
-    def __init__(self, sites: dict[str, list[dict]], tags_of: dict[str, dict], upgrades: dict[str, int],
-                 down: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        sites: dict[str, list[dict]],
+        tags_of: dict[str, dict],
+        upgrades: dict[str, int],
+        down: tuple[str, ...] = (),
+    ) -> None:
         self.sites = sites
         self.tags_of = tags_of
         self.upgrades = upgrades
@@ -260,7 +371,7 @@ class FakeHosts:
         self.calls: list[tuple[str, tuple]] = []
         self.lock = threading.Lock()
 
-    def link(self, host: FleetHost) -> "FakeLink":
+    def link(self, host: FleetHost) -> FakeLink:
         return FakeLink(self, host)
 
 
@@ -296,15 +407,20 @@ class FakeLink:
 
 
 def fleet_at(tmp_path: Path, *names: str) -> FleetConfig:
-    return FleetConfig(path=tmp_path / "fleet.toml", hosts=tuple(FleetHost(n, n) for n in names),
-                       runs_dir=tmp_path / "runs", matrix=tmp_path / "SITES.md")
+    return FleetConfig(
+        path=tmp_path / "fleet.toml",
+        hosts=tuple(FleetHost(n, n) for n in names),
+        runs_dir=tmp_path / "runs",
+        matrix=tmp_path / "SITES.md",
+    )
 
 
 def drive(fleet: FleetConfig, hosts: FakeHosts, **options):
     said: list[str] = []
     driver = FleetDriver(fleet, said.append, link=hosts.link)
-    document, lines, code = upgrade_fleet(fleet, options.pop("core", "0.7.0"), say=said.append, driver=driver,
-                                          **options)
+    document, lines, code = upgrade_fleet(
+        fleet, options.pop("core", "0.7.0"), say=said.append, driver=driver, **options
+    )
     return document, code, said
 
 
@@ -314,25 +430,32 @@ def upgrade_calls(hosts: FakeHosts) -> list[str]:
 
 def test_a_fleet_upgrade_moves_every_site_canary_first(tmp_path: Path):
     fleet = fleet_at(tmp_path, "a", "b")
-    hosts = FakeHosts({"a": [site("acme"), site("shop")], "b": [site("bobs")]},
-                      {"a/acme": tags(("v2", "0.7.0")), "a/shop": tags(("v3", "0.7.0")), "b/bobs": tags(("v2", "0.7.0"))},
-                      {"a/acme": 0, "a/shop": 0, "b/bobs": 0})
+    hosts = FakeHosts(
+        {"a": [site("acme"), site("shop")], "b": [site("bobs")]},
+        {"a/acme": tags(("v2", "0.7.0")), "a/shop": tags(("v3", "0.7.0")), "b/bobs": tags(("v2", "0.7.0"))},
+        {"a/acme": 0, "a/shop": 0, "b/bobs": 0},
+    )
     document, code, said = drive(fleet, hosts, canaries=("b/bobs",), watch=5.0)
     assert code == 0 and document["outcome"] == "done"
     assert upgrade_calls(hosts)[0] == "b/bobs v2"
     assert sorted(upgrade_calls(hosts)) == ["a/acme v2", "a/shop v3", "b/bobs v2"]
     assert ("b", ("upgrade", "bobs", "v2", "--yes", "--json", "--watch", "5")) in hosts.calls
-    assert {m["site"]: m["state"] for m in document["moves"]} == {"a/acme": "upgraded", "a/shop": "upgraded",
-                                                                 "b/bobs": "upgraded"}
+    assert {m["site"]: m["state"] for m in document["moves"]} == {
+        "a/acme": "upgraded",
+        "a/shop": "upgraded",
+        "b/bobs": "upgraded",
+    }
     assert "  [b/bobs]   -> build: ..." in said
     assert "| a | - | - | acme | v2 |" in (tmp_path / "SITES.md").read_text()
 
 
 def test_a_failure_stops_the_run_and_resume_goes_on_without_redoing_what_was_done(tmp_path: Path):
     fleet = fleet_at(tmp_path, "a")
-    hosts = FakeHosts({"a": [site("acme"), site("bobs"), site("shop")]},
-                      {"a/acme": tags(("v2", "0.7.0")), "a/bobs": tags(("v2", "0.7.0")), "a/shop": tags(("v2", "0.7.0"))},
-                      {"a/acme": 0, "a/bobs": 1, "a/shop": 0})
+    hosts = FakeHosts(
+        {"a": [site("acme"), site("bobs"), site("shop")]},
+        {"a/acme": tags(("v2", "0.7.0")), "a/bobs": tags(("v2", "0.7.0")), "a/shop": tags(("v2", "0.7.0"))},
+        {"a/acme": 0, "a/bobs": 1, "a/shop": 0},
+    )
     document, code, _ = drive(fleet, hosts, canaries=("acme",))
     assert code == 1 and document["outcome"] == "stopped"
     assert [(m["site"], m["state"], m["reason"]) for m in document["moves"]] == [
@@ -346,7 +469,10 @@ def test_a_failure_stops_the_run_and_resume_goes_on_without_redoing_what_was_don
     assert code == 0 and resumed["id"] == document["id"] and resumed["outcome"] == "done"
     assert upgrade_calls(hosts) == ["a/bobs v2", "a/shop v2"]
     assert [(m["site"], m["state"]) for m in resumed["moves"]] == [
-        ("a/acme", "upgraded"), ("a/bobs", "upgraded"), ("a/shop", "upgraded")]
+        ("a/acme", "upgraded"),
+        ("a/bobs", "upgraded"),
+        ("a/shop", "upgraded"),
+    ]
     assert said[0].startswith(f"resuming fleet run {document['id']} (sum-core 0.7.0")
     with pytest.raises(UsageError) as caught:
         drive(fleet, hosts, core=None, resume=True)
@@ -364,23 +490,32 @@ def test_an_unreachable_host_is_reported_and_the_others_still_move(tmp_path: Pat
 
 def test_a_canary_that_cannot_move_refuses_the_run_before_anything_starts(tmp_path: Path):
     fleet = fleet_at(tmp_path, "a")
-    hosts = FakeHosts({"a": [site("acme"), site("shop")]}, {"a/acme": tags(("v2", "0.6.0")), "a/shop": tags(("v2", "0.7.0"))},
-                      {"a/shop": 0})
+    hosts = FakeHosts(
+        {"a": [site("acme"), site("shop")]},
+        {"a/acme": tags(("v2", "0.6.0")), "a/shop": tags(("v2", "0.7.0"))},
+        {"a/shop": 0},
+    )
     with pytest.raises(UsageError) as caught:
         drive(fleet, hosts, canaries=("acme",))
-    assert caught.value.message == ("canary a/acme cannot be upgraded (no tag of its repo pins sum-core 0.7.0); "
-                                    "choose another canary or none")
+    assert caught.value.message == (
+        "canary a/acme cannot be upgraded (no tag of its repo pins sum-core 0.7.0); choose another canary or none"
+    )
     assert upgrade_calls(hosts) == [] and not list((tmp_path / "runs").glob("*.json"))
 
 
 def test_the_dry_run_lists_the_plan_and_upgrades_nothing(tmp_path: Path):
     fleet = fleet_at(tmp_path, "a")
-    hosts = FakeHosts({"a": [site("acme"), site("shop", core="0.7.0", ref="v2")]},
-                      {"a/acme": tags(("v2", "0.7.0")), "a/shop": tags(("v2", "0.7.0"))}, {})
+    hosts = FakeHosts(
+        {"a": [site("acme"), site("shop", core="0.7.0", ref="v2")]},
+        {"a/acme": tags(("v2", "0.7.0")), "a/shop": tags(("v2", "0.7.0"))},
+        {},
+    )
     document, code, _ = drive(fleet, hosts, dry_run=True)
     assert code == 0 and upgrade_calls(hosts) == []
     assert [(m["site"], m["to_ref"], m["skip"]) for m in document["moves"]] == [
-        ("a/acme", "v2", None), ("a/shop", None, "already on sum-core 0.7.0 (v2)")]
+        ("a/acme", "v2", None),
+        ("a/shop", None, "already on sum-core 0.7.0 (v2)"),
+    ]
 
 
 def test_two_fleet_upgrades_do_not_run_at_once(tmp_path: Path):
@@ -396,15 +531,23 @@ def test_two_fleet_upgrades_do_not_run_at_once(tmp_path: Path):
 
 def test_a_link_lost_mid_upgrade_is_reported_as_lost_and_the_run_stops(tmp_path: Path):
     fleet = fleet_at(tmp_path, "a")
-    hosts = FakeHosts({"a": [site("acme"), site("bobs")]},
-                      {"a/acme": tags(("v2", "0.7.0")), "a/bobs": tags(("v2", "0.7.0"))},
-                      {"a/acme": HostUnreachable("host a (a) is unreachable: Broken pipe"),
-                       "a/bobs": BrokenPipeError(32, "Broken pipe")}, )
+    hosts = FakeHosts(
+        {"a": [site("acme"), site("bobs")]},
+        {"a/acme": tags(("v2", "0.7.0")), "a/bobs": tags(("v2", "0.7.0"))},
+        {
+            "a/acme": HostUnreachable("host a (a) is unreachable: Broken pipe"),
+            "a/bobs": BrokenPipeError(32, "Broken pipe"),
+        },
+    )
     document, code, _ = drive(fleet, hosts, parallel=1, max_parallel=1)
     assert code == 3 and document["outcome"] == "stopped"
     assert [(m["site"], m["state"], m["reason"]) for m in document["moves"]] == [
-        ("a/acme", "lost", "host a (a) is unreachable: Broken pipe; the upgrade may have gone on there: "
-                           "`sumbg fleet status` tells, `sumbg fleet upgrade --resume` goes on"),
+        (
+            "a/acme",
+            "lost",
+            "host a (a) is unreachable: Broken pipe; the upgrade may have gone on there: "
+            "`sumbg fleet status` tells, `sumbg fleet upgrade --resume` goes on",
+        ),
         ("a/bobs", "not-tried", "the run stopped at the first failure"),
     ]
     hosts.upgrades["a/acme"] = BrokenPipeError(32, "Broken pipe")

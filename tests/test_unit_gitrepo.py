@@ -1,4 +1,5 @@
 """sumbg.gitrepo: sum-core pins, project detection, and the bare mirror against a real git repo."""
+
 from __future__ import annotations
 
 import os
@@ -16,45 +17,52 @@ GIT_SOURCE = "sum-core @ git+https://github.com/org/sum-platform.git@v0.7.0#subd
 
 # ---------------------------------------------------------------- sum-core pins
 
-@pytest.mark.parametrize("requirements, pin", [
-    ("sum-core==0.7.0", "0.7.0"),
-    ("sum-core==0.7.0\n", "0.7.0"),
-    ("  sum-core == 0.7.0  ", "0.7.0"),
-    ("sum-core==0.7.0  # pinned by the platform team", "0.7.0"),
-    ("sum-core==0.7.0#comment", "0.7.0"),
-    ('sum-core==0.7.0 ; python_version >= "3.11"', "0.7.0"),
-    ("sum_core==0.7.0", "0.7.0"),
-    ("SUM-Core==0.7.0", "0.7.0"),
-    ("sum-core==1.2.3rc1", "1.2.3rc1"),
-    ("sum-core==0.7.0+local.1", "0.7.0+local.1"),
-    (GIT_SOURCE, "0.7.0"),
-    ("  " + GIT_SOURCE + "  ", "0.7.0"),
-    ("sum-core@git+https://github.com/org/sum-platform.git@v0.7.0#subdirectory=core", "0.7.0"),
-    (GIT_SOURCE + ' ; python_version >= "3.11"', "0.7.0"),
-    ("sum-core @ git+https://github.com/org/sum-platform.git@0.8.1#subdirectory=core", "0.8.1"),
-    ("sum-core @ git+ssh://git@github.com/org/sum-platform.git@v0.7.0#subdirectory=core", "0.7.0"),
-    ("sum-core @ git+https://github.com/org/sum-platform.git@v0.7.0", "0.7.0"),
-    ("# the platform\nDjango==5.0.4\nwagtail>=6\n\n" + GIT_SOURCE + "\ngunicorn==22.0.0\n", "0.7.0"),
-    ("django==5.0\nsum-core==0.7.0\nsum-core==0.8.0\n", "0.7.0"),
-])
+
+@pytest.mark.parametrize(
+    "requirements, pin",
+    [
+        ("sum-core==0.7.0", "0.7.0"),
+        ("sum-core==0.7.0\n", "0.7.0"),
+        ("  sum-core == 0.7.0  ", "0.7.0"),
+        ("sum-core==0.7.0  # pinned by the platform team", "0.7.0"),
+        ("sum-core==0.7.0#comment", "0.7.0"),
+        ('sum-core==0.7.0 ; python_version >= "3.11"', "0.7.0"),
+        ("sum_core==0.7.0", "0.7.0"),
+        ("SUM-Core==0.7.0", "0.7.0"),
+        ("sum-core==1.2.3rc1", "1.2.3rc1"),
+        ("sum-core==0.7.0+local.1", "0.7.0+local.1"),
+        (GIT_SOURCE, "0.7.0"),
+        ("  " + GIT_SOURCE + "  ", "0.7.0"),
+        ("sum-core@git+https://github.com/org/sum-platform.git@v0.7.0#subdirectory=core", "0.7.0"),
+        (GIT_SOURCE + ' ; python_version >= "3.11"', "0.7.0"),
+        ("sum-core @ git+https://github.com/org/sum-platform.git@0.8.1#subdirectory=core", "0.8.1"),
+        ("sum-core @ git+ssh://git@github.com/org/sum-platform.git@v0.7.0#subdirectory=core", "0.7.0"),
+        ("sum-core @ git+https://github.com/org/sum-platform.git@v0.7.0", "0.7.0"),
+        ("# the platform\nDjango==5.0.4\nwagtail>=6\n\n" + GIT_SOURCE + "\ngunicorn==22.0.0\n", "0.7.0"),
+        ("django==5.0\nsum-core==0.7.0\nsum-core==0.8.0\n", "0.7.0"),
+    ],
+)
 def test_sum_core_pin(requirements, pin):
     assert sum_core_pin(requirements) == pin
 
 
-@pytest.mark.parametrize("requirements", [
-    None,
-    "",
-    "django==5.0\nwagtail==6.0\n",
-    "# sum-core==0.7.0",
-    "#sum-core==0.7.0",
-    "sum-core>=0.7",
-    "sum-core~=0.7.0",
-    "sum-core",
-    "sum-core-extras==1.0",
-    "my-sum-core==1.0",
-    "sum-core @ git+https://github.com/org/sum-platform.git@main#subdirectory=core",
-    "sum-core @ git+https://github.com/org/sum-platform.git#subdirectory=core",
-])
+@pytest.mark.parametrize(
+    "requirements",
+    [
+        None,
+        "",
+        "django==5.0\nwagtail==6.0\n",
+        "# sum-core==0.7.0",
+        "#sum-core==0.7.0",
+        "sum-core>=0.7",
+        "sum-core~=0.7.0",
+        "sum-core",
+        "sum-core-extras==1.0",
+        "my-sum-core==1.0",
+        "sum-core @ git+https://github.com/org/sum-platform.git@main#subdirectory=core",
+        "sum-core @ git+https://github.com/org/sum-platform.git#subdirectory=core",
+    ],
+)
 def test_no_sum_core_pin(requirements):
     assert sum_core_pin(requirements) is None
 
@@ -70,9 +78,18 @@ def test_sum_core_pin_with_hashes():
 
 # ---------------------------------------------------------------- project detection
 
+
 def test_detect_project_with_a_settings_package():
-    files = ["manage.py", "requirements.txt", "acme/__init__.py", "acme/wsgi.py", "acme/settings/__init__.py",
-             "acme/settings/base.py", "acme/settings/production.py", "home/models.py"]
+    files = [
+        "manage.py",
+        "requirements.txt",
+        "acme/__init__.py",
+        "acme/wsgi.py",
+        "acme/settings/__init__.py",
+        "acme/settings/base.py",
+        "acme/settings/production.py",
+        "home/models.py",
+    ]
     assert detect_project(files) == "acme"
 
 
@@ -80,15 +97,18 @@ def test_detect_project_with_a_settings_module():
     assert detect_project(["manage.py", "shop/wsgi.py", "shop/settings.py"]) == "shop"
 
 
-@pytest.mark.parametrize("files", [
-    [],
-    ["acme/wsgi.py", "acme/settings.py"],                    # no manage.py
-    ["manage.py", "acme/settings.py"],                       # no wsgi.py
-    ["manage.py", "acme/wsgi.py"],                           # no settings
-    ["manage.py", "acme/wsgi.py", "acme/settings/base.py"],  # settings package without production.py
-    ["manage.py", "src/acme/wsgi.py", "src/acme/settings.py"],  # not beside manage.py
-    ["site/manage.py", "site/acme/wsgi.py", "site/acme/settings.py"],
-])
+@pytest.mark.parametrize(
+    "files",
+    [
+        [],
+        ["acme/wsgi.py", "acme/settings.py"],  # no manage.py
+        ["manage.py", "acme/settings.py"],  # no wsgi.py
+        ["manage.py", "acme/wsgi.py"],  # no settings
+        ["manage.py", "acme/wsgi.py", "acme/settings/base.py"],  # settings package without production.py
+        ["manage.py", "src/acme/wsgi.py", "src/acme/settings.py"],  # not beside manage.py
+        ["site/manage.py", "site/acme/wsgi.py", "site/acme/settings.py"],
+    ],
+)
 def test_detect_project_finds_nothing(files):
     assert detect_project(files) is None
 
@@ -99,6 +119,7 @@ def test_detect_project_picks_the_first_in_sorted_order():
 
 
 # ---------------------------------------------------------------- repository paths
+
 
 def test_normalise_repo(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -112,16 +133,22 @@ def test_normalise_repo(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- a real repository
 
+
 @pytest.fixture(autouse=True)
 def git_env(tmp_path, monkeypatch):
     """git that ignores the machine's config and never asks for anything."""
     home = tmp_path / "home"
     home.mkdir()
     for key, value in {
-        "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com",
-        "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+        "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
     }.items():
         monkeypatch.setenv(key, value)
 
@@ -145,11 +172,20 @@ def source(tmp_path) -> dict:
     repo = tmp_path / "acme-repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    v1 = commit(repo, {"manage.py": "# manage\n", "acme/wsgi.py": "app = None\n", "acme/settings.py": "",
-                       "requirements.txt": "sum-core==0.7.0\n"}, "v1")
+    v1 = commit(
+        repo,
+        {
+            "manage.py": "# manage\n",
+            "acme/wsgi.py": "app = None\n",
+            "acme/settings.py": "",
+            "requirements.txt": "sum-core==0.7.0\n",
+        },
+        "v1",
+    )
     git(repo, "tag", "-a", "v1.0.0", "-m", "release 1.0.0")
-    v11 = commit(repo, {"requirements.txt": f"{GIT_SOURCE.replace('0.7.0', '0.8.0')}\n",
-                        "home/views.py": "VIEW = 2\n"}, "v1.1")
+    v11 = commit(
+        repo, {"requirements.txt": f"{GIT_SOURCE.replace('0.7.0', '0.8.0')}\n", "home/views.py": "VIEW = 2\n"}, "v1.1"
+    )
     git(repo, "tag", "v1.1.0")
     return {"path": repo, "v1": v1, "v11": v11}
 
@@ -194,8 +230,7 @@ def test_read_file_at_a_ref(mirror, source):
 
 
 def test_list_files_and_detect_project(mirror, source):
-    assert mirror.list_files(source["v1"]) == ["acme/settings.py", "acme/wsgi.py", "manage.py",
-                                               "requirements.txt"]
+    assert mirror.list_files(source["v1"]) == ["acme/settings.py", "acme/wsgi.py", "manage.py", "requirements.txt"]
     assert detect_project(mirror.list_files(source["v11"])) == "acme"
 
 

@@ -1,4 +1,5 @@
 """sumbg.lock: one operation per site at a time, a named holder, and no wedging when a holder dies."""
+
 from __future__ import annotations
 
 import fcntl
@@ -29,7 +30,10 @@ def test_acquire_writes_the_holder_and_release_clears_it(lock_path):
         holder = json.loads(lock_path.read_text())
         assert set(holder) == {"pid", "host", "command", "since"}
         assert (holder["pid"], holder["host"], holder["command"]) == (
-            os.getpid(), socket.gethostname(), "sumbg upgrade acme v2")
+            os.getpid(),
+            socket.gethostname(),
+            "sumbg upgrade acme v2",
+        )
         assert lock.holder() == holder
         assert lock.took_over is None
         assert is_held(lock_path)
@@ -121,8 +125,7 @@ def test_waiting_succeeds_when_the_holder_releases(lock_path):
 
 
 def test_a_record_left_by_a_dead_holder_is_taken_over(lock_path):
-    stale = {"pid": 999999, "host": "old-host", "command": "sumbg upgrade acme v2",
-             "since": "2024-01-01T00:00:00Z"}
+    stale = {"pid": 999999, "host": "old-host", "command": "sumbg upgrade acme v2", "since": "2024-01-01T00:00:00Z"}
     lock_path.parent.mkdir(parents=True)
     lock_path.write_text(json.dumps(stale))
     assert not is_held(lock_path)
@@ -167,7 +170,8 @@ def test_a_lock_held_by_another_process_is_freed_when_it_is_killed(lock_path):
         with pytest.raises(LockHeld) as info:
             SiteLock(lock_path, "site acme").acquire(timeout=0, command="sumbg rollback acme")
         assert info.value.message.startswith(
-            f"site acme is locked by pid {proc.pid} on {socket.gethostname()} running `sumbg upgrade acme v9` since ")
+            f"site acme is locked by pid {proc.pid} on {socket.gethostname()} running `sumbg upgrade acme v9` since "
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         assert not is_held(lock_path)
@@ -188,4 +192,5 @@ def test_describe():
     assert describe(None) == "another sumbg process"
     assert describe({}) == "another sumbg process"
     assert describe({"pid": 7, "host": "vps1", "command": "sumbg upgrade acme v2", "since": "T"}) == (
-        "pid 7 on vps1 running `sumbg upgrade acme v2` since T")
+        "pid 7 on vps1 running `sumbg upgrade acme v2` since T"
+    )

@@ -1,4 +1,5 @@
 """sumbg.naming: what a slug, domain and git ref may be, and the names derived from a slug."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,13 +14,16 @@ DOMAIN_253 = ".".join([LABEL_63, LABEL_63, LABEL_63, "b" * 61])
 
 # ---------------------------------------------------------------- slugs
 
+
 @pytest.mark.parametrize("slug", ["acme", "a", "0", "acme-shop", "a1-b2", "9lives", "a" * 63, "acme-"])
 def test_valid_slugs(slug):
     assert naming.validate_slug(slug) == slug
 
 
-@pytest.mark.parametrize("slug", ["", "Acme", "-acme", "acme_shop", "acme.shop", "acme shop", "a" * 64,
-                                  "acme\n", "../etc", "acme/x", "ácme", None])
+@pytest.mark.parametrize(
+    "slug",
+    ["", "Acme", "-acme", "acme_shop", "acme.shop", "acme shop", "a" * 64, "acme\n", "../etc", "acme/x", "ácme", None],
+)
 def test_invalid_slugs(slug):
     with pytest.raises(UsageError) as info:
         naming.validate_slug(slug)
@@ -31,23 +35,66 @@ def test_invalid_slugs(slug):
 
 # ---------------------------------------------------------------- domains
 
-@pytest.mark.parametrize("domain", [
-    "example.com", "acme.example.com", "www.acme-shop.example.co.uk", "localhost", "a", "a.b",
-    "xn--bcher-kva.example", "123.example", "127.0.0.1", "a1-b2.example",
-    LABEL_63 + ".com", DOMAIN_253,
-])
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "example.com",
+        "acme.example.com",
+        "www.acme-shop.example.co.uk",
+        "localhost",
+        "a",
+        "a.b",
+        "xn--bcher-kva.example",
+        "123.example",
+        "127.0.0.1",
+        "a1-b2.example",
+        LABEL_63 + ".com",
+        DOMAIN_253,
+    ],
+)
 def test_valid_domains(domain):
     assert naming.validate_domain(domain) == domain
 
 
-@pytest.mark.parametrize("domain", [
-    "", "evil.com {", "evil.com}", "{evil}.com", "evil.com {\n respond 200 }", "evil .com", "evil.com ",
-    " evil.com", "evil.com\n", "evil.com\nrespond 200", "evil.com\r", "evil.com\t", "evil.com#x", "#evil.com",
-    "*.example.com", "Example.com", "EXAMPLE.COM", "example.com.", ".example.com", "a..com",
-    "-a.com", "a-.com", "a_b.com", "exam/ple.com", "example.com:8080", "http://example.com",
-    "[::1]", "ex\"ample.com", "exa'mple.com", "éxample.com", "a" * 64 + ".com",
-    DOMAIN_253 + "b", DOMAIN_253 + ".c",
-])
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "",
+        "evil.com {",
+        "evil.com}",
+        "{evil}.com",
+        "evil.com {\n respond 200 }",
+        "evil .com",
+        "evil.com ",
+        " evil.com",
+        "evil.com\n",
+        "evil.com\nrespond 200",
+        "evil.com\r",
+        "evil.com\t",
+        "evil.com#x",
+        "#evil.com",
+        "*.example.com",
+        "Example.com",
+        "EXAMPLE.COM",
+        "example.com.",
+        ".example.com",
+        "a..com",
+        "-a.com",
+        "a-.com",
+        "a_b.com",
+        "exam/ple.com",
+        "example.com:8080",
+        "http://example.com",
+        "[::1]",
+        'ex"ample.com',
+        "exa'mple.com",
+        "éxample.com",
+        "a" * 64 + ".com",
+        DOMAIN_253 + "b",
+        DOMAIN_253 + ".c",
+    ],
+)
 def test_invalid_domains(domain):
     with pytest.raises(UsageError) as info:
         naming.validate_domain(domain)
@@ -69,15 +116,42 @@ def test_length_limits_are_exact():
 
 # ---------------------------------------------------------------- git refs
 
-@pytest.mark.parametrize("ref", ["v1.0.0", "main", "HEAD", "release/1.2", "feature/x+y", "v0.7.0-rc.1",
-                                 "a" * 200, "0123abcd", "user_branch"])
+
+@pytest.mark.parametrize(
+    "ref", ["v1.0.0", "main", "HEAD", "release/1.2", "feature/x+y", "v0.7.0-rc.1", "a" * 200, "0123abcd", "user_branch"]
+)
 def test_valid_refs(ref):
     assert naming.validate_ref(ref) == ref
 
 
-@pytest.mark.parametrize("ref", ["", "-x", "--upload-pack=evil", "a..b", "a//b", "/a", "a/", "x.lock",
-                                 "a b", "a~1", "a^", "a:b", "a@{1}", "@", "a\\b", "a*", "a?", "a[b]",
-                                 "v1\n", "a" * 201, "$(id)", "a;b", None])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "",
+        "-x",
+        "--upload-pack=evil",
+        "a..b",
+        "a//b",
+        "/a",
+        "a/",
+        "x.lock",
+        "a b",
+        "a~1",
+        "a^",
+        "a:b",
+        "a@{1}",
+        "@",
+        "a\\b",
+        "a*",
+        "a?",
+        "a[b]",
+        "v1\n",
+        "a" * 201,
+        "$(id)",
+        "a;b",
+        None,
+    ],
+)
 def test_invalid_refs(ref):
     with pytest.raises(UsageError) as info:
         naming.validate_ref(ref)
@@ -87,13 +161,17 @@ def test_invalid_refs(ref):
 
 # ---------------------------------------------------------------- derived names
 
-@pytest.mark.parametrize("ref, tag", [
-    ("v1.0.0", "sum-acme:v1.0.0"),
-    ("release/1.2", "sum-acme:release-1.2"),
-    ("feature/x+y", "sum-acme:feature-x-y"),
-    ("my_branch", "sum-acme:my_branch"),
-    ("0123abcdef", "sum-acme:0123abcdef"),
-])
+
+@pytest.mark.parametrize(
+    "ref, tag",
+    [
+        ("v1.0.0", "sum-acme:v1.0.0"),
+        ("release/1.2", "sum-acme:release-1.2"),
+        ("feature/x+y", "sum-acme:feature-x-y"),
+        ("my_branch", "sum-acme:my_branch"),
+        ("0123abcdef", "sum-acme:0123abcdef"),
+    ],
+)
 def test_image_tag(ref, tag):
     assert naming.image_tag("acme", ref) == tag
 
@@ -122,6 +200,7 @@ def test_colours():
 
 def test_breaking_migration_operations_are_flagged():
     from sumbg.operations import breaking_operations
+
     plan = """Planned operations:
 sum_core.0002_lead_phone
     Add field phone to lead
@@ -130,5 +209,8 @@ sum_core.0003_drop_fax
     Rename field msg on lead to message
     Raw SQL operation -> UPDATE x"""
     assert breaking_operations(plan) == [
-        "Remove field fax from lead", "Rename field msg on lead to message", "Raw SQL operation -> UPDATE x"]
+        "Remove field fax from lead",
+        "Rename field msg on lead to message",
+        "Raw SQL operation -> UPDATE x",
+    ]
     assert breaking_operations("Planned operations:\n  No planned migration operations.") == []

@@ -1,4 +1,5 @@
 """sumbg.smoke against a real HTTP server on 127.0.0.1 standing in for the edge Caddy."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,11 @@ class FakeEdge:
                 status, payload, *extra = self.health[0] if self.health else (200, {"status": "ok"})
                 if len(self.health) > 1:
                     self.health.pop(0)
-            return status, {"Content-Type": "application/json", **(extra[0] if extra else {})}, \
-                json.dumps(payload).encode()
+            return (
+                status,
+                {"Content-Type": "application/json", **(extra[0] if extra else {})},
+                json.dumps(payload).encode(),
+            )
         routes = {
             "/": (200, {"Content-Type": "text/html; charset=utf-8"}, b"<h1>Acme</h1>\n<p>Welcome   home</p>"),
             "/static/sum_core/css/main.css": (200, {"Content-Type": "text/css"}, b"body { margin: 0 }"),
@@ -47,8 +51,11 @@ class FakeEdge:
             "/not-json": (200, {"Content-Type": "application/json"}, b"<html>oops</html>"),
             "/no-type": (200, {}, b"plain"),
             "/big": (500, {"Content-Type": "text/plain"}, b"x" * 1000),
-            "/contact/": (200, {"Content-Type": "text/html", "Set-Cookie": "csrftoken=COOKIE123; Path=/"},
-                          b'<form><input type="hidden" name="csrfmiddlewaretoken" value="TOKEN456"></form>'),
+            "/contact/": (
+                200,
+                {"Content-Type": "text/html", "Set-Cookie": "csrftoken=COOKIE123; Path=/"},
+                b'<form><input type="hidden" name="csrfmiddlewaretoken" value="TOKEN456"></form>',
+            ),
             "/no-token/": (200, {"Content-Type": "text/html"}, b"<form></form>"),
             "/to-https/": (301, {"Location": f"https://{DOMAIN}/to-https/"}, b""),
             "/to-www/": (301, {"Location": f"https://www.{DOMAIN}/to-www/"}, b""),
@@ -107,6 +114,7 @@ def closed_port() -> int:
 
 SITE = SiteConfig(slug="acme", domain=DOMAIN, repo="/srv/repo")
 
+
 def test_live_target_without_tls():
     edge = EdgeSettings(tls="off", http_port=8080, https_port=8443, preview_port=9081)
     assert live_target(edge, SITE) == Target("live", "http://127.0.0.1:8080", DOMAIN, sni=False)
@@ -137,6 +145,7 @@ def test_preview_target_is_always_plain_http_on_loopback(tls):
 
 
 # ---------------------------------------------------------------- requests
+
 
 def test_request_sends_host_and_forwarded_proto(fake_edge, prober):
     answer = prober.request(fake_edge.target, "/")
@@ -181,6 +190,7 @@ def test_health_properties():
 
 # ---------------------------------------------------------------- smoke checks
 
+
 @pytest.mark.parametrize("check", DEFAULT_SMOKE_CHECKS, ids=lambda c: c.path)
 def test_default_checks_pass_against_a_healthy_site(fake_edge, prober, check):
     record = prober.check(fake_edge.target, check)
@@ -209,13 +219,16 @@ def test_status_mismatch(fake_edge, prober):
 def test_content_type_mismatch(fake_edge, prober):
     err = check_failure(fake_edge, prober, SmokeCheck(path="/", content_type="text/css"))
     assert err.message == (
-        "smoke check GET / on the live colour failed: expected content type text/css, got text/html; charset=utf-8")
+        "smoke check GET / on the live colour failed: expected content type text/css, got text/html; charset=utf-8"
+    )
     assert err.output_tail == "<h1>Acme</h1> <p>Welcome home</p>"
 
 
 def test_missing_content_type(fake_edge, prober):
     err = check_failure(fake_edge, prober, SmokeCheck(path="/no-type", content_type="text/plain"))
-    assert err.message == "smoke check GET /no-type on the live colour failed: expected content type text/plain, got none"
+    assert (
+        err.message == "smoke check GET /no-type on the live colour failed: expected content type text/plain, got none"
+    )
 
 
 def test_body_does_not_contain(fake_edge, prober):
@@ -226,7 +239,8 @@ def test_body_does_not_contain(fake_edge, prober):
 def test_json_status_mismatch(fake_edge, prober):
     err = check_failure(fake_edge, prober, SmokeCheck(path="/api/status", json_status=("ok", "degraded")))
     assert err.message == (
-        "smoke check GET /api/status on the live colour failed: expected status ok or degraded, got 'maintenance'")
+        "smoke check GET /api/status on the live colour failed: expected status ok or degraded, got 'maintenance'"
+    )
     assert err.output_tail == '{"status": "maintenance"}'
 
 
@@ -252,19 +266,28 @@ def test_connection_refused(prober):
     with pytest.raises(CheckFailed) as info:
         prober.check(target, SmokeCheck(path="/"))
     assert info.value.message == (
-        "smoke check GET / on the preview colour failed: ConnectError: [Errno 111] Connection refused")
+        "smoke check GET / on the preview colour failed: ConnectError: [Errno 111] Connection refused"
+    )
     assert info.value.output_tail == "ConnectError: [Errno 111] Connection refused"
 
 
 def test_post_check_with_csrf(fake_edge, prober):
-    check = SmokeCheck(path="/contact/", method="POST", status=302, csrf_from="/contact/",
-                       form=(("name", "Smoke Test"), ("email", "smoke@example.com")))
+    check = SmokeCheck(
+        path="/contact/",
+        method="POST",
+        status=302,
+        csrf_from="/contact/",
+        form=(("name", "Smoke Test"), ("email", "smoke@example.com")),
+    )
     record = prober.check(fake_edge.target, check)
     assert (record["check"], record["status"]) == ("POST /contact/", 302)
     get, post = fake_edge.requests
     assert (get["method"], get["path"], post["method"], post["path"]) == ("GET", "/contact/", "POST", "/contact/")
     assert urllib.parse.parse_qs(post["body"].decode()) == {
-        "name": ["Smoke Test"], "email": ["smoke@example.com"], "csrfmiddlewaretoken": ["TOKEN456"]}
+        "name": ["Smoke Test"],
+        "email": ["smoke@example.com"],
+        "csrfmiddlewaretoken": ["TOKEN456"],
+    }
     headers = post["headers"]
     assert headers["Cookie"] == "csrftoken=COOKIE123"
     assert headers["Origin"] == f"https://{DOMAIN}"
@@ -282,15 +305,20 @@ def test_post_check_without_a_csrf_token(fake_edge, prober):
 
 # ---------------------------------------------------------------- waiting for health
 
+
 @pytest.fixture
 def fast_polling(monkeypatch):
     """wait_healthy polls every 0.5 s; poll every 0.05 s here so these tests stay fast."""
     real_sleep = time.sleep
     monkeypatch.setattr(smoke_module.time, "sleep", lambda seconds: real_sleep(min(seconds, 0.05)))
 
+
 def test_wait_healthy_returns_once_health_passes(fake_edge, prober, fast_polling):
-    fake_edge.health = [(503, UNHEALTHY), (200, {"status": "degraded"}),
-                        (200, {"status": "ok", "version": {"build": "v2"}})]
+    fake_edge.health = [
+        (503, UNHEALTHY),
+        (200, {"status": "degraded"}),
+        (200, {"status": "ok", "version": {"build": "v2"}}),
+    ]
     waits = []
     started = time.monotonic()
     health = prober.wait_healthy(fake_edge.target, 5, on_wait=lambda: waits.append(1))
@@ -301,8 +329,10 @@ def test_wait_healthy_returns_once_health_passes(fake_edge, prober, fast_polling
 
 
 def test_wait_healthy_waits_for_the_expected_version(fake_edge, prober, fast_polling):
-    fake_edge.health = [(200, {"status": "ok", "version": {"build": "v1"}}),
-                        (200, {"status": "ok", "version": {"build": "v2", "sum_core": "0.7.0"}})]
+    fake_edge.health = [
+        (200, {"status": "ok", "version": {"build": "v1"}}),
+        (200, {"status": "ok", "version": {"build": "v2", "sum_core": "0.7.0"}}),
+    ]
     health = prober.wait_healthy(fake_edge.target, 5, expect_version={"build": "v2"})
     assert health.version == {"build": "v2", "sum_core": "0.7.0"}
 
@@ -320,7 +350,9 @@ def test_wait_healthy_times_out_with_the_body(fake_edge, prober, fast_polling):
     elapsed = time.monotonic() - started
     assert 0.3 <= elapsed < 2
     body = json.dumps(UNHEALTHY)
-    assert without_timeout(info.value.message) == f"live /health/ through Caddy did not pass within Ns: HTTP 503: {body}"
+    assert (
+        without_timeout(info.value.message) == f"live /health/ through Caddy did not pass within Ns: HTTP 503: {body}"
+    )
     assert info.value.output_tail == body
     assert info.value.exit_code == 1
     assert len(fake_edge.requests) >= 2  # it kept polling until the deadline
@@ -332,14 +364,17 @@ def test_wait_healthy_times_out_on_the_wrong_version(fake_edge, prober, fast_pol
         prober.wait_healthy(fake_edge.target, 0.2, expect_version={"build": "v2"})
     body = json.dumps({"status": "ok", "version": {"build": "v1"}})
     assert without_timeout(info.value.message) == (
-        f"live /health/ through Caddy did not pass reporting version {{'build': 'v2'}} within Ns: HTTP 200: {body}")
+        f"live /health/ through Caddy did not pass reporting version {{'build': 'v2'}} within Ns: HTTP 200: {body}"
+    )
 
 
 def test_wait_healthy_names_the_real_timeout(fake_edge, prober, fast_polling):
     fake_edge.health = [(503, UNHEALTHY)]
     with pytest.raises(CheckFailed) as info:
         prober.wait_healthy(fake_edge.target, 0.5)
-    assert info.value.message == f"live /health/ through Caddy did not pass within 0.5s: HTTP 503: {json.dumps(UNHEALTHY)}"
+    assert (
+        info.value.message == f"live /health/ through Caddy did not pass within 0.5s: HTTP 503: {json.dumps(UNHEALTHY)}"
+    )
 
 
 def test_wait_healthy_with_nothing_listening(prober, fast_polling):
@@ -347,15 +382,18 @@ def test_wait_healthy_with_nothing_listening(prober, fast_polling):
     with pytest.raises(CheckFailed) as info:
         prober.wait_healthy(target, 0.2)
     assert without_timeout(info.value.message) == (
-        "preview /health/ through Caddy did not pass within Ns: ConnectError: [Errno 111] Connection refused")
+        "preview /health/ through Caddy did not pass within Ns: ConnectError: [Errno 111] Connection refused"
+    )
 
 
 # ---------------------------------------------------------------- redirects fail fast, with the likely cause
 
-HTTPS_HINT = ("the app redirects to HTTPS because it does not see the request as secure: its settings set "
-              "SECURE_SSL_REDIRECT, and the app server must trust the edge's X-Forwarded-Proto (sumbg starts "
-              "gunicorn with FORWARDED_ALLOW_IPS = the edge network; an image whose own command starts another "
-              "server, or overrides that, must trust it too)")
+HTTPS_HINT = (
+    "the app redirects to HTTPS because it does not see the request as secure: its settings set "
+    "SECURE_SSL_REDIRECT, and the app server must trust the edge's X-Forwarded-Proto (sumbg starts "
+    "gunicorn with FORWARDED_ALLOW_IPS = the edge network; an image whose own command starts another "
+    "server, or overrides that, must trust it too)"
+)
 
 
 def test_wait_healthy_fails_at_once_on_a_redirect(fake_edge, prober, fast_polling):
@@ -366,17 +404,27 @@ def test_wait_healthy_fails_at_once_on_a_redirect(fake_edge, prober, fast_pollin
     assert time.monotonic() - started < 5
     assert len(fake_edge.requests) == 1
     assert info.value.message == (
-        f"live /health/ through Caddy answered HTTP 301 redirecting to https://{DOMAIN}/health/; {HTTPS_HINT}")
+        f"live /health/ through Caddy answered HTTP 301 redirecting to https://{DOMAIN}/health/; {HTTPS_HINT}"
+    )
 
 
-@pytest.mark.parametrize("path, message", [
-    ("/to-https/", f"expected HTTP 200, got HTTP 301 redirecting to https://{DOMAIN}/to-https/: {HTTPS_HINT}"),
-    ("/to-www/", f"expected HTTP 200, got HTTP 301 redirecting to https://www.{DOMAIN}/to-www/: the app redirects "
-                 "to another host: check the site's domains and the app's canonical-host settings (ALLOWED_HOSTS, "
-                 "PREPEND_WWW)"),
-    ("/to-login/", "expected HTTP 200, got HTTP 302 redirecting to /accounts/login/?next=/to-login/: the app "
-                   "redirects this path; a smoke check that expects it can say status = 302"),
-])
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("/to-https/", f"expected HTTP 200, got HTTP 301 redirecting to https://{DOMAIN}/to-https/: {HTTPS_HINT}"),
+        (
+            "/to-www/",
+            f"expected HTTP 200, got HTTP 301 redirecting to https://www.{DOMAIN}/to-www/: the app redirects "
+            "to another host: check the site's domains and the app's canonical-host settings (ALLOWED_HOSTS, "
+            "PREPEND_WWW)",
+        ),
+        (
+            "/to-login/",
+            "expected HTTP 200, got HTTP 302 redirecting to /accounts/login/?next=/to-login/: the app "
+            "redirects this path; a smoke check that expects it can say status = 302",
+        ),
+    ],
+)
 def test_smoke_check_redirects_say_where_and_why(fake_edge, prober, path, message):
     err = check_failure(fake_edge, prober, SmokeCheck(path=path))
     assert err.message == f"smoke check GET {path} on the live colour failed: {message}"

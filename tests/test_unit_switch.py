@@ -3,6 +3,7 @@
 Each test asserts the whole outcome: the ordered live/preview file writes and
 container effects, the state records, and the exit code of the error raised.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,11 @@ def state_of(ctx: FakeContext) -> dict:
 
 def strip_times(state: dict) -> dict:
     """state.json without the timestamps that differ on every run."""
-    colours = {colour: {k: v for k, v in record.items() if k not in ("deployed_at", "failed_at")}
-               for colour, record in state["colours"].items()}
-    return {"live": state["live"], "previous": state["previous"], "colours": colours,
-            "operation": state["operation"]}
+    colours = {
+        colour: {k: v for k, v in record.items() if k not in ("deployed_at", "failed_at")}
+        for colour, record in state["colours"].items()
+    }
+    return {"live": state["live"], "previous": state["previous"], "colours": colours, "operation": state["operation"]}
 
 
 def last_finished(ctx: FakeContext) -> dict:
@@ -48,23 +50,39 @@ def last_finished(ctx: FakeContext) -> dict:
     return [json.loads(line) for line in lines if json.loads(line).get("event") == "finished"][-1]
 
 
-def upgrade_to(ctx: FakeContext, world: World, ref: str, *, watch: float = 0.05,
-               migrations: operations.MigrationChoices = operations.MigrationChoices()) -> dict:
+def upgrade_to(
+    ctx: FakeContext,
+    world: World,
+    ref: str,
+    *,
+    watch: float = 0.05,
+    migrations: operations.MigrationChoices | None = None,
+) -> dict:
     site = ctx.site("acme")
     state = site.records.load_state()
     image_tag = world.release(ref)
     version = world.releases[image_tag]
-    image = build.ImageSpec(tag=image_tag, labels={"sumbg.slug": "acme", "sumbg.ref": ref,
-                                                   "sumbg.commit": version["git_sha"], "sumbg.sum-core": "0.7.0"})
+    image = build.ImageSpec(
+        tag=image_tag,
+        labels={"sumbg.slug": "acme", "sumbg.ref": ref, "sumbg.commit": version["git_sha"], "sumbg.sum-core": "0.7.0"},
+    )
     live = state["live"]
-    facts = operations.UpgradeFacts(live=live, idle="green" if live == "blue" else "blue",
-                                    live_record=state["colours"][live], image=image,
-                                    live_core="0.6.3", new_core="0.7.0")
-    plan = operations.upgrade_plan(ctx, site, facts, allow_same_core=False, watch=watch, migrations=migrations)
+    facts = operations.UpgradeFacts(
+        live=live,
+        idle="green" if live == "blue" else "blue",
+        live_record=state["colours"][live],
+        image=image,
+        live_core="0.6.3",
+        new_core="0.7.0",
+    )
+    plan = operations.upgrade_plan(
+        ctx, site, facts, allow_same_core=False, watch=watch, migrations=migrations or operations.MigrationChoices()
+    )
     return ctx.execute(plan, site, f"upgrade acme {ref}")
 
 
 # ---------------------------------------------------------------- the one flip
+
 
 def flip(ctx: FakeContext, to: str):
     site = ctx.site("acme")
@@ -78,11 +96,26 @@ def test_flip_moves_traffic_and_the_records(ctx, world, tmp_path):
     assert (result.to, result.came_from) == ("green", "blue")
     assert world.file_writes() == [("preview", "blue"), ("live", "green")]
     assert strip_times(state_of(ctx)) == {
-        "live": "green", "previous": "blue", "operation": None,
-        "colours": {"blue": {"image": "sum-acme:v1.0.0", "ref": "v1.0.0", "commit": "v1.0.0-sha",
-                             "status": "idle", "outcome": "healthy"},
-                    "green": {"image": "sum-acme:v1.1.0", "ref": "v1.1.0", "commit": "v1.1.0-sha",
-                              "status": "live", "outcome": "healthy"}}}
+        "live": "green",
+        "previous": "blue",
+        "operation": None,
+        "colours": {
+            "blue": {
+                "image": "sum-acme:v1.0.0",
+                "ref": "v1.0.0",
+                "commit": "v1.0.0-sha",
+                "status": "idle",
+                "outcome": "healthy",
+            },
+            "green": {
+                "image": "sum-acme:v1.1.0",
+                "ref": "v1.1.0",
+                "commit": "v1.1.0-sha",
+                "status": "live",
+                "outcome": "healthy",
+            },
+        },
+    }
 
 
 def test_flip_whose_target_does_not_answer_puts_the_previous_colour_back(ctx, world, tmp_path):
@@ -113,24 +146,45 @@ def test_flip_whose_way_back_fails_too_needs_an_operator(ctx, world, tmp_path):
 
 # ---------------------------------------------------------------- rollback target policy
 
+
 def test_rollback_target_is_the_other_colour_when_healthy():
     state = {"live": "green", "colours": {"green": {"ref": "v2"}, "blue": {"ref": "v1", "outcome": "healthy"}}}
     assert rollback_target(state, "acme") == "blue"
 
 
-@pytest.mark.parametrize("state, kwargs, message", [
-    ({"live": None, "colours": {}}, {}, "site acme was never deployed; nothing to roll back"),
-    ({"live": "blue", "colours": {"blue": {"ref": "v1"}}}, {},
-     "site acme has nothing to roll back to (green holds no release)"),
-    ({"live": "blue", "colours": {"blue": {"ref": "v1"}, "green": {"ref": "v2", "outcome": "failed",
-                                                                   "reason": "failed its watch: 3 probes"}}}, {},
-     "site acme has no healthy release to roll back to: green (v2) failed (failed its watch: 3 probes); the live "
-     "blue (v1) is the last healthy one. To flip to it anyway: sumbg rollback acme --to green --force"),
-    ({"live": "blue", "colours": {"blue": {"ref": "v1"}, "green": {"ref": "v2"}}}, {"force": True},
-     "--force needs --to COLOUR: it only flips to a release you name"),
-    ({"live": "blue", "colours": {"blue": {"ref": "v1"}, "green": {"ref": "v2"}}}, {"to": "blue"},
-     "blue (v1) is already live on site acme"),
-])
+@pytest.mark.parametrize(
+    "state, kwargs, message",
+    [
+        ({"live": None, "colours": {}}, {}, "site acme was never deployed; nothing to roll back"),
+        (
+            {"live": "blue", "colours": {"blue": {"ref": "v1"}}},
+            {},
+            "site acme has nothing to roll back to (green holds no release)",
+        ),
+        (
+            {
+                "live": "blue",
+                "colours": {
+                    "blue": {"ref": "v1"},
+                    "green": {"ref": "v2", "outcome": "failed", "reason": "failed its watch: 3 probes"},
+                },
+            },
+            {},
+            "site acme has no healthy release to roll back to: green (v2) failed (failed its watch: 3 probes); the live "
+            "blue (v1) is the last healthy one. To flip to it anyway: sumbg rollback acme --to green --force",
+        ),
+        (
+            {"live": "blue", "colours": {"blue": {"ref": "v1"}, "green": {"ref": "v2"}}},
+            {"force": True},
+            "--force needs --to COLOUR: it only flips to a release you name",
+        ),
+        (
+            {"live": "blue", "colours": {"blue": {"ref": "v1"}, "green": {"ref": "v2"}}},
+            {"to": "blue"},
+            "blue (v1) is already live on site acme",
+        ),
+    ],
+)
 def test_rollback_target_refusals(state, kwargs, message):
     with pytest.raises(UsageError) as refused:
         rollback_target(state, "acme", **kwargs)
@@ -144,39 +198,64 @@ def test_forced_rollback_target_may_be_a_failed_release():
 
 # ---------------------------------------------------------------- watch policy
 
-POLICY = WatchSettings(interval=1, consecutive_failures=3, max_failed_ratio=0.3, min_probes=10,
-                       max_visitor_5xx=10, max_visitor_5xx_ratio=0.05)
+POLICY = WatchSettings(
+    interval=1,
+    consecutive_failures=3,
+    max_failed_ratio=0.3,
+    min_probes=10,
+    max_visitor_5xx=10,
+    max_visitor_5xx_ratio=0.05,
+)
 
 
-@pytest.mark.parametrize("probes, visitors, verdict", [
-    ([None, "x", None, None], (100, 0), None),
-    (["x"], (1, 0), None),
-    ([None, "a", "b"], None, None),
-    ([None, "a", "b", "c"], None, "3 probes in a row failed, the last: c"),
-    ([None, "a", None, "b", None, None, "c", None, "d", None], None,
-     "4 of 10 probes failed (more than 30%), the last: d"),
-    ([None, "a", None, "b", None, None, "c", None, "d"], None, None),  # fewer than min_probes
-    ([None] * 5, (100, 9), None),
-    ([None] * 5, (1000, 12), None),  # 1.2%: a few unlucky visitors on a busy site
-    ([None] * 5, (100, 12), "Caddy answered 12 of 100 requests for the site with 5xx (limit 10 and 5%)"),
-])
+@pytest.mark.parametrize(
+    "probes, visitors, verdict",
+    [
+        ([None, "x", None, None], (100, 0), None),
+        (["x"], (1, 0), None),
+        ([None, "a", "b"], None, None),
+        ([None, "a", "b", "c"], None, "3 probes in a row failed, the last: c"),
+        (
+            [None, "a", None, "b", None, None, "c", None, "d", None],
+            None,
+            "4 of 10 probes failed (more than 30%), the last: d",
+        ),
+        ([None, "a", None, "b", None, None, "c", None, "d"], None, None),  # fewer than min_probes
+        ([None] * 5, (100, 9), None),
+        ([None] * 5, (1000, 12), None),  # 1.2%: a few unlucky visitors on a busy site
+        ([None] * 5, (100, 12), "Caddy answered 12 of 100 requests for the site with 5xx (limit 10 and 5%)"),
+    ],
+)
 def test_watch_verdict(probes, visitors, verdict):
     assert watch_verdict(POLICY, probes, visitors) == verdict
 
 
 # ---------------------------------------------------------------- upgrade failure paths
 
+
 def test_upgrade_that_passes_its_watch(ctx, world, tmp_path):
     deployed(tmp_path, world, live=("blue", "v1.0.0"), idle=("green", "v0.9.0"))
     result = upgrade_to(ctx, world, "v1.1.0")
     assert result["outcome"] == "done"
-    assert world.effects == [("remove", "green"), ("start", "green", "v1.1.0"), ("preview", "green"),
-                             ("preview", "blue"), ("live", "green"), ("weights", "green")]
+    assert world.effects == [
+        ("remove", "green"),
+        ("start", "green", "v1.1.0"),
+        ("preview", "green"),
+        ("preview", "blue"),
+        ("live", "green"),
+        ("weights", "green"),
+    ]
     state = strip_times(state_of(ctx))
     assert (state["live"], state["previous"]) == ("green", "blue")
-    assert state["colours"]["green"] == {"image": "sum-acme:v1.1.0", "ref": "v1.1.0", "commit": "v1.1.0-sha",
-                                         "sum_core": "0.7.0", "status": "live", "outcome": "healthy",
-                                         "backup": "acme_20261127T000000Z_v1.1.0.dump"}
+    assert state["colours"]["green"] == {
+        "image": "sum-acme:v1.1.0",
+        "ref": "v1.1.0",
+        "commit": "v1.1.0-sha",
+        "sum_core": "0.7.0",
+        "status": "live",
+        "outcome": "healthy",
+        "backup": "acme_20261127T000000Z_v1.1.0.dump",
+    }
     assert result["watch"]["failed_probes"] == 0 and result["watch"]["visitor_5xx"] == 0
 
 
@@ -189,13 +268,22 @@ def test_watch_revert_then_rollback_goes_to_the_older_healthy_release(ctx, world
     assert failed.value.exit_code == 1
     assert failed.value.message.startswith(
         "after the switch the site failed its watch (3 probes in a row failed, the last: /health/ through Caddy: "
-        "HTTP 503")
+        "HTTP 503"
+    )
     assert "rolled back to blue (v1.0.0) by itself" in failed.value.message
     assert world.effects == [
-        ("remove", "green"), ("start", "green", "v1.5.0"), ("preview", "green"),
-        ("preview", "blue"), ("live", "green"), ("weights", "green"),   # the switch
-        ("preview", "green"), ("live", "blue"), ("weights", "blue"),    # the watch's revert
-        ("remove", "green"), ("start", "green", "v0.9.0"), ("preview", "green"),  # the rollback target back
+        ("remove", "green"),
+        ("start", "green", "v1.5.0"),
+        ("preview", "green"),
+        ("preview", "blue"),
+        ("live", "green"),
+        ("weights", "green"),  # the switch
+        ("preview", "green"),
+        ("live", "blue"),
+        ("weights", "blue"),  # the watch's revert
+        ("remove", "green"),
+        ("start", "green", "v0.9.0"),
+        ("preview", "green"),  # the rollback target back
     ]
     state = strip_times(state_of(ctx))
     assert (state["live"], state["previous"]) == ("blue", "green")
@@ -275,14 +363,21 @@ def test_upgrade_failing_at_smoke_starts_the_previous_release_again(ctx, world, 
     with pytest.raises(CheckFailed) as failed:
         upgrade_to(ctx, world, "v1.3.0")
     assert failed.value.step == "start"
-    assert world.effects == [("remove", "green"), ("start", "green", "v1.3.0"), ("preview", "green"),
-                             ("remove", "green"),                                     # the new colour
-                             ("start", "green", "v0.9.0"), ("preview", "green")]      # the rollback target
+    assert world.effects == [
+        ("remove", "green"),
+        ("start", "green", "v1.3.0"),
+        ("preview", "green"),
+        ("remove", "green"),  # the new colour
+        ("start", "green", "v0.9.0"),
+        ("preview", "green"),
+    ]  # the rollback target
     state = strip_times(state_of(ctx))
     assert (state["live"], state["previous"]) == ("blue", "green")
     assert state["colours"]["green"]["ref"] == "v0.9.0"
     assert [u["what"] for u in last_finished(ctx)["undo"]] == [
-        "remove the new colour sum-acme-green", "start the previous release v0.9.0 again in green"]
+        "remove the new colour sum-acme-green",
+        "start the previous release v0.9.0 again in green",
+    ]
     world.effects.clear()
     assert rollback.rollback(ctx, "acme")["steps"][0]["outcome"] == "skipped"  # instant: green is running
     assert world.file_writes() == [("preview", "blue"), ("live", "green")]
@@ -295,9 +390,15 @@ def test_upgrade_whose_switch_does_not_confirm(ctx, world, tmp_path):
     with pytest.raises(FlipFailed) as failed:
         upgrade_to(ctx, world, "v1.1.0", watch=0)
     assert failed.value.exit_code == 1 and failed.value.step == "switch"
-    assert world.effects == [("start", "green", "v1.1.0"), ("preview", "green"),
-                             ("preview", "blue"), ("live", "green"), ("live", "blue"), ("preview", "green"),
-                             ("remove", "green")]
+    assert world.effects == [
+        ("start", "green", "v1.1.0"),
+        ("preview", "green"),
+        ("preview", "blue"),
+        ("live", "green"),
+        ("live", "blue"),
+        ("preview", "green"),
+        ("remove", "green"),
+    ]
     assert state_of(ctx)["live"] == "blue"
 
 
@@ -310,49 +411,78 @@ def test_rollback_refuses_when_caddy_and_records_disagree(ctx, world, tmp_path):
     assert refused.value.message == (
         "rollback of acme refused: site acme's records and what serves it disagree: state.json says blue is "
         "live but Caddy's live file names green; Caddy answers with v1.1.0 (v1.1.0-sha) but state.json records "
-        "v1.0.0 (v1.0.0-sha) as live; run `sumbg recover acme` first")
+        "v1.0.0 (v1.0.0-sha) as live; run `sumbg recover acme` first"
+    )
 
 
 # ---------------------------------------------------------------- agreement (pure)
 
+
 def web(image: str, running: bool = True) -> ContainerState:
-    return ContainerState(name="w", running=running, status="running" if running else "exited",
-                          exit_code=None, image=image)
+    return ContainerState(
+        name="w", running=running, status="running" if running else "exited", exit_code=None, image=image
+    )
 
 
 def test_agreement_of_a_consistent_site():
-    state = {"live": "blue", "operation": None,
-             "colours": {"blue": {"image": "i:1", "ref": "v1", "commit": "c1"},
-                         "green": {"image": "i:0", "ref": "v0", "status": "idle"}}}
-    agreed = compare(state, live_file="blue", preview_file="green", site_file_exists=True,
-                     containers={"blue": web("i:1"), "green": web("i:0")},
-                     answering={"build": "v1", "git_sha": "c1"}, maintenance=False)
+    state = {
+        "live": "blue",
+        "operation": None,
+        "colours": {
+            "blue": {"image": "i:1", "ref": "v1", "commit": "c1"},
+            "green": {"image": "i:0", "ref": "v0", "status": "idle"},
+        },
+    }
+    agreed = compare(
+        state,
+        live_file="blue",
+        preview_file="green",
+        site_file_exists=True,
+        containers={"blue": web("i:1"), "green": web("i:0")},
+        answering={"build": "v1", "git_sha": "c1"},
+        maintenance=False,
+    )
     assert agreed.describe() == {"agree": True, "problems": [], "notes": []}
 
 
 def test_agreement_lists_every_disagreement():
-    state = {"live": "blue", "operation": None,
-             "colours": {"blue": {"image": "i:1", "ref": "v1", "commit": "c1"},
-                         "green": {"image": "i:0", "ref": "v0", "status": "idle", "outcome": "failed",
-                                   "reason": "failed its watch"}}}
-    agreed = compare(state, live_file="green", preview_file="blue", site_file_exists=False,
-                     containers={"blue": web("i:2"), "green": web("i:0", running=False)},
-                     answering={"build": "v0", "git_sha": "c0"}, maintenance=True)
-    assert agreed.describe() == {"agree": False, "problems": [
-        "state.json says blue is live but Caddy's live file names green",
-        "the edge Caddy has no site file for it",
-        "the live colour's web runs i:2 but state.json records i:1",
-        "Caddy answers with v0 (c0) but state.json records v1 (c1) as live",
-    ], "notes": [
-        "state.json keeps green (v0) as the rollback target but its web container is exited: a rollback "
-        "would start it first",
-        "green holds v0, recorded as failed: failed its watch",
-        "Caddy's preview file names the live colour",
-        "the maintenance page is on with no operation running",
-    ]}
+    state = {
+        "live": "blue",
+        "operation": None,
+        "colours": {
+            "blue": {"image": "i:1", "ref": "v1", "commit": "c1"},
+            "green": {"image": "i:0", "ref": "v0", "status": "idle", "outcome": "failed", "reason": "failed its watch"},
+        },
+    }
+    agreed = compare(
+        state,
+        live_file="green",
+        preview_file="blue",
+        site_file_exists=False,
+        containers={"blue": web("i:2"), "green": web("i:0", running=False)},
+        answering={"build": "v0", "git_sha": "c0"},
+        maintenance=True,
+    )
+    assert agreed.describe() == {
+        "agree": False,
+        "problems": [
+            "state.json says blue is live but Caddy's live file names green",
+            "the edge Caddy has no site file for it",
+            "the live colour's web runs i:2 but state.json records i:1",
+            "Caddy answers with v0 (c0) but state.json records v1 (c1) as live",
+        ],
+        "notes": [
+            "state.json keeps green (v0) as the rollback target but its web container is exited: a rollback "
+            "would start it first",
+            "green holds v0, recorded as failed: failed its watch",
+            "Caddy's preview file names the live colour",
+            "the maintenance page is on with no operation running",
+        ],
+    }
 
 
 # ---------------------------------------------------------------- recover
+
 
 def test_recover_repairs_an_interrupted_database_swap_and_routes_to_the_recorded_live(ctx, world, tmp_path):
     deployed(tmp_path, world, live=("blue", "v1.0.0"), idle=("green", "v1.1.0"))
@@ -367,8 +497,14 @@ def test_recover_repairs_an_interrupted_database_swap_and_routes_to_the_recorded
     assert result["outcome"] == "done"
     assert world.databases == {"acme"}
     assert world.maintenance is False
-    assert world.effects == [("preview", "blue"), ("maintenance", "off"), ("preview", "green"), ("live", "blue"),
-                             ("weights", "blue"), ("preview", "green")]
+    assert world.effects == [
+        ("preview", "blue"),
+        ("maintenance", "off"),
+        ("preview", "green"),
+        ("live", "blue"),
+        ("weights", "blue"),
+        ("preview", "green"),
+    ]
     state = strip_times(state_of(ctx))
     assert (state["live"], state["previous"], state["operation"]) == ("blue", "green", None)
     assert state["colours"]["green"]["status"] == "idle"
@@ -399,13 +535,29 @@ def test_recover_after_a_crash_mid_upgrade_puts_the_displaced_rollback_target_ba
     world.files.update({"live": "green", "preview": "blue"})
 
     result = recover(ctx, "acme")
-    assert result["rollback_target"] == {"restored": True, "ref": "v0.9.0", "colour": "green",
-                                         "seconds": result["rollback_target"]["seconds"]}
-    assert world.effects == [("preview", "blue"), ("preview", "green"), ("live", "blue"), ("weights", "blue"),
-                             ("preview", "green"), ("remove", "green"), ("start", "green", "v0.9.0"),
-                             ("preview", "green")]
+    assert result["rollback_target"] == {
+        "restored": True,
+        "ref": "v0.9.0",
+        "colour": "green",
+        "seconds": result["rollback_target"]["seconds"],
+    }
+    assert world.effects == [
+        ("preview", "blue"),
+        ("preview", "green"),
+        ("live", "blue"),
+        ("weights", "blue"),
+        ("preview", "green"),
+        ("remove", "green"),
+        ("start", "green", "v0.9.0"),
+        ("preview", "green"),
+    ]
     state = strip_times(state_of(ctx))
     assert (state["live"], state["previous"], state["operation"]) == ("blue", "green", None)
-    assert state["colours"]["green"] == {"image": "sum-acme:v0.9.0", "ref": "v0.9.0", "commit": "v0.9.0-sha",
-                                         "status": "idle", "outcome": "healthy"}
+    assert state["colours"]["green"] == {
+        "image": "sum-acme:v0.9.0",
+        "ref": "v0.9.0",
+        "commit": "v0.9.0-sha",
+        "status": "idle",
+        "outcome": "healthy",
+    }
     assert "displaced" not in state_of(ctx)

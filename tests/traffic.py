@@ -4,6 +4,7 @@ Clients never retry: a request that fails is counted as failed, exactly as a
 browser on a kept-alive connection would see it. Half the clients keep one
 connection alive for their whole life, half open a new connection per request.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -23,7 +24,7 @@ class Sample:
     latency: float
     error: str = ""
     client: int = 0
-    retry_after: str = ""      # the Retry-After header of an answer (a maintenance page's 503)
+    retry_after: str = ""  # the Retry-After header of an answer (a maintenance page's 503)
 
 
 @dataclass
@@ -66,17 +67,28 @@ class TrafficReport:
 class Traffic:
     """Continuous requests to `path` on host:port with a Host header, in background threads."""
 
-    def __init__(self, port: int, domain: str, *, path: str = "/health/", keepalive_clients: int = 2,
-                 fresh_clients: int = 2, host: str = "127.0.0.1", pause: float = 0.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        domain: str,
+        *,
+        path: str = "/health/",
+        keepalive_clients: int = 2,
+        fresh_clients: int = 2,
+        host: str = "127.0.0.1",
+        pause: float = 0.0,
+    ) -> None:
         self.port, self.domain, self.path, self.host, self.pause = port, domain, path, host, pause
         self.report = TrafficReport()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         kinds = [True] * keepalive_clients + [False] * fresh_clients
-        self._threads = [threading.Thread(target=self._client, args=(keepalive, number), daemon=True)
-                         for number, keepalive in enumerate(kinds)]
+        self._threads = [
+            threading.Thread(target=self._client, args=(keepalive, number), daemon=True)
+            for number, keepalive in enumerate(kinds)
+        ]
 
-    def __enter__(self) -> "Traffic":
+    def __enter__(self) -> Traffic:
         for thread in self._threads:
             thread.start()
         return self
@@ -113,14 +125,26 @@ class Traffic:
                     except ValueError:
                         build = None
                 ok = 200 <= status < 400
-                self._record(Sample(time.time(), ok, status, build, time.monotonic() - started, client=number,
-                                    retry_after=response.getheader("retry-after", "")))
+                self._record(
+                    Sample(
+                        time.time(),
+                        ok,
+                        status,
+                        build,
+                        time.monotonic() - started,
+                        client=number,
+                        retry_after=response.getheader("retry-after", ""),
+                    )
+                )
                 if response.getheader("connection", "").lower() == "close":
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
-                self._record(Sample(time.time(), False, 0, None, time.monotonic() - started,
-                                    error=type(exc).__name__, client=number))
+                self._record(
+                    Sample(
+                        time.time(), False, 0, None, time.monotonic() - started, error=type(exc).__name__, client=number
+                    )
+                )
                 conn.close()
                 conn = None
             if not keepalive and conn is not None:
