@@ -1140,7 +1140,7 @@ class Bench:
         """`sumbg adopt` of a simulated runbook host (tests/golden_host.py) under a visitor that reads on a
         kept-alive connection and sends the contact form every fourth request, then `sumbg takeover`."""
         sys.path.insert(0, str(REPO))
-        from sumbg.smoke import served_certificate
+        from sumbg.adapters.probe import served_certificate
         from tests.golden_host import Visitor, start_golden_host
 
         self.cleanup_adoption()

@@ -8,10 +8,10 @@ import sys
 
 import click
 
-from . import __version__
-from .config import load_host
-from .errors import SumbgError
-from .executor import Reporter
+from sumbg import __version__
+from sumbg.config import load_host
+from sumbg.errors import SumbgError
+from sumbg.ops.executor import Reporter
 
 
 class Obj:
@@ -22,7 +22,7 @@ class Obj:
     def context(self, quiet: bool = False):
         from pathlib import Path
 
-        from .context import Context
+        from sumbg.ops.context import Context
 
         host = load_host(Path(self.root) if self.root else None)
         return Context(host=host, reporter=Reporter(quiet=quiet))
@@ -112,7 +112,7 @@ def init(obj: Obj, slug, repo, domains, ref, project, worker, worker_command, db
 
     Re-run after a failure, it keeps the site.toml the first run wrote, with your edits.
     """
-    from .operations import init as do_init
+    from sumbg.ops.init import init as do_init
 
     pairs = []
     for item in env:
@@ -199,8 +199,8 @@ def upgrade(
     `--accept-breaking` is given. Migrations marked `run_after_switch = True` run
     only after the new release is live and its watch passed.
     """
-    from .operations import MigrationChoices
-    from .operations import upgrade as do_upgrade
+    from sumbg.ops.upgrade import MigrationChoices
+    from sumbg.ops.upgrade import upgrade as do_upgrade
 
     ctx = obj.context()
 
@@ -280,10 +280,10 @@ def adopt(obj: Obj, slug, source, domains, dump_file, systemd_dir, caddy_dir, un
     """
     from pathlib import Path
 
-    from .adoption import AdoptOptions
-    from .adoption import adopt as do_adopt
-    from .adoption import undo as do_undo
-    from .runbook_host import RunbookPaths
+    from sumbg.adoption.adopt import AdoptOptions
+    from sumbg.adoption.adopt import adopt as do_adopt
+    from sumbg.adoption.adopt import undo as do_undo
+    from sumbg.adoption.runbook_host import RunbookPaths
 
     ctx = obj.context()
     if undo:
@@ -327,8 +327,8 @@ def takeover(obj: Obj, caddy_dir, caddy_data, dry_run, as_json):
     """
     from pathlib import Path
 
-    from .adoption import takeover as do_takeover
-    from .runbook_host import RunbookPaths
+    from sumbg.adoption.adopt import takeover as do_takeover
+    from sumbg.adoption.runbook_host import RunbookPaths
 
     ctx = obj.context()
     run_reporting(
@@ -370,7 +370,7 @@ def rollback(obj: Obj, slug, restore_db, to, force, dry_run, lock_timeout, as_js
     --maintenance or --accept-breaking, or whose after-switch migrations ran)
     needs `--restore-db`: the pre-upgrade backup goes back, later writes are lost.
     """
-    from .rollback import rollback as do_rollback
+    from sumbg.ops.rollback import rollback as do_rollback
 
     ctx = obj.context()
     run_reporting(
@@ -388,7 +388,7 @@ def rollback(obj: Obj, slug, restore_db, to, force, dry_run, lock_timeout, as_js
 @click.pass_obj
 def backup(obj: Obj, slug, lock_timeout, as_json):
     """Take a verified pg_dump backup of SLUG's database now."""
-    from .backups import backup as do_backup
+    from sumbg.ops.backups import backup as do_backup
 
     ctx = obj.context()
     run_reporting(as_json, lambda: do_backup(ctx, slug, lock_timeout=lock_timeout))
@@ -402,7 +402,7 @@ def backups(obj: Obj, slug, as_json):
     """List SLUG's backups: file, size, time, ref, verified."""
     import datetime
 
-    from .backups import list_backups
+    from sumbg.ops.backups import list_backups
 
     found = list_backups(obj.context(), slug)
     if as_json:
@@ -423,14 +423,14 @@ def backups(obj: Obj, slug, as_json):
 @click.pass_obj
 def restore(obj: Obj, slug, file, yes, lock_timeout, as_json):
     """Restore SLUG's database from FILE (.dump, or .sql/.sql.gz from backup_db.sh)."""
-    from .backups import restore as do_restore
+    from sumbg.ops.backups import restore as do_restore
 
     ctx = obj.context()
     run_reporting(as_json, lambda: do_restore(ctx, slug, file, yes=yes, lock_timeout=lock_timeout))
 
 
 def parse_duration(value: str) -> float:
-    from .util import parse_duration as parse
+    from sumbg.util import parse_duration as parse
 
     try:
         return parse(value)
@@ -460,8 +460,8 @@ def retire(obj: Obj, slug, min_age, force, due, as_json):
 
     A rollback to a retired colour starts it again first (seconds, not instant).
     """
-    from .lifecycle import retire as do_retire
-    from .lifecycle import retire_due
+    from sumbg.ops.retire import retire as do_retire
+    from sumbg.ops.retire import retire_due
 
     ctx = obj.context()
     if due:
@@ -480,10 +480,11 @@ def retire(obj: Obj, slug, min_age, force, due, as_json):
 @click.pass_obj
 def recover(obj: Obj, slug, as_json):
     """Bring SLUG to a consistent, serving state after an interrupted operation."""
-    from .lifecycle import recover as do_recover
+    from sumbg.adoption.adopt import recover_plan as half_adopted
+    from sumbg.ops.recover import recover as do_recover
 
     ctx = obj.context()
-    run_reporting(as_json, lambda: do_recover(ctx, slug))
+    run_reporting(as_json, lambda: do_recover(ctx, slug, half_adopted=half_adopted))
 
 
 @cli.command(name="apply")
@@ -496,7 +497,7 @@ def apply_(obj: Obj, as_json):
     validate`, and reloads only if something changed. A changed [env] or domain list
     reaches the app containers at their next start (upgrade, rollback of a retired colour).
     """
-    from .lifecycle import apply_edge
+    from sumbg.ops.apply import apply_edge
 
     ctx = obj.context()
     run_reporting(as_json, lambda: apply_edge(ctx))
@@ -515,7 +516,8 @@ def makefile(slug, directory):
     """Make targets for client repos: make upgrade VERSION=..., rollback, status, backup."""
     from pathlib import Path
 
-    from . import clientmake, naming
+    from sumbg import naming
+    from sumbg.ops import clientmake
 
     if slug:
         naming.validate_slug(slug)
@@ -532,8 +534,8 @@ def makefile(slug, directory):
 @click.pass_obj
 def status(obj: Obj, slug, as_json):
     """Live colour, versions and health of one site or all."""
-    from .status import host_status
-    from .status import status as do_status
+    from sumbg.ops.status import host_status
+    from sumbg.ops.status import status as do_status
 
     ctx = obj.context()
     if as_json:
@@ -576,7 +578,7 @@ def status(obj: Obj, slug, as_json):
 @click.pass_obj
 def releases(obj: Obj, slugs, no_fetch, as_json):
     """The tags of each site's client repo, newest first, with the sum-core version each pins."""
-    from .status import releases as do_releases
+    from sumbg.ops.status import releases as do_releases
 
     found = do_releases(obj.context(), list(slugs) or None, fetch=not no_fetch)
     if as_json:
@@ -630,7 +632,7 @@ fleet_file_option = click.option(
 
 
 def load_fleet_file(fleet_file: str | None):
-    from .config import fleet_path, load_fleet
+    from sumbg.config import fleet_path, load_fleet
 
     return load_fleet(fleet_path(fleet_file))
 
@@ -644,7 +646,7 @@ def fleet_status(fleet_file, as_json):
     Also writes the fleet's sites matrix ([fleet] matrix, default SITES.md beside the
     fleet file). Exits 1 when a host does not answer (the others are still shown).
     """
-    from .fleet import FleetDriver, status_document, status_lines
+    from sumbg.fleet.driver import FleetDriver, status_document, status_lines
 
     fleet_config = load_fleet_file(fleet_file)
     driver = FleetDriver(fleet_config, say=lambda line: click.echo(line, err=True))
@@ -705,7 +707,7 @@ def fleet_upgrade(fleet_file, core, names, canaries, parallel, max_parallel, wat
     """
     import re
 
-    from .fleet import upgrade_fleet
+    from sumbg.fleet.driver import upgrade_fleet
 
     if resume and (core or names or canaries or watch is not None):
         raise click.UsageError(

@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import LockHeld
-from .util import utc_now
+from sumbg.errors import LockHeld
+from sumbg.util import utc_now
 
 
 class SiteLock:

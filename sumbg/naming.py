@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import UsageError
+from sumbg.errors import UsageError
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # A hostname: dot-separated labels of letters, digits and inner hyphens. Nothing

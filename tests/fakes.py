@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sumbg import naming
+from sumbg.adapters.docker import ContainerState, ExecResult
+from sumbg.adapters.probe import Answer, Health
 from sumbg.config import HostConfig, SiteConfig, WatchSettings, render_site_toml
-from sumbg.context import Context
-from sumbg.docker import ContainerState, ExecResult
 from sumbg.errors import CheckFailed
-from sumbg.executor import Reporter
-from sumbg.smoke import Answer, Health
-from sumbg.stacks import Backup, parse_phases
+from sumbg.ops.context import Context
+from sumbg.ops.executor import Reporter
+from sumbg.site.stacks import Backup, parse_phases
 
 
 @dataclass
@@ -413,7 +413,7 @@ def deployed(
     root: Path, world: World, live: tuple[str, str], idle: tuple[str, str] | None = None, **idle_extra
 ) -> None:
     """A site with `live` = (colour, ref) serving, and optionally `idle` = (colour, ref) running."""
-    from sumbg.records import SiteRecords
+    from sumbg.site.records import SiteRecords
 
     make_site(root, world)
     colours = {}

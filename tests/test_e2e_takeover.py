@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sumbg.smoke import served_certificate
+from sumbg.adapters.probe import served_certificate
 
 from .conftest import EDGE, SUMBG, Host, Result, docker, new_host
 from .golden_host import GoldenHost, start_golden_host, sumbg_at_failpoint

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sumbg import caddy
-from sumbg.adoption import as_rpush_commands, compare_counts, secrets_body, worker_command_of, wsgi_of
-from sumbg.config import SiteConfig
-from sumbg.errors import CaddyError, UsageError
-from sumbg.runbook_host import (
+from sumbg.adapters import caddy
+from sumbg.adoption.adopt import as_rpush_commands, compare_counts, secrets_body, worker_command_of, wsgi_of
+from sumbg.adoption.runbook_host import (
     RunbookPaths,
     caddy_ports,
     carried_env,
@@ -23,6 +21,8 @@ from sumbg.runbook_host import (
     read_deployment,
     site_domains,
 )
+from sumbg.config import SiteConfig
+from sumbg.errors import CaddyError, UsageError
 
 GUNICORN_UNIT = """\
 [Unit]
@@ -326,10 +326,10 @@ def test_queued_celery_messages_become_binary_safe_rpush_commands():
 
 
 def test_takeover_refuses_while_the_host_caddy_serves_a_site_sumbg_did_not_adopt(tmp_path):
-    from sumbg.adoption import takeover
+    from sumbg.adoption.adopt import takeover
     from sumbg.config import load_host
-    from sumbg.context import Context
-    from sumbg.executor import Reporter
+    from sumbg.ops.context import Context
+    from sumbg.ops.executor import Reporter
 
     _, paths = runbook_host(tmp_path)
     ctx = Context(load_host(tmp_path / "root"), Reporter(quiet=True))

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from sumbg import build, gitdeps
+from sumbg.adapters import build, gitdeps
+from sumbg.adapters.gitdeps import GitRequirement, parse_git_requirement
+from sumbg.adapters.gitrepo import GitAuth, Mirror, dependency_env, fetch_tree
 from sumbg.config import BuildSettings, HostConfig, Images, SiteConfig
 from sumbg.errors import GitError
-from sumbg.gitdeps import GitRequirement, parse_git_requirement
-from sumbg.gitrepo import GitAuth, Mirror, dependency_env, fetch_tree
 
 PIN = "sum-core @ git+https://github.com/acme/sum-core.git@v0.9.0#subdirectory=core"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sumbg import caddy
-from sumbg.caddy import EdgeFiles, render_main, render_maintenance, render_site
+from sumbg.adapters import caddy
+from sumbg.adapters.caddy import EdgeFiles, render_main, render_maintenance, render_site
 from sumbg.config import BasicAuth, CaddySettings, EdgeSettings
 from sumbg.errors import UsageError
 
@@ -318,7 +318,7 @@ class LoggingEngine:
 
 
 def test_a_failed_certificate_is_read_from_the_edge_log_for_the_site_s_domains_only(tmp_path):
-    from sumbg.caddy import Edge
+    from sumbg.adapters.caddy import Edge
     from sumbg.config import HostConfig
 
     failed = {

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from sumbg.errors import CheckFailed, NeedsOperator, SumbgError
-from sumbg.executor import Plan, Reporter, Run, Step, execute
-from sumbg.records import SiteRecords
+from sumbg.ops.executor import Plan, Reporter, Run, Step, execute
+from sumbg.site.records import SiteRecords
 
 
 @pytest.fixture

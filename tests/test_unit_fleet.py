@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from sumbg.adapters.ssh import HostLink, Reply
 from sumbg.config import FleetConfig, FleetHost, load_fleet
 from sumbg.errors import ConfigError, HostUnreachable, LockHeld, UsageError
-from sumbg.fleet import (
+from sumbg.fleet.driver import (
     FleetDriver,
     FleetRun,
     HostView,
@@ -28,8 +29,7 @@ from sumbg.fleet import (
     select,
     upgrade_fleet,
 )
-from sumbg.remote import HostLink, Reply
-from sumbg.status import release_key
+from sumbg.ops.status import release_key
 
 # ------------------------------------------------------------------ fleet file
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sumbg import gitrepo
+from sumbg.adapters import gitrepo
+from sumbg.adapters.gitrepo import Mirror, Resolved, detect_project, sum_core_pin
 from sumbg.errors import GitError, NotFound
-from sumbg.gitrepo import Mirror, Resolved, detect_project, sum_core_pin
 
 GIT_SOURCE = "sum-core @ git+https://github.com/org/sum-platform.git@v0.7.0#subdirectory=core"
 

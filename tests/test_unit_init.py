@@ -6,7 +6,7 @@ import pytest
 
 from sumbg.config import SiteConfig
 from sumbg.errors import UsageError
-from sumbg.operations import celery_worker_command, refuse_changes_to_kept_config
+from sumbg.ops.init import celery_worker_command, refuse_changes_to_kept_config
 
 KEPT = SiteConfig(
     slug="acme",

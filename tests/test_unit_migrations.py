@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from sumbg import migration_policy as policy
-from sumbg import rollback
 from sumbg.errors import BreakingRelease, MigrationFailed, NeedsOperator, UsageError
-from sumbg.migration_phases_script import pre_switch_targets, waiting_for_switch
-from sumbg.operations import MigrationChoices
-from sumbg.switch import rollback_target
+from sumbg.ops import policy, rollback
+from sumbg.ops.rollback import rollback_target
+from sumbg.ops.upgrade import MigrationChoices
+from sumbg.site.migration_phases_script import pre_switch_targets, waiting_for_switch
 
 from .fakes import deployed
 from .test_unit_switch import ctx, last_finished, state_of, upgrade_to, world  # noqa: F401 (fixtures)

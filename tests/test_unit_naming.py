@@ -199,7 +199,7 @@ def test_colours():
 
 
 def test_breaking_migration_operations_are_flagged():
-    from sumbg.operations import breaking_operations
+    from sumbg.ops.upgrade import breaking_operations
 
     plan = """Planned operations:
 sum_core.0002_lead_phone

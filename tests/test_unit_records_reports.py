@@ -9,8 +9,8 @@ import re
 import pytest
 
 from sumbg.config import HostConfig, SiteConfig, render_site_toml
-from sumbg.records import SiteRecords
-from sumbg.reports import regenerate
+from sumbg.ops.reports import regenerate
+from sumbg.site.records import SiteRecords
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -258,7 +258,7 @@ def test_what_broke_from_a_real_aborted_run(tmp_path):
     import io
 
     from sumbg.errors import MigrationFailed
-    from sumbg.executor import Plan, Reporter, Step, execute
+    from sumbg.ops.executor import Plan, Reporter, Step, execute
 
     acme = add_site(tmp_path, "acme", "acme.example.com")
 

@@ -12,10 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sumbg import smoke as smoke_module
+from sumbg.adapters import probe as smoke_module
+from sumbg.adapters.probe import Answer, Health, Prober, Target, live_target, preview_target
 from sumbg.config import DEFAULT_SMOKE_CHECKS, CaddySettings, EdgeSettings, SiteConfig, SmokeCheck
 from sumbg.errors import CheckFailed
-from sumbg.smoke import Answer, Health, Prober, Target, live_target, preview_target
 
 DOMAIN = "acme.example.com"
 UNHEALTHY = {"status": "unhealthy", "checks": {"database": "down"}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sumbg.lifecycle import soak_decision
+from sumbg.ops.retire import soak_decision
 from sumbg.util import parse_duration
 
 STATE = {

@@ -10,14 +10,18 @@ import json
 
 import pytest
 
-from sumbg import build, operations, rollback
-from sumbg.agreement import compare
+from sumbg.adapters import build
+from sumbg.adapters.docker import ContainerState
 from sumbg.config import WatchSettings
-from sumbg.docker import ContainerState
 from sumbg.errors import CheckFailed, NeedsOperator, UsageError
-from sumbg.executor import Run
-from sumbg.lifecycle import recover
-from sumbg.switch import INJECT_PROBE_FAILURES, FlipFailed, rollback_target, switch_live, watch_verdict
+from sumbg.ops import rollback
+from sumbg.ops import upgrade as operations
+from sumbg.ops.agreement import compare
+from sumbg.ops.executor import Run
+from sumbg.ops.recover import recover
+from sumbg.ops.rollback import rollback_target
+from sumbg.ops.switch import FlipFailed, switch_live
+from sumbg.ops.watch import INJECT_PROBE_FAILURES, watch_verdict
 
 from .fakes import FakeContext, Web, World, deployed
 

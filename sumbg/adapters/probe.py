@@ -1,0 +1,301 @@
+"""HTTP checks through the edge Caddy: the only module that imports httpx.
+
+Every check goes through Caddy with the site's Host header and
+`X-Forwarded-Proto: https`, either to the public listener (the live colour) or
+to the loopback preview listener (the idle colour), so it exercises exactly the
+routes, static files and headers visitors get.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from sumbg.config import EdgeSettings, SiteConfig, SmokeCheck
+from sumbg.errors import CheckFailed
+from sumbg.naming import METRICS_HOST
+
+EXCERPT = 300
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a colour of a site can be reached through Caddy."""
+
+    label: str
+    base_url: str
+    domain: str
+    sni: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def live_target(edge: EdgeSettings, site: SiteConfig) -> Target:
+    if edge.tls == "off" or site.caddy.behind_proxy:
+        return Target("live", f"http://{_host(edge.probe_host)}:{edge.http_port}", site.domain)
+    return Target("live", f"https://{_host(edge.probe_host)}:{edge.https_port}", site.domain, sni=True)
+
+
+def preview_target(edge: EdgeSettings, domain: str) -> Target:
+    return Target("preview", f"http://127.0.0.1:{edge.preview_port}", domain)
+
+
+def rehearsal_target(edge: EdgeSettings, domain: str) -> Target:
+    """The live release on a migrated copy of the database, through the preview listener."""
+    return Target(
+        "rehearsal", f"http://127.0.0.1:{edge.preview_port}", domain, headers=(("X-Sumbg-Route", "rehearsal"),)
+    )
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+@dataclass
+class Answer:
+    status: int
+    content_type: str
+    text: str
+    error: str = ""
+    location: str = ""
+
+    @property
+    def redirect(self) -> bool:
+        return 300 <= self.status < 400
+
+    def json(self) -> dict | None:
+        try:
+            import json
+
+            value = json.loads(self.text)
+            return value if isinstance(value, dict) else None
+        except ValueError:
+            return None
+
+    def excerpt(self) -> str:
+        body = re.sub(r"\s+", " ", self.text).strip()
+        return body[:EXCERPT] + ("..." if len(body) > EXCERPT else "")
+
+    def describe(self) -> str:
+        if self.error:
+            return self.error
+        if self.redirect:
+            return f"HTTP {self.status} redirecting to {self.location or '(no Location header)'}"
+        return f"HTTP {self.status}: {self.excerpt()}"
+
+
+@dataclass
+class Health:
+    answer: Answer
+
+    @property
+    def status(self) -> str | None:
+        body = self.answer.json()
+        return body.get("status") if body else None
+
+    @property
+    def version(self) -> dict:
+        body = self.answer.json() or {}
+        version = body.get("version")
+        return version if isinstance(version, dict) else {}
+
+    @property
+    def passing(self) -> bool:
+        # The real sum-core answers 200 for ok and degraded, 503 only for unhealthy.
+        return self.answer.status == 200 and self.status in ("ok", "degraded")
+
+
+class Prober:
+    def __init__(self, timeout: float = 5.0) -> None:
+        # Loopback probes of our own edge: with TLS on, the certificate is for the
+        # domain (or Caddy's internal CA), so verification is left to the real visitors.
+        self.client = httpx.Client(timeout=timeout, verify=False, follow_redirects=False)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Prober:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def request(
+        self, target: Target, path: str, method: str = "GET", *, data: dict | None = None, headers: dict | None = None
+    ) -> Answer:
+        all_headers = {"Host": target.domain, "X-Forwarded-Proto": "https", **dict(target.headers), **(headers or {})}
+        extensions = {"sni_hostname": target.domain} if target.sni else {}
+        try:
+            response = self.client.request(
+                method, target.base_url + path, headers=all_headers, data=data, extensions=extensions
+            )
+        except httpx.HTTPError as exc:
+            return Answer(0, "", "", error=f"{type(exc).__name__}: {exc or 'no answer'}")
+        return Answer(
+            response.status_code,
+            response.headers.get("content-type", ""),
+            response.text,
+            location=response.headers.get("location", ""),
+        )
+
+    def visitor_counts(self, edge: EdgeSettings, domain: str) -> tuple[int, int] | None:
+        """What the edge served `domain`'s visitors so far (requests, 5xx), or None if it cannot tell."""
+        answer = self.request(Target("metrics", f"http://127.0.0.1:{edge.preview_port}", METRICS_HOST), "/metrics")
+        if answer.status != 200:
+            return None
+        return visitor_counts_from_metrics(answer.text, domain)
+
+    def health(self, target: Target) -> Health:
+        return Health(self.request(target, "/health/"))
+
+    def wait_healthy(
+        self, target: Target, timeout: float, *, expect_version: dict | None = None, on_wait=None
+    ) -> Health:
+        """Poll /health/ until it passes (and reports the expected version) or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            last = self.health(target)
+            if last.passing and _version_matches(last.version, expect_version):
+                return last
+            if last.answer.redirect:
+                # A redirect is a setting, not a slow start: waiting will not change it.
+                raise CheckFailed(
+                    f"{target.label} /health/ through Caddy answered {last.answer.describe()}; "
+                    f"{redirect_hint(target, last.answer)}"
+                )
+            if time.monotonic() >= deadline:
+                wanted = f" reporting version {expect_version}" if expect_version else ""
+                raise CheckFailed(
+                    f"{target.label} /health/ through Caddy did not pass{wanted} within {timeout:g}s: "
+                    f"{last.answer.describe()}",
+                    output_tail=last.answer.excerpt(),
+                )
+            if on_wait:
+                on_wait()
+            time.sleep(0.5)
+
+    def evaluate(self, target: Target, check: SmokeCheck) -> tuple[dict, Answer, str]:
+        """One smoke check: its record, the answer, and what is wrong with it ('' if nothing)."""
+        started = time.monotonic()
+        if check.method == "POST":
+            answer = self._post_form(target, check)
+        else:
+            answer = self.request(target, check.path)
+        record = {"check": check.describe(), "status": answer.status, "seconds": round(time.monotonic() - started, 3)}
+        return record, answer, _problem(check, answer, target)
+
+    def check(self, target: Target, check: SmokeCheck) -> dict:
+        """One smoke check; returns its record or raises CheckFailed naming the check."""
+        record, answer, problem = self.evaluate(target, check)
+        if problem:
+            raise CheckFailed(
+                f"smoke check {check.describe()} on the {target.label} colour failed: {problem}",
+                output_tail=answer.excerpt() or answer.error,
+            )
+        return record
+
+    def _post_form(self, target: Target, check: SmokeCheck) -> Answer:
+        form = dict(check.form)
+        headers = {"Origin": f"https://{target.domain}", "Referer": f"https://{target.domain}{check.path}"}
+        if check.csrf_from:
+            page = self.request(target, check.csrf_from)
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+            cookie = self.client.cookies.get("csrftoken")
+            if not token or not cookie:
+                return Answer(
+                    page.status,
+                    page.content_type,
+                    page.text,
+                    error=f"no CSRF token on {check.csrf_from} (HTTP {page.status})",
+                )
+            form["csrfmiddlewaretoken"] = token.group(1)
+            headers["Cookie"] = f"csrftoken={cookie}"
+            self.client.cookies.clear()
+        return self.request(target, check.path, "POST", data=form, headers=headers)
+
+
+_METRIC = re.compile(r"^caddy_http_request_duration_seconds_count\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$", re.M)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def visitor_counts_from_metrics(text: str, domain: str) -> tuple[int, int]:
+    """(requests, 5xx answers) Caddy served for `domain` on its public listeners.
+
+    Only the site block's outermost handler ("subroute") is counted, so a request is
+    counted once; the loopback preview listener (server "preview") is left out.
+    """
+    requests = errors = 0
+    for match in _METRIC.finditer(text):
+        labels = dict(_LABEL.findall(match.group("labels")))
+        if labels.get("host") != domain or labels.get("server") == "preview" or labels.get("handler") != "subroute":
+            continue
+        count = int(float(match.group("value")))
+        requests += count
+        if labels.get("code", "").startswith("5"):
+            errors += count
+    return requests, errors
+
+
+def redirect_hint(target: Target, answer: Answer) -> str:
+    """The likely cause of an unexpected redirect, for the operator."""
+    location = answer.location
+    if location.startswith(f"https://{target.domain}"):
+        return (
+            "the app redirects to HTTPS because it does not see the request as secure: its settings set "
+            "SECURE_SSL_REDIRECT, and the app server must trust the edge's X-Forwarded-Proto (sumbg starts "
+            "gunicorn with FORWARDED_ALLOW_IPS = the edge network; an image whose own command starts another "
+            "server, or overrides that, must trust it too)"
+        )
+    if location.startswith(("http://", "https://")):
+        return (
+            "the app redirects to another host: check the site's domains and the app's canonical-host "
+            "settings (ALLOWED_HOSTS, PREPEND_WWW)"
+        )
+    return "the app redirects this path; a smoke check that expects it can say status = " + str(answer.status)
+
+
+def _version_matches(actual: dict, expected: dict | None) -> bool:
+    return not expected or all(actual.get(key) == value for key, value in expected.items())
+
+
+def _problem(check: SmokeCheck, answer: Answer, target: Target) -> str:
+    if answer.error:
+        return answer.error
+    if answer.status != check.status:
+        if answer.redirect:
+            return f"expected HTTP {check.status}, got {answer.describe()}: {redirect_hint(target, answer)}"
+        return f"expected HTTP {check.status}, got {answer.status}"
+    if check.content_type and not answer.content_type.startswith(check.content_type):
+        return f"expected content type {check.content_type}, got {answer.content_type or 'none'}"
+    if check.contains and check.contains not in answer.text:
+        return f"body does not contain {check.contains!r}"
+    if check.json_status:
+        body = answer.json()
+        status = body.get("status") if body else None
+        if status not in check.json_status:
+            return f"expected status {' or '.join(check.json_status)}, got {status!r}"
+    return ""
+
+
+def served_certificate(address: str, port: int, server_name: str, timeout: float = 5.0) -> str | None:
+    """The SHA-256 fingerprint of the certificate a TLS listener serves for `server_name` (SNI),
+    or None if it does not answer with one. Not verified: it is compared, not trusted."""
+    import hashlib
+    import socket
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((address, port), timeout) as sock,
+            context.wrap_socket(sock, server_hostname=server_name) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+    return hashlib.sha256(der).hexdigest() if der else None

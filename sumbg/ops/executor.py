@@ -1,0 +1,231 @@
+"""Plans as data, run in one place.
+
+An operation builds a Plan: named steps with a one-line summary and the facts
+`--dry-run` prints. The executor runs them in order, journals the current step
+in state.json before doing it (so a crash leaves a trace `recover` can act
+on), times each one, records everything in history.jsonl, and on failure undoes
+what the steps registered, newest first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sumbg import failpoints
+from sumbg.errors import NeedsOperator, SumbgError
+from sumbg.site.records import SiteRecords
+from sumbg.util import utc_now
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    summary: str
+    action: Callable[[Run], dict | None] = field(compare=False, repr=False)
+    details: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Plan:
+    operation: str
+    slug: str
+    steps: tuple[Step, ...]
+    facts: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {
+            "operation": self.operation,
+            "site": self.slug,
+            **self.facts,
+            "steps": [{"name": s.name, "summary": s.summary, **s.details} for s in self.steps],
+        }
+
+
+class Reporter:
+    """Progress on stderr, readable without a terminal."""
+
+    def __init__(self, stream=None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+
+    def line(self, text: str) -> None:
+        if self.quiet:
+            return
+        try:
+            print(text, file=self.stream, flush=True)
+        except (BrokenPipeError, ValueError, OSError):
+            # Whoever read the progress is gone (a dropped SSH link of `sumbg fleet`): the operation
+            # goes on to its end, and its history says how it went.
+            self.quiet = True
+
+    def step_started(self, step: Step) -> None:
+        self.line(f"  -> {step.name}: {step.summary}")
+
+    def step_finished(self, name: str, seconds: float, outcome: str, note: str = "") -> None:
+        self.line(f"     {outcome} {name} ({seconds:.1f}s){' ' + note if note else ''}")
+
+
+@dataclass
+class Cleanup:
+    what: str
+    undo: Callable[[], None]
+    durable: bool = False  # still wanted past the point of no return
+
+
+class Run:
+    """What a running step can use: the site's records, undo registration, notes."""
+
+    def __init__(self, records: SiteRecords, reporter: Reporter, op_id: str) -> None:
+        self.records = records
+        self.reporter = reporter
+        self.op_id = op_id
+        self.state = records.load_state()
+        self.cleanups: list[Cleanup] = []
+        self.notes: dict = {}
+
+    def save_state(self) -> None:
+        self.records.save_state(self.state)
+
+    def on_failure(self, what: str, undo: Callable[[], None], *, durable: bool = False) -> None:
+        self.cleanups.append(Cleanup(what, undo, durable))
+
+    def forget_cleanups(self, *, durable_too: bool = False) -> None:
+        """Past the point of no return (e.g. traffic switched): nothing left to undo but the
+        durable cleanups (e.g. putting a rollback target back), unless `durable_too`."""
+        self.cleanups[:] = [c for c in self.cleanups if c.durable and not durable_too]
+
+    def say(self, text: str) -> None:
+        self.reporter.line(f"     {text}")
+
+
+def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: str = "") -> dict:
+    op_id = uuid.uuid4().hex[:12]
+    run = Run(records, reporter, op_id)
+    started = time.monotonic()
+    records.append(
+        {
+            "event": "started",
+            "id": op_id,
+            "operation": plan.operation,
+            "command": command,
+            "pid": os.getpid(),
+            "plan": [s.name for s in plan.steps],
+            **plan.facts,
+        }
+    )
+    run.state["operation"] = {
+        "id": op_id,
+        "kind": plan.operation,
+        "step": None,
+        "pid": os.getpid(),
+        "started_at": utc_now(),
+        **plan.facts,
+    }
+    run.save_state()
+    reporter.line(f"sumbg {plan.operation} {plan.slug}")
+    results: list[dict] = []
+    for step in plan.steps:
+        run.state["operation"]["step"] = step.name
+        run.save_state()
+        reporter.step_started(step)
+        t0 = time.monotonic()
+        try:
+            failpoints.reached(f"{plan.operation}:{step.name}")
+            info = step.action(run) or {}
+        except BaseException as exc:  # noqa: BLE001 - every failure must be recorded and undone
+            seconds = time.monotonic() - t0
+            error = _as_sumbg_error(exc, plan.slug, step.name)
+            results.append(
+                {"name": step.name, "seconds": round(seconds, 3), "outcome": "failed", "error": error.evidence()}
+            )
+            reporter.step_finished(step.name, seconds, "FAILED")
+            undo_records, undo_error = _undo(run)
+            outcome = "needs-operator" if undo_error else "aborted"
+            final = undo_error or error
+            if undo_error:
+                original = f"original failure: {error.format_message()}"
+                final.output_tail = f"{final.output_tail}\n{original}" if final.output_tail else original
+                final.site = final.site or plan.slug
+            run.state["operation"] = None
+            run.save_state()
+            summary = {
+                "event": "finished",
+                "id": op_id,
+                "operation": plan.operation,
+                "outcome": outcome,
+                "failed_step": step.name,
+                "error": error.evidence(),
+                "steps": results,
+                "undo": undo_records,
+                "seconds": round(time.monotonic() - started, 3),
+                **plan.facts,
+                **run.notes,
+            }
+            records.append(summary)
+            final.result = summary  # type: ignore[attr-defined]
+            if isinstance(exc, KeyboardInterrupt):
+                raise final from None
+            raise final from (None if isinstance(exc, SumbgError) else exc)
+        seconds = time.monotonic() - t0
+        outcome = info.pop("outcome", "ok")
+        results.append({"name": step.name, "seconds": round(seconds, 3), "outcome": outcome, **info})
+        reporter.step_finished(step.name, seconds, outcome, info.get("reason", ""))
+    run.state["operation"] = None
+    run.save_state()
+    summary = {
+        "event": "finished",
+        "id": op_id,
+        "operation": plan.operation,
+        "outcome": "done",
+        "steps": results,
+        "seconds": round(time.monotonic() - started, 3),
+        **plan.facts,
+        **run.notes,
+    }
+    records.append(summary)
+    reporter.line(f"done in {summary['seconds']:.1f}s")
+    return summary
+
+
+def _undo(run: Run) -> tuple[list[dict], SumbgError | None]:
+    done: list[dict] = []
+    first_error: SumbgError | None = None
+    for cleanup in reversed(run.cleanups):
+        run.say(f"undo: {cleanup.what}")
+        try:
+            cleanup.undo()
+            done.append({"what": cleanup.what, "outcome": "ok"})
+        except Exception as exc:  # noqa: BLE001
+            err = _as_sumbg_error(exc, None, "undo")
+            done.append({"what": cleanup.what, "outcome": "failed", "error": err.evidence()})
+            if first_error is None:
+                first_error = NeedsOperator(
+                    f"could not undo '{cleanup.what}': {err.format_message()}; "
+                    "check `sumbg status` and run `sumbg recover` once the cause is fixed",
+                    output_tail=err.output_tail,
+                )
+    run.cleanups.clear()
+    return done, first_error
+
+
+def _as_sumbg_error(exc: BaseException, slug: str | None, step: str) -> SumbgError:
+    if isinstance(exc, SumbgError):
+        if exc.site is None:
+            exc.site = slug
+        if exc.step is None:
+            exc.step = step
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return SumbgError("interrupted", site=slug, step=step)
+    return SumbgError(
+        f"unexpected {type(exc).__name__}: {exc}",
+        site=slug,
+        step=step,
+        output_tail="".join(traceback.format_exception(exc)[-3:]) if os.environ.get("SUMBG_VERBOSE") else None,
+    )

@@ -1,0 +1,300 @@
+"""`sumbg init`: register a site and deploy its first colour (blue)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from sumbg import naming
+from sumbg.adapters import build, gitrepo
+from sumbg.adapters.probe import live_target
+from sumbg.config import SiteConfig, render_site_toml
+from sumbg.errors import CheckFailed, UsageError
+from sumbg.ops.context import Context, mirror_for
+from sumbg.ops.executor import Plan, Run, Step
+from sumbg.site.site import Site
+from sumbg.site.stacks import applied_count
+from sumbg.site.state import colour_record, expected_version
+from sumbg.util import atomic_write
+
+# =================================================================== init
+
+
+def init(
+    ctx: Context,
+    slug: str,
+    repo: str,
+    domains: list[str] | str,
+    ref: str | None,
+    *,
+    project: str | None = None,
+    worker: bool = False,
+    worker_command: str | None = None,
+    db_publish_port: int | None = None,
+    environment: str | None = None,
+    env: tuple[tuple[str, str], ...] = (),
+) -> dict:
+    """Register a site and deploy it (blue). Options left None take the defaults, or, when an
+    earlier init of this slug failed after writing site.toml, that file's values (edits kept)."""
+    naming.validate_slug(slug)
+    domains = [domains] if isinstance(domains, str) else list(domains)
+    if not domains:
+        raise UsageError("give the site's domain with --domain (repeat it for more names)")
+    for name in domains:
+        naming.validate_domain(name)
+    if len(set(domains)) != len(domains):
+        raise UsageError("--domain names the same domain twice")
+    for key, _ in env:
+        naming.validate_env_name(key)
+    if worker and worker_command:
+        raise UsageError("give --worker (the Celery worker) or --worker-command, not both")
+    if ref is not None:
+        naming.validate_ref(ref)
+    if (ctx.host.site_dir(slug) / "state.json").exists():
+        existing = ctx.site(slug)
+        live = existing.records.load_state().get("live")
+        if live:
+            existing.records.append(
+                {"event": "noop", "operation": "init", "reason": "site already initialised; nothing changed"}
+            )
+            ctx.reporter.line(f"site {slug} is already initialised (live colour {live}); nothing changed")
+            return {"operation": "init", "site": slug, "outcome": "noop", "reason": "already initialised", "live": live}
+    kept = ctx.site(slug).config if (ctx.host.site_dir(slug) / "site.toml").exists() else None
+    for other in ctx.site_configs():
+        shared = set(domains) & set(other.domains)
+        if shared and other.slug != slug:
+            raise UsageError(f"domain {sorted(shared)[0]} is already served by site {other.slug}")
+    repo = gitrepo.normalise_repo(repo)
+    if kept:
+        if worker:
+            worker_command = celery_worker_command(kept.project)
+        refuse_changes_to_kept_config(
+            kept,
+            repo=repo,
+            domains=domains,
+            project=project,
+            worker_command=worker_command,
+            db_publish_port=db_publish_port,
+            environment=environment,
+            env=env,
+        )
+    gitrepo.check_reachable(repo)
+    ctx.engine.ping()
+    if not (ctx.host.site_dir(slug) / ".env").exists():
+        refuse_a_foreign_database(ctx, slug)
+
+    # Validate everything about the repo before creating anything under the root.
+    ctx.host.root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".init-{slug}-", dir=ctx.host.root))
+    try:
+        mirror = gitrepo.Mirror(scratch / "repo.git", repo)
+        mirror.sync()
+        resolved = mirror.resolve(ref or "HEAD")
+        files = mirror.list_files(resolved.commit)
+        if kept:
+            config = kept
+        else:
+            project = project or gitrepo.detect_project(files)
+            if not project:
+                raise UsageError(
+                    f"cannot find the Django project at {resolved.ref} "
+                    "(manage.py beside <project>/wsgi.py); pass --project"
+                )
+            if not project.isidentifier():
+                raise UsageError(f"--project {project!r} is not a Python package name")
+            if worker:
+                worker_command = celery_worker_command(project)
+            config = SiteConfig(
+                slug=slug,
+                domain=domains[0],
+                aliases=tuple(domains[1:]),
+                repo=repo,
+                environment=environment or "production",
+                project=project,
+                settings_module=f"{project}.settings.production",
+                wsgi=f"{project}.wsgi:application",
+                worker_command=worker_command or "",
+                db_publish_port=db_publish_port or 0,
+                extra_env=tuple(env),
+            )
+        site = Site(ctx.host, config)
+        site.prepare_dirs()
+        site.replace_mirror(scratch / "repo.git")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    mirror = mirror_for(site)
+    if kept:
+        ctx.reporter.line(f"using {site.dir / 'site.toml'} from the earlier init of {slug} as it is (edits kept)")
+    else:
+        atomic_write(site.dir / "site.toml", render_site_toml(config))
+    domain = config.domain
+    if not site.secrets_file.exists():
+        site.write_new_secrets()
+    site.write_app_env()
+
+    pin = gitrepo.sum_core_pin(mirror.read_file(resolved.commit, "requirements.txt"))
+    image = build.image_spec(slug, resolved, pin)
+    stacks = ctx.stacks(site)
+    colour = naming.COLOURS[0]
+
+    def data(run: Run):
+        stacks.start_data()
+
+    first = first_colour_steps(
+        ctx,
+        site,
+        image,
+        migrate_note="This is the first deploy: no data existed before.",
+        with_worker=True,
+        preview=naming.other_colour(colour),
+    )
+
+    def health(run: Run):
+        with ctx.prober() as prober:
+            answer = prober.wait_healthy(
+                live_target(ctx.host.edge, site.config),
+                site.config.health_timeout,
+                expect_version=expected_version(image),
+                on_wait=certificate_watch(ctx, site.config),
+            )
+        return {"health": answer.status, "version": answer.version}
+
+    def record(run: Run):
+        run.state.update(
+            {
+                "slug": slug,
+                "live": colour,
+                "previous": None,
+                "colours": {colour: colour_record(image, status="live", outcome="healthy")},
+            }
+        )
+        run.save_state()
+        run.forget_cleanups()
+
+    plan = Plan(
+        "init",
+        slug,
+        (
+            Step("data", f"start {naming.data_project(slug)} (Postgres, Redis)", data),
+            first["build"],
+            first["migrate"],
+            first["static"],
+            first["start"],
+            first["edge"],
+            Step("health", f"wait for /health/ through Caddy (Host: {domain})", health),
+            Step("record", "write state.json", record),
+        ),
+        facts={"ref": resolved.ref, "commit": resolved.commit, "sum_core": pin, "colour": colour},
+    )
+    with site.lock().acquire(command=f"sumbg init {slug}"):
+        result = ctx.execute(plan, site, f"init {slug}")
+    target = live_target(ctx.host.edge, site.config)
+    result["url"] = target.base_url
+    ctx.reporter.line(f"{slug} is live: curl -H 'Host: {domain}' -H 'X-Forwarded-Proto: https' {target.base_url}/")
+    return result
+
+
+def first_colour_steps(
+    ctx: Context, site: Site, image: build.ImageSpec, *, migrate_note: str, with_worker: bool, preview: str
+) -> dict[str, Step]:
+    """A site's first colour (blue): build, migrate, static, start, edge; by name, for init and adopt."""
+    slug, colour = site.slug, naming.COLOURS[0]
+    stacks = ctx.stacks(site)
+
+    def build_step(run: Run):
+        return ctx.build_image(site, image)
+
+    def migrate(run: Run):
+        return {"applied": applied_count(stacks.migrate(colour, image.tag, migrate_note))}
+
+    def static(run: Run):
+        return {"summary": stacks.collectstatic(colour, image.tag)}
+
+    def start(run: Run):
+        run.on_failure(f"remove {naming.app_project(slug, colour)}", lambda: stacks.remove_colour(colour))
+        stacks.start_web(colour, image.tag)
+        if with_worker:
+            stacks.start_worker(colour, image.tag)
+        stacks.apply_cpu_weights(colour)  # the site's only colour: it is the one to keep fast
+
+    def edge(run: Run):
+        ctx.edge.files.write_colour(slug, "live", colour)
+        ctx.edge.files.write_colour(slug, "preview", preview)
+        with ctx.edge.lock().acquire(timeout=60):
+            changed = ctx.edge.apply({**ctx.all_sites(), slug: site.config})
+            run.on_failure(f"remove {slug} from the edge Caddy", lambda: ctx.edge.remove_site(slug))
+            ctx.edge.ensure_up()
+        return {"changed": changed}
+
+    commit = image.labels["sumbg.commit"]
+    worker = "" if with_worker else " (its worker later)"
+    return {
+        "build": Step("build", f"build {image.tag} from {image.labels['sumbg.ref']} ({commit[:12]})", build_step),
+        "migrate": Step("migrate", f"migrate in a one-off container of {image.tag}", migrate),
+        "static": Step("static", f"collectstatic into {site.static_dir(colour)}", static),
+        "start": Step("start", f"start {naming.app_project(slug, colour)}{worker}", start),
+        "edge": Step("edge", f"route {site.config.domain} through the edge Caddy to {colour}", edge),
+    }
+
+
+def certificate_watch(ctx: Context, config: SiteConfig, every: float = 3.0):
+    """While a new site's first health check waits: stop at once, saying why, when the edge
+    logs that it could not get a certificate for one of its domains (Caddy would retry for
+    hours; the check would only say it timed out)."""
+    if ctx.host.edge.tls != "auto" or config.caddy.behind_proxy:
+        return None
+    since, last = time.time(), [0.0]
+
+    def look() -> None:
+        if time.monotonic() - last[0] < every:
+            return
+        last[0] = time.monotonic()
+        failure = ctx.edge.certificate_failure(config.domains, since)
+        if failure:
+            raise CheckFailed(
+                f"the edge could not get a TLS certificate for {failure}; check that the "
+                f"domain's DNS names this host and that port 80 reaches it "
+                f"(the site is taken off the edge; the others keep serving)"
+            )
+
+    return look
+
+
+def refuse_a_foreign_database(ctx: Context, slug: str) -> None:
+    """A database volume left by an earlier site of this slug keeps that site's data and password:
+    a new site would neither own the data nor be able to log in, so init stops before creating anything."""
+    volume = f"{naming.data_project(slug)}-pgdata"
+    if ctx.engine.volume_exists(volume):
+        raise UsageError(
+            f"a database volume {volume} from an earlier site {slug} exists and this site has no "
+            f"secrets for it: put back that site's .env in {ctx.host.site_dir(slug)}, or remove the "
+            f"volume (`docker volume rm {volume}`, its data is lost) and init again"
+        )
+
+
+def celery_worker_command(project: str) -> str:
+    """The worker as a SUM site runs it (the boilerplate's Celery app is <project>/celery.py)."""
+    return f"celery -A {project} worker --loglevel=INFO"
+
+
+def refuse_changes_to_kept_config(kept: SiteConfig, **given) -> None:
+    """A re-run init keeps the site.toml an earlier, failed init wrote (and its edits): an
+    option that says something else is refused rather than silently dropped or applied."""
+    current = {
+        "repo": kept.repo,
+        "domains": list(kept.domains),
+        "project": kept.project,
+        "worker_command": kept.worker_command,
+        "db_publish_port": kept.db_publish_port,
+        "environment": kept.environment,
+        "env": tuple(kept.extra_env),
+    }
+    for key, value in given.items():
+        if value is None or (key == "env" and not value) or value == current[key]:
+            continue
+        raise UsageError(
+            f"site.toml of {kept.slug} (kept from an earlier init, with any edits) has {key} = "
+            f"{current[key]!r}, not {value!r}: edit site.toml, or remove it to start afresh"
+        )

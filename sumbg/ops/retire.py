@@ -1,0 +1,121 @@
+"""`sumbg retire`: stop a site's idle colour; `retire --due`: every idle colour whose soak period is over."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sumbg import naming
+from sumbg.errors import LockHeld, UsageError
+from sumbg.ops import agreement
+from sumbg.ops.context import Context, refuse_if_interrupted
+from sumbg.ops.executor import Plan, Run, Step
+from sumbg.site.records import recorded
+from sumbg.site.site import Site
+
+
+def _age_seconds(stamp: str | None) -> float:
+    if not stamp:
+        return float("inf")
+    then = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return (dt.datetime.now(dt.UTC) - then).total_seconds()
+
+
+def retire(
+    ctx: Context, slug: str, *, min_age: float, force: bool, lock_timeout: float = 0.0, reason: str | None = None
+) -> dict:
+    site = ctx.site(slug)
+    stacks = ctx.stacks(site)
+    with site.lock().acquire(timeout=lock_timeout, command=f"sumbg retire {slug}"):
+        state = site.records.load_state()
+        refuse_if_interrupted(site, state)
+        live = state.get("live")
+        if not live:
+            raise UsageError(f"site {slug} has no live colour yet")
+        idle = naming.other_colour(live)
+        if not stacks.colour_exists(idle):
+            site.records.append({"event": "noop", "operation": "retire", "reason": f"{idle} is not running"})
+            ctx.reporter.line(f"{idle} is not running; nothing to retire")
+            return {"operation": "retire", "outcome": "noop", "reason": f"{idle} is not running"}
+        age = _age_seconds(recorded(state, live).get("deployed_at"))
+        if state.get("previous") == idle and age < min_age and not force:
+            raise UsageError(
+                f"{idle} is {slug}'s only rollback target and {live} went live {age:.0f}s ago "
+                f"(less than --min-age {min_age:.0f}s); pass --force to retire it anyway"
+            )
+
+        def stop(run: Run):
+            stacks.remove_colour(idle)
+            if idle in run.state.get("colours", {}):
+                run.state["colours"][idle]["status"] = "retired"
+            run.save_state()
+            return {"retired": naming.app_project(slug, idle)}
+
+        plan = Plan(
+            "retire",
+            slug,
+            (Step("retire", f"stop and remove {naming.app_project(slug, idle)}", stop),),
+            facts={"colour": idle, **({"reason": reason} if reason else {})},
+        )
+        return ctx.execute(plan, site, f"retire {slug}")
+
+
+def soak_period(ctx: Context, config) -> float:
+    """How long a site's idle colour is kept after an upgrade went live (0: kept)."""
+    return config.retire_idle_after if config.retire_idle_after is not None else ctx.host.retire_idle_after
+
+
+def soak_decision(state: dict, soak: float, *, idle_running: bool, age: float) -> str | None:
+    """Why an idle colour is kept, or None when its soak period is over (pure: unit-tested)."""
+    live = state.get("live")
+    if not soak:
+        return "kept: no soak period is set (upgrade.retire_idle_after)"
+    if not live:
+        return "never deployed"
+    if state.get("operation"):
+        return f"an operation ({state['operation'].get('kind')}) is running or was interrupted"
+    if not idle_running:
+        return f"{naming.other_colour(live)} is not running"
+    if age < soak:
+        return f"soaking: {live} went live {_duration(age)} ago, kept for {_duration(soak)}"
+    return None
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def retire_due(ctx: Context) -> dict:
+    """Retire every idle colour whose soak period is over and whose live colour answers healthy
+    through Caddy; a site that is busy, unhealthy or disagreeing keeps its rollback target."""
+    results = []
+    for config in ctx.site_configs():
+        site = Site(ctx.host, config)
+        state = site.records.load_state()
+        live = state.get("live")
+        age = _age_seconds(recorded(state, live).get("deployed_at")) if live else 0.0
+        soak = soak_period(ctx, config)
+        kept = soak_decision(
+            state, soak, age=age, idle_running=bool(live) and ctx.stacks(site).colour_exists(naming.other_colour(live))
+        )
+        if kept is None:
+            agreed, health = agreement.probe_and_check(ctx, site, state)
+            if agreed.problems:
+                kept = "kept: records and what serves disagree: " + "; ".join(agreed.problems)
+            elif not health.passing:
+                kept = f"kept: the live colour is not healthy through Caddy ({health.status or health.answer.status})"
+        if kept is not None:
+            results.append({"site": config.slug, "outcome": "kept", "reason": kept})
+            continue
+        reason = f"soaked {_duration(age)} (retire_idle_after {_duration(soak)})"
+        try:
+            outcome = retire(ctx, config.slug, min_age=0, force=False, reason=reason)
+        except LockHeld as exc:
+            results.append({"site": config.slug, "outcome": "kept", "reason": f"busy: {exc.message}"})
+            continue
+        results.append({"site": config.slug, "outcome": "retired", "reason": reason, "result": outcome})
+    for item in results:
+        ctx.reporter.line(f"{item['site']}: {item['outcome']}: {item['reason']}")
+    return {"operation": "retire-due", "sites": results}

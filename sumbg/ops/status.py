@@ -1,0 +1,152 @@
+"""The read-only views of a host: `sumbg status` (what runs and answers) and `sumbg releases`
+(which tags a site could move to). `sumbg fleet` reads both, as JSON, over SSH."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+from sumbg import __version__
+from sumbg.adapters import gitrepo
+from sumbg.adapters.gitdeps import redact_url
+from sumbg.errors import LockHeld, SumbgError, UsageError
+from sumbg.lock import is_held
+from sumbg.ops import agreement, reports
+from sumbg.ops.context import Context, mirror_for
+from sumbg.ops.rollback import rollback_target
+from sumbg.site.records import recorded
+from sumbg.site.site import Site
+
+
+def status(ctx: Context, slug: str | None) -> list[dict]:
+    if slug:
+        slugs = [ctx.site(slug).slug]
+    else:
+        slugs = [path.parent.name for path in sorted(ctx.host.root.glob("*/site.toml"))]
+    return [site_status(ctx, ctx.site(s)) for s in slugs]
+
+
+def host_status(ctx: Context) -> dict:
+    """Every site of this host, with what identifies the host (for the fleet's table)."""
+    return {"sumbg": __version__, "host": socket.gethostname(), "root": str(ctx.host.root), "sites": status(ctx, None)}
+
+
+def site_status(ctx: Context, site: Site) -> dict:
+    state = site.records.load_state()
+    live = state.get("live")
+    record = recorded(state, live)
+    health: dict = {}
+    agreed = agreement.Agreement()
+    if live:
+        agreed, answer = agreement.probe_and_check(ctx, site, state)
+        health = {
+            "http_status": answer.answer.status,
+            "status": answer.status,
+            "version": answer.version,
+            "error": answer.answer.error or None,
+        }
+    operation = state.get("operation")
+    interrupted = bool(operation) and not is_held(site.dir / ".lock")
+    last = reports.last_deploy(site.records.history())
+    return {
+        "site": site.slug,
+        "domain": site.config.domain,
+        "domains": list(site.config.domains),
+        "environment": site.config.environment,
+        "notes": site.config.notes,
+        "live": live,
+        "previous": state.get("previous"),
+        "image": record.get("image"),
+        "ref": record.get("ref"),
+        "commit": record.get("commit"),
+        "sum_core": record.get("sum_core"),
+        "deployed_at": record.get("deployed_at"),
+        "colours": state.get("colours") or {},
+        "health": health,
+        "agreement": agreed.describe(),
+        "caddy": {
+            "live": ctx.edge.files.read_colour(site.slug, "live"),
+            "preview": ctx.edge.files.read_colour(site.slug, "preview"),
+        },
+        "operation": operation,
+        "interrupted": interrupted,
+        "maintenance": ctx.edge.files.maintenance_on(site.slug),
+        "last_deploy": {key: last.get(key) for key in ("operation", "outcome", "at", "from", "to", "reason")}
+        if last
+        else None,
+        "last_deploy_outcome": reports.deploy_outcome(last),
+        "rollback": rollback_view(ctx, site, state),
+    }
+
+
+def rollback_view(ctx: Context, site: Site, state: dict) -> dict:
+    """Where `sumbg rollback` would go, and whether it is instant (its colour still runs)."""
+    try:
+        target = rollback_target(state, site.slug)
+    except UsageError as exc:
+        return {"possible": False, "instant": False, "reason": exc.message}
+    running = ctx.stacks(site).web_running(target)
+    return {
+        "possible": True,
+        "colour": target,
+        "ref": recorded(state, target).get("ref"),
+        "instant": running,
+        **({} if running else {"reason": f"{target} was retired: a rollback starts it again first"}),
+    }
+
+
+# ------------------------------------------------------------------ releases
+
+_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)")
+
+
+def release_key(tag: str, date: int) -> tuple:
+    """Newest first by version number (v1.10.0 after v1.9.0), then by tag date; a tag with no
+    number sorts by its date below the numbered ones."""
+    match = _VERSION.match(tag)
+    number = tuple(int(part) for part in match.group(1).split(".")) if match else ()
+    return (bool(number), number, date)
+
+
+def releases(ctx: Context, slugs: list[str] | None, *, fetch: bool = True) -> list[dict]:
+    """Each site's tags with the sum-core version each pins, newest first, after fetching its repo
+    (a site busy with an operation is read from the copy sumbg already has, and says so)."""
+    names = slugs or [config.slug for config in ctx.site_configs()]
+    return [site_releases(ctx, ctx.site(slug), fetch=fetch) for slug in names]
+
+
+def site_releases(ctx: Context, site: Site, *, fetch: bool) -> dict:
+    state = site.records.load_state()
+    live = recorded(state, state.get("live"))
+    mirror = mirror_for(site)
+    note = None
+    if fetch:
+        lock = site.lock()
+        try:
+            lock.acquire(timeout=0, command=f"sumbg releases {site.slug}")
+        except LockHeld as exc:
+            note = f"not fetched: {exc.message}"
+        else:
+            try:
+                mirror.sync()
+            except SumbgError as exc:
+                note = f"not fetched: {exc.message}"
+            finally:
+                lock.release()
+    tags, pins = [], {}
+    if mirror.exists():
+        for tag, commit, date in mirror.tags():
+            if commit not in pins:  # several tags often name one commit
+                pins[commit] = gitrepo.sum_core_pin(mirror.read_file(commit, "requirements.txt"))
+            tags.append({"tag": tag, "commit": commit, "date": date, "sum_core": pins[commit]})
+    elif note is None:
+        note = "no copy of the repository yet"
+    tags.sort(key=lambda t: release_key(t["tag"], t["date"]), reverse=True)
+    return {
+        "site": site.slug,
+        "repo": redact_url(site.config.repo),
+        "live": {"ref": live.get("ref"), "commit": live.get("commit"), "sum_core": live.get("sum_core")},
+        "fetched": fetch and note is None,
+        "note": note,
+        "tags": tags,
+    }

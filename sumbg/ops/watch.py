@@ -1,0 +1,131 @@
+"""The watch after an upgrade's switch: probes the live site and counts the 5xx answers Caddy gave
+real visitors; reverts through `switch_live` when the site's `[watch]` thresholds say the failure persists."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from sumbg.adapters.probe import live_target
+from sumbg.config import WatchSettings
+from sumbg.errors import CheckFailed, NeedsOperator
+from sumbg.ops.context import Context
+from sumbg.ops.executor import Run
+from sumbg.ops.switch import describe, mark_failed, move_workers, switch_live
+from sumbg.site.records import recorded
+from sumbg.site.site import Site
+from sumbg.site.state import colour_version
+
+# Tests inject isolated failed probes into a watch with this (a count), to show that one
+# unlucky probe does not revert a good release.
+INJECT_PROBE_FAILURES = "SUMBG_INJECT_PROBE_FAILURES"
+
+# ---------------------------------------------------------------- the watch
+
+
+def watch_verdict(policy: WatchSettings, probes: list[str | None], visitors: tuple[int, int] | None) -> str | None:
+    """Why the watch must revert now (a persisting failure), or None.
+
+    `probes`: one entry per probe so far, None for a pass or the problem seen.
+    `visitors`: (requests, 5xx answers) Caddy counted for the site's host since the switch.
+    """
+    streak = 0
+    for problem in reversed(probes):
+        if problem is None:
+            break
+        streak += 1
+    if streak >= policy.consecutive_failures:
+        return f"{streak} probes in a row failed, the last: {probes[-1]}"
+    failed = sum(1 for p in probes if p is not None)
+    if len(probes) >= policy.min_probes and failed / len(probes) > policy.max_failed_ratio:
+        last = next(p for p in reversed(probes) if p is not None)
+        return f"{failed} of {len(probes)} probes failed (more than {policy.max_failed_ratio:.0%}), the last: {last}"
+    if visitors is not None:
+        requests, errors = visitors
+        if errors >= policy.max_visitor_5xx and errors > policy.max_visitor_5xx_ratio * requests:
+            return (
+                f"Caddy answered {errors} of {requests} requests for the site with 5xx "
+                f"(limit {policy.max_visitor_5xx} and {policy.max_visitor_5xx_ratio:.0%})"
+            )
+    return None
+
+
+def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, old: str) -> dict:
+    """Watch the live site after a switch; on a persisting failure flip back to `old` and fail."""
+    policy = site.config.watch
+    target = live_target(ctx.host.edge, site.config)
+    expect = colour_version(recorded(run.state, new))
+    injected = int(os.environ.get(INJECT_PROBE_FAILURES, "0") or 0)
+    probes: list[str | None] = []
+    visitors = None
+    deadline = time.monotonic() + seconds
+    with ctx.prober() as prober:
+        baseline = prober.visitor_counts(ctx.host.edge, site.config.domain)
+        while time.monotonic() < deadline:
+            problem = _probe(prober, target, site, expect)
+            if problem is None and len(probes) < injected:
+                problem = f"injected failure ({INJECT_PROBE_FAILURES})"
+            probes.append(problem)
+            if problem:
+                run.say(f"watch: probe {len(probes)} failed: {problem}")
+            now = prober.visitor_counts(ctx.host.edge, site.config.domain)
+            if baseline is not None and now is not None:
+                visitors = (now[0] - baseline[0], now[1] - baseline[1])
+            run.notes["watch"] = summary = {
+                "probes": len(probes),
+                "failed_probes": sum(1 for p in probes if p),
+                "visitor_requests": visitors[0] if visitors else None,
+                "visitor_5xx": visitors[1] if visitors else None,
+            }
+            reason = watch_verdict(policy, probes, visitors)
+            if reason:
+                mark_failed(run.state, new, f"failed its watch: {reason}")
+                run.save_state()
+                if recorded(run.state, new).get("breaks_previous"):
+                    _cover_instead_of_reverting(ctx, site, run, reason, new=new, old=old)
+                run.say(f"watch: {reason}; rolling back to {old}")
+                flip = switch_live(ctx, site, run, old)
+                run.notes["reverted"] = {"reason": reason, "flip_seconds": flip.seconds}
+                move_workers(ctx, site, to=old, came_from=new)
+                raise CheckFailed(
+                    f"after the switch the site failed its watch ({reason}); rolled back to "
+                    f"{describe(run.state, old)} by itself in {flip.seconds:.3f}s",
+                    colour=new,
+                )
+            time.sleep(policy.interval)
+    return {"seconds": seconds, **summary} if probes else {"seconds": seconds, "probes": 0}
+
+
+def _cover_instead_of_reverting(ctx: Context, site: Site, run: Run, reason: str, *, new: str, old: str) -> None:
+    """A release whose migrations break the one before it fails its watch: flipping back would
+    serve visitors errors from a release that cannot read the schema, so the maintenance page
+    covers the site instead (503 with Retry-After) and the operator chooses."""
+    ctx.edge.files.set_maintenance(site.slug, True)
+    run.notes["reverted"] = {"reason": reason, "flipped": False, "maintenance": True}
+    run.say(f"watch: {reason}; not flipping back to {old}: it cannot serve {new}'s schema")
+    raise NeedsOperator(
+        f"after the switch the site failed its watch ({reason}); {describe(run.state, old)} cannot serve the "
+        f"schema {describe(run.state, new)} migrated to, so traffic was not flipped back: the maintenance page "
+        f"covers the site (503). To go back with the pre-upgrade database (writes since the upgrade are lost): "
+        f"sumbg rollback {site.slug} --restore-db; or upgrade to a fixed release with --maintenance",
+        site=site.slug,
+        colour=new,
+    )
+
+
+def _probe(prober, target, site: Site, expect: dict) -> str | None:
+    health = prober.health(target)
+    if not health.passing:
+        return f"/health/ through Caddy: {health.answer.describe()}"
+    if any(health.version.get(key) != value for key, value in expect.items()):
+        return (
+            f"/health/ through Caddy answers version {health.version.get('build')!r}, expected {expect.get('build')!r}"
+        )
+    for check in site.config.smoke_checks:
+        if check.method != "GET":
+            continue
+        try:
+            prober.check(target, check)
+        except CheckFailed as exc:
+            return exc.message
+    return None
