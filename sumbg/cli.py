@@ -10,7 +10,14 @@ import click
 
 from sumbg import __version__
 from sumbg.config import load_host
-from sumbg.errors import SumbgError
+from sumbg.errors import (
+    EXIT_ABORTED,
+    EXIT_NEEDS_OPERATOR,
+    EXIT_USAGE,
+    NeedsOperator,
+    SumbgError,
+    UsageError,
+)
 from sumbg.ops.executor import Reporter
 
 
@@ -26,6 +33,24 @@ class Obj:
 
         host = load_host(Path(self.root) if self.root else None)
         return Context(host=host, reporter=Reporter(quiet=quiet))
+
+
+# The documented exit codes (README, "Commands"): the first class that matches wins.
+EXIT_CODES: tuple[tuple[type[SumbgError], int], ...] = (
+    (NeedsOperator, EXIT_NEEDS_OPERATOR),
+    (UsageError, EXIT_USAGE),
+    (SumbgError, EXIT_ABORTED),
+)
+
+
+def exit_code_of(error: SumbgError) -> int:
+    return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
+
+
+def show_error(error: SumbgError) -> None:
+    click.echo(f"sumbg: error: {error.format_message()}", err=True)
+    if error.output_tail:
+        click.echo("\n".join("    " + line for line in error.output_tail.rstrip().splitlines()), err=True)
 
 
 def emit_json(document) -> None:
@@ -54,9 +79,9 @@ def run_reporting(as_json: bool, action):
             emit_json(
                 {
                     "outcome": "failed",
-                    "exit_code": exc.exit_code,
+                    "exit_code": exit_code_of(exc),
                     **exc.evidence(),
-                    **({"result": exc.result} if hasattr(exc, "result") else {}),
+                    **({"result": exc.result} if exc.result is not None else {}),
                 }
             )
         raise
@@ -426,7 +451,9 @@ def restore(obj: Obj, slug, file, yes, lock_timeout, as_json):
     from sumbg.ops.backups import restore as do_restore
 
     ctx = obj.context()
-    run_reporting(as_json, lambda: do_restore(ctx, slug, file, yes=yes, lock_timeout=lock_timeout))
+    # Asked only at a terminal; without one, --yes is required.
+    confirm = (lambda question: click.confirm(question, err=True)) if sys.stdin.isatty() and not as_json else None
+    run_reporting(as_json, lambda: do_restore(ctx, slug, file, yes=yes, lock_timeout=lock_timeout, confirm=confirm))
 
 
 def parse_duration(value: str) -> float:
@@ -748,8 +775,12 @@ def main() -> None:
     try:
         code = cli.main(standalone_mode=False)
     except SumbgError as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        if verbose:
+            import traceback
+
+            traceback.print_exception(exc)
+        show_error(exc)
+        sys.exit(exit_code_of(exc))
     except click.exceptions.Abort:
         click.echo("sumbg: aborted", err=True)
         sys.exit(1)

@@ -1,22 +1,26 @@
 """One exception root for everything sumbg reports to a user.
 
 Each error carries the site, colour and step it happened in plus the evidence
-(command, exit code, output tail), and maps to the CLI's documented exit codes.
+(command, exit code, output tail). The command line (`sumbg.cli`) is the one place
+that turns an error into a message and one of the documented exit codes (EXIT_*),
+so nothing here knows about the terminal.
+
+Errors are not edited after they are raised: code that knows more (the step it
+happened in, a log tail, a better message) raises a new one with `refined(...)`,
+chained to the original.
 """
 
 from __future__ import annotations
 
-import click
+from typing import Any
 
 EXIT_ABORTED = 1
 EXIT_USAGE = 2
 EXIT_NEEDS_OPERATOR = 3
 
 
-class SumbgError(click.ClickException):
+class SumbgError(Exception):
     """Something sumbg could not do; the message says what and why."""
-
-    exit_code = EXIT_ABORTED
 
     def __init__(
         self,
@@ -28,16 +32,43 @@ class SumbgError(click.ClickException):
         command: list[str] | None = None,
         returncode: int | None = None,
         output_tail: str | None = None,
+        result: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
+        self.message = message
         self.site = site
         self.colour = colour
         self.step = step
         self.command = command
         self.returncode = returncode
         self.output_tail = output_tail
+        # What an operation recorded before it failed (its history entry), for `--json`.
+        self.result = result
 
-    def evidence(self) -> dict:
+    def refined(self, *, message: str | None = None, result: dict[str, Any] | None = None, **facts: Any) -> SumbgError:
+        """The same error with more context: a new error of the same class (chain it with `from`)."""
+        known = {
+            "site": self.site,
+            "colour": self.colour,
+            "step": self.step,
+            "command": self.command,
+            "returncode": self.returncode,
+            "output_tail": self.output_tail,
+        }
+        unknown = set(facts) - set(known)
+        if unknown:
+            raise TypeError(f"unknown error facts: {sorted(unknown)}")
+        known.update(facts)
+        copy = type(self).__new__(type(self))
+        SumbgError.__init__(
+            copy,
+            self.message if message is None else message,
+            result=self.result if result is None else result,
+            **known,
+        )
+        return copy
+
+    def evidence(self) -> dict[str, Any]:
         """The structured facts behind the message, for history and --json."""
         facts = {
             "error": type(self).__name__,
@@ -59,20 +90,12 @@ class SumbgError(click.ClickException):
         )
         return f"{self.message} [{where}]" if where else self.message
 
-    def show(self, file=None) -> None:
-        click.echo(f"sumbg: error: {self.format_message()}", err=True)
-        if self.output_tail:
-            click.echo(_indent(self.output_tail), err=True)
-
-
-def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.rstrip().splitlines())
+    def __str__(self) -> str:
+        return self.format_message()
 
 
 class UsageError(SumbgError):
     """Bad input: a malformed argument, file or setting; nothing was changed."""
-
-    exit_code = EXIT_USAGE
 
 
 class ConfigError(UsageError):
@@ -87,8 +110,24 @@ class LockHeld(SumbgError):
     """Another sumbg operation holds the site's lock."""
 
 
+class Interrupted(SumbgError):
+    """An earlier operation on the site died part way; `sumbg recover` must run first."""
+
+
+class Disagreement(SumbgError):
+    """The site's records, Caddy's files and what answers disagree; `sumbg recover` must run first."""
+
+
 class DockerError(SumbgError):
     """A Docker engine or Compose command failed."""
+
+
+class AppCommandFailed(SumbgError):
+    """A one-off command of the site's release (collectstatic, manage.py) failed."""
+
+
+class DatabaseError(SumbgError):
+    """An SQL statement on a site's database failed."""
 
 
 class GitError(SumbgError):
@@ -129,8 +168,6 @@ class HostUnreachable(SumbgError):
 
 class NeedsOperator(SumbgError):
     """The operation failed and sumbg could not put the previous state back."""
-
-    exit_code = EXIT_NEEDS_OPERATOR
 
 
 def tail(text: str | bytes | None, lines: int = 20) -> str:

@@ -15,6 +15,7 @@ import pytest
 from sumbg.adapters import build, gitdeps
 from sumbg.adapters.gitdeps import GitRequirement, parse_git_requirement
 from sumbg.adapters.gitrepo import GitAuth, Mirror, dependency_env, fetch_tree
+from sumbg.cli import exit_code_of
 from sumbg.config import BuildSettings, HostConfig, Images, SiteConfig
 from sumbg.errors import GitError
 
@@ -333,7 +334,7 @@ def test_fetch_tree_failures_say_what_to_fix(tmp_path, core_repo):
     with pytest.raises(GitError) as info:
         fetch_tree(missing, "v1", "", tmp_path / "d3", auth=GitAuth(), scratch=tmp_path / "s", shown_url=missing)
     assert info.value.message == f"cannot fetch {missing}@v1: no git repository at that URL"
-    assert info.value.exit_code == 1
+    assert exit_code_of(info.value) == 1
 
 
 class FakeEngine:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sumbg import config
+from sumbg.cli import exit_code_of
 from sumbg.config import (
     DEFAULT_SMOKE_CHECKS,
     EdgeSettings,
@@ -44,7 +45,7 @@ def host_from(tmp_path: Path, text: str) -> HostConfig:
 def host_error(tmp_path: Path, text: str) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         host_from(tmp_path, text)
-    assert info.value.exit_code == 2
+    assert exit_code_of(info.value) == 2
     return info.value
 
 
@@ -57,7 +58,7 @@ def site_from(tmp_path: Path, text: str, slug: str = "acme") -> SiteConfig:
 def site_error(tmp_path: Path, text: str) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         site_from(tmp_path, text)
-    assert info.value.exit_code == 2
+    assert exit_code_of(info.value) == 2
     return info.value
 
 
@@ -256,7 +257,7 @@ def test_unreadable_sumbg_toml(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_host(tmp_path)
     assert info.value.message == f"sumbg.toml: cannot read {tmp_path / 'sumbg.toml'}: Is a directory"
-    assert info.value.exit_code == 2
+    assert exit_code_of(info.value) == 2
 
 
 # ---------------------------------------------------------------- site: defaults
@@ -510,14 +511,14 @@ def test_site_slug_must_match_its_folder(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_site(HostConfig(root=tmp_path), "other")
     assert info.value.message == "site.toml: slug: is 'acme' but the site folder is 'other'"
-    assert info.value.exit_code == 2
+    assert exit_code_of(info.value) == 2
 
 
 def test_missing_site(tmp_path):
     with pytest.raises(UsageError) as info:
         load_site(HostConfig(root=tmp_path), "acme")
     assert info.value.message == f"no site 'acme' under {tmp_path} (run `sumbg init acme ...` first)"
-    assert info.value.exit_code == 2
+    assert exit_code_of(info.value) == 2
 
 
 def test_load_site_rejects_an_invalid_slug_before_touching_files(tmp_path):

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from sumbg.cli import exit_code_of
 from sumbg.errors import CheckFailed, NeedsOperator, SumbgError
 from sumbg.ops.executor import Plan, Reporter, Run, Step, execute
 from sumbg.site.records import SiteRecords
@@ -204,7 +205,7 @@ def test_failing_step_undoes_newest_first(records, reporter):
     with pytest.raises(CheckFailed) as info:
         execute(plan(*steps), records, reporter)
     err = info.value
-    assert err.exit_code == 1
+    assert exit_code_of(err) == 1
     assert (err.site, err.step) == ("acme", "migrate")
     assert undone == ["container", "volume", "network"]
     assert later == []
@@ -269,7 +270,7 @@ def test_failing_undo_needs_an_operator(records, reporter):
             reporter,
         )
     err = info.value
-    assert err.exit_code == 3
+    assert exit_code_of(err) == 3
     assert err.message == (
         "could not undo 'restore database': unexpected RuntimeError: disk full [step undo]; "
         "check `sumbg status` and run `sumbg recover` once the cause is fixed"
@@ -313,7 +314,7 @@ def test_non_sumbg_exception_is_wrapped_with_the_step(records, reporter, monkeyp
     err = info.value
     assert type(err) is SumbgError
     assert err.message == "unexpected ValueError: bad template"
-    assert (err.site, err.step, err.exit_code) == ("acme", "render", 1)
+    assert (err.site, err.step, exit_code_of(err)) == ("acme", "render", 1)
     assert err.format_message() == "unexpected ValueError: bad template [site acme, step render]"
     assert isinstance(err.__cause__, ValueError)
     assert records.history()[-1]["error"] == {

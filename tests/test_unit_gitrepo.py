@@ -10,6 +10,7 @@ import pytest
 
 from sumbg.adapters import gitrepo
 from sumbg.adapters.gitrepo import Mirror, Resolved, detect_project, sum_core_pin
+from sumbg.cli import exit_code_of
 from sumbg.errors import GitError, NotFound
 
 GIT_SOURCE = "sum-core @ git+https://github.com/org/sum-platform.git@v0.7.0#subdirectory=core"
@@ -217,7 +218,7 @@ def test_resolve_unknown_ref(mirror, source):
     with pytest.raises(NotFound) as info:
         mirror.resolve("v9.9.9")
     assert info.value.message == f"ref 'v9.9.9' does not exist in {source['path']}"
-    assert info.value.exit_code == 2
+    assert exit_code_of(info.value) == 2
 
 
 def test_read_file_at_a_ref(mirror, source):
@@ -301,7 +302,7 @@ def test_sync_of_a_missing_origin_fails_with_git_evidence(tmp_path):
         Mirror(tmp_path / "site" / "repo.git", str(origin)).sync()
     err = info.value
     assert err.message == "git clone failed"
-    assert err.exit_code == 1
+    assert exit_code_of(err) == 1
     assert err.command[:4] == ["git", "clone", "--mirror", "--quiet"]
     assert err.returncode == 128
     assert "does not exist" in err.output_tail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sumbg.cli import exit_code_of
 from sumbg.config import SiteConfig
 from sumbg.errors import UsageError
 from sumbg.ops.init import celery_worker_command, refuse_changes_to_kept_config
@@ -69,7 +70,7 @@ def test_a_rerun_that_contradicts_the_kept_file_is_refused(change, message):
     }
     with pytest.raises(UsageError) as refused:
         refuse_changes_to_kept_config(KEPT, **given)
-    assert refused.value.exit_code == 2
+    assert exit_code_of(refused.value) == 2
     assert refused.value.message == (
         f"site.toml of acme (kept from an earlier init, with any edits) {message}: "
         "edit site.toml, or remove it to start afresh"

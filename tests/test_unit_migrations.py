@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from sumbg.cli import exit_code_of
 from sumbg.errors import BreakingRelease, MigrationFailed, NeedsOperator, UsageError
 from sumbg.ops import policy, rollback
 from sumbg.ops.rollback import rollback_target
@@ -163,7 +164,7 @@ def test_a_breaking_release_is_refused_and_nothing_live_is_touched(ctx, world, t
     world.breaks_live.add(world.release("v1.1.0"))
     with pytest.raises(BreakingRelease) as refused:
         upgrade_to(ctx, world, "v1.1.0")
-    assert refused.value.exit_code == 1
+    assert exit_code_of(refused.value) == 1
     assert "the live release logged: django.db.utils.ProgrammingError" in refused.value.message
     assert world.schema_effects == [*REHEARSED, ("migrate", "copy", "v1.1.0", "all"), *REHEARSAL_GONE]
     assert world.effects == []  # the idle colour (rollback target) is still there
@@ -252,7 +253,7 @@ def test_a_breaking_release_failing_its_watch_is_covered_by_the_maintenance_page
     world.turns_unhealthy = {image: 1}  # passes the switch's confirmation, then fails
     with pytest.raises(NeedsOperator) as stuck:
         upgrade_to(ctx, world, "v1.1.0", migrations=MigrationChoices(maintenance=True))
-    assert stuck.value.exit_code == 3
+    assert exit_code_of(stuck.value) == 3
     assert (
         "blue (v1.0.0) cannot serve the schema green (v1.1.0) migrated to, so traffic was not flipped back"
         in stuck.value.message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sumbg import naming
+from sumbg.cli import exit_code_of
 from sumbg.errors import UsageError
 
 LABEL_63 = "a" * 63
@@ -30,7 +31,7 @@ def test_invalid_slugs(slug):
     assert info.value.message == (
         f"invalid site slug {slug!r}: use 1-63 lowercase letters, digits and hyphens, starting with a letter or digit"
     )
-    assert info.value.exit_code == 2
+    assert exit_code_of(info.value) == 2
 
 
 # ---------------------------------------------------------------- domains
@@ -156,7 +157,7 @@ def test_invalid_refs(ref):
     with pytest.raises(UsageError) as info:
         naming.validate_ref(ref)
     assert info.value.message == f"invalid git ref {ref!r}"
-    assert info.value.exit_code == 2
+    assert exit_code_of(info.value) == 2
 
 
 # ---------------------------------------------------------------- derived names

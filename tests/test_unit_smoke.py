@@ -14,6 +14,7 @@ import pytest
 
 from sumbg.adapters import probe as smoke_module
 from sumbg.adapters.probe import Answer, Health, Prober, Target, live_target, preview_target
+from sumbg.cli import exit_code_of
 from sumbg.config import DEFAULT_SMOKE_CHECKS, CaddySettings, EdgeSettings, SiteConfig, SmokeCheck
 from sumbg.errors import CheckFailed
 
@@ -206,7 +207,7 @@ def test_check_passes_with_content_type_prefix_and_contains(fake_edge, prober):
 def check_failure(fake_edge, prober, check: SmokeCheck, target: Target | None = None) -> CheckFailed:
     with pytest.raises(CheckFailed) as info:
         prober.check(target or fake_edge.target, check)
-    assert info.value.exit_code == 1
+    assert exit_code_of(info.value) == 1
     return info.value
 
 
@@ -354,7 +355,7 @@ def test_wait_healthy_times_out_with_the_body(fake_edge, prober, fast_polling):
         without_timeout(info.value.message) == f"live /health/ through Caddy did not pass within Ns: HTTP 503: {body}"
     )
     assert info.value.output_tail == body
-    assert info.value.exit_code == 1
+    assert exit_code_of(info.value) == 1
     assert len(fake_edge.requests) >= 2  # it kept polling until the deadline
 
 

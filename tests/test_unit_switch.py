@@ -12,6 +12,7 @@ import pytest
 
 from sumbg.adapters import build
 from sumbg.adapters.docker import ContainerState
+from sumbg.cli import exit_code_of
 from sumbg.config import WatchSettings
 from sumbg.errors import CheckFailed, NeedsOperator, UsageError
 from sumbg.ops import rollback
@@ -127,7 +128,7 @@ def test_flip_whose_target_does_not_answer_puts_the_previous_colour_back(ctx, wo
     world.webs["green"].running = False  # stopped behind sumbg's back: Caddy falls back to blue
     with pytest.raises(FlipFailed) as failed:
         flip(ctx, "green")
-    assert failed.value.exit_code == 1
+    assert exit_code_of(failed.value) == 1
     assert "traffic is back on blue (v1.0.0), confirmed through Caddy" in failed.value.message
     assert world.file_writes() == [("preview", "blue"), ("live", "green"), ("live", "blue"), ("preview", "green")]
     state = strip_times(state_of(ctx))
@@ -141,7 +142,7 @@ def test_flip_whose_way_back_fails_too_needs_an_operator(ctx, world, tmp_path):
     world.broken = {"sum-acme:v1.0.0", "sum-acme:v1.1.0"}
     with pytest.raises(NeedsOperator) as failed:
         flip(ctx, "green")
-    assert failed.value.exit_code == 3
+    assert exit_code_of(failed.value) == 3
     assert "putting blue back did not confirm either" in failed.value.message
     assert "run `sumbg recover acme`" in failed.value.message
     assert world.file_writes() == [("preview", "blue"), ("live", "green"), ("live", "blue"), ("preview", "green")]
@@ -192,7 +193,7 @@ def test_rollback_target_is_the_other_colour_when_healthy():
 def test_rollback_target_refusals(state, kwargs, message):
     with pytest.raises(UsageError) as refused:
         rollback_target(state, "acme", **kwargs)
-    assert (refused.value.message, refused.value.exit_code) == (message, 2)
+    assert (refused.value.message, exit_code_of(refused.value)) == (message, 2)
 
 
 def test_forced_rollback_target_may_be_a_failed_release():
@@ -269,7 +270,7 @@ def test_watch_revert_then_rollback_goes_to_the_older_healthy_release(ctx, world
     world.turns_unhealthy = {"sum-acme:v1.5.0": 1}  # passes the switch's confirmation, then fails
     with pytest.raises(CheckFailed) as failed:
         upgrade_to(ctx, world, "v1.5.0")
-    assert failed.value.exit_code == 1
+    assert exit_code_of(failed.value) == 1
     assert failed.value.message.startswith(
         "after the switch the site failed its watch (3 probes in a row failed, the last: /health/ through Caddy: "
         "HTTP 503"
@@ -317,7 +318,7 @@ def test_watch_revert_with_no_older_release_leaves_rollback_refusing(ctx, world,
     world.effects.clear()
     with pytest.raises(UsageError) as refused:
         rollback.rollback(ctx, "acme")
-    assert refused.value.exit_code == 2
+    assert exit_code_of(refused.value) == 2
     assert "has no healthy release to roll back to: green (v1.5.0) failed" in refused.value.message
     assert world.effects == []
     forced = rollback.rollback(ctx, "acme", to="green", force=True, dry_run=True)
@@ -393,7 +394,7 @@ def test_upgrade_whose_switch_does_not_confirm(ctx, world, tmp_path):
     world.turns_unhealthy = {"sum-acme:v1.1.0": 0}
     with pytest.raises(FlipFailed) as failed:
         upgrade_to(ctx, world, "v1.1.0", watch=0)
-    assert failed.value.exit_code == 1 and failed.value.step == "switch"
+    assert exit_code_of(failed.value) == 1 and failed.value.step == "switch"
     assert world.effects == [
         ("start", "green", "v1.1.0"),
         ("preview", "green"),
@@ -411,7 +412,7 @@ def test_rollback_refuses_when_caddy_and_records_disagree(ctx, world, tmp_path):
     world.files["live"] = "green"  # someone edited Caddy's live file by hand
     with pytest.raises(Exception) as refused:
         rollback.rollback(ctx, "acme")
-    assert refused.value.exit_code == 1
+    assert exit_code_of(refused.value) == 1
     assert refused.value.message == (
         "rollback of acme refused: site acme's records and what serves it disagree: state.json says blue is "
         "live but Caddy's live file names green; Caddy answers with v1.1.0 (v1.1.0-sha) but state.json records "
@@ -519,7 +520,7 @@ def test_recover_with_no_healthy_colour_needs_an_operator(ctx, world, tmp_path):
     world.webs["blue"] = Web("sum-acme:v1.0.0", running=False)
     with pytest.raises(NeedsOperator) as failed:
         recover(ctx, "acme")
-    assert failed.value.exit_code == 3
+    assert exit_code_of(failed.value) == 3
     assert failed.value.message.startswith("neither colour of acme is running and healthy")
     assert world.file_writes() == []
 

@@ -220,7 +220,7 @@ def _build_default(engine, mirror, spec, labels, options, context: Path, scratch
     except DockerError as exc:
         hint = compile_hint(exc.output_tail or "", options)
         if hint:
-            exc.message = f"{exc.message}; {hint}"
+            raise exc.refined(message=f"{exc.message}; {hint}") from exc
         raise
     result = {"image": spec.tag, "dockerfile": "sumbg's default SUM Dockerfile", "python_image": options.python_image}
     if fetched:

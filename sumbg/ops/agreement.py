@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from sumbg import naming
 from sumbg.adapters.probe import live_target
-from sumbg.errors import SumbgError
+from sumbg.errors import Disagreement
 from sumbg.site.records import recorded
 
 
@@ -24,7 +24,7 @@ class Agreement:
 
     def refuse(self, slug: str, command: str) -> None:
         if self.problems:
-            raise SumbgError(
+            raise Disagreement(
                 f"{command} refused: site {slug}'s records and what serves it disagree: "
                 f"{'; '.join(self.problems)}; run `sumbg recover {slug}` first"
             )

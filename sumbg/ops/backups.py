@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,14 +89,13 @@ def resolve_backup_file(site: Site, file: str) -> Path:
     return path.absolute()
 
 
-def confirm_restore(site: Site, file: Path, yes: bool) -> None:
+def confirm_restore(site: Site, file: Path, yes: bool, confirm: Callable[[str], bool] | None) -> None:
+    """A restore replaces the site's database: only with --yes, or when the operator says so at a terminal."""
     if yes:
         return
-    if not sys.stdin.isatty():
+    if confirm is None:
         raise UsageError("restore replaces the site's database: pass --yes (no terminal to ask on)")
-    import click
-
-    if not click.confirm(f"Replace {site.slug}'s database with {file.name}? A safety backup is taken first"):
+    if not confirm(f"Replace {site.slug}'s database with {file.name}? A safety backup is taken first"):
         raise UsageError("restore cancelled")
 
 
@@ -163,10 +162,18 @@ def restore_steps(ctx: Context, site: Site, file: Path, *, require_sha: bool, th
     )
 
 
-def restore(ctx: Context, slug: str, file: str, *, yes: bool, lock_timeout: float = 0.0) -> dict:
+def restore(
+    ctx: Context,
+    slug: str,
+    file: str,
+    *,
+    yes: bool,
+    lock_timeout: float = 0.0,
+    confirm: Callable[[str], bool] | None = None,
+) -> dict:
     site = ctx.site(slug)
     path = resolve_backup_file(site, file)
-    confirm_restore(site, path, yes)
+    confirm_restore(site, path, yes, confirm)
     with site.lock().acquire(timeout=lock_timeout, command=f"sumbg restore {slug} {path.name}"):
         refuse_if_interrupted(site, site.records.load_state())
         plan = Plan("restore", slug, restore_steps(ctx, site, path, require_sha=False), facts={"file": path.name})

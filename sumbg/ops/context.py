@@ -16,7 +16,7 @@ from sumbg.adapters.caddy import Edge
 from sumbg.adapters.docker import Engine
 from sumbg.adapters.probe import Prober
 from sumbg.config import HostConfig, SiteConfig, load_site
-from sumbg.errors import ConfigError, SumbgError
+from sumbg.errors import ConfigError, Interrupted, SumbgError
 from sumbg.ops import reports
 from sumbg.ops.executor import Plan, Reporter, execute
 from sumbg.site.site import Site
@@ -89,7 +89,7 @@ def refuse_if_interrupted(site: Site, state: dict) -> None:
     """A journalled operation whose process died (we now hold the lock) must be recovered first."""
     operation = state.get("operation")
     if operation:
-        raise SumbgError(
+        raise Interrupted(
             f"site {site.slug} has an interrupted {operation.get('kind')} (stopped during step "
             f"{operation.get('step')}, started {operation.get('started_at')} by pid {operation.get('pid')}); "
             f"run `sumbg recover {site.slug}` first"

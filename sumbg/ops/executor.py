@@ -150,8 +150,10 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
             final = undo_error or error
             if undo_error:
                 original = f"original failure: {error.format_message()}"
-                final.output_tail = f"{final.output_tail}\n{original}" if final.output_tail else original
-                final.site = final.site or plan.slug
+                final = undo_error.refined(
+                    output_tail=f"{undo_error.output_tail}\n{original}" if undo_error.output_tail else original,
+                    site=undo_error.site or plan.slug,
+                )
             run.state["operation"] = None
             run.save_state()
             summary = {
@@ -168,10 +170,7 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
                 **run.notes,
             }
             records.append(summary)
-            final.result = summary  # type: ignore[attr-defined]
-            if isinstance(exc, KeyboardInterrupt):
-                raise final from None
-            raise final from (None if isinstance(exc, SumbgError) else exc)
+            raise final.refined(result=summary) from exc
         seconds = time.monotonic() - t0
         outcome = info.pop("outcome", "ok")
         results.append({"name": step.name, "seconds": round(seconds, 3), "outcome": outcome, **info})
@@ -216,11 +215,7 @@ def _undo(run: Run) -> tuple[list[dict], SumbgError | None]:
 
 def _as_sumbg_error(exc: BaseException, slug: str | None, step: str) -> SumbgError:
     if isinstance(exc, SumbgError):
-        if exc.site is None:
-            exc.site = slug
-        if exc.step is None:
-            exc.step = step
-        return exc
+        return exc.refined(site=exc.site or slug, step=exc.step or step)
     if isinstance(exc, KeyboardInterrupt):
         return SumbgError("interrupted", site=slug, step=step)
     return SumbgError(

@@ -180,8 +180,7 @@ def start_release(ctx: Context, site: Site, colour: str, record: dict) -> None:
                 expect_version=colour_version(record),
             )
         except CheckFailed as exc:
-            exc.output_tail = ((exc.output_tail or "") + "\n" + stacks.web_logs(colour)).strip()
-            raise
+            raise exc.refined(output_tail=((exc.output_tail or "") + "\n" + stacks.web_logs(colour)).strip()) from exc
 
 
 def restart_rollback_target(ctx: Context, site: Site, run: Run) -> dict | None:

@@ -311,14 +311,14 @@ def upgrade_plan(
                     preview, site.config.health_timeout, expect_version=expected_version(image)
                 )
             except CheckFailed as exc:
-                exc.message = (
-                    f"the new colour {idle} never became healthy: {exc.message}; {stacks.web_exit_summary(idle)}"
-                )
-                exc.colour = idle
-                exc.output_tail = (
-                    (exc.output_tail or "") + "\n--- last web log lines ---\n" + stacks.web_logs(idle)
-                ).strip()
-                raise
+                raise exc.refined(
+                    message=f"the new colour {idle} never became healthy: {exc.message}; "
+                    f"{stacks.web_exit_summary(idle)}",
+                    colour=idle,
+                    output_tail=(
+                        (exc.output_tail or "") + "\n--- last web log lines ---\n" + stacks.web_logs(idle)
+                    ).strip(),
+                ) from exc
         return {"static": summary, "health": answer.status}
 
     def smoke(run: Run):
@@ -328,8 +328,7 @@ def upgrade_plan(
                 try:
                     results.append(prober.check(preview, check))
                 except CheckFailed as exc:
-                    exc.colour = idle
-                    raise
+                    raise exc.refined(colour=idle) from exc
         return {"checks": results}
 
     def switch(run: Run):
@@ -394,11 +393,10 @@ def upgrade_plan(
         except MigrationFailed as exc:
             record["after_switch"] = "failed"
             run.save_state()
-            exc.message = (
-                f"the after-switch migrations ({', '.join(waiting)}) of {new_ref} failed; traffic stays "
+            raise exc.refined(
+                message=f"the after-switch migrations ({', '.join(waiting)}) of {new_ref} failed; traffic stays "
                 f"on {new_ref} (live, healthy). {restore_hint}"
-            )
-            raise
+            ) from exc
         record["after_switch"] = "ran"
         run.save_state()
         return {"migrations": waiting, "applied": applied_count(output)}

@@ -4,7 +4,7 @@ that never edit the live database in place."""
 from __future__ import annotations
 
 from sumbg.adapters.docker import Engine, ExecResult
-from sumbg.errors import BackupError, tail
+from sumbg.errors import BackupError, DatabaseError, tail
 from sumbg.site.site import Site
 
 # ---------------------------------------------------------------- database restore
@@ -55,7 +55,7 @@ class Database:
             ["psql", "-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A", "-U", self.user, "-d", database, "-c", statement]
         )
         if result.returncode != 0:
-            raise BackupError(
+            raise DatabaseError(
                 f"SQL on {database} failed: {statement[:80]}",
                 returncode=result.returncode,
                 output_tail=tail(result.output),

@@ -17,7 +17,7 @@ from pathlib import Path
 from sumbg import naming
 from sumbg.adapters.docker import Engine, ExecResult
 from sumbg.config import LIVE_CPU_SHARES
-from sumbg.errors import BackupError, DockerError, MigrationFailed, tail
+from sumbg.errors import AppCommandFailed, BackupError, DockerError, MigrationFailed, tail
 from sumbg.site.database import Database
 from sumbg.site.records import recorded
 from sumbg.site.site import Site
@@ -169,7 +169,7 @@ class Stacks:
     def collectstatic(self, colour: str, image: str) -> str:
         result = self.run_manage(colour, image, ["collectstatic", "--noinput", "--clear"])
         if result.returncode != 0:
-            raise DockerError(
+            raise AppCommandFailed(
                 f"collectstatic of {image} failed",
                 colour=colour,
                 command=["manage.py", "collectstatic", "--noinput", "--clear"],
