@@ -1,28 +1,39 @@
-"""Small fakes of the engine, the edge files and the prober, for unit tests of whole plans.
+"""Small fakes of the outside world, for unit tests of whole operations.
 
 A `World` is one site on one host: which release each colour's web runs and
-whether it answers, the edge's state files, and an ordered log of every effect
-(live/preview file writes, containers started and removed). A `FakeContext`
-hands the operations fakes over that world instead of Docker, Caddy and HTTP,
-so a test runs the real plan (upgrade, rollback, watch, recover) in
-milliseconds and asserts the whole sequence of effects and records.
+whether it answers, the edge's state files, the client repo's refs, and an
+ordered log of every effect (live/preview file writes, containers started and
+removed). A `FakeContext` hands the operations fakes over that world instead of
+Docker, Caddy, HTTP and git, so a test runs the real operation (init, upgrade,
+rollback, watch, recover, restore, retire) in milliseconds and asserts the whole
+sequence of effects and records. Every fake implements the Protocol the
+operations declare (sumbg/ops/seams.py), and mypy holds it to it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from sumbg import naming
-from sumbg.adapters.docker import ContainerState, ExecResult
-from sumbg.adapters.probe import Answer, Health
-from sumbg.config import HostConfig, SiteConfig, WatchSettings, render_site_toml
-from sumbg.errors import CheckFailed
+from sumbg.adapters.build import ImageSpec
+from sumbg.adapters.docker import ComposeProject, ContainerState, ExecResult
+from sumbg.adapters.gitrepo import Resolved
+from sumbg.adapters.probe import Answer, Health, Target
+from sumbg.config import EdgeSettings, HostConfig, SiteConfig, SmokeCheck, WatchSettings, render_site_toml
+from sumbg.errors import CheckFailed, GitError, MigrationFailed
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Reporter
-from sumbg.site.stacks import Backup, parse_phases
+from sumbg.ops.seams import ContainerEngine, EdgeLock, EdgeProxy, EdgeStateFiles, GitMirror, HttpProber, SiteStacks
+from sumbg.site.site import Site
+from sumbg.site.stacks import Backup, PendingMigrations, parse_phases
+
+Effect = tuple[Any, ...]
 
 
 @dataclass
@@ -35,36 +46,41 @@ class Web:
 class World:
     slug: str = "acme"
     domain: str = "acme.example.test"
-    releases: dict = field(default_factory=dict)  # image -> {"build", "git_sha"}
-    webs: dict = field(default_factory=dict)  # colour -> Web
-    files: dict = field(default_factory=dict)  # "live"/"preview" -> colour
-    broken: set = field(default_factory=set)  # images whose /health/ answers 503
-    turns_unhealthy: dict = field(default_factory=dict)  # image -> live probes it passes before failing
+    releases: dict[str, dict[str, str]] = field(default_factory=dict)  # image -> {"build", "git_sha"}
+    webs: dict[str, Web] = field(default_factory=dict)  # colour -> Web
+    files: dict[str, str] = field(default_factory=dict)  # "live"/"preview" -> colour
+    broken: set[str] = field(default_factory=set)  # images whose /health/ answers 503
+    turns_unhealthy: dict[str, int] = field(default_factory=dict)  # image -> live probes it passes before failing
     failing_probes: int = 0  # the next N live /health/ probes answer 503
-    visitors: object = (0, 0)  # Caddy's (requests, 5xx) for the host, None, or a callable giving them
-    databases: set = field(default_factory=lambda: {"acme"})
+    # Caddy's (requests, 5xx) for the host, None, or a callable giving them.
+    visitors: tuple[int, int] | None | Callable[[], tuple[int, int] | None] = (0, 0)
+    databases: set[str] = field(default_factory=lambda: {"acme"})
     maintenance: bool = False
-    effects: list = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
     # Migrations: what each release has pending (and marks run_after_switch), which releases'
     # migrations fail, or break the live release once applied; and every effect on a database.
-    pending: dict = field(default_factory=dict)  # image -> (pending, after_switch)
-    failing_migrations: set = field(default_factory=set)
-    breaks_live: set = field(default_factory=set)
+    pending: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)  # image -> (pending, after)
+    failing_migrations: set[str] = field(default_factory=set)
+    breaks_live: set[str] = field(default_factory=set)
     database_mb: float = 5.0
     rehearsal: str | None = None  # the image of the rehearsal stand-in, if running
     copy_migrated_by: str | None = None
-    schema_effects: list = field(default_factory=list)
+    schema_effects: list[Effect] = field(default_factory=list)
+    # The client repo: its refs (ref -> the sum-core version its requirements pin).
+    refs: dict[str, str] = field(default_factory=dict)
+    volumes: set[str] = field(default_factory=set)  # Docker volumes that exist
+    backups_taken: list[str] = field(default_factory=list)
 
     def release(self, ref: str) -> str:
         image = f"sum-{self.slug}:{ref}"
         self.releases[image] = {"build": ref, "git_sha": f"{ref}-sha"}
         return image
 
-    def record(self, image: str, **extra) -> dict:
+    def record(self, image: str, **extra: Any) -> dict[str, Any]:
         version = self.releases[image]
         return {"image": image, "ref": version["build"], "commit": version["git_sha"], **extra}
 
-    def file_writes(self) -> list[tuple]:
+    def file_writes(self) -> list[Effect]:
         return [e for e in self.effects if e[0] in ("live", "preview")]
 
     # What answers through Caddy, the way the edge routes it.
@@ -73,7 +89,7 @@ class World:
             [self.files.get("live"), self.files.get("preview")] if label == "live" else [self.files.get("preview")]
         )
         for colour in candidates:  # the live route falls back to the preview colour on a dial error
-            web = self.webs.get(colour)
+            web = self.webs.get(colour or "")
             if web and web.running:
                 return colour
         return None
@@ -105,16 +121,34 @@ class FakeProber:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def __enter__(self):
+    def __enter__(self) -> FakeProber:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         return None
 
-    def health(self, target) -> Health:
+    def request(
+        self,
+        target: Target,
+        path: str,
+        method: str = "GET",
+        *,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        return self.world.health_answer(target.label)
+
+    def health(self, target: Target) -> Health:
         return Health(self.world.health_answer(target.label))
 
-    def wait_healthy(self, target, timeout: float, *, expect_version=None, on_wait=None) -> Health:
+    def wait_healthy(
+        self,
+        target: Target,
+        timeout: float,
+        *,
+        expect_version: dict[str, str | None] | None = None,
+        on_wait: Any = None,
+    ) -> Health:
         health = self.health(target)
         if health.passing and all(health.version.get(k) == v for k, v in (expect_version or {}).items()):
             return health
@@ -122,14 +156,14 @@ class FakeProber:
             f"{target.label} /health/ through Caddy did not pass within {timeout:g}s: {health.answer.describe()}"
         )
 
-    def evaluate(self, target, check):
+    def evaluate(self, target: Target, check: SmokeCheck) -> tuple[dict[str, Any], Answer, str]:
         answer = self.world.health_answer(target.label)
         if target.label == "rehearsal" and self.world.copy_migrated_by in self.world.breaks_live:
             answer = Answer(500, "text/html", "Server Error (500)")
         problem = "" if answer.status == 200 else f"expected HTTP 200, got {answer.status}"
         return {"check": check.describe(), "status": answer.status}, answer, problem
 
-    def check(self, target, check) -> dict:
+    def check(self, target: Target, check: SmokeCheck) -> dict[str, Any]:
         answer = self.world.health_answer(target.label)
         if answer.status != 200:
             raise CheckFailed(
@@ -137,7 +171,7 @@ class FakeProber:
             )
         return {"check": check.describe(), "status": 200}
 
-    def visitor_counts(self, edge, domain):
+    def visitor_counts(self, edge: EdgeSettings, domain: str) -> tuple[int, int] | None:
         visitors = self.world.visitors
         return visitors() if callable(visitors) else visitors
 
@@ -147,50 +181,68 @@ class FakeFiles:
         self.world = world
         self.dir = caddy_dir
 
-    def read_colour(self, slug, which):
+    def read_colour(self, slug: str, which: str) -> str | None:
         return self.world.files.get(which)
 
-    def write_colour(self, slug, which, colour):
+    def write_colour(self, slug: str, which: str, colour: str) -> None:
         self.world.files[which] = colour
         self.world.effects.append((which, colour))
 
-    def site(self, slug) -> Path:
+    def site(self, slug: str) -> Path:
         path = self.dir / "sites" / f"{slug}.caddy"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
         return path
 
-    def state(self, slug, which) -> Path:
-        return self.dir / "state" / slug / which
+    def state(self, slug: str, name: str) -> Path:
+        return self.dir / "state" / slug / name
 
-    def maintenance_on(self, slug):
+    def maintenance_on(self, slug: str) -> bool:
         return self.world.maintenance
 
-    def set_maintenance(self, slug, on):
+    def set_maintenance(self, slug: str, on: bool) -> None:
         if on != self.world.maintenance:
             self.world.effects.append(("maintenance", "on" if on else "off"))
         self.world.maintenance = on
 
 
+class FakeLock:
+    def acquire(self, timeout: float = 0.0, command: str | None = None) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()
+
+
 class FakeEdge:
     def __init__(self, world: World, caddy_dir: Path) -> None:
-        self.files = FakeFiles(world, caddy_dir)
+        self.world = world
+        self._files = FakeFiles(world, caddy_dir)
 
-    def lock(self):
-        class _Lock:
-            def acquire(self, timeout=0, command=None):
-                return contextlib.nullcontext()
+    @property
+    def files(self) -> EdgeStateFiles:
+        return self._files
 
-        return _Lock()
+    def lock(self) -> EdgeLock:
+        return FakeLock()
 
-    def apply(self, sites):
+    def apply(self, sites: dict[str, SiteConfig], *, reload: bool = True) -> list[str]:
         return []
 
-    def ensure_up(self):
+    def pending_changes(self, sites: dict[str, SiteConfig]) -> dict[Path, tuple[str | None, str]]:
+        return {}
+
+    def ensure_up(self) -> None:
         return None
 
-    def pending_changes(self, sites):
-        return {}
+    def recreate(self) -> None:
+        self.world.effects.append(("edge", "recreated"))
+
+    def remove_site(self, slug: str) -> None:
+        self.world.effects.append(("edge", "removed", slug))
+
+    def certificate_failure(self, domains: tuple[str, ...], since: float) -> str | None:
+        return None
+
+    def import_storage(self, source: Path) -> list[str]:
+        return []
 
 
 class FakeDatabase:
@@ -201,12 +253,22 @@ class FakeDatabase:
     def size_mb(self) -> float:
         return self.world.database_mb
 
-    def load_into_scratch(self, container_path, suffix):
+    def terminate(self, database: str) -> None:
+        self.world.schema_effects.append(("terminate", database))
+
+    def row_counts(self) -> dict[str, int]:
+        return {"public.sum_core_lead": 1}
+
+    def load_into_scratch(self, container_path: str, suffix: str = "__sumbg_restore") -> str:
         self.world.databases.add(self.name + suffix)
         self.world.schema_effects.append(("restore", self.name + suffix, container_path.rsplit("/", 1)[-1]))
         return self.name + suffix
 
-    def drop_if_exists(self, database):
+    def swap_in(self, scratch: str) -> None:
+        self.world.databases.discard(scratch)
+        self.world.schema_effects.append(("swap-in", scratch))
+
+    def drop_if_exists(self, database: str) -> None:
         if database in self.world.databases:
             self.world.databases.discard(database)
             self.world.schema_effects.append(("drop", database))
@@ -224,75 +286,80 @@ class FakeDatabase:
 
 
 class FakeStacks:
-    def __init__(self, world: World, site) -> None:
+    def __init__(self, world: World, site: Site) -> None:
         self.world = world
         self.site = site
 
-    def start_data(self):
+    def start_data(self) -> None:
         self.world.effects.append(("data", "up"))
 
-    def data_running(self):
+    def data_running(self) -> bool:
         return True
 
-    def database(self):
+    def database(self) -> FakeDatabase:
         return FakeDatabase(self.world)
 
-    def backup_name(self, ref):
+    def backup_name(self, ref: str) -> str:
         return f"{self.world.slug}_20261127T000000Z_{ref}.dump"
 
-    def backup_and_prune(self, name, state):
-        return Backup(self.site.backups_dir / name, "0" * 64, 1, 1, 0.0, 0.0), []
+    def backup(self, name: str) -> Backup:
+        self.world.backups_taken.append(name)
+        return Backup(self.site.backups_dir / name, "0" * 64, 1, 1, 0.0, 0.0)
 
-    def free_space_problems(self, min_free_gb):
+    def backup_and_prune(self, name: str, protected: set[str]) -> tuple[Backup, list[str]]:
+        return self.backup(name), []
+
+    def list_backup_files(self) -> list[Path]:
+        return [self.site.backups_dir / name for name in self.world.backups_taken]
+
+    def free_space_problems(self, min_free_gb: float) -> list[str]:
         return []
 
-    def migration_plan(self, colour, image):
+    def migration_plan(self, colour: str, image: str, *, env_dir: Path | None = None) -> str:
         return ""
 
-    def migrate(self, colour, image, hint, *, before_switch_only=False):
+    def migrate(self, colour: str, image: str, backup_hint: str, *, before_switch_only: bool = False) -> str:
         self._migrate(image, "live", "before-switch" if before_switch_only else "all")
         return "Applying sum_core.0002... OK"
 
-    def _migrate(self, image, where, which):
+    def _migrate(self, image: str, where: str, which: str) -> None:
         """Apply `image`'s migrations (`which`: "all" or "before-switch") to the copy or the live database."""
-        from sumbg.errors import MigrationFailed
-
         self.world.schema_effects.append(("migrate", where, self.world.releases[image]["build"], which))
         if image in self.world.failing_migrations:
             raise MigrationFailed(f"migrations of {image} failed", output_tail="RuntimeError: half way")
         if where == "copy":
             self.world.copy_migrated_by = image
 
-    def _phases(self, image, args) -> ExecResult:
+    def _phases(self, image: str) -> ExecResult:
         pending, after = self.world.pending.get(image, (["sum_core.0002_lead_phone"], []))
         report = json.dumps({"pending": pending, "after_switch": after})
         return ExecResult(0, f"SUMBG-MIGRATIONS {report}", "")
 
-    def pending_migrations(self, colour, image):
-        return parse_phases(self._phases(image, []).stdout)
+    def pending_migrations(self, colour: str, image: str) -> PendingMigrations:
+        return parse_phases(self._phases(image).stdout)
 
-    def rehearsal_manage(self, image, database, args):
+    def rehearsal_manage(self, image: str, database: str, args: list[str]) -> ExecResult:
         assert database == f"{self.world.slug}__sumbg_rehearsal"
         if args[:2] == ["shell", "-c"] and args[2].startswith("MODE = 'plan'"):
-            return self._phases(image, args)
+            return self._phases(image)
         which = "before-switch" if args[:2] == ["shell", "-c"] else "all"
         try:
             self._migrate(image, "copy", which)
-        except Exception as exc:
-            return ExecResult(1, "", exc.output_tail)
-        return self._phases(image, args) if which == "before-switch" else ExecResult(0, "Applying ... OK", "")
+        except MigrationFailed as exc:
+            return ExecResult(1, "", exc.output_tail or "")
+        return self._phases(image) if which == "before-switch" else ExecResult(0, "Applying ... OK", "")
 
-    def start_rehearsal_web(self, image, database):
+    def start_rehearsal_web(self, image: str, database: str, static_from: str) -> None:
         self.world.rehearsal = image
         self.world.schema_effects.append(("rehearsal-web", self.world.releases[image]["build"], database))
 
-    def remove_rehearsal(self):
+    def remove_rehearsal(self) -> bool:
         had, self.world.rehearsal = self.world.rehearsal, None
         if had:
             self.world.schema_effects.append(("rehearsal-web", "removed"))
         return bool(had)
 
-    def rehearsal_logs(self, lines=60):
+    def rehearsal_logs(self, lines: int = 60) -> str:
         if self.world.copy_migrated_by in self.world.breaks_live:
             return (
                 "Internal Server Error: /\nTraceback (most recent call last):\n"
@@ -300,40 +367,41 @@ class FakeStacks:
             )
         return ""
 
-    def collectstatic(self, colour, image):
+    def collectstatic(self, colour: str, image: str) -> str:
         return "1 static file copied"
 
-    def start_web(self, colour, image):
+    def start_web(self, colour: str, image: str) -> None:
         self.world.webs[colour] = Web(image)
         self.world.effects.append(("start", colour, self.world.releases[image]["build"]))
 
-    def start_worker(self, colour, image=None):
+    def start_worker(self, colour: str, image: str, *, live: bool) -> bool:
         return False
 
-    def apply_cpu_weights(self, live):
+    def apply_cpu_weights(self, live: str) -> None:
         self.world.effects.append(("weights", live))
 
-    def stop_worker(self, colour):
+    def stop_worker(self, colour: str) -> bool:
         return False
 
-    def colour_exists(self, colour):
+    def colour_exists(self, colour: str) -> bool:
         return colour in self.world.webs
 
-    def web_running(self, colour):
+    def web_running(self, colour: str) -> bool:
         web = self.world.webs.get(colour)
         return bool(web and web.running)
 
-    def remove_colour(self, colour):
+    def remove_colour(self, colour: str) -> None:
         if self.world.webs.pop(colour, None) is not None:
             self.world.effects.append(("remove", colour))
 
-    def recorded_image(self, colour):
-        return None
+    def running_image(self, colour: str) -> str | None:
+        web = self.world.webs.get(colour)
+        return web.image if web else None
 
-    def web_logs(self, colour, lines=25):
+    def web_logs(self, colour: str, lines: int = 25) -> str:
         return ""
 
-    def web_exit_summary(self, colour):
+    def web_exit_summary(self, colour: str) -> str:
         return "the web container is running" if self.web_running(colour) else "the web container is missing"
 
 
@@ -341,10 +409,10 @@ class FakeEngine:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def ping(self):
+    def ping(self) -> None:
         return None
 
-    def container(self, name):
+    def container(self, name: str) -> ContainerState | None:
         for colour, web in self.world.webs.items():
             if name == f"sum-{self.world.slug}-{colour}-web":
                 return ContainerState(
@@ -356,15 +424,82 @@ class FakeEngine:
                 )
         return None
 
-    def project_containers(self, project):
+    def project_containers(self, project_name: str) -> list[ContainerState]:
         return []
 
-    def volume_exists(self, name):
-        return False
+    def remove_container(self, name: str) -> None:
+        self.world.effects.append(("remove-container", name))
 
-    def image_labels(self, tag):
+    def volume_exists(self, name: str) -> bool:
+        return name in self.world.volumes
+
+    def image_labels(self, tag: str) -> dict[str, str] | None:
         version = self.world.releases.get(tag)
         return {"sumbg.ref": version["build"], "sumbg.commit": version["git_sha"]} if version else None
+
+    def compose_down(self, project: ComposeProject, *, volumes: bool = False) -> None:
+        self.world.effects.append(("down", project.name, volumes))
+
+    def exec(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        user: str | None = None,
+        env: dict[str, str] | None = None,
+        input: bytes | None = None,
+    ) -> ExecResult:
+        self.world.effects.append(("exec", name, argv[0]))
+        return ExecResult(0, "", "")
+
+    def run_oneoff(
+        self,
+        image: str,
+        argv: list[str],
+        *,
+        volumes: list[tuple[str, str, str]],
+        network: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ExecResult:
+        self.world.effects.append(("oneoff", image, argv[0]))
+        return ExecResult(0, "", "")
+
+
+class FakeMirror:
+    """The client repo's bare mirror: `world.refs` are its refs, each pinning a sum-core version."""
+
+    def __init__(self, world: World, path: Path) -> None:
+        self.world = world
+        self.path = path
+
+    def sync(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)  # a real sync leaves the mirror's folder
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def resolve(self, ref: str) -> Resolved:
+        if ref == "HEAD":
+            ref = next(iter(self.world.refs))
+        if ref not in self.world.refs:
+            raise GitError(f"ref {ref} not found in the repository")
+        image = self.world.release(ref)
+        return Resolved(ref=ref, commit=self.world.releases[image]["git_sha"])
+
+    def tags(self) -> list[tuple[str, str, int]]:
+        return [(ref, f"{ref}-sha", 0) for ref in self.world.refs]
+
+    def tags_at(self, commit: str) -> list[str]:
+        return [ref for ref in self.world.refs if f"{ref}-sha" == commit]
+
+    def read_file(self, commit: str, path: str) -> str | None:
+        ref = commit.removesuffix("-sha")
+        if path == "requirements.txt" and ref in self.world.refs:
+            return f"sum-core=={self.world.refs[ref]}\n"
+        return None
+
+    def list_files(self, commit: str) -> list[str]:
+        return ["manage.py", "acme/__init__.py", "acme/wsgi.py", "acme/settings/production.py", "requirements.txt"]
 
 
 class FakeContext(Context):
@@ -375,26 +510,36 @@ class FakeContext(Context):
         self._engine = FakeEngine(world)
 
     @property
-    def engine(self):
+    def engine(self) -> ContainerEngine:
         return self._engine
 
     @property
-    def edge(self):
+    def edge(self) -> EdgeProxy:
         return self._edge
 
-    def stacks(self, site):
+    def stacks(self, site: Site) -> SiteStacks:
         return FakeStacks(self.world, site)
 
-    def prober(self):
+    def prober(self) -> HttpProber:
         return FakeProber(self.world)
 
-    def build_image(self, site, image):
+    def mirror(self, site: Site) -> GitMirror:
+        return FakeMirror(self.world, site.mirror_dir)
+
+    def scratch_mirror(self, path: Path, repo: str) -> GitMirror:
+        return FakeMirror(self.world, path)
+
+    def check_repo_reachable(self, repo: str) -> None:
+        if repo.startswith("/unreachable"):
+            raise GitError(f"cannot reach the repository {repo}")
+
+    def build_image(self, site: Site, image: ImageSpec) -> dict[str, Any]:
         return {"image": image.tag}
 
 
-def make_site(root: Path, world: World, *, watch_seconds: float = 0.05) -> None:
-    """site.toml for the world's site, with a watch fast enough for unit tests."""
-    config = SiteConfig(
+def site_config(world: World, *, watch_seconds: float = 0.05) -> SiteConfig:
+    """The world's site, with a watch fast enough for unit tests."""
+    return SiteConfig(
         slug=world.slug,
         domain=world.domain,
         repo="/r",
@@ -404,17 +549,19 @@ def make_site(root: Path, world: World, *, watch_seconds: float = 0.05) -> None:
         watch_seconds=watch_seconds,
         watch=WatchSettings(interval=0.001),
     )
+
+
+def make_site(root: Path, world: World, *, watch_seconds: float = 0.05) -> None:
+    """site.toml for the world's site."""
     site_dir = root / world.slug
     (site_dir / "backups").mkdir(parents=True, exist_ok=True)
-    (site_dir / "site.toml").write_text(render_site_toml(config))
+    (site_dir / "site.toml").write_text(render_site_toml(site_config(world, watch_seconds=watch_seconds)))
 
 
 def deployed(
-    root: Path, world: World, live: tuple[str, str], idle: tuple[str, str] | None = None, **idle_extra
+    root: Path, world: World, live: tuple[str, str], idle: tuple[str, str] | None = None, **idle_extra: Any
 ) -> None:
     """A site with `live` = (colour, ref) serving, and optionally `idle` = (colour, ref) running."""
-    from sumbg.site.records import SiteRecords
-
     make_site(root, world)
     colours = {}
     colour, ref = live
@@ -428,12 +575,27 @@ def deployed(
         idle_image = world.release(idle_ref)
         world.webs[idle_colour] = Web(idle_image)
         colours[idle_colour] = world.record(idle_image, status="idle", outcome="healthy", **idle_extra)
-    SiteRecords(root / world.slug).save_state(
+    write_state_json(
+        root / world.slug,
         {
             "slug": world.slug,
             "live": colour,
             "previous": idle[0] if idle else None,
             "colours": colours,
             "operation": None,
-        }
+        },
     )
+
+
+def write_state_json(site_dir: Path, state: dict[str, Any]) -> None:
+    """state.json as an earlier sumbg (or a test) left it: the file is the contract."""
+    site_dir.mkdir(parents=True, exist_ok=True)
+    (site_dir / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def no_effects(world: World) -> Iterator[None]:
+    """Asserts that what runs inside changes nothing in the world (a dry run, a refusal)."""
+    before = (list(world.effects), list(world.schema_effects), dict(world.files), dict(world.webs))
+    yield
+    assert (world.effects, world.schema_effects, world.files, world.webs) == before

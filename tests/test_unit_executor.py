@@ -13,6 +13,8 @@ from sumbg.errors import CheckFailed, NeedsOperator, SumbgError
 from sumbg.ops.executor import Plan, Reporter, Run, Step, execute
 from sumbg.site.records import SiteRecords
 
+from .fakes import write_state_json
+
 
 @pytest.fixture
 def records(tmp_path) -> SiteRecords:
@@ -145,7 +147,7 @@ def test_state_names_the_running_step(records, reporter):
 
 def test_steps_can_save_state_and_notes(records, reporter):
     def switch(run: Run):
-        run.state["live"] = "green"
+        run.state.live = "green"
         run.save_state()
         run.notes["switched_at"] = "2024-01-01T00:00:00Z"
 
@@ -156,7 +158,9 @@ def test_steps_can_save_state_and_notes(records, reporter):
 
 
 def test_existing_state_is_kept(records, reporter):
-    records.save_state({"live": "blue", "colours": {"blue": {"ref": "v1.0.0"}}, "previous": None, "operation": None})
+    write_state_json(
+        records.site_dir, {"live": "blue", "colours": {"blue": {"ref": "v1.0.0"}}, "previous": None, "operation": None}
+    )
     execute(plan(ok("noop")), records, reporter)
     state = state_file(records)
     assert (state["live"], state["colours"]) == ("blue", {"blue": {"ref": "v1.0.0"}})

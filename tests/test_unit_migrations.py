@@ -16,6 +16,7 @@ from sumbg.ops import policy, rollback
 from sumbg.ops.rollback import rollback_target
 from sumbg.ops.upgrade import MigrationChoices
 from sumbg.site.migration_phases_script import pre_switch_targets, waiting_for_switch
+from sumbg.site.state import ColourRecord, SiteState
 
 from .fakes import deployed
 from .test_unit_switch import ctx, last_finished, state_of, upgrade_to, world  # noqa: F401 (fixtures)
@@ -101,13 +102,23 @@ def test_unmeasured_compatibility_goes_ahead_and_says_so():
 
 
 def test_rollback_needs_the_database_back_after_a_breaking_release_or_after_switch_migrations():
-    assert policy.rollback_needs_restore({"ref": "v1.1.0"}) == ""
-    assert policy.rollback_needs_restore({"after_switch_migrations": ["a.0002"], "after_switch": "pending"}) == ""
+    assert policy.rollback_needs_restore(ColourRecord.from_json({"ref": "v1.1.0"})) == ""
     assert (
-        policy.rollback_needs_restore({"after_switch_migrations": ["a.0002"], "after_switch": "ran"})
+        policy.rollback_needs_restore(
+            ColourRecord.from_json({"after_switch_migrations": ["a.0002"], "after_switch": "pending"})
+        )
+        == ""
+    )
+    assert (
+        policy.rollback_needs_restore(
+            ColourRecord.from_json({"after_switch_migrations": ["a.0002"], "after_switch": "ran"})
+        )
         == "its after-switch migrations ran (a.0002)"
     )
-    assert policy.rollback_needs_restore({"breaks_previous": "it drops a column"}) == "it drops a column"
+    assert (
+        policy.rollback_needs_restore(ColourRecord.from_json({"breaks_previous": "it drops a column"}))
+        == "it drops a column"
+    )
 
 
 def test_error_line_is_the_last_error_the_release_logged():
@@ -224,8 +235,8 @@ def test_after_switch_migrations_run_once_the_watch_passed(ctx, world, tmp_path)
     assert (record["after_switch_migrations"], record["after_switch"]) == (["sum_core.0004_drop"], "ran")
     state = state_of(ctx)
     with pytest.raises(UsageError, match="needs --restore-db: its after-switch migrations ran"):
-        rollback_target(state, "acme")
-    assert rollback_target(state, "acme", restore_db=True) == "blue"
+        rollback_target(SiteState.from_json(state), "acme")
+    assert rollback_target(SiteState.from_json(state), "acme", restore_db=True) == "blue"
 
 
 @pytest.mark.parametrize(
@@ -272,4 +283,4 @@ def test_a_breaking_release_failing_its_watch_is_covered_by_the_maintenance_page
     assert (reverted["flipped"], reverted["maintenance"]) == (False, True)
     assert reverted["reason"].startswith("3 probes in a row failed, the last: /health/ through Caddy: HTTP 503")
     with pytest.raises(UsageError, match="needs --restore-db"):
-        rollback_target(state, "acme")
+        rollback_target(SiteState.from_json(state), "acme")

@@ -9,8 +9,12 @@ import re
 import pytest
 
 from sumbg.config import HostConfig, SiteConfig, render_site_toml
+from sumbg.errors import UsageError
 from sumbg.ops.reports import regenerate
 from sumbg.site.records import SiteRecords
+from sumbg.site.state import SCHEMA_VERSION, SiteState
+
+from .fakes import write_state_json
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -24,23 +28,60 @@ def records(tmp_path) -> SiteRecords:
 
 
 def test_state_defaults_when_missing(records):
-    assert records.load_state() == {"live": None, "colours": {}, "previous": None, "operation": None}
+    loaded = records.load_state()
+    assert (loaded.live, loaded.colours, loaded.previous, loaded.operation) == (None, {}, None, None)
 
 
 def test_state_round_trip(records):
     state = {"live": "blue", "colours": {"blue": {"ref": "v1.0.0"}}, "previous": None, "operation": None}
-    records.save_state(state)
-    loaded = records.load_state()
+    records.save_state(SiteState.from_json(state))
+    loaded = records.load_state().to_json()
     assert TIMESTAMP.match(loaded.pop("updated_at"))
-    assert loaded == {"live": "blue", "colours": {"blue": {"ref": "v1.0.0"}}, "previous": None, "operation": None}
+    assert loaded == {
+        "schema": SCHEMA_VERSION,
+        "slug": None,
+        "live": "blue",
+        "colours": {"blue": {"ref": "v1.0.0"}},
+        "previous": None,
+        "operation": None,
+    }
     text = records.state_path.read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+
+
+def test_an_older_state_json_is_read_and_written_back_in_the_current_schema_keeping_what_it_does_not_know(records):
+    """A state.json from before the schema version (version 1), with a key of its own in a colour's
+    record and at the top: read as it was, written back as the current schema with both keys kept."""
+    old = {
+        "slug": "acme",
+        "live": "green",
+        "previous": "blue",
+        "operation": None,
+        "colours": {
+            "green": {"image": "sum-acme:v1.1.0", "ref": "v1.1.0", "status": "live", "note": "kept"},
+            "blue": {"image": "sum-acme:v1.0.0", "ref": "v1.0.0", "status": "idle", "outcome": "healthy"},
+        },
+        "future": {"a": 1},
+    }
+    write_state_json(records.site_dir, old)
+    state = records.load_state()
+    assert (state.live, state.previous, state.record("blue").outcome) == ("green", "blue", "healthy")
+    records.save_state(state)
+    written = json.loads(records.state_path.read_text())
+    assert written.pop("schema") == SCHEMA_VERSION and TIMESTAMP.match(written.pop("updated_at"))
+    assert written == old
+
+
+def test_a_state_json_from_a_newer_sumbg_is_refused_not_overwritten(records):
+    write_state_json(records.site_dir, {"schema": SCHEMA_VERSION + 1, "live": "blue", "colours": {}})
+    with pytest.raises(UsageError, match="newer than this sumbg understands"):
+        records.load_state()
 
 
 def test_state_is_saved_atomically(records, monkeypatch):
     """A new state.json is written beside the old one and renamed over it; a crash before the
     rename leaves the old file whole."""
-    records.save_state({"live": "blue"})
+    records.save_state(SiteState(live="blue"))
     before = records.state_path.read_text()
     inode = records.state_path.stat().st_ino
 
@@ -49,12 +90,12 @@ def test_state_is_saved_atomically(records, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
-        records.save_state({"live": "green"})
+        records.save_state(SiteState(live="green"))
     assert records.state_path.read_text() == before
     monkeypatch.undo()
 
-    records.save_state({"live": "green"})
-    assert records.load_state()["live"] == "green"
+    records.save_state(SiteState(live="green"))
+    assert records.load_state().live == "green"
     assert records.state_path.stat().st_ino != inode  # replaced, not rewritten in place
 
 
@@ -163,7 +204,8 @@ def test_reports_for_a_host_with_no_sites(tmp_path):
 
 def test_reports(tmp_path):
     acme = add_site(tmp_path, "acme", "acme.example.com", notes="Acme | main client")
-    acme.save_state(
+    write_state_json(
+        acme.site_dir,
         {
             "live": "green",
             "previous": "blue",
@@ -172,7 +214,7 @@ def test_reports(tmp_path):
                 "blue": {"ref": "v1.0.0", "deployed_at": "2024-01-01T10:00:00Z"},
                 "green": {"ref": "v1.1.0", "deployed_at": "2024-02-01T10:00:00Z"},
             },
-        }
+        },
     )
     acme.append({"event": "finished", "id": "i1", "operation": "init", "outcome": "done", "at": "2024-01-01T10:00:00Z"})
     acme.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sumbg.ops.retire import soak_decision
+from sumbg.site.state import SiteState
 from sumbg.util import parse_duration
 
 STATE = {
@@ -33,7 +34,7 @@ STATE = {
     ],
 )
 def test_an_idle_colour_is_retired_only_once_it_has_soaked(state, soak, idle_running, age, expected):
-    assert soak_decision(state, soak, idle_running=idle_running, age=age) == expected
+    assert soak_decision(SiteState.from_json(state), soak, idle_running=idle_running, age=age) == expected
 
 
 def test_durations_read_like_an_operator_writes_them():

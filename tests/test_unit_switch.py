@@ -23,6 +23,7 @@ from sumbg.ops.recover import recover
 from sumbg.ops.rollback import rollback_target
 from sumbg.ops.switch import FlipFailed, switch_live
 from sumbg.ops.watch import INJECT_PROBE_FAILURES, watch_verdict
+from sumbg.site.state import SiteState
 
 from .fakes import FakeContext, Web, World, deployed
 
@@ -71,11 +72,12 @@ def upgrade_to(
         tag=image_tag,
         labels={"sumbg.slug": "acme", "sumbg.ref": ref, "sumbg.commit": version["git_sha"], "sumbg.sum-core": "0.7.0"},
     )
-    live = state["live"]
+    live = state.live
+    assert live is not None and state.live_record is not None
     facts = operations.UpgradeFacts(
         live=live,
         idle="green" if live == "blue" else "blue",
-        live_record=state["colours"][live],
+        live_record=state.live_record,
         image=image,
         live_core="0.6.3",
         new_core="0.7.0",
@@ -154,7 +156,7 @@ def test_flip_whose_way_back_fails_too_needs_an_operator(ctx, world, tmp_path):
 
 def test_rollback_target_is_the_other_colour_when_healthy():
     state = {"live": "green", "colours": {"green": {"ref": "v2"}, "blue": {"ref": "v1", "outcome": "healthy"}}}
-    assert rollback_target(state, "acme") == "blue"
+    assert rollback_target(SiteState.from_json(state), "acme") == "blue"
 
 
 @pytest.mark.parametrize(
@@ -192,13 +194,13 @@ def test_rollback_target_is_the_other_colour_when_healthy():
 )
 def test_rollback_target_refusals(state, kwargs, message):
     with pytest.raises(UsageError) as refused:
-        rollback_target(state, "acme", **kwargs)
+        rollback_target(SiteState.from_json(state), "acme", **kwargs)
     assert (refused.value.message, exit_code_of(refused.value)) == (message, 2)
 
 
 def test_forced_rollback_target_may_be_a_failed_release():
     state = {"live": "blue", "colours": {"blue": {"ref": "v1"}, "green": {"ref": "v2", "outcome": "failed"}}}
-    assert rollback_target(state, "acme", to="green", force=True) == "green"
+    assert rollback_target(SiteState.from_json(state), "acme", to="green", force=True) == "green"
 
 
 # ---------------------------------------------------------------- watch policy
@@ -439,7 +441,7 @@ def test_agreement_of_a_consistent_site():
         },
     }
     agreed = compare(
-        state,
+        SiteState.from_json(state),
         live_file="blue",
         preview_file="green",
         site_file_exists=True,
@@ -460,7 +462,7 @@ def test_agreement_lists_every_disagreement():
         },
     }
     agreed = compare(
-        state,
+        SiteState.from_json(state),
         live_file="green",
         preview_file="blue",
         site_file_exists=False,

@@ -44,12 +44,21 @@ from sumbg.config import CaddySettings, SiteConfig, load_host, render_site_toml,
 from sumbg.errors import BackupError, CheckFailed, SumbgError, UsageError, tail
 from sumbg.ops.context import Context, refuse_if_interrupted
 from sumbg.ops.executor import Plan, Run, Step
-from sumbg.ops.init import first_colour_steps, refuse_a_foreign_database
+from sumbg.ops.init import first_colour_steps, refuse_a_foreign_database, refuse_domains_of_other_sites
 from sumbg.site.database import ROW_COUNTS_SQL, parse_row_counts
-from sumbg.site.records import recorded
 from sumbg.site.site import APP_UID, Site
 from sumbg.site.stacks import sha256_file
-from sumbg.site.state import colour_record, colour_version, expected_version
+from sumbg.site.state import (
+    ADOPTION_ADOPTED,
+    ADOPTION_CUTTING_OVER,
+    ADOPTION_FAILED,
+    ADOPTION_IMPORTING,
+    AdoptionRecord,
+    SiteState,
+    colour_version,
+    expected_version,
+    release_record,
+)
 from sumbg.util import atomic_write, sync_tree, tree_stats, utc_now, utc_stamp
 
 COLOUR = naming.COLOURS[0]
@@ -377,12 +386,9 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
     if options.dump_file and not options.dump_file.is_file():
         raise UsageError(f"--dump {options.dump_file} is not a file")
     site_dir = ctx.host.site_dir(slug)
-    if (site_dir / "state.json").exists() and ctx.site(slug).records.load_state().get("live"):
+    if (site_dir / "state.json").exists() and ctx.site(slug).records.load_state().live:
         raise UsageError(f"site {slug} is already served by sumbg; nothing to adopt")
-    for other in ctx.site_configs():
-        shared = set(deployment.domains) & set(other.domains)
-        if shared and other.slug != slug:
-            raise UsageError(f"domain {sorted(shared)[0]} is already served by site {other.slug}")
+    refuse_domains_of_other_sites(ctx, slug, deployment.domains)
     if ctx.host.edge.http_port in deployment.caddy_ports:
         raise UsageError(
             f"the edge's http_port {ctx.host.edge.http_port} is the host Caddy's own port; the host "
@@ -394,12 +400,12 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
         source_db.check_readable()
     if not (site_dir / ".env").exists():
         refuse_a_foreign_database(ctx, slug)
-    gitrepo.check_reachable(deployment.checkout.origin)
+    ctx.check_repo_reachable(deployment.checkout.origin)
 
     ctx.host.root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".adopt-{slug}-", dir=ctx.host.root))
     try:
-        mirror = gitrepo.Mirror(scratch / "repo.git", deployment.checkout.origin)
+        mirror = ctx.scratch_mirror(scratch / "repo.git", deployment.checkout.origin)
         mirror.sync()
         try:
             resolved = mirror.resolve(deployment.checkout.commit)
@@ -513,8 +519,9 @@ def adopt_plan(
                     output_tail="\n".join(problems[:20]),
                 )
             checked["changing_tables"] = sorted(t for t in before if after.get(t) != before[t])
-        run.state.setdefault("adoption", {})["backup"] = name
-        run.save_state()
+        if run.state.adoption is not None:
+            run.state.adoption.backup = name
+            run.save_state()
         return checked
 
     def import_media(final: bool) -> dict:
@@ -538,33 +545,27 @@ def adopt_plan(
 
     # ---------------------------------------------------------------- before the old site is touched
     def record(run: Run):
-        run.state.update(
-            {
-                "slug": slug,
-                "live": None,
-                "previous": None,
-                "colours": {},
-                "adoption": {
-                    "status": "importing",
-                    "from": str(deployment.source),
-                    "commit": deployment.checkout.commit,
-                    "mode": "proxy",
-                    "caddy_site_file": str(site_file),
-                    "kept": str(kept),
-                    "units": [u.name for u in deployment.units],
-                    "app_address": deployment.app_address,
-                    "database": deployment.database.describe(),
-                    "media": str(deployment.media_dir),
-                    "caddy_ports": list(deployment.caddy_ports),
-                    "systemd_dir": str(options.paths.systemd_dir),
-                    "caddy_dir": str(options.paths.caddy_dir),
-                },
-            }
+        run.state.slug = slug
+        run.state.stand_down()
+        run.state.adoption = adoption = AdoptionRecord(
+            status=ADOPTION_IMPORTING,
+            source=str(deployment.source),
+            commit=deployment.checkout.commit,
+            mode="proxy",
+            caddy_site_file=str(site_file),
+            kept=str(kept),
+            units=[u.name for u in deployment.units],
+            app_address=deployment.app_address,
+            database=deployment.database.describe(),
+            media=str(deployment.media_dir),
+            caddy_ports=list(deployment.caddy_ports),
+            systemd_dir=str(options.paths.systemd_dir),
+            caddy_dir=str(options.paths.caddy_dir),
         )
         run.save_state()
 
-        def mark_failed():
-            run.state.setdefault("adoption", {})["status"] = "failed"
+        def mark_failed() -> None:
+            adoption.status = ADOPTION_FAILED
             run.save_state()
 
         run.on_failure("record the adoption as failed (the old site serves as before)", mark_failed)
@@ -597,7 +598,8 @@ def adopt_plan(
         kept.parent.mkdir(parents=True, exist_ok=True)
         if MANAGED_MARK not in site_file.read_text():  # never keep our own 503 page as "the original"
             shutil.copy2(site_file, kept)
-        run.state["adoption"]["status"] = "cutting-over"
+        assert run.state.adoption is not None  # the record step wrote it
+        run.state.adoption.status = ADOPTION_CUTTING_OVER
         run.save_state()
         run.on_failure(
             f"put back {site_file} and reload the host Caddy",
@@ -659,24 +661,15 @@ def adopt_plan(
             except SumbgError as exc:
                 run.say(f"could not disable {unit.name}: {exc.message}; it may start again at boot")
         until = dt.datetime.now(dt.UTC) + dt.timedelta(days=options.undo_days)
-        run.state.update(
-            {
-                "live": COLOUR,
-                "previous": None,
-                "colours": {COLOUR: colour_record(image, status="live", outcome="healthy")},
-            }
-        )
-        run.state["adoption"].update(
-            {
-                "status": "adopted",
-                "adopted_at": utc_now(),
-                "undo_until": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "cutover_window_seconds": window.seconds,
-                "disabled": disabled,
-            }
-        )
+        run.state.deploy_first(slug, COLOUR, release_record(image))
+        adoption = run.state.adoption
+        assert adoption is not None  # the record step wrote it
+        adoption.mark(ADOPTION_ADOPTED)
+        adoption.undo_until = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        adoption.cutover_window_seconds = window.seconds
+        adoption.disabled = disabled
         run.save_state()
-        return {"disabled": disabled, "undo_until": run.state["adoption"]["undo_until"]}
+        return {"disabled": disabled, "undo_until": adoption.undo_until}
 
     def move_queued_tasks(run: Run) -> dict:
         url = deployment.env.get("CELERY_BROKER_URL", "")
@@ -710,7 +703,7 @@ def adopt_plan(
             return move_queued_tasks(run)
         finally:
             # Started once its queue holds what the old worker left: nothing runs twice, nothing never.
-            stacks.start_worker(COLOUR, image.tag)
+            stacks.start_worker(COLOUR, image.tag, live=True)
 
     src = deployment.source
     return Plan(
@@ -781,40 +774,42 @@ def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
     with site.lock().acquire(command=f"sumbg adopt --undo {slug}"):
         state = site.records.load_state()
         refuse_if_interrupted(site, state)
-        adoption = state.get("adoption") or {}
-        if adoption.get("status") != "adopted":
+        adoption = state.adoption
+        if adoption is None or adoption.status != ADOPTION_ADOPTED:
             raise UsageError(f"site {slug} was not adopted by sumbg (or its adoption was already undone)")
-        if not force and adoption.get("undo_until", "") < utc_now():
+        if not force and (adoption.undo_until or "") < utc_now():
             raise UsageError(
-                f"the undo period of {slug} ended at {adoption['undo_until']}; pass --force to put the "
+                f"the undo period of {slug} ended at {adoption.undo_until}; pass --force to put the "
                 "old deployment back anyway"
             )
-        if adoption.get("mode") == "takeover":
+        if adoption.mode == "takeover":
             raise UsageError(
                 f"the edge took the host Caddy's ports after {slug} was adopted; the host Caddy is "
                 "stopped and cannot take the site back: start it by hand first (see README)"
             )
-        live_commit = recorded(state, state.get("live")).get("commit")
-        if live_commit != adoption.get("commit") and not force:
+        live_record = state.live_record
+        live_commit = live_record.commit if live_record else None
+        if live_commit != adoption.commit and not force:
             raise UsageError(
                 f"{slug} now runs {live_commit and live_commit[:12]}, not the adopted "
-                f"{adoption.get('commit', '')[:12]}: the old deployment's code may not work on this "
+                f"{(adoption.commit or '')[:12]}: the old deployment's code may not work on this "
                 f"database's schema; roll back to the adopted release first, or pass --force"
             )
-        site_file, kept = Path(adoption["caddy_site_file"]), Path(adoption["kept"])
-        source = Path(adoption["from"])
+        site_file, kept = Path(adoption.caddy_site_file or ""), Path(adoption.kept or "")
+        source = Path(adoption.source or "")
         if not kept.is_file():
             raise UsageError(f"{kept} (the host Caddy site file sumbg replaced) is missing; cannot undo")
         deployment = read_deployment(
             source,
             slug,
-            RunbookPaths(systemd_dir=Path(adoption["systemd_dir"]), caddy_dir=Path(adoption["caddy_dir"])),
+            RunbookPaths(systemd_dir=Path(adoption.systemd_dir or ""), caddy_dir=Path(adoption.caddy_dir or "")),
             domains=site.config.domains,
         )
         ctx.engine.ping()
         source_db = SourceDatabase(ctx.engine, ctx.host.images.postgres, deployment)
         source_db.check_readable()
-        live = state["live"]
+        live = state.live
+        assert live is not None and live_record is not None  # adopted: a colour is live
         host_caddy = host_caddy_target(deployment.caddy_ports[1], deployment.domains[0])
 
         def maintenance(run: Run):
@@ -830,7 +825,7 @@ def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
 
         def stop_workers(run: Run):
             stopped = [c for c in naming.COLOURS if stacks.stop_worker(c)]
-            run.on_failure("start the worker again", lambda: stacks.start_worker(live))
+            run.on_failure("start the worker again", lambda: stacks.start_worker(live, live_record.image, live=True))
             return {"stopped": stopped}
 
         def copy_back(run: Run):
@@ -905,8 +900,9 @@ def stand_down(ctx: Context, site: Site, run: Run, *, status: str) -> dict:
         stacks.remove_colour(colour)
     ctx.edge.remove_site(site.slug)
     ctx.engine.compose_down(site.data_project(), volumes=False)
-    run.state.update({"live": None, "previous": None, "colours": {}})
-    run.state["adoption"].update({"status": status, f"{status}_at": utc_now()})
+    run.state.stand_down()
+    if run.state.adoption is not None:
+        run.state.adoption.mark(status)
     run.save_state()
     return {"kept": f"{naming.data_project(site.slug)}-pgdata (volume) and {site.dir}"}
 
@@ -914,19 +910,20 @@ def stand_down(ctx: Context, site: Site, run: Run, *, status: str) -> dict:
 # =================================================================== recover
 
 
-def recover_plan(ctx: Context, site: Site, state: dict) -> Plan:
+def recover_plan(ctx: Context, site: Site, state: SiteState) -> Plan:
     """An adoption that was killed before it finished: the old deployment goes back to serving, as
     it was, and sumbg's half-made site is stopped (its data volume kept: after the cutover began it
     may hold a write or two that reached sumbg)."""
-    adoption = state["adoption"]
+    adoption = state.adoption
+    assert adoption is not None  # recover hands over only a site whose adoption is in progress
     slug = site.slug
     services = RunbookServices()
-    site_file, kept = Path(adoption["caddy_site_file"]), Path(adoption["kept"])
+    site_file, kept = Path(adoption.caddy_site_file or ""), Path(adoption.kept or "")
 
     def old_site_back(run: Run):
         actions = []
-        if adoption.get("status") == "cutting-over":
-            for unit in adoption["units"]:
+        if adoption.status == ADOPTION_CUTTING_OVER:
+            for unit in adoption.units or []:
                 services.start(unit)
                 actions.append(f"started {unit}")
             if kept.is_file():
@@ -945,7 +942,7 @@ def recover_plan(ctx: Context, site: Site, state: dict) -> Plan:
             Step("old-site", "start the old units again and put back the host Caddy site file", old_site_back),
             Step("ours", "stop sumbg's half-made colour, remove its edge route (data volume kept)", stop_ours),
         ),
-        facts={"interrupted": state.get("operation"), "adoption": adoption.get("status")},
+        facts={"interrupted": state.operation.to_json() if state.operation else None, "adoption": adoption.status},
     )
 
 
@@ -962,11 +959,11 @@ def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bo
         raise UsageError(f"{main} does not exist: give the host Caddy's folder with --caddy-dir")
     ports = caddy_ports(main.read_text())
     enabled = sorted(p for p in (paths.caddy_dir / "sites-enabled").glob("*") if p.is_file())
-    adopted: dict[Path, tuple[SiteConfig, dict]] = {}
+    adopted: dict[Path, tuple[SiteConfig, AdoptionRecord]] = {}
     for config in ctx.site_configs():
-        record = Site(ctx.host, config).records.load_state().get("adoption") or {}
-        if record.get("status") == "adopted" and record.get("mode") == "proxy":
-            adopted[Path(record["caddy_site_file"])] = (config, record)
+        record = Site(ctx.host, config).records.load_state().adoption
+        if record is not None and record.status == ADOPTION_ADOPTED and record.mode == "proxy":
+            adopted[Path(record.caddy_site_file or "")] = (config, record)
     others = [p.name for p in enabled if p not in adopted]
     if others:
         raise UsageError(
@@ -1018,7 +1015,7 @@ def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bo
                 prober.wait_healthy(
                     host_caddy_target(https, config.domain),
                     30,
-                    expect_version=colour_version(recorded(state_now, state_now.get("live"))),
+                    expect_version=colour_version(state_now.live_record),
                 )
 
     def certificates(run: Run):
@@ -1066,11 +1063,11 @@ def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bo
         with new.prober() as prober:
             for config in sites:
                 site = new.site(config.slug)
-                live = site.records.load_state()["live"]
+
                 prober.wait_healthy(
                     live_target(new.host.edge, site.config),
                     30,
-                    expect_version=colour_version(recorded(site.records.load_state(), live)),
+                    expect_version=colour_version(site.records.load_state().live_record),
                 )
         seconds = round(time.monotonic() - state["window"], 3)
         run.notes["takeover_window_seconds"] = seconds
@@ -1092,7 +1089,8 @@ def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bo
         for config in sites:
             site = ctx.site(config.slug)
             record_state = site.records.load_state() if site.slug != first.slug else run.state
-            record_state["adoption"]["mode"] = "takeover"
+            if record_state.adoption is not None:
+                record_state.adoption.mode = "takeover"
             if site.slug == first.slug:
                 run.save_state()
             else:

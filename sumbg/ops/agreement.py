@@ -10,11 +10,15 @@ puts it right).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sumbg import naming
-from sumbg.adapters.probe import live_target
+from sumbg.adapters.docker import ContainerState
+from sumbg.adapters.probe import Health, live_target
 from sumbg.errors import Disagreement
-from sumbg.site.records import recorded
+from sumbg.ops.context import Context
+from sumbg.site.site import Site
+from sumbg.site.state import IDLE, SiteState
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class Agreement:
                 f"{'; '.join(self.problems)}; run `sumbg recover {slug}` first"
             )
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"agree": not self.problems, "problems": self.problems, "notes": self.notes}
 
 
@@ -38,18 +42,18 @@ def _short(sha: str | None) -> str:
 
 
 def compare(
-    state: dict,
+    state: SiteState,
     *,
     live_file: str | None,
     preview_file: str | None,
     site_file_exists: bool,
-    containers: dict,
-    answering: dict | None,
+    containers: dict[str, ContainerState | None],
+    answering: dict[str, Any] | None,
     maintenance: bool,
 ) -> Agreement:
-    """The pure comparison. `containers`: {colour: ContainerState-like or None} for each web;
+    """The pure comparison. `containers`: {colour: its web container or None};
     `answering`: the version /health/ reported through Caddy ({} or None when it reported none)."""
-    live = state.get("live")
+    live = state.live
     if not live:
         return Agreement()
     problems, notes = [], []
@@ -57,37 +61,37 @@ def compare(
         problems.append(f"state.json says {live} is live but Caddy's live file names {live_file or 'nothing'}")
     if not site_file_exists:
         problems.append("the edge Caddy has no site file for it")
-    record = recorded(state, live)
+    record = state.record(live)
     web = containers.get(live)
     if web is None or not web.running:
         problems.append(f"the live colour's web container is {web.status if web else 'missing'}")
-    elif record.get("image") and web.image != record["image"]:
-        problems.append(f"the live colour's web runs {web.image} but state.json records {record['image']}")
+    elif record is not None and record.image and web.image != record.image:
+        problems.append(f"the live colour's web runs {web.image} but state.json records {record.image}")
     if answering and answering.get("build") is not None:
-        expected = (record.get("ref"), record.get("commit"))
+        expected = (record.ref, record.commit) if record else (None, None)
         if (answering.get("build"), answering.get("git_sha")) != expected:
             problems.append(
                 f"Caddy answers with {answering.get('build')} ({_short(answering.get('git_sha'))}) "
                 f"but state.json records {expected[0]} ({_short(expected[1])}) as live"
             )
     idle = naming.other_colour(live)
-    idle_record = recorded(state, idle)
+    idle_record = state.record(idle)
     idle_web = containers.get(idle)
-    if idle_record.get("status") == "idle" and (idle_web is None or not idle_web.running):
+    if idle_record is not None and idle_record.status == IDLE and (idle_web is None or not idle_web.running):
         notes.append(
-            f"state.json keeps {idle} ({idle_record.get('ref')}) as the rollback target but its web "
+            f"state.json keeps {idle} ({idle_record.ref}) as the rollback target but its web "
             f"container is {idle_web.status if idle_web else 'missing'}: a rollback would start it first"
         )
-    if idle_record.get("outcome") == "failed":
-        notes.append(f"{idle} holds {idle_record.get('ref')}, recorded as failed: {idle_record.get('reason')}")
-    if preview_file == live and state.get("operation") is None:
+    if idle_record is not None and idle_record.failed:
+        notes.append(f"{idle} holds {idle_record.ref}, recorded as failed: {idle_record.reason}")
+    if preview_file == live and state.operation is None:
         notes.append("Caddy's preview file names the live colour")
-    if maintenance and state.get("operation") is None:
+    if maintenance and state.operation is None:
         notes.append("the maintenance page is on with no operation running")
     return Agreement(problems, notes)
 
 
-def check(ctx, site, state: dict, answering: dict | None) -> Agreement:
+def check(ctx: Context, site: Site, state: SiteState, answering: dict[str, Any] | None) -> Agreement:
     """Gather the facts for `compare` from the edge files and the engine."""
     files = ctx.edge.files
     containers = {colour: ctx.engine.container(site.web_container(colour)) for colour in naming.COLOURS}
@@ -102,7 +106,7 @@ def check(ctx, site, state: dict, answering: dict | None) -> Agreement:
     )
 
 
-def probe_and_check(ctx, site, state: dict) -> tuple[Agreement, object]:
+def probe_and_check(ctx: Context, site: Site, state: SiteState) -> tuple[Agreement, Health]:
     """Ask /health/ through Caddy once, then compare; returns (agreement, the Health answer)."""
     with ctx.prober() as prober:
         health = prober.health(live_target(ctx.host.edge, site.config))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sumbg.ops.context import Context
 
-# =================================================================== apply
 
-
-def apply_edge(ctx: Context) -> dict:
+def apply_edge(ctx: Context) -> dict[str, Any]:
     """Render the edge config from every live site's site.toml, validate it with `caddy
     validate`, and reload Caddy only if something changed (a reload can close idle
     kept-alive connections, so it is never done for nothing)."""

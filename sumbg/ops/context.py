@@ -1,15 +1,18 @@
-"""What every operation works with: the host, its engine and edge, and a site's stacks.
+"""What every operation works with: the host, and the seams to the outside world.
 
-Operations (init/upgrade in operations.py, rollback.py, backups.py, lifecycle.py)
-take a Context instead of reaching for Docker, Caddy or HTTP themselves, so the
-unit tests can hand them a context whose engine, edge files and prober are small
-fakes and assert the whole sequence of effects of a plan.
+Operations take a Context instead of reaching for Docker, Caddy, HTTP or git
+themselves: everything that touches the outside is reached through it, typed by
+the Protocols in seams.py. The unit tests hand the operations a context whose
+engine, edge files, prober, stacks and mirrors are small fakes (tests/fakes.py)
+and assert the whole sequence of effects of a plan.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 from sumbg.adapters import build, gitrepo
 from sumbg.adapters.caddy import Edge
@@ -19,8 +22,11 @@ from sumbg.config import HostConfig, SiteConfig, load_site
 from sumbg.errors import ConfigError, Interrupted, SumbgError
 from sumbg.ops import reports
 from sumbg.ops.executor import Plan, Reporter, execute
+from sumbg.ops.seams import ContainerEngine, EdgeProxy, GitMirror, HttpProber, SiteStacks
+from sumbg.site.records import HistoryEntry
 from sumbg.site.site import Site
 from sumbg.site.stacks import Stacks
+from sumbg.site.state import SiteState
 
 
 @dataclass
@@ -29,25 +35,49 @@ class Context:
     reporter: Reporter
 
     @cached_property
-    def engine(self) -> Engine:
+    def docker(self) -> Engine:
+        """The real engine (the adapters that build on it need the class itself)."""
         return Engine()
 
+    @property
+    def engine(self) -> ContainerEngine:
+        return self.docker
+
+    @property
+    def edge(self) -> EdgeProxy:
+        return self._edge_caddy
+
     @cached_property
-    def edge(self) -> Edge:
-        return Edge(self.host, self.engine)
+    def _edge_caddy(self) -> Edge:
+        return Edge(self.host, self.docker)
 
     def site(self, slug: str) -> Site:
         return Site(self.host, load_site(self.host, slug))
 
-    def stacks(self, site: Site) -> Stacks:
-        return Stacks(site, self.engine)
+    def stacks(self, site: Site) -> SiteStacks:
+        return Stacks(site, self.docker)
 
-    def prober(self) -> Prober:
+    def prober(self) -> HttpProber:
         return Prober()
 
-    def build_image(self, site: Site, image: build.ImageSpec) -> dict:
+    def mirror(self, site: Site) -> GitMirror:
+        return gitrepo.Mirror(site.mirror_dir, site.config.repo)
+
+    def scratch_mirror(self, path: Path, repo: str) -> GitMirror:
+        """A mirror synced somewhere else first (init and adopt check a repo before creating the site)."""
+        return gitrepo.Mirror(path, repo)
+
+    def check_repo_reachable(self, repo: str) -> None:
+        gitrepo.check_reachable(repo)
+
+    def build_image(self, site: Site, image: build.ImageSpec) -> dict[str, Any]:
         return build.build(
-            self.engine, mirror_for(site), image, host=self.host, site=site.config, work_dir=site.run_dir
+            self.docker,
+            gitrepo.Mirror(site.mirror_dir, site.config.repo),
+            image,
+            host=self.host,
+            site=site.config,
+            work_dir=site.run_dir,
         )
 
     def site_configs(self, *, strict: bool = False) -> list[SiteConfig]:
@@ -65,7 +95,7 @@ class Context:
                     raise
         return found
 
-    def execute(self, plan: Plan, site: Site, command: str) -> dict:
+    def execute(self, plan: Plan, site: Site, command: str) -> HistoryEntry:
         """Run a plan on a site, then refresh the host's operator documents whatever happened."""
         try:
             return execute(plan, site.records, self.reporter, command=command)
@@ -77,20 +107,16 @@ class Context:
         return {
             config.slug: config
             for config in self.site_configs(strict=strict)
-            if Site(self.host, config).records.load_state().get("live")
+            if Site(self.host, config).records.load_state().live
         }
 
 
-def mirror_for(site: Site) -> gitrepo.Mirror:
-    return gitrepo.Mirror(site.mirror_dir, site.config.repo)
-
-
-def refuse_if_interrupted(site: Site, state: dict) -> None:
+def refuse_if_interrupted(site: Site, state: SiteState) -> None:
     """A journalled operation whose process died (we now hold the lock) must be recovered first."""
-    operation = state.get("operation")
+    operation = state.operation
     if operation:
         raise Interrupted(
-            f"site {site.slug} has an interrupted {operation.get('kind')} (stopped during step "
-            f"{operation.get('step')}, started {operation.get('started_at')} by pid {operation.get('pid')}); "
+            f"site {site.slug} has an interrupted {operation.kind} (stopped during step "
+            f"{operation.step}, started {operation.started_at} by pid {operation.pid}); "
             f"run `sumbg recover {site.slug}` first"
         )

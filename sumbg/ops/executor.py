@@ -16,19 +16,25 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from sumbg import failpoints
 from sumbg.errors import NeedsOperator, SumbgError
-from sumbg.site.records import SiteRecords
+from sumbg.site.records import HistoryEntry, SiteRecords
+from sumbg.site.state import Operation, SiteState
 from sumbg.util import utc_now
+
+# What a step reports for the history (JSON): "outcome" ("ok" unless it says "skipped") and "reason"
+# are read by the executor; everything else is kept as it is.
+StepResult = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
     summary: str
-    action: Callable[[Run], dict | None] = field(compare=False, repr=False)
-    details: dict = field(default_factory=dict, compare=False)
+    action: Callable[[Run], StepResult | None] = field(compare=False, repr=False)
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,9 @@ class Plan:
     operation: str
     slug: str
     steps: tuple[Step, ...]
-    facts: dict = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "operation": self.operation,
             "site": self.slug,
@@ -50,7 +56,7 @@ class Plan:
 class Reporter:
     """Progress on stderr, readable without a terminal."""
 
-    def __init__(self, stream=None, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
 
@@ -70,29 +76,38 @@ class Reporter:
     def step_finished(self, name: str, seconds: float, outcome: str, note: str = "") -> None:
         self.line(f"     {outcome} {name} ({seconds:.1f}s){' ' + note if note else ''}")
 
+    def dry_run(self, title: str, plan: Plan, *extra: str) -> None:
+        """The one way a dry run is shown: the title, the numbered steps, then what else it found."""
+        self.line(title)
+        for index, step in enumerate(plan.steps, 1):
+            self.line(f"  {index}. {step.name}: {step.summary}")
+        for line in extra:
+            self.line(f"  {line}")
+
 
 @dataclass
 class Cleanup:
     what: str
-    undo: Callable[[], None]
+    undo: Callable[[], object]
     durable: bool = False  # still wanted past the point of no return
 
 
 class Run:
-    """What a running step can use: the site's records, undo registration, notes."""
+    """What a running step can use: the site's records and state, undo registration, notes."""
 
     def __init__(self, records: SiteRecords, reporter: Reporter, op_id: str) -> None:
         self.records = records
         self.reporter = reporter
         self.op_id = op_id
-        self.state = records.load_state()
+        self.state: SiteState = records.load_state()
         self.cleanups: list[Cleanup] = []
-        self.notes: dict = {}
+        # Facts for the history's `finished` line (flip times, the backup taken, the watch's counts).
+        self.notes: dict[str, Any] = {}
 
     def save_state(self) -> None:
         self.records.save_state(self.state)
 
-    def on_failure(self, what: str, undo: Callable[[], None], *, durable: bool = False) -> None:
+    def on_failure(self, what: str, undo: Callable[[], object], *, durable: bool = False) -> None:
         self.cleanups.append(Cleanup(what, undo, durable))
 
     def forget_cleanups(self, *, durable_too: bool = False) -> None:
@@ -104,7 +119,7 @@ class Run:
         self.reporter.line(f"     {text}")
 
 
-def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: str = "") -> dict:
+def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: str = "") -> HistoryEntry:
     op_id = uuid.uuid4().hex[:12]
     run = Run(records, reporter, op_id)
     started = time.monotonic()
@@ -119,19 +134,14 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
             **plan.facts,
         }
     )
-    run.state["operation"] = {
-        "id": op_id,
-        "kind": plan.operation,
-        "step": None,
-        "pid": os.getpid(),
-        "started_at": utc_now(),
-        **plan.facts,
-    }
+    journal = Operation(id=op_id, kind=plan.operation, pid=os.getpid(), started_at=utc_now(), facts=dict(plan.facts))
+    run.state.operation = journal
     run.save_state()
     reporter.line(f"sumbg {plan.operation} {plan.slug}")
-    results: list[dict] = []
+    results: list[StepResult] = []
     for step in plan.steps:
-        run.state["operation"]["step"] = step.name
+        journal.step = step.name
+        run.state.operation = journal
         run.save_state()
         reporter.step_started(step)
         t0 = time.monotonic()
@@ -147,14 +157,14 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
             reporter.step_finished(step.name, seconds, "FAILED")
             undo_records, undo_error = _undo(run)
             outcome = "needs-operator" if undo_error else "aborted"
-            final = undo_error or error
+            final = error
             if undo_error:
                 original = f"original failure: {error.format_message()}"
                 final = undo_error.refined(
                     output_tail=f"{undo_error.output_tail}\n{original}" if undo_error.output_tail else original,
                     site=undo_error.site or plan.slug,
                 )
-            run.state["operation"] = None
+            run.state.operation = None
             run.save_state()
             summary = {
                 "event": "finished",
@@ -175,7 +185,7 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
         outcome = info.pop("outcome", "ok")
         results.append({"name": step.name, "seconds": round(seconds, 3), "outcome": outcome, **info})
         reporter.step_finished(step.name, seconds, outcome, info.get("reason", ""))
-    run.state["operation"] = None
+    run.state.operation = None
     run.save_state()
     summary = {
         "event": "finished",
@@ -192,8 +202,8 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
     return summary
 
 
-def _undo(run: Run) -> tuple[list[dict], SumbgError | None]:
-    done: list[dict] = []
+def _undo(run: Run) -> tuple[list[dict[str, Any]], SumbgError | None]:
+    done: list[dict[str, Any]] = []
     first_error: SumbgError | None = None
     for cleanup in reversed(run.cleanups):
         run.say(f"undo: {cleanup.what}")

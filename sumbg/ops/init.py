@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sumbg import naming
 from sumbg.adapters import build, gitrepo
 from sumbg.adapters.probe import live_target
 from sumbg.config import SiteConfig, render_site_toml
 from sumbg.errors import CheckFailed, UsageError
-from sumbg.ops.context import Context, mirror_for
-from sumbg.ops.executor import Plan, Run, Step
+from sumbg.ops.context import Context
+from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.seams import SiteStacks
 from sumbg.site.site import Site
 from sumbg.site.stacks import applied_count
-from sumbg.site.state import colour_record, expected_version
+from sumbg.site.state import expected_version, release_record
 from sumbg.util import atomic_write
-
-# =================================================================== init
 
 
 def init(
@@ -35,7 +38,7 @@ def init(
     db_publish_port: int | None = None,
     environment: str | None = None,
     env: tuple[tuple[str, str], ...] = (),
-) -> dict:
+) -> dict[str, Any]:
     """Register a site and deploy it (blue). Options left None take the defaults, or, when an
     earlier init of this slug failed after writing site.toml, that file's values (edits kept)."""
     naming.validate_slug(slug)
@@ -54,7 +57,7 @@ def init(
         naming.validate_ref(ref)
     if (ctx.host.site_dir(slug) / "state.json").exists():
         existing = ctx.site(slug)
-        live = existing.records.load_state().get("live")
+        live = existing.records.load_state().live
         if live:
             existing.records.append(
                 {"event": "noop", "operation": "init", "reason": "site already initialised; nothing changed"}
@@ -62,10 +65,7 @@ def init(
             ctx.reporter.line(f"site {slug} is already initialised (live colour {live}); nothing changed")
             return {"operation": "init", "site": slug, "outcome": "noop", "reason": "already initialised", "live": live}
     kept = ctx.site(slug).config if (ctx.host.site_dir(slug) / "site.toml").exists() else None
-    for other in ctx.site_configs():
-        shared = set(domains) & set(other.domains)
-        if shared and other.slug != slug:
-            raise UsageError(f"domain {sorted(shared)[0]} is already served by site {other.slug}")
+    refuse_domains_of_other_sites(ctx, slug, domains)
     repo = gitrepo.normalise_repo(repo)
     if kept:
         if worker:
@@ -80,7 +80,7 @@ def init(
             environment=environment,
             env=env,
         )
-    gitrepo.check_reachable(repo)
+    ctx.check_repo_reachable(repo)
     ctx.engine.ping()
     if not (ctx.host.site_dir(slug) / ".env").exists():
         refuse_a_foreign_database(ctx, slug)
@@ -89,7 +89,7 @@ def init(
     ctx.host.root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".init-{slug}-", dir=ctx.host.root))
     try:
-        mirror = gitrepo.Mirror(scratch / "repo.git", repo)
+        mirror = ctx.scratch_mirror(scratch / "repo.git", repo)
         mirror.sync()
         resolved = mirror.resolve(ref or "HEAD")
         files = mirror.list_files(resolved.commit)
@@ -124,7 +124,7 @@ def init(
         site.replace_mirror(scratch / "repo.git")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    mirror = mirror_for(site)
+    mirror = ctx.mirror(site)
     if kept:
         ctx.reporter.line(f"using {site.dir / 'site.toml'} from the earlier init of {slug} as it is (edits kept)")
     else:
@@ -139,8 +139,9 @@ def init(
     stacks = ctx.stacks(site)
     colour = naming.COLOURS[0]
 
-    def data(run: Run):
+    def data(run: Run) -> StepResult:
         stacks.start_data()
+        return {}
 
     first = first_colour_steps(
         ctx,
@@ -151,7 +152,7 @@ def init(
         preview=naming.other_colour(colour),
     )
 
-    def health(run: Run):
+    def health(run: Run) -> StepResult:
         with ctx.prober() as prober:
             answer = prober.wait_healthy(
                 live_target(ctx.host.edge, site.config),
@@ -161,17 +162,11 @@ def init(
             )
         return {"health": answer.status, "version": answer.version}
 
-    def record(run: Run):
-        run.state.update(
-            {
-                "slug": slug,
-                "live": colour,
-                "previous": None,
-                "colours": {colour: colour_record(image, status="live", outcome="healthy")},
-            }
-        )
+    def record(run: Run) -> StepResult:
+        run.state.deploy_first(slug, colour, release_record(image))
         run.save_state()
         run.forget_cleanups()
+        return {}
 
     plan = Plan(
         "init",
@@ -196,50 +191,82 @@ def init(
     return result
 
 
+@dataclass(frozen=True)
+class FirstColour:
+    """A site's first colour (blue), as init and adopt deploy it."""
+
+    ctx: Context
+    site: Site
+    stacks: SiteStacks
+    image: build.ImageSpec
+    migrate_note: str
+    with_worker: bool
+    preview: str  # what the preview file names once the edge routes the site
+    colour: str = naming.COLOURS[0]
+
+
+def build_first(fc: FirstColour, run: Run) -> StepResult:
+    return fc.ctx.build_image(fc.site, fc.image)
+
+
+def migrate_first(fc: FirstColour, run: Run) -> StepResult:
+    return {"applied": applied_count(fc.stacks.migrate(fc.colour, fc.image.tag, fc.migrate_note))}
+
+
+def collect_static(fc: FirstColour, run: Run) -> StepResult:
+    return {"summary": fc.stacks.collectstatic(fc.colour, fc.image.tag)}
+
+
+def start_first(fc: FirstColour, run: Run) -> StepResult:
+    run.on_failure(f"remove {naming.app_project(fc.site.slug, fc.colour)}", lambda: fc.stacks.remove_colour(fc.colour))
+    fc.stacks.start_web(fc.colour, fc.image.tag)
+    if fc.with_worker:
+        fc.stacks.start_worker(fc.colour, fc.image.tag, live=False)
+    fc.stacks.apply_cpu_weights(fc.colour)  # the site's only colour: it is the one to keep fast
+    return {}
+
+
+def route_on_edge(fc: FirstColour, run: Run) -> StepResult:
+    ctx, slug = fc.ctx, fc.site.slug
+    ctx.edge.files.write_colour(slug, "live", fc.colour)
+    ctx.edge.files.write_colour(slug, "preview", fc.preview)
+    with ctx.edge.lock().acquire(timeout=60):
+        changed = ctx.edge.apply({**ctx.all_sites(), slug: fc.site.config})
+        run.on_failure(f"remove {slug} from the edge Caddy", lambda: ctx.edge.remove_site(slug))
+        ctx.edge.ensure_up()
+    return {"changed": changed}
+
+
 def first_colour_steps(
     ctx: Context, site: Site, image: build.ImageSpec, *, migrate_note: str, with_worker: bool, preview: str
 ) -> dict[str, Step]:
     """A site's first colour (blue): build, migrate, static, start, edge; by name, for init and adopt."""
-    slug, colour = site.slug, naming.COLOURS[0]
-    stacks = ctx.stacks(site)
-
-    def build_step(run: Run):
-        return ctx.build_image(site, image)
-
-    def migrate(run: Run):
-        return {"applied": applied_count(stacks.migrate(colour, image.tag, migrate_note))}
-
-    def static(run: Run):
-        return {"summary": stacks.collectstatic(colour, image.tag)}
-
-    def start(run: Run):
-        run.on_failure(f"remove {naming.app_project(slug, colour)}", lambda: stacks.remove_colour(colour))
-        stacks.start_web(colour, image.tag)
-        if with_worker:
-            stacks.start_worker(colour, image.tag)
-        stacks.apply_cpu_weights(colour)  # the site's only colour: it is the one to keep fast
-
-    def edge(run: Run):
-        ctx.edge.files.write_colour(slug, "live", colour)
-        ctx.edge.files.write_colour(slug, "preview", preview)
-        with ctx.edge.lock().acquire(timeout=60):
-            changed = ctx.edge.apply({**ctx.all_sites(), slug: site.config})
-            run.on_failure(f"remove {slug} from the edge Caddy", lambda: ctx.edge.remove_site(slug))
-            ctx.edge.ensure_up()
-        return {"changed": changed}
-
+    fc = FirstColour(ctx, site, ctx.stacks(site), image, migrate_note, with_worker, preview)
+    slug, colour = site.slug, fc.colour
     commit = image.labels["sumbg.commit"]
     worker = "" if with_worker else " (its worker later)"
     return {
-        "build": Step("build", f"build {image.tag} from {image.labels['sumbg.ref']} ({commit[:12]})", build_step),
-        "migrate": Step("migrate", f"migrate in a one-off container of {image.tag}", migrate),
-        "static": Step("static", f"collectstatic into {site.static_dir(colour)}", static),
-        "start": Step("start", f"start {naming.app_project(slug, colour)}{worker}", start),
-        "edge": Step("edge", f"route {site.config.domain} through the edge Caddy to {colour}", edge),
+        "build": Step(
+            "build",
+            f"build {image.tag} from {image.labels['sumbg.ref']} ({commit[:12]})",
+            functools.partial(build_first, fc),
+        ),
+        "migrate": Step(
+            "migrate", f"migrate in a one-off container of {image.tag}", functools.partial(migrate_first, fc)
+        ),
+        "static": Step(
+            "static", f"collectstatic into {site.static_dir(colour)}", functools.partial(collect_static, fc)
+        ),
+        "start": Step("start", f"start {naming.app_project(slug, colour)}{worker}", functools.partial(start_first, fc)),
+        "edge": Step(
+            "edge",
+            f"route {site.config.domain} through the edge Caddy to {colour}",
+            functools.partial(route_on_edge, fc),
+        ),
     }
 
 
-def certificate_watch(ctx: Context, config: SiteConfig, every: float = 3.0):
+def certificate_watch(ctx: Context, config: SiteConfig, every: float = 3.0) -> Callable[[], None] | None:
     """While a new site's first health check waits: stop at once, saying why, when the edge
     logs that it could not get a certificate for one of its domains (Caddy would retry for
     hours; the check would only say it timed out)."""
@@ -262,6 +289,14 @@ def certificate_watch(ctx: Context, config: SiteConfig, every: float = 3.0):
     return look
 
 
+def refuse_domains_of_other_sites(ctx: Context, slug: str, domains: list[str] | tuple[str, ...]) -> None:
+    """One domain, one site on a host: the edge could not route it to two."""
+    for other in ctx.site_configs():
+        shared = set(domains) & set(other.domains)
+        if shared and other.slug != slug:
+            raise UsageError(f"domain {sorted(shared)[0]} is already served by site {other.slug}")
+
+
 def refuse_a_foreign_database(ctx: Context, slug: str) -> None:
     """A database volume left by an earlier site of this slug keeps that site's data and password:
     a new site would neither own the data nor be able to log in, so init stops before creating anything."""
@@ -279,10 +314,10 @@ def celery_worker_command(project: str) -> str:
     return f"celery -A {project} worker --loglevel=INFO"
 
 
-def refuse_changes_to_kept_config(kept: SiteConfig, **given) -> None:
+def refuse_changes_to_kept_config(kept: SiteConfig, **given: Any) -> None:
     """A re-run init keeps the site.toml an earlier, failed init wrote (and its edits): an
     option that says something else is refused rather than silently dropped or applied."""
-    current = {
+    current: dict[str, Any] = {
         "repo": kept.repo,
         "domains": list(kept.domains),
         "project": kept.project,

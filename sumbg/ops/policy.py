@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
+
+from sumbg.site.state import ColourRecord
 
 COMPATIBLE = "compatible"
 BREAKING = "breaking"
@@ -28,7 +31,7 @@ class Evidence:
         said = f"; the live release logged: {self.log_line}" if self.log_line else ""
         return f"{self.check} answered {self.status or 'nothing'} ({self.problem}){said}"
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         return {"check": self.check, "status": self.status, "problem": self.problem, "log_line": self.log_line}
 
 
@@ -38,8 +41,8 @@ class Compatibility:
     evidence: tuple[Evidence, ...] = ()
     reason: str = ""  # why it was not measured
 
-    def record(self) -> dict:
-        facts: dict = {"verdict": self.verdict}
+    def record(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {"verdict": self.verdict}
         if self.evidence:
             facts["evidence"] = [e.record() for e in self.evidence]
         if self.reason:
@@ -53,7 +56,7 @@ class Decision:
     refusal: str = ""  # non-empty: the upgrade stops here, nothing changed
     warnings: tuple[str, ...] = ()
     breaks_previous: str = ""  # recorded on the new release: why a rollback needs --restore-db
-    record: dict = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def decide(
@@ -87,13 +90,15 @@ def decide(
     )
 
 
-def rollback_needs_restore(live_record: dict) -> str:
+def rollback_needs_restore(live_record: ColourRecord | None) -> str:
     """Why leaving the live release needs its pre-upgrade database back ('' if it does not)."""
+    if live_record is None:
+        return ""
     reasons = []
-    if live_record.get("breaks_previous"):
-        reasons.append(live_record["breaks_previous"])
-    names = live_record.get("after_switch_migrations") or []
-    done = _AFTER_SWITCH_STATES.get(live_record.get("after_switch"))
+    if live_record.breaks_previous:
+        reasons.append(live_record.breaks_previous)
+    names = live_record.after_switch_migrations or []
+    done = _AFTER_SWITCH_STATES.get(live_record.after_switch or "")
     if names and done:
         reasons.append(f"its after-switch migrations {done} ({', '.join(names)})")
     return "; ".join(reasons)

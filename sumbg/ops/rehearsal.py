@@ -16,18 +16,22 @@ them while they exist, so `sumbg recover` removes them after a SIGKILL.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sumbg import failpoints, naming
-from sumbg.adapters.probe import rehearsal_target
+from sumbg.adapters.probe import Target, rehearsal_target
 from sumbg.config import SmokeCheck
 from sumbg.errors import CheckFailed, MigrationFailed, tail
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Run
 from sumbg.ops.policy import BREAKING, COMPATIBLE, Compatibility, Evidence, error_line
+from sumbg.ops.seams import HttpProber, SiteStacks
 from sumbg.site.database import REHEARSAL_SUFFIX
 from sumbg.site.site import Site
 from sumbg.site.stacks import PendingMigrations, applied_count, parse_phases, phase_command
+from sumbg.site.state import ColourRecord, RehearsalRecord
 
 
 def checks_for(site: Site) -> tuple[SmokeCheck, ...]:
@@ -39,8 +43,31 @@ def checks_for(site: Site) -> tuple[SmokeCheck, ...]:
     return (*site.config.smoke_checks, *extra)
 
 
-def rehearse(ctx: Context, site: Site, run: Run, *, new_image: str, live_record: dict, backup_file: Path) -> dict:
-    """Returns the rehearsal's facts, with `compatibility` (a Compatibility) and `phases`."""
+@dataclass(frozen=True)
+class Rehearsal:
+    """What a rehearsal measured."""
+
+    compatibility: Compatibility
+    phases: PendingMigrations  # what was pending on the copy (the live database a moment ago)
+    applied: int
+    checks: tuple[SmokeCheck, ...]
+    timings: dict[str, float]
+
+    def record(self) -> dict[str, Any]:
+        """For the history: what ran, the checks, and how long each part took."""
+        return {"applied": self.applied, "checks": [check.describe() for check in self.checks], **self.timings}
+
+
+def rehearse(
+    ctx: Context,
+    site: Site,
+    run: Run,
+    *,
+    new_image: str,
+    live: str,
+    live_record: ColourRecord,
+    backup_file: Path,
+) -> Rehearsal:
     stacks = ctx.stacks(site)
     if ctx.edge.files.site(site.slug) in ctx.edge.pending_changes({site.slug: site.config}):
         raise CheckFailed(
@@ -49,26 +76,25 @@ def rehearse(ctx: Context, site: Site, run: Run, *, new_image: str, live_record:
         )
     database = stacks.database()
     copy = database.name + REHEARSAL_SUFFIX
-    run.state["rehearsal"] = {"database": copy, "project": naming.app_project(site.slug, naming.REHEARSAL)}
+    run.state.rehearsal = RehearsalRecord(database=copy, project=naming.app_project(site.slug, naming.REHEARSAL))
     run.save_state()
-    timings: dict = {}
+    timings: dict[str, float] = {}
     try:
         clock = time.monotonic()
         database.load_into_scratch(f"/backups/{backup_file.name}", REHEARSAL_SUFFIX)
         timings["restore_seconds"] = _since(clock)
 
         clock = time.monotonic()
-        stacks.start_rehearsal_web(live_record["image"], copy)
+        stacks.start_rehearsal_web(live_record.image, copy, live)
         target = rehearsal_target(ctx.host.edge, site.config.domain)
-        expect = {"build": live_record.get("ref"), "git_sha": live_record.get("commit")}
         checks = checks_for(site)
         with ctx.prober() as prober:
-            prober.wait_healthy(target, site.config.health_timeout, expect_version=expect)
+            prober.wait_healthy(target, site.config.health_timeout, expect_version=live_record.version)
             before = _failures(prober, target, checks, stacks)
         timings["start_seconds"] = _since(clock)
         if before:
             raise CheckFailed(
-                f"the live release {live_record.get('ref')} already fails on an unmigrated copy of its own "
+                f"the live release {live_record.ref} already fails on an unmigrated copy of its own "
                 f"database ({before[0].describe()}), so the rehearsal cannot judge the new migrations; fix the "
                 f"check in site.toml ([smoke], [migrations] read_paths) or pass --no-rehearsal",
                 output_tail=stacks.rehearsal_logs(20),
@@ -95,22 +121,16 @@ def rehearse(ctx: Context, site: Site, run: Run, *, new_image: str, live_record:
     finally:
         stacks.remove_rehearsal()
         database.drop_if_exists(copy)
-        run.state.pop("rehearsal", None)
+        run.state.rehearsal = None
         run.save_state()
-    return {
-        "compatibility": compatibility,
-        "phases": phases,
-        "applied": applied,
-        "checks": [check.describe() for check in checks],
-        **timings,
-    }
+    return Rehearsal(compatibility, phases, applied, checks, timings)
 
 
 def _since(clock: float) -> float:
     return round(time.monotonic() - clock, 3)
 
 
-def _failures(prober, target, checks, stacks) -> list[Evidence]:
+def _failures(prober: HttpProber, target: Target, checks: tuple[SmokeCheck, ...], stacks: SiteStacks) -> list[Evidence]:
     failed = []
     for check in checks:
         _, answer, problem = prober.evaluate(target, check)
@@ -122,7 +142,7 @@ def _failures(prober, target, checks, stacks) -> list[Evidence]:
     return [Evidence(check.describe(), answer.status, problem, line) for check, answer, problem in failed]
 
 
-def _phases(stacks, image: str, database: str, mode: str) -> PendingMigrations:
+def _phases(stacks: SiteStacks, image: str, database: str, mode: str) -> PendingMigrations:
     output = _manage(stacks, image, database, phase_command(mode), "listing of the")
     try:
         return parse_phases(output)
@@ -132,7 +152,7 @@ def _phases(stacks, image: str, database: str, mode: str) -> PendingMigrations:
         ) from None
 
 
-def _manage(stacks, image: str, database: str, args: list[str], which: str) -> str:
+def _manage(stacks: SiteStacks, image: str, database: str, args: list[str], which: str) -> str:
     result = stacks.rehearsal_manage(image, database, args)
     if result.returncode != 0:
         what = f"{which} migrations" if which else "migrations"

@@ -3,32 +3,34 @@ a sites matrix and a what-broke log, both at the root of $SUMBG_ROOT."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sumbg.config import HostConfig, load_site
 from sumbg.errors import SumbgError
-from sumbg.site.records import SiteRecords, recorded
+from sumbg.site.records import HistoryEntry, SiteRecords
 from sumbg.util import atomic_write
 
 MATRIX_COLUMNS = ("Site", "Environment", "Slug", "Current Version", "Last Deploy Date", "Last Upgrade Outcome", "Notes")
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     return str(value if value not in (None, "") else "-").replace("|", "\\|").replace("\n", " ")
 
 
 DEPLOY_OPERATIONS = ("upgrade", "rollback", "adopt", "adopt-undo", "takeover")
 
 
-def last_deploy(history: list[dict]) -> dict | None:
+def last_deploy(history: list[HistoryEntry]) -> HistoryEntry | None:
     """The last finished operation that changed what a site runs, for the matrix."""
     finished = [e for e in history if e.get("event") == "finished" and e.get("operation") in DEPLOY_OPERATIONS]
     return finished[-1] if finished else None
 
 
-def deploy_outcome(entry: dict | None) -> str | None:
+def deploy_outcome(entry: HistoryEntry | None) -> str | None:
     return f"{entry['operation']} {entry['outcome']} ({entry['at']})" if entry else None
 
 
-def matrix_markdown(columns: tuple[str, ...], rows: list[tuple], *, source: str) -> str:
+def matrix_markdown(columns: tuple[str, ...], rows: list[tuple[Any, ...]], *, source: str) -> str:
     """The loop-sites matrix (SITES.md) as the runbook kept it, one row per site."""
     header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     body = "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in rows)
@@ -36,23 +38,23 @@ def matrix_markdown(columns: tuple[str, ...], rows: list[tuple], *, source: str)
 
 
 def regenerate(host: HostConfig) -> None:
-    rows, broke = [], []
+    rows: list[tuple[Any, ...]] = []
+    broke: list[tuple[str, HistoryEntry]] = []
     for path in sorted(host.root.glob("*/site.toml")):
         try:
             config = load_site(host, path.parent.name)
         except SumbgError:
             continue
         records = SiteRecords(path.parent)
-        state = records.load_state()
-        live = recorded(state, state.get("live"))
+        live = records.load_state().live_record
         history = records.history()
         rows.append(
             (
                 config.domain,
                 config.environment,
                 config.slug,
-                live.get("ref"),
-                live.get("deployed_at"),
+                live.ref if live else None,
+                live.deployed_at if live else None,
                 deploy_outcome(last_deploy(history)),
                 config.notes,
             )

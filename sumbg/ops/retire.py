@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sumbg import naming
+from sumbg.config import SiteConfig
 from sumbg.errors import LockHeld, UsageError
 from sumbg.ops import agreement
-from sumbg.ops.context import Context, refuse_if_interrupted
-from sumbg.ops.executor import Plan, Run, Step
-from sumbg.site.records import recorded
+from sumbg.ops.context import Context
+from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.opening import opened
 from sumbg.site.site import Site
+from sumbg.site.state import SiteState
 
 
 def _age_seconds(stamp: str | None) -> float:
@@ -22,13 +25,11 @@ def _age_seconds(stamp: str | None) -> float:
 
 def retire(
     ctx: Context, slug: str, *, min_age: float, force: bool, lock_timeout: float = 0.0, reason: str | None = None
-) -> dict:
+) -> dict[str, Any]:
     site = ctx.site(slug)
     stacks = ctx.stacks(site)
-    with site.lock().acquire(timeout=lock_timeout, command=f"sumbg retire {slug}"):
-        state = site.records.load_state()
-        refuse_if_interrupted(site, state)
-        live = state.get("live")
+    with opened(ctx, site, f"retire {slug}", lock_timeout=lock_timeout) as state:
+        live = state.live
         if not live:
             raise UsageError(f"site {slug} has no live colour yet")
         idle = naming.other_colour(live)
@@ -36,17 +37,17 @@ def retire(
             site.records.append({"event": "noop", "operation": "retire", "reason": f"{idle} is not running"})
             ctx.reporter.line(f"{idle} is not running; nothing to retire")
             return {"operation": "retire", "outcome": "noop", "reason": f"{idle} is not running"}
-        age = _age_seconds(recorded(state, live).get("deployed_at"))
-        if state.get("previous") == idle and age < min_age and not force:
+        live_record = state.record(live)
+        age = _age_seconds(live_record.deployed_at if live_record else None)
+        if state.previous == idle and age < min_age and not force:
             raise UsageError(
                 f"{idle} is {slug}'s only rollback target and {live} went live {age:.0f}s ago "
                 f"(less than --min-age {min_age:.0f}s); pass --force to retire it anyway"
             )
 
-        def stop(run: Run):
+        def stop(run: Run) -> StepResult:
             stacks.remove_colour(idle)
-            if idle in run.state.get("colours", {}):
-                run.state["colours"][idle]["status"] = "retired"
+            run.state.retire(idle)
             run.save_state()
             return {"retired": naming.app_project(slug, idle)}
 
@@ -59,20 +60,20 @@ def retire(
         return ctx.execute(plan, site, f"retire {slug}")
 
 
-def soak_period(ctx: Context, config) -> float:
+def soak_period(ctx: Context, config: SiteConfig) -> float:
     """How long a site's idle colour is kept after an upgrade went live (0: kept)."""
     return config.retire_idle_after if config.retire_idle_after is not None else ctx.host.retire_idle_after
 
 
-def soak_decision(state: dict, soak: float, *, idle_running: bool, age: float) -> str | None:
+def soak_decision(state: SiteState, soak: float, *, idle_running: bool, age: float) -> str | None:
     """Why an idle colour is kept, or None when its soak period is over (pure: unit-tested)."""
-    live = state.get("live")
+    live = state.live
     if not soak:
         return "kept: no soak period is set (upgrade.retire_idle_after)"
     if not live:
         return "never deployed"
-    if state.get("operation"):
-        return f"an operation ({state['operation'].get('kind')}) is running or was interrupted"
+    if state.operation:
+        return f"an operation ({state.operation.kind}) is running or was interrupted"
     if not idle_running:
         return f"{naming.other_colour(live)} is not running"
     if age < soak:
@@ -87,19 +88,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def retire_due(ctx: Context) -> dict:
+def retire_due(ctx: Context) -> dict[str, Any]:
     """Retire every idle colour whose soak period is over and whose live colour answers healthy
     through Caddy; a site that is busy, unhealthy or disagreeing keeps its rollback target."""
-    results = []
+    results: list[dict[str, Any]] = []
     for config in ctx.site_configs():
         site = Site(ctx.host, config)
         state = site.records.load_state()
-        live = state.get("live")
-        age = _age_seconds(recorded(state, live).get("deployed_at")) if live else 0.0
+        live = state.live
+        live_record = state.record(live)
+        age = _age_seconds(live_record.deployed_at if live_record else None) if live else 0.0
         soak = soak_period(ctx, config)
-        kept = soak_decision(
-            state, soak, age=age, idle_running=bool(live) and ctx.stacks(site).colour_exists(naming.other_colour(live))
-        )
+        idle_running = bool(live) and ctx.stacks(site).colour_exists(naming.other_colour(live or ""))
+        kept = soak_decision(state, soak, age=age, idle_running=idle_running)
         if kept is None:
             agreed, health = agreement.probe_and_check(ctx, site, state)
             if agreed.problems:

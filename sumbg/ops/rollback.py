@@ -1,26 +1,38 @@
-"""Rollback: flip traffic back to the last release that was live and healthy (still running)."""
+"""`sumbg rollback`: flip traffic back to the last release that was live and healthy.
+
+That is the other colour, normally still running since the upgrade (the flip is then
+instant), unless its release is recorded as failed. A retired colour is started again
+first. `--restore-db` also puts the pre-upgrade backup back, under the maintenance page.
+"""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from sumbg import naming
 from sumbg.adapters.probe import preview_target
 from sumbg.errors import UsageError
 from sumbg.ops import agreement
 from sumbg.ops.backups import resolve_backup_file, restore_steps
-from sumbg.ops.context import Context, refuse_if_interrupted
-from sumbg.ops.executor import Plan, Run, Step
+from sumbg.ops.context import Context
+from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.opening import opened
 from sumbg.ops.policy import rollback_needs_restore
-from sumbg.ops.switch import describe, is_failed, move_workers, start_release, switch_live
-from sumbg.site.records import recorded
+from sumbg.ops.seams import SiteStacks
+from sumbg.ops.switch import move_workers, start_release, switch_live
 from sumbg.site.site import Site
-from sumbg.site.state import colour_version
+from sumbg.site.state import ColourRecord, SiteState
 
 
 def rollback_target(
-    state: dict, slug: str, *, to: str | None = None, force: bool = False, restore_db: bool = False
+    state: SiteState, slug: str, *, to: str | None = None, force: bool = False, restore_db: bool = False
 ) -> str:
-    """The colour `sumbg rollback` goes to, or UsageError saying why there is none."""
-    live = state.get("live")
+    """The colour `sumbg rollback` goes to, or UsageError saying why there is none (pure)."""
+    live = state.live
     if not live:
         raise UsageError(f"site {slug} was never deployed; nothing to roll back")
     if force and not to:
@@ -29,20 +41,20 @@ def rollback_target(
         raise UsageError(f"--to must be blue or green, not {to!r}")
     target = to or naming.other_colour(live)
     if target == live:
-        raise UsageError(f"{describe(state, live)} is already live on site {slug}")
-    record = recorded(state, target)
-    if not record:
+        raise UsageError(f"{state.describe(live)} is already live on site {slug}")
+    record = state.record(target)
+    if record is None:
         raise UsageError(f"site {slug} has nothing to roll back to ({target} holds no release)")
-    if is_failed(record) and not force:
+    if record.failed and not force:
         raise UsageError(
-            f"site {slug} has no healthy release to roll back to: {describe(state, target)} failed "
-            f"({record.get('reason') or 'no reason recorded'}); the live {describe(state, live)} is the "
+            f"site {slug} has no healthy release to roll back to: {state.describe(target)} failed "
+            f"({record.reason or 'no reason recorded'}); the live {state.describe(live)} is the "
             f"last healthy one. To flip to it anyway: sumbg rollback {slug} --to {target} --force"
         )
-    needs_restore = rollback_needs_restore(recorded(state, live))
+    needs_restore = rollback_needs_restore(state.record(live))
     if needs_restore and not restore_db and not force:
         raise UsageError(
-            f"rolling back from {describe(state, live)} to {describe(state, target)} needs --restore-db: "
+            f"rolling back from {state.describe(live)} to {state.describe(target)} needs --restore-db: "
             f"{needs_restore}. `sumbg rollback {slug} --restore-db` puts the pre-upgrade backup back (writes "
             f"since the upgrade are lost); `--to {target} --force` flips without it"
         )
@@ -58,100 +70,117 @@ def rollback(
     to: str | None = None,
     force: bool = False,
     dry_run: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     site = ctx.site(slug)
-    lock = site.lock()
-    if not dry_run:
-        lock.acquire(timeout=lock_timeout, command=f"sumbg rollback {slug}")
-    try:
-        state = site.records.load_state()
-        if not dry_run:
-            refuse_if_interrupted(site, state)
+    with opened(ctx, site, f"rollback {slug}", lock_timeout=lock_timeout, dry_run=dry_run) as state:
         target = rollback_target(state, slug, to=to, force=force, restore_db=restore_db)
-        live = state["live"]
+        # Checked after the target, so a refusal for the target's own reason comes first.
         agreement.probe_and_check(ctx, site, state)[0].refuse(slug, f"rollback of {slug}")
+        live = state.live
+        assert live is not None  # rollback_target refuses a site with nothing live
         backup = None
         if restore_db:
-            pre_upgrade = recorded(state, live).get("backup")
-            if not pre_upgrade:
+            live_record = state.record(live)
+            if live_record is None or not live_record.backup:
                 raise UsageError(f"no pre-upgrade backup is recorded for {live}'s release; nothing to restore")
-            backup = resolve_backup_file(site, pre_upgrade)
+            backup = resolve_backup_file(site, live_record.backup)
         plan = rollback_plan(ctx, site, state, live=live, target=target, restore_from=backup, forced=force)
         if dry_run:
-            return dry_run_report(ctx, site, plan, state, target)
+            ctx.reporter.dry_run(
+                f"dry run: sumbg rollback {slug} would go from {state.describe(live)} to {state.describe(target)}:",
+                plan,
+            )
+            return {**plan.describe(), "dry_run": True}
         return ctx.execute(plan, site, f"rollback {slug}")
-    finally:
-        lock.release()
 
 
-def dry_run_report(ctx: Context, site: Site, plan: Plan, state: dict, target: str) -> dict:
-    ctx.reporter.line(
-        f"dry run: sumbg rollback {site.slug} would go from {describe(state, state['live'])} "
-        f"to {describe(state, target)}:"
-    )
-    for index, step in enumerate(plan.steps, 1):
-        ctx.reporter.line(f"  {index}. {step.name}: {step.summary}")
-    return {**plan.describe(), "dry_run": True}
+@dataclass(frozen=True)
+class RollbackRun:
+    """What the rollback's steps share."""
+
+    ctx: Context
+    site: Site
+    stacks: SiteStacks
+    live: str
+    target: str
+    record: ColourRecord
+
+
+def ready(rb: RollbackRun, run: Run) -> StepResult:
+    if rb.stacks.web_running(rb.target):
+        return {"outcome": "skipped", "reason": f"{rb.target} is still running: this rollback is instant"}
+    # Retired: start it again first; the rollback is then not instant, and says so.
+    run.say(f"{rb.target} was retired; starting {rb.record.image} first (this rollback is not instant)")
+    run.notes["instant"] = False
+    run.on_failure(f"remove {naming.app_project(rb.site.slug, rb.target)}", lambda: rb.stacks.remove_colour(rb.target))
+    start_release(rb.ctx, rb.site, rb.target, rb.record)
+    return {"started": rb.target}
+
+
+def flip(rb: RollbackRun, run: Run) -> StepResult:
+    run.forget_cleanups()
+    seconds = switch_live(rb.ctx, rb.site, run, rb.target).seconds
+    move_workers(rb.ctx, rb.site, run, to=rb.target, came_from=rb.live)
+    run.notes["flip_seconds"] = seconds
+    run.notes.setdefault("instant", True)
+    rb.ctx.reporter.line(f"     traffic flipped to {rb.target} in {seconds * 1000:.0f} ms")
+    return {"flip_seconds": seconds}
+
+
+def flip_in_maintenance(rb: RollbackRun, run: Run, maintenance_off: Callable[[], None]) -> None:
+    """With --restore-db: the live listener shows the maintenance page until the flip, so the
+    target colour is checked through the preview listener first."""
+    ctx, site = rb.ctx, rb.site
+    with ctx.prober() as prober:
+        prober.wait_healthy(
+            preview_target(ctx.host.edge, site.config.domain),
+            site.config.health_timeout,
+            expect_version=rb.record.version,
+        )
+    seconds = switch_live(ctx, site, run, rb.target, before_confirm=maintenance_off).seconds
+    move_workers(ctx, site, run, to=rb.target, came_from=rb.live)
+    run.notes["flip_seconds"] = seconds
 
 
 def rollback_plan(
-    ctx: Context, site: Site, state: dict, *, live: str, target: str, restore_from=None, forced: bool = False
+    ctx: Context,
+    site: Site,
+    state: SiteState,
+    *,
+    live: str,
+    target: str,
+    restore_from: Path | None = None,
+    forced: bool = False,
 ) -> Plan:
-    stacks = ctx.stacks(site)
-    record = state["colours"][target]
-    preview = preview_target(ctx.host.edge, site.config.domain)
-
-    def ready(run: Run):
-        if stacks.web_running(target):
-            return {"outcome": "skipped", "reason": f"{target} is still running: this rollback is instant"}
-        # Retired: start it again first; the rollback is then not instant, and says so.
-        run.say(f"{target} was retired; starting {record['image']} first (this rollback is not instant)")
-        run.notes["instant"] = False
-        run.on_failure(f"remove {naming.app_project(site.slug, target)}", lambda: stacks.remove_colour(target))
-        start_release(ctx, site, target, record)
-        return {"started": target}
-
-    def flip(run: Run):
-        run.forget_cleanups()
-        seconds = switch_live(ctx, site, run, target).seconds
-        move_workers(ctx, site, to=target, came_from=live)
-        run.notes["flip_seconds"] = seconds
-        run.notes.setdefault("instant", True)
-        ctx.reporter.line(f"     traffic flipped to {target} in {seconds * 1000:.0f} ms")
-        return {"flip_seconds": seconds}
-
-    ref = record.get("ref")
+    record = state.record(target)
+    assert record is not None  # rollback_target checked it
+    rb = RollbackRun(ctx, site, ctx.stacks(site), live, target, record)
+    ref = record.ref
+    ready_step = Step("ready", f"make sure {target} ({ref}) is running", functools.partial(ready, rb))
+    steps: tuple[Step, ...]
     if restore_from is None:
         steps = (
-            Step("ready", f"make sure {target} ({ref}) is running", ready),
+            ready_step,
             Step(
                 "flip",
                 f"point {site.config.domain} at {target}, confirm {ref} through Caddy "
                 f"(if it does not answer, put {live} back and confirm it)",
-                flip,
+                functools.partial(flip, rb),
             ),
         )
     else:
-
-        def flip_in_maintenance(run: Run, maintenance_off) -> None:
-            # The live listener shows the maintenance page until the flip, so the target
-            # colour is checked through the preview listener first.
-            with ctx.prober() as prober:
-                prober.wait_healthy(preview, site.config.health_timeout, expect_version=colour_version(record))
-            seconds = switch_live(ctx, site, run, target, before_confirm=maintenance_off).seconds
-            move_workers(ctx, site, to=target, came_from=live)
-            run.notes["flip_seconds"] = seconds
-
         steps = (
-            Step("ready", f"make sure {target} ({ref}) is running", ready),
-            *restore_steps(ctx, site, restore_from, require_sha=True, then_flip=flip_in_maintenance),
+            ready_step,
+            *restore_steps(
+                ctx, site, restore_from, require_sha=True, then_flip=functools.partial(flip_in_maintenance, rb)
+            ),
         )
     return Plan(
         "rollback",
         site.slug,
         steps,
         facts={
-            "from": recorded(state, live).get("ref"),
+            "from": state.ref(live),
             "to": ref,
             "from_colour": live,
             "to_colour": target,

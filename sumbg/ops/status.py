@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+from typing import Any
 
 from sumbg import __version__
 from sumbg.adapters import gitrepo
@@ -12,13 +13,13 @@ from sumbg.adapters.gitdeps import redact_url
 from sumbg.errors import LockHeld, SumbgError, UsageError
 from sumbg.lock import is_held
 from sumbg.ops import agreement, reports
-from sumbg.ops.context import Context, mirror_for
+from sumbg.ops.context import Context
 from sumbg.ops.rollback import rollback_target
-from sumbg.site.records import recorded
 from sumbg.site.site import Site
+from sumbg.site.state import SiteState
 
 
-def status(ctx: Context, slug: str | None) -> list[dict]:
+def status(ctx: Context, slug: str | None) -> list[dict[str, Any]]:
     if slug:
         slugs = [ctx.site(slug).slug]
     else:
@@ -26,16 +27,16 @@ def status(ctx: Context, slug: str | None) -> list[dict]:
     return [site_status(ctx, ctx.site(s)) for s in slugs]
 
 
-def host_status(ctx: Context) -> dict:
+def host_status(ctx: Context) -> dict[str, Any]:
     """Every site of this host, with what identifies the host (for the fleet's table)."""
     return {"sumbg": __version__, "host": socket.gethostname(), "root": str(ctx.host.root), "sites": status(ctx, None)}
 
 
-def site_status(ctx: Context, site: Site) -> dict:
+def site_status(ctx: Context, site: Site) -> dict[str, Any]:
     state = site.records.load_state()
-    live = state.get("live")
-    record = recorded(state, live)
-    health: dict = {}
+    live = state.live
+    record = state.record(live)
+    health: dict[str, Any] = {}
     agreed = agreement.Agreement()
     if live:
         agreed, answer = agreement.probe_and_check(ctx, site, state)
@@ -45,7 +46,7 @@ def site_status(ctx: Context, site: Site) -> dict:
             "version": answer.version,
             "error": answer.answer.error or None,
         }
-    operation = state.get("operation")
+    operation = state.operation.to_json() if state.operation else None
     interrupted = bool(operation) and not is_held(site.dir / ".lock")
     last = reports.last_deploy(site.records.history())
     return {
@@ -55,13 +56,13 @@ def site_status(ctx: Context, site: Site) -> dict:
         "environment": site.config.environment,
         "notes": site.config.notes,
         "live": live,
-        "previous": state.get("previous"),
-        "image": record.get("image"),
-        "ref": record.get("ref"),
-        "commit": record.get("commit"),
-        "sum_core": record.get("sum_core"),
-        "deployed_at": record.get("deployed_at"),
-        "colours": state.get("colours") or {},
+        "previous": state.previous,
+        "image": record.image if record else None,
+        "ref": record.ref if record else None,
+        "commit": record.commit if record else None,
+        "sum_core": record.sum_core if record else None,
+        "deployed_at": record.deployed_at if record else None,
+        "colours": {colour: r.to_json() for colour, r in state.colours.items()},
         "health": health,
         "agreement": agreed.describe(),
         "caddy": {
@@ -79,7 +80,7 @@ def site_status(ctx: Context, site: Site) -> dict:
     }
 
 
-def rollback_view(ctx: Context, site: Site, state: dict) -> dict:
+def rollback_view(ctx: Context, site: Site, state: SiteState) -> dict[str, Any]:
     """Where `sumbg rollback` would go, and whether it is instant (its colour still runs)."""
     try:
         target = rollback_target(state, site.slug)
@@ -89,7 +90,7 @@ def rollback_view(ctx: Context, site: Site, state: dict) -> dict:
     return {
         "possible": True,
         "colour": target,
-        "ref": recorded(state, target).get("ref"),
+        "ref": state.ref(target),
         "instant": running,
         **({} if running else {"reason": f"{target} was retired: a rollback starts it again first"}),
     }
@@ -100,7 +101,7 @@ def rollback_view(ctx: Context, site: Site, state: dict) -> dict:
 _VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)")
 
 
-def release_key(tag: str, date: int) -> tuple:
+def release_key(tag: str, date: int) -> tuple[bool, tuple[int, ...], int]:
     """Newest first by version number (v1.10.0 after v1.9.0), then by tag date; a tag with no
     number sorts by its date below the numbered ones."""
     match = _VERSION.match(tag)
@@ -108,17 +109,16 @@ def release_key(tag: str, date: int) -> tuple:
     return (bool(number), number, date)
 
 
-def releases(ctx: Context, slugs: list[str] | None, *, fetch: bool = True) -> list[dict]:
+def releases(ctx: Context, slugs: list[str] | None, *, fetch: bool = True) -> list[dict[str, Any]]:
     """Each site's tags with the sum-core version each pins, newest first, after fetching its repo
     (a site busy with an operation is read from the copy sumbg already has, and says so)."""
     names = slugs or [config.slug for config in ctx.site_configs()]
     return [site_releases(ctx, ctx.site(slug), fetch=fetch) for slug in names]
 
 
-def site_releases(ctx: Context, site: Site, *, fetch: bool) -> dict:
-    state = site.records.load_state()
-    live = recorded(state, state.get("live"))
-    mirror = mirror_for(site)
+def site_releases(ctx: Context, site: Site, *, fetch: bool) -> dict[str, Any]:
+    live = site.records.load_state().live_record
+    mirror = ctx.mirror(site)
     note = None
     if fetch:
         lock = site.lock()
@@ -133,7 +133,8 @@ def site_releases(ctx: Context, site: Site, *, fetch: bool) -> dict:
                 note = f"not fetched: {exc.message}"
             finally:
                 lock.release()
-    tags, pins = [], {}
+    tags: list[dict[str, Any]] = []
+    pins: dict[str, str | None] = {}
     if mirror.exists():
         for tag, commit, date in mirror.tags():
             if commit not in pins:  # several tags often name one commit
@@ -145,7 +146,11 @@ def site_releases(ctx: Context, site: Site, *, fetch: bool) -> dict:
     return {
         "site": site.slug,
         "repo": redact_url(site.config.repo),
-        "live": {"ref": live.get("ref"), "commit": live.get("commit"), "sum_core": live.get("sum_core")},
+        "live": {
+            "ref": live.ref if live else None,
+            "commit": live.commit if live else None,
+            "sum_core": live.sum_core if live else None,
+        },
         "fetched": fetch and note is None,
         "note": note,
         "tags": tags,

@@ -1,68 +1,38 @@
 """Every change of a site's live colour, in one place.
 
-- `switch_live`: the one flip used by upgrade, rollback, the watch's revert,
-  recover and restore. It rewrites the live file (Caddy reads it per request),
-  confirms through Caddy that the expected version answers, and if it does not,
-  puts the previous live file back and confirms *that*. It never returns, and
-  never raises, with traffic on a colour nobody confirmed: either the target is
-  confirmed (returns), or the previous colour is confirmed again (FlipFailed,
-  exit 1), or neither answers (NeedsOperator, exit 3, naming the command to run).
-- `watch_live`: after an upgrade's switch, probes the live site and counts the
-  5xx answers Caddy gave real visitors; reverts through `switch_live` when the
-  site's `[watch]` thresholds say the failure persists.
-- `rollback_target`: which colour a rollback may go to (never a failed release
-  unless forced), as a pure decision.
+`switch_live` is the one flip used by upgrade, rollback, the watch's revert, recover
+and restore. It rewrites the live file (Caddy reads it per request), confirms through
+Caddy that the expected version answers, and if it does not, puts the previous live
+file back and confirms *that*. It never returns, and never raises, with traffic on a
+colour nobody confirmed: either the target is confirmed (returns), or the previous
+colour is confirmed again (FlipFailed, exit 1), or neither answers (NeedsOperator,
+exit 3, naming the command to run).
+
+Also here, because they go with a flip: the CPU weight that follows the traffic, the
+worker that moves with it, and starting a recorded release again (a retired rollback
+target, or one an upgrade displaced).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from sumbg import failpoints
 from sumbg.adapters.probe import live_target, preview_target
 from sumbg.errors import CheckFailed, NeedsOperator, SumbgError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Run
-from sumbg.site.records import recorded
 from sumbg.site.site import Site
-from sumbg.site.state import colour_version
-from sumbg.util import utc_now
+from sumbg.site.state import ColourRecord, colour_version
 
 SWITCH_CONFIRM_SECONDS = 15.0
 
 
 class FlipFailed(CheckFailed):
     """Traffic did not move: the target did not answer, and the previous colour was confirmed again."""
-
-
-def describe(state: dict, colour: str | None) -> str:
-    record = recorded(state, colour)
-    return f"{colour} ({record.get('ref') or 'unknown release'})"
-
-
-# ---------------------------------------------------------------- release outcomes
-
-
-def mark_failed(state: dict, colour: str, reason: str) -> None:
-    record = state.setdefault("colours", {}).get(colour)
-    if record is not None:
-        record.update({"outcome": "failed", "reason": reason, "failed_at": utc_now()})
-
-
-def mark_healthy(state: dict, colour: str) -> None:
-    record = state.setdefault("colours", {}).get(colour)
-    if record is not None:
-        record["outcome"] = "healthy"
-        for key in ("reason", "failed_at"):
-            record.pop(key, None)
-
-
-def is_failed(record: dict) -> bool:
-    return record.get("outcome") == "failed"
-
-
-# ---------------------------------------------------------------- the one flip
 
 
 @dataclass(frozen=True)
@@ -73,7 +43,13 @@ class Flip:
 
 
 def switch_live(
-    ctx: Context, site: Site, run: Run, to: str, *, before_confirm=None, confirm_seconds: float = SWITCH_CONFIRM_SECONDS
+    ctx: Context,
+    site: Site,
+    run: Run,
+    to: str,
+    *,
+    before_confirm: Callable[[], None] | None = None,
+    confirm_seconds: float = SWITCH_CONFIRM_SECONDS,
 ) -> Flip:
     """Move the site's live traffic to `to` and confirm it, or put it back and confirm that.
 
@@ -83,7 +59,7 @@ def switch_live(
     slug, files = site.slug, ctx.edge.files
     state = run.state
     came_from = files.read_colour(slug, "live")
-    expect = colour_version(recorded(state, to))
+    expect = colour_version(state.record(to))
     target = live_target(ctx.host.edge, site.config)
     started = time.monotonic()
     if came_from and came_from != to:
@@ -99,20 +75,12 @@ def switch_live(
             answer = prober.wait_healthy(target, confirm_seconds, expect_version=expect)
     except CheckFailed as failure:
         reason = f"{to} did not answer as {expect.get('build')} through Caddy after the flip: {failure.message}"
-        mark_failed(state, to, reason)
+        state.mark_failed(to, reason)
         run.save_state()
         run.notes.setdefault("flips", []).append({"to": to, "outcome": "failed", "reason": reason})
         _put_back(ctx, site, run, to=to, came_from=came_from, reason=reason)
-        raise  # unreachable: _put_back always raises
     seconds = round(time.monotonic() - started, 3)
-    state["live"] = to
-    colours = state.setdefault("colours", {})
-    if to in colours:
-        colours[to]["status"] = "live"
-    if came_from and came_from != to:
-        state["previous"] = came_from
-        if colours.get(came_from, {}).get("status") == "live":  # a half-started candidate stays one
-            colours[came_from]["status"] = "idle"
+    state.flip(to, came_from)
     run.save_state()
     run.notes.setdefault("flips", []).append(
         {"to": to, "outcome": "confirmed", "seconds": seconds, "version": answer.version}
@@ -130,14 +98,15 @@ def give_live_weight(ctx: Context, site: Site, run: Run, live: str) -> None:
         run.say(f"warning: the CPU weights were not moved to {live}: {exc.message}")
 
 
-def _put_back(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | None, reason: str) -> None:
+def _put_back(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | None, reason: str) -> NoReturn:
+    """Traffic back on `came_from`, confirmed; always raises (FlipFailed, or NeedsOperator)."""
     slug = site.slug
     recover_hint = f"run `sumbg recover {slug}` once a colour is healthy (see `sumbg status {slug}`)"
     if not came_from or came_from == to:
         raise NeedsOperator(f"{reason}; there was no other colour to put back: {recover_hint}", site=slug, colour=to)
     ctx.edge.files.write_colour(slug, "live", came_from)
     ctx.edge.files.write_colour(slug, "preview", to)
-    expect = colour_version(recorded(run.state, came_from))
+    expect = colour_version(run.state.record(came_from))
     try:
         with ctx.prober() as prober:
             prober.wait_healthy(live_target(ctx.host.edge, site.config), SWITCH_CONFIRM_SECONDS, expect_version=expect)
@@ -151,70 +120,74 @@ def _put_back(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | N
         ) from None
     run.notes["flips"].append({"to": came_from, "outcome": "confirmed (put back)"})
     raise FlipFailed(
-        f"{reason}; traffic is back on {describe(run.state, came_from)}, confirmed through Caddy", site=slug, colour=to
+        f"{reason}; traffic is back on {run.state.describe(came_from)}, confirmed through Caddy",
+        site=slug,
+        colour=to,
     )
 
 
-def move_workers(ctx: Context, site: Site, *, to: str, came_from: str | None) -> dict:
+def move_workers(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | None) -> dict[str, Any]:
+    """One version consumes tasks: the worker of the colour left stops, the live colour's starts."""
     stacks = ctx.stacks(site)
-    stopped = bool(came_from) and came_from != to and stacks.stop_worker(came_from)
-    started = stacks.start_worker(to)
+    stopped = bool(came_from) and came_from != to and came_from is not None and stacks.stop_worker(came_from)
+    record = run.state.record(to)
+    started = record is not None and stacks.start_worker(to, record.image, live=True)
     return {"stopped": came_from if stopped else None, "started": to if started else None}
 
 
 # ---------------------------------------------------------------- the rollback target
 
 
-def start_release(ctx: Context, site: Site, colour: str, record: dict) -> None:
+def start_release(ctx: Context, site: Site, colour: str, record: ColourRecord) -> None:
     """Start a recorded release in `colour` from its image (static files first) and wait until
     it answers its version through the preview listener; a failure carries its web log tail."""
     stacks = ctx.stacks(site)
-    stacks.collectstatic(colour, record["image"])
-    stacks.start_web(colour, record["image"])
+    stacks.collectstatic(colour, record.image)
+    stacks.start_web(colour, record.image)
     ctx.edge.files.write_colour(site.slug, "preview", colour)
     with ctx.prober() as prober:
         try:
             prober.wait_healthy(
                 preview_target(ctx.host.edge, site.config.domain),
                 site.config.health_timeout,
-                expect_version=colour_version(record),
+                expect_version=record.version,
             )
         except CheckFailed as exc:
             raise exc.refined(output_tail=((exc.output_tail or "") + "\n" + stacks.web_logs(colour)).strip()) from exc
 
 
-def restart_rollback_target(ctx: Context, site: Site, run: Run) -> dict | None:
+def restart_rollback_target(ctx: Context, site: Site, run: Run) -> dict[str, Any] | None:
     """An upgrade that failed (or was killed) after removing the idle colour, the rollback
     target, to make room for the new release: start that release again from its recorded
     image, so `sumbg rollback` stays instant. Never raises: a target that cannot be started
     again is reported (the rollback is then not instant), it does not fail the operation."""
-    displaced = run.state.pop("displaced", None)
-    if not displaced:
+    displaced = run.state.take_displaced()
+    if displaced is None:
         return None
-    colour, record = displaced["colour"], displaced["record"]
-    if run.state.get("live") == colour:
-        run.say(f"not restarting {record.get('ref')} in {colour}: traffic is on {colour}")
+    colour, record = displaced.colour, displaced.record
+    if run.state.live == colour:
+        run.say(f"not restarting {record.ref} in {colour}: traffic is on {colour}")
         run.save_state()
         return None
     started = time.monotonic()
+    outcome: dict[str, Any]
     try:
         ctx.stacks(site).remove_colour(colour)
         start_release(ctx, site, colour, record)
     except SumbgError as exc:
         run.save_state()
-        outcome = {"restored": False, "ref": record.get("ref"), "error": exc.message}
+        outcome = {"restored": False, "ref": record.ref, "error": exc.message}
         run.say(
-            f"could not start the previous release {record.get('ref')} again in {colour} "
+            f"could not start the previous release {record.ref} again in {colour} "
             f"({exc.message}); `sumbg rollback` will not be instant"
         )
     else:
         seconds = round(time.monotonic() - started, 3)
-        run.state.setdefault("colours", {})[colour] = {**record, "status": "idle"}
-        run.state["previous"] = colour
+        run.state.return_displaced(displaced)
         run.save_state()
-        outcome = {"restored": True, "ref": record.get("ref"), "colour": colour, "seconds": seconds}
+        outcome = {"restored": True, "ref": record.ref, "colour": colour, "seconds": seconds}
         run.say(
-            f"started the previous release {record.get('ref')} again in {colour} in {seconds:.1f}s: "
+            f"started the previous release {record.ref} again in {colour} in {seconds:.1f}s: "
             "`sumbg rollback` stays instant"
         )
     run.notes["rollback_target"] = outcome

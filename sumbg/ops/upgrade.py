@@ -1,65 +1,93 @@
-"""`sumbg upgrade`: the blue/green upgrade of a site to a git ref, as a plan of named steps."""
+"""`sumbg upgrade`: the blue/green upgrade of a site to a git ref, as a plan of named steps.
+
+preflight, build, backup, rehearsal (the new release's migrations on a copy of the
+database, the live release checked on the result), migrate, start the idle colour
+with the new release, smoke-test it through Caddy's preview listener, switch (the one
+confirmed flip), move the worker, watch the live site (reverting by itself on a failure
+that persists), then the migrations marked to run after the switch. Each step is a
+function over the upgrade's run-data (`UpgradeRun`); whoever starts something registers
+how to undo it, so a failure at any step leaves traffic on a healthy colour.
+"""
 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sumbg import naming
 from sumbg.adapters import build, gitrepo
-from sumbg.adapters.probe import live_target, preview_target
+from sumbg.adapters.probe import Target, live_target, preview_target
 from sumbg.errors import BreakingRelease, CheckFailed, DockerError, MigrationFailed, SumbgError, UsageError
-from sumbg.ops import agreement, rehearsal
 from sumbg.ops import policy as migration_policy
-from sumbg.ops.context import Context, mirror_for, refuse_if_interrupted
-from sumbg.ops.executor import Plan, Run, Step
-from sumbg.ops.switch import is_failed, mark_healthy, move_workers, restart_rollback_target, switch_live
+from sumbg.ops import rehearsal
+from sumbg.ops.backups import protected_backups
+from sumbg.ops.context import Context
+from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.opening import opened
+from sumbg.ops.seams import SiteStacks
+from sumbg.ops.switch import move_workers, restart_rollback_target, switch_live
 from sumbg.ops.watch import watch_live
-from sumbg.site.records import recorded
 from sumbg.site.site import Site
-from sumbg.site.stacks import applied_count
-from sumbg.site.state import colour_record, expected_version
-
-# =================================================================== upgrade
+from sumbg.site.stacks import PendingMigrations, applied_count
+from sumbg.site.state import (
+    AFTER_SWITCH_FAILED,
+    AFTER_SWITCH_PENDING,
+    AFTER_SWITCH_RAN,
+    AFTER_SWITCH_RUNNING,
+    ColourRecord,
+    expected_version,
+    release_record,
+)
 
 
 @dataclass(frozen=True)
 class UpgradeFacts:
+    """What the upgrade moves from and to, read before anything changes."""
+
     live: str
     idle: str
-    live_record: dict
+    live_record: ColourRecord
     image: build.ImageSpec
     live_core: str | None
     new_core: str | None
 
+    @property
+    def new_ref(self) -> str:
+        return str(self.image.labels["sumbg.ref"])
+
+    @property
+    def live_ref(self) -> str:
+        return self.live_record.ref or self.live
+
 
 def gather_upgrade(ctx: Context, site: Site, ref: str) -> UpgradeFacts:
     state = site.records.load_state()
-    live = state.get("live")
-    if not live:
+    live, live_record = state.live, state.live_record
+    if not live or live_record is None:
         raise UsageError(f"site {site.slug} has no live colour yet; run `sumbg init` first")
-    mirror = mirror_for(site)
+    mirror = ctx.mirror(site)
     mirror.sync()
     resolved = mirror.resolve(ref)
     new_core = gitrepo.sum_core_pin(mirror.read_file(resolved.commit, "requirements.txt"))
-    live_record = state["colours"][live]
     return UpgradeFacts(
         live=live,
         idle=naming.other_colour(live),
         live_record=live_record,
         image=build.image_spec(site.slug, resolved, new_core),
-        live_core=live_record.get("sum_core"),
+        live_core=live_record.sum_core,
         new_core=new_core,
     )
 
 
 @dataclass(frozen=True)
 class MigrationChoices:
-    """The operator's say in how an upgrade treats its migrations (see migration_policy)."""
+    """The operator's say in how an upgrade treats its migrations (see policy.py)."""
 
     rehearsal: bool = True
     maintenance: bool = False
@@ -75,23 +103,23 @@ def upgrade(
     allow_same_core: bool = False,
     lock_timeout: float = 0.0,
     watch: float | None = None,
-    confirm=None,
-    migrations: MigrationChoices = MigrationChoices(),
-) -> dict:
+    confirm: Any = None,
+    migrations: MigrationChoices | None = None,
+) -> dict[str, Any]:
+    """`confirm`: asked with the plan before anything changes (only at a terminal); False cancels."""
     site = ctx.site(slug)
     naming.validate_ref(ref)
-    if migrations.maintenance and migrations.accept_breaking:
+    choices = migrations or MigrationChoices()
+    if choices.maintenance and choices.accept_breaking:
         raise UsageError("give --maintenance or --accept-breaking, not both")
-    lock = site.lock()
-    if not dry_run:
-        lock.acquire(timeout=lock_timeout, command=f"sumbg upgrade {slug} {ref}")
-        if lock.took_over:
-            ctx.reporter.line(f"warning: took over a lock left by a dead process ({lock.took_over})")
-    try:
-        state = site.records.load_state()
-        if not dry_run:
-            refuse_if_interrupted(site, state)
-        agreement.probe_and_check(ctx, site, state)[0].refuse(slug, f"upgrade of {slug}")
+    with opened(
+        ctx,
+        site,
+        f"upgrade {slug} {ref}",
+        lock_timeout=lock_timeout,
+        dry_run=dry_run,
+        refuse_disagreement=f"upgrade of {slug}",
+    ):
         facts = gather_upgrade(ctx, site, ref)
         plan = upgrade_plan(
             ctx,
@@ -99,15 +127,356 @@ def upgrade(
             facts,
             allow_same_core=allow_same_core,
             watch=site.config.watch_seconds if watch is None else watch,
-            migrations=migrations,
+            migrations=choices,
         )
         if dry_run:
             return dry_run_report(ctx, site, plan, facts)
         if confirm and not confirm(plan):
             raise SumbgError(f"upgrade of {slug} to {ref} cancelled; nothing was changed")
         return ctx.execute(plan, site, f"upgrade {slug} {ref}")
-    finally:
-        lock.release()
+
+
+@dataclass
+class UpgradeRun:
+    """What the upgrade's steps share: the facts and choices, and what earlier steps found."""
+
+    ctx: Context
+    site: Site
+    stacks: SiteStacks
+    facts: UpgradeFacts
+    choices: MigrationChoices
+    allow_same_core: bool
+    watch: float
+    backup_name: str
+    # Found along the way.
+    decision: migration_policy.Decision | None = None
+    phases: PendingMigrations | None = None  # what the rehearsal found pending on the copy
+    maintenance_since: float | None = None
+    schema_breaks_live: bool = False
+    after_switch: list[str] = field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        return self.site.slug
+
+    @property
+    def rehearse(self) -> bool:
+        return self.choices.rehearsal and self.site.config.migrations.rehearsal
+
+    @property
+    def live_target(self) -> Target:
+        return live_target(self.ctx.host.edge, self.site.config)
+
+    @property
+    def preview(self) -> Target:
+        return preview_target(self.ctx.host.edge, self.site.config.domain)
+
+    @property
+    def backup_path(self) -> Path:
+        return self.site.backups_dir / self.backup_name
+
+    @property
+    def restore_hint(self) -> str:
+        return f"Backup {self.backup_path}; to restore it: sumbg restore {self.slug} {self.backup_path} --yes"
+
+    def web_log_tail(self, output_tail: str | None) -> str:
+        return ((output_tail or "") + "\n--- last web log lines ---\n" + self.stacks.web_logs(self.facts.idle)).strip()
+
+
+# ---------------------------------------------------------------- before anything changes
+
+
+def preflight(up: UpgradeRun, run: Run) -> StepResult:
+    ctx, site, stacks, facts = up.ctx, up.site, up.stacks, up.facts
+    ctx.engine.ping()
+    if not stacks.web_running(facts.live):
+        raise CheckFailed(
+            f"the live colour's web ({site.web_container(facts.live)}) is not running; "
+            f"{stacks.web_exit_summary(facts.live)}"
+        )
+    with ctx.prober() as prober:
+        health = prober.health(up.live_target)
+    if not health.passing:
+        raise CheckFailed(f"the live site is not healthy through Caddy: {health.answer.describe()}")
+    problems = stacks.free_space_problems(ctx.host.min_free_gb)
+    if problems:
+        raise CheckFailed("not enough free disk: " + "; ".join(problems))
+    core = f"{facts.live_core} -> {facts.new_core}"
+    run.say(f"sum-core {core}")
+    if facts.live_core == facts.new_core and not up.allow_same_core:
+        raise CheckFailed(
+            f"sum-core pin is unchanged ({facts.new_core}) between the live release and "
+            f"{facts.new_ref}; pass --allow-same-core to upgrade anyway"
+        )
+    if stacks.colour_exists(facts.idle):
+        run.say(
+            f"{facts.idle} still holds {stacks.running_image(facts.idle)} (the rollback target); it will be replaced"
+        )
+    return {"sum_core": core, "health": health.status}
+
+
+def build_release(up: UpgradeRun, run: Run) -> StepResult:
+    return up.ctx.build_image(up.site, up.facts.image)
+
+
+def take_backup(up: UpgradeRun, run: Run) -> StepResult:
+    taken, removed = up.stacks.backup_and_prune(up.backup_name, protected_backups(run.state))
+    run.notes["backup"] = taken.path.name
+    run.notes["backup_path"] = str(taken.path)
+    run.say(f"{taken.path.name}: {taken.size} bytes, {taken.entries} entries, sha256 {taken.sha256[:16]}...")
+    return {**taken.record(), "pruned": removed}
+
+
+def rehearse_migrations(up: UpgradeRun, run: Run) -> StepResult:
+    compat, found = _rehearse_or_say_why_not(up, run)
+    decision = migration_policy.decide(
+        compat,
+        maintenance=up.choices.maintenance,
+        accept_breaking=up.choices.accept_breaking,
+        slug=up.slug,
+        new_ref=up.facts.new_ref,
+        live_ref=up.facts.live_ref,
+    )
+    up.decision = decision
+    for warning in decision.warnings:
+        run.say(f"warning: {warning}")
+    result = {**found, **decision.record}
+    run.notes["rehearsal"] = dict(result)
+    if decision.refusal:
+        raise BreakingRelease(decision.refusal)
+    if decision.breaks_previous:
+        run.say(f"breaking, going ahead with {decision.record['policy']}: {decision.breaks_previous}")
+    return result
+
+
+def _rehearse_or_say_why_not(up: UpgradeRun, run: Run) -> tuple[migration_policy.Compatibility, StepResult]:
+    if not up.rehearse:
+        why = "--no-rehearsal" if not up.choices.rehearsal else "[migrations] rehearsal = false in site.toml"
+        return (
+            migration_policy.Compatibility(migration_policy.NOT_MEASURED, reason=why),
+            {"outcome": "skipped", "reason": why},
+        )
+    size = up.stacks.database().size_mb()
+    limit = up.site.config.migrations.rehearsal_max_mb
+    if size > limit:
+        why = f"the database is {size:.0f} MB, above [migrations] rehearsal_max_mb = {limit}"
+        return (
+            migration_policy.Compatibility(migration_policy.NOT_MEASURED, reason=why),
+            {"outcome": "skipped", "reason": why, "database_mb": round(size, 1)},
+        )
+    done = rehearsal.rehearse(
+        up.ctx,
+        up.site,
+        run,
+        new_image=up.facts.image.tag,
+        live=up.facts.live,
+        live_record=up.facts.live_record,
+        backup_file=Path(run.notes["backup_path"]),
+    )
+    # The copy was the live database a moment ago: what was pending there is pending here.
+    up.phases = done.phases
+    run.say(
+        f"rehearsal on a copy ({size:.1f} MB): {done.applied} migration(s) in "
+        f"{done.timings['migrate_seconds']:.1f}s; {up.facts.live_ref} on the migrated copy: {done.compatibility.verdict}"
+    )
+    for evidence in done.compatibility.evidence:
+        run.say(f"  {evidence.describe()}")
+    return done.compatibility, {
+        **done.record(),
+        "database_mb": round(size, 1),
+        "pending": list(done.phases.pending),
+        "after_switch": list(done.phases.after_switch),
+    }
+
+
+# ---------------------------------------------------------------- the live database changes
+
+
+def migrate(up: UpgradeRun, run: Run) -> StepResult:
+    image, idle = up.facts.image, up.facts.idle
+    phases = up.phases or up.stacks.pending_migrations(idle, image.tag)
+    up.after_switch = run.notes["after_switch"] = list(phases.after_switch)
+    run.say(
+        "pending migrations: "
+        + (", ".join(phases.pending) or "none")
+        + (f"; after the switch: {', '.join(phases.after_switch)}" if phases.after_switch else "")
+    )
+    decision = up.decision
+    if decision is not None and decision.maintenance:
+        _maintenance_on(up, run)
+    output = up.stacks.migrate(idle, image.tag, up.restore_hint, before_switch_only=bool(phases.after_switch))
+    if decision is not None and decision.breaks_previous:
+        up.schema_breaks_live = True
+    return {
+        "pending": list(phases.pending),
+        "after_switch": list(phases.after_switch),
+        "applied": applied_count(output),
+    }
+
+
+def _maintenance_on(up: UpgradeRun, run: Run) -> None:
+    ctx, stacks, facts = up.ctx, up.stacks, up.facts
+    live = facts.live
+    # The live release's worker would run tasks against a schema it may not know.
+    if stacks.stop_worker(live):
+        run.on_failure(
+            f"restart {live}'s worker", lambda: stacks.start_worker(live, facts.live_record.image, live=True)
+        )
+    ctx.edge.files.set_maintenance(up.slug, True)
+    up.maintenance_since = time.monotonic()
+    run.say("maintenance page on: visitors get 503 with Retry-After until the new release is confirmed")
+
+    def off_unless_live_cannot_serve() -> None:
+        if up.schema_breaks_live:
+            run.notes["maintenance_kept"] = True
+            ctx.reporter.line(
+                f"     the maintenance page STAYS ON: the database has {facts.new_ref}'s schema, which "
+                f"{facts.live_ref} cannot serve; restore the pre-upgrade database with `sumbg restore {up.slug} "
+                f"{up.backup_path} --yes` (it turns the page off), or upgrade to a fixed release with --maintenance"
+            )
+            return
+        ctx.edge.files.set_maintenance(up.slug, False)
+
+    run.on_failure("turn the maintenance page off", off_unless_live_cannot_serve)
+
+
+# ---------------------------------------------------------------- the new colour
+
+
+def start_new_colour(up: UpgradeRun, run: Run) -> StepResult:
+    ctx, stacks, image, idle = up.ctx, up.stacks, up.facts.image, up.facts.idle
+    if stacks.colour_exists(idle):
+        # Kept in state.json too, so `recover` can put it back after a crash.
+        displaced = run.state.displace(idle)
+        run.save_state()
+        stacks.remove_colour(idle)
+        if displaced is not None:
+            # Registered first, so it runs last: after the new colour is gone.
+            run.on_failure(
+                f"start the previous release {displaced.ref} again in {idle}",
+                lambda: restart_rollback_target(ctx, up.site, run),
+                durable=True,
+            )
+    run.on_failure(
+        f"remove the new colour {naming.app_project(up.slug, idle)}",
+        lambda: stacks.remove_colour(idle) if run.state.live != idle else None,
+    )
+    summary = stacks.collectstatic(idle, image.tag)
+    try:
+        stacks.start_web(idle, image.tag)
+    except DockerError as exc:
+        raise CheckFailed(
+            f"the new colour {idle} never became healthy: its web container could not start",
+            colour=idle,
+            command=exc.command,
+            returncode=exc.returncode,
+            output_tail=up.web_log_tail(exc.output_tail),
+        ) from None
+    ctx.edge.files.write_colour(up.slug, "preview", idle)
+    with ctx.prober() as prober:
+        try:
+            answer = prober.wait_healthy(
+                up.preview, up.site.config.health_timeout, expect_version=expected_version(image)
+            )
+        except CheckFailed as exc:
+            raise exc.refined(
+                message=f"the new colour {idle} never became healthy: {exc.message}; {stacks.web_exit_summary(idle)}",
+                colour=idle,
+                output_tail=up.web_log_tail(exc.output_tail),
+            ) from exc
+    return {"static": summary, "health": answer.status}
+
+
+def smoke(up: UpgradeRun, run: Run) -> StepResult:
+    results = []
+    with up.ctx.prober() as prober:
+        for check in up.site.config.smoke_checks:
+            try:
+                results.append(prober.check(up.preview, check))
+            except CheckFailed as exc:
+                raise exc.refined(colour=up.facts.idle) from exc
+    return {"checks": results}
+
+
+# ---------------------------------------------------------------- traffic moves
+
+
+def switch(up: UpgradeRun, run: Run) -> StepResult:
+    ctx, idle = up.ctx, up.facts.idle
+    record = release_record(up.facts.image)
+    record.backup = run.notes.get("backup")
+    if up.decision is not None and up.decision.breaks_previous:
+        record.breaks_previous = up.decision.breaks_previous
+    if up.after_switch:
+        record.after_switch_migrations, record.after_switch = list(up.after_switch), AFTER_SWITCH_PENDING
+    run.state.add_candidate(idle, record)
+    run.save_state()
+    maintenance_off = None
+    since = up.maintenance_since
+    if since is not None:
+
+        def maintenance_off() -> None:
+            # Off the moment the live file names the new colour: its confirmation then goes
+            # through the public listener like any visitor's request.
+            ctx.edge.files.set_maintenance(up.slug, False)
+            run.notes["maintenance_seconds"] = round(time.monotonic() - since, 3)
+
+    flip = switch_live(ctx, up.site, run, idle, before_confirm=maintenance_off)
+    run.notes["flip_seconds"] = flip.seconds
+    if "maintenance_seconds" in run.notes:
+        run.say(f"maintenance window: {run.notes['maintenance_seconds']:.1f}s (migrate to confirmed switch)")
+    if up.watch <= 0:
+        run.state.mark_healthy(idle)
+        run.state.displaced = None
+        run.save_state()
+    run.forget_cleanups()
+    return {
+        "flip_seconds": flip.seconds,
+        "version": run.notes["flips"][-1]["version"],
+        **({"maintenance_seconds": run.notes["maintenance_seconds"]} if "maintenance_seconds" in run.notes else {}),
+    }
+
+
+def move_worker(up: UpgradeRun, run: Run) -> StepResult:
+    moved = move_workers(up.ctx, up.site, run, to=up.facts.idle, came_from=up.facts.live)
+    if not up.site.config.worker_command:
+        return {"outcome": "skipped", "reason": "no worker configured"}
+    return moved
+
+
+def watch_release(up: UpgradeRun, run: Run) -> StepResult:
+    result = watch_live(up.ctx, up.site, run, up.watch, new=up.facts.idle, old=up.facts.live)
+    run.state.mark_healthy(up.facts.idle)
+    run.state.displaced = None
+    run.save_state()
+    run.forget_cleanups(durable_too=True)
+    return result
+
+
+def run_after_switch(up: UpgradeRun, run: Run) -> StepResult:
+    waiting = up.after_switch
+    if not waiting:
+        return {"outcome": "skipped", "reason": "no migration is marked run_after_switch"}
+    record = run.state.record(up.facts.idle)
+    assert record is not None  # the switch recorded it
+    # Recorded before they run: from now on a rollback needs the pre-upgrade database.
+    record.after_switch = AFTER_SWITCH_RUNNING
+    run.save_state()
+    try:
+        output = up.stacks.migrate(up.facts.idle, up.facts.image.tag, up.restore_hint)
+    except MigrationFailed as exc:
+        record.after_switch = AFTER_SWITCH_FAILED
+        run.save_state()
+        raise exc.refined(
+            message=f"the after-switch migrations ({', '.join(waiting)}) of {up.facts.new_ref} failed; traffic "
+            f"stays on {up.facts.new_ref} (live, healthy). {up.restore_hint}"
+        ) from exc
+    record.after_switch = AFTER_SWITCH_RAN
+    run.save_state()
+    return {"migrations": waiting, "applied": applied_count(output)}
+
+
+# ---------------------------------------------------------------- the plan
 
 
 def upgrade_plan(
@@ -117,357 +486,85 @@ def upgrade_plan(
     *,
     allow_same_core: bool,
     watch: float,
-    migrations: MigrationChoices = MigrationChoices(),
+    migrations: MigrationChoices | None = None,
 ) -> Plan:
-    slug, domain = site.slug, site.config.domain
+    choices = migrations or MigrationChoices()
     stacks = ctx.stacks(site)
-    image, live, idle = facts.image, facts.live, facts.idle
-    backup_name = stacks.backup_name(image.labels["sumbg.ref"])
-    live_target_ = live_target(ctx.host.edge, site.config)
-    preview = preview_target(ctx.host.edge, domain)
-    restore_hint = f"Backup {site.backups_dir / backup_name}; to restore it: sumbg restore {slug} {site.backups_dir / backup_name} --yes"
+    up = UpgradeRun(
+        ctx, site, stacks, facts, choices, allow_same_core, watch, backup_name=stacks.backup_name(facts.new_ref)
+    )
+    slug, domain, image, live, idle = site.slug, site.config.domain, facts.image, facts.live, facts.idle
 
-    def preflight(run: Run):
-        ctx.engine.ping()
-        if not stacks.web_running(live):
-            raise CheckFailed(
-                f"the live colour's web ({site.web_container(live)}) is not running; {stacks.web_exit_summary(live)}"
-            )
-        with ctx.prober() as prober:
-            health = prober.health(live_target_)
-        if not health.passing:
-            raise CheckFailed(f"the live site is not healthy through Caddy: {health.answer.describe()}")
-        problems = stacks.free_space_problems(ctx.host.min_free_gb)
-        if problems:
-            raise CheckFailed("not enough free disk: " + "; ".join(problems))
-        core = f"{facts.live_core} -> {facts.new_core}"
-        run.say(f"sum-core {core}")
-        if facts.live_core == facts.new_core and not allow_same_core:
-            raise CheckFailed(
-                f"sum-core pin is unchanged ({facts.new_core}) between the live release and "
-                f"{image.labels['sumbg.ref']}; pass --allow-same-core to upgrade anyway"
-            )
-        if stacks.colour_exists(idle):
-            run.say(f"{idle} still holds {stacks.recorded_image(idle)} (the rollback target); it will be replaced")
-        return {"sum_core": core, "health": health.status}
-
-    def build_step(run: Run):
-        return ctx.build_image(site, image)
-
-    def backup(run: Run):
-        taken, removed = stacks.backup_and_prune(backup_name, run.state)
-        run.notes["backup"] = taken.path.name
-        run.notes["backup_path"] = str(taken.path)
-        run.say(f"{taken.path.name}: {taken.size} bytes, {taken.entries} entries, sha256 {taken.sha256[:16]}...")
-        return {**taken.record(), "pruned": removed}
-
-    new_ref, live_ref = image.labels["sumbg.ref"], facts.live_record.get("ref") or live
-    rehearse = migrations.rehearsal and site.config.migrations.rehearsal
-    # What the steps tell each other but the history need not keep (run.notes goes there).
-    between: dict = {}
-
-    def rehearsal_step(run: Run):
-        compat, facts_ = _rehearse_or_say_why_not(run)
-        decision = migration_policy.decide(
-            compat,
-            maintenance=migrations.maintenance,
-            accept_breaking=migrations.accept_breaking,
-            slug=slug,
-            new_ref=new_ref,
-            live_ref=live_ref,
-        )
-        between["decision"] = decision
-        for warning in decision.warnings:
-            run.say(f"warning: {warning}")
-        result = {**facts_, **decision.record}
-        run.notes["rehearsal"] = dict(result)
-        if decision.refusal:
-            raise BreakingRelease(decision.refusal)
-        if decision.breaks_previous:
-            run.say(f"breaking, going ahead with {decision.record['policy']}: {decision.breaks_previous}")
-        return result
-
-    def _rehearse_or_say_why_not(run: Run):
-        if not rehearse:
-            why = "--no-rehearsal" if not migrations.rehearsal else "[migrations] rehearsal = false in site.toml"
-            return (
-                migration_policy.Compatibility(migration_policy.NOT_MEASURED, reason=why),
-                {"outcome": "skipped", "reason": why},
-            )
-        size = stacks.database().size_mb()
-        limit = site.config.migrations.rehearsal_max_mb
-        if size > limit:
-            why = f"the database is {size:.0f} MB, above [migrations] rehearsal_max_mb = {limit}"
-            return (
-                migration_policy.Compatibility(migration_policy.NOT_MEASURED, reason=why),
-                {"outcome": "skipped", "reason": why, "database_mb": round(size, 1)},
-            )
-        done = rehearsal.rehearse(
-            ctx,
-            site,
-            run,
-            new_image=image.tag,
-            live_record=facts.live_record,
-            backup_file=Path(run.notes["backup_path"]),
-        )
-        compat, phases = done.pop("compatibility"), done.pop("phases")
-        # The copy was the live database a moment ago: what was pending there is pending here.
-        between["phases"] = phases
-        run.say(
-            f"rehearsal on a copy ({size:.1f} MB): {done['applied']} migration(s) in "
-            f"{done['migrate_seconds']:.1f}s; {live_ref} on the migrated copy: {compat.verdict}"
-        )
-        for evidence in compat.evidence:
-            run.say(f"  {evidence.describe()}")
-        return compat, {
-            **done,
-            "database_mb": round(size, 1),
-            "pending": list(phases.pending),
-            "after_switch": list(phases.after_switch),
-        }
-
-    def migrate(run: Run):
-        phases = between.get("phases") or stacks.pending_migrations(idle, image.tag)
-        run.notes["after_switch"] = list(phases.after_switch)
-        run.say(
-            "pending migrations: "
-            + (", ".join(phases.pending) or "none")
-            + (f"; after the switch: {', '.join(phases.after_switch)}" if phases.after_switch else "")
-        )
-        decision = between.get("decision")
-        if decision is not None and decision.maintenance:
-            _maintenance_on(run)
-        output = stacks.migrate(idle, image.tag, restore_hint, before_switch_only=bool(phases.after_switch))
-        if decision is not None and decision.breaks_previous:
-            between["schema_breaks_live"] = True
-        return {
-            "pending": list(phases.pending),
-            "after_switch": list(phases.after_switch),
-            "applied": applied_count(output),
-        }
-
-    def _maintenance_on(run: Run) -> None:
-        # The live release's worker would run tasks against a schema it may not know.
-        if stacks.stop_worker(live):
-            run.on_failure(f"restart {live}'s worker", lambda: stacks.start_worker(live))
-        ctx.edge.files.set_maintenance(slug, True)
-        between["maintenance_since"] = time.monotonic()
-        run.say("maintenance page on: visitors get 503 with Retry-After until the new release is confirmed")
-
-        def off_unless_live_cannot_serve() -> None:
-            if between.get("schema_breaks_live"):
-                run.notes["maintenance_kept"] = True
-                ctx.reporter.line(
-                    f"     the maintenance page STAYS ON: the database has {new_ref}'s schema, which {live_ref} "
-                    f"cannot serve; restore the pre-upgrade database with `sumbg restore {slug} "
-                    f"{site.backups_dir / backup_name} --yes` (it turns the page off), or upgrade to a fixed "
-                    f"release with --maintenance"
-                )
-                return
-            ctx.edge.files.set_maintenance(slug, False)
-
-        run.on_failure("turn the maintenance page off", off_unless_live_cannot_serve)
-
-    def start(run: Run):
-        if stacks.colour_exists(idle):
-            displaced = recorded(run.state, idle)
-            keep = bool(displaced) and not is_failed(displaced) and bool(displaced.get("image"))
-            if keep:
-                # In state.json too, so `recover` can put it back after a crash.
-                run.state["displaced"] = {"colour": idle, "record": displaced}
-            run.state.setdefault("colours", {}).pop(idle, None)
-            if run.state.get("previous") == idle:
-                run.state["previous"] = None
-            run.save_state()
-            stacks.remove_colour(idle)
-            if keep:
-                # Registered first, so it runs last: after the new colour is gone.
-                run.on_failure(
-                    f"start the previous release {displaced.get('ref')} again in {idle}",
-                    lambda: restart_rollback_target(ctx, site, run),
-                    durable=True,
-                )
-        run.on_failure(
-            f"remove the new colour {naming.app_project(slug, idle)}",
-            lambda: stacks.remove_colour(idle) if run.state.get("live") != idle else None,
-        )
-        summary = stacks.collectstatic(idle, image.tag)
-        try:
-            stacks.start_web(idle, image.tag)
-        except DockerError as exc:
-            raise CheckFailed(
-                f"the new colour {idle} never became healthy: its web container could not start",
-                colour=idle,
-                command=exc.command,
-                returncode=exc.returncode,
-                output_tail=(
-                    (exc.output_tail or "") + "\n--- last web log lines ---\n" + stacks.web_logs(idle)
-                ).strip(),
-            ) from None
-        ctx.edge.files.write_colour(slug, "preview", idle)
-        with ctx.prober() as prober:
-            try:
-                answer = prober.wait_healthy(
-                    preview, site.config.health_timeout, expect_version=expected_version(image)
-                )
-            except CheckFailed as exc:
-                raise exc.refined(
-                    message=f"the new colour {idle} never became healthy: {exc.message}; "
-                    f"{stacks.web_exit_summary(idle)}",
-                    colour=idle,
-                    output_tail=(
-                        (exc.output_tail or "") + "\n--- last web log lines ---\n" + stacks.web_logs(idle)
-                    ).strip(),
-                ) from exc
-        return {"static": summary, "health": answer.status}
-
-    def smoke(run: Run):
-        results = []
-        with ctx.prober() as prober:
-            for check in site.config.smoke_checks:
-                try:
-                    results.append(prober.check(preview, check))
-                except CheckFailed as exc:
-                    raise exc.refined(colour=idle) from exc
-        return {"checks": results}
-
-    def switch(run: Run):
-        decision = between.get("decision")
-        schema = {}
-        if decision is not None and decision.breaks_previous:
-            schema["breaks_previous"] = decision.breaks_previous
-        if run.notes.get("after_switch"):
-            schema.update(after_switch_migrations=run.notes["after_switch"], after_switch="pending")
-        run.state.setdefault("colours", {})[idle] = colour_record(
-            image, status="candidate", backup=run.notes.get("backup"), **schema
-        )
-        run.save_state()
-        maintenance_off = None
-        if "maintenance_since" in between:
-
-            def maintenance_off() -> None:
-                # Off the moment the live file names the new colour: its confirmation then goes
-                # through the public listener like any visitor's request.
-                ctx.edge.files.set_maintenance(slug, False)
-                run.notes["maintenance_seconds"] = round(time.monotonic() - between["maintenance_since"], 3)
-
-        flip = switch_live(ctx, site, run, idle, before_confirm=maintenance_off)
-        run.notes["flip_seconds"] = flip.seconds
-        if "maintenance_seconds" in run.notes:
-            run.say(f"maintenance window: {run.notes['maintenance_seconds']:.1f}s (migrate to confirmed switch)")
-        if watch <= 0:
-            mark_healthy(run.state, idle)
-            run.state.pop("displaced", None)
-            run.save_state()
-        run.forget_cleanups()
-        return {
-            "flip_seconds": flip.seconds,
-            "version": run.notes["flips"][-1]["version"],
-            **({"maintenance_seconds": run.notes["maintenance_seconds"]} if "maintenance_seconds" in run.notes else {}),
-        }
-
-    def workers(run: Run):
-        moved = move_workers(ctx, site, to=idle, came_from=live)
-        if not site.config.worker_command:
-            return {"outcome": "skipped", "reason": "no worker configured"}
-        return moved
-
-    def watch_step(run: Run):
-        result = watch_live(ctx, site, run, watch, new=idle, old=live)
-        mark_healthy(run.state, idle)
-        run.state.pop("displaced", None)
-        run.save_state()
-        run.forget_cleanups(durable_too=True)
-        return result
-
-    def after_switch(run: Run):
-        waiting = run.notes.get("after_switch") or []
-        if not waiting:
-            return {"outcome": "skipped", "reason": "no migration is marked run_after_switch"}
-        record = run.state["colours"][idle]
-        # Recorded before they run: from now on a rollback needs the pre-upgrade database.
-        record["after_switch"] = "running"
-        run.save_state()
-        try:
-            output = stacks.migrate(idle, image.tag, restore_hint)
-        except MigrationFailed as exc:
-            record["after_switch"] = "failed"
-            run.save_state()
-            raise exc.refined(
-                message=f"the after-switch migrations ({', '.join(waiting)}) of {new_ref} failed; traffic stays "
-                f"on {new_ref} (live, healthy). {restore_hint}"
-            ) from exc
-        record["after_switch"] = "ran"
-        run.save_state()
-        return {"migrations": waiting, "applied": applied_count(output)}
+    def step(name: str, summary: str, action: Any, details: dict[str, Any] | None = None) -> Step:
+        return Step(name, summary, functools.partial(action, up), details or {})
 
     steps = [
-        Step(
+        step(
             "preflight",
             f"engine, live {live} web, health through Caddy, disk, sum-core {facts.live_core} -> {facts.new_core}",
             preflight,
         ),
-        Step(
+        step(
             "build",
-            f"build {image.tag} from {image.labels['sumbg.ref']} ({image.commit[:12]})",
-            build_step,
+            f"build {image.tag} from {facts.new_ref} ({image.commit[:12]})",
+            build_release,
             {"image": image.tag, "commit": image.commit},
         ),
-        Step(
+        step(
             "backup",
-            f"pg_dump to {site.backups_dir / backup_name}, verify",
-            backup,
-            {"backup": str(site.backups_dir / backup_name)},
+            f"pg_dump to {up.backup_path}, verify",
+            take_backup,
+            {"backup": str(up.backup_path)},
         ),
-        Step(
+        step(
             "rehearsal",
             (
                 "restore the backup into a scratch database, migrate it with the new release, and "
-                f"check the live {live_ref} on it through Caddy"
-                if rehearse
+                f"check the live {facts.live_ref} on it through Caddy"
+                if up.rehearse
                 else "skipped (--no-rehearsal or [migrations] rehearsal = false)"
             ),
-            rehearsal_step,
+            rehearse_migrations,
         ),
-        Step(
+        step(
             "migrate",
             f"list pending migrations, then migrate (all but the after-switch ones) in a one-off "
-            f"{image.tag} container" + (" under the maintenance page" if migrations.maintenance else ""),
+            f"{image.tag} container" + (" under the maintenance page" if choices.maintenance else ""),
             migrate,
         ),
-        Step(
+        step(
             "start",
             f"collectstatic and start {naming.app_project(slug, idle)}, wait for health through the preview listener",
-            start,
+            start_new_colour,
             {"project": naming.app_project(slug, idle)},
         ),
-        Step(
+        step(
             "smoke",
             f"{len(site.config.smoke_checks)} smoke checks through the preview listener",
             smoke,
             {"checks": [c.describe() for c in site.config.smoke_checks]},
         ),
-        Step(
+        step(
             "switch",
             f"point {domain} at {idle} (state/{slug}/live: {live} -> {idle}), confirm the new version through Caddy",
             switch,
         ),
-        Step("workers", f"stop {live}'s worker, start {idle}'s; keep {live}'s web for rollback", workers),
+        step("workers", f"stop {live}'s worker, start {idle}'s; keep {live}'s web for rollback", move_worker),
     ]
     if watch > 0:
         steps.append(
-            Step(
+            step(
                 "watch",
                 f"watch health and smoke paths through Caddy for {watch:g}s; roll back by itself on failure",
-                watch_step,
+                watch_release,
             )
         )
     steps.append(
-        Step(
+        step(
             "after-switch",
             "run the migrations marked run_after_switch (if any) once the new "
             "release is live" + (" and its watch passed" if watch > 0 else ""),
-            after_switch,
+            run_after_switch,
         )
     )
     return Plan(
@@ -475,14 +572,16 @@ def upgrade_plan(
         slug,
         tuple(steps),
         facts={
-            "from": facts.live_record.get("ref"),
-            "to": image.labels["sumbg.ref"],
+            "from": facts.live_record.ref,
+            "to": facts.new_ref,
             "from_colour": live,
             "to_colour": idle,
             "sum_core": {"from": facts.live_core, "to": facts.new_core},
         },
     )
 
+
+# ---------------------------------------------------------------- the dry run
 
 # Operations in `migrate --plan` output that code still running the old release may
 # not survive (it reads or writes what they remove or rename).
@@ -497,7 +596,7 @@ def breaking_operations(plan_output: str) -> list[str]:
     return [line.strip() for line in plan_output.splitlines() if _BREAKING.match(line)]
 
 
-def dry_run_report(ctx: Context, site: Site, plan: Plan, facts: UpgradeFacts) -> dict:
+def dry_run_report(ctx: Context, site: Site, plan: Plan, facts: UpgradeFacts) -> dict[str, Any]:
     changes = ctx.edge.pending_changes(ctx.all_sites())
     diff = "".join(
         "".join(difflib.unified_diff((before or "").splitlines(True), after.splitlines(True), str(path), str(path)))
@@ -513,17 +612,18 @@ def dry_run_report(ctx: Context, site: Site, plan: Plan, facts: UpgradeFacts) ->
             "traffic_switch": f"{ctx.edge.files.state(site.slug, 'live')}: {facts.live} -> {facts.idle}",
         }
     )
-    ctx.reporter.line(f"dry run: sumbg upgrade {site.slug} {facts.image.labels['sumbg.ref']} would:")
-    for index, step in enumerate(plan.steps, 1):
-        ctx.reporter.line(f"  {index}. {step.name}: {step.summary}")
-    ctx.reporter.line(f"  caddy config: {report['caddy_config_diff']}")
-    ctx.reporter.line(f"  traffic switch: {report['traffic_switch']}")
     report["migration_hint"] = migration_hint(ctx, site, facts)
-    ctx.reporter.line(f"  migrations (a hint; the rehearsal measures): {report['migration_hint']['summary']}")
+    ctx.reporter.dry_run(
+        f"dry run: sumbg upgrade {site.slug} {facts.new_ref} would:",
+        plan,
+        f"caddy config: {report['caddy_config_diff']}",
+        f"traffic switch: {report['traffic_switch']}",
+        f"migrations (a hint; the rehearsal measures): {report['migration_hint']['summary']}",
+    )
     return report
 
 
-def migration_hint(ctx: Context, site: Site, facts: UpgradeFacts) -> dict:
+def migration_hint(ctx: Context, site: Site, facts: UpgradeFacts) -> dict[str, Any]:
     """An early look at what the release's migrations do, from `migrate --plan` (read-only),
     when its image is already built; the upgrade's rehearsal decides, not this."""
     if ctx.engine.image_labels(facts.image.tag) is None:

@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any, NoReturn
 
-from sumbg.adapters.probe import live_target
+from sumbg.adapters.probe import Target, live_target
 from sumbg.config import WatchSettings
 from sumbg.errors import CheckFailed, NeedsOperator
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Run
-from sumbg.ops.switch import describe, mark_failed, move_workers, switch_live
-from sumbg.site.records import recorded
+from sumbg.ops.seams import HttpProber
+from sumbg.ops.switch import move_workers, switch_live
 from sumbg.site.site import Site
 from sumbg.site.state import colour_version
 
 # Tests inject isolated failed probes into a watch with this (a count), to show that one
 # unlucky probe does not revert a good release.
 INJECT_PROBE_FAILURES = "SUMBG_INJECT_PROBE_FAILURES"
-
-# ---------------------------------------------------------------- the watch
 
 
 def watch_verdict(policy: WatchSettings, probes: list[str | None], visitors: tuple[int, int] | None) -> str | None:
@@ -50,18 +49,19 @@ def watch_verdict(policy: WatchSettings, probes: list[str | None], visitors: tup
     return None
 
 
-def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, old: str) -> dict:
+def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, old: str) -> dict[str, Any]:
     """Watch the live site after a switch; on a persisting failure flip back to `old` and fail."""
     policy = site.config.watch
     target = live_target(ctx.host.edge, site.config)
-    expect = colour_version(recorded(run.state, new))
+    expect = colour_version(run.state.record(new))
     injected = int(os.environ.get(INJECT_PROBE_FAILURES, "0") or 0)
     probes: list[str | None] = []
-    visitors = None
-    deadline = time.monotonic() + seconds
+    visitors: tuple[int, int] | None = None
+    summary: dict[str, Any] = {}
     with ctx.prober() as prober:
         baseline = prober.visitor_counts(ctx.host.edge, site.config.domain)
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + seconds
+        while True:  # at least one probe, however short the watch
             problem = _probe(prober, target, site, expect)
             if problem is None and len(probes) < injected:
                 problem = f"injected failure ({INJECT_PROBE_FAILURES})"
@@ -79,24 +79,27 @@ def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, 
             }
             reason = watch_verdict(policy, probes, visitors)
             if reason:
-                mark_failed(run.state, new, f"failed its watch: {reason}")
+                run.state.mark_failed(new, f"failed its watch: {reason}")
                 run.save_state()
-                if recorded(run.state, new).get("breaks_previous"):
+                record = run.state.record(new)
+                if record is not None and record.breaks_previous:
                     _cover_instead_of_reverting(ctx, site, run, reason, new=new, old=old)
                 run.say(f"watch: {reason}; rolling back to {old}")
                 flip = switch_live(ctx, site, run, old)
                 run.notes["reverted"] = {"reason": reason, "flip_seconds": flip.seconds}
-                move_workers(ctx, site, to=old, came_from=new)
+                move_workers(ctx, site, run, to=old, came_from=new)
                 raise CheckFailed(
                     f"after the switch the site failed its watch ({reason}); rolled back to "
-                    f"{describe(run.state, old)} by itself in {flip.seconds:.3f}s",
+                    f"{run.state.describe(old)} by itself in {flip.seconds:.3f}s",
                     colour=new,
                 )
+            if time.monotonic() >= deadline:
+                break
             time.sleep(policy.interval)
-    return {"seconds": seconds, **summary} if probes else {"seconds": seconds, "probes": 0}
+    return {"seconds": seconds, **summary}
 
 
-def _cover_instead_of_reverting(ctx: Context, site: Site, run: Run, reason: str, *, new: str, old: str) -> None:
+def _cover_instead_of_reverting(ctx: Context, site: Site, run: Run, reason: str, *, new: str, old: str) -> NoReturn:
     """A release whose migrations break the one before it fails its watch: flipping back would
     serve visitors errors from a release that cannot read the schema, so the maintenance page
     covers the site instead (503 with Retry-After) and the operator chooses."""
@@ -104,8 +107,8 @@ def _cover_instead_of_reverting(ctx: Context, site: Site, run: Run, reason: str,
     run.notes["reverted"] = {"reason": reason, "flipped": False, "maintenance": True}
     run.say(f"watch: {reason}; not flipping back to {old}: it cannot serve {new}'s schema")
     raise NeedsOperator(
-        f"after the switch the site failed its watch ({reason}); {describe(run.state, old)} cannot serve the "
-        f"schema {describe(run.state, new)} migrated to, so traffic was not flipped back: the maintenance page "
+        f"after the switch the site failed its watch ({reason}); {run.state.describe(old)} cannot serve the "
+        f"schema {run.state.describe(new)} migrated to, so traffic was not flipped back: the maintenance page "
         f"covers the site (503). To go back with the pre-upgrade database (writes since the upgrade are lost): "
         f"sumbg rollback {site.slug} --restore-db; or upgrade to a fixed release with --maintenance",
         site=site.slug,
@@ -113,7 +116,7 @@ def _cover_instead_of_reverting(ctx: Context, site: Site, run: Run, reason: str,
     )
 
 
-def _probe(prober, target, site: Site, expect: dict) -> str | None:
+def _probe(prober: HttpProber, target: Target, site: Site, expect: dict[str, str | None]) -> str | None:
     health = prober.health(target)
     if not health.passing:
         return f"/health/ through Caddy: {health.answer.describe()}"

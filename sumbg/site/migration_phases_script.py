@@ -14,11 +14,14 @@ The result is one line, `SUMBG-MIGRATIONS {json}`, after Django's own output.
 
 import json
 
+# A migration node, as Django names it: (app label, migration name).
+Node = tuple[str, str]
 
-def waiting_for_switch(pending, marked, children):
+
+def waiting_for_switch(pending: list[Node], marked: set[Node], children: dict[Node, list[Node]]) -> set[Node]:
     """The pending nodes that must wait: the marked ones and every pending descendant."""
     pending_set = set(pending)
-    waiting = set()
+    waiting: set[Node] = set()
     stack = [node for node in pending if node in marked]
     while stack:
         node = stack.pop()
@@ -29,16 +32,16 @@ def waiting_for_switch(pending, marked, children):
     return waiting
 
 
-def pre_switch_targets(pending, waiting):
+def pre_switch_targets(pending: list[Node], waiting: set[Node]) -> dict[str, str]:
     """{app: the last migration to apply before the switch}, from `pending` in forward order."""
-    targets = {}
+    targets: dict[str, str] = {}
     for app, name in pending:
         if (app, name) not in waiting:
             targets[app] = name
     return targets
 
 
-def main(mode):
+def main(mode: str) -> None:
     from django.core.management import call_command
     from django.db import DEFAULT_DB_ALIAS, connections
     from django.db.migrations.executor import MigrationExecutor

@@ -1,5 +1,5 @@
-"""A site's records: state.json (written atomically), history.jsonl (append-only),
-and the operator documents regenerated from history (sites matrix, what-broke log)."""
+"""A site's records: state.json (typed in state.py; written here, atomically, and nowhere else)
+and history.jsonl (append-only, one JSON line per operation and outcome)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from sumbg.errors import UsageError
+from sumbg.site.state import SiteState
 from sumbg.util import atomic_write, utc_now
 
-
-def recorded(state: dict, colour: str | None) -> dict:
-    """What state.json records for a colour (image, ref, commit, backup...), or {} if nothing."""
-    return (state.get("colours") or {}).get(colour or "") or {}
+HistoryEntry = dict[str, Any]  # one JSON line of history.jsonl
 
 
 @dataclass
@@ -29,18 +29,25 @@ class SiteRecords:
         return self.site_dir / "history.jsonl"
 
     # ------------------------------------------------------------ state
-    def load_state(self) -> dict:
+    def load_state(self) -> SiteState:
         try:
-            return json.loads(self.state_path.read_text())
+            text = self.state_path.read_text()
         except FileNotFoundError:
-            return {"live": None, "colours": {}, "previous": None, "operation": None}
+            return SiteState()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{self.state_path} is not valid JSON ({exc}); restore it from a copy") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"{self.state_path} is not a JSON object; restore it from a copy")
+        return SiteState.from_json(data)
 
-    def save_state(self, state: dict) -> None:
-        state["updated_at"] = utc_now()
-        atomic_write(self.state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+    def save_state(self, state: SiteState) -> None:
+        state.updated_at = utc_now()
+        atomic_write(self.state_path, json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
 
     # ------------------------------------------------------------ history
-    def append(self, entry: dict) -> None:
+    def append(self, entry: HistoryEntry) -> None:
         line = json.dumps({"at": utc_now(), **entry}, sort_keys=True)
         self.site_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.history_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -54,7 +61,7 @@ class SiteRecords:
         finally:
             os.close(fd)
 
-    def history(self) -> list[dict]:
+    def history(self) -> list[HistoryEntry]:
         try:
             lines = self.history_path.read_text().splitlines()
         except FileNotFoundError:
@@ -67,7 +74,7 @@ class SiteRecords:
                 continue  # a torn last line from a crash mid-write is skipped, not fatal
         return entries
 
-    def operations(self) -> list[dict]:
+    def operations(self) -> list[HistoryEntry]:
         """Finished operations, plus started ones that never finished (interrupted)."""
         finished = {e["id"]: e for e in self.history() if e.get("event") == "finished"}
         result = []

@@ -13,13 +13,13 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from sumbg import naming
-from sumbg.adapters.docker import Engine, ExecResult
+from sumbg.adapters.docker import ComposeProject, Engine, ExecResult
 from sumbg.config import LIVE_CPU_SHARES
 from sumbg.errors import AppCommandFailed, BackupError, DockerError, MigrationFailed, tail
 from sumbg.site.database import Database
-from sumbg.site.records import recorded
 from sumbg.site.site import Site
 from sumbg.util import poll, utc_stamp
 
@@ -35,7 +35,7 @@ class Backup:
     dump_seconds: float
     verify_seconds: float
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         return {
             "file": self.path.name,
             "sha256": self.sha256,
@@ -92,8 +92,10 @@ class Stacks:
         return bool(state and state.running)
 
     # ------------------------------------------------------------ app stacks
-    def app_project(self, colour: str, image: str | None = None, *, worker: bool | None = None):
-        image = image or self.recorded_image(colour) or "sumbg-unknown-image"
+    def app_project(self, colour: str, image: str | None = None, *, worker: bool | None = None) -> ComposeProject:
+        """`image`: what the colour runs; only stopping or removing a colour may leave it out (the
+        image its web container runs is used then, since Compose wants one)."""
+        image = image or self.running_image(colour) or "sumbg-unknown-image"
         labels = self.engine.image_labels(image) or {}
         return self.site.app_project(
             colour,
@@ -115,8 +117,10 @@ class Stacks:
             or "127.0.0.1"
         )
 
-    def recorded_image(self, colour: str) -> str | None:
-        return recorded(self.site.records.load_state(), colour).get("image")
+    def running_image(self, colour: str) -> str | None:
+        """The image the colour's web container was created from, if it exists."""
+        web = self.engine.container(self.site.web_container(colour))
+        return web.image if web is not None else None
 
     def run_manage(self, colour: str, image: str, args: list[str], *, env_dir: Path | None = None) -> ExecResult:
         """`env_dir`: where Compose's variables file goes instead of the site's run/ folder
@@ -178,24 +182,26 @@ class Stacks:
             )
         return (result.stdout.strip().splitlines() or [""])[-1]
 
-    def cpu_shares(self, colour: str) -> int:
-        """The live colour's weight for the recorded live colour; the background weight for any
-        other (a candidate, a rollback target, the rehearsal) until a flip makes it live."""
-        live = self.site.records.load_state().get("live")
-        return LIVE_CPU_SHARES if colour == live else self.site.host.background_cpu_shares
+    def cpu_shares(self, *, live: bool) -> int:
+        """The live colour's weight, or the background weight for anything else (a candidate, a
+        rollback target, the rehearsal) until a flip makes it live."""
+        return LIVE_CPU_SHARES if live else self.site.host.background_cpu_shares
 
     def start_web(self, colour: str, image: str) -> None:
+        """A colour's web, created and started at the background weight (no web starts live: a flip
+        moves traffic, and the weight with it)."""
         self.engine.compose_up(
             self.app_project(colour, image, worker=False),
             ["web"],
             force_recreate=True,
-            cpu_shares=self.cpu_shares(colour),
+            cpu_shares=self.cpu_shares(live=False),
         )
 
-    def start_worker(self, colour: str, image: str | None = None) -> bool:
+    def start_worker(self, colour: str, image: str, *, live: bool) -> bool:
+        """`live`: the colour takes traffic now (its worker gets the live weight)."""
         if not self.site.config.worker_command:
             return False
-        self.engine.compose_up(self.app_project(colour, image), ["worker"], cpu_shares=self.cpu_shares(colour))
+        self.engine.compose_up(self.app_project(colour, image), ["worker"], cpu_shares=self.cpu_shares(live=live))
         return True
 
     def apply_cpu_weights(self, live: str) -> None:
@@ -242,11 +248,11 @@ class Stacks:
         return "the web container is running"
 
     # ------------------------------------------------------------ rehearsal
-    def rehearsal_project(self, image: str, database: str):
-        """A stand-in app stack (web only) on a scratch copy of the database."""
+    def rehearsal_project(self, image: str, database: str, static_from: str) -> ComposeProject:
+        """A stand-in app stack (web only) on a scratch copy of the database, serving the static
+        files of colour `static_from` (the live one, whose release it runs)."""
         self.site.write_rehearsal_env(database)
         labels = self.engine.image_labels(image) or {}
-        live = self.site.records.load_state().get("live") or naming.COLOURS[0]
         return self.site.app_project(
             naming.REHEARSAL,
             image,
@@ -254,17 +260,18 @@ class Stacks:
             forwarded_allow_ips=self.edge_address(),
             version=(labels.get("sumbg.commit") or "unknown", labels.get("sumbg.ref") or "unknown"),
             app_env_file=self.site.rehearsal_env_file(),
-            static_dir=self.site.static_dir(live),
+            static_dir=self.site.static_dir(static_from),
         )
 
     def rehearsal_manage(self, image: str, database: str, args: list[str]) -> ExecResult:
+        # One-off commands have no web: the static folder is never read.
         return self.engine.compose_run(
-            self.rehearsal_project(image, database), "manage", ["python", "manage.py", *args]
+            self.rehearsal_project(image, database, naming.COLOURS[0]), "manage", ["python", "manage.py", *args]
         )
 
-    def start_rehearsal_web(self, image: str, database: str) -> None:
+    def start_rehearsal_web(self, image: str, database: str, static_from: str) -> None:
         self.engine.compose_up(
-            self.rehearsal_project(image, database),
+            self.rehearsal_project(image, database, static_from),
             ["web"],
             force_recreate=True,
             cpu_shares=self.site.host.background_cpu_shares,
@@ -344,14 +351,11 @@ class Stacks:
             verify_seconds=round(time.monotonic() - dumped, 3),
         )
 
-    def backup_and_prune(self, name: str, state: dict) -> tuple[Backup, list[str]]:
-        """Take a backup, then keep the newest `keep_backups`, never deleting the new one
-        or any backup state.json records for a colour (the way back for a rollback)."""
+    def backup_and_prune(self, name: str, protected: set[str]) -> tuple[Backup, list[str]]:
+        """Take a backup, then keep the newest `keep_backups`, never deleting the new one or a
+        `protected` one (those state.json records for a colour: the way back for a rollback)."""
         taken = self.backup(name)
-        protected = {taken.path.name} | {
-            record["backup"] for record in (state.get("colours") or {}).values() if record.get("backup")
-        }
-        return taken, self.prune_backups(self.site.config.keep_backups, protected)
+        return taken, self.prune_backups(self.site.config.keep_backups, protected | {taken.path.name})
 
     def prune_backups(self, keep: int, protected: set[str]) -> list[str]:
         dumps = sorted(self.list_backup_files(), key=lambda p: p.stat().st_mtime, reverse=True)
