@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,13 +22,20 @@ from sumbg.errors import (
 )
 from sumbg.ops.executor import Reporter
 
+if TYPE_CHECKING:
+    from sumbg.config import FleetConfig
+    from sumbg.ops.context import Context
+    from sumbg.ops.executor import Plan
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 class Obj:
     def __init__(self, root: str | None, verbose: bool) -> None:
         self.root = root
         self.verbose = verbose
 
-    def context(self, quiet: bool = False):
+    def context(self, quiet: bool = False) -> Context:
         from pathlib import Path
 
         from sumbg.ops.context import Context
@@ -53,11 +62,11 @@ def show_error(error: SumbgError) -> None:
         click.echo("\n".join("    " + line for line in error.output_tail.rstrip().splitlines()), err=True)
 
 
-def emit_json(document) -> None:
+def emit_json(document: object) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
 
 
-def json_option(func):
+def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
 
 
@@ -70,7 +79,7 @@ caddy_dir_option = click.option(
 )
 
 
-def run_reporting(as_json: bool, action):
+def run_reporting(as_json: bool, action: Callable[[], Any]) -> Any:
     """Run an operation; with --json, print its result (or its failure) as the one stdout document."""
     try:
         result = action()
@@ -132,7 +141,20 @@ def cli(ctx: click.Context, root: str | None, verbose: bool) -> None:
 )
 @json_option
 @click.pass_obj
-def init(obj: Obj, slug, repo, domains, ref, project, worker, worker_command, db_port, environment, env, as_json):
+def init(
+    obj: Obj,
+    slug: str,
+    repo: str,
+    domains: tuple[str, ...],
+    ref: str | None,
+    project: str | None,
+    worker: bool,
+    worker_command: str | None,
+    db_port: int | None,
+    environment: str | None,
+    env: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Register a site and deploy it for the first time (colour blue).
 
     Re-run after a failure, it keeps the site.toml the first run wrote, with your edits.
@@ -204,18 +226,18 @@ def init(obj: Obj, slug, repo, domains, ref, project, worker, worker_command, db
 @click.pass_obj
 def upgrade(
     obj: Obj,
-    slug,
-    ref,
-    dry_run,
-    yes,
-    allow_same_core,
-    lock_timeout,
-    watch,
-    no_rehearsal,
-    maintenance,
-    accept_breaking,
-    as_json,
-):
+    slug: str,
+    ref: str,
+    dry_run: bool,
+    yes: bool,
+    allow_same_core: bool,
+    lock_timeout: float,
+    watch: float | None,
+    no_rehearsal: bool,
+    maintenance: bool,
+    accept_breaking: bool,
+    as_json: bool,
+) -> None:
     """Blue/green upgrade of SLUG to git REF.
 
     Before `migrate` touches the live database, the migrations are rehearsed on a
@@ -229,7 +251,7 @@ def upgrade(
 
     ctx = obj.context()
 
-    def ask(plan) -> bool:
+    def ask(plan: Plan) -> bool:
         facts = plan.facts
         click.echo(
             f"upgrade {slug}: {facts['from']} -> {facts['to']} (sum-core {facts['sum_core']['from']} -> "
@@ -293,7 +315,20 @@ def upgrade(
 @click.option("--dry-run", is_flag=True, help="Read the old deployment, print the plan, change nothing.")
 @json_option
 @click.pass_obj
-def adopt(obj: Obj, slug, source, domains, dump_file, systemd_dir, caddy_dir, undo_days, undo, force, dry_run, as_json):
+def adopt(
+    obj: Obj,
+    slug: str,
+    source: str | None,
+    domains: tuple[str, ...],
+    dump_file: str | None,
+    systemd_dir: str,
+    caddy_dir: str,
+    undo_days: float,
+    undo: bool,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     """Move SLUG, deployed the runbook way (systemd, host PostgreSQL and Caddy), onto sumbg.
 
     The old site keeps serving while sumbg builds the commit it runs, imports its
@@ -342,7 +377,7 @@ def adopt(obj: Obj, slug, source, domains, dump_file, systemd_dir, caddy_dir, un
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @json_option
 @click.pass_obj
-def takeover(obj: Obj, caddy_dir, caddy_data, dry_run, as_json):
+def takeover(obj: Obj, caddy_dir: str, caddy_data: str, dry_run: bool, as_json: bool) -> None:
     """The edge takes the host Caddy's ports, once every site it served was adopted.
 
     Its certificates, ACME accounts and local CA are copied into the edge's storage
@@ -383,7 +418,16 @@ def takeover(obj: Obj, caddy_dir, caddy_data, dry_run, as_json):
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
 @json_option
 @click.pass_obj
-def rollback(obj: Obj, slug, restore_db, to, force, dry_run, lock_timeout, as_json):
+def rollback(
+    obj: Obj,
+    slug: str,
+    restore_db: bool,
+    to: str | None,
+    force: bool,
+    dry_run: bool,
+    lock_timeout: float,
+    as_json: bool,
+) -> None:
     """Flip SLUG's traffic back to the last release that was live and healthy.
 
     That is the other colour (still running since the upgrade, so the flip is
@@ -411,7 +455,7 @@ def rollback(obj: Obj, slug, restore_db, to, force, dry_run, lock_timeout, as_js
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
 @json_option
 @click.pass_obj
-def backup(obj: Obj, slug, lock_timeout, as_json):
+def backup(obj: Obj, slug: str, lock_timeout: float, as_json: bool) -> None:
     """Take a verified pg_dump backup of SLUG's database now."""
     from sumbg.ops.backups import backup as do_backup
 
@@ -423,7 +467,7 @@ def backup(obj: Obj, slug, lock_timeout, as_json):
 @click.argument("slug")
 @json_option
 @click.pass_obj
-def backups(obj: Obj, slug, as_json):
+def backups(obj: Obj, slug: str, as_json: bool) -> None:
     """List SLUG's backups: file, size, time, ref, verified."""
     import datetime
 
@@ -446,7 +490,7 @@ def backups(obj: Obj, slug, as_json):
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
 @json_option
 @click.pass_obj
-def restore(obj: Obj, slug, file, yes, lock_timeout, as_json):
+def restore(obj: Obj, slug: str, file: str, yes: bool, lock_timeout: float, as_json: bool) -> None:
     """Restore SLUG's database from FILE (.dump, or .sql/.sql.gz from backup_db.sh)."""
     from sumbg.ops.backups import restore as do_restore
 
@@ -482,7 +526,7 @@ def parse_duration(value: str) -> float:
 )
 @json_option
 @click.pass_obj
-def retire(obj: Obj, slug, min_age, force, due, as_json):
+def retire(obj: Obj, slug: str | None, min_age: str, force: bool, due: bool, as_json: bool) -> None:
     """Stop and remove SLUG's idle colour once an upgrade has soaked.
 
     A rollback to a retired colour starts it again first (seconds, not instant).
@@ -505,7 +549,7 @@ def retire(obj: Obj, slug, min_age, force, due, as_json):
 @click.argument("slug")
 @json_option
 @click.pass_obj
-def recover(obj: Obj, slug, as_json):
+def recover(obj: Obj, slug: str, as_json: bool) -> None:
     """Bring SLUG to a consistent, serving state after an interrupted operation."""
     from sumbg.adoption.adopt import recover_plan as half_adopted
     from sumbg.ops.recover import recover as do_recover
@@ -517,7 +561,7 @@ def recover(obj: Obj, slug, as_json):
 @cli.command(name="apply")
 @json_option
 @click.pass_obj
-def apply_(obj: Obj, as_json):
+def apply_(obj: Obj, as_json: bool) -> None:
     """Apply edited site.toml settings (domains, [caddy], [env]) to the edge Caddy.
 
     Renders every site's Caddy file, validates the whole configuration with `caddy
@@ -539,7 +583,7 @@ def apply_(obj: Obj, as_json):
     default=None,
     help="Write sumbg.mk (and .sumbg.toml) into this client repo folder instead of printing.",
 )
-def makefile(slug, directory):
+def makefile(slug: str | None, directory: str | None) -> None:
     """Make targets for client repos: make upgrade VERSION=..., rollback, status, backup."""
     from pathlib import Path
 
@@ -559,7 +603,7 @@ def makefile(slug, directory):
 @click.argument("slug", required=False)
 @json_option
 @click.pass_obj
-def status(obj: Obj, slug, as_json):
+def status(obj: Obj, slug: str | None, as_json: bool) -> None:
     """Live colour, versions and health of one site or all."""
     from sumbg.ops.status import host_status
     from sumbg.ops.status import status as do_status
@@ -603,7 +647,7 @@ def status(obj: Obj, slug, as_json):
 @click.option("--no-fetch", is_flag=True, help="Read the tags sumbg already has; do not fetch the repos.")
 @json_option
 @click.pass_obj
-def releases(obj: Obj, slugs, no_fetch, as_json):
+def releases(obj: Obj, slugs: tuple[str, ...], no_fetch: bool, as_json: bool) -> None:
     """The tags of each site's client repo, newest first, with the sum-core version each pins."""
     from sumbg.ops.status import releases as do_releases
 
@@ -624,7 +668,7 @@ def releases(obj: Obj, slugs, no_fetch, as_json):
 @click.argument("slug")
 @json_option
 @click.pass_obj
-def history(obj: Obj, slug, as_json):
+def history(obj: Obj, slug: str, as_json: bool) -> None:
     """What was done to SLUG, when, and how it ended."""
     ctx = obj.context()
     entries = ctx.site(slug).records.operations()
@@ -644,7 +688,7 @@ def history(obj: Obj, slug, as_json):
 
 
 @cli.group()
-def fleet():
+def fleet() -> None:
     """Many hosts at once, over SSH: the sumbg on each host does the work."""
 
 
@@ -658,7 +702,7 @@ fleet_file_option = click.option(
 )
 
 
-def load_fleet_file(fleet_file: str | None):
+def load_fleet_file(fleet_file: str | None) -> FleetConfig:
     from sumbg.config import fleet_path, load_fleet
 
     return load_fleet(fleet_path(fleet_file))
@@ -667,7 +711,7 @@ def load_fleet_file(fleet_file: str | None):
 @fleet.command(name="status")
 @fleet_file_option
 @json_option
-def fleet_status(fleet_file, as_json):
+def fleet_status(fleet_file: str | None, as_json: bool) -> None:
     """Every site on every host: live release, sum-core, health, last operation, rollback.
 
     Also writes the fleet's sites matrix ([fleet] matrix, default SITES.md beside the
@@ -725,7 +769,18 @@ def fleet_status(fleet_file, as_json):
 @click.option("--resume", is_flag=True, help="Go on with the last stopped (or killed) fleet upgrade.")
 @fleet_file_option
 @json_option
-def fleet_upgrade(fleet_file, core, names, canaries, parallel, max_parallel, watch, dry_run, resume, as_json):
+def fleet_upgrade(
+    fleet_file: str | None,
+    core: str | None,
+    names: tuple[str, ...],
+    canaries: tuple[str, ...],
+    parallel: int | None,
+    max_parallel: int | None,
+    watch: float | None,
+    dry_run: bool,
+    resume: bool,
+    as_json: bool,
+) -> None:
     """Move sites to the newest release of their repo that pins sum-core --core.
 
     Canaries first, one at a time; then the rest. The first failure stops new upgrades
@@ -747,7 +802,7 @@ def fleet_upgrade(fleet_file, core, names, canaries, parallel, max_parallel, wat
         raise click.BadParameter(f"{core!r} is not a version like 0.7.0", param_hint="--core")
     fleet_config = load_fleet_file(fleet_file)
 
-    def say(line):
+    def say(line: str) -> None:
         return click.echo(line, err=True)
 
     document, lines, code = upgrade_fleet(
