@@ -14,7 +14,7 @@ import pytest
 from sumbg.adapters.ssh import HostLink, HostLinkProtocol, Reply
 from sumbg.config import FleetConfig, FleetHost, load_fleet
 from sumbg.errors import ConfigError, HostUnreachable, LockHeld, UsageError
-from sumbg.fleet.answers import SiteReleases, Tag, read_releases
+from sumbg.fleet.answers import HostStatus, Rollback, SiteReleases, SiteView, Tag, read_releases, read_status
 from sumbg.fleet.driver import FleetDriver, upgrade_fleet
 from sumbg.fleet.plan import Move, Schedule, choose_release, plan_moves, select
 from sumbg.fleet.run import (
@@ -126,6 +126,118 @@ def test_ssh_failures_become_one_line_naming_the_host(tmp_path: Path) -> None:
         HostLink(fleet, host).query(["status"], timeout=30)
     assert caught.value.message == (
         "host gone (ssh://nobody@127.0.0.1:1) is unreachable: connect to host 127.0.0.1 port 1: Connection refused"
+    )
+
+
+# ------------------------------------------------------------------ reading the hosts' answers
+
+
+def test_a_status_answer_is_read_into_typed_sites() -> None:
+    answer = {
+        "sumbg": "0.1.0",
+        "host": "vps-a",
+        "sites": [
+            site(
+                "acme",
+                domain="acme.example",
+                domains=["acme.example", "www.acme.example"],
+                environment="production",
+                notes="",
+                deployed_at="2026-11-27T10:00:00Z",
+                last_deploy_outcome="upgrade done (2026-11-27T10:00:00Z)",
+                health={"http_status": 200, "status": "ok", "version": {}, "error": None},
+                rollback={"possible": True, "colour": "green", "ref": "v0.9.0", "instant": True},
+                caddy={"live": "blue"},
+            ),
+            site(
+                "shop",
+                live=None,
+                domain="shop.example",
+                health={"http_status": 0, "status": None, "error": "ConnectError: refused"},
+                operation={"kind": "upgrade", "started_at": "..."},
+                interrupted=True,
+                agreement={"agree": False, "problems": ["Caddy's live file names green"], "notes": []},
+            ),
+            {"site": "bare"},
+        ],
+    }
+    assert read_status("vps-a", answer) == HostStatus(
+        sumbg="0.1.0",
+        sites=(
+            SiteView(
+                slug="acme",
+                domain="acme.example",
+                domains=("acme.example", "www.acme.example"),
+                environment="production",
+                notes="",
+                live="blue",
+                ref="v1.0.0",
+                sum_core="0.6.3",
+                deployed_at="2026-11-27T10:00:00Z",
+                last_deploy_outcome="upgrade done (2026-11-27T10:00:00Z)",
+                health="ok",
+                rollback=Rollback(possible=True, instant=True, ref="v0.9.0"),
+            ),
+            SiteView(
+                slug="shop",
+                domain="shop.example",
+                domains=("shop.example",),
+                ref="v1.0.0",
+                sum_core="0.6.3",
+                health="ConnectError: refused",
+                problems=("Caddy's live file names green",),
+                operation="upgrade",
+                interrupted=True,
+            ),
+            SiteView(slug="bare"),
+        ),
+    )
+    # The health is the app's own word, which sumbg does not control: shown whatever it is.
+    assert read_status("a", {"sites": [{"site": "x", "health": {"status": ["odd"]}}]}).sites[0].health == "['odd']"
+    assert read_status("a", {"sites": [{"site": "x", "health": {"http_status": 503}}]}).sites[0].health == 503
+
+
+@pytest.mark.parametrize(
+    "answer, where",
+    [
+        ({"sites": {"acme": {}}}, "sites: a list was expected, not dict"),
+        ({"sites": ["acme"]}, "sites[0]: an object was expected, not str"),
+        ({"sites": [{"ref": "v1"}]}, "sites[0].site: missing"),
+        ({"sites": [{"site": "acme"}, {"site": "shop", "ref": 7}]}, "sites[1].ref: text was expected, not int"),
+        ({"sites": [{"site": "acme", "rollback": {"ref": 1}}]}, "sites[0].rollback.ref: text was expected, not int"),
+        ({"sites": [{"site": "acme", "agreement": {"problems": [1]}}]}, "sites[0].agreement.problems: a list of text"),
+        ({"sites": [{"site": "acme", "operation": "upgrade"}]}, "sites[0].operation: an object was expected, not str"),
+    ],
+)
+def test_a_status_answer_of_another_shape_is_one_line_naming_the_host_and_the_place(
+    answer: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(HostUnreachable) as caught:
+        read_status("vps-a", answer)
+    assert caught.value.message.startswith(f"host vps-a: `sumbg status` answered what this sumbg cannot read: {where}")
+
+
+def test_a_releases_answer_is_read_by_slug_and_one_of_another_shape_names_the_place() -> None:
+    answer = {
+        "sites": [
+            {
+                "site": "acme",
+                "repo": "https://git.example/acme.git",
+                "fetched": True,
+                "note": None,
+                **tags(("v2", "0.7.0")),
+            },
+            {"site": "shop", "fetched": False, "note": "not fetched: site busy", "tags": []},
+        ]
+    }
+    assert read_releases("a", answer) == {
+        "acme": SiteReleases(tags=(Tag("v2", "v2v2", "0.7.0"),)),
+        "shop": SiteReleases(note="not fetched: site busy"),
+    }
+    with pytest.raises(HostUnreachable) as caught:
+        read_releases("a", {"sites": [{"site": "acme", "tags": [{"commit": "abc"}]}]})
+    assert caught.value.message == (
+        "host a: `sumbg releases` answered what this sumbg cannot read: sites[0].tags[0].tag: missing"
     )
 
 
@@ -568,3 +680,35 @@ def test_a_link_lost_mid_upgrade_is_reported_as_lost_and_the_run_stops(tmp_path:
     hosts.upgrades["a/acme"] = BrokenPipeError(32, "Broken pipe")
     resumed, code, _ = drive(fleet, hosts, core=None, resume=True)
     assert code == 3 and resumed["moves"][0]["reason"].startswith("BrokenPipeError: [Errno 32] Broken pipe; ")
+
+
+def test_a_host_whose_answer_cannot_be_read_is_reported_like_one_that_did_not_answer(tmp_path: Path) -> None:
+    fleet = fleet_at(tmp_path, "a", "b")
+    hosts = FakeHosts(
+        {"a": [site("acme")], "b": [{**site("bobs"), "ref": 7}]}, {"a/acme": tags(("v2", "0.7.0"))}, {"a/acme": 0}
+    )
+    document, code, _ = drive(fleet, hosts)
+    assert code == 1 and document["outcome"] == "stopped"
+    assert document["unreachable"] == {
+        "b": "host b: `sumbg status` answered what this sumbg cannot read: sites[0].ref: text was expected, not int"
+    }
+    assert [(m["site"], m["state"]) for m in document["moves"]] == [("a/acme", "upgraded")]
+
+
+def test_releases_that_cannot_be_read_skip_that_hosts_sites_with_the_reason(tmp_path: Path) -> None:
+    fleet = fleet_at(tmp_path, "a", "b")
+    hosts = FakeHosts(
+        {"a": [site("acme"), site("shop")], "b": [site("bobs")]},
+        {"a/acme": tags(("v2", "0.7.0")), "a/shop": {"tags": "v2"}, "b/bobs": tags(("v3", "0.7.0"))},
+        {},
+    )
+    document, code, _ = drive(fleet, hosts, dry_run=True)
+    unreadable = (
+        "its releases could not be read: host a: `sumbg releases` answered what this sumbg cannot read: "
+        "sites[1].tags: a list was expected, not str"
+    )
+    assert code == 0 and [(m["site"], m["to_ref"], m["skip"]) for m in document["moves"]] == [
+        ("a/acme", None, unreadable),
+        ("a/shop", None, unreadable),
+        ("b/bobs", "v3", None),
+    ]
