@@ -717,7 +717,8 @@ def fleet_status(fleet_file: str | None, as_json: bool) -> None:
     Also writes the fleet's sites matrix ([fleet] matrix, default SITES.md beside the
     fleet file). Exits 1 when a host does not answer (the others are still shown).
     """
-    from sumbg.fleet.driver import FleetDriver, status_document, status_lines
+    from sumbg.fleet.driver import FleetDriver
+    from sumbg.fleet.view import status_document, status_lines
 
     fleet_config = load_fleet_file(fleet_file)
     driver = FleetDriver(fleet_config, say=lambda line: click.echo(line, err=True))

@@ -3,6 +3,9 @@ on this machine for a host named "local". The only module that starts ssh.
 
 Nothing of ours runs on the hosts but sumbg itself: each call is one `sumbg ... --json`
 whose JSON document comes back on stdout and whose progress streams back on stderr.
+
+`HostLinkProtocol` is what the fleet needs of a link; `HostLink` is the real one, and the
+unit tests' fake links are held to the same Protocol by mypy.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sumbg.config import FleetConfig, FleetHost
 from sumbg.errors import HostUnreachable, tail
@@ -24,11 +28,29 @@ SSH_FAILED = 255  # ssh's own exit code: it could not connect or lost the connec
 @dataclass(frozen=True)
 class Reply:
     returncode: int
-    document: dict | None  # the --json document, when one came back
+    document: dict[str, Any] | None  # the --json document, when one came back
     stderr_tail: str
 
 
+class HostLinkProtocol(Protocol):
+    """A way to run sumbg on one fleet host: all the fleet driver asks of a link."""
+
+    def call(
+        self, args: list[str], *, timeout: float | None = None, on_line: Callable[[str], None] | None = None
+    ) -> Reply:
+        """Run `sumbg ARGS` there; progress lines go to on_line as they come. Raises
+        HostUnreachable when the host cannot be reached or its sumbg cannot be run."""
+        ...
+
+    def query(self, args: list[str], *, timeout: float) -> dict[str, Any]:
+        """`sumbg ARGS --json`, read-only, which must succeed: its JSON document. Raises
+        HostUnreachable otherwise."""
+        ...
+
+
 class HostLink:
+    """The real link: the user's own ssh (or this machine, for a host named "local")."""
+
     def __init__(self, fleet: FleetConfig, host: FleetHost) -> None:
         self.fleet = fleet
         self.host = host
@@ -74,18 +96,20 @@ class HostLink:
             )
         except FileNotFoundError:
             raise HostUnreachable(f"host {self.host.name}: {argv[0]} is not installed here") from None
+        stdout_pipe, stderr_pipe = proc.stdout, proc.stderr
+        assert stdout_pipe is not None and stderr_pipe is not None  # both asked for as PIPE
         lines: list[str] = []
         out: list[str] = []
 
         def read_progress() -> None:
-            for line in proc.stderr:
+            for line in stderr_pipe:
                 lines.append(line.rstrip("\n"))
                 if on_line:
                     on_line(line.rstrip("\n"))
 
         readers = [
             threading.Thread(target=read_progress, daemon=True),
-            threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),
+            threading.Thread(target=lambda: out.append(stdout_pipe.read()), daemon=True),
         ]
         for reader in readers:
             reader.start()
@@ -122,7 +146,7 @@ class HostLink:
             document = None
         return Reply(proc.returncode, document if isinstance(document, dict) else None, stderr_tail)
 
-    def query(self, args: list[str], *, timeout: float) -> dict:
+    def query(self, args: list[str], *, timeout: float) -> dict[str, Any]:
         """A read-only call that must succeed and answer with JSON."""
         reply = self.call([*args, "--json"], timeout=timeout)
         if reply.returncode != 0 or reply.document is None:
