@@ -682,6 +682,26 @@ def test_a_link_lost_mid_upgrade_is_reported_as_lost_and_the_run_stops(tmp_path:
     assert code == 3 and resumed["moves"][0]["reason"].startswith("BrokenPipeError: [Errno 32] Broken pipe; ")
 
 
+def test_an_unexpected_error_in_a_link_ends_the_run_as_lost_instead_of_hanging_it(tmp_path: Path) -> None:
+    fleet = fleet_at(tmp_path, "a")
+    hosts = FakeHosts(
+        {"a": [site("acme"), site("bobs")]},
+        {"a/acme": tags(("v2", "0.7.0")), "a/bobs": tags(("v2", "0.7.0"))},
+        {"a/acme": ValueError("a reply nobody expected"), "a/bobs": 0},
+    )
+    document, code, _ = drive(fleet, hosts, parallel=1, max_parallel=1)
+    assert code == 3 and document["outcome"] == "stopped"
+    assert [(m["site"], m["state"], m["reason"]) for m in document["moves"]] == [
+        (
+            "a/acme",
+            "lost",
+            "unexpected ValueError: a reply nobody expected; the upgrade may have gone on there: "
+            "`sumbg fleet status` tells, `sumbg fleet upgrade --resume` goes on",
+        ),
+        ("a/bobs", "not-tried", "the run stopped at the first failure"),
+    ]
+
+
 def test_a_host_whose_answer_cannot_be_read_is_reported_like_one_that_did_not_answer(tmp_path: Path) -> None:
     fleet = fleet_at(tmp_path, "a", "b")
     hosts = FakeHosts(

@@ -142,7 +142,19 @@ class FleetDriver:
         return run
 
     def _upgrade_into(self, finished: queue.Queue[tuple[Move, Outcome]], move: Move, watch: float | None) -> None:
-        finished.put((move, self._upgrade_one(move, watch)))
+        try:
+            outcome = self._upgrade_one(move, watch)
+        except Exception as exc:  # noqa: BLE001 - a thread that dies silently would hang the whole run
+            outcome = Outcome(
+                move.site,
+                "lost",
+                move.from_ref,
+                move.to_ref,
+                move.canary,
+                reason=f"unexpected {type(exc).__name__}: {exc}; the upgrade may have gone on there: "
+                "`sumbg fleet status` tells, `sumbg fleet upgrade --resume` goes on",
+            )
+        finished.put((move, outcome))
 
     def _upgrade_one(self, move: Move, watch: float | None) -> Outcome:
         base = Outcome(move.site, "failed", move.from_ref, move.to_ref, move.canary)
