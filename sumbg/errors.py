@@ -12,11 +12,35 @@ chained to the original.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 EXIT_ABORTED = 1
 EXIT_USAGE = 2
 EXIT_NEEDS_OPERATOR = 3
+
+
+class ErrorFacts(TypedDict, total=False):
+    """Where an error happened and its evidence: what `refined` may change."""
+
+    site: str | None
+    colour: str | None
+    step: str | None
+    command: list[str] | None
+    returncode: int | None
+    output_tail: str | None
+
+
+class Evidence(TypedDict, total=False):
+    """An error as history and `--json` record it: the facts that are set, by name."""
+
+    error: str
+    message: str
+    site: str
+    colour: str
+    step: str
+    command: list[str]
+    returncode: int
+    output_tail: str
 
 
 class SumbgError(Exception):
@@ -45,9 +69,11 @@ class SumbgError(Exception):
         # What an operation recorded before it failed (its history entry), for `--json`.
         self.result = result
 
-    def refined(self, *, message: str | None = None, result: dict[str, Any] | None = None, **facts: Any) -> SumbgError:
+    def refined(
+        self, *, message: str | None = None, result: dict[str, Any] | None = None, **facts: Unpack[ErrorFacts]
+    ) -> SumbgError:
         """The same error with more context: a new error of the same class (chain it with `from`)."""
-        known = {
+        known: ErrorFacts = {
             "site": self.site,
             "colour": self.colour,
             "step": self.step,
@@ -68,19 +94,22 @@ class SumbgError(Exception):
         )
         return copy
 
-    def evidence(self) -> dict[str, Any]:
+    def evidence(self) -> Evidence:
         """The structured facts behind the message, for history and --json."""
-        facts = {
-            "error": type(self).__name__,
-            "message": self.message,
-            "site": self.site,
-            "colour": self.colour,
-            "step": self.step,
-            "command": self.command,
-            "returncode": self.returncode,
-            "output_tail": self.output_tail,
-        }
-        return {key: value for key, value in facts.items() if value is not None}
+        facts = Evidence(error=type(self).__name__, message=self.message)
+        if self.site is not None:
+            facts["site"] = self.site
+        if self.colour is not None:
+            facts["colour"] = self.colour
+        if self.step is not None:
+            facts["step"] = self.step
+        if self.command is not None:
+            facts["command"] = self.command
+        if self.returncode is not None:
+            facts["returncode"] = self.returncode
+        if self.output_tail is not None:
+            facts["output_tail"] = self.output_tail
+        return facts
 
     def format_message(self) -> str:
         where = ", ".join(

@@ -15,9 +15,19 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from sumbg.errors import LockHeld
 from sumbg.util import utc_now
+
+
+class LockHolder(TypedDict):
+    """Who holds a lock, as its holder writes it into the lock file."""
+
+    pid: int
+    host: str
+    command: str
+    since: str
 
 
 class SiteLock:
@@ -25,15 +35,15 @@ class SiteLock:
         self.path = path
         self.label = label
         self._fd: int | None = None
-        self.took_over: dict | None = None
+        self.took_over: LockHolder | None = None
 
-    def holder(self) -> dict | None:
+    def holder(self) -> LockHolder | None:
         try:
             text = self.path.read_text()
         except OSError:
             return None
         try:
-            return json.loads(text) if text.strip() else None
+            return _holder_record(json.loads(text)) if text.strip() else None
         except json.JSONDecodeError:
             return None
 
@@ -52,12 +62,12 @@ class SiteLock:
                 time.sleep(0.2)
         self._fd = fd
         self.took_over = self.holder()
-        record = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "command": command or " ".join(["sumbg", *sys.argv[1:]]),
-            "since": utc_now(),
-        }
+        record = LockHolder(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            command=command or " ".join(["sumbg", *sys.argv[1:]]),
+            since=utc_now(),
+        )
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         os.fsync(fd)
@@ -74,11 +84,21 @@ class SiteLock:
     def __enter__(self) -> SiteLock:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
-def describe(holder: dict | None) -> str:
+def _holder_record(data: object) -> LockHolder | None:
+    """The holder a lock file names, or None if its JSON is not a holder record (not ours, or torn)."""
+    if not isinstance(data, dict):
+        return None
+    pid, host, command, since = (data.get(key) for key in ("pid", "host", "command", "since"))
+    if not (isinstance(pid, int) and isinstance(host, str) and isinstance(command, str) and isinstance(since, str)):
+        return None
+    return LockHolder(pid=pid, host=host, command=command, since=since)
+
+
+def describe(holder: LockHolder | None) -> str:
     if not holder:
         return "another sumbg process"
     return (

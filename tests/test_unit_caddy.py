@@ -332,6 +332,7 @@ def test_a_failed_certificate_is_read_from_the_edge_log_for_the_site_s_domains_o
     engine = LoggingEngine(
         [
             "caddy started (not JSON)",
+            "2026",  # JSON, but not a log entry
             {**failed, "identifier": "other.example.com"},  # another site's trouble
             {**failed, "ts": 900.0},  # before this init began
             {**failed, "level": "info", "msg": "obtaining certificate"},

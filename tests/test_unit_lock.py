@@ -148,6 +148,28 @@ def test_garbage_in_the_lock_file_is_no_holder(lock_path):
         lock.release()
 
 
+@pytest.mark.parametrize("text", ["[1, 2]", '"sumbg"', '{"pid": "7", "host": "h", "command": "c", "since": "T"}'])
+def test_json_that_is_not_a_holder_record_is_no_holder(lock_path, text):
+    """Valid JSON of another shape in the lock file: no holder, and a waiter still gets its one-line message."""
+    lock_path.parent.mkdir(parents=True)
+    lock_path.write_text(text)
+    first = SiteLock(lock_path, "site acme")
+    assert first.holder() is None
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(LockHeld) as info:
+            SiteLock(lock_path, "site acme").acquire()
+        assert info.value.message == "site acme is locked by another sumbg process"
+    finally:
+        os.close(fd)
+    lock = first.acquire(command="x")
+    try:
+        assert lock.took_over is None
+    finally:
+        lock.release()
+
+
 def test_is_held_of_a_missing_file(lock_path):
     assert not is_held(lock_path)
     assert not lock_path.exists()

@@ -187,6 +187,10 @@ def test_health_properties():
     assert Health(Answer(200, "", '{"status": "unhealthy"}')).passing is False
     assert Health(Answer(200, "", "<html>")).status is None
     assert Health(Answer(200, "", '{"version": "v2"}')).version == {}
+    # A status that is not a string is no status (and never passes); a JSON body that is not an object is no body.
+    numeric, listed = Health(Answer(200, "", '{"status": 1}')), Health(Answer(200, "", '["ok"]'))
+    assert (numeric.status, numeric.passing) == (None, False)
+    assert (listed.status, listed.version, listed.passing) == (None, {}, False)
 
 
 # ---------------------------------------------------------------- smoke checks

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from sumbg import naming
 from sumbg.adapters import gitdeps
@@ -37,7 +38,7 @@ DEFAULT_DOCKERFILE = COMPOSE_DIR / "sum-site.Dockerfile"
 @dataclass(frozen=True)
 class ImageSpec:
     tag: str
-    labels: dict
+    labels: dict[str, str]
 
     @property
     def commit(self) -> str:
@@ -74,7 +75,7 @@ class BuildOptions:
         shape = [self.python_image, list(self.build_packages), list(self.packages), dockerfile]
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
-    def build_args(self) -> dict:
+    def build_args(self) -> dict[str, str]:
         return {
             "PYTHON_IMAGE": self.python_image,
             "BUILD_PACKAGES": " ".join(self.build_packages),
@@ -87,15 +88,16 @@ def options_for(host: HostConfig, site: SiteConfig | None) -> BuildOptions:
     hb = host.build
     sb = site.build if site is not None else type(hb)()
 
-    def pick(key: str) -> tuple[str, str]:
-        if getattr(sb, key):
-            return getattr(sb, key), f"site.toml build.{key}"
-        if getattr(hb, key):
-            return getattr(hb, key), f"sumbg.toml build.{key}"
+    def pick(key: str, site_value: str, host_value: str) -> tuple[str, str]:
+        """The setting and where it came from: the site's, else the host's, else unset."""
+        if site_value:
+            return site_value, f"site.toml build.{key}"
+        if host_value:
+            return host_value, f"sumbg.toml build.{key}"
         return "", ""
 
-    token, token_source = pick("git_token_file")
-    key, key_source = pick("git_ssh_key_file")
+    token, token_source = pick("git_token_file", sb.git_token_file, hb.git_token_file)
+    key, key_source = pick("git_ssh_key_file", sb.git_ssh_key_file, hb.git_ssh_key_file)
     rewrites = dict(hb.git_url_rewrites)
     rewrites.update(sb.git_url_rewrites)
     return BuildOptions(
@@ -107,22 +109,34 @@ def options_for(host: HostConfig, site: SiteConfig | None) -> BuildOptions:
         auth=GitAuth(
             token_file=token,
             token_source=token_source,
-            username=pick("git_username")[0],
+            username=pick("git_username", sb.git_username, hb.git_username)[0],
             ssh_key_file=key,
             ssh_key_source=key_source,
-            ssh_known_hosts=pick("git_ssh_known_hosts")[0],
+            ssh_known_hosts=pick("git_ssh_known_hosts", sb.git_ssh_known_hosts, hb.git_ssh_known_hosts)[0],
             ca_bundle=host.ca_bundle,
         ),
         cpu_shares=host.background_cpu_shares,
     )
 
 
+class GitDependency(TypedDict):
+    """A git requirement sumbg fetched for a build, as the build's record names it (no password)."""
+
+    requirement: str
+    url: str
+    fetched_from: NotRequired[str]  # the URL after [build] git_url_rewrites, when they changed it
+    ref: str
+    commit: str
+
+
 def build(
     engine: Engine, mirror: Mirror, spec: ImageSpec, *, host: HostConfig, site: SiteConfig | None, work_dir: Path
-) -> dict:
+) -> dict[str, object]:
     """Build `spec` unless an image with that tag was already built from the same commit and settings.
 
-    The site's [build] settings apply over the host's; scratch files go under work_dir.
+    The site's [build] settings apply over the host's; scratch files go under work_dir. Returns
+    the build step's record: `outcome` "skipped" and its `reason`, or the `image` built, which
+    `dockerfile`, and for sumbg's default Dockerfile its `python_image` and `git_dependencies`.
     """
     options = options_for(host, site)
     labels = {**spec.labels, "sumbg.build-options": options.fingerprint()}
@@ -142,7 +156,9 @@ def build(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _build_own_dockerfile(engine, mirror, spec, labels, options, context: Path) -> dict:
+def _build_own_dockerfile(
+    engine: Engine, mirror: Mirror, spec: ImageSpec, labels: dict[str, str], options: BuildOptions, context: Path
+) -> dict[str, object]:
     """A repo with its own Dockerfile gets its tree as the context, plus .sumbg/ca.crt."""
     mirror.export(spec.commit, context)
     extras = context / ".sumbg"
@@ -160,7 +176,15 @@ def _build_own_dockerfile(engine, mirror, spec, labels, options, context: Path) 
     return {"image": spec.tag, "dockerfile": "the repo's own Dockerfile"}
 
 
-def _build_default(engine, mirror, spec, labels, options, context: Path, scratch: Path) -> dict:
+def _build_default(
+    engine: Engine,
+    mirror: Mirror,
+    spec: ImageSpec,
+    labels: dict[str, str],
+    options: BuildOptions,
+    context: Path,
+    scratch: Path,
+) -> dict[str, object]:
     """sumbg's default SUM Dockerfile: context = app/ (the repo) + sumbg/ (sumbg's files)."""
     app, extras = context / "app", context / "sumbg"
     app.mkdir()
@@ -174,7 +198,8 @@ def _build_default(engine, mirror, spec, labels, options, context: Path, scratch
         (context / ".dockerignore").write_text(gitdeps.prefixed_dockerignore(ignore.read_text(), "app"))
     requirements = app / "requirements.txt"
     text = requirements.read_text() if requirements.is_file() else ""
-    fetched, replacements = [], {}
+    fetched: list[GitDependency] = []
+    replacements: dict[int, str] = {}
     for requirement in gitdeps.find_git_requirements(text):
         source = gitdeps.rewrite_url(requirement.url, options.url_rewrites)
         staging = scratch / "tree"
@@ -193,15 +218,7 @@ def _build_default(engine, mirror, spec, labels, options, context: Path, scratch
         shutil.rmtree(staging, ignore_errors=True)
         directory = f"{gitdeps.DEPS_DIR_IN_IMAGE}/{name}"
         replacements[requirement.line] = gitdeps.local_requirement(requirement, directory)
-        fetched.append(
-            {
-                "requirement": requirement.label,
-                "url": gitdeps.redact_url(requirement.url),
-                **({"fetched_from": gitdeps.redact_url(source)} if source != requirement.url else {}),
-                "ref": requirement.ref or "HEAD",
-                "commit": commit,
-            }
-        )
+        fetched.append(_dependency_record(requirement, source, commit))
     (extras / "requirements.txt").write_text(gitdeps.rewrite_requirements(text, replacements))
     if fetched:
         labels = {
@@ -222,10 +239,22 @@ def _build_default(engine, mirror, spec, labels, options, context: Path, scratch
         if hint:
             raise exc.refined(message=f"{exc.message}; {hint}") from exc
         raise
-    result = {"image": spec.tag, "dockerfile": "sumbg's default SUM Dockerfile", "python_image": options.python_image}
+    result: dict[str, object] = {
+        "image": spec.tag,
+        "dockerfile": "sumbg's default SUM Dockerfile",
+        "python_image": options.python_image,
+    }
     if fetched:
         result["git_dependencies"] = fetched
     return result
+
+
+def _dependency_record(requirement: gitdeps.GitRequirement, source: str, commit: str) -> GitDependency:
+    url, ref = gitdeps.redact_url(requirement.url), requirement.ref or "HEAD"
+    if source == requirement.url:
+        return GitDependency(requirement=requirement.label, url=url, ref=ref, commit=commit)
+    fetched_from = gitdeps.redact_url(source)
+    return GitDependency(requirement=requirement.label, url=url, fetched_from=fetched_from, ref=ref, commit=commit)
 
 
 _COMPILE_FAILURE = (
@@ -264,5 +293,5 @@ def _write_ca(path: Path, ca_bundle: str) -> None:
         path.write_bytes(b"")
 
 
-def _version_args(spec: ImageSpec) -> dict:
+def _version_args(spec: ImageSpec) -> dict[str, str]:
     return {"GIT_SHA": spec.commit, "BUILD_ID": spec.labels["sumbg.ref"]}

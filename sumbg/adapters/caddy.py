@@ -71,7 +71,9 @@ def render_site(
 _TLS_LINE = re.compile(r"^tls [^{}\"\n]+$")
 
 
-def _host_site_context(slug: str, domains: tuple[str, ...], tls_lines: tuple[str, ...], kept: str) -> dict:
+def _host_site_context(
+    slug: str, domains: tuple[str, ...], tls_lines: tuple[str, ...], kept: str
+) -> dict[str, str | list[str]]:
     return {
         "slug": naming.validate_slug(slug),
         "domains": [_checked_domain(d) for d in domains],
@@ -259,7 +261,8 @@ class Edge:
             except ValueError:
                 continue
             if (
-                entry.get("level") == "error"
+                isinstance(entry, dict)
+                and entry.get("level") == "error"
                 and entry.get("logger") == "tls.obtain"
                 and entry.get("identifier") in domains
                 and float(entry.get("ts") or 0) >= since

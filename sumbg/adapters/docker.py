@@ -8,11 +8,12 @@ a DockerError carrying the command, exit code and output tail.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import python_on_whales
-from python_on_whales import DockerClient
+from python_on_whales import ClientNotFoundError, DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
 
 from sumbg.errors import DockerError, tail
@@ -69,8 +70,16 @@ class ContainerState:
     running: bool
     status: str
     exit_code: int | None
-    labels: dict = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
     image: str = ""
+
+
+@dataclass(frozen=True)
+class _AddressPool:
+    """One IPAM pool of a network, as Docker reports it ("" where it says nothing)."""
+
+    subnet: str
+    ip_range: str
 
 
 def _wrap(exc: DockerException, message: str) -> DockerError:
@@ -83,7 +92,7 @@ def _wrap(exc: DockerException, message: str) -> DockerError:
     )
 
 
-def _redact(argv: list) -> list[str]:
+def _redact(argv: Sequence[object]) -> list[str]:
     return [str(arg) for arg in argv]
 
 
@@ -92,6 +101,10 @@ class Engine:
 
     def __init__(self) -> None:
         self.docker = DockerClient()
+
+    def _docker_cmd(self) -> list[str]:
+        """The docker client's argv prefix (binary and global options), as strings."""
+        return [str(part) for part in self.docker.client_config.docker_cmd]
 
     # ------------------------------------------------------------ engine
     def ping(self) -> None:
@@ -102,14 +115,17 @@ class Engine:
                 "the Docker engine does not answer; is dockerd running? (`make setup` starts one)",
                 output_tail=tail(exc.stderr, 3),
             ) from None
-        except python_on_whales.exceptions.ClientNotFoundError:
+        except ClientNotFoundError:
             raise DockerError("the docker client is not installed (`make setup` installs it)") from None
 
     def data_root(self) -> Path:
         try:
-            return Path(self.docker.system.info().docker_root_dir)
+            root = self.docker.system.info().docker_root_dir
         except DockerException as exc:
             raise _wrap(exc, "cannot read the Docker data root") from None
+        if root is None:
+            raise DockerError("the Docker engine does not report its data root (docker info: DockerRootDir)")
+        return Path(root)
 
     def volume_exists(self, name: str) -> bool:
         try:
@@ -118,7 +134,7 @@ class Engine:
             raise _wrap(exc, f"cannot inspect volume {name}") from None
 
     # ------------------------------------------------------------ images
-    def image_labels(self, tag: str) -> dict | None:
+    def image_labels(self, tag: str) -> dict[str, str] | None:
         try:
             image = self.docker.image.inspect(tag)
         except NoSuchImage:
@@ -132,8 +148,8 @@ class Engine:
         context: Path,
         dockerfile: Path,
         tag: str,
-        labels: dict,
-        build_args: dict,
+        labels: Mapping[str, str],
+        build_args: Mapping[str, str],
         *,
         cpu_shares: int | None = None,
     ) -> None:
@@ -141,7 +157,7 @@ class Engine:
         # containers take --cpu-shares. --force-rm: a failed step's container is removed too
         # (without it every failed build leaves one behind).
         argv = (
-            self.docker.client_config.docker_cmd
+            self._docker_cmd()
             + ["image", "build", "--quiet", "--force-rm", "--file", str(dockerfile), "--tag", tag]
             + (["--cpu-shares", str(cpu_shares)] if cpu_shares else [])
             + [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
@@ -168,14 +184,14 @@ class Engine:
             try:
                 self.docker.network.create(probe, labels={"sumbg": "1"})
                 try:
-                    subnet = ipaddress.ip_network(self._ipam(probe)[0]["Subnet"])
+                    subnet = ipaddress.ip_network(self._ipam(probe)[0].subnet)
                 finally:
                     self.docker.network.remove(probe)
                 upper = list(subnet.subnets(new_prefix=subnet.prefixlen + 1))[1]
                 # python-on-whales has no --ip-range: the docker CLI itself.
                 created = self._capture(
                     [
-                        *self.docker.client_config.docker_cmd,
+                        *self._docker_cmd(),
                         "network",
                         "create",
                         "--subnet",
@@ -199,16 +215,20 @@ class Engine:
         return self.edge_address(name)
 
     def edge_address(self, name: str) -> str | None:
-        for config in self._ipam(name):
-            if config.get("Subnet") and config.get("IPRange"):
-                return str(ipaddress.ip_network(config["Subnet"])[2])
+        for pool in self._ipam(name):
+            if pool.subnet and pool.ip_range:
+                return str(ipaddress.ip_network(pool.subnet)[2])
         return None
 
-    def _ipam(self, network: str) -> list[dict]:
+    def _ipam(self, network: str) -> list[_AddressPool]:
         try:
-            return list(self.docker.network.inspect(network).ipam.config or [])  # plain dicts
+            configs = self.docker.network.inspect(network).ipam.config or []  # plain dicts
         except DockerException as exc:
             raise _wrap(exc, f"cannot inspect network {network}") from None
+        return [
+            _AddressPool(subnet=str(config.get("Subnet") or ""), ip_range=str(config.get("IPRange") or ""))
+            for config in configs
+        ]
 
     def container_address(self, container: str, network: str) -> str | None:
         try:
@@ -238,9 +258,11 @@ class Engine:
 
     def logs(self, name: str, lines: int = 30) -> str:
         try:
-            return self.docker.container.logs(name, tail=lines)
+            logs = self.docker.container.logs(name, tail=lines)
         except DockerException:
             return ""
+        # Without stream=True python-on-whales returns the text; its annotation names both.
+        return logs if isinstance(logs, str) else ""
 
     def exec(
         self,
@@ -256,7 +278,7 @@ class Engine:
         Environment values reach the container by name only (`--env KEY`), never in argv.
         """
         return self._capture(
-            self.docker.client_config.docker_cmd
+            self._docker_cmd()
             + ["exec"]
             + (["--interactive"] if input is not None else [])
             + (["--user", user] if user else [])
@@ -281,7 +303,7 @@ class Engine:
         """
         mounts = [arg for source, target, mode in volumes for arg in ("--volume", f"{source}:{target}:{mode}")]
         return self._capture(
-            self.docker.client_config.docker_cmd
+            self._docker_cmd()
             + ["run", "--rm", *mounts]
             + (["--network", network] if network else [])
             + [arg for key in (env or {}) for arg in ("--env", key)]
@@ -290,9 +312,13 @@ class Engine:
         )
 
     @staticmethod
-    def _capture(argv: list, env: dict[str, str] | None = None, input: bytes | None = None) -> ExecResult:
+    def _capture(argv: list[str], env: dict[str, str] | None = None, input: bytes | None = None) -> ExecResult:
         try:
-            stdout, stderr = python_on_whales.utils.run(argv, env=env or {}, return_stderr=True, input=input)
+            # run()'s annotation wants bytes for `input`, though None (its default: no stdin) is what it takes.
+            if input is None:
+                stdout, stderr = python_on_whales.utils.run(argv, env=env or {}, return_stderr=True)
+            else:
+                stdout, stderr = python_on_whales.utils.run(argv, env=env or {}, return_stderr=True, input=input)
             return ExecResult(0, stdout, stderr)
         except DockerException as exc:
             return ExecResult(exc.return_code, exc.stdout or "", exc.stderr or "")
@@ -367,9 +393,8 @@ class Engine:
     def compose_run(self, project: ComposeProject, service: str, argv: list[str]) -> ExecResult:
         """A one-off container of a service (no aliases, no dependencies), removed afterwards."""
         project.write_env_file()
-        return self._capture(
-            project.client().client_config.docker_compose_cmd + ["run", "--rm", "--no-deps", "-T", service, *argv]
-        )
+        compose = [str(part) for part in project.client().client_config.docker_compose_cmd]
+        return self._capture(compose + ["run", "--rm", "--no-deps", "-T", service, *argv])
 
     def project_containers(self, project_name: str) -> list[ContainerState]:
         try:

@@ -15,13 +15,27 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 from sumbg.errors import GitError, NotFound, tail
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
 
 
-def _git(args: list[str], *, cwd: Path | None = None, binary: bool = False, check: bool = True):
+@overload
+def _git(args: list[str], *, cwd: Path | None = None, binary: Literal[False] = False, check: bool = True) -> str: ...
+
+
+@overload
+def _git(
+    args: list[str], *, cwd: Path | None = None, binary: Literal[True], check: bool = True
+) -> subprocess.CompletedProcess[bytes]: ...
+
+
+def _git(
+    args: list[str], *, cwd: Path | None = None, binary: bool = False, check: bool = True
+) -> str | subprocess.CompletedProcess[bytes]:
+    """git's output as text, or with `binary` the whole finished process (exit code, bytes)."""
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env={**os.environ, **_GIT_ENV}, timeout=600)
     except FileNotFoundError:
@@ -304,7 +318,7 @@ def fetch_tree(
     clone = scratch / f"clone-{len(list(scratch.glob('clone-*')))}"
     what = f"{shown_url}@{ref}" if ref else shown_url
 
-    def run(args: list[str], shown: list[str] | None = None) -> subprocess.CompletedProcess:
+    def run(args: list[str], shown: list[str] | None = None) -> subprocess.CompletedProcess[bytes]:
         try:
             return subprocess.run(args, capture_output=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
         except FileNotFoundError:

@@ -8,8 +8,10 @@ routes, static files and headers visitors get.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -65,14 +67,13 @@ class Answer:
     def redirect(self) -> bool:
         return 300 <= self.status < 400
 
-    def json(self) -> dict | None:
+    def json(self) -> dict[str, object] | None:
+        """The body as a JSON object, or None if it is not one."""
         try:
-            import json
-
             value = json.loads(self.text)
-            return value if isinstance(value, dict) else None
         except ValueError:
             return None
+        return value if isinstance(value, dict) else None
 
     def excerpt(self) -> str:
         body = re.sub(r"\s+", " ", self.text).strip()
@@ -93,10 +94,12 @@ class Health:
     @property
     def status(self) -> str | None:
         body = self.answer.json()
-        return body.get("status") if body else None
+        status = body.get("status") if body else None
+        return status if isinstance(status, str) else None
 
     @property
-    def version(self) -> dict:
+    def version(self) -> dict[str, object]:
+        """What /health/ says about the release it runs (sum-core: `git_sha`, `build`), or {}."""
         body = self.answer.json() or {}
         version = body.get("version")
         return version if isinstance(version, dict) else {}
@@ -119,11 +122,17 @@ class Prober:
     def __enter__(self) -> Prober:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def request(
-        self, target: Target, path: str, method: str = "GET", *, data: dict | None = None, headers: dict | None = None
+        self,
+        target: Target,
+        path: str,
+        method: str = "GET",
+        *,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Answer:
         all_headers = {"Host": target.domain, "X-Forwarded-Proto": "https", **dict(target.headers), **(headers or {})}
         extensions = {"sni_hostname": target.domain} if target.sni else {}
@@ -151,7 +160,12 @@ class Prober:
         return Health(self.request(target, "/health/"))
 
     def wait_healthy(
-        self, target: Target, timeout: float, *, expect_version: dict | None = None, on_wait=None
+        self,
+        target: Target,
+        timeout: float,
+        *,
+        expect_version: dict[str, str | None] | None = None,
+        on_wait: Callable[[], object] | None = None,
     ) -> Health:
         """Poll /health/ until it passes (and reports the expected version) or the deadline passes."""
         deadline = time.monotonic() + timeout
@@ -177,17 +191,21 @@ class Prober:
                 on_wait()
             time.sleep(0.5)
 
-    def evaluate(self, target: Target, check: SmokeCheck) -> tuple[dict, Answer, str]:
+    def evaluate(self, target: Target, check: SmokeCheck) -> tuple[dict[str, object], Answer, str]:
         """One smoke check: its record, the answer, and what is wrong with it ('' if nothing)."""
         started = time.monotonic()
         if check.method == "POST":
             answer = self._post_form(target, check)
         else:
             answer = self.request(target, check.path)
-        record = {"check": check.describe(), "status": answer.status, "seconds": round(time.monotonic() - started, 3)}
+        record: dict[str, object] = {
+            "check": check.describe(),
+            "status": answer.status,
+            "seconds": round(time.monotonic() - started, 3),
+        }
         return record, answer, _problem(check, answer, target)
 
-    def check(self, target: Target, check: SmokeCheck) -> dict:
+    def check(self, target: Target, check: SmokeCheck) -> dict[str, object]:
         """One smoke check; returns its record or raises CheckFailed naming the check."""
         record, answer, problem = self.evaluate(target, check)
         if problem:
@@ -257,7 +275,7 @@ def redirect_hint(target: Target, answer: Answer) -> str:
     return "the app redirects this path; a smoke check that expects it can say status = " + str(answer.status)
 
 
-def _version_matches(actual: dict, expected: dict | None) -> bool:
+def _version_matches(actual: Mapping[str, object], expected: Mapping[str, str | None] | None) -> bool:
     return not expected or all(actual.get(key) == value for key, value in expected.items())
 
 
