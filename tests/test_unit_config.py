@@ -25,6 +25,7 @@ from sumbg.config import (
     render_site_toml,
 )
 from sumbg.config.keys import SITE_TOML, SUMBG_TOML, lookup
+from sumbg.config.reference import COMMAND, reference
 from sumbg.errors import ConfigError, UsageError
 
 MINIMAL_SITE = """\
@@ -1357,3 +1358,22 @@ def test_a_rerun_init_that_contradicts_the_kept_file_is_refused(change, message)
 def test_every_init_option_is_checked_against_the_kept_file():
     assert set(SITE_TOML.options()) == set(NO_OPTIONS)
 
+
+# ---------------------------------------------------------------- the reference in docs/
+
+
+def test_the_configuration_reference_is_generated_from_the_declarations():
+    committed = Path(__file__).parent.parent / "docs" / "configuration.md"
+    assert committed.read_text() == reference(), (
+        f"docs/configuration.md differs from the declarations: regenerate it with `.venv/bin/{COMMAND}`"
+    )
+
+
+def test_the_reference_names_every_key():
+    text = reference()
+    for spec in (SUMBG_TOML, SITE_TOML):
+        assert f"\n## {spec.name}\n" in text
+        for section in spec.sections:
+            assert f"\n### [{section.name}]\n" in text or not section.name
+            for key in section.keys:
+                assert f"\n| `{key.name}` | " in text
