@@ -1220,12 +1220,14 @@ def test_new_settings_go_in_their_tables(tmp_path):
     path = tmp_path / "site.toml"
     path.write_text(OPERATORS_SITE)
     config.set_site_settings(
-        path, {"notes": "hello", "app.worker_command": "celery -A acme worker", "watch.interval": 2}
+        path,
+        {"notes": "hello", "app.worker_command": "celery -A acme worker", "watch.interval": 2, "env.FOO": "bar"},
     )
     assert path.read_text() == (
         OPERATORS_SITE.replace('repo = "/srv/repos/acme"\n', 'repo = "/srv/repos/acme"\nnotes = "hello"\n')
-        + 'worker_command = "celery -A acme worker"\n\n[watch]\ninterval = 2\n'
+        + 'worker_command = "celery -A acme worker"\n\n[watch]\ninterval = 2\n\n[env]\nFOO = "bar"\n'
     )
+    assert config.parse_site(tomllib.loads(path.read_text())).extra_env == (("FOO", "bar"),)
 
 
 @pytest.mark.parametrize(
@@ -1236,6 +1238,8 @@ def test_new_settings_go_in_their_tables(tmp_path):
         ({"caddy.behind": True}, "site.toml: caddy.behind: unknown setting"),
         ({"edge.tls": "off"}, "site.toml: edge.tls: unknown setting"),
         ({"smoke.checks": []}, "site.toml: smoke.checks: a list of tables, edited in the file itself"),
+        ({"env.FOO-BAR": "x"}, 'site.toml: env.FOO-BAR: must be NAME = "single-line value"'),
+        ({"smoke.retries": 3}, "site.toml: smoke.retries: unknown setting"),
         ({"domains": ["b.example.com"]}, "site.toml: domain: give either domain or domains, not both"),
     ],
 )

@@ -30,7 +30,6 @@ from sumbg.config.site import (
     parse_site,
     refuse_changes_to_kept_config,
 )
-from sumbg.config.tables import Table
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -50,7 +49,6 @@ __all__ = [
     "MigrationSettings",
     "SiteConfig",
     "SmokeCheck",
-    "Table",
     "WatchSettings",
     "fleet_path",
     "load_fleet",

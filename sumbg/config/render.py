@@ -150,23 +150,32 @@ def _edit(
     except tomlkit.exceptions.TOMLKitError as exc:
         raise ConfigError(f"{spec.name}: not valid TOML: {exc}") from None
     for dotted, value in values.items():
-        found = spec.find(dotted)
-        if found is None:
-            raise ConfigError(f"{spec.name}: {dotted}: unknown setting")
-        section, key = found
-        if key.kind is TABLES:
-            raise ConfigError(f"{spec.name}: {dotted}: a list of tables, edited in the file itself")
+        section = _section_of(spec, dotted)
         # The table as the operator wrote it: [name], name = { ... }, dotted keys, or split in parts.
         table: Any = doc
         if section.name:
             if section.name not in doc:
                 doc.add(section.name, tomlkit.table())
             table = doc[section.name]
-        _set(table, key.name, value)
+        _set(table, dotted.rpartition(".")[2], value)
     after = tomlkit.dumps(doc)
     check(parse_toml(after, spec.name))
     atomic_write(path, after)
     return before
+
+
+def _section_of(spec: ConfigFile, dotted: str) -> Section:
+    """The table of a declared key, or of a name in a table of the user's names ([env])."""
+    found = spec.find(dotted)
+    if found is not None:
+        if found[1].kind is TABLES:
+            raise ConfigError(f"{spec.name}: {dotted}: a list of tables, edited in the file itself")
+        return found[0]
+    table = dotted.rpartition(".")[0]
+    for section in spec.sections:
+        if section.entries is not None and section.name == table:
+            return section
+    raise ConfigError(f"{spec.name}: {dotted}: unknown setting")
 
 
 def _set(table: Any, name: str, value: Any) -> None:
