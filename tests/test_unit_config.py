@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -18,10 +19,13 @@ from sumbg.config import (
     SiteConfig,
     SmokeCheck,
     WatchSettings,
+    keys,
     load_host,
     load_site,
     render_site_toml,
 )
+from sumbg.config.keys import SITE_TOML, SUMBG_TOML, lookup
+from sumbg.config.reference import COMMAND, reference
 from sumbg.errors import ConfigError, UsageError
 
 MINIMAL_SITE = """\
@@ -64,7 +68,7 @@ def site_error(tmp_path: Path, text: str) -> ConfigError:
 
 def reparse(site: SiteConfig) -> SiteConfig:
     text = render_site_toml(site)
-    return config.parse_site(config._Table(tomllib.loads(text), "site.toml"))
+    return config.parse_site(tomllib.loads(text))
 
 
 def toml_error(text: str) -> str:
@@ -606,97 +610,143 @@ def test_rendered_site_toml_spells_out_every_section():
     assert (
         text
         == """\
-# Written by `sumbg init`; edit freely, sumbg validates it before every operation.
+# Written by `sumbg init`; edit freely, sumbg validates it before every operation. Every setting is
+# described in sumbg's docs/configuration.md.
+
+# The site's name: its folder under the root, its containers, network and database.
 slug = "acme"
-# The first domain is canonical (checks use it); the others answer too.
+# Every name the site answers to; the first is canonical (checks use it). An older `domain = "..."`
+# still loads.
 domains = ["acme.example.com"]
+# The client repository: a path or a git URL.
 repo = "/r"
+# A label for the sites matrix (production, staging, ...).
 environment = "production"
+# Free text for the sites matrix (the client, a contact, ...).
 notes = ""
 
+# The Django project in the client's repository.
 [app]
+# The Django project's package (found by `sumbg init` beside manage.py).
 project = "acme"
+# The settings module (DJANGO_SETTINGS_MODULE).
 settings = "acme.settings.production"
+# The WSGI application gunicorn serves.
 wsgi = "acme.wsgi:application"
+# gunicorn's worker processes in each colour.
 web_workers = 2
-# A shell command for a background worker (e.g. celery -A proj worker); empty for none.
+# A background worker's shell command (`init --worker`: SUM's Celery worker); empty: none.
 worker_command = ""
 
+# Extra non-secret environment variables of the app, NAME = "value" (secrets go in `<slug>/.env`).
 [env]
 FOO = "bar"
 
+# The site's PostgreSQL.
 [database]
 # Publish Postgres on 127.0.0.1:PORT for diagnosis; 0 keeps it private.
 publish_port = 0
 
+# The health check of a new colour.
 [health]
+# Seconds a new colour has to answer /health/ with the new version.
 timeout = 120
 
+# Upgrades of this site.
 [upgrade]
+# Database backups kept; older ones are deleted.
 keep_backups = 10
+# Seconds the watch after a switch keeps probing ([watch]); 0: no watch. `--watch` overrides it.
 watch = 30
-# Stop the idle colour this long after an upgrade went live (`sumbg retire --due`, from cron):
-# less memory, and a rollback then restarts it (not instant). 0 keeps it; unset: sumbg.toml's.
+# Stop the idle colour this long after an upgrade went live (`sumbg retire --due`, from cron): less
+# memory, and a rollback then restarts it (not instant). 0 keeps it; unset: sumbg.toml's.
 # retire_idle_after = "2d"
 
-# The watch after a switch reverts only on a failure that persists: this many failed
+# The watch after a switch reverts only on a failure that persists: consecutive_failures failed
 # probes in a row, or more than max_failed_ratio of them (after min_probes), or at least
 # max_visitor_5xx answers in the 5xx range that Caddy gave the site's visitors, above
 # max_visitor_5xx_ratio of its requests.
 [watch]
+# Seconds between probes.
 interval = 1
+# This many failed probes in a row revert.
 consecutive_failures = 3
+# More than this share of failed probes reverts...
 max_failed_ratio = 0.3
+# ...once at least this many probes were made.
 min_probes = 10
+# At least this many 5xx answers to the site's visitors revert...
 max_visitor_5xx = 10
+# ...when they are more than this share of its requests.
 max_visitor_5xx_ratio = 0.05
 
-# Before `migrate` touches the live database, an upgrade restores the fresh backup into a
-# scratch database, migrates that copy, and runs the smoke checks and read_paths against
-# the LIVE release pointed at the migrated copy: if it fails there, the release is breaking
-# and is refused unless `--maintenance` or `--accept-breaking` is given. Databases larger
-# than rehearsal_max_mb skip the rehearsal (say so) to keep the upgrade short.
+# Before `migrate` touches the live database, an upgrade restores the fresh backup into a scratch
+# database, migrates that copy, and runs the smoke checks and read_paths against the LIVE release
+# pointed at the migrated copy: if it fails there, the release is breaking and is refused unless
+# `--maintenance` or `--accept-breaking` is given.
 [migrations]
+# Rehearse the migrations on a copy of the database.
 rehearsal = true
+# Databases larger than this (MB) skip the rehearsal (and say so) to keep the upgrade short.
 rehearsal_max_mb = 2048
+# More GET paths the live release must still serve on the migrated database.
 read_paths = []
 
-# The site's block in the edge Caddy (the SUM golden path by default). After editing,
-# `sumbg apply` renders, validates (caddy validate) and reloads the edge.
+# The site's block in the edge Caddy (the SUM golden path by default). After editing, `sumbg apply`
+# renders, validates (caddy validate) and reloads the edge.
 [caddy]
 # Other domains redirect (308) to the first one; false: every domain serves the site.
 redirect_to_canonical = true
-encode = true  # gzip and zstd
-# X-Content-Type-Options, X-Frame-Options, Referrer-Policy, Permissions-Policy as on the golden path.
+# Compress responses (encode gzip zstd).
+encode = true
+# The golden path's X-Content-Type-Options, X-Frame-Options, Referrer-Policy and Permissions-Policy.
 security_headers = true
-# true: TLS ends at a proxy in front of the edge (the host Caddy `sumbg adopt` kept), plain HTTP here.
+# TLS ends at a proxy in front of the edge (the host Caddy `sumbg adopt` kept): plain HTTP here.
 behind_proxy = false
 # Raw Caddyfile directives inside the site block (braces must balance), e.g. for a path matcher.
 extra = ""
-# Response headers added or overridden ("" removes one): { "X-Frame-Options" = "SAMEORIGIN" }
-headers = { }
-
-# Basic auth on a path (e.g. staging's /admin/*); hash from `caddy hash-password`:
+# Response headers added or overridden ("" removes one): { "X-Frame-Options" = "SAMEORIGIN" }.
+headers = {}
+# Basic auth on a path (e.g. staging's /admin/*); the hash from `caddy hash-password`.
+# path: A Caddy path pattern.
+# user: The user name.
+# hash: The password's bcrypt hash, from `caddy hash-password` (never the password).
 # [[caddy.basic_auth]]
 # path = "/admin/*"
 # user = "staging"
 # hash = "$2a$14$..."
 
+# How the client image is built; empty values take sumbg.toml's [build] and [images].
 [build]
-# The Python base image; empty = sumbg.toml images.python.
+# The Python base image; empty: sumbg.toml's images.python.
 python_image = ""
-# Debian packages for the build stage only (compilers, -dev headers) and for the final image.
+# Debian packages for the build stage only (compilers, -dev headers).
 build_packages = []
+# Debian packages for the final image.
 packages = []
-# Private git+https / git+ssh requirements: files of mode 0600; empty = sumbg.toml [build].
+# A file (mode 0600) holding a token for git+https requirements (a read-only one); empty: none.
 git_token_file = ""
+# The user name sent with the token; empty: x-access-token (GitHub accepts any name).
 git_username = ""
+# A file (mode 0600) holding a deploy key for git+ssh requirements; empty: none.
 git_ssh_key_file = ""
-# The SSH servers' host keys (known_hosts format); empty = ~/.ssh/known_hosts, new hosts accepted.
+# The git servers' host keys (known_hosts format); empty: ~/.ssh/known_hosts, new hosts accepted.
 git_ssh_known_hosts = ""
-# Like git's insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }
+# Like git's insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }.
 git_url_rewrites = {}
 
+# The smoke checks a colour must pass before it goes live, and the watch's GET probes.
+[smoke]
+# The checks, in order; checks = [] for none.
+# path: The path requested.
+# method: GET, or POST to submit a form.
+# status: The status code expected.
+# content_type: The Content-Type expected to start with this; empty: any.
+# contains: Text the body must contain; empty: any.
+# json_status: The body is JSON whose "status" is one of these, e.g. ["ok", "degraded"]; empty: not
+# checked.
+# csrf_from: A POST first GETs this path for Django's CSRF token and cookie; empty: none.
+# form: The form fields a POST sends.
 [[smoke.checks]]
 path = "/"
 status = 200
@@ -910,34 +960,39 @@ def test_site_build_errors(tmp_path, text, message):
 
 
 def test_rendered_build_table():
-    assert (
-        "\n".join(
-            config.render_build_toml(
-                config.BuildSettings(
-                    python_image="python:3.13-slim",
-                    build_packages=("gcc",),
-                    packages=("libjpeg62-turbo", "file"),
-                    git_token_file="/etc/sumbg/token",
-                    git_username="bot",
-                    git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),),
-                )
+    text = render_site_toml(
+        _site(
+            build=config.BuildSettings(
+                python_image="python:3.13-slim",
+                build_packages=("gcc",),
+                packages=("libjpeg62-turbo", "file"),
+                git_token_file="/etc/sumbg/token",
+                git_username="bot",
+                git_url_rewrites=(("https://github.com/acme/", "https://mirror.local/acme/"),),
             )
         )
+    )
+    start = text.index("[build]\n")
+    assert (
+        text[start : text.index("\n\n", start) + 1]
         == """\
 [build]
-# The Python base image; empty = sumbg.toml images.python.
+# The Python base image; empty: sumbg.toml's images.python.
 python_image = "python:3.13-slim"
-# Debian packages for the build stage only (compilers, -dev headers) and for the final image.
+# Debian packages for the build stage only (compilers, -dev headers).
 build_packages = ["gcc"]
+# Debian packages for the final image.
 packages = ["libjpeg62-turbo", "file"]
-# Private git+https / git+ssh requirements: files of mode 0600; empty = sumbg.toml [build].
+# A file (mode 0600) holding a token for git+https requirements (a read-only one); empty: none.
 git_token_file = "/etc/sumbg/token"
+# The user name sent with the token; empty: x-access-token (GitHub accepts any name).
 git_username = "bot"
+# A file (mode 0600) holding a deploy key for git+ssh requirements; empty: none.
 git_ssh_key_file = ""
-# The SSH servers' host keys (known_hosts format); empty = ~/.ssh/known_hosts, new hosts accepted.
+# The git servers' host keys (known_hosts format); empty: ~/.ssh/known_hosts, new hosts accepted.
 git_ssh_known_hosts = ""
-# Like git's insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }
-git_url_rewrites = { "https://github.com/acme/" = "https://mirror.local/acme/" }
+# Like git's insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }.
+git_url_rewrites = {"https://github.com/acme/" = "https://mirror.local/acme/"}
 """
     )
 
@@ -983,3 +1038,346 @@ def test_the_background_cpu_weight_of_upgrades(tmp_path):
     assert host_error(tmp_path, "[upgrade]\nbackground_cpu_shares = 4096\n").message == (
         "sumbg.toml: upgrade.background_cpu_shares: must be from 2 to 1024 (the live colour's), not 4096"
     )
+
+
+# ---------------------------------------------------------------- one declaration of each key
+
+FILE_OBJECTS = (
+    (SUMBG_TOML, HostConfig(root=Path("/srv/sum"))),
+    (SITE_TOML, SiteConfig(slug="acme", domain="acme.example.com", repo="/r")),
+)
+
+
+def _leaf_fields(obj: object, prefix: str = "") -> set[str]:
+    found = set()
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if dataclasses.is_dataclass(value):
+            found |= _leaf_fields(value, f"{prefix}{field.name}.")
+        else:
+            found.add(prefix + field.name)
+    return found
+
+
+@pytest.mark.parametrize("spec, defaults", FILE_OBJECTS, ids=lambda value: getattr(value, "name", ""))
+def test_the_declared_defaults_are_the_dataclasses_defaults(spec, defaults):
+    compared = []
+    for section in spec.sections:
+        for key in section.keys:
+            if key.required or key.default_doc:
+                continue
+            assert lookup(defaults, section.attr(key)) == key.default, f"{spec.name}: {section.name}.{key.name}"
+            compared.append(key.name)
+    assert len(compared) >= 15
+    check = SmokeCheck(path="/")
+    for key in keys.SITE_TOML.find("smoke.checks")[1].item.keys:
+        if not key.required:
+            assert getattr(check, key.name) == key.default, f"smoke.checks[].{key.name}"
+
+
+def test_every_field_of_the_configuration_objects_is_declared():
+    declared = {}
+    for spec, _ in FILE_OBJECTS:
+        declared[spec.name] = {section.attr(key) for section in spec.sections for key in section.keys} | {
+            section.entries.attr for section in spec.sections if section.entries
+        }
+    host, site = (obj for _, obj in FILE_OBJECTS)
+    # The root is where sumbg.toml is; three [build] keys are site.toml's only.
+    assert declared["sumbg.toml"] == _leaf_fields(host) - {
+        "root",
+        "build.python_image",
+        "build.build_packages",
+        "build.packages",
+    }
+    # domain and aliases are the declared `domains`, the canonical one first.
+    assert declared["site.toml"] == _leaf_fields(site) - {"domain", "aliases"} | {"domains"}
+    assert {key.name for key in keys.SITE_TOML.find("smoke.checks")[1].item.keys} == {
+        field.name for field in dataclasses.fields(SmokeCheck)
+    }
+    assert {key.name for key in keys.SITE_TOML.find("caddy.basic_auth")[1].item.keys} == {
+        field.name for field in dataclasses.fields(config.BasicAuth)
+    }
+
+
+def _every_setting() -> SiteConfig:
+    return _site(
+        environment="staging",
+        notes="n",
+        web_workers=3,
+        worker_command="celery -A acme worker",
+        db_publish_port=15432,
+        health_timeout=2.5,
+        keep_backups=4,
+        watch_seconds=0.0,
+        retire_idle_after=3600.0,
+        aliases=("www.acme.example.com",),
+        extra_env=(("FOO", "bar"),),
+        watch=WatchSettings(interval=0.5, consecutive_failures=5, max_failed_ratio=0.1),
+        migrations=MigrationSettings(rehearsal=False, read_paths=("/leads/",)),
+        caddy=config.CaddySettings(
+            redirect_to_canonical=False,
+            encode=False,
+            security_headers=False,
+            headers=(("X-Frame-Options", "SAMEORIGIN"),),
+            basic_auth=(config.BasicAuth("/admin/*", "staging", "$2a$14$" + "a" * 53),),
+            extra="respond /ping 200",
+            behind_proxy=True,
+        ),
+        build=config.BuildSettings(python_image="python:3.13-slim", packages=("file",)),
+        smoke_checks=(
+            SmokeCheck(path="/admin/login/", status=401),
+            SmokeCheck(path="/contact/", method="POST", status=302, csrf_from="/contact/", form=(("a", "b"),)),
+            SmokeCheck(path="/api/", content_type="application/json", contains="ok", json_status=("ok",)),
+        ),
+    )
+
+
+def _written_keys(text: str) -> dict[str, str]:
+    """`table.key` -> the comment right above it (its lines joined), for every key of a site.toml."""
+    found, table, comment = {}, "", []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            comment.append(line[2:])
+            continue
+        if line.startswith("["):
+            table = line.strip("[]")
+        elif line and table != "env":
+            name = line.partition(" = ")[0]
+            found.setdefault(f"{table}.{name}" if table else name, " ".join(comment))
+        comment = []
+    return found
+
+
+def test_init_writes_every_declared_setting_under_its_help():
+    site = _every_setting()
+    text = render_site_toml(site)
+    assert reparse(site) == site
+    written = _written_keys(text)
+    comments = " ".join(line[2:] for line in text.splitlines() if line.startswith("#"))
+    for section in SITE_TOML.sections:
+        for key in section.keys:
+            if key.item is None:
+                assert written.pop(f"{section.name}.{key.name}" if section.name else key.name) == key.help
+                continue
+            # A list of tables: its help and its keys' above the first table; the keys in each.
+            assert f"{key.help} " + " ".join(f"{inner.name}: {inner.help}" for inner in key.item.keys) in comments
+            for inner in key.item.keys:
+                assert written.pop(f"{key.item.name}.{inner.name}") == ""
+    assert written == {}
+
+
+def test_an_unset_soak_period_and_no_basic_auth_are_written_as_examples():
+    text = render_site_toml(_site())
+    assert '\n# retire_idle_after = "2d"\n' in text
+    assert '\n# [[caddy.basic_auth]]\n# path = "/admin/*"\n# user = "staging"\n# hash = "$2a$14$..."\n' in text
+    # Taking the comment marks off gives a valid site.toml with that setting.
+    edited = text.replace('# retire_idle_after = "2d"', 'retire_idle_after = "2d"')
+    hashed = "$2a$14$" + "b" * 53
+    for line in ("[[caddy.basic_auth]]", 'path = "/admin/*"', 'user = "staging"', f'hash = "{hashed}"'):
+        edited = edited.replace("# " + line.replace(hashed, "$2a$14$..."), line)
+    site = config.parse_site(
+        tomllib.loads(edited.replace('path = "/admin/login/"\nstatus = 200', 'path = "/admin/login/"\nstatus = 401'))
+    )
+    assert site.retire_idle_after == 172800.0
+    assert site.caddy.basic_auth == (config.BasicAuth("/admin/*", "staging", hashed),)
+    assert site.smoke_checks[-1] == SmokeCheck(path="/admin/login/", status=401)
+
+
+# ---------------------------------------------------------------- editing a file in place
+
+OPERATORS_SITE = """\
+# acme: the client's own notes, kept by every edit
+slug = "acme"
+domain = "acme.example.com"   # the older single domain
+repo = "/srv/repos/acme"
+
+[caddy]
+behind_proxy = true  # the host Caddy terminates TLS
+# gzip costs more CPU than it saves here
+encode = false
+
+[app]
+web_workers = 3
+project = "acme"
+"""
+
+
+def test_a_site_setting_is_changed_in_place(tmp_path):
+    path = tmp_path / "acme" / "site.toml"
+    path.parent.mkdir()
+    path.write_text(OPERATORS_SITE)
+    before = config.set_site_settings(path, {"caddy.behind_proxy": False})
+    assert before == OPERATORS_SITE
+    # Only that line changed; its own comment spoke of the old value.
+    assert path.read_text() == OPERATORS_SITE.replace(
+        "behind_proxy = true  # the host Caddy terminates TLS", "behind_proxy = false"
+    )
+    site = load_site(HostConfig(root=tmp_path), "acme")
+    assert (site.caddy.behind_proxy, site.caddy.encode, site.web_workers) == (False, False, 3)
+
+
+def test_new_settings_go_in_their_tables(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text(OPERATORS_SITE)
+    config.set_site_settings(
+        path,
+        {"notes": "hello", "app.worker_command": "celery -A acme worker", "watch.interval": 2, "env.FOO": "bar"},
+    )
+    assert path.read_text() == (
+        OPERATORS_SITE.replace('repo = "/srv/repos/acme"\n', 'repo = "/srv/repos/acme"\nnotes = "hello"\n')
+        + 'worker_command = "celery -A acme worker"\n\n[watch]\ninterval = 2\n\n[env]\nFOO = "bar"\n'
+    )
+    assert config.parse_site(tomllib.loads(path.read_text())).extra_env == (("FOO", "bar"),)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"caddy.behind_proxy": "no"}, "site.toml: caddy.behind_proxy: must be true or false, not 'no'"),
+        ({"app.web_workers": 0}, "site.toml: app.web_workers: must be greater than 0, not 0"),
+        ({"caddy.behind": True}, "site.toml: caddy.behind: unknown setting"),
+        ({"edge.tls": "off"}, "site.toml: edge.tls: unknown setting"),
+        ({"smoke.checks": []}, "site.toml: smoke.checks: a list of tables, edited in the file itself"),
+        ({"env.FOO-BAR": "x"}, 'site.toml: env.FOO-BAR: must be NAME = "single-line value"'),
+        ({"smoke.retries": 3}, "site.toml: smoke.retries: unknown setting"),
+        ({"domains": ["b.example.com"]}, "site.toml: domain: give either domain or domains, not both"),
+    ],
+)
+def test_a_bad_edit_is_refused_and_the_file_kept(tmp_path, values, message):
+    path = tmp_path / "site.toml"
+    path.write_text(OPERATORS_SITE)
+    with pytest.raises(ConfigError) as refused:
+        config.set_site_settings(path, {"notes": "first a good one", **values})
+    assert refused.value.message == message
+    assert exit_code_of(refused.value) == 2
+    assert path.read_text() == OPERATORS_SITE
+
+
+def test_a_file_that_is_not_toml_is_not_edited(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text(OPERATORS_SITE + "web_workers = = 2\n")
+    with pytest.raises(ConfigError) as refused:
+        config.set_site_settings(path, {"caddy.behind_proxy": False})
+    assert refused.value.message == f"site.toml: not valid TOML: {toml_error(OPERATORS_SITE + 'web_workers = = 2')}"
+    with pytest.raises(ConfigError) as missing:
+        config.set_site_settings(tmp_path / "nothing.toml", {"caddy.behind_proxy": False})
+    assert missing.value.message == f"site.toml: cannot read {tmp_path / 'nothing.toml'}: No such file or directory"
+
+
+def test_the_site_toml_init_wrote_is_edited_in_place(tmp_path):
+    path = tmp_path / "acme" / "site.toml"
+    path.parent.mkdir()
+    site = _every_setting()
+    path.write_text(render_site_toml(site))
+    text = path.read_text()
+    config.set_site_settings(path, {"caddy.behind_proxy": False, "upgrade.keep_backups": 7})
+    assert path.read_text() == text.replace("behind_proxy = true", "behind_proxy = false").replace(
+        "keep_backups = 4", "keep_backups = 7"
+    )
+    changed = dataclasses.replace(site, keep_backups=7, caddy=dataclasses.replace(site.caddy, behind_proxy=False))
+    assert load_site(HostConfig(root=tmp_path), "acme") == changed
+
+
+def test_host_settings_are_changed_in_place_or_the_file_created(tmp_path):
+    before = config.set_host_settings(tmp_path, {"edge.tls": "internal", "upgrade.retire_idle_after": "2d"})
+    assert before == ""
+    assert (tmp_path / "sumbg.toml").read_text() == '[edge]\ntls = "internal"\n\n[upgrade]\nretire_idle_after = "2d"\n'
+    host = load_host(tmp_path)
+    assert (host.edge.tls, host.retire_idle_after) == ("internal", 172800.0)
+    with pytest.raises(ConfigError) as refused:
+        config.set_host_settings(tmp_path, {"upgrade.background_cpu_shares": 1})
+    assert refused.value.message == (
+        "sumbg.toml: upgrade.background_cpu_shares: must be from 2 to 1024 (the live colour's), not 1"
+    )
+    assert load_host(tmp_path).background_cpu_shares == 128
+
+
+# ---------------------------------------------------------------- a re-run init and the kept site.toml
+
+KEPT = SiteConfig(
+    slug="acme",
+    domain="acme.example.com",
+    aliases=("www.acme.example.com",),
+    repo="/r",
+    project="acme",
+    settings_module="acme.settings.production",
+    wsgi="acme.wsgi:application",
+    worker_command="celery -A acme worker --loglevel=INFO",
+    extra_env=(("FOO", "bar"),),
+)
+NO_OPTIONS = {
+    "repo": "/r",
+    "domains": ["acme.example.com", "www.acme.example.com"],
+    "project": None,
+    "worker_command": None,
+    "db_publish_port": None,
+    "environment": None,
+    "env": (),
+}
+
+
+def test_a_rerun_init_with_the_same_or_no_options_keeps_the_file():
+    config.refuse_changes_to_kept_config(KEPT, **NO_OPTIONS)
+    config.refuse_changes_to_kept_config(
+        KEPT,
+        **NO_OPTIONS
+        | {
+            "project": "acme",
+            "worker_command": "celery -A acme worker --loglevel=INFO",
+            "db_publish_port": 0,
+            "environment": "production",
+            "env": (("FOO", "bar"),),
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"domains": ["acme.example.com"]},
+            "has domains = ['acme.example.com', 'www.acme.example.com'], not ['acme.example.com']",
+        ),
+        ({"repo": "/other"}, "has repo = '/r', not '/other'"),
+        ({"env": (("FOO", "baz"),)}, "has env = (('FOO', 'bar'),), not (('FOO', 'baz'),)"),
+        ({"db_publish_port": 15432}, "has db_publish_port = 0, not 15432"),
+        ({"environment": "staging"}, "has environment = 'production', not 'staging'"),
+        ({"project": "other"}, "has project = 'acme', not 'other'"),
+        (
+            {"worker_command": "rq worker"},
+            "has worker_command = 'celery -A acme worker --loglevel=INFO', not 'rq worker'",
+        ),
+    ],
+)
+def test_a_rerun_init_that_contradicts_the_kept_file_is_refused(change, message):
+    with pytest.raises(UsageError) as refused:
+        config.refuse_changes_to_kept_config(KEPT, **NO_OPTIONS | change)
+    assert exit_code_of(refused.value) == 2
+    assert refused.value.message == (
+        f"site.toml of acme (kept from an earlier init, with any edits) {message}: "
+        "edit site.toml, or remove it to start afresh"
+    )
+
+
+def test_every_init_option_is_checked_against_the_kept_file():
+    assert set(SITE_TOML.options()) == set(NO_OPTIONS)
+
+
+# ---------------------------------------------------------------- the reference in docs/
+
+
+def test_the_configuration_reference_is_generated_from_the_declarations():
+    committed = Path(__file__).parent.parent / "docs" / "configuration.md"
+    assert committed.read_text() == reference(), (
+        f"docs/configuration.md differs from the declarations: regenerate it with `.venv/bin/{COMMAND}`"
+    )
+
+
+def test_the_reference_names_every_key():
+    text = reference()
+    for spec in (SUMBG_TOML, SITE_TOML):
+        assert f"\n## {spec.name}\n" in text
+        for section in spec.sections:
+            assert f"\n### [{section.name}]\n" in text or not section.name
+            for key in section.keys:
+                assert f"\n| `{key.name}` | " in text

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sumbg.cli import exit_code_of
-from sumbg.config import SiteConfig
+from sumbg.config import SiteConfig, refuse_changes_to_kept_config
 from sumbg.errors import UsageError
-from sumbg.ops.init import celery_worker_command, refuse_changes_to_kept_config
+from sumbg.ops.init import celery_worker_command
 
 KEPT = SiteConfig(
     slug="acme",

@@ -22,7 +22,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -40,7 +39,7 @@ from sumbg.adoption.runbook_host import (
     read_deployment,
     site_domains,
 )
-from sumbg.config import CaddySettings, SiteConfig, load_host, render_site_toml, set_edge_settings
+from sumbg.config import CaddySettings, SiteConfig, load_host, render_site_toml, set_edge_settings, set_site_settings
 from sumbg.errors import BackupError, CheckFailed, SumbgError, UsageError, tail
 from sumbg.ops.context import Context, refuse_if_interrupted
 from sumbg.ops.executor import Plan, Run, Step
@@ -1046,11 +1045,8 @@ def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bo
         saved[ctx.host.root / "sumbg.toml"] = set_edge_settings(ctx.host.root, settings)
         for config in sites:
             path = ctx.host.site_dir(config.slug) / "site.toml"
-            saved[path] = path.read_text()
-            atomic_write(
-                path,
-                render_site_toml(dataclass_replace(config, caddy=dataclass_replace(config.caddy, behind_proxy=False))),
-            )
+            # One key edited in place: the operator's other edits and comments stay.
+            saved[path] = set_site_settings(path, {"caddy.behind_proxy": False})
         new = Context(load_host(ctx.host.root), ctx.reporter)
         # Validated and written now, read when the edge starts afresh inside the window: the
         # running edge keeps serving the sites plainly behind the host Caddy until then.

@@ -14,7 +14,7 @@ from typing import Any
 from sumbg import naming
 from sumbg.adapters import build, gitrepo
 from sumbg.adapters.probe import live_target
-from sumbg.config import SiteConfig, render_site_toml
+from sumbg.config import SiteConfig, refuse_changes_to_kept_config, render_site_toml
 from sumbg.errors import CheckFailed, UsageError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
@@ -312,24 +312,3 @@ def refuse_a_foreign_database(ctx: Context, slug: str) -> None:
 def celery_worker_command(project: str) -> str:
     """The worker as a SUM site runs it (the boilerplate's Celery app is <project>/celery.py)."""
     return f"celery -A {project} worker --loglevel=INFO"
-
-
-def refuse_changes_to_kept_config(kept: SiteConfig, **given: Any) -> None:
-    """A re-run init keeps the site.toml an earlier, failed init wrote (and its edits): an
-    option that says something else is refused rather than silently dropped or applied."""
-    current: dict[str, Any] = {
-        "repo": kept.repo,
-        "domains": list(kept.domains),
-        "project": kept.project,
-        "worker_command": kept.worker_command,
-        "db_publish_port": kept.db_publish_port,
-        "environment": kept.environment,
-        "env": tuple(kept.extra_env),
-    }
-    for key, value in given.items():
-        if value is None or (key == "env" and not value) or value == current[key]:
-            continue
-        raise UsageError(
-            f"site.toml of {kept.slug} (kept from an earlier init, with any edits) has {key} = "
-            f"{current[key]!r}, not {value!r}: edit site.toml, or remove it to start afresh"
-        )

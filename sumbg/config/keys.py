@@ -1,0 +1,1005 @@
+"""The one declaration of every setting of sumbg.toml and site.toml.
+
+A `Key` says where a setting lives in its file (table and name), its type, its default, the
+rules a value must pass (each with the message it fails with), a one-line help, where the
+value lands in the frozen configuration object, and, for `sumbg init`, the option that sets
+it. Everything else reads these declarations: the parser (`tables.Table.read_file`), the
+site.toml that `sumbg init` writes and the in-place edits (`render`), the re-run-init check
+(`site.refuse_changes_to_kept_config`) and the reference (`reference`, docs/configuration.md).
+A unit test holds the dataclasses' defaults to the declared ones.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar, get_type_hints
+
+from sumbg import naming
+from sumbg.util import parse_duration
+
+T = TypeVar("T")
+TLS_MODES = ("auto", "internal", "off")
+LIVE_CPU_SHARES = 1024  # Docker's default weight: the live colour, the data stack and the edge keep it
+
+
+# ---------------------------------------------------------------- what a declaration is made of
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _pairs(value: Any) -> Any:
+    return tuple(value.items())
+
+
+def _number(value: Any) -> Any:
+    return float(value)
+
+
+def _whole_if_integral(value: Any) -> Any:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A TOML type as a setting uses it."""
+
+    doc: str  # for the reference
+    types: tuple[type, ...]  # what the file may hold, in the order an error names them
+    convert: Callable[[Any], Any] = _same  # to the configuration object's type; ValueError: the message
+    to_toml: Callable[[Any], Any] = _same  # back, for the file (plain Python values)
+
+
+STRING = Kind("string", (str,))
+INTEGER = Kind("integer", (int,))
+NUMBER = Kind("number", (int, float), _number, _whole_if_integral)
+BOOLEAN = Kind("true or false", (bool,))
+STRINGS = Kind("list of strings", (list,), tuple, list)
+STRING_TABLE = Kind("table of strings", (dict,), _pairs, dict)
+DURATION = Kind('duration: seconds, or "30m", "36h", "2d"', (str, int, float), parse_duration, _whole_if_integral)
+TABLES = Kind("list of tables", (list,), tuple, list)
+
+
+class Problem(NamedTuple):
+    """What is wrong with a value, and where below its key (e.g. "[2]", ".X-Frame-Options")."""
+
+    message: str
+    at: str = ""
+
+
+Check = Callable[[Any], str | Problem | None]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A condition on a value already of the right type."""
+
+    doc: str  # what a value must be, for the reference ("" when the type says it all)
+    check: Check  # what is wrong with a value, or None
+
+
+@dataclass(frozen=True)
+class Option:
+    """How `sumbg init` sets a key: its keyword (the parameter of ops.init.init) and its flag."""
+
+    param: str
+    flag: str
+
+
+@dataclass(frozen=True)
+class Key:
+    """A setting: where it is, what it may be, what it does."""
+
+    name: str
+    kind: Kind
+    default: Any  # the value in the configuration object when the file does not say
+    help: str
+    rules: tuple[Rule, ...] = ()
+    attr: str = ""  # where the value lives in the configuration object (dotted); "" = the section's + name
+    required: bool = False
+    option: Option | None = None
+    example: str = ""  # written commented out when there is no value (None, or no tables)
+    default_doc: str = ""  # the default in words, when other settings decide it
+    item: Section | None = None  # TABLES: the keys of each table
+    if_set: bool = False  # in a table of a list: written only when not the default
+
+
+@dataclass(frozen=True)
+class Entries:
+    """A table whose names are the user's: NAME = "value" ([env])."""
+
+    help: str
+    check: Callable[[str, str], str | None]  # what is wrong with one entry, or None
+    doc: str  # what an entry must be, for the reference
+    attr: str
+    option: Option | None = None
+
+
+@dataclass(frozen=True)
+class Section:
+    """A table of a file ("" is the top of it): its keys in the order they are written."""
+
+    name: str
+    help: str
+    keys: tuple[Key, ...] = ()
+    into: str = ""  # the attribute of the configuration object that holds this table ("" = the object)
+    entries: Entries | None = None
+    checks: tuple[Rule, ...] = ()  # rules over the table's values together, by key name
+
+    def attr(self, key: Key) -> str:
+        return key.attr or (f"{self.into}.{key.name}" if self.into else key.name)
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    name: str
+    help: str
+    sections: tuple[Section, ...]
+
+    def find(self, dotted: str) -> tuple[Section, Key] | None:
+        """The declaration of `table.key` (or a key of the top), if there is one."""
+        table, _, name = dotted.rpartition(".")
+        for section in self.sections:
+            if section.name == table:
+                for key in section.keys:
+                    if key.name == name:
+                        return section, key
+        return None
+
+    def options(self) -> dict[str, str]:
+        """`sumbg init`'s keywords and the attributes they set."""
+        found = {}
+        for section in self.sections:
+            for key in section.keys:
+                if key.option:
+                    found[key.option.param] = section.attr(key)
+            if section.entries and section.entries.option:
+                found[section.entries.option.param] = section.entries.attr
+        return found
+
+
+# ---------------------------------------------------------------- rules
+
+
+def port(*, allow_zero: bool = False) -> Rule:
+    low = 0 if allow_zero else 1
+    return Rule(f"{low}-65535", lambda v: None if low <= v <= 65535 else f"must be a port number {low}-65535, not {v}")
+
+
+POSITIVE = Rule("greater than 0", lambda v: None if v > 0 else f"must be greater than 0, not {v}")
+NOT_NEGATIVE = Rule("0 or more", lambda v: None if v >= 0 else "must not be negative")
+SHARE = Rule(
+    "from 0 up to (not including) 1",
+    lambda v: None if 0 <= v < 1 else f"must be a share from 0 up to (not including) 1, not {float(v)}",
+)
+
+
+def one_of(*choices: str) -> Rule:
+    return Rule(
+        f"one of {', '.join(choices)}",
+        lambda v: None if v in choices else f"must be one of {', '.join(choices)}, not {v!r}",
+    )
+
+
+def matching(pattern: re.Pattern[str], doc: str, message: str) -> Rule:
+    return Rule(doc, lambda v: None if pattern.fullmatch(v) else message)
+
+
+SLUG = matching(naming.SLUG_PATTERN, "lowercase letters, digits, hyphens", "must match ^[a-z0-9][a-z0-9-]{0,62}$")
+SINGLE_LINE = Rule("one line", lambda v: "must be a single line" if "\n" in v else None)
+
+
+def _image_ref(example: str, *, empty_ok: bool) -> Rule:
+    def check(value: str) -> str | None:
+        if not value and empty_ok:
+            return None
+        if not value or any(ch.isspace() for ch in value) or value.startswith("-"):
+            return f"must be an image reference like {example!r}"
+        return None
+
+    return Rule("an image reference", check)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+IP_ADDRESS = Rule("an IP address", lambda v: None if _is_ip(v) else f"must be an IP address, not {v!r}")
+EMAIL = Rule(
+    "an email address",
+    lambda v: (
+        None
+        if not v or ("@" in v and not any(ch.isspace() or ch in "{}\"'" for ch in v))
+        else "must be an email address"
+    ),
+)
+_ACME_DIRECTORY = re.compile(r"https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?")
+ACME_DIRECTORY = Rule(
+    "an https:// URL",
+    lambda v: (
+        None if not v or _ACME_DIRECTORY.fullmatch(v) else f"must be the https:// URL of an ACME directory, not {v!r}"
+    ),
+)
+PEM_FILE = Rule(
+    "the absolute path of a PEM file",
+    lambda v: (
+        None
+        if not v or (v.startswith("/") and Path(v).is_file())
+        else f"must be the absolute path of a PEM file, not {v!r}"
+    ),
+)
+EXISTING_FILE = Rule("a file", lambda v: None if not v or Path(v).is_file() else f"file {v} does not exist")
+KNOWN_HOSTS_FILE = Rule(
+    "the absolute path of a file",
+    lambda v: (
+        None if not v or (os.path.isabs(v) and Path(v).is_file()) else f"must be the absolute path of a file, not {v!r}"
+    ),
+)
+
+
+def _credential_file(path: str) -> str | None:
+    """A credential file: an absolute path to a regular file nobody but its owner can read."""
+    if not path:
+        return None
+    if not os.path.isabs(path):
+        return f"must be an absolute path, not {path!r}"
+    try:
+        info = os.stat(path)
+    except OSError:
+        return f"file {path} does not exist"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a file"
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        return f"{path} has mode {mode:04o}; a credential file must be 0600 (chmod 600 {path})"
+    return None
+
+
+CREDENTIAL_FILE = Rule("the absolute path of a file of mode 0600 or 0400", _credential_file)
+USER_NAME = Rule(
+    "no spaces, ':' or '@'",
+    lambda v: "must be a user name without spaces, ':' or '@'" if any(ch.isspace() or ch in ":@" for ch in v) else None,
+)
+
+
+def _url_rewrites(value: dict[str, Any]) -> str | None:
+    for prefix, replacement in value.items():
+        if (
+            not prefix
+            or not isinstance(replacement, str)
+            or not replacement
+            or any(ch.isspace() for ch in prefix + replacement)
+        ):
+            return f"{prefix!r} must map a URL prefix to a non-empty URL prefix without spaces"
+    return None
+
+
+URL_REWRITES = Rule("URL prefix = URL prefix", _url_rewrites)
+_DEB_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?")
+DEBIAN_PACKAGES = Rule(
+    "Debian package names",
+    lambda v: (
+        None
+        if all(isinstance(item, str) and _DEB_PACKAGE.fullmatch(item) for item in v)
+        else 'must be a list of Debian package names like ["libjpeg62-turbo"]'
+    ),
+)
+
+
+def _cpu_shares(value: int) -> str | None:
+    if 2 <= value <= LIVE_CPU_SHARES:
+        return None
+    return f"must be from 2 to {LIVE_CPU_SHARES} (the live colour's), not {value}"
+
+
+CPU_SHARES = Rule(f"2-{LIVE_CPU_SHARES}", _cpu_shares)
+
+
+def _ports_differ(values: Mapping[str, Any]) -> Problem | None:
+    ports = {values["http_port"], values["https_port"], values["preview_port"]}
+    if len(ports) == 3:
+        return None
+    return Problem("http_port, https_port and preview_port must all differ", "preview_port")
+
+
+PORTS_DIFFER = Rule("http_port, https_port and preview_port all differ", _ports_differ)
+
+
+HOSTNAME_MESSAGE = "must be a hostname (lowercase letters, digits, hyphens, dots)"
+
+
+def _domains(value: list[Any]) -> str | Problem | None:
+    if not value:
+        return "must name at least one domain"
+    for index, domain in enumerate(value):
+        if not isinstance(domain, str) or not naming.DOMAIN_PATTERN.fullmatch(domain):
+            return Problem(HOSTNAME_MESSAGE, f"[{index}]")
+    if len(set(value)) != len(value):
+        return "names a domain twice"
+    return None
+
+
+DOMAINS = Rule("hostnames, at least one, each once", _domains)
+PROJECT = Rule(
+    "a Python package name", lambda v: "must be a Python package name" if v and not v.isidentifier() else None
+)
+DOTTED_PATH_MESSAGE = "must be a dotted Python path (set app.project or app.settings/app.wsgi)"
+DOTTED_PATH = Rule(
+    "a dotted Python path",
+    lambda v: (
+        None if v and all(part.isidentifier() for part in v.replace(":", ".").split(".")) else DOTTED_PATH_MESSAGE
+    ),
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_entry(name: str, value: str) -> str | None:
+    if not _ENV_NAME.fullmatch(name) or "\n" in value:
+        return 'must be NAME = "single-line value"'
+    return None
+
+
+def _read_paths(value: list[Any]) -> Problem | None:
+    for index, path in enumerate(value):
+        if not isinstance(path, str) or not path.startswith("/") or any(ch.isspace() for ch in path):
+            return Problem("must be a path starting with / (no spaces)", f"[{index}]")
+    return None
+
+
+READ_PATHS = Rule("paths starting with /", _read_paths)
+
+
+def _unbalanced(text: str) -> str | None:
+    """Why raw directives could leave their place in the site block, or None."""
+    if "\x00" in text:
+        return "must not contain NUL"
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        depth += line.count("{") - line.count("}")
+        if depth < 0:
+            return f"line {number} closes a block it did not open: braces must balance"
+    return None if depth == 0 else "braces must balance (a block is left open)"
+
+
+BALANCED = Rule("Caddyfile directives, braces balanced", _unbalanced)
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+_HEADER_VALUE = re.compile(r'[^"\\{}`\x00-\x1f\x7f]*')
+
+
+def _headers(value: dict[str, Any]) -> Problem | None:
+    for name, text in value.items():
+        if not isinstance(text, str):
+            return Problem(f"must be a string, not {text!r}", f".{name}")
+        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(text):
+            return Problem(
+                'must be Header-Name = "value" without quotes, backslashes, braces or control characters', f".{name}"
+            )
+    return None
+
+
+HEADERS = Rule('Header-Name = "value"', _headers)
+
+
+def each_a_table(message: str) -> Rule:
+    def check(value: list[Any]) -> Problem | None:
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                return Problem(message, f"[{index}]")
+        return None
+
+    return Rule("", check)
+
+
+_AUTH_PATH = re.compile(r"/[A-Za-z0-9/_.*-]*")
+_AUTH_USER = re.compile(r"[A-Za-z0-9._-]+")
+_BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+_CHECK_PATH = Rule(
+    "starts with /, no spaces",
+    lambda v: (
+        None if v.startswith("/") and not any(ch.isspace() for ch in v) else "must start with / and contain no spaces"
+    ),
+)
+_HTTP_STATUS = Rule("100-599", lambda v: None if 100 <= v <= 599 else "must be an HTTP status code")
+_FORM = Rule("", lambda v: None if all(isinstance(x, str) for x in v.values()) else "values must be strings")
+_JSON_STATUS = Rule("", lambda v: None if all(isinstance(x, str) for x in v) else "must be a list of strings")
+_CSRF_FROM = Rule("a path starting with /", lambda v: "must start with /" if v and not v.startswith("/") else None)
+
+
+# ---------------------------------------------------------------- [build]: in both files
+
+_GIT_KEYS = (
+    Key(
+        "git_token_file",
+        STRING,
+        "",
+        "A file (mode 0600) holding a token for git+https requirements (a read-only one); empty: none.",
+        (CREDENTIAL_FILE,),
+    ),
+    Key(
+        "git_username",
+        STRING,
+        "",
+        "The user name sent with the token; empty: x-access-token (GitHub accepts any name).",
+        (USER_NAME,),
+    ),
+    Key(
+        "git_ssh_key_file",
+        STRING,
+        "",
+        "A file (mode 0600) holding a deploy key for git+ssh requirements; empty: none.",
+        (CREDENTIAL_FILE,),
+    ),
+    Key(
+        "git_ssh_known_hosts",
+        STRING,
+        "",
+        "The git servers' host keys (known_hosts format); empty: ~/.ssh/known_hosts, new hosts accepted.",
+        (KNOWN_HOSTS_FILE,),
+    ),
+    Key(
+        "git_url_rewrites",
+        STRING_TABLE,
+        (),
+        'Like git\'s insteadOf: { "https://github.com/acme/" = "https://mirror.example/acme/" }.',
+        (URL_REWRITES,),
+    ),
+)
+
+
+# ---------------------------------------------------------------- sumbg.toml
+
+SUMBG_TOML = ConfigFile(
+    "sumbg.toml",
+    "`$SUMBG_ROOT/sumbg.toml` (default /srv/sum): settings of the host, for every site. The file and "
+    "every key in it are optional; sumbg never writes it except `sumbg takeover`, which sets [edge] in place.",
+    (
+        Section(
+            "edge",
+            "The edge: one Caddy in front of every site, which sumbg runs and reloads.",
+            (
+                Key("http_port", INTEGER, 80, "The published HTTP port.", (port(),)),
+                Key("https_port", INTEGER, 443, "The published HTTPS port.", (port(),)),
+                Key(
+                    "preview_port",
+                    INTEGER,
+                    8081,
+                    "The port on 127.0.0.1 where sumbg checks a colour before it goes live (loopback only).",
+                    (port(),),
+                ),
+                Key("bind", STRING, "0.0.0.0", "The address the HTTP and HTTPS ports are published on.", (IP_ADDRESS,)),
+                Key(
+                    "tls",
+                    STRING,
+                    "auto",
+                    "auto: certificates from ACME; internal: from Caddy's own CA; off: plain HTTP (TLS ends in front).",
+                    (one_of(*TLS_MODES),),
+                ),
+                Key("acme_email", STRING, "", "The email address given to the ACME CA; empty: none.", (EMAIL,)),
+                Key(
+                    "acme_ca",
+                    STRING,
+                    "",
+                    "Another ACME directory (a staging or in-house CA); empty: Let's Encrypt (Caddy's default).",
+                    (ACME_DIRECTORY,),
+                ),
+                Key(
+                    "acme_ca_root",
+                    STRING,
+                    "",
+                    "The root that acme_ca's API certificate chains to, when it is not a public one; empty: none.",
+                    (PEM_FILE,),
+                ),
+                Key(
+                    "name",
+                    STRING,
+                    "sum-edge",
+                    "The edge's Compose project, network and container prefix; change it only to run a second "
+                    "root on one host.",
+                    (SLUG,),
+                ),
+            ),
+            into="edge",
+            checks=(PORTS_DIFFER,),
+        ),
+        Section(
+            "images",
+            "The images of the stacks; the defaults are the official public images.",
+            (
+                Key(
+                    "python",
+                    STRING,
+                    "python:3.12-slim",
+                    "The Python base image of client builds.",
+                    (_image_ref("python:3.12-slim", empty_ok=False),),
+                ),
+                Key(
+                    "postgres",
+                    STRING,
+                    "postgres:16",
+                    "Each site's PostgreSQL.",
+                    (_image_ref("postgres:16", empty_ok=False),),
+                ),
+                Key("redis", STRING, "redis:7", "Each site's Redis.", (_image_ref("redis:7", empty_ok=False),)),
+                Key(
+                    "caddy",
+                    STRING,
+                    "caddy:2",
+                    "The edge; must be Caddy 2.9.0 or later.",
+                    (_image_ref("caddy:2", empty_ok=False),),
+                ),
+            ),
+            into="images",
+        ),
+        Section(
+            "build",
+            "How client images are built, for every site (a site's [build] overrides each key; "
+            "git_url_rewrites are merged).",
+            (
+                Key(
+                    "ca_bundle",
+                    STRING,
+                    "",
+                    "A CA bundle trusted by pip and git in builds and by sumbg's git fetch (it replaces the "
+                    "default CAs: include them); empty: the defaults.",
+                    (EXISTING_FILE,),
+                    attr="ca_bundle",
+                ),
+                *_GIT_KEYS,
+            ),
+            into="build",
+        ),
+        Section(
+            "preflight",
+            "What an upgrade checks before it starts.",
+            (
+                Key(
+                    "min_free_gb",
+                    NUMBER,
+                    2.0,
+                    "Free space (GB) needed under the root and Docker's data root, for the backup and the image.",
+                    (NOT_NEGATIVE,),
+                ),
+            ),
+        ),
+        Section(
+            "upgrade",
+            "Upgrades of every site.",
+            (
+                Key(
+                    "retire_idle_after",
+                    DURATION,
+                    0.0,
+                    "How long after a switch `sumbg retire --due` (from cron) stops the idle colour; 0: it is kept.",
+                ),
+                Key(
+                    "background_cpu_shares",
+                    INTEGER,
+                    128,
+                    "The CPU weight (Docker cpu-shares; the live colour has 1024) of builds, one-off commands and "
+                    "a colour not yet live.",
+                    (CPU_SHARES,),
+                ),
+            ),
+        ),
+    ),
+)
+
+
+# ---------------------------------------------------------------- site.toml
+
+_SMOKE_CHECK = Section(
+    "smoke.checks",
+    "One request through the preview listener, with the site's Host header and X-Forwarded-Proto: https.",
+    (
+        Key("path", STRING, "", "The path requested.", (_CHECK_PATH,), required=True),
+        Key("method", STRING, "GET", "GET, or POST to submit a form.", (one_of("GET", "POST"),), if_set=True),
+        Key("status", INTEGER, 200, "The status code expected.", (_HTTP_STATUS,)),
+        Key("content_type", STRING, "", "The Content-Type expected to start with this; empty: any.", if_set=True),
+        Key("contains", STRING, "", "Text the body must contain; empty: any.", if_set=True),
+        Key(
+            "json_status",
+            STRINGS,
+            (),
+            'The body is JSON whose "status" is one of these, e.g. ["ok", "degraded"]; empty: not checked.',
+            (_JSON_STATUS,),
+            if_set=True,
+        ),
+        Key(
+            "csrf_from",
+            STRING,
+            "",
+            "A POST first GETs this path for Django's CSRF token and cookie; empty: none.",
+            (_CSRF_FROM,),
+            if_set=True,
+        ),
+        Key("form", STRING_TABLE, (), "The form fields a POST sends.", (_FORM,), if_set=True),
+    ),
+)
+
+_BASIC_AUTH = Section(
+    "caddy.basic_auth",
+    "Basic auth on a path.",
+    (
+        Key(
+            "path",
+            STRING,
+            "",
+            "A Caddy path pattern.",
+            (matching(_AUTH_PATH, "a path pattern", "must be a path pattern like /admin/*"),),
+            required=True,
+        ),
+        Key(
+            "user",
+            STRING,
+            "",
+            "The user name.",
+            (matching(_AUTH_USER, "letters, digits, . _ -", "must be letters, digits, dots, hyphens or underscores"),),
+            required=True,
+        ),
+        Key(
+            "hash",
+            STRING,
+            "",
+            "The password's bcrypt hash, from `caddy hash-password` (never the password).",
+            (
+                matching(
+                    _BCRYPT,
+                    "a bcrypt hash",
+                    "must be a bcrypt hash from `caddy hash-password` (never a plain password)",
+                ),
+            ),
+            required=True,
+        ),
+    ),
+)
+
+SITE_TOML = ConfigFile(
+    "site.toml",
+    "`$SUMBG_ROOT/<slug>/site.toml`: one site's settings. `sumbg init` writes it with every setting spelled "
+    "out; edit it freely: sumbg validates it before every operation (`sumbg apply` after editing [caddy]).",
+    (
+        Section(
+            "",
+            "",
+            (
+                Key(
+                    "slug",
+                    STRING,
+                    "",
+                    "The site's name: its folder under the root, its containers, network and database.",
+                    (SLUG,),
+                    required=True,
+                ),
+                Key(
+                    "domains",
+                    STRINGS,
+                    (),
+                    "Every name the site answers to; the first is canonical (checks use it). An older "
+                    '`domain = "..."` still loads.',
+                    (DOMAINS,),
+                    required=True,
+                    option=Option("domains", "--domain"),
+                ),
+                Key(
+                    "repo",
+                    STRING,
+                    "",
+                    "The client repository: a path or a git URL.",
+                    required=True,
+                    option=Option("repo", "--repo"),
+                ),
+                Key(
+                    "environment",
+                    STRING,
+                    "production",
+                    "A label for the sites matrix (production, staging, ...).",
+                    option=Option("environment", "--environment"),
+                ),
+                Key("notes", STRING, "", "Free text for the sites matrix (the client, a contact, ...)."),
+            ),
+        ),
+        Section(
+            "app",
+            "The Django project in the client's repository.",
+            (
+                Key(
+                    "project",
+                    STRING,
+                    "",
+                    "The Django project's package (found by `sumbg init` beside manage.py).",
+                    (PROJECT,),
+                    option=Option("project", "--project"),
+                ),
+                Key(
+                    "settings",
+                    STRING,
+                    "",
+                    "The settings module (DJANGO_SETTINGS_MODULE).",
+                    (DOTTED_PATH,),
+                    attr="settings_module",
+                    default_doc="`<project>.settings.production`",
+                ),
+                Key(
+                    "wsgi",
+                    STRING,
+                    "",
+                    "The WSGI application gunicorn serves.",
+                    (DOTTED_PATH,),
+                    default_doc="`<project>.wsgi:application`",
+                ),
+                Key("web_workers", INTEGER, 2, "gunicorn's worker processes in each colour.", (POSITIVE,)),
+                Key(
+                    "worker_command",
+                    STRING,
+                    "",
+                    "A background worker's shell command (`init --worker`: SUM's Celery worker); empty: none.",
+                    (SINGLE_LINE,),
+                    option=Option("worker_command", "--worker-command"),
+                ),
+            ),
+        ),
+        Section(
+            "env",
+            'Extra non-secret environment variables of the app, NAME = "value" (secrets go in `<slug>/.env`).',
+            entries=Entries(
+                "An environment variable of the app.",
+                _env_entry,
+                "one line; NAME: letters, digits and _, not first a digit",
+                "extra_env",
+                Option("env", "--env KEY=VALUE"),
+            ),
+        ),
+        Section(
+            "database",
+            "The site's PostgreSQL.",
+            (
+                Key(
+                    "publish_port",
+                    INTEGER,
+                    0,
+                    "Publish Postgres on 127.0.0.1:PORT for diagnosis; 0 keeps it private.",
+                    (port(allow_zero=True),),
+                    attr="db_publish_port",
+                    option=Option("db_publish_port", "--db-port"),
+                ),
+            ),
+        ),
+        Section(
+            "health",
+            "The health check of a new colour.",
+            (
+                Key(
+                    "timeout",
+                    NUMBER,
+                    120.0,
+                    "Seconds a new colour has to answer /health/ with the new version.",
+                    (POSITIVE,),
+                    attr="health_timeout",
+                ),
+            ),
+        ),
+        Section(
+            "upgrade",
+            "Upgrades of this site.",
+            (
+                Key("keep_backups", INTEGER, 10, "Database backups kept; older ones are deleted.", (POSITIVE,)),
+                Key(
+                    "watch",
+                    NUMBER,
+                    30.0,
+                    "Seconds the watch after a switch keeps probing ([watch]); 0: no watch. `--watch` overrides it.",
+                    (NOT_NEGATIVE,),
+                    attr="watch_seconds",
+                ),
+                Key(
+                    "retire_idle_after",
+                    DURATION,
+                    None,
+                    "Stop the idle colour this long after an upgrade went live (`sumbg retire --due`, from cron): "
+                    "less memory, and a rollback then restarts it (not instant). 0 keeps it; unset: sumbg.toml's.",
+                    example='"2d"',
+                    default_doc="sumbg.toml's",
+                ),
+            ),
+        ),
+        Section(
+            "watch",
+            "The watch after a switch reverts only on a failure that persists: consecutive_failures failed "
+            "probes in a row, or more than max_failed_ratio of them (after min_probes), or at least "
+            "max_visitor_5xx answers in the 5xx range that Caddy gave the site's visitors, above "
+            "max_visitor_5xx_ratio of its requests.",
+            (
+                Key("interval", NUMBER, 1.0, "Seconds between probes.", (POSITIVE,)),
+                Key("consecutive_failures", INTEGER, 3, "This many failed probes in a row revert.", (POSITIVE,)),
+                Key("max_failed_ratio", NUMBER, 0.3, "More than this share of failed probes reverts...", (SHARE,)),
+                Key("min_probes", INTEGER, 10, "...once at least this many probes were made.", (POSITIVE,)),
+                Key(
+                    "max_visitor_5xx",
+                    INTEGER,
+                    10,
+                    "At least this many 5xx answers to the site's visitors revert...",
+                    (POSITIVE,),
+                ),
+                Key(
+                    "max_visitor_5xx_ratio",
+                    NUMBER,
+                    0.05,
+                    "...when they are more than this share of its requests.",
+                    (SHARE,),
+                ),
+            ),
+            into="watch",
+        ),
+        Section(
+            "migrations",
+            "Before `migrate` touches the live database, an upgrade restores the fresh backup into a scratch "
+            "database, migrates that copy, and runs the smoke checks and read_paths against the LIVE release "
+            "pointed at the migrated copy: if it fails there, the release is breaking and is refused unless "
+            "`--maintenance` or `--accept-breaking` is given.",
+            (
+                Key("rehearsal", BOOLEAN, True, "Rehearse the migrations on a copy of the database."),
+                Key(
+                    "rehearsal_max_mb",
+                    INTEGER,
+                    2048,
+                    "Databases larger than this (MB) skip the rehearsal (and say so) to keep the upgrade short.",
+                    (POSITIVE,),
+                ),
+                Key(
+                    "read_paths",
+                    STRINGS,
+                    (),
+                    "More GET paths the live release must still serve on the migrated database.",
+                    (READ_PATHS,),
+                ),
+            ),
+            into="migrations",
+        ),
+        Section(
+            "caddy",
+            "The site's block in the edge Caddy (the SUM golden path by default). After editing, "
+            "`sumbg apply` renders, validates (caddy validate) and reloads the edge.",
+            (
+                Key(
+                    "redirect_to_canonical",
+                    BOOLEAN,
+                    True,
+                    "Other domains redirect (308) to the first one; false: every domain serves the site.",
+                ),
+                Key("encode", BOOLEAN, True, "Compress responses (encode gzip zstd)."),
+                Key(
+                    "security_headers",
+                    BOOLEAN,
+                    True,
+                    "The golden path's X-Content-Type-Options, X-Frame-Options, Referrer-Policy and "
+                    "Permissions-Policy.",
+                ),
+                Key(
+                    "behind_proxy",
+                    BOOLEAN,
+                    False,
+                    "TLS ends at a proxy in front of the edge (the host Caddy `sumbg adopt` kept): plain HTTP here.",
+                ),
+                Key(
+                    "extra",
+                    STRING,
+                    "",
+                    "Raw Caddyfile directives inside the site block (braces must balance), e.g. for a path matcher.",
+                    (BALANCED,),
+                ),
+                Key(
+                    "headers",
+                    STRING_TABLE,
+                    (),
+                    'Response headers added or overridden ("" removes one): { "X-Frame-Options" = "SAMEORIGIN" }.',
+                    (HEADERS,),
+                ),
+                Key(
+                    "basic_auth",
+                    TABLES,
+                    (),
+                    "Basic auth on a path (e.g. staging's /admin/*); the hash from `caddy hash-password`.",
+                    (each_a_table("must be a table with path, user and hash"),),
+                    example='path = "/admin/*"\nuser = "staging"\nhash = "$2a$14$..."',
+                    item=_BASIC_AUTH,
+                ),
+            ),
+            into="caddy",
+        ),
+        Section(
+            "build",
+            "How the client image is built; empty values take sumbg.toml's [build] and [images].",
+            (
+                Key(
+                    "python_image",
+                    STRING,
+                    "",
+                    "The Python base image; empty: sumbg.toml's images.python.",
+                    (_image_ref("python:3.12-slim", empty_ok=True),),
+                ),
+                Key(
+                    "build_packages",
+                    STRINGS,
+                    (),
+                    "Debian packages for the build stage only (compilers, -dev headers).",
+                    (DEBIAN_PACKAGES,),
+                ),
+                Key("packages", STRINGS, (), "Debian packages for the final image.", (DEBIAN_PACKAGES,)),
+                *_GIT_KEYS,
+            ),
+            into="build",
+        ),
+        Section(
+            "smoke",
+            "The smoke checks a colour must pass before it goes live, and the watch's GET probes.",
+            (
+                Key(
+                    "checks",
+                    TABLES,
+                    None,
+                    "The checks, in order; checks = [] for none.",
+                    (each_a_table("must be a table"),),
+                    attr="smoke_checks",
+                    item=_SMOKE_CHECK,
+                    default_doc="`/health/` (ok or degraded), `/`, `/static/sum_core/css/main.css` (text/css), "
+                    "`/admin/login/` (401 when behind basic_auth)",
+                ),
+            ),
+        ),
+    ),
+)
+
+FILES = (SUMBG_TOML, SITE_TOML)
+
+
+# ---------------------------------------------------------------- values in configuration objects
+
+
+def lookup(config: object, attr: str) -> Any:
+    """The value at a dotted attribute of a configuration object."""
+    value: Any = config
+    for part in attr.split("."):
+        value = getattr(value, part)
+    return value
+
+
+_TYPE_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    if cls not in _TYPE_HINTS:
+        _TYPE_HINTS[cls] = get_type_hints(cls)
+    return _TYPE_HINTS[cls]
+
+
+def assemble(cls: type[T], values: Mapping[str, Any], **given: Any) -> T:
+    """A frozen configuration object (and the dataclasses in it) from values by dotted attribute."""
+    hints = _type_hints(cls)
+    kwargs = dict(given)
+    used = set()
+    for field in fields(cls):  # type: ignore[arg-type]
+        if field.name in values:
+            kwargs[field.name] = values[field.name]
+            used.add(field.name)
+            continue
+        prefix = f"{field.name}."
+        inner = {attr[len(prefix) :]: value for attr, value in values.items() if attr.startswith(prefix)}
+        if inner:
+            kind = hints[field.name]
+            assert isinstance(kind, type) and is_dataclass(kind), f"{cls.__name__}.{field.name} holds no table"
+            kwargs[field.name] = assemble(kind, inner)
+            used.update(prefix + attr for attr in inner)
+    left = set(values) - used
+    assert not left, f"{cls.__name__} has no field for {sorted(left)}"
+    return cls(**kwargs)
