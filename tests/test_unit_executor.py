@@ -354,3 +354,31 @@ def test_keyboard_interrupt_is_recorded_and_undone(records, reporter):
     assert info.value.message == "interrupted"
     assert undone == ["green"]
     assert records.history()[-1]["outcome"] == "aborted"
+
+
+def test_a_host_wide_operation_journals_and_records_itself_on_every_site_it_changes(tmp_path, reporter):
+    acme, bobs = SiteRecords(tmp_path / "acme"), SiteRecords(tmp_path / "bobs")
+    write_state_json(bobs.site_dir, {"live": "green", "colours": {"green": {"ref": "v2"}}, "operation": None})
+    seen = []
+
+    def look(run: Run):
+        seen.append((state_file(acme)["operation"]["kind"], state_file(bobs)["operation"]["kind"]))
+
+    summary = execute(plan(Step("look", "look", look)), acme, reporter, command="takeover", companions=[bobs])
+    assert seen == [("upgrade", "upgrade")]
+    for records in (acme, bobs):
+        assert state_file(records)["operation"] is None
+        started, finished = [json.loads(line) for line in records.history_path.read_text().splitlines()]
+        assert (started["event"], started["id"], finished["event"], finished["outcome"]) == (
+            "started",
+            summary["id"],
+            "finished",
+            "done",
+        )
+    assert state_file(bobs)["colours"] == {"green": {"ref": "v2"}}
+
+    with pytest.raises(SumbgError):
+        execute(plan(failing("look", CheckFailed("no"))), acme, reporter, companions=[bobs])
+    last = json.loads(bobs.history_path.read_text().splitlines()[-1])
+    assert (last["outcome"], last["failed_step"]) == ("aborted", "look")
+    assert state_file(bobs)["operation"] is None

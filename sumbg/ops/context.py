@@ -9,6 +9,7 @@ and assert the whole sequence of effects of a plan.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +19,7 @@ from sumbg.adapters import build, gitrepo
 from sumbg.adapters.caddy import Edge
 from sumbg.adapters.docker import Engine
 from sumbg.adapters.probe import Prober
-from sumbg.config import HostConfig, SiteConfig, load_site
+from sumbg.config import HostConfig, SiteConfig, load_host, load_site
 from sumbg.errors import ConfigError, Interrupted, SumbgError
 from sumbg.ops import reports
 from sumbg.ops.executor import Plan, Reporter, execute
@@ -67,6 +68,10 @@ class Context:
         """A mirror synced somewhere else first (init and adopt check a repo before creating the site)."""
         return gitrepo.Mirror(path, repo)
 
+    def reloaded(self) -> Context:
+        """This context with the host's settings read again (after an operation edited sumbg.toml)."""
+        return type(self)(load_host(self.host.root), self.reporter)
+
     def check_repo_reachable(self, repo: str) -> None:
         gitrepo.check_reachable(repo)
 
@@ -95,10 +100,11 @@ class Context:
                     raise
         return found
 
-    def execute(self, plan: Plan, site: Site, command: str) -> HistoryEntry:
-        """Run a plan on a site, then refresh the host's operator documents whatever happened."""
+    def execute(self, plan: Plan, site: Site, command: str, *, also: Sequence[Site] = ()) -> HistoryEntry:
+        """Run a plan on a site, then refresh the host's operator documents whatever happened.
+        `also`: the other sites a host-wide operation changes (each journals and records it too)."""
         try:
-            return execute(plan, site.records, self.reporter, command=command)
+            return execute(plan, site.records, self.reporter, command=command, companions=[s.records for s in also])
         finally:
             reports.regenerate(self.host)
 

@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -119,24 +119,35 @@ class Run:
         self.reporter.line(f"     {text}")
 
 
-def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: str = "") -> HistoryEntry:
+def execute(
+    plan: Plan,
+    records: SiteRecords,
+    reporter: Reporter,
+    *,
+    command: str = "",
+    companions: Sequence[SiteRecords] = (),
+) -> HistoryEntry:
+    """Run `plan` on the site whose records are `records`. `companions`: the records of the other
+    sites a host-wide operation changes (a takeover): each journals the operation in its own
+    state.json while it runs and records it in its own history, like the site it runs on."""
     op_id = uuid.uuid4().hex[:12]
     run = Run(records, reporter, op_id)
     started = time.monotonic()
-    records.append(
-        {
-            "event": "started",
-            "id": op_id,
-            "operation": plan.operation,
-            "command": command,
-            "pid": os.getpid(),
-            "plan": [s.name for s in plan.steps],
-            **plan.facts,
-        }
-    )
+    journals = _Companions(companions)
+    entry: HistoryEntry = {
+        "event": "started",
+        "id": op_id,
+        "operation": plan.operation,
+        "command": command,
+        "pid": os.getpid(),
+        "plan": [s.name for s in plan.steps],
+        **plan.facts,
+    }
+    records.append(entry)
     journal = Operation(id=op_id, kind=plan.operation, pid=os.getpid(), started_at=utc_now(), facts=dict(plan.facts))
     run.state.operation = journal
     run.save_state()
+    journals.begin(entry, journal)
     reporter.line(f"sumbg {plan.operation} {plan.slug}")
     results: list[StepResult] = []
     for step in plan.steps:
@@ -166,6 +177,7 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
                 )
             run.state.operation = None
             run.save_state()
+            journals.end()
             summary = {
                 "event": "finished",
                 "id": op_id,
@@ -180,6 +192,7 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
                 **run.notes,
             }
             records.append(summary)
+            journals.record(summary)
             raise final.refined(result=summary) from exc
         seconds = time.monotonic() - t0
         outcome = info.pop("outcome", "ok")
@@ -187,6 +200,7 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
         reporter.step_finished(step.name, seconds, outcome, info.get("reason", ""))
     run.state.operation = None
     run.save_state()
+    journals.end()
     summary = {
         "event": "finished",
         "id": op_id,
@@ -198,8 +212,34 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
         **run.notes,
     }
     records.append(summary)
+    journals.record(summary)
     reporter.line(f"done in {summary['seconds']:.1f}s")
     return summary
+
+
+class _Companions:
+    """The journal and history of the other sites a host-wide operation changes. Their state.json
+    is read and written afresh each time: a step may change a companion's records meanwhile."""
+
+    def __init__(self, companions: Sequence[SiteRecords]) -> None:
+        self.companions = list(companions)
+
+    def begin(self, entry: HistoryEntry, journal: Operation) -> None:
+        for records in self.companions:
+            records.append(entry)
+            state = records.load_state()
+            state.operation = journal
+            records.save_state(state)
+
+    def end(self) -> None:
+        for records in self.companions:
+            state = records.load_state()
+            state.operation = None
+            records.save_state(state)
+
+    def record(self, summary: HistoryEntry) -> None:
+        for records in self.companions:
+            records.append(summary)
 
 
 def _undo(run: Run) -> tuple[list[dict[str, Any]], SumbgError | None]:
