@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-clean test test-unit test-e2e bench clean-test-leftovers
+.PHONY: setup demo demo-clean test test-unit test-e2e lint bench clean-test-leftovers
 
 setup:
 	@bash scripts/setup.sh
@@ -16,8 +16,16 @@ demo: setup
 demo-clean: setup
 	@$(PY) scripts/demo.py --clean
 
-test: setup
+test: setup lint
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# The code's own checks, first: lint and format (ruff), types (mypy, strict), the layering
+# (import-linter contracts in pyproject.toml).
+lint: setup
+	@$(VENV)/bin/ruff check sumbg tests bench scripts
+	@$(VENV)/bin/ruff format --check sumbg tests bench scripts
+	@$(VENV)/bin/mypy
+	@$(VENV)/bin/lint-imports
 
 test-unit: setup
 	@$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
