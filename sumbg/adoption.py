@@ -374,6 +374,9 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
     naming.validate_slug(slug)
     for name in options.domains:
         naming.validate_domain(name)
+    named_site_file = options.paths.caddy_dir / "sites-enabled" / f"sum-{slug}.caddy"
+    if named_site_file.is_file() and MANAGED_MARK in named_site_file.read_text(errors="replace"):
+        raise _written_by_sumbg(named_site_file, slug)
     ctx.engine.ping()  # the host Caddy's files are read by Caddy in a container
     deployment = read_deployment(options.source, slug, options.paths, caddy=caddy_runner(ctx), domains=options.domains)
     for name in deployment.domains:
@@ -385,10 +388,7 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
             f"{deployment.checkout.commit[:12]} without them; commit and push them, then adopt"
         )
     if MANAGED_MARK in deployment.caddy_site_file.read_text():
-        raise UsageError(
-            f"{deployment.caddy_site_file} was written by sumbg (an adoption that did not finish, or a "
-            f"site already adopted): run `sumbg recover {slug}` or `sumbg status {slug}`"
-        )
+        raise _written_by_sumbg(deployment.caddy_site_file, slug)
     if options.dump_file and not options.dump_file.is_file():
         raise UsageError(f"--dump {options.dump_file} is not a file")
     site_dir = ctx.host.site_dir(slug)
@@ -487,6 +487,13 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
         f"is stopped and disabled, not deleted: `sumbg adopt --undo {slug}` puts it back"
     )
     return result
+
+
+def _written_by_sumbg(site_file: Path, slug: str) -> UsageError:
+    return UsageError(
+        f"{site_file} was written by sumbg (an adoption that did not finish, or a "
+        f"site already adopted): run `sumbg recover {slug}` or `sumbg status {slug}`"
+    )
 
 
 def adopt_plan(
