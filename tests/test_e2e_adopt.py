@@ -378,7 +378,9 @@ def test_adopt_again_from_a_backup_db_sh_file(host: Host, golden: GoldenHost, ad
     gunicorn's socket, gunicorn binds fd://0); it is adopted again, this time from the .sql.gz
     file the runbook's backup_db.sh writes (for a database sumbg cannot read with the .env's
     credentials). The socket unit is stopped and disabled with its service."""
+    started = time.monotonic()
     golden.rebind("socket")
+    print(f"\nrebind to socket activation: {time.monotonic() - started:.1f}s")
     old_site_serves(golden)
     assert golden.program_state(golden.socket_unit) == "RUNNING"
     assert golden.post_lead("in the backup file") == 302
@@ -394,6 +396,7 @@ def test_adopt_again_from_a_backup_db_sh_file(host: Host, golden: GoldenHost, ad
     result = adopt(host, golden, "--dump", str(dump), "--json")
     assert result.returncode == 0, str(result)
     summary = result.json()
+    print("adopt --dump: " + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in summary["steps"]))
     final = next(step for step in summary["steps"] if step["name"] == "final-import")
     assert "writes after it are not carried" in final["reason"]
     names = set(sumbg_psql("SELECT name FROM sum_core_lead").splitlines())
@@ -410,6 +413,7 @@ def test_undo_enables_and_starts_the_socket_unit_with_its_service(host: Host, go
     assert host.state(SLUG)["adoption"]["status"] == "adopted"
     result = adopt(host, golden, "--undo", "--json")
     assert result.returncode == 0, str(result)
+    print("\nadopt --undo: " + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in result.json()["steps"]))
     for unit in golden.unit_files():
         assert golden.program_state(unit) == "RUNNING" and golden.is_enabled(unit), unit
     old_site_serves(golden)  # through the host Caddy, to gunicorn on the socket the socket unit holds
