@@ -7,15 +7,26 @@ at the SAME absolute path inside the container, so the paths in .env and in the 
 are valid for sumbg running on the test machine:
 
     B/srv/sum/<slug>/{app,venv,static,media,backups,.env}   the site (app/ is a git clone)
-    B/etc/systemd/system/sum-<slug>-*.service                the units (read by sumbg only)
+    B/etc/systemd/system/sum-<slug>-*.{service,socket}       the units (read by sumbg only)
     B/etc/caddy/{Caddyfile,sites-enabled/sum-<slug>.caddy}   the host Caddy config
+    B/run/sum-<slug>/gunicorn.sock                           gunicorn's socket
     B/var/lib/caddy/.local/share/caddy                       Caddy's data (its internal CA)
     B/var/log/sum/<program>.log                              each supervised program's output
     B/bin/systemctl                                          a systemctl shim (put B/bin first on PATH)
     B/var/lib/systemd-sim/{enabled/,calls.log}               the shim's state and call log
 
-Every port (PostgreSQL, Redis, gunicorn, Caddy http/https/admin) is a free port bound on
-127.0.0.1 only. The image (`sumbg-test/golden-host:<hash of its inputs>`) is built once from
+The site is deployed as the SUM platform's own templates deploy it (the golden path): the
+gunicorn unit writes ExecStart= over several lines with commented-out alternatives, runs as
+User=deploy, Group=www-data, UMask=0007 with EnvironmentFile=.env, and binds a unix socket
+(`bind="unix"`, the default), or gets it from a `.socket` unit (`bind="socket"`: --bind fd://0,
+SocketGroup=www-data; the stand-in holds the listening socket and hands it over as systemd does,
+LISTEN_FDS, but does not start the service on the first connection), or binds 127.0.0.1:<port>
+(`bind="tcp"`). The host Caddy's site file names the site and its www alias on one line,
+compresses, sets the golden-path headers and serves /static/ and /media/ with handle_path.
+Celery runs `celery -A acme worker -l INFO`.
+
+Every port (PostgreSQL, Redis, gunicorn over TCP, Caddy http/https/admin) is a free port bound
+on 127.0.0.1 only. The image (`sumbg-test/golden-host:<hash of its inputs>`) is built once from
 the local base image and reused; it carries a wheelhouse of the example client's
 third-party requirements, so a site venv installs offline in seconds.
 
@@ -34,6 +45,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import string
 import subprocess
@@ -58,6 +70,8 @@ OWNER_LABEL = "sumbg.golden.owner"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_IN_CONTAINER = "/etc/golden-host-ca.crt"
 WHEELHOUSE = "/opt/golden/wheelhouse"
+DEPLOY_USER = "deploy"  # the golden path's User=; Group= is www-data
+BINDS = ("unix", "socket", "tcp")
 SENTRY_DSN = "https://0123456789abcdef@sentry.invalid/42"
 MIN_FREE_BYTES = 2 * 1024**3
 # Letters and digits only: a .env a shell can source and systemd can read alike.
@@ -245,6 +259,7 @@ class GoldenHost:
     admin_password: str
     caddy_admin: str = ""  # 127.0.0.1:<port> of Caddy's admin API
     celery: bool = False
+    bind: str = "unix"  # "unix" (gunicorn binds its socket), "socket" (a .socket unit hands it over), "tcp"
     log_dir: Path = field(default=Path())  # B/var/log/sum: one log per supervised program
     state_dir: Path = field(default=Path())  # B/var/lib/systemd-sim: the shim's state and calls.log
     startup_seconds: float = 0.0
@@ -271,9 +286,32 @@ class GoldenHost:
         )
         return {key.strip(): value for key, value in pairs}
 
+    @property
+    def www(self) -> str:
+        return f"www.{self.domain}"
+
+    @property
+    def app_socket(self) -> Path:
+        return self.base / "run" / f"sum-{self.slug}" / "gunicorn.sock"
+
+    @property
+    def app_address(self) -> str:
+        """What sumbg must read as the old app's address."""
+        return f"127.0.0.1:{self.app_port}" if self.bind == "tcp" else f"unix:{self.app_socket}"
+
+    @property
+    def socket_unit(self) -> str:
+        """The .socket unit of the socket-activated variant ("" otherwise)."""
+        return f"sum-{self.slug}-gunicorn.socket" if self.bind == "socket" else ""
+
     def unit(self, kind: str) -> str:
         """The unit (and supervisord program) name of "gunicorn" or "celery"."""
         return f"sum-{self.slug}-{kind}"
+
+    def unit_files(self) -> list[str]:
+        """The unit file names sumbg must find, in the order it reports them (a socket first)."""
+        names = [self.socket_unit] if self.socket_unit else []
+        return names + [f"{self.unit(kind)}.service" for kind in _commands(self)]
 
     def path_env(self) -> dict[str, str]:
         """os.environ with B/bin first on PATH, so `systemctl` is the shim."""
@@ -438,8 +476,40 @@ print("\\n".join(names))
         return self.exec("supervisorctl", "status", timeout=60).stdout
 
     def is_enabled(self, unit: str) -> bool:
-        name = unit if unit.endswith(".service") else f"{unit}.service"
+        name = unit if unit.endswith((".service", ".socket")) else f"{unit}.service"
         return (self.state_dir / "enabled" / name).exists()
+
+    def program_state(self, unit: str) -> str:
+        """supervisord's state (RUNNING, STOPPED, ...) of a unit's program."""
+        program = _program_name(unit)
+        for line in self.supervisor_status().splitlines():
+            words = line.split()
+            if len(words) > 1 and words[0] == program:
+                return words[1]
+        return "UNKNOWN"
+
+    def rebind(self, bind: str) -> None:
+        """Redeploy the running site with another of the three bindings, as an operator would
+        (units, the host Caddy's site file, the programs), and start it again."""
+        if bind not in BINDS:
+            raise GoldenHostError(f"unknown bind {bind!r}")
+        for kind in _commands(self):
+            self.exec("supervisorctl", "stop", self.unit(kind), timeout=120)
+        if self.socket_unit:
+            self.exec("supervisorctl", "stop", _program_name(self.socket_unit), timeout=120)
+            (self.systemd_dir / self.socket_unit).unlink(missing_ok=True)
+            (self.state_dir / "enabled" / self.socket_unit).unlink(missing_ok=True)
+        self.bind = bind
+        _write_units_and_site(self)
+        (self.base / ".golden/programs.conf").write_text(_programs_conf(self))
+        _check(self.exec("cp", "/golden/programs.conf", "/etc/supervisor/conf.d/golden.conf"), "cp programs.conf")
+        _check(self.exec("supervisorctl", "update", timeout=120), "supervisorctl update")
+        _write_shim(self)
+        for unit in self.unit_files():
+            (self.state_dir / "enabled" / unit).touch()
+        _check(self.systemctl("reload", "caddy"), "reload caddy")
+        _check(self.systemctl("start", *self.unit_files()), "start the site")
+        _wait_healthy(self)
 
     def logs(self) -> str:
         """docker logs, supervisord's view and the tail of every program's log: for failure reports."""
@@ -461,6 +531,7 @@ print("\\n".join(names))
 
 
 def _caddyfile(host: GoldenHost) -> str:
+    """Debian's main Caddyfile as the runbook leaves it: global options, then only the import."""
     return (
         "{\n"
         f"\tadmin {host.caddy_admin}\n"
@@ -474,10 +545,19 @@ def _caddyfile(host: GoldenHost) -> str:
 
 
 def _site_caddy(host: GoldenHost) -> str:
+    upstream = f"127.0.0.1:{host.app_port}" if host.bind == "tcp" else f"unix/{host.app_socket}"
     return (
-        f"{host.domain} {{\n"
+        f"# {host.slug}: deployed by hand following the SUM runbook\n"
+        f"{host.domain} {host.www} {{\n"
         "\ttls internal\n"
-        "\tencode gzip\n\n"
+        "\tencode gzip zstd\n\n"
+        "\theader {\n"
+        "\t\tX-Content-Type-Options nosniff\n"
+        "\t\tX-Frame-Options DENY\n"
+        "\t\tReferrer-Policy strict-origin-when-cross-origin\n"
+        '\t\tPermissions-Policy "geolocation=(), microphone=(), camera=()"\n'
+        "\t\t-Server\n"
+        "\t}\n\n"
         "\thandle_path /static/* {\n"
         f"\t\troot * {host.site_dir}/static\n"
         "\t\tfile_server\n"
@@ -486,44 +566,100 @@ def _site_caddy(host: GoldenHost) -> str:
         f"\t\troot * {host.site_dir}/media\n"
         "\t\tfile_server\n"
         "\t}\n\n"
-        f"\treverse_proxy 127.0.0.1:{host.app_port}\n"
+        f"\treverse_proxy {upstream}\n"
         "}\n"
     )
 
 
-def _commands(host: GoldenHost) -> dict[str, str]:
+def _commands(host: GoldenHost) -> dict[str, list[str]]:
+    """Each program's command, as words: gunicorn with its options one per unit line."""
     venv = host.site_dir / "venv"
+    if host.bind == "tcp":
+        bind = ["--bind", f"127.0.0.1:{host.app_port}", "--forwarded-allow-ips", "127.0.0.1"]
+    else:  # over a unix socket gunicorn trusts X-Forwarded-Proto from whoever connects
+        bind = ["--bind", "fd://0" if host.bind == "socket" else f"unix:{host.app_socket}"]
     commands = {
-        "gunicorn": (
-            f"{venv}/bin/gunicorn acme.wsgi:application --bind 127.0.0.1:{host.app_port} --workers 2 "
-            "--forwarded-allow-ips 127.0.0.1"
-        ),
+        "gunicorn": [f"{venv}/bin/gunicorn", "--workers", "2", *bind, "--access-logfile", "-", "acme.wsgi:application"]
     }
     if host.celery:
-        commands["celery"] = f"{venv}/bin/celery -A acme worker --loglevel=INFO"
+        commands["celery"] = [f"{venv}/bin/celery", "-A", "acme", "worker", "-l", "INFO"]
     return commands
 
 
-def _unit_file(host: GoldenHost, kind: str, command: str) -> str:
+def _exec_start(argv: list[str]) -> str:
+    """ExecStart= as the golden path's templates write gunicorn's: an option (and its value) a line,
+    with commented-out alternatives inside the continued line (systemd skips them)."""
+    lines, index = [argv[0]], 1
+    while index < len(argv):
+        word = argv[index]
+        takes_value = word.startswith("-") and word != "-" and index + 1 < len(argv)
+        if takes_value and (argv[index + 1] == "-" or not argv[index + 1].startswith("-")):
+            lines.append(f"{word} {argv[index + 1]}")
+            index += 2
+        else:
+            lines.append(word)
+            index += 1
+    if "--workers" in argv:
+        lines.insert(2, "# --workers 4")
+    if "--bind" in argv:
+        lines.insert(next(n for n, line in enumerate(lines) if line.startswith("--bind")) + 1, "; --bind 0.0.0.0:8000")
+    return " \\\n    ".join(lines)
+
+
+def _unit_file(host: GoldenHost, kind: str, argv: list[str]) -> str:
     after = "network.target postgresql.service redis-server.service"
+    socket_lines = service_lines = ""
+    if kind == "gunicorn" and host.socket_unit:
+        after += f" {host.socket_unit}"
+        socket_lines = f"Requires={host.socket_unit}\n"
+        service_lines = "StandardInput=socket\n"  # the socket as fd 0 too, for --bind fd://0
+    alternative = ""
+    if kind == "gunicorn":
+        other = "fd://0" if host.bind != "socket" else f"unix:/run/sum-{host.slug}/gunicorn.sock"
+        alternative = f"# ExecStart={argv[0]} --workers 2 --bind {other} acme.wsgi:application\n"
     return (
         "[Unit]\n"
         f"Description=SUM site {host.slug} ({kind})\n"
         f"After={after}\n"
-        f"Wants={after.split(' ', 1)[1]}\n\n"
-        "[Service]\n"
+        f"Wants={after.split(' ', 1)[1]}\n" + socket_lines + "\n[Service]\n"
         "Type=simple\n"
-        "User=www-data\n"
+        f"User={DEPLOY_USER}\n"
         "Group=www-data\n"
-        f"WorkingDirectory={host.app_dir}\n"
+        "UMask=0007\n" + service_lines + f"WorkingDirectory={host.app_dir}\n"
         f"EnvironmentFile={host.env_file}\n"
-        f"ExecStart={command}\n"
+        "Environment=PYTHONUNBUFFERED=1\n"
+        f"ExecStart={_exec_start(argv) if kind == 'gunicorn' else shlex.join(argv)}\n"
+        + alternative
         + ("ExecReload=/bin/kill -s HUP $MAINPID\n" if kind == "gunicorn" else "")
         + "Restart=on-failure\n"
         "RestartSec=5\n\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
     )
+
+
+def _socket_unit_file(host: GoldenHost) -> str:
+    return (
+        "[Unit]\n"
+        f"Description=SUM site {host.slug} (gunicorn socket)\n\n"
+        "[Socket]\n"
+        f"ListenStream={host.app_socket}\n"
+        f"SocketUser={DEPLOY_USER}\n"
+        "SocketGroup=www-data\n"
+        "SocketMode=0660\n\n"
+        "[Install]\n"
+        "WantedBy=sockets.target\n"
+    )
+
+
+def _program_name(unit: str) -> str:
+    """supervisord's program for a unit: the name without .service; a socket's with -socket."""
+    name = unit.removesuffix(".service")
+    return name[: -len(".socket")] + "-socket" if name.endswith(".socket") else name
+
+
+def _control_socket(host: GoldenHost) -> str:
+    return f"/run/golden-{_program_name(host.socket_unit)}.ctl"
 
 
 def _program(
@@ -590,11 +726,34 @@ def _programs_conf(host: GoldenHost) -> str:
         environment=f'HOME="{caddy_home}",XDG_DATA_HOME="{caddy_home}/.local/share",'
         f'XDG_CONFIG_HOME="{caddy_home}/.config"',
     )
-    for kind, command in _commands(host).items():
+    if host.socket_unit:
+        # The socket unit: holds the listening socket (SocketUser/Group/Mode) for the service.
+        conf += _program(
+            _program_name(host.socket_unit),
+            shlex.join(
+                [
+                    "python3",
+                    "/golden/socket_unit.py",
+                    "listen",
+                    str(host.app_socket),
+                    _control_socket(host),
+                    DEPLOY_USER,
+                    "www-data",
+                    "0660",
+                ]
+            ),
+            host.log_dir,
+            autostart=False,
+        )
+    for kind, argv in _commands(host).items():
+        # As systemd runs a unit: the EnvironmentFile= read as root, then User=, Group= and UMask=.
+        command = ["setpriv", "--reuid", DEPLOY_USER, "--regid", "www-data", "--init-groups", "--", *argv]
+        if kind == "gunicorn" and host.socket_unit:
+            command = ["python3", "/golden/socket_unit.py", "receive", _control_socket(host), "--", *command]
         # Not started by supervisord itself: the runbook starts the site once it is migrated.
         conf += _program(
             host.unit(kind),
-            f"sh -c 'set -a; . {host.env_file}; set +a; exec {command}'",
+            f"sh -c 'set -a; . {host.env_file}; set +a; umask 0007; exec {shlex.join(command)}'",
             host.log_dir,
             autostart=False,
             directory=str(host.app_dir),
@@ -603,18 +762,34 @@ def _programs_conf(host: GoldenHost) -> str:
 
 
 def _write_shim(host: GoldenHost) -> None:
+    units = [host.unit(kind) for kind in _commands(host)]
     config = {
         "container": host.container,
         "docker": shutil.which("docker") or "docker",
         "state_dir": str(host.state_dir),
         "caddyfile": str(host.caddy_dir / "Caddyfile"),
         "caddy_admin": host.caddy_admin,
-        "programs": ["postgresql", "redis-server", "caddy", *(host.unit(kind) for kind in _commands(host))],
-        "aliases": {"redis": "redis-server", "postgresql@15-main": "postgresql"},
+        "programs": ["postgresql", "redis-server", "caddy", *units]
+        + ([_program_name(host.socket_unit)] if host.socket_unit else []),
+        "aliases": {
+            "redis": "redis-server",
+            "postgresql@15-main": "postgresql",
+            **({host.socket_unit: _program_name(host.socket_unit)} if host.socket_unit else {}),
+        },
+        # Starting a socket-activated service starts its socket first, as systemd does.
+        "requires": {host.unit("gunicorn"): host.socket_unit} if host.socket_unit else {},
     }
     shim = host.bin_dir / "systemctl"
     shim.write_text(f"#!{sys.executable}\nCONFIG = {json.dumps(config)}\n" + (HERE / "systemctl.in").read_text())
     shim.chmod(0o755)
+
+
+def _write_units_and_site(host: GoldenHost) -> None:
+    for kind, argv in _commands(host).items():
+        (host.systemd_dir / f"{host.unit(kind)}.service").write_text(_unit_file(host, kind, argv))
+    if host.socket_unit:
+        (host.systemd_dir / host.socket_unit).write_text(_socket_unit_file(host))
+    (host.caddy_dir / "sites-enabled" / f"sum-{host.slug}.caddy").write_text(_site_caddy(host))
 
 
 def _lay_out(host: GoldenHost, example_repo: Path, ref: str) -> None:
@@ -627,6 +802,7 @@ def _lay_out(host: GoldenHost, example_repo: Path, ref: str) -> None:
         host.log_dir,
         host.state_dir / "enabled",
         host.base / ".golden",
+        host.app_socket.parent,
     ):
         path.mkdir(parents=True, exist_ok=True)
     for sub in ("static", "media", "backups"):
@@ -656,16 +832,17 @@ def _lay_out(host: GoldenHost, example_repo: Path, ref: str) -> None:
         "ACME_FEATURE_BANNER=on\n"
     )
     host.env_file.chmod(0o600)
-    for kind, command in _commands(host).items():
-        (host.systemd_dir / f"{host.unit(kind)}.service").write_text(_unit_file(host, kind, command))
     (host.caddy_dir / "Caddyfile").write_text(_caddyfile(host))
-    (host.caddy_dir / "sites-enabled" / f"sum-{host.slug}.caddy").write_text(_site_caddy(host))
+    _write_units_and_site(host)
     golden = host.base / ".golden"
     (golden / "ports.env").write_text(f"GOLDEN_PG_PORT={host.pg_port}\n")
     (golden / "programs.conf").write_text(_programs_conf(host))
+    shutil.copyfile(HERE / "socket_unit.py", golden / "socket_unit.py")
     _write_shim(host)
-    for unit in ("postgresql", "redis-server", "caddy", *(host.unit(kind) for kind in _commands(host))):
+    for unit in ("postgresql", "redis-server", "caddy"):
         (host.state_dir / "enabled" / f"{unit}.service").touch()
+    for unit in host.unit_files():
+        (host.state_dir / "enabled" / unit).touch()
 
 
 # --------------------------------------------------------------------------- start
@@ -678,7 +855,14 @@ def _check(done: subprocess.CompletedProcess, what: str) -> subprocess.Completed
 
 
 def _runbook(host: GoldenHost, image: str, example_repo: Path) -> None:
-    mounts = [host.base / "srv", host.caddy_dir, host.base / "var/lib/caddy", host.log_dir, example_repo]
+    mounts = [
+        host.base / "srv",
+        host.base / "run",
+        host.caddy_dir,
+        host.base / "var/lib/caddy",
+        host.log_dir,
+        example_repo,
+    ]
     args = [
         "docker",
         "run",
@@ -732,6 +916,19 @@ def _runbook(host: GoldenHost, image: str, example_repo: Path) -> None:
     _wait("Caddy's admin API", lambda: _answers(f"http://{host.caddy_admin}/config/"), 60)
     mark("container and services")
 
+    # The deploy user the units run as (User=deploy, Group=www-data): it writes media, and owns
+    # gunicorn's socket folder (systemd's RuntimeDirectory= or tmpfiles.d on a real host).
+    _check(
+        host.exec(
+            "useradd", "--system", "--gid", "www-data", "--no-create-home", "--shell", "/usr/sbin/nologin", DEPLOY_USER
+        ),
+        f"useradd {DEPLOY_USER}",
+    )
+    _check(
+        host.exec("chown", "-R", f"{DEPLOY_USER}:www-data", str(host.site_dir / "media"), str(host.app_socket.parent)),
+        "chown media and the socket folder",
+    )
+
     env = host.env()
     user, password = env["DJANGO_DB_USER"], env["DJANGO_DB_PASSWORD"]
     host.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'", database="postgres")
@@ -771,9 +968,12 @@ def _runbook(host: GoldenHost, image: str, example_repo: Path) -> None:
         check=True,
     )
     mark("createsuperuser")
-    for kind in _commands(host):
-        _check(host.exec("supervisorctl", "start", host.unit(kind), timeout=120), f"start {host.unit(kind)}")
+    _check(host.systemctl("start", *host.unit_files()), "systemctl start the site's units")
+    _wait_healthy(host)
+    mark("start the site, healthy through Caddy")
 
+
+def _wait_healthy(host: GoldenHost) -> None:
     def healthy() -> bool:
         try:
             answer = host.request("GET", "/health/", timeout=5)
@@ -782,7 +982,6 @@ def _runbook(host: GoldenHost, image: str, example_repo: Path) -> None:
         return answer.status_code == 200 and answer.json().get("status") == "ok"
 
     _wait("GET /health/ through the host Caddy", healthy, 90, interval=0.5)
-    mark("start the site, healthy through Caddy")
 
 
 def _answers(url: str) -> bool:
@@ -800,10 +999,13 @@ def start_golden_host(
     domain: str | None = None,
     ref: str = "v1.0.0",
     celery: bool = False,
+    bind: str = "unix",
 ) -> GoldenHost:
     """Build the image if needed, lay out BASE, start the container, run the runbook steps
     (venv, migrate, collectstatic, superuser, start the site) and wait until the site answers
     through the host Caddy. On failure, removes the container and raises with its logs."""
+    if bind not in BINDS:
+        raise GoldenHostError(f"unknown bind {bind!r} (one of {', '.join(BINDS)})")
     started = time.monotonic()
     remove_stale_golden_hosts()
     image = ensure_image()
@@ -834,6 +1036,7 @@ def start_golden_host(
         admin_password=_random(20),
         caddy_admin=f"127.0.0.1:{admin_port}",
         celery=celery,
+        bind=bind,
         log_dir=base / "var/log/sum",
         state_dir=base / "var/lib/systemd-sim",
     )

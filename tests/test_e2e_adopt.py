@@ -1,8 +1,10 @@
 """`sumbg adopt` on a simulated runbook host (tests/golden_host.py): Debian's PostgreSQL, Redis
 and Caddy, gunicorn and Celery under a supervisor standing in for systemd, the golden-path
-layout. Bad input and --dry-run change nothing; the adoption itself runs under a background
-visitor that reads and writes through the host Caddy; --undo puts the old deployment back.
-The tests share one golden host and run in file order.
+layout (units with continued ExecStart= lines, gunicorn on a unix socket, the host Caddy
+proxying to it). Bad input and --dry-run change nothing; the adoption itself runs under a
+background visitor that reads and writes through the host Caddy; --undo puts the old
+deployment back. Then the operator moves the old site to socket activation (a .socket unit),
+and it is adopted and undone again. The tests share one golden host and run in file order.
 """
 
 from __future__ import annotations
@@ -94,6 +96,17 @@ def nothing_of_sumbg(host: Host) -> None:
     assert docker("volume", "ls", "-q", "--filter", f"name=sum-{SLUG}-").stdout.split() == []
 
 
+GOLDEN_HEADERS = ("x-content-type-options", "x-frame-options", "referrer-policy", "permissions-policy")
+
+
+def site_headers(golden: GoldenHost) -> dict[str, str]:
+    """The headers the host Caddy's site file sets (and the Server header it removes), and the
+    compression it applies, as a visitor gets them on the homepage."""
+    answer = golden.request("GET", "/", headers={"Accept-Encoding": "gzip"})
+    assert answer.status_code == 200, answer.status_code
+    return {name: answer.headers.get(name, "") for name in (*GOLDEN_HEADERS, "server", "content-encoding")}
+
+
 def old_site_serves(golden: GoldenHost) -> None:
     answer = golden.request("GET", "/health/")
     assert answer.status_code == 200, answer.text
@@ -116,6 +129,8 @@ def variant(golden: GoldenHost, tmp: Path, *, env: str | None = None, units: boo
         for unit in golden.systemd_dir.glob("*.service"):
             (systemd / unit.name).write_text(unit.read_text().replace(str(golden.site_dir), str(site)))
     shutil.copytree(golden.caddy_dir, tmp / "caddy")
+    main = tmp / "caddy/Caddyfile"  # its import names the folder by its absolute path
+    main.write_text(main.read_text().replace(str(golden.caddy_dir), str(tmp / "caddy")))
     return {"source": site, "systemd_dir": systemd, "caddy_dir": tmp / "caddy"}
 
 
@@ -156,7 +171,10 @@ def test_dry_run_reads_everything_and_changes_nothing(host: Host, golden: Golden
     head = golden.exec("git", "-C", str(golden.app_dir), "rev-parse", "HEAD").stdout.strip()
     assert plan["deployment"]["commit"] == head and plan["commit"] == head
     assert plan["deployment"]["units"] == [f"{golden.unit('gunicorn')}.service", f"{golden.unit('celery')}.service"]
-    assert plan["deployment"]["domains"] == [DOMAIN]
+    assert plan["deployment"]["domains"] == [DOMAIN, f"www.{DOMAIN}"]
+    # The golden path's unit (ExecStart= over several lines) read as systemd reads it.
+    assert plan["deployment"]["app_address"] == f"unix:{golden.app_socket}"
+    assert f"it answers on unix:{golden.app_socket}, behind " in result.stderr
     assert {"SENTRY_DSN", "ACME_FEATURE_BANNER", "DJANGO_SECRET_KEY"} <= set(plan["deployment"]["carried_env"])
     assert [s["name"] for s in plan["steps"]][-8:] == [
         "maintenance",
@@ -237,6 +255,7 @@ def adopted(host: Host, golden: GoldenHost) -> dict:
     # A task queued for a queue no worker of the old site consumes: it must not stay behind.
     golden.exec("redis-cli", "-p", str(golden.redis_port), "-n", "1", "RPUSH", "reports", QUEUED_TASK)
     original_site_file = (golden.caddy_dir / f"sites-enabled/sum-{SLUG}.caddy").read_bytes()
+    headers = site_headers(golden)
     visitor = Visitor(golden)
     visitor.start()
     time.sleep(1)
@@ -249,6 +268,7 @@ def adopted(host: Host, golden: GoldenHost) -> dict:
         "media": media,
         "session": session,
         "original_site_file": original_site_file,
+        "headers": headers,
     }
 
 
@@ -288,6 +308,12 @@ def test_adopt_moves_every_row_and_file_with_a_measured_window(host: Host, golde
         == golden.exec("git", "-C", str(golden.app_dir), "rev-parse", "HEAD").stdout.strip()
     )
     assert host.state(SLUG)["live"] == "blue" and host.state(SLUG)["adoption"]["status"] == "adopted"
+    assert host.state(SLUG)["adoption"]["app_address"] == f"unix:{golden.app_socket}"
+    # The host Caddy's file sumbg wrote keeps the site's headers and compression (and still
+    # removes the Server header, which the edge would add).
+    assert adopted["headers"]["x-frame-options"] == "DENY" and adopted["headers"]["server"] == ""
+    assert adopted["headers"]["content-encoding"] == "gzip"
+    assert site_headers(golden) == adopted["headers"]
     # The old units are stopped and disabled, and still there.
     status = golden.supervisor_status()
     for kind in ("gunicorn", "celery"):
@@ -348,8 +374,15 @@ def test_undo_puts_the_old_deployment_back_with_the_writes_made_since(host: Host
 
 
 def test_adopt_again_from_a_backup_db_sh_file(host: Host, golden: GoldenHost, adopted, tmp_path) -> None:
-    """After an undo, the site is adopted again, this time from the .sql.gz file the runbook's
-    backup_db.sh writes (for a database sumbg cannot read with the .env's credentials)."""
+    """After an undo, the operator moved the old site to socket activation (a .socket unit holds
+    gunicorn's socket, gunicorn binds fd://0); it is adopted again, this time from the .sql.gz
+    file the runbook's backup_db.sh writes (for a database sumbg cannot read with the .env's
+    credentials). The socket unit is stopped and disabled with its service."""
+    started = time.monotonic()
+    golden.rebind("socket")
+    print(f"\nrebind to socket activation: {time.monotonic() - started:.1f}s")
+    old_site_serves(golden)
+    assert golden.program_state(golden.socket_unit) == "RUNNING"
     assert golden.post_lead("in the backup file") == 302
     dump = golden.site_dir / "backups" / f"{SLUG}_20261127.sql.gz"
     # As from a host where the app's role had another name: its OWNER TO lines name a role sumbg lacks.
@@ -363,9 +396,28 @@ def test_adopt_again_from_a_backup_db_sh_file(host: Host, golden: GoldenHost, ad
     result = adopt(host, golden, "--dump", str(dump), "--json")
     assert result.returncode == 0, str(result)
     summary = result.json()
+    print("adopt --dump: " + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in summary["steps"]))
     final = next(step for step in summary["steps"] if step["name"] == "final-import")
     assert "writes after it are not carried" in final["reason"]
     names = set(sumbg_psql("SELECT name FROM sum_core_lead").splitlines())
     assert {"in the backup file", "after adoption", "before 0"} <= names
     assert golden.request("GET", "/health/").json()["version"]["git_sha"] != "unknown"
     assert host.state(SLUG)["adoption"]["status"] == "adopted"
+    assert host.state(SLUG)["adoption"]["units"] == golden.unit_files()
+    assert golden.unit_files()[0] == f"sum-{SLUG}-gunicorn.socket"
+    for unit in golden.unit_files():
+        assert golden.program_state(unit) == "STOPPED" and not golden.is_enabled(unit), unit
+
+
+def test_undo_enables_and_starts_the_socket_unit_with_its_service(host: Host, golden: GoldenHost) -> None:
+    assert host.state(SLUG)["adoption"]["status"] == "adopted"
+    result = adopt(host, golden, "--undo", "--json")
+    assert result.returncode == 0, str(result)
+    print("\nadopt --undo: " + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in result.json()["steps"]))
+    for unit in golden.unit_files():
+        assert golden.program_state(unit) == "RUNNING" and golden.is_enabled(unit), unit
+    old_site_serves(golden)  # through the host Caddy, to gunicorn on the socket the socket unit holds
+    assert golden.post_lead("after the second undo") == 302
+    assert "after the second undo" in golden.psql("SELECT name FROM sum_core_lead").splitlines()
+    calls = golden.shim_calls()
+    assert ["enable", golden.socket_unit] in calls and ["start", golden.socket_unit] in calls

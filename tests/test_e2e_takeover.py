@@ -1,7 +1,9 @@
 """`sumbg takeover`: after adoption, the edge takes the host Caddy's ports with its certificates.
 
 It needs an edge of its own (its ports and TLS mode change), so this module runs a second
-sumbg root beside the session's, with an edge named after the session's test edge.
+sumbg root beside the session's, with an edge named after the session's test edge. Its runbook
+host binds gunicorn to 127.0.0.1:<port> (the TCP variant; test_e2e_adopt.py has the unix socket
+and the socket-activated ones).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def own_host(host: Host, example_repo: Path, tmp_path_factory) -> Host:
 
 @pytest.fixture(scope="module")
 def golden(own_host: Host, example_repo: Path, tmp_path_factory) -> GoldenHost:
-    old = start_golden_host(tmp_path_factory.mktemp("golden-take"), example_repo, slug=SLUG, domain=DOMAIN)
+    old = start_golden_host(tmp_path_factory.mktemp("golden-take"), example_repo, slug=SLUG, domain=DOMAIN, bind="tcp")
     yield old
     old.stop()
 
@@ -90,6 +92,7 @@ def certificate(own_host: Host, golden: GoldenHost) -> str:
         "--json",
     )
     assert adopted.returncode == 0, str(adopted)
+    assert own_host.state(SLUG)["adoption"]["app_address"] == f"127.0.0.1:{golden.app_port}"
     assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == served  # the host Caddy in front
     return served
 
@@ -167,7 +170,7 @@ def test_the_edge_takes_the_ports_and_serves_the_same_certificate(own_host: Host
         f"{len(failed)} failed ({sorted({s[1] for s in failed})}); steps "
         + ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in summary["steps"])
     )
-    assert summary["certificates_kept"] == [DOMAIN]
+    assert summary["certificates_kept"] == [DOMAIN, f"www.{DOMAIN}"]
     # The edge answers on the host Caddy's port with the certificate the host Caddy had.
     assert served_certificate("127.0.0.1", golden.https_port, DOMAIN) == certificate
     health = golden.request("GET", "/health/").json()

@@ -82,14 +82,46 @@ def _host_site_context(
     }
 
 
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_HEADER_VALUE = re.compile(r"[^\\\x00-\x1f\x7f]*")
+
+
+def _header_blocks(headers) -> list[tuple[bool, list[str]]]:
+    """`header` blocks keeping a site's response header operations (objects with op, name, value,
+    deferred): names are HTTP tokens, values quoted, so nothing can open or close a block."""
+    blocks: dict[bool, list[str]] = {}
+    for header in headers:
+        if not _HEADER_NAME.fullmatch(header.name) or not _HEADER_VALUE.fullmatch(header.value):
+            raise CaddyError(f"refusing to render the header {header.name!r}")
+        value = '"' + header.value.replace('"', '\\"') + '"'
+        line = {"set": f"{header.name} {value}", "add": f"+{header.name} {value}", "delete": f"-{header.name}"}
+        blocks.setdefault(bool(header.deferred), []).append(line[header.op])
+    return sorted(blocks.items())
+
+
 def render_host_proxy(
-    slug: str, domains: tuple[str, ...], tls_lines: tuple[str, ...], *, edge_address: str, kept: str, since: str
+    slug: str,
+    domains: tuple[str, ...],
+    tls_lines: tuple[str, ...],
+    *,
+    edge_address: str,
+    kept: str,
+    since: str,
+    encodings: tuple[str, ...] = (),
+    headers: tuple = (),
 ) -> str:
-    """A runbook host Caddy's site file once sumbg serves the site: TLS there, the rest at the edge."""
+    """A runbook host Caddy's site file once sumbg serves the site: TLS there, and the site's own
+    compression and response headers (`encodings`, `headers`), the rest at the edge."""
     if not re.fullmatch(r"[0-9.]+:[0-9]+|\[[0-9a-f:]+\]:[0-9]+", edge_address):
         raise CaddyError(f"refusing to render a proxy to {edge_address!r}")
+    if not all(re.fullmatch(r"[a-z0-9]+", encoding) for encoding in encodings):
+        raise CaddyError(f"refusing to render the encodings {encodings!r}")
     return _env.get_template("host-proxy.caddy.j2").render(
-        **_host_site_context(slug, domains, tls_lines, kept), edge_address=edge_address, since=since
+        **_host_site_context(slug, domains, tls_lines, kept),
+        edge_address=edge_address,
+        since=since,
+        encodings=list(encodings),
+        header_blocks=_header_blocks(headers),
     )
 
 

@@ -32,6 +32,12 @@ class Target:
     domain: str
     sni: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    uds: str = ""  # reached over this unix socket (HTTP, Host header = domain) instead of base_url's address
+
+
+def unix_socket_target(label: str, path: str, domain: str) -> Target:
+    """An app server listening on a unix socket (gunicorn's `--bind unix:PATH`), asked for `domain`."""
+    return Target(label, "http://localhost", domain, uds=path)
 
 
 def live_target(edge: EdgeSettings, site: SiteConfig) -> Target:
@@ -115,9 +121,22 @@ class Prober:
         # Loopback probes of our own edge: with TLS on, the certificate is for the
         # domain (or Caddy's internal CA), so verification is left to the real visitors.
         self.client = httpx.Client(timeout=timeout, verify=False, follow_redirects=False)
+        self.timeout = timeout
+        self.socket_clients: dict[str, httpx.Client] = {}
 
     def close(self) -> None:
         self.client.close()
+        for client in self.socket_clients.values():
+            client.close()
+
+    def _client(self, target: Target) -> httpx.Client:
+        if not target.uds:
+            return self.client
+        if target.uds not in self.socket_clients:
+            self.socket_clients[target.uds] = httpx.Client(
+                transport=httpx.HTTPTransport(uds=target.uds), timeout=self.timeout, follow_redirects=False
+            )
+        return self.socket_clients[target.uds]
 
     def __enter__(self) -> Prober:
         return self
@@ -137,7 +156,7 @@ class Prober:
         all_headers = {"Host": target.domain, "X-Forwarded-Proto": "https", **dict(target.headers), **(headers or {})}
         extensions = {"sni_hostname": target.domain} if target.sni else {}
         try:
-            response = self.client.request(
+            response = self._client(target).request(
                 method, target.base_url + path, headers=all_headers, data=data, extensions=extensions
             )
         except httpx.HTTPError as exc:
@@ -221,7 +240,7 @@ class Prober:
         if check.csrf_from:
             page = self.request(target, check.csrf_from)
             token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
-            cookie = self.client.cookies.get("csrftoken")
+            cookie = self._client(target).cookies.get("csrftoken")
             if not token or not cookie:
                 return Answer(
                     page.status,
@@ -231,7 +250,7 @@ class Prober:
                 )
             form["csrfmiddlewaretoken"] = token.group(1)
             headers["Cookie"] = f"csrftoken={cookie}"
-            self.client.cookies.clear()
+            self._client(target).cookies.clear()
         return self.request(target, check.path, "POST", data=form, headers=headers)
 
 

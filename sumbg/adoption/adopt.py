@@ -28,16 +28,16 @@ from urllib.parse import quote
 from sumbg import naming
 from sumbg.adapters import build, caddy, gitrepo
 from sumbg.adapters.docker import Engine, ExecResult
-from sumbg.adapters.probe import Target, live_target, preview_target, served_certificate
+from sumbg.adapters.probe import Target, live_target, preview_target, served_certificate, unix_socket_target
 from sumbg.adoption.runbook_host import (
+    CaddyRunner,
     Deployment,
     RunbookPaths,
     RunbookServices,
-    caddy_global_option,
-    caddy_ports,
     carried_env,
+    probe_address,
     read_deployment,
-    site_domains,
+    read_host_caddy,
 )
 from sumbg.config import CaddySettings, SiteConfig, load_host, render_site_toml, set_edge_settings, set_site_settings
 from sumbg.errors import BackupError, CheckFailed, SumbgError, UsageError, tail
@@ -349,8 +349,24 @@ def host_caddy_target(https_port: int, domain: str) -> Target:
     return Target("host Caddy", f"https://127.0.0.1:{https_port}", domain, sni=True)
 
 
-def old_app_target(deployment: Deployment) -> Target:
-    return Target("old app", f"http://{deployment.app_address}", deployment.domains[0])
+def old_app_target(app_address: str, domain: str) -> Target:
+    """The old app server itself (not through any Caddy), as the host Caddy reached it."""
+    if app_address.startswith("unix:"):
+        return unix_socket_target("old app", app_address[len("unix:") :], domain)
+    return Target("old app", f"http://{probe_address(app_address)}", domain)
+
+
+def caddy_runner(ctx: Context) -> CaddyRunner:
+    """Caddy as sumbg ships it (the edge's image), run once in a throwaway container to read the
+    host Caddy's configuration: whatever Caddy the host runs, the reading is the same."""
+
+    def run(script: str, args: list[str], scratch: Path, mount_at: Path) -> tuple[int, str, str]:
+        result = ctx.engine.run_oneoff(
+            ctx.host.images.caddy, ["sh", "-c", script, "sh", *args], volumes=[(str(scratch), str(mount_at), "rw")]
+        )
+        return result.returncode, result.stdout, result.stderr
+
+    return run
 
 
 # =================================================================== adopt
@@ -368,7 +384,11 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
     naming.validate_slug(slug)
     for name in options.domains:
         naming.validate_domain(name)
-    deployment = read_deployment(options.source, slug, options.paths, domains=options.domains)
+    named_site_file = options.paths.caddy_dir / "sites-enabled" / f"sum-{slug}.caddy"
+    if named_site_file.is_file() and MANAGED_MARK in named_site_file.read_text(errors="replace"):
+        raise _written_by_sumbg(named_site_file, slug)
+    ctx.engine.ping()  # the host Caddy's files are read by Caddy in a container
+    deployment = read_deployment(options.source, slug, options.paths, caddy=caddy_runner(ctx), domains=options.domains)
     for name in deployment.domains:
         naming.validate_domain(name)
     if deployment.checkout.changed:
@@ -378,10 +398,7 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
             f"{deployment.checkout.commit[:12]} without them; commit and push them, then adopt"
         )
     if MANAGED_MARK in deployment.caddy_site_file.read_text():
-        raise UsageError(
-            f"{deployment.caddy_site_file} was written by sumbg (an adoption that did not finish, or a "
-            f"site already adopted): run `sumbg recover {slug}` or `sumbg status {slug}`"
-        )
+        raise _written_by_sumbg(deployment.caddy_site_file, slug)
     if options.dump_file and not options.dump_file.is_file():
         raise UsageError(f"--dump {options.dump_file} is not a file")
     site_dir = ctx.host.site_dir(slug)
@@ -393,7 +410,6 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
             f"the edge's http_port {ctx.host.edge.http_port} is the host Caddy's own port; the host "
             "Caddy stays in front, so give the edge other ports in sumbg.toml [edge]"
         )
-    ctx.engine.ping()
     source_db = SourceDatabase(ctx.engine, ctx.host.images.postgres, deployment)
     if not options.dump_file:
         source_db.check_readable()
@@ -443,12 +459,20 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     _, warnings = carried_env(deployment.env)
+    warnings += [
+        f"{deployment.caddy_site_file.name}: {what} is not kept in the file sumbg writes in its place"
+        for what in (deployment.caddy_site.not_kept if deployment.caddy_site else ())
+    ]
     image = build.image_spec(slug, gitrepo.Resolved(ref=ref, commit=resolved.commit), pin)
     plan = adopt_plan(ctx, site, deployment, image, source_db, options)
     if options.dry_run:
         described = plan.describe()
         described.update({"dry_run": True, "warnings": warnings, "deployment": deployment.facts()})
         ctx.reporter.line(f"sumbg adopt {slug} --dry-run: {len(plan.steps)} steps, nothing changed")
+        ctx.reporter.line(
+            f"  the old app: {', '.join(u.name for u in deployment.units)}; it answers on "
+            f"{deployment.app_address}, behind {deployment.caddy_site_file} ({', '.join(deployment.domains)})"
+        )
         for step in plan.steps:
             ctx.reporter.line(f"  {step.name}: {step.summary}")
         for warning in warnings:
@@ -470,6 +494,13 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict:
         f"is stopped and disabled, not deleted: `sumbg adopt --undo {slug}` puts it back"
     )
     return result
+
+
+def _written_by_sumbg(site_file: Path, slug: str) -> UsageError:
+    return UsageError(
+        f"{site_file} was written by sumbg (an adoption that did not finish, or a "
+        f"site already adopted): run `sumbg recover {slug}` or `sumbg status {slug}`"
+    )
 
 
 def adopt_plan(
@@ -558,8 +589,8 @@ def adopt_plan(
             database=deployment.database.describe(),
             media=str(deployment.media_dir),
             caddy_ports=list(deployment.caddy_ports),
-            systemd_dir=str(options.paths.systemd_dir),
-            caddy_dir=str(options.paths.caddy_dir),
+            systemd_dir=str(options.paths.systemd_dir.absolute()),
+            caddy_dir=str(options.paths.caddy_dir.absolute()),
         )
         run.save_state()
 
@@ -641,6 +672,8 @@ def adopt_plan(
                 edge_address=edge_address(ctx),
                 kept=str(kept),
                 since=utc_now(),
+                encodings=deployment.caddy_site.encodings if deployment.caddy_site else (),
+                headers=deployment.caddy_site.headers if deployment.caddy_site else (),
             ),
         )
         services.reload_caddy()
@@ -798,13 +831,16 @@ def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
         source = Path(adoption.source or "")
         if not kept.is_file():
             raise UsageError(f"{kept} (the host Caddy site file sumbg replaced) is missing; cannot undo")
+        ctx.engine.ping()
+        # Read as it was before the adoption: the original site file in place of sumbg's.
         deployment = read_deployment(
             source,
             slug,
             RunbookPaths(systemd_dir=Path(adoption.systemd_dir or ""), caddy_dir=Path(adoption.caddy_dir or "")),
+            caddy=caddy_runner(ctx),
             domains=site.config.domains,
+            replaced={site_file: kept.read_bytes()},
         )
-        ctx.engine.ping()
         source_db = SourceDatabase(ctx.engine, ctx.host.images.postgres, deployment)
         source_db.check_readable()
         live = state.live
@@ -850,7 +886,7 @@ def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
                 services.enable(unit.name)
                 services.start(unit.name)
             with ctx.prober() as prober:
-                health = prober.wait_healthy(old_app_target(deployment), 60)
+                health = prober.wait_healthy(old_app_target(deployment.app_address, deployment.domains[0]), 60)
             return {"started": [u.name for u in deployment.units], "health": health.status}
 
         def caddy_back(run: Run):
@@ -929,6 +965,10 @@ def recover_plan(ctx: Context, site: Site, state: SiteState) -> Plan:
                 shutil.copy2(kept, site_file)
                 services.reload_caddy()
                 actions.append(f"put back {site_file}")
+            if adoption.app_address:
+                with ctx.prober() as prober:
+                    health = prober.wait_healthy(old_app_target(adoption.app_address, site.config.domain), 60)
+                actions.append(f"the old app answers on {adoption.app_address} ({health.status})")
         return {"actions": actions}
 
     def stop_ours(run: Run):
@@ -938,7 +978,11 @@ def recover_plan(ctx: Context, site: Site, state: SiteState) -> Plan:
         "recover",
         slug,
         (
-            Step("old-site", "start the old units again and put back the host Caddy site file", old_site_back),
+            Step(
+                "old-site",
+                "start the old units again, put back the host Caddy site file, confirm the old app answers",
+                old_site_back,
+            ),
             Step("ours", "stop sumbg's half-made colour, remove its edge route (data volume kept)", stop_ours),
         ),
         facts={"interrupted": state.operation.to_json() if state.operation else None, "adoption": adoption.status},
@@ -953,11 +997,11 @@ def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bo
     the host Caddy's certificates, ACME accounts and local CA go into the edge's storage first,
     so nothing is re-issued; then, in one measured window, the host Caddy stops and the edge
     is started afresh on its ports, ending TLS itself. A failure puts everything back."""
-    main = paths.caddy_dir / "Caddyfile"
+    caddy_dir = paths.caddy_dir.absolute()
+    main = caddy_dir / "Caddyfile"
     if not main.is_file():
         raise UsageError(f"{main} does not exist: give the host Caddy's folder with --caddy-dir")
-    ports = caddy_ports(main.read_text())
-    enabled = sorted(p for p in (paths.caddy_dir / "sites-enabled").glob("*") if p.is_file())
+    enabled = sorted(p for p in (caddy_dir / "sites-enabled").glob("*") if p.is_file())
     adopted: dict[Path, tuple[SiteConfig, AdoptionRecord]] = {}
     for config in ctx.site_configs():
         record = Site(ctx.host, config).records.load_state().adoption
@@ -975,13 +1019,21 @@ def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bo
         raise UsageError(
             f"--caddy-data {caddy_data} is not a folder (the host Caddy's data directory, with certificates/ and acme/)"
         )
+    ctx.engine.ping()
+    # The sites' TLS as the host Caddy had it: each adopted site's original file in place of sumbg's.
+    kept = {path: Path(record["kept"]) for path, (_, record) in adopted.items()}
+    missing = [str(k) for k in kept.values() if not k.is_file()]
+    if missing:
+        raise UsageError(f"{missing[0]} (the host Caddy site file sumbg replaced) is missing")
+    host_caddy = read_host_caddy(
+        caddy_dir, caddy_runner(ctx), replaced={path: k.read_bytes() for path, k in kept.items()}
+    )
+    ports = host_caddy.ports
     if ctx.host.edge.preview_port in ports:
         raise UsageError(f"the edge's preview_port {ctx.host.edge.preview_port} is one of the host Caddy's ports")
-    tls_lines = [line for _, record in adopted.values() for line in site_domains(Path(record["kept"]).read_text())[1]]
-    internal = bool(tls_lines) and all(line.split()[1] == "internal" for line in tls_lines)
-    email = next((line.split()[1] for line in tls_lines if "@" in line.split()[1]), "") or caddy_global_option(
-        main.read_text(), "email"
-    )
+    read_sites = [host_caddy.site(path) for path in adopted]
+    internal = all(site.tls_mode == "internal" for site in read_sites)
+    email = next((site.email for site in read_sites if site.email), "") or host_caddy.email
     settings: dict[str, str | int] = {
         "http_port": ports[0],
         "https_port": ports[1],
@@ -997,7 +1049,6 @@ def takeover(ctx: Context, paths: RunbookPaths, caddy_data: Path, *, dry_run: bo
             f"(tls {settings['tls']}) for {', '.join(c.slug for c in sites)}; nothing changed"
         )
         return {"operation": "takeover", "dry_run": True, **facts}
-    ctx.engine.ping()
     services = RunbookServices()
     https = ports[1]
     before = {name: served_certificate("127.0.0.1", https, name) for c in sites for name in c.domains}
