@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import jinja2
 
@@ -86,7 +88,20 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _HEADER_VALUE = re.compile(r"[^\\\x00-\x1f\x7f]*")
 
 
-def _header_blocks(headers) -> list[tuple[bool, list[str]]]:
+class HeaderOperation(Protocol):
+    """One response header operation of a Caddy `header` directive (as adoption reads them)."""
+
+    @property
+    def op(self) -> str: ...  # "set", "add" or "delete"
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def deferred(self) -> bool: ...
+
+
+def _header_blocks(headers: Sequence[HeaderOperation]) -> list[tuple[bool, list[str]]]:
     """`header` blocks keeping a site's response header operations (objects with op, name, value,
     deferred): names are HTTP tokens, values quoted, so nothing can open or close a block."""
     blocks: dict[bool, list[str]] = {}
@@ -108,7 +123,7 @@ def render_host_proxy(
     kept: str,
     since: str,
     encodings: tuple[str, ...] = (),
-    headers: tuple = (),
+    headers: Sequence[HeaderOperation] = (),
 ) -> str:
     """A runbook host Caddy's site file once sumbg serves the site: TLS there, and the site's own
     compression and response headers (`encodings`, `headers`), the rest at the edge."""
