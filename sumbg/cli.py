@@ -888,10 +888,11 @@ def load_fleet_file(fleet_file: str | None) -> FleetConfig:
 @fleet_file_option
 @json_option
 def fleet_status(fleet_file: str | None, as_json: bool) -> None:
-    """Every site on every host: live release, sum-core, health, last operation, rollback.
+    """Every site on every host: live release, sum-core, health, last operation, rollback, backups.
 
     Also writes the fleet's sites matrix ([fleet] matrix, default SITES.md beside the
-    fleet file). Exits 1 when a host does not answer (the others are still shown).
+    fleet file). Exits 1 when a host does not answer (the others are still shown) or a
+    site's last good backup is older than its [backup] max_age (or its last backup failed).
     """
     from sumbg.fleet.driver import FleetDriver
     from sumbg.fleet.view import status_document, status_lines
@@ -906,7 +907,7 @@ def fleet_status(fleet_file: str | None, as_json: bool) -> None:
         for line in status_lines(views):
             click.echo(line)
         click.echo(f"matrix written to {written}", err=True)
-    if any(not view.reachable for view in views):
+    if any(not view.reachable for view in views) or any(site.backup.problems for view in views for site in view.sites):
         raise click.exceptions.Exit(1)
 
 

@@ -328,6 +328,9 @@ class FakeDatabase:
     def size_mb(self) -> float:
         return self.world.database_mb
 
+    def has_tables(self) -> bool:
+        return self.world.database_mb > 0
+
     def terminate(self, database: str) -> None:
         self.world.schema_effects.append(("terminate", database))
 

@@ -165,6 +165,9 @@ def safety_backup(rs: RestoreRun, run: Run) -> StepResult:
     if live and live_record is not None and rs.stacks.stop_worker(live):
         run.on_failure(f"restart {live}'s worker", lambda: rs.stacks.start_worker(live, live_record.image, live=True))
     rs.database.terminate(rs.database.name)
+    if not rs.database.has_tables():
+        # A database lost and created again empty (a restore drill, a new volume): nothing to keep.
+        return {"outcome": "skipped", "reason": "the database holds no table: nothing to keep"}
     taken = rs.stacks.backup(rs.safety_name)
     run.notes["safety_backup"] = taken.path.name
     return taken.record()

@@ -135,6 +135,7 @@ def dump_step(br: BackupRun, run: Run) -> StepResult:
 
 def media_step(br: BackupRun, run: Run) -> StepResult:
     assert br.manifest is not None
+    shutil.rmtree(br.backups.media_path(br.name), ignore_errors=True)  # a backup of the same second, replaced
     copy = link_tree(br.site.media_dir, br.backups.media_path(br.name))
     br.manifest.media = copy.to_json()
     br.backups.write(br.manifest)
@@ -175,23 +176,23 @@ def upload_step(br: BackupRun, run: Run) -> StepResult:
         created = store.ensure_initialised()
         expected = count_tree(folder)
         upload = store.backup([folder], br.tags())
-        check_upload(store, br.site.slug, upload, expected)
+        snapshot = check_upload(store, br.site.slug, upload, expected)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     record_offsite(
         br.manifest,
         store.shown,
-        upload.snapshot,
+        snapshot,
         files=upload.files,
         bytes=upload.bytes,
         data_added=upload.data_added,
     )
     br.backups.write(br.manifest)
-    run.notes["snapshot"] = upload.snapshot
+    run.notes["snapshot"] = snapshot
     return {
         "repository": store.shown,
         "initialised": created,
-        "snapshot": upload.snapshot,
+        "snapshot": snapshot,
         "files": upload.files,
         "bytes": upload.bytes,
         "files_new": upload.files_new,
@@ -200,12 +201,13 @@ def upload_step(br: BackupRun, run: Run) -> StepResult:
     }
 
 
-def check_upload(store: OffsiteStore, slug: str, upload: Upload, expected: MediaCount) -> None:
+def check_upload(store: OffsiteStore, slug: str, upload: Upload, expected: MediaCount) -> str:
     """A snapshot counts only if the repository lists it and it holds every staged file and byte;
-    otherwise it is removed, so nothing half made is ever taken for a backup."""
-    listed = any(s.id == upload.snapshot for s in store.snapshots([site_tag(slug)]))
-    if listed and (upload.files, upload.bytes) == (expected.files, expected.bytes):
-        return
+    otherwise it is removed, so nothing half made is ever taken for a backup. Returns its full id
+    (restic 0.14's summary gives the short one)."""
+    listed = [s.id for s in store.snapshots([site_tag(slug)]) if s.id.startswith(upload.snapshot)]
+    if len(listed) == 1 and (upload.files, upload.bytes) == (expected.files, expected.bytes):
+        return listed[0]
     store.forget([upload.snapshot], prune=False)
     raise BackupError(
         f"snapshot {upload.snapshot[:8]} on {store.shown} "
@@ -219,20 +221,17 @@ def check_upload(store: OffsiteStore, slug: str, upload: Upload, expected: Media
 
 
 def prune_step(br: BackupRun, run: Run) -> StepResult:
-    protected = protected_backups(run.state) | {br.name}
-    removed = br.stacks.prune_backups(protected)
+    protected = protected_backups(run.state)
+    removed = br.stacks.prune_backups(protected | {br.name})
     result: StepResult = {"removed": removed}
     if br.policy.offsite:
         store = br.offsite_store()
         snapshots = store.snapshots([site_tag(br.site.slug)])
         kept_names = {stem(name) for name in protected}
-        dated = [
-            retention.Dated(s.id, at)
-            for s in snapshots
-            if (at := retention.parse_time(s.time)) is not None and (s.tag("backup") or "") not in kept_names
-        ]
-        # The protected ones are left out of the count, as they are here.
-        forget = retention.to_delete(dated, br.policy.retention)
+        dated = [retention.Dated(s.id, at) for s in snapshots if (at := retention.parse_time(s.time)) is not None]
+        # A colour's backup is kept whatever the rules say (counted by them, as here).
+        keep = {s.id for s in snapshots if (s.tag("backup") or "") in kept_names}
+        forget = retention.to_delete(dated, br.policy.retention, keep)
         store.forget(forget, prune=True)
         result["offsite_removed"] = [s[:8] for s in forget]
     return result

@@ -31,6 +31,12 @@ ROW_COUNTS_SQL = (
 )
 
 
+HAS_TABLES_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+    "AND table_schema NOT IN ('pg_catalog', 'information_schema'))"
+)
+
+
 def parse_row_counts(output: str) -> dict[str, int]:
     counts = {}
     for line in output.splitlines():
@@ -81,6 +87,10 @@ class Database:
     def row_counts(self, database: str | None = None) -> dict[str, int]:
         """Rows per table of the site's database (or of a scratch one beside it)."""
         return parse_row_counts(self.sql(ROW_COUNTS_SQL, database or self.name))
+
+    def has_tables(self) -> bool:
+        """Whether the site's database holds any table of its own (an empty one has none)."""
+        return self.sql(HAS_TABLES_SQL, self.name) == "t"
 
     def size_mb(self) -> float:
         return int(self.sql(f"SELECT pg_database_size('{self.name}')")) / 1024**2
