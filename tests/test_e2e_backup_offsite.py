@@ -21,8 +21,8 @@ import pytest
 
 from sumbg.config import set_site_settings
 from sumbg.site.database import ROW_COUNTS_SQL, parse_row_counts
-from tests.conftest import EDGE, docker, free_port, http_get, new_host, wait_until
-from tests.fleet_hosts import SshServer
+from .conftest import EDGE, docker, free_port, http_get, new_host, wait_until
+from .fleet_hosts import SshServer
 
 pytestmark = pytest.mark.e2e
 

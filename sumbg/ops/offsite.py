@@ -624,7 +624,9 @@ def backup_status(ctx: Context, site: Site, state: SiteState, now: dt.datetime |
     policy = site.config.backup_policy(ctx.host)
     manifests = BackupSet(site.backups_dir).manifests()
     local = manifests[0] if manifests else None
-    offsite = next((m for m in manifests if m.offsite), None)
+    shown = repository_of(ctx, policy).shown if policy.offsite else None
+    # Only a snapshot in the repository the site backs up to now counts as offsite.
+    offsite = next((m for m in manifests if m.offsite and m.offsite.get("repository") == shown), None)
     history = [e for e in site.records.history() if e.get("event") == "finished"]
     since = _age(history[0].get("at"), now) if history else None  # the site's age, as its records tell
     last_op = next((e for e in reversed(history) if e.get("operation") == "backup"), None)
@@ -647,7 +649,7 @@ def backup_status(ctx: Context, site: Site, state: SiteState, now: dt.datetime |
     if failure:
         problems.append(f"the last backup failed at step {failure['step']} ({failure['at']}): {failure['message']}")
     return {
-        "repository": repository_of(ctx, policy).shown if policy.offsite else None,
+        "repository": shown,
         "max_age_seconds": policy.max_age,
         "local": {
             "backup": local.backup,
