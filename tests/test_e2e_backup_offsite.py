@@ -21,6 +21,7 @@ import pytest
 
 from sumbg.config import set_site_settings
 from sumbg.site.database import ROW_COUNTS_SQL, parse_row_counts
+
 from .conftest import EDGE, docker, free_port, http_get, new_host, wait_until
 from .fleet_hosts import SshServer
 
