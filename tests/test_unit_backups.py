@@ -532,3 +532,51 @@ def test_manifests_round_trip_and_a_backup_without_one_is_not_good(tmp_path: Pat
     assert backups.manifests() == [manifest]
     backups.remove("a_20261101T000000Z_v1.dump")
     assert backups.manifests() == [] and sorted(p.name for p in tmp_path.iterdir()) == ["b_20261102T000000Z_v1.dump"]
+
+
+# ---------------------------------------------------------------- fleet status
+
+
+def test_the_fleet_reads_each_sites_backups_and_shows_their_ages_and_problems() -> None:
+    from sumbg.config import FleetHost
+    from sumbg.errors import HostUnreachable
+    from sumbg.fleet.answers import BackupView, read_status
+    from sumbg.fleet.view import HostView, SiteRow, status_lines
+
+    doc = {
+        "sites": [
+            {
+                "site": "acme",
+                "domain": "acme.example.test",
+                "backup": {
+                    "repository": "sftp:b@vault:/r",
+                    "local": {"age_seconds": 3 * 3600},
+                    "offsite": None,
+                    "problems": ["the last backup failed at step upload (t): restic backup on sftp:b@vault:/r failed"],
+                },
+            },
+            {"site": "older-sumbg"},  # no `backup`: nothing known, no problem claimed
+        ]
+    }
+    status = read_status("vps-a", doc)
+    assert status.sites[0].backup == BackupView(
+        local_age=10800.0,
+        offsite_age=None,
+        repository="sftp:b@vault:/r",
+        problems=("the last backup failed at step upload (t): restic backup on sftp:b@vault:/r failed",),
+    )
+    assert status.sites[1].backup == BackupView()
+    rows = [SiteRow.of("vps-a", site) for site in status.sites]
+    assert [(r.backup, r.problem) for r in rows] == [
+        ("3h/-", "backup: the last backup failed at step upload (t): restic backup on sftp:b@vault:/r failed"),
+        ("-", ""),
+    ]
+    host = FleetHost(name="vps-a", ssh="vps-a")
+    lines = status_lines([HostView(host, status=status)])
+    assert lines[0].split()[-1] == "BACKUP" and lines[1].split()[-1] == "3h/-"
+    assert (
+        lines[-1]
+        == "vps-a/acme: backup: the last backup failed at step upload (t): restic backup on sftp:b@vault:/r failed"
+    )
+    with pytest.raises(HostUnreachable, match=r"sites\[0\].backup.local.age_seconds: a number was expected, not str"):
+        read_status("vps-a", {"sites": [{"site": "acme", "backup": {"local": {"age_seconds": "old"}}}]})
