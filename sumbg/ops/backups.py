@@ -224,18 +224,26 @@ def restore_media(rs: RestoreRun, run: Run) -> StepResult:
             f"{expected.files} ({expected.bytes} bytes)"
         )
     kept = count_tree(aside)
-    backups.write(
-        Manifest(
-            backup=rs.safety_name,
-            site=rs.site.slug,
-            kind=SAFETY,
-            taken_at=utc_now(),
-            release={"colour": run.state.live, "ref": run.state.ref(run.state.live), "commit": None},
-            database={"file": rs.safety_name},
-            media=kept.to_json(),
+    if (rs.site.backups_dir / rs.safety_name).is_file():
+        # The safety backup is complete: its dump and the media it replaced, recorded as one.
+        backups.write(
+            Manifest(
+                backup=rs.safety_name,
+                site=rs.site.slug,
+                kind=SAFETY,
+                taken_at=utc_now(),
+                release={"colour": run.state.live, "ref": run.state.ref(run.state.live), "commit": None},
+                database={"file": rs.safety_name},
+                media=kept.to_json(),
+            )
         )
-    )
-    return {"media_files": restored.files, "media_bytes": restored.bytes, "kept_aside": aside.name}
+    elif kept.files == 0:
+        shutil.rmtree(aside, ignore_errors=True)  # an empty database and an empty folder: nothing was kept
+    return {
+        "media_files": restored.files,
+        "media_bytes": restored.bytes,
+        "kept_aside": aside.name if aside.exists() else None,
+    }
 
 
 def reopen(rs: RestoreRun, run: Run) -> StepResult:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -356,8 +357,6 @@ def fetch(store: OffsiteStore, snapshot: Snapshot, folder: Path) -> Fetched:
     found = sorted(folder.rglob(STAGED_MANIFEST))
     if len(found) != 1 or not (found[0].parent / STAGED_DUMP).is_file():
         raise BackupError(f"snapshot {snapshot.short_id} on {store.shown} is not a sumbg backup (no manifest and dump)")
-    import json
-
     manifest = Manifest.from_json(json.loads(found[0].read_text()))
     staged = found[0].parent
     (staged / STAGED_MEDIA).mkdir(exist_ok=True)  # a site with no media yet
