@@ -212,18 +212,15 @@ class Restic:
         return proc
 
     # ------------------------------------------------------------ verbs
-    def exists(self) -> bool:
-        """Whether a repository is there (its config can be read with the password)."""
-        env = self.env()
-        proc = subprocess.run(
-            self.argv("cat", "config"), capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=600
-        )
-        return proc.returncode == 0
-
     def ensure_initialised(self) -> bool:
-        """Create the repository if there is none yet; True if it was created."""
-        if self.exists():
+        """Create the repository if there is none yet; True if it was created. A repository that is
+        there but does not open (a wrong password, an unreachable server) is an error, never re-made."""
+        try:
+            self.run(["cat", "config"], "restic cat config")
             return False
+        except BackupError as exc:
+            if "Is there a repository at the following location?" not in (exc.output_tail or ""):
+                raise
         self.run(["init"], "restic init")
         return True
 
