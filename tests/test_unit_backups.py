@@ -580,3 +580,35 @@ def test_the_fleet_reads_each_sites_backups_and_shows_their_ages_and_problems() 
     )
     with pytest.raises(HostUnreachable, match=r"sites\[0\].backup.local.age_seconds: a number was expected, not str"):
         read_status("vps-a", {"sites": [{"site": "acme", "backup": {"local": {"age_seconds": "old"}}}]})
+
+
+def test_the_schedule_command_prints_crontab_here_and_writes_units_systemd_accepts(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    sumbg = str(Path(sys.executable).with_name("sumbg"))
+    env = {**os.environ, "SUMBG_ROOT": str(tmp_path / "root")}
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "sumbg.toml").write_text('[backup]\nschedule = "02:45"\n')
+    cron = subprocess.run([sumbg, "schedule", "install"], capture_output=True, text=True, env=env)
+    assert cron.returncode == 0, cron.stderr
+    assert cron.stderr == "no systemd on this host: put these lines in /etc/cron.d/sumbg\n"
+    assert cron.stdout.splitlines()[1] == (
+        f"45 2 * * * root {sumbg} --root {tmp_path / 'root'} backup --all >>/var/log/sumbg-backup.log 2>&1"
+    )
+    units = tmp_path / "units"
+    written = subprocess.run(
+        [sumbg, "schedule", "install", "--unit-dir", str(units), "--json"], capture_output=True, text=True, env=env
+    )
+    assert written.returncode == 0, written.stderr
+    assert json.loads(written.stdout)["jobs"][0] == {
+        "job": "sumbg-backup",
+        "command": "backup --all",
+        "on_calendar": "*-*-* 02:45:00",
+        "cron": "45 2 * * *",
+    }
+    # systemd's own checker (it needs no running systemd) accepts every unit as written.
+    checked = subprocess.run(
+        ["systemd-analyze", "verify", *sorted(str(p) for p in units.iterdir())], capture_output=True, text=True
+    )
+    assert (checked.returncode, checked.stderr) == (0, ""), checked.stderr
