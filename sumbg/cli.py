@@ -465,7 +465,7 @@ def rollback(
     )
 
 
-@cli.command(context_settings={"ignore_unknown_options": False})
+@cli.command()
 @click.argument("words", nargs=-1, metavar="[verify] SLUG")
 @click.option("--all", "every", is_flag=True, help="Every live site, one after the other (what the schedule runs).")
 @click.option(

@@ -1,5 +1,6 @@
-"""`sumbg backup`, `backups` and `restore`: database backups taken, listed, verified and restored
-(a restore takes a safety backup first and shows the maintenance page while it runs)."""
+"""`sumbg backups` and `restore`: backups listed, verified and restored (a restore takes a safety
+backup first and shows the maintenance page while it runs). `sumbg backup` itself, database and
+media and offsite, is ops/offsite.py."""
 
 from __future__ import annotations
 
@@ -76,25 +77,6 @@ def list_backups(ctx: Context, slug: str) -> list[dict[str, Any]]:
 def protected_backups(state: SiteState) -> set[str]:
     """The backups state.json records for a colour: a rollback's way back, never pruned."""
     return {record.backup for record in state.colours.values() if record.backup}
-
-
-def backup(ctx: Context, slug: str, *, lock_timeout: float = 0.0) -> dict[str, Any]:
-    site = ctx.site(slug)
-    stacks = ctx.stacks(site)
-    with opened(ctx, site, f"backup {slug}", lock_timeout=lock_timeout) as state:
-        name = stacks.backup_name(state.ref(state.live) or "manual")
-
-        def take(run: Run) -> StepResult:
-            taken, pruned = stacks.backup_and_prune(name, protected_backups(run.state))
-            return {**taken.record(), "pruned": pruned}
-
-        plan = Plan(
-            "backup",
-            slug,
-            (Step("backup", f"pg_dump to {site.backups_dir / name}, verify", take),),
-            facts={"file": name},
-        )
-        return ctx.execute(plan, site, f"backup {slug}")
 
 
 def resolve_backup_file(site: Site, file: str) -> Path:
