@@ -65,6 +65,23 @@ BASELINE_ROLLBACK_KEYS = [
     "all_old_after_start_s",
     "last_new_after_start_s",
 ]
+OFFSITE_KEYS = [
+    "sumbg_first_s",
+    "sumbg_second_s",
+    "raw_first_s",
+    "raw_second_s",
+    "raw_first_dump_s",
+    "raw_second_dump_s",
+    "sumbg_first_data_added",
+    "sumbg_second_data_added",
+    "repo_first_bytes",
+    "repo_second_bytes",
+    "sumbg_first_local_bytes",
+    "raw_first_bytes",
+    "raw_second_bytes",
+    "ratio_first",
+    "ratio_second",
+]
 BACKUP_KEYS = [
     "sumbg_s",
     "sumbg_reported_s",
@@ -181,6 +198,20 @@ def summarise(results: dict) -> dict:
             for m in mem
         ]
         out["memory"] = {"n": len(mem), **stats.medians(flat, list(flat[0]))}
+    offsite = results.get("offsite") or {}
+    if offsite.get("runs"):
+        runs = offsite["runs"]
+        steps = {}
+        for which in ("first", "second"):
+            flat = [r.get(f"sumbg_{which}_steps") or {} for r in runs]
+            names = list(dict.fromkeys(n for f in flat for n in f))
+            steps[which] = stats.medians(flat, names) if names else {}
+        out["offsite"] = {
+            "n": len(runs),
+            **{k: offsite.get(k) for k in ("pgbench_scale", "db_bytes", "media_files", "media_bytes")},
+            **stats.medians(runs, OFFSITE_KEYS),
+            "steps": steps,
+        }
     if results.get("density"):
         out["density"] = density_summary(results["density"])
     if (results.get("latency") or {}).get("rate"):
@@ -489,6 +520,7 @@ def markdown(results: dict, *, quick: bool) -> str:
         "    .venv/bin/python bench/run.py --quick --out /tmp/bench   # < 3 min, files in /tmp/bench only",
         "    .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone: /tmp/d",
         "    .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone: /tmp/l",
+        "    .venv/bin/python bench/run.py --only offsite --backup-reps 1 --out /tmp/o     # figure 11 alone: /tmp/o",
         "",
     ]
     only = results.get("only")
@@ -496,6 +528,7 @@ def markdown(results: dict, *, quick: bool) -> str:
         number, section = {
             "density": (9, lambda: density_section(s.get("density") or {}, m)),
             "latency": (10, lambda: latency_section(s.get("latency") or {}, cfg, m)),
+            "offsite": (11, lambda: offsite_section(s.get("offsite") or {})),
         }[only]
         parts += [f"This run measured figure {number} alone (`--only {only}`).", ""]
         return "\n".join(parts + section() + failures_section(results))
@@ -692,7 +725,77 @@ def markdown(results: dict, *, quick: bool) -> str:
     parts += adoption_section(s.get("adoption") or {})
     parts += density_section(s.get("density") or {}, m)
     parts += latency_section(s.get("latency") or {}, cfg, m)
+    parts += offsite_section(s.get("offsite") or {})
     return "\n".join(parts + failures_section(results))
+
+
+def offsite_section(o: dict) -> list[str]:
+    if not o:
+        return []
+    mb = 1e6
+    first, second = (o.get("steps") or {}).get("first") or {}, (o.get("steps") or {}).get("second") or {}
+    rows = [
+        [
+            "wall time",
+            fmt(o.get("sumbg_first_s"), " s"),
+            fmt(o.get("sumbg_second_s"), " s"),
+            fmt(o.get("raw_first_s"), " s"),
+            fmt(o.get("raw_second_s"), " s"),
+        ],
+        *[
+            [f"· step `{name}`", fmt(first.get(name), " s"), fmt(second.get(name), " s"), "—", "—"]
+            for name in dict.fromkeys([*first, *second])
+        ],
+        [
+            "· of which pg_dump -Fc",
+            "(in `dump`)",
+            "(in `dump`)",
+            fmt(o.get("raw_first_dump_s"), " s"),
+            fmt(o.get("raw_second_dump_s"), " s"),
+        ],
+        [
+            "written to the backup store by this run",
+            fmt((o.get("sumbg_first_data_added") or 0) / mb, " MB", 1),
+            fmt((o.get("sumbg_second_data_added") or 0) / mb, " MB", 1),
+            fmt((o.get("raw_first_bytes") or 0) / mb, " MB", 1),
+            fmt((o.get("raw_second_bytes") or 0) / mb, " MB", 1),
+        ],
+        [
+            "backup store size after the run",
+            fmt((o.get("repo_first_bytes") or 0) / mb, " MB", 1),
+            fmt((o.get("repo_second_bytes") or 0) / mb, " MB", 1),
+            fmt((o.get("raw_first_bytes") or 0) / mb, " MB", 1),
+            fmt(((o.get("raw_first_bytes") or 0) + (o.get("raw_second_bytes") or 0)) / mb, " MB", 1),
+        ],
+        [
+            "ratio of wall times (sumbg / script)",
+            fmt(o.get("ratio_first"), "×"),
+            fmt(o.get("ratio_second"), "×"),
+            "",
+            "",
+        ],
+    ]
+    return [
+        "## 11. Complete backups offsite: `sumbg backup` (database + media → restic) vs `pg_dump -Fc` + `tar`",
+        "",
+        f"The site's database filled with `pgbench -i -s {o.get('pgbench_scale', '—')}` "
+        f"({fmt((o.get('db_bytes') or 0) / mb, ' MB', 0)}, `pg_database_size`) and "
+        f"{fmt(o.get('media_files'))} media files of 1–8 MiB of random bytes "
+        f"({fmt((o.get('media_bytes') or 0) / mb, ' MB', 0)}: photos and PDFs do not compress). *sumbg backup*: "
+        "`sumbg backup bench-acme --json` with `[backup] repository` a restic repository on this host's disk "
+        "(so the figure is restic's work and sumbg's, not a network's): dump, verify and count its rows, a "
+        "hard-link copy of the media and the manifest, upload (restic backup, then the snapshot checked), "
+        "retention. The first run starts from an empty repository; the second follows with nothing changed "
+        "(restic's deduplication: only what differs is written). *Script*: `pg_dump -Fc` in the container plus "
+        "`tar -cf` of the media folder, which writes everything again on every run. "
+        f"Medians of n={o.get('n', 0)}.",
+        "",
+        table(["metric", "sumbg, first", "sumbg, second", "script, first", "script, second"], rows),
+        "",
+        f"Here the copy is a dump ({fmt((o.get('sumbg_first_local_bytes') or 0) / mb, ' MB', 1)}) plus hard links "
+        "to the media (no bytes copied); the script's store keeps every run whole.",
+        "",
+    ]
 
 
 def failures_section(results: dict) -> list[str]:
@@ -1181,6 +1284,7 @@ def console(results: dict) -> str:
         "memory",
         "rehearsal",
         "adoption",
+        "offsite",
     ):
         if key in s:
             lines.append(f"  {key}: {s[key]}")

@@ -5,6 +5,7 @@
 
     .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone, in /tmp/d only
     .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone, in /tmp/l only
+    .venv/bin/python bench/run.py --only offsite --backup-reps 1 --out /tmp/o     # figure 11 alone, in /tmp/o only
 
 Everything it creates is named for the site `bench-acme` (containers
 `sum-bench-acme-*`, images `sum-bench-acme:*`) and the edge `sum-edge-bench`,
@@ -87,6 +88,7 @@ PROFILES = {
         warmup=1.0,
         post=1.5,
         pg_scale=1,
+        media_mb=16,
         max_load_seconds=120.0,
         latency_reps=0,
         latency_idle=5.0,
@@ -105,6 +107,7 @@ PROFILES = {
         warmup=5.0,
         post=5.0,
         pg_scale=64,
+        media_mb=1024,
         max_load_seconds=600.0,
         latency_reps=3,
         latency_idle=20.0,
@@ -114,7 +117,11 @@ PROFILES = {
 
 
 # --only FIGURE: the profile key that must be 1 or more for it to measure anything, in words.
-ONLY = {"density": ("density_sites", "site"), "latency": ("latency_reps", "repetition")}
+ONLY = {
+    "density": ("density_sites", "site"),
+    "latency": ("latency_reps", "repetition"),
+    "offsite": ("backup_reps", "repetition"),
+}
 
 
 class BenchError(Exception):
@@ -301,7 +308,7 @@ class Bench:
     @property
     def uses_main(self) -> bool:
         """Whether this run brings up the bench's own site bench-acme and its edge (all but --only density)."""
-        return self.only in (None, "latency")
+        return self.only in (None, "latency", "offsite")
 
     @property
     def uses_density(self) -> bool:
@@ -1014,7 +1021,7 @@ class Bench:
                     made = [p for p in set(backups.iterdir()) - before if p.suffix == ".dump"]
                     run["sumbg_bytes"] = sum(p.stat().st_size for p in made)
                     for path in set(backups.iterdir()) - before:
-                        path.unlink()
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
             verify = self.reported_verify(run.pop("sumbg_doc"))
             if verify:
                 run["verify_s"], run["verify_source"] = verify, "as reported by `sumbg backup --json`"
@@ -1036,6 +1043,118 @@ class Bench:
             "generate_seconds": generate,
             "runs": runs,
         }
+
+    # ------------------------------------------------------------------ 11: complete backups, offsite
+    def generate_database(self) -> dict:
+        """The site's database filled by pgbench (figure 5 does it in a full run; --only offsite here)."""
+        if "backup" in self.results:
+            return {k: self.results["backup"][k] for k in ("pgbench_scale", "db_bytes", "generate_seconds")}
+        scale = int(self.cfg["pg_scale"])
+        t = time.time()
+        self.docker("exec", PG, "pgbench", "-i", "-q", "-s", str(scale), "-U", DB, DB, timeout=3600)
+        return {
+            "pgbench_scale": scale,
+            "db_bytes": int(self.psql("select pg_database_size(current_database())")),
+            "generate_seconds": round(time.time() - t, 1),
+        }
+
+    def generate_media(self, media: Path, megabytes: int) -> dict:
+        """Media as a Wagtail site holds them: files of 1-8 MiB of random bytes (photos and PDFs do not
+        compress), in the folders Wagtail uses."""
+        t = time.time()
+        total, index, sizes = 0, 0, (1, 2, 4, 8, 3, 6)
+        while total < megabytes * 2**20:
+            size = min(sizes[index % len(sizes)] * 2**20, megabytes * 2**20 - total)
+            folder = media / ("original_images" if index % 3 else "documents") / f"{index // 50:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            with (folder / f"file-{index:05d}.bin").open("wb") as handle:
+                left = size
+                while left:
+                    chunk = min(left, 2**22)
+                    handle.write(os.urandom(chunk))
+                    left -= chunk
+            total, index = total + size, index + 1
+        return {"media_files": index, "media_bytes": total, "media_generate_seconds": round(time.time() - t, 1)}
+
+    def offsite_cost(self) -> None:
+        """Figure 11: `sumbg backup` of the database and media into a restic repository on this host, a
+        first run (empty repository) and a second (nothing changed: restic's dedup), against what a
+        script does each time: `pg_dump -Fc` + `tar` of the media, written whole every run."""
+        if self.run([self.sumbg, "backup", "--help"], env=self.env(), check=False).returncode != 0:
+            raise BenchError("`sumbg backup` does not exist: cannot measure figure 11")
+        data = self.generate_database()
+        media = self.root / "www" / SLUG / "media"
+        data.update(self.generate_media(media, int(self.cfg["media_mb"])))
+        self.log(
+            f"offsite: database {data['db_bytes'] / 1e6:.0f} MB, media {data['media_files']} files "
+            f"{data['media_bytes'] / 1e6:.0f} MB"
+        )
+        backups = self.root / SLUG / "backups"
+        password = self.root / "restic-password"
+        password.write_text(hashlib.sha256(os.urandom(32)).hexdigest() + "\n")
+        os.chmod(password, 0o600)
+        user = f"{os.getuid()}:{os.getgid()}"
+        repository = self.root / "restic-repo"
+        with (self.root / "sumbg.toml").open("a") as handle:
+            handle.write(f'\n[backup]\nrepository = "{repository}"\npassword_file = "{password}"\n')
+        runs = []
+        for rep in range(self.cfg["backup_reps"]):
+            shutil.rmtree(repository, ignore_errors=True)  # each repetition's first run starts empty
+            run: dict = {"rep": rep}
+            for which in ("first", "second"):
+                before = set(backups.iterdir())
+                result = self.sumbg_ok("backup", SLUG, "--json", timeout=7200)
+                doc = result["json"] or {}
+                steps = {step["name"]: step for step in doc.get("steps") or []}
+                upload = steps.get("upload") or {}
+                run[f"sumbg_{which}_s"] = round(result["end"] - result["start"], 3)
+                run[f"sumbg_{which}_steps"] = self.step_seconds(doc)
+                run[f"sumbg_{which}_data_added"] = upload.get("data_added")
+                run[f"sumbg_{which}_files_new"] = upload.get("files_new")
+                run[f"repo_{which}_bytes"] = int(self.run(["du", "-sb", str(repository)]).stdout.split()[0])
+                run[f"sumbg_{which}_local_bytes"] = sum(
+                    p.stat().st_size for p in set(backups.iterdir()) - before if p.suffix == ".dump"
+                )
+            # The script: a full dump and a full tarball, each run (a second run writes it all again).
+            for which in ("first", "second"):
+                t = time.time()
+                self.docker(
+                    "exec",
+                    "-u",
+                    user,
+                    PG,
+                    "pg_dump",
+                    "--format=custom",
+                    "--no-password",
+                    "-U",
+                    DB,
+                    "-d",
+                    DB,
+                    "-f",
+                    f"/backups/.bench-raw-{which}.dump",
+                    timeout=3600,
+                )
+                dumped = time.time()
+                tarball = self.root / f"bench-media-{which}.tar"
+                self.run(["tar", "-cf", str(tarball), "-C", str(media), "."], timeout=3600)
+                run[f"raw_{which}_s"] = round(time.time() - t, 3)
+                run[f"raw_{which}_dump_s"] = round(dumped - t, 3)
+                run[f"raw_{which}_bytes"] = (
+                    backups / f".bench-raw-{which}.dump"
+                ).stat().st_size + tarball.stat().st_size
+            for which in ("first", "second"):
+                (backups / f".bench-raw-{which}.dump").unlink()
+                (self.root / f"bench-media-{which}.tar").unlink()
+            run["ratio_first"] = round(run["sumbg_first_s"] / run["raw_first_s"], 3)
+            run["ratio_second"] = round(run["sumbg_second_s"] / run["raw_second_s"], 3)
+            runs.append(run)
+            self.log(
+                f"offsite rep {rep}: sumbg {run['sumbg_first_s']}s then {run['sumbg_second_s']}s (added "
+                f"{run['sumbg_first_data_added']} then {run['sumbg_second_data_added']} B; repository "
+                f"{run['repo_second_bytes']} B) vs pg_dump+tar {run['raw_first_s']}s, {run['raw_second_s']}s "
+                f"({run['raw_first_bytes']} B each)"
+            )
+        self.results["offsite"] = {**data, "runs": runs}
 
     def rehearsal_upgrade(self, rehearse: bool, timeout: float) -> dict:
         """One upgrade OLD -> NEW without load, with or without the rehearsal, then a rollback.
@@ -1586,6 +1705,9 @@ class Bench:
             elif self.only == "latency":
                 self.setup_site()
                 self.section("latency", self.latency)
+            elif self.only == "offsite":
+                self.setup_site()
+                self.section("offsite", self.offsite_cost)
             else:
                 self.figures()
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - interrupted runs clean up too
@@ -1658,6 +1780,8 @@ class Bench:
         self.section("backup", self.backup_cost)
         # 7b: the rehearsal's cost on that generated database (after it: it slows every upgrade).
         self.section("rehearsal (generated database)", self.rehearsal_generated)
+        # 11: complete backups (that database plus generated media) into a restic repository.
+        self.section("offsite", self.offsite_cost)
         # 8: adopting a runbook host, then the edge taking its ports.
         for rep in range(c["adopt_reps"]):
             if not self.section(f"adoption rep {rep}", lambda rep=rep: self.adoption(rep)):
@@ -1730,7 +1854,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         choices=sorted(ONLY),
-        help="run that figure alone (density: figure 9; latency: figure 10, on bench-acme) into "
+        help="run that figure alone (density: figure 9; latency: figure 10; offsite: figure 11, on bench-acme) into "
         "the --out folder, never BENCHMARKS.md or bench/ (it still builds the example repo)",
     )
     parser.add_argument("--rate", type=float, help="target requests/s of the load")
@@ -1738,7 +1862,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fresh", type=int, help="new-connection-per-request clients")
     parser.add_argument("--warmup", type=float, help="seconds of load before each measured command")
     parser.add_argument("--post", type=float, help="seconds of load after each measured command")
-    parser.add_argument("--pg-scale", type=int, help="pgbench scale for the backup figure (64 ~ 1 GB)")
+    parser.add_argument("--pg-scale", type=int, help="pgbench scale for the backup figures (64 ~ 1 GB)")
+    parser.add_argument("--media-mb", type=int, help="MiB of media generated for figure 11 (full: 1024)")
     parser.add_argument("--max-load-seconds", type=float, help="hard limit of one load run")
     args = parser.parse_args(argv)
     for key, option in (("density_sites", "--density-sites"), ("latency_reps", "--latency-reps")):

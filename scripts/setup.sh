@@ -182,7 +182,9 @@ main() {
     ensure_sshd
     # Let's Encrypt's test CA, for the end-to-end test of TLS `auto` (a program, no service);
     # openssl makes that test's CA, and procps' pkill/pgrep restart the engine in another test.
-    apt_install pebble openssl procps
+    # restic: what `sumbg backup` uploads with (Debian's package; no service); systemd's
+    # systemd-analyze checks the timer units `sumbg schedule` writes (no systemd needs to run).
+    apt_install pebble openssl procps restic systemd
     if can_pull python:3.12-slim && can_pull postgres:16 && can_pull redis:7 && can_pull caddy:2; then
         say "public images are available; no local images needed"
         mkdir -p "$state_dir"

@@ -139,6 +139,14 @@ def cli(ctx: click.Context, root: str | None, verbose: bool) -> None:
     metavar="KEY=VALUE",
     help="A non-secret setting for the app's environment (repeatable; secrets go in <slug>/.env).",
 )
+@click.option(
+    "--from-backup",
+    "from_backup",
+    default=None,
+    metavar="REPOSITORY",
+    help="Disaster recovery: build the release the latest backup of SLUG in this restic repository "
+    "recorded, then restore its database and media (credentials: sumbg.toml [backup]).",
+)
 @json_option
 @click.pass_obj
 def init(
@@ -153,13 +161,16 @@ def init(
     db_port: int | None,
     environment: str | None,
     env: tuple[str, ...],
+    from_backup: str | None,
     as_json: bool,
 ) -> None:
     """Register a site and deploy it for the first time (colour blue).
 
     Re-run after a failure, it keeps the site.toml the first run wrote, with your edits.
+    With --from-backup, the release and data come from the site's latest offsite backup.
     """
     from sumbg.ops.init import init as do_init
+    from sumbg.ops.offsite import recover_site
 
     pairs = []
     for item in env:
@@ -168,22 +179,26 @@ def init(
             raise click.BadParameter(f"{item!r} is not KEY=VALUE on one line", param_hint="--env")
         pairs.append((key, value))
     ctx = obj.context()
-    run_reporting(
-        as_json,
-        lambda: do_init(
+
+    def deploy(at_ref: str | None) -> dict[str, Any]:
+        return do_init(
             ctx,
             slug,
             repo,
             list(domains),
-            ref,
+            at_ref,
             project=project,
             worker=worker,
             worker_command=worker_command,
             db_publish_port=db_port,
             environment=environment,
             env=tuple(pairs),
-        ),
-    )
+        )
+
+    if from_backup:
+        run_reporting(as_json, lambda: recover_site(ctx, slug, from_backup, deploy, ref))
+        return
+    run_reporting(as_json, lambda: deploy(ref))
 
 
 @cli.command()
@@ -451,16 +466,47 @@ def rollback(
 
 
 @cli.command()
-@click.argument("slug")
-@click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
+@click.argument("words", nargs=-1, metavar="[verify] SLUG")
+@click.option("--all", "every", is_flag=True, help="Every live site, one after the other (what the schedule runs).")
+@click.option(
+    "--snapshot",
+    default="latest",
+    show_default=True,
+    help="With verify: the offsite snapshot to check (an id, or its first characters).",
+)
+@click.option("--lock-timeout", type=click.FloatRange(0), default=None, help="Seconds to wait for the site's lock.")
 @json_option
 @click.pass_obj
-def backup(obj: Obj, slug: str, lock_timeout: float, as_json: bool) -> None:
-    """Take a verified pg_dump backup of SLUG's database now."""
-    from sumbg.ops.backups import backup as do_backup
+def backup(
+    obj: Obj, words: tuple[str, ...], every: bool, snapshot: str, lock_timeout: float | None, as_json: bool
+) -> None:
+    """Back up SLUG now: its database (verified pg_dump) and media, then offsite.
+
+    `sumbg backup SLUG` dumps the database, copies the media beside it, records both
+    with the live release, uploads them to [backup] repository (restic) and applies
+    the retention here and offsite. `sumbg backup --all` does it for every site.
+    `sumbg backup verify SLUG` restores the latest offsite backup into a scratch
+    database and folder, compares rows and media with what it recorded, removes them.
+    """
+    from sumbg.ops.offsite import backup as do_backup
+    from sumbg.ops.offsite import backup_all
+    from sumbg.ops.offsite import verify as do_verify
 
     ctx = obj.context()
-    run_reporting(as_json, lambda: do_backup(ctx, slug, lock_timeout=lock_timeout))
+    if every:
+        if words:
+            raise click.UsageError("--all backs up every site: no SLUG")
+        run_reporting(as_json, lambda: backup_all(ctx, lock_timeout=600.0 if lock_timeout is None else lock_timeout))
+        return
+    wait = lock_timeout or 0.0
+    if len(words) == 2 and words[0] == "verify":
+        run_reporting(as_json, lambda: do_verify(ctx, words[1], snapshot, lock_timeout=wait))
+        return
+    if len(words) != 1:
+        raise click.UsageError("usage: sumbg backup SLUG | sumbg backup verify SLUG | sumbg backup --all")
+    if snapshot != "latest":
+        raise click.UsageError("--snapshot goes with `backup verify`")
+    run_reporting(as_json, lambda: do_backup(ctx, words[0], lock_timeout=wait))
 
 
 @cli.command()
@@ -468,7 +514,7 @@ def backup(obj: Obj, slug: str, lock_timeout: float, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def backups(obj: Obj, slug: str, as_json: bool) -> None:
-    """List SLUG's backups: file, size, time, ref, verified."""
+    """List SLUG's backups: file, size, time, ref, verified, media files, offsite snapshot."""
     import datetime
 
     from sumbg.ops.backups import list_backups
@@ -480,23 +526,50 @@ def backups(obj: Obj, slug: str, as_json: bool) -> None:
     for item in found:
         when = datetime.datetime.fromtimestamp(item["time"], datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         verified = {True: "verified", False: "MISMATCH", None: "no sha256"}[item["verified"]]
-        click.echo(f"{item['file']:<60} {item['size']:>12} {when}  {item['ref'] or '-':<12} {verified}")
+        media = f"media {item['media']['files']}" if item.get("media") else "no media"
+        offsite = f"offsite {item['offsite']['snapshot'][:8]}" if item.get("offsite") else "here only"
+        click.echo(
+            f"{item['file']:<60} {item['size']:>12} {when}  {item['ref'] or '-':<12} {verified:<9} {media:<12} {offsite}"
+        )
 
 
 @cli.command()
 @click.argument("slug")
-@click.argument("file")
+@click.argument("file", required=False)
+@click.option(
+    "--from-offsite",
+    "snapshot",
+    is_flag=False,
+    flag_value="latest",
+    default=None,
+    metavar="[SNAPSHOT|latest]",
+    help="Database and media from the [backup] repository: a snapshot id, or latest (the default).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask (required without a terminal).")
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
 @json_option
 @click.pass_obj
-def restore(obj: Obj, slug: str, file: str, yes: bool, lock_timeout: float, as_json: bool) -> None:
-    """Restore SLUG's database from FILE (.dump, or .sql/.sql.gz from backup_db.sh)."""
+def restore(
+    obj: Obj, slug: str, file: str | None, snapshot: str | None, yes: bool, lock_timeout: float, as_json: bool
+) -> None:
+    """Restore SLUG's database from FILE (.dump, or .sql/.sql.gz from backup_db.sh), or its
+    database and media from the offsite repository (--from-offsite)."""
     from sumbg.ops.backups import restore as do_restore
+    from sumbg.ops.offsite import restore_offsite
 
     ctx = obj.context()
     # Asked only at a terminal; without one, --yes is required.
     confirm = (lambda question: click.confirm(question, err=True)) if sys.stdin.isatty() and not as_json else None
+    if snapshot is not None:
+        if file:
+            raise click.UsageError("give FILE or --from-offsite, not both")
+        run_reporting(
+            as_json,
+            lambda: restore_offsite(ctx, slug, snapshot, yes=yes, lock_timeout=lock_timeout, confirm=confirm),
+        )
+        return
+    if not file:
+        raise click.UsageError("give the backup FILE, or --from-offsite [SNAPSHOT|latest]")
     run_reporting(as_json, lambda: do_restore(ctx, slug, file, yes=yes, lock_timeout=lock_timeout, confirm=confirm))
 
 
@@ -610,7 +683,10 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
 
     ctx = obj.context()
     if as_json:
-        emit_json(do_status(ctx, slug)[0] if slug else host_status(ctx))
+        document = do_status(ctx, slug)[0] if slug else host_status(ctx)
+        emit_json(document)
+        if any(site["backup"]["problems"] for site in ([document] if slug else document["sites"])):
+            raise click.exceptions.Exit(1)
         return
     sites = do_status(ctx, slug)
     if not sites:
@@ -640,6 +716,30 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
         rollback = site["rollback"]
         if rollback["possible"] and not rollback["instant"]:
             click.echo(f"  rollback to {rollback['ref']} is not instant: {rollback['reason']}")
+        click.echo(f"  backup: {backup_line(site['backup'])}")
+        for problem in site["backup"]["problems"]:
+            click.echo(f"  BACKUP: {problem}")
+    if any(site["backup"]["problems"] for site in sites):
+        raise click.exceptions.Exit(1)
+
+
+def backup_line(view: dict[str, Any]) -> str:
+    """A site's last good backups, as `status` shows them."""
+
+    def age(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds / 3600:.1f}h ago"
+
+    local, offsite = view["local"], view["offsite"]
+    here = f"here {age(local['age_seconds'])} ({local['backup']})" if local else "here none"
+    if view["repository"] is None:
+        away = "offsite: no [backup] repository"
+    elif offsite:
+        away = (
+            f"offsite {age(offsite['age_seconds'])} (snapshot {str(offsite['snapshot'])[:8]} in {view['repository']})"
+        )
+    else:
+        away = f"offsite none in {view['repository']}"
+    return f"{here}; {away}"
 
 
 @cli.command()
@@ -688,6 +788,82 @@ def history(obj: Obj, slug: str, as_json: bool) -> None:
 
 
 @cli.group()
+def schedule() -> None:
+    """The host's timers: `sumbg backup --all` daily and `sumbg retire --due` hourly."""
+
+
+unit_dir_option = click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write (or look for) the unit files here instead of /etc/systemd/system, and leave systemctl alone.",
+)
+
+
+@schedule.command(name="install")
+@unit_dir_option
+@json_option
+@click.pass_obj
+def schedule_install(obj: Obj, unit_dir: str | None, as_json: bool) -> None:
+    """Write and enable systemd timers ([backup] schedule); without systemd, print crontab lines."""
+    from pathlib import Path
+
+    from sumbg.ops.schedule import install
+
+    ctx = obj.context()
+    result = run_reporting(as_json, lambda: install(ctx, Path(unit_dir) if unit_dir else None))
+    if as_json:
+        return
+    if result["mode"] == "cron":
+        click.echo("no systemd on this host: put these lines in /etc/cron.d/sumbg", err=True)
+        click.echo(result["crontab"], nl=False)
+        return
+    for path in result["units"]:
+        click.echo(f"wrote {path}", err=True)
+    for timer in result["enabled"]:
+        click.echo(f"enabled {timer}", err=True)
+
+
+@schedule.command(name="status")
+@unit_dir_option
+@json_option
+@click.pass_obj
+def schedule_status(obj: Obj, unit_dir: str | None, as_json: bool) -> None:
+    """Which timers are installed, and (with systemd) their next and last run."""
+    from pathlib import Path
+
+    from sumbg.ops.schedule import status as do_status
+
+    result = do_status(obj.context(), Path(unit_dir) if unit_dir else None)
+    if as_json:
+        emit_json(result)
+        return
+    for timer in result["timers"]:
+        state = "installed" if timer["installed"] else "not installed"
+        extra = f", {timer['active']}, next {timer['next']}" if timer["active"] else ""
+        click.echo(f"{timer['job']:<24} {timer['command']:<14} {timer['on_calendar']:<22} {state}{extra}")
+    if not result["systemd"]:
+        click.echo("no systemd on this host: `sumbg schedule install` prints the crontab lines", err=True)
+
+
+@schedule.command(name="remove")
+@unit_dir_option
+@json_option
+@click.pass_obj
+def schedule_remove(obj: Obj, unit_dir: str | None, as_json: bool) -> None:
+    """Disable and delete the timers `schedule install` wrote."""
+    from pathlib import Path
+
+    from sumbg.ops.schedule import remove
+
+    ctx = obj.context()
+    result = run_reporting(as_json, lambda: remove(ctx, Path(unit_dir) if unit_dir else None))
+    if not as_json:
+        for path in result["removed"]:
+            click.echo(f"removed {path}", err=True)
+
+
+@cli.group()
 def fleet() -> None:
     """Many hosts at once, over SSH: the sumbg on each host does the work."""
 
@@ -712,10 +888,11 @@ def load_fleet_file(fleet_file: str | None) -> FleetConfig:
 @fleet_file_option
 @json_option
 def fleet_status(fleet_file: str | None, as_json: bool) -> None:
-    """Every site on every host: live release, sum-core, health, last operation, rollback.
+    """Every site on every host: live release, sum-core, health, last operation, rollback, backups.
 
     Also writes the fleet's sites matrix ([fleet] matrix, default SITES.md beside the
-    fleet file). Exits 1 when a host does not answer (the others are still shown).
+    fleet file). Exits 1 when a host does not answer (the others are still shown) or a
+    site's last good backup is older than its [backup] max_age (or its last backup failed).
     """
     from sumbg.fleet.driver import FleetDriver
     from sumbg.fleet.view import status_document, status_lines
@@ -730,7 +907,7 @@ def fleet_status(fleet_file: str | None, as_json: bool) -> None:
         for line in status_lines(views):
             click.echo(line)
         click.echo(f"matrix written to {written}", err=True)
-    if any(not view.reachable for view in views):
+    if any(not view.reachable for view in views) or any(site.backup.problems for view in views for site in view.sites):
         raise click.exceptions.Exit(1)
 
 

@@ -191,6 +191,10 @@ class RunbookError(SumbgError):
     """A command on a runbook-deployed site (systemctl, its host Caddy) failed."""
 
 
+class ScheduleError(SumbgError):
+    """systemd could not install, start or remove sumbg's timers."""
+
+
 class HostUnreachable(SumbgError):
     """A fleet host did not answer over SSH (or its sumbg could not be run)."""
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,13 +26,23 @@ from sumbg.adapters.build import ImageSpec
 from sumbg.adapters.docker import ComposeProject, ContainerState, ExecResult
 from sumbg.adapters.gitrepo import Resolved
 from sumbg.adapters.probe import Answer, Health, Target
+from sumbg.adapters.restic import Repository, Snapshot, Upload
 from sumbg.config import EdgeSettings, HostConfig, SiteConfig, SmokeCheck, WatchSettings, render_site_toml
-from sumbg.errors import CheckFailed, GitError, MigrationFailed
+from sumbg.errors import BackupError, CheckFailed, GitError, MigrationFailed
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Reporter
-from sumbg.ops.seams import ContainerEngine, EdgeLock, EdgeProxy, EdgeStateFiles, GitMirror, HttpProber, SiteStacks
+from sumbg.ops.seams import (
+    ContainerEngine,
+    EdgeLock,
+    EdgeProxy,
+    EdgeStateFiles,
+    GitMirror,
+    HttpProber,
+    OffsiteStore,
+    SiteStacks,
+)
 from sumbg.site.site import Site
-from sumbg.site.stacks import Backup, PendingMigrations, parse_phases
+from sumbg.site.stacks import Backup, PendingMigrations, parse_phases, sha256_file
 
 Effect = tuple[Any, ...]
 
@@ -70,6 +81,12 @@ class World:
     refs: dict[str, str] = field(default_factory=dict)
     volumes: set[str] = field(default_factory=set)  # Docker volumes that exist
     backups_taken: list[str] = field(default_factory=list)
+    # Offsite: the rows a dump holds, the rows a restore of it gives, and the restic repository's
+    # snapshots (id -> FakeSnapshot); `upload_fails` makes the next upload fail half way.
+    dumped_rows: dict[str, int] = field(default_factory=lambda: {"public.sum_core_lead": 3})
+    restored_rows: dict[str, int] = field(default_factory=lambda: {"public.sum_core_lead": 3})
+    snapshots: dict[str, FakeSnapshot] = field(default_factory=dict)
+    upload_fails: bool = False
 
     def release(self, ref: str) -> str:
         image = f"sum-{self.slug}:{ref}"
@@ -115,6 +132,64 @@ class World:
             broken = True
         status = "unhealthy" if broken else "ok"
         return Answer(503 if broken else 200, "application/json", json.dumps({"status": status, "version": version}))
+
+
+@dataclass
+class FakeSnapshot:
+    snapshot: Snapshot
+    folder: Path  # a real copy of what was uploaded
+
+
+class FakeOffsite:
+    """A restic repository: every snapshot a real copy of the uploaded folder, under `store`."""
+
+    def __init__(self, world: World, repository: Repository, store: Path) -> None:
+        self.world = world
+        self.repository = repository
+        self.store = store
+
+    @property
+    def shown(self) -> str:
+        return self.repository.shown
+
+    def ensure_initialised(self) -> bool:
+        created = not self.store.exists()
+        self.store.mkdir(parents=True, exist_ok=True)
+        return created
+
+    def backup(self, paths: Sequence[Path], tags: Sequence[str]) -> Upload:
+        if self.world.upload_fails:
+            raise BackupError(
+                f"restic backup on {self.shown} failed: Fatal: unable to save snapshot: no space left on device"
+            )
+        number = len(self.world.snapshots) + 1
+        snapshot_id = f"{number:08x}" + "f" * 56
+        folder = self.store / snapshot_id
+        files = size = 0
+        for path in paths:
+            shutil.copytree(path, folder / path.relative_to("/"), symlinks=True)
+            for item in path.rglob("*"):
+                if item.is_file():
+                    files, size = files + 1, size + item.stat().st_size
+        at = f"2026-12-{number:02d}T03:00:00.123456789Z"
+        self.world.snapshots[snapshot_id] = FakeSnapshot(
+            Snapshot(snapshot_id, at, tuple(tags), tuple(map(str, paths))), folder
+        )
+        self.world.effects.append(("upload", snapshot_id[:8], tuple(tags)))
+        return Upload(snapshot_id, files, size, files, size, 0.0)
+
+    def snapshots(self, tags: Sequence[str] = ()) -> list[Snapshot]:
+        return [s.snapshot for s in self.world.snapshots.values() if set(tags) <= set(s.snapshot.tags)]
+
+    def forget(self, snapshot_ids: Sequence[str], *, prune: bool = True) -> None:
+        for snapshot_id in snapshot_ids:
+            self.world.snapshots.pop(snapshot_id)
+        if snapshot_ids:
+            self.world.effects.append(("forget", tuple(i[:8] for i in snapshot_ids), prune))
+
+    def restore(self, snapshot_id: str, target: Path) -> None:
+        shutil.copytree(self.world.snapshots[snapshot_id].folder, target, dirs_exist_ok=True, symlinks=True)
+        self.world.effects.append(("fetch", snapshot_id[:8]))
 
 
 class FakeProber:
@@ -253,10 +328,15 @@ class FakeDatabase:
     def size_mb(self) -> float:
         return self.world.database_mb
 
+    def has_tables(self) -> bool:
+        return self.world.database_mb > 0
+
     def terminate(self, database: str) -> None:
         self.world.schema_effects.append(("terminate", database))
 
-    def row_counts(self) -> dict[str, int]:
+    def row_counts(self, database: str | None = None) -> dict[str, int]:
+        if database and database != self.name:
+            return dict(self.world.restored_rows)
         return {"public.sum_core_lead": 1}
 
     def load_into_scratch(self, container_path: str, suffix: str = "__sumbg_restore") -> str:
@@ -278,7 +358,12 @@ class FakeDatabase:
         if name not in self.world.databases and f"{name}__sumbg_old" in self.world.databases:
             self.world.databases = (self.world.databases - {f"{name}__sumbg_old"}) | {name}
             done.append(f"renamed {name}__sumbg_old back to {name}")
-        for leftover in (f"{name}__sumbg_restore", f"{name}__sumbg_old", f"{name}__sumbg_rehearsal"):
+        for leftover in (
+            f"{name}__sumbg_restore",
+            f"{name}__sumbg_old",
+            f"{name}__sumbg_rehearsal",
+            f"{name}__sumbg_verify",
+        ):
             if leftover in self.world.databases:
                 self.world.databases.discard(leftover)
                 done.append(f"dropped {leftover}")
@@ -303,11 +388,24 @@ class FakeStacks:
         return f"{self.world.slug}_20261127T000000Z_{ref}.dump"
 
     def backup(self, name: str) -> Backup:
+        """A real (tiny) dump file and its .sha256, so what reads the backups folder reads files."""
         self.world.backups_taken.append(name)
-        return Backup(self.site.backups_dir / name, "0" * 64, 1, 1, 0.0, 0.0)
+        path = self.site.backups_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"dump of {self.world.slug}\n".encode())
+        digest = sha256_file(path)
+        path.with_name(name + ".sha256").write_text(f"{digest}  {name}\n")
+        return Backup(path, digest, path.stat().st_size, 1, 0.0, 0.0)
 
     def backup_and_prune(self, name: str, protected: set[str]) -> tuple[Backup, list[str]]:
         return self.backup(name), []
+
+    def prune_backups(self, protected: set[str]) -> list[str]:
+        self.world.effects.append(("prune", tuple(sorted(protected))))
+        return []
+
+    def dump_row_counts(self, name: str) -> dict[str, int]:
+        return dict(self.world.dumped_rows)
 
     def list_backup_files(self) -> list[Path]:
         return [self.site.backups_dir / name for name in self.world.backups_taken]
@@ -525,6 +623,9 @@ class FakeContext(Context):
 
     def mirror(self, site: Site) -> GitMirror:
         return FakeMirror(self.world, site.mirror_dir)
+
+    def offsite(self, repository: Repository) -> OffsiteStore:
+        return FakeOffsite(self.world, repository, self.host.root.parent / "restic" / repository.location.strip("/"))
 
     def scratch_mirror(self, path: Path, repo: str) -> GitMirror:
         return FakeMirror(self.world, path)

@@ -54,6 +54,8 @@ class SshServer:
             f"AuthorizedKeysFile {self.folder / 'authorized_keys'}\nPidFile {self.folder / 'sshd.pid'}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "UsePAM no\nStrictModes no\nPrintMotd no\nPrintLastLog no\nMaxStartups 50\nMaxSessions 50\n"
+            # restic's sftp: repositories (the backup tests) need the server's own sftp.
+            "Subsystem sftp internal-sftp\n"
         )
         Path("/run/sshd").mkdir(exist_ok=True)  # its privilege separation folder
         self.proc = subprocess.Popen(

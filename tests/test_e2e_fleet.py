@@ -170,6 +170,8 @@ def test_fleet_status_shows_every_site_and_an_unreachable_host_hides_nothing(fle
                 "rollback": "none",
                 "rollback_to": None,
                 "problem": "",
+                "backup": "-",  # no backup yet, and no [backup] repository
+                "backup_problems": [],
             }
     matrix = (fleet.folder / "SITES-with-down.md").read_text()
     for name, slugs in SITES.items():
@@ -190,6 +192,7 @@ def test_fleet_status_shows_every_site_and_an_unreachable_host_hides_nothing(fle
         "ROLLBACK",
         "LAST",
         "OPERATION",
+        "BACKUP",
     ]
     assert [line.split()[:6] for line in lines[1:5]] == [
         [name, slug, f"{slug}.example.test", "v1.0.0", "0.6.3", "ok"] for name in SITES for slug in SITES[name]

@@ -654,7 +654,8 @@ timeout = 120
 
 # Upgrades of this site.
 [upgrade]
-# Database backups kept; older ones are deleted.
+# The newest backups kept, besides [backup] keep_daily/keep_weekly/keep_monthly; older ones are
+# deleted.
 keep_backups = 10
 # Seconds the watch after a switch keeps probing ([watch]); 0: no watch. `--watch` overrides it.
 watch = 30
@@ -691,6 +692,31 @@ rehearsal = true
 rehearsal_max_mb = 2048
 # More GET paths the live release must still serve on the migrated database.
 read_paths = []
+
+# This site's backups: each key overrides sumbg.toml's [backup].
+[backup]
+# The restic repository each backup is uploaded to once verified here: an absolute path,
+# sftp:user@host:/path or s3:https://host/bucket/path; empty: sumbg.toml's.
+repository = ""
+# A file (mode 0600) holding the repository's password (restic's RESTIC_PASSWORD_FILE); empty:
+# sumbg.toml's.
+password_file = ""
+# A file (mode 0600) of restic's documented variables, NAME=value per line (AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, ...); empty: sumbg.toml's.
+env_file = ""
+# A file (mode 0600) holding the key for an sftp: repository; empty: sumbg.toml's.
+ssh_key_file = ""
+# The sftp server's host key (known_hosts format); empty: sumbg.toml's.
+ssh_known_hosts = ""
+# The newest backup of each of this many last days with one is kept (here and offsite); unset:
+# sumbg.toml's.
+# keep_daily = 7
+# ...and of this many last weeks; unset: sumbg.toml's.
+# keep_weekly = 4
+# ...and of this many last months; unset: sumbg.toml's.
+# keep_monthly = 6
+# A last good backup older than this is a problem in `status` (exit 1); unset: sumbg.toml's.
+# max_age = "26h"
 
 # The site's block in the edge Caddy (the SUM golden path by default). After editing, `sumbg apply`
 # renders, validates (caddy validate) and reloads the edge.
@@ -1124,6 +1150,13 @@ def _every_setting() -> SiteConfig:
             behind_proxy=True,
         ),
         build=config.BuildSettings(python_image="python:3.13-slim", packages=("file",)),
+        backup=config.SiteBackupSettings(
+            repository="sftp:backup@vault.example.com:/srv/restic",
+            keep_daily=3,
+            keep_weekly=0,
+            keep_monthly=12,
+            max_age=7200.0,
+        ),
         smoke_checks=(
             SmokeCheck(path="/admin/login/", status=401),
             SmokeCheck(path="/contact/", method="POST", status=302, csrf_from="/contact/", form=(("a", "b"),)),

@@ -505,7 +505,7 @@ class FakeLink:
         self.hosts = hosts
         self.host = host
 
-    def query(self, args: list[str], *, timeout: float) -> dict[str, Any]:
+    def query(self, args: list[str], *, timeout: float, answered_exits: tuple[int, ...] = (0,)) -> dict[str, Any]:
         if self.host.name in self.hosts.down:
             raise HostUnreachable(f"host {self.host.name} ({self.host.ssh}) is unreachable: Connection refused")
         with self.hosts.lock:

@@ -42,9 +42,9 @@ class HostLinkProtocol(Protocol):
         HostUnreachable when the host cannot be reached or its sumbg cannot be run."""
         ...
 
-    def query(self, args: list[str], *, timeout: float) -> dict[str, Any]:
-        """`sumbg ARGS --json`, read-only, which must succeed: its JSON document. Raises
-        HostUnreachable otherwise."""
+    def query(self, args: list[str], *, timeout: float, answered_exits: tuple[int, ...] = (0,)) -> dict[str, Any]:
+        """`sumbg ARGS --json`, read-only, which must succeed (exit with one of `answered_exits`):
+        its JSON document. Raises HostUnreachable otherwise."""
         ...
 
 
@@ -146,10 +146,11 @@ class HostLink:
             document = None
         return Reply(proc.returncode, document if isinstance(document, dict) else None, stderr_tail)
 
-    def query(self, args: list[str], *, timeout: float) -> dict[str, Any]:
-        """A read-only call that must succeed and answer with JSON."""
+    def query(self, args: list[str], *, timeout: float, answered_exits: tuple[int, ...] = (0,)) -> dict[str, Any]:
+        """A read-only call that must succeed and answer with JSON (`sumbg status` exits 1 with its
+        whole document when a site has a problem)."""
         reply = self.call([*args, "--json"], timeout=timeout)
-        if reply.returncode != 0 or reply.document is None:
+        if reply.returncode not in answered_exits or reply.document is None:
             message = (reply.document or {}).get("message") or (reply.stderr_tail.splitlines() or ["no output"])[-1]
             raise HostUnreachable(
                 f"host {self.host.name}: `sumbg {args[0]}` failed (exit {reply.returncode}): {message}",

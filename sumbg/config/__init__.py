@@ -12,6 +12,7 @@ Every error names the file, the key and what was expected, e.g.
 
 from __future__ import annotations
 
+from sumbg.config.backup import BackupPolicy, BackupSettings, Retention, SiteBackupSettings, default_backup_time
 from sumbg.config.build import BuildSettings
 from sumbg.config.fleet import FLEET_ENV, FleetConfig, FleetHost, fleet_path, load_fleet
 from sumbg.config.host import DEFAULT_ROOT, EdgeSettings, HostConfig, Images, load_host, parse_host, root_from_env
@@ -38,6 +39,8 @@ __all__ = [
     "GOLDEN_PATH_HEADERS",
     "LIVE_CPU_SHARES",
     "TLS_MODES",
+    "BackupPolicy",
+    "BackupSettings",
     "BasicAuth",
     "BuildSettings",
     "CaddySettings",
@@ -47,9 +50,12 @@ __all__ = [
     "HostConfig",
     "Images",
     "MigrationSettings",
+    "Retention",
+    "SiteBackupSettings",
     "SiteConfig",
     "SmokeCheck",
     "WatchSettings",
+    "default_backup_time",
     "fleet_path",
     "load_fleet",
     "load_host",

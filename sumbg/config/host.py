@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sumbg.config.backup import BackupSettings
 from sumbg.config.build import BuildSettings
 from sumbg.config.keys import SUMBG_TOML, assemble
 from sumbg.config.tables import Table, load_toml
@@ -62,6 +63,7 @@ class HostConfig:
     # The CPU weight (Docker cpu-shares; the live colour has 1024) of everything an upgrade runs
     # besides the live colour: builds, one-off commands, a colour not yet switched in.
     background_cpu_shares: int = 128
+    backup: BackupSettings = BackupSettings()  # [backup]: the offsite repository, retention, schedule
 
     @property
     def caddy_dir(self) -> Path:

@@ -457,6 +457,139 @@ _GIT_KEYS = (
 )
 
 
+# ---------------------------------------------------------------- [backup]: in both files
+
+# restic's own repository kinds (`restic init --help`): a local folder, or a backend's prefix.
+RESTIC_BACKENDS = ("sftp:", "s3:", "rest:", "b2:", "azure:", "gs:", "swift:", "rclone:")
+
+
+def _repository(value: str) -> str | None:
+    if not value:
+        return None
+    if "\n" in value or value != value.strip():
+        return "must be one line without surrounding spaces"
+    if value.startswith("/") or value.startswith(RESTIC_BACKENDS):
+        return None
+    return f"must be an absolute path or a restic repository like sftp:user@host:/srv/restic or s3:https://host/bucket, not {value!r}"
+
+
+REPOSITORY = Rule("an absolute path, or sftp:..., s3:..., rest:... (restic's repositories)", _repository)
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _schedule(value: str) -> str | None:
+    if not value or _CLOCK.fullmatch(value):
+        return None
+    if "\n" in value or not re.fullmatch(r"[A-Za-z0-9*/:.,~ -]+", value):
+        return 'must be "HH:MM" (daily) or a systemd OnCalendar expression like "Mon..Fri *-*-* 03:30:00"'
+    return None
+
+
+SCHEDULE = Rule('"HH:MM" or a systemd OnCalendar expression', _schedule)
+
+
+SITE_DEFAULT = "sumbg.toml's"
+
+
+def _backup_keys(*, site: bool) -> tuple[Key, ...]:
+    """The keys of [backup]; in site.toml each is unset by default (sumbg.toml's applies)."""
+
+    def said(what: str, empty: str) -> str:
+        return f"{what}; empty: {SITE_DEFAULT if site else empty}."
+
+    def count(name: str, default: int, what: str) -> Key:
+        if site:
+            return Key(
+                name,
+                INTEGER,
+                None,
+                f"{what}; unset: sumbg.toml's.",
+                (NOT_NEGATIVE,),
+                example=str(default),
+                default_doc="sumbg.toml's",
+            )
+        return Key(name, INTEGER, default, f"{what}.", (NOT_NEGATIVE,))
+
+    keys = (
+        Key(
+            "repository",
+            STRING,
+            "",
+            said(
+                "The restic repository each backup is uploaded to once verified here: an absolute path, "
+                "sftp:user@host:/path or s3:https://host/bucket/path",
+                "backups stay on this host",
+            ),
+            (REPOSITORY,),
+        ),
+        Key(
+            "password_file",
+            STRING,
+            "",
+            said("A file (mode 0600) holding the repository's password (restic's RESTIC_PASSWORD_FILE)", "none"),
+            (CREDENTIAL_FILE,),
+        ),
+        Key(
+            "env_file",
+            STRING,
+            "",
+            said(
+                "A file (mode 0600) of restic's documented variables, NAME=value per line (AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY, ...)",
+                "those in sumbg's own environment",
+            ),
+            (CREDENTIAL_FILE,),
+        ),
+        Key(
+            "ssh_key_file",
+            STRING,
+            "",
+            said("A file (mode 0600) holding the key for an sftp: repository", "ssh's own"),
+            (CREDENTIAL_FILE,),
+        ),
+        Key(
+            "ssh_known_hosts",
+            STRING,
+            "",
+            said("The sftp server's host key (known_hosts format)", "~/.ssh/known_hosts, new hosts accepted"),
+            (KNOWN_HOSTS_FILE,),
+        ),
+        count("keep_daily", 7, "The newest backup of each of this many last days with one is kept (here and offsite)"),
+        count("keep_weekly", 4, "...and of this many last weeks"),
+        count("keep_monthly", 6, "...and of this many last months"),
+    )
+    if site:
+        return (
+            *keys,
+            Key(
+                "max_age",
+                DURATION,
+                None,
+                "A last good backup older than this is a problem in `status` (exit 1); unset: sumbg.toml's.",
+                example='"26h"',
+                default_doc="sumbg.toml's",
+            ),
+        )
+    return (
+        *keys,
+        Key(
+            "max_age",
+            DURATION,
+            26 * 3600.0,
+            "A last good backup (here, and offsite when there is a repository) older than this is a problem "
+            "in `status` and `fleet status` (exit 1).",
+        ),
+        Key(
+            "schedule",
+            STRING,
+            "",
+            'When `sumbg schedule install` runs `sumbg backup --all`: "HH:MM" daily, or a systemd OnCalendar '
+            "expression; empty: daily at a minute of 02:00-04:00 that the host's name picks.",
+            (SCHEDULE,),
+        ),
+    )
+
+
 # ---------------------------------------------------------------- sumbg.toml
 
 SUMBG_TOML = ConfigFile(
@@ -591,6 +724,13 @@ SUMBG_TOML = ConfigFile(
                     (CPU_SHARES,),
                 ),
             ),
+        ),
+        Section(
+            "backup",
+            "Backups of every site: `sumbg backup` (and the schedule `sumbg schedule install` writes) dumps the "
+            "database and copies the media, verifies them here, then uploads them to the restic repository.",
+            _backup_keys(site=False),
+            into="backup",
         ),
     ),
 )
@@ -793,7 +933,14 @@ SITE_TOML = ConfigFile(
             "upgrade",
             "Upgrades of this site.",
             (
-                Key("keep_backups", INTEGER, 10, "Database backups kept; older ones are deleted.", (POSITIVE,)),
+                Key(
+                    "keep_backups",
+                    INTEGER,
+                    10,
+                    "The newest backups kept, besides [backup] keep_daily/keep_weekly/keep_monthly; older ones "
+                    "are deleted.",
+                    (POSITIVE,),
+                ),
                 Key(
                     "watch",
                     NUMBER,
@@ -865,6 +1012,12 @@ SITE_TOML = ConfigFile(
                 ),
             ),
             into="migrations",
+        ),
+        Section(
+            "backup",
+            "This site's backups: each key overrides sumbg.toml's [backup].",
+            _backup_keys(site=True),
+            into="backup",
         ),
         Section(
             "caddy",

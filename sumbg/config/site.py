@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sumbg import naming
+from sumbg.config.backup import BackupPolicy, SiteBackupSettings, backup_policy
 from sumbg.config.build import BuildSettings
 from sumbg.config.host import HostConfig
 from sumbg.config.keys import DOTTED_PATH_MESSAGE, HOSTNAME_MESSAGE, SITE_TOML, assemble, lookup
@@ -116,11 +117,16 @@ class SiteConfig:
     build: BuildSettings = BuildSettings()  # [build]: overrides sumbg.toml [build] per key
     migrations: MigrationSettings = MigrationSettings()
     retire_idle_after: float | None = None  # None: sumbg.toml's [upgrade] retire_idle_after
+    backup: SiteBackupSettings = SiteBackupSettings()  # [backup]: overrides sumbg.toml's key by key
 
     @property
     def domains(self) -> tuple[str, ...]:
         """Every name the site answers to, the canonical one first."""
         return (self.domain, *self.aliases)
+
+    def backup_policy(self, host: HostConfig) -> BackupPolicy:
+        """This site's [backup] over the host's, key by key."""
+        return backup_policy(host.backup, self.backup, self.keep_backups)
 
     @property
     def db_name(self) -> str:

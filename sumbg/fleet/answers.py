@@ -27,6 +27,16 @@ class Rollback:
 
 
 @dataclass(frozen=True)
+class BackupView:
+    """A site's last good backups as its host's status reported them (ages in seconds)."""
+
+    local_age: float | None = None  # None: no good backup on the host
+    offsite_age: float | None = None  # None: none offsite (or no repository)
+    repository: str | None = None  # None: the site has no [backup] repository
+    problems: tuple[str, ...] = ()  # older than max_age, or the last backup failed
+
+
+@dataclass(frozen=True)
 class SiteView:
     """One site as its host's `sumbg status --json` described it (the fields the fleet reads)."""
 
@@ -45,6 +55,7 @@ class SiteView:
     problems: tuple[str, ...] = ()  # where its records, Caddy's files and what answers disagree
     operation: str | None = None  # the kind of operation running (or interrupted) on it
     interrupted: bool = False
+    backup: BackupView = field(default_factory=BackupView)
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,12 @@ class _Reading:
             self.fail(f"{where}{key}", "missing")
         return value
 
+    def number(self, doc: Mapping[str, Any], key: str, where: str) -> float | None:
+        value = doc.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            self.fail(f"{where}{key}", f"a number was expected, not {type(value).__name__}")
+        return None if value is None else float(value)
+
     def texts(self, doc: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
         value = doc.get(key)
         if value is None:
@@ -154,6 +171,19 @@ def _site(reading: _Reading, doc: Mapping[str, Any], where: str) -> SiteView:
         ),
         operation=str(operation.get("kind")) if operation else None,
         interrupted=bool(doc.get("interrupted")),
+        backup=_backup(reading, reading.table(doc.get("backup"), f"{where}backup"), f"{where}backup."),
+    )
+
+
+def _backup(reading: _Reading, doc: Mapping[str, Any], where: str) -> BackupView:
+    """A site's `backup` (absent from an older sumbg: nothing known, no problem claimed)."""
+    local = reading.table(doc.get("local"), f"{where}local")
+    offsite = reading.table(doc.get("offsite"), f"{where}offsite")
+    return BackupView(
+        local_age=reading.number(local, "age_seconds", f"{where}local."),
+        offsite_age=reading.number(offsite, "age_seconds", f"{where}offsite."),
+        repository=reading.text(doc, "repository", where),
+        problems=reading.texts(doc, "problems", where),
     )
 
 

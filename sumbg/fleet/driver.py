@@ -58,7 +58,10 @@ class FleetDriver:
 
         def one(host: FleetHost) -> HostView:
             try:
-                return HostView.answered(host, self.link(host).query(["status"], timeout=STATUS_TIMEOUT))
+                # Exit 1 with its document: the host answered, and some site has a backup problem.
+                return HostView.answered(
+                    host, self.link(host).query(["status"], timeout=STATUS_TIMEOUT, answered_exits=(0, 1))
+                )
             except SumbgError as exc:
                 return HostView(host, error=exc.message)
 

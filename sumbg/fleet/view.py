@@ -56,6 +56,8 @@ class SiteRow:
     rollback: str  # instant | restart | none
     rollback_to: str | None
     problem: str
+    backup: str  # local/offsite ages of the last good backups, e.g. "3h/3h", "3h/-" (none offsite)
+    backup_problems: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, host: str, site: SiteView) -> SiteRow:
@@ -63,6 +65,8 @@ class SiteRow:
             problem = "interrupted: run sumbg recover"
         elif site.problems:
             problem = "disagrees: " + site.problems[0]
+        elif site.backup.problems:
+            problem = "backup: " + site.backup.problems[0]
         else:
             problem = ""
         rollback = site.rollback
@@ -78,6 +82,8 @@ class SiteRow:
             rollback=("instant" if rollback.instant else "restart") if rollback.possible else "none",
             rollback_to=rollback.ref,
             problem=problem,
+            backup=backup_ages(site),
+            backup_problems=site.backup.problems,
         )
 
     def document(self) -> dict[str, Any]:
@@ -93,7 +99,21 @@ class SiteRow:
             "rollback": self.rollback,
             "rollback_to": self.rollback_to,
             "problem": self.problem,
+            "backup": self.backup,
+            "backup_problems": list(self.backup_problems),
         }
+
+
+def backup_ages(site: SiteView) -> str:
+    """The ages of a site's last good backups, here/offsite ("-": none; offsite "" without a repository)."""
+
+    def age(seconds: float | None) -> str:
+        if seconds is None:
+            return "-"
+        return f"{seconds / 3600:.0f}h" if seconds < 172800 else f"{seconds / 86400:.0f}d"
+
+    here = age(site.backup.local_age)
+    return f"{here}/{age(site.backup.offsite_age)}" if site.backup.repository else here
 
 
 def status_document(views: Sequence[HostView]) -> dict[str, Any]:
@@ -114,16 +134,16 @@ def status_document(views: Sequence[HostView]) -> dict[str, Any]:
 
 
 def status_lines(views: Sequence[HostView]) -> list[str]:
-    header = ("HOST", "SITE", "DOMAINS", "LIVE", "SUM-CORE", "HEALTH", "ROLLBACK", "LAST OPERATION")
+    header = ("HOST", "SITE", "DOMAINS", "LIVE", "SUM-CORE", "HEALTH", "ROLLBACK", "LAST OPERATION", "BACKUP")
     rows: list[tuple[str, ...]] = []
     notes = []
     for view in views:
         if not view.reachable:
-            rows.append((view.host.name, "-", "-", "-", "-", "UNREACHABLE", "-", "-"))
+            rows.append((view.host.name, "-", "-", "-", "-", "UNREACHABLE", "-", "-", "-"))
             notes.append(f"{view.host.name}: {view.error}")
             continue
         if not view.sites:
-            rows.append((view.host.name, "(no sites)", "", "", "", "", "", ""))
+            rows.append((view.host.name, "(no sites)", "", "", "", "", "", "", ""))
         for site in view.sites:
             row = SiteRow.of(view.host.name, site)
             rows.append(
@@ -136,10 +156,13 @@ def status_lines(views: Sequence[HostView]) -> list[str]:
                     str(row.health or "-"),
                     row.rollback + (f" ({row.rollback_to})" if row.rollback_to else ""),
                     row.last or "-",
+                    row.backup,
                 )
             )
             if row.problem:
                 notes.append(f"{view.host.name}/{row.site}: {row.problem}")
+            for problem in row.backup_problems[1 if row.problem.startswith("backup: ") else 0 :]:
+                notes.append(f"{view.host.name}/{row.site}: backup: {problem}")
     return text_table(header, rows) + notes
 
 

@@ -19,11 +19,12 @@ from sumbg.adapters import build, gitrepo
 from sumbg.adapters.caddy import Edge
 from sumbg.adapters.docker import Engine
 from sumbg.adapters.probe import Prober
+from sumbg.adapters.restic import Repository, Restic
 from sumbg.config import HostConfig, SiteConfig, load_host, load_site
 from sumbg.errors import ConfigError, Interrupted, SumbgError
 from sumbg.ops import reports
 from sumbg.ops.executor import Plan, Reporter, execute
-from sumbg.ops.seams import ContainerEngine, EdgeProxy, GitMirror, HttpProber, SiteStacks
+from sumbg.ops.seams import ContainerEngine, EdgeProxy, GitMirror, HttpProber, OffsiteStore, SiteStacks
 from sumbg.site.records import HistoryEntry
 from sumbg.site.site import Site
 from sumbg.site.stacks import Stacks
@@ -60,6 +61,10 @@ class Context:
 
     def prober(self) -> HttpProber:
         return Prober()
+
+    def offsite(self, repository: Repository) -> OffsiteStore:
+        """A restic repository (a site's [backup] repository, or one named for a disaster recovery)."""
+        return Restic(repository)
 
     def mirror(self, site: Site) -> GitMirror:
         return gitrepo.Mirror(site.mirror_dir, site.config.repo)

@@ -10,6 +10,7 @@ started again, the worker moved.
 from __future__ import annotations
 
 import functools
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,11 @@ def leftovers(rc: RecoverRun, run: Run) -> StepResult:
     for partial in [*site.backups_dir.glob(".*.partial"), *site.backups_dir.glob(".restore-*")]:
         partial.unlink(missing_ok=True)
         removed.append(f"backups/{partial.name}")
+    # ...and a backup, drill or restore killed mid-way, its staging or fetched folder.
+    for folder in (site.backups_dir / ".offsite", site.backups_dir / ".offsite-restore"):
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(f"backups/{folder.name}/")
     return {"removed": removed, "database": repaired}
 
 

@@ -12,7 +12,7 @@ from sumbg.adapters import gitrepo
 from sumbg.adapters.gitdeps import redact_url
 from sumbg.errors import LockHeld, SumbgError, UsageError
 from sumbg.lock import is_held
-from sumbg.ops import agreement, reports
+from sumbg.ops import agreement, offsite, reports
 from sumbg.ops.context import Context
 from sumbg.ops.rollback import rollback_target
 from sumbg.site.site import Site
@@ -77,6 +77,7 @@ def site_status(ctx: Context, site: Site) -> dict[str, Any]:
         else None,
         "last_deploy_outcome": reports.deploy_outcome(last),
         "rollback": rollback_view(ctx, site, state),
+        "backup": offsite.backup_status(ctx, site, state),
     }
 
 

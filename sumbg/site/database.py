@@ -18,6 +18,7 @@ RESTORE_SUFFIX = "__sumbg_restore"
 PLAIN_SQL_ROLE_LINES = r"/^(ALTER [A-Z ]+ .* OWNER TO [^;]+|(GRANT|REVOKE) .* (TO|FROM) [^;]+);$/d"
 OLD_SUFFIX = "__sumbg_old"
 REHEARSAL_SUFFIX = "__sumbg_rehearsal"
+VERIFY_SUFFIX = "__sumbg_verify"  # `sumbg backup verify`: an offsite backup loaded beside the live one
 
 
 # Exact rows per table of every schema the user can read, as "schema.table|count" lines; one
@@ -27,6 +28,12 @@ ROW_COUNTS_SQL = (
     "format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text "
     "FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
     "AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+)
+
+
+HAS_TABLES_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+    "AND table_schema NOT IN ('pg_catalog', 'information_schema'))"
 )
 
 
@@ -77,8 +84,13 @@ class Database:
             f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
         )
 
-    def row_counts(self) -> dict[str, int]:
-        return parse_row_counts(self.sql(ROW_COUNTS_SQL, self.name))
+    def row_counts(self, database: str | None = None) -> dict[str, int]:
+        """Rows per table of the site's database (or of a scratch one beside it)."""
+        return parse_row_counts(self.sql(ROW_COUNTS_SQL, database or self.name))
+
+    def has_tables(self) -> bool:
+        """Whether the site's database holds any table of its own (an empty one has none)."""
+        return self.sql(HAS_TABLES_SQL, self.name) == "t"
 
     def size_mb(self) -> float:
         return int(self.sql(f"SELECT pg_database_size('{self.name}')")) / 1024**2
@@ -140,7 +152,12 @@ class Database:
             done.append(f"renamed {self.name + OLD_SUFFIX} back to {self.name}")
         if self.exists(self.name):
             self.sql(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true')
-        for leftover in (self.name + RESTORE_SUFFIX, self.name + OLD_SUFFIX, self.name + REHEARSAL_SUFFIX):
+        for leftover in (
+            self.name + RESTORE_SUFFIX,
+            self.name + OLD_SUFFIX,
+            self.name + REHEARSAL_SUFFIX,
+            self.name + VERIFY_SUFFIX,
+        ):
             if self.exists(leftover):
                 self.drop_if_exists(leftover)
                 done.append(f"dropped {leftover}")

@@ -6,6 +6,7 @@ here decides *when* to do something, only how.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -19,7 +20,9 @@ from sumbg import naming
 from sumbg.adapters.docker import ComposeProject, Engine, ExecResult
 from sumbg.config import LIVE_CPU_SHARES
 from sumbg.errors import AppCommandFailed, BackupError, DockerError, MigrationFailed, tail
-from sumbg.site.database import Database
+from sumbg.site import retention
+from sumbg.site.backupset import BackupSet
+from sumbg.site.database import Database, parse_row_counts
 from sumbg.site.site import Site
 from sumbg.util import poll, utc_stamp
 
@@ -352,21 +355,41 @@ class Stacks:
         )
 
     def backup_and_prune(self, name: str, protected: set[str]) -> tuple[Backup, list[str]]:
-        """Take a backup, then keep the newest `keep_backups`, never deleting the new one or a
-        `protected` one (those state.json records for a colour: the way back for a rollback)."""
+        """Take a backup, then apply the site's retention ([upgrade] keep_backups, [backup]
+        keep_daily/weekly/monthly), never deleting the new one or a `protected` one (those
+        state.json records for a colour: the way back for a rollback)."""
         taken = self.backup(name)
-        return taken, self.prune_backups(self.site.config.keep_backups, protected | {taken.path.name})
+        return taken, self.prune_backups(protected | {taken.path.name})
 
-    def prune_backups(self, keep: int, protected: set[str]) -> list[str]:
-        dumps = sorted(self.list_backup_files(), key=lambda p: p.stat().st_mtime, reverse=True)
-        removed = []
-        for path in dumps[keep:]:
-            if path.name in protected:
-                continue
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".sha256").unlink(missing_ok=True)
-            removed.append(path.name)
+    def prune_backups(self, protected: set[str]) -> list[str]:
+        """Delete the backups (dump, checksum, manifest, media copy) the retention rules let go."""
+        rules = self.site.config.backup_policy(self.site.host).retention
+        dated = [retention.Dated(path.name, dump_time(path)) for path in self.list_backup_files()]
+        removed = retention.to_delete(dated, rules, protected)
+        backups = BackupSet(self.site.backups_dir)
+        for name in removed:
+            backups.remove(name)
         return removed
+
+    def dump_row_counts(self, name: str) -> dict[str, int]:
+        """Rows per table as the dump in the backups folder holds them ("schema.table" -> count, the
+        names quoted as ROW_COUNTS_SQL quotes them): read from its data, so they are exactly what a
+        restore of it must give, whatever was written while it was taken."""
+        script = (
+            'pg_restore --data-only -f - "$0" | awk \'/^COPY [^ ]+ .* FROM stdin;$/ { table = $2; rows = 0; '
+            'inside = 1; next } inside && $0 == "\\\\." { print table "|" rows; inside = 0; next } '
+            "inside { rows++ }'"
+        )
+        argv = ["bash", "-o", "pipefail", "-c", script, f"/backups/{name}"]
+        result = self.engine.exec(self.site.postgres_container, argv, user=f"{os.getuid()}:{os.getgid()}")
+        if result.returncode != 0:
+            raise BackupError(
+                f"could not count the rows in {name}",
+                command=["pg_restore", "--data-only", "..."],
+                returncode=result.returncode,
+                output_tail=tail(result.output),
+            )
+        return parse_row_counts(result.stdout)
 
     def list_backup_files(self) -> list[Path]:
         if not self.site.backups_dir.exists():
@@ -431,6 +454,13 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def dump_time(path: Path) -> datetime.datetime:
+    """When a dump was taken: the UTC stamp in its name, else its file's time."""
+    parts = path.name.split("_")
+    stamp = retention.parse_time(parts[1]) if len(parts) >= 3 else None
+    return stamp or datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.UTC)
 
 
 def elapsed(since: float) -> float:

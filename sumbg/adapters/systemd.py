@@ -1,0 +1,41 @@
+"""systemd on this host: whether it runs, its unit files, and systemctl. The only module that
+runs systemctl for sumbg's own timers."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from sumbg.errors import ScheduleError, tail
+
+RUNNING_MARKER = Path("/run/systemd/system")  # exists only when systemd is PID 1 (sd_booted)
+UNIT_DIR = Path("/etc/systemd/system")
+
+
+def running() -> bool:
+    return RUNNING_MARKER.is_dir()
+
+
+def systemctl(*args: str) -> str:
+    try:
+        proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise ScheduleError("systemctl is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise ScheduleError(f"systemctl {' '.join(args)} gave no answer within 120s") from None
+    if proc.returncode != 0:
+        raise ScheduleError(
+            f"systemctl {' '.join(args)} failed",
+            command=["systemctl", *args],
+            returncode=proc.returncode,
+            output_tail=tail(proc.stderr or proc.stdout),
+        )
+    return proc.stdout
+
+
+def timer_state(unit: str) -> dict[str, str]:
+    """What systemd says of a timer: active, enabled, next and last run (empty without systemd)."""
+    if not running():
+        return {}
+    out = systemctl("show", unit, "--property=ActiveState,UnitFileState,NextElapseUSecRealtime,LastTriggerUSec")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
