@@ -15,6 +15,7 @@ from typing import Any
 from sumbg.errors import BackupError, NotFound, UsageError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.hooks import HookCall, configured, pre_hook_step
 from sumbg.ops.opening import opened
 from sumbg.ops.seams import SiteDatabase, SiteStacks
 from sumbg.site.site import Site
@@ -76,12 +77,16 @@ def backup(ctx: Context, slug: str, *, lock_timeout: float = 0.0) -> dict[str, A
             taken, pruned = stacks.backup_and_prune(name, protected_backups(run.state))
             return {**taken.record(), "pruned": pruned}
 
-        plan = Plan(
-            "backup",
-            slug,
-            (Step("backup", f"pg_dump to {site.backups_dir / name}, verify", take),),
-            facts={"file": name},
-        )
+        steps: tuple[Step, ...] = (Step("backup", f"pg_dump to {site.backups_dir / name}, verify", take),)
+        live_record = state.live_record
+        if configured(site, "pre_backup") and state.live and live_record is not None:
+            ref = state.ref(state.live)
+            call = HookCall(
+                "pre_backup", "backup", "starting", ref, ref, state.live, state.live, state.live, live_record.image
+            )
+            hook = f"the pre_backup hook (a failure stops the backup): {configured(site, 'pre_backup')}"
+            steps = (pre_hook_step(ctx, site, call, hook), *steps)
+        plan = Plan("backup", slug, steps, facts={"file": name})
         return ctx.execute(plan, site, f"backup {slug}")
 
 

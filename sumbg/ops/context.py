@@ -14,15 +14,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sumbg.adapters import build, gitrepo
+from sumbg.adapters import build, gitrepo, hooks, notify
 from sumbg.adapters.caddy import Edge
 from sumbg.adapters.docker import Engine
 from sumbg.adapters.probe import Prober
 from sumbg.config import HostConfig, SiteConfig, load_site
 from sumbg.errors import ConfigError, Interrupted, SumbgError
 from sumbg.ops import reports
+from sumbg.ops.events import Notifier
 from sumbg.ops.executor import Plan, Reporter, execute
-from sumbg.ops.seams import ContainerEngine, EdgeProxy, GitMirror, HttpProber, SiteStacks
+from sumbg.ops.seams import ContainerEngine, Courier, EdgeProxy, GitMirror, HostCommands, HttpProber, SiteStacks
 from sumbg.site.records import HistoryEntry
 from sumbg.site.site import Site
 from sumbg.site.stacks import Stacks
@@ -59,6 +60,23 @@ class Context:
 
     def prober(self) -> HttpProber:
         return Prober()
+
+    @property
+    def host_commands(self) -> HostCommands:
+        return hooks.run_host_command
+
+    def courier(self) -> Courier:
+        return notify.Courier()
+
+    @cached_property
+    def events(self) -> Notifier:
+        """The command's events: written to events.jsonl, delivered to the [[notify]] targets."""
+        return Notifier(self.host, self.courier(), self.reporter)
+
+    def close(self) -> None:
+        """At the end of the command: the notifications still being delivered, waited for (bounded)."""
+        if "events" in self.__dict__:
+            self.events.flush()
 
     def mirror(self, site: Site) -> GitMirror:
         return gitrepo.Mirror(site.mirror_dir, site.config.repo)
@@ -98,7 +116,13 @@ class Context:
     def execute(self, plan: Plan, site: Site, command: str) -> HistoryEntry:
         """Run a plan on a site, then refresh the host's operator documents whatever happened."""
         try:
-            return execute(plan, site.records, self.reporter, command=command)
+            return execute(
+                plan,
+                site.records,
+                self.reporter,
+                command=command,
+                listener=lambda entry: self.events.on_history(entry, site.config),
+            )
         finally:
             reports.regenerate(self.host)
 

@@ -119,11 +119,26 @@ class Run:
         self.reporter.line(f"     {text}")
 
 
-def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: str = "") -> HistoryEntry:
+def execute(
+    plan: Plan,
+    records: SiteRecords,
+    reporter: Reporter,
+    *,
+    command: str = "",
+    listener: Callable[[HistoryEntry], None] | None = None,
+) -> HistoryEntry:
+    """Run a plan; `listener` hears each `started` and `finished` line once it is in the history
+    (the events people are notified of are built from them)."""
     op_id = uuid.uuid4().hex[:12]
     run = Run(records, reporter, op_id)
     started = time.monotonic()
-    records.append(
+
+    def record(entry: HistoryEntry) -> None:
+        records.append(entry)
+        if listener is not None:
+            listener(entry)
+
+    record(
         {
             "event": "started",
             "id": op_id,
@@ -179,7 +194,7 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
                 **plan.facts,
                 **run.notes,
             }
-            records.append(summary)
+            record(summary)
             raise final.refined(result=summary) from exc
         seconds = time.monotonic() - t0
         outcome = info.pop("outcome", "ok")
@@ -197,7 +212,7 @@ def execute(plan: Plan, records: SiteRecords, reporter: Reporter, *, command: st
         **plan.facts,
         **run.notes,
     }
-    records.append(summary)
+    record(summary)
     reporter.line(f"done in {summary['seconds']:.1f}s")
     return summary
 

@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 from sumbg.adapters.docker import ComposeProject, ContainerState, ExecResult
 from sumbg.adapters.gitrepo import Resolved
+from sumbg.adapters.hooks import CommandResult
+from sumbg.adapters.notify import Message
 from sumbg.adapters.probe import Answer, Health, Target
-from sumbg.config import EdgeSettings, SiteConfig, SmokeCheck
+from sumbg.config import EdgeSettings, NotifyTarget, SiteConfig, SmokeCheck
 from sumbg.site.stacks import Backup, PendingMigrations
 
 
@@ -153,6 +155,7 @@ class SiteStacks(Protocol):
     def backup_and_prune(self, name: str, protected: set[str]) -> tuple[Backup, list[str]]: ...
     def list_backup_files(self) -> list[Path]: ...
     def free_space_problems(self, min_free_gb: float) -> list[str]: ...
+    def run_manage(self, colour: str, image: str, args: list[str], *, env_dir: Path | None = None) -> ExecResult: ...
 
 
 class GitMirror(Protocol):
@@ -165,3 +168,16 @@ class GitMirror(Protocol):
     def tags_at(self, commit: str) -> list[str]: ...
     def read_file(self, commit: str, path: str) -> str | None: ...
     def list_files(self, commit: str) -> list[str]: ...
+
+
+class Courier(Protocol):
+    """Delivers one message to one [[notify]] target, one attempt (sumbg.adapters.notify.Courier);
+    raises DeliveryFailed."""
+
+    def send(self, target: NotifyTarget, message: Message, timeout: float) -> None: ...
+
+
+class HostCommands(Protocol):
+    """Runs a [hooks] host command (sumbg.adapters.hooks.run_host_command)."""
+
+    def __call__(self, command: str, env: dict[str, str], cwd: Path, timeout: float) -> CommandResult: ...

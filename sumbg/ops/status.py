@@ -14,6 +14,7 @@ from sumbg.errors import LockHeld, SumbgError, UsageError
 from sumbg.lock import is_held
 from sumbg.ops import agreement, reports
 from sumbg.ops.context import Context
+from sumbg.ops.events import EventLog
 from sumbg.ops.rollback import rollback_target
 from sumbg.site.site import Site
 from sumbg.site.state import SiteState
@@ -29,7 +30,20 @@ def status(ctx: Context, slug: str | None) -> list[dict[str, Any]]:
 
 def host_status(ctx: Context) -> dict[str, Any]:
     """Every site of this host, with what identifies the host (for the fleet's table)."""
-    return {"sumbg": __version__, "host": socket.gethostname(), "root": str(ctx.host.root), "sites": status(ctx, None)}
+    return {
+        "sumbg": __version__,
+        "host": socket.gethostname(),
+        "root": str(ctx.host.root),
+        "sites": status(ctx, None),
+        "undelivered_events": undelivered_events(ctx, None),
+    }
+
+
+def undelivered_events(ctx: Context, slug: str | None) -> list[dict[str, Any]]:
+    """Notifications of the last days that did not reach a target (a site's, or the host's own:
+    a fleet run's), newest first."""
+    log = EventLog(ctx.host.root / "events.jsonl")
+    return log.undelivered(site=slug) if slug else log.undelivered(host_only=True)
 
 
 def site_status(ctx: Context, site: Site) -> dict[str, Any]:
@@ -77,6 +91,7 @@ def site_status(ctx: Context, site: Site) -> dict[str, Any]:
         else None,
         "last_deploy_outcome": reports.deploy_outcome(last),
         "rollback": rollback_view(ctx, site, state),
+        "undelivered_events": undelivered_events(ctx, site.slug),
     }
 
 
