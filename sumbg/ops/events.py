@@ -139,7 +139,8 @@ def events_of(entry: HistoryEntry, *, site: str | None, host: str) -> list[dict[
             )
         )
     for hook in entry.get("hooks") or []:
-        if hook.get("outcome") == "failed":
+        # A failing pre_* hook is the operation's own failure (above); a post_* one left it standing.
+        if hook.get("outcome") == "failed" and str(hook.get("hook")).startswith("post_"):
             found.append(
                 new_event(
                     "hook.failed",
