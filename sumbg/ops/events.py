@@ -261,6 +261,7 @@ class EventLog:
     delivery's end (`{"delivery": <event id>, "target": ..., "outcome": "delivered" | "undelivered"}`)."""
 
     path: Path
+    _read: tuple[tuple[int, int, int], list[dict[str, Any]]] | None = field(default=None, repr=False, compare=False)
 
     def append(self, line: dict[str, Any]) -> None:
         data = (json.dumps(line, sort_keys=True) + "\n").encode()
@@ -271,6 +272,19 @@ class EventLog:
             os.close(fd)
 
     def lines(self, max_bytes: int = STATUS_READ_BYTES) -> list[dict[str, Any]]:
+        """The lines at the end of the file (`sumbg status` asks once per site: read once)."""
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return []
+        key = (info.st_mtime_ns, info.st_size, max_bytes)
+        if self._read is not None and self._read[0] == key:
+            return self._read[1]
+        found = self._read_lines(max_bytes)
+        self._read = (key, found)
+        return found
+
+    def _read_lines(self, max_bytes: int) -> list[dict[str, Any]]:
         try:
             with self.path.open("rb") as handle:
                 size = handle.seek(0, os.SEEK_END)

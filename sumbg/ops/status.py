@@ -14,7 +14,6 @@ from sumbg.errors import LockHeld, SumbgError, UsageError
 from sumbg.lock import is_held
 from sumbg.ops import agreement, reports
 from sumbg.ops.context import Context
-from sumbg.ops.events import EventLog
 from sumbg.ops.rollback import rollback_target
 from sumbg.site.site import Site
 from sumbg.site.state import SiteState
@@ -42,7 +41,7 @@ def host_status(ctx: Context) -> dict[str, Any]:
 def undelivered_events(ctx: Context, slug: str | None) -> list[dict[str, Any]]:
     """Notifications of the last days that did not reach a target (a site's, or the host's own:
     a fleet run's), newest first."""
-    log = EventLog(ctx.host.root / "events.jsonl")
+    log = ctx.events.log
     return log.undelivered(site=slug) if slug else log.undelivered(host_only=True)
 
 
