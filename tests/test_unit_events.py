@@ -335,7 +335,10 @@ def test_notify_targets_of_sumbg_toml(tmp_path: Path) -> None:
         ('email_to = ["a@b.c"]', "sumbg.toml: notify[0].smtp_host: is required for an email target"),
         ('webhook_url = "https://a.example"\nevents = ["upgrade.exploded"]', "sumbg.toml: notify[0].events[0]: "),
         ('webhook_url = "ftp://a.example"', "sumbg.toml: notify[0].webhook_url: must be an http:// or https:// URL"),
-        ('webhook_url = "https://a.example"\nsmtp_host = "m"', "sumbg.toml: notify[0].smtp_host: is for a email"),
+        (
+            'webhook_url = "https://a.example"\nsmtp_host = "m"',
+            "sumbg.toml: notify[0].smtp_host: is for an email target, not a webhook one",
+        ),
         ('webhook_url = "https://a.example"\ncolour = "red"', "sumbg.toml: notify[0].colour: unknown setting"),
     ],
 )
@@ -564,3 +567,15 @@ def test_every_event_is_documented() -> None:
     page = (Path(__file__).resolve().parent.parent / "docs" / "events.md").read_text()
     table = page.split("## The events", 1)[1].split("## Hooks", 1)[0]
     assert {name for name in EVENTS if f"`{name}`" not in table} == set()
+
+
+def test_a_fleet_run_is_announced_to_the_hosts_targets_and_recorded(ctx: FakeContext, world: World) -> None:
+    from sumbg.ops.notify import announce_fleet_run
+
+    ctx.host = replace(ctx.host, notify=(WEBHOOK, OPS))
+    document = {"id": "run1", "core": "0.8.0", "outcome": "done", "unreachable": {}, "moves": []}
+    announce_fleet_run(ctx, document, 0)
+    ctx.close()
+    assert sent(world) == [("webhook audit", "fleet.succeeded")]  # ops hears failures only
+    [event] = [line for line in recorded(ctx) if "schema" in line]
+    assert (event["event"], event["site"], event["targets"]) == ("fleet.succeeded", None, ["webhook audit"])

@@ -494,6 +494,10 @@ _ONLY_FOR = {
 }
 
 
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
 def _one_target(values: Mapping[str, Any]) -> Problem | None:
     kinds = [
         kind
@@ -509,7 +513,7 @@ def _one_target(values: Mapping[str, Any]) -> Problem | None:
         return Problem("give webhook_url or webhook_url_file, not both", "webhook_url_file")
     for key, kind in _ONLY_FOR.items():
         if values[key] and kind != kinds[0]:
-            return Problem(f"is for a {kind} target, not a {kinds[0]} one", key)
+            return Problem(f"is for {_a(kind)} target, not {_a(kinds[0])} one", key)
     if kinds[0] == "email" and not values["smtp_host"]:
         return Problem("is required for an email target", "smtp_host")
     if values["smtp_password_file"] and not values["smtp_user"]:

@@ -370,7 +370,7 @@ class Delivery:
     attempts: int = 0
     error: str | None = None
     delivered: bool = False
-    recorded: bool = False  # its end is in events.jsonl
+    recorded: bool = False  # its end was handled (in events.jsonl, or not wanted there)
     finished: threading.Event = field(default_factory=threading.Event)
 
     def describe(self) -> dict[str, Any]:
@@ -494,10 +494,9 @@ class Notifier:
             delivery.finished.wait(timeout=max(0.0, delivery.deadline - time.monotonic()) + 1.0)
             if not delivery.finished.is_set():
                 delivery.error = (delivery.error or "no answer") + " (deadline passed)"
-            if not record:
-                continue
-            delivery.recorded = True
-            self._record(delivery)
+            delivery.recorded = True  # handled: flush leaves it alone
+            if record:
+                self._record(delivery)
         if record:
             self._report(deliveries)
 
