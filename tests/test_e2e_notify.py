@@ -157,7 +157,7 @@ def test_notify_test_reaches_a_signed_webhook_slack_and_email(host: Host, site: 
     assert (mail["tls"], mail["login"], mail["to"]) == (True, True, ["oncall@example.test"])
     assert "Subject: [sumbg] " in mail["data"] and ": test" in mail["data"]
     # A test is not an event of the site: nothing is recorded.
-    assert [line.get("event") for line in events_jsonl(host) if "schema" in line] == ["init.succeeded"]
+    assert [e["event"] for e in events_jsonl(host) if "schema" in e and e["site"] == SLUG] == ["init.succeeded"]
 
 
 def test_an_upgrade_runs_its_hooks_and_notifies_who_asked(host: Host, site: str, files, web, smtp) -> None:
