@@ -75,8 +75,12 @@ class Context:
 
     def close(self) -> None:
         """At the end of the command: the notifications still being delivered, waited for (bounded)."""
-        if "events" in self.__dict__:
+        if "events" not in self.__dict__:
+            return
+        try:
             self.events.flush()
+        except Exception as exc:  # noqa: BLE001 - a notification never changes the command's exit code
+            self.reporter.line(f"warning: notifications were not all delivered: {exc}")
 
     def mirror(self, site: Site) -> GitMirror:
         return gitrepo.Mirror(site.mirror_dir, site.config.repo)
