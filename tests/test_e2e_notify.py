@@ -131,6 +131,8 @@ def site(host: Host, files: Path, web: HttpReceiver, smtp: SmtpSink):
     host.teardown_site(SLUG)
 
 
+# What a hook is told (sumbg's own environment, SUMBG_ROOT included, is passed on too).
+HOOK_VARIABLES = "(SLUG|OPERATION|OUTCOME|FROM_REF|TO_REF|FROM_COLOUR|TO_COLOUR|HISTORY_ID)"
 OUTPUTS: list[str] = []  # every command's output, checked for secrets at the end
 
 
@@ -169,7 +171,7 @@ def test_an_upgrade_runs_its_hooks_and_notifies_who_asked(host: Host, site: str,
         webhook_port=web.port,
         post_switch='manage: shell -c "from django.contrib.auth.models import User; '
         "User.objects.get_or_create(username='w24-hook')\"",
-        post_upgrade=f"env | grep ^SUMBG_ | sort > {files}/post_upgrade.env",
+        post_upgrade=f"env | grep -E '^SUMBG_{HOOK_VARIABLES}=' | sort > {files}/post_upgrade.env",
     )
     slack_before, mail_before = len(web.slack_texts()), len(smtp.messages)
     result = sumbg(host, "upgrade", site, "v1.1.0", "--watch", "0", "--json")
@@ -210,7 +212,7 @@ def test_the_watch_revert_is_one_reverted_event_for_each_target(host: Host, site
         web,
         smtp,
         webhook_port=web.port,
-        post_rollback=f"env | grep ^SUMBG_ | sort > {files}/post_rollback.env",
+        post_rollback=f"env | grep -E '^SUMBG_{HOOK_VARIABLES}=' | sort > {files}/post_rollback.env",
     )
     slack_before, mail_before = len(web.slack_texts()), len(smtp.messages)
     result = sumbg(host, "upgrade", site, "v1.5.0-turns-unhealthy", "--watch", "90", "--json")
