@@ -41,7 +41,13 @@ class Obj:
         from sumbg.ops.context import Context
 
         host = load_host(Path(self.root) if self.root else None)
-        return Context(host=host, reporter=Reporter(quiet=quiet))
+        context = Context(host=host, reporter=Reporter(quiet=quiet))
+        command = click.get_current_context(silent=True)
+        if command is not None:
+            # Notifications still being delivered are waited for (bounded) when the command ends,
+            # whatever its outcome; they never change its exit code.
+            command.call_on_close(context.close)
+        return context
 
 
 # The documented exit codes (README, "Commands"): the first class that matches wins.
@@ -719,6 +725,11 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
         click.echo(f"  backup: {backup_line(site['backup'])}")
         for problem in site["backup"]["problems"]:
             click.echo(f"  BACKUP: {problem}")
+        show_undelivered(site["undelivered_events"])
+    if not slug:
+        from sumbg.ops.status import undelivered_events
+
+        show_undelivered(undelivered_events(ctx, None), "  host: ")
     if any(site["backup"]["problems"] for site in sites):
         raise click.exceptions.Exit(1)
 
@@ -740,6 +751,15 @@ def backup_line(view: dict[str, Any]) -> str:
     else:
         away = f"offsite none in {view['repository']}"
     return f"{here}; {away}"
+
+
+def show_undelivered(items: list[dict[str, Any]], prefix: str = "  ") -> None:
+    """Notifications that did not reach their target: how many, and the newest few."""
+    if not items:
+        return
+    click.echo(f"{prefix}UNDELIVERED: {len(items)} notification(s) did not reach their target (events.jsonl)")
+    for item in items[:3]:
+        click.echo(f"{prefix}  {item['at']}  {item['event']} -> {item['target']}: {item['error']}")
 
 
 @cli.command()
@@ -864,6 +884,26 @@ def schedule_remove(obj: Obj, unit_dir: str | None, as_json: bool) -> None:
 
 
 @cli.group()
+def notify() -> None:
+    """Notifications: the [[notify]] targets of sumbg.toml and site.toml."""
+
+
+@notify.command(name="test")
+@click.argument("slug", required=False)
+@json_option
+@click.pass_obj
+def notify_test(obj: Obj, slug: str | None, as_json: bool) -> None:
+    """Send a test event to every target: sumbg.toml's, and SLUG's (or every site's).
+
+    Exits 1 if a target did not accept it (each is tried a few times, with backoff).
+    """
+    from sumbg.ops.notify import send_test
+
+    ctx = obj.context()
+    run_reporting(as_json, lambda: send_test(ctx, slug))
+
+
+@cli.group()
 def fleet() -> None:
     """Many hosts at once, over SSH: the sumbg on each host does the work."""
 
@@ -947,7 +987,9 @@ def fleet_status(fleet_file: str | None, as_json: bool) -> None:
 @click.option("--resume", is_flag=True, help="Go on with the last stopped (or killed) fleet upgrade.")
 @fleet_file_option
 @json_option
+@click.pass_obj
 def fleet_upgrade(
+    obj: Obj,
     fleet_file: str | None,
     core: str | None,
     names: tuple[str, ...],
@@ -999,6 +1041,10 @@ def fleet_upgrade(
         emit_json(document)
     for line in lines:
         click.echo(line, err=as_json)
+    if not dry_run:
+        from sumbg.ops.notify import announce_fleet_run
+
+        announce_fleet_run(obj.context(), document, code)
     if code:
         raise click.exceptions.Exit(code)
 

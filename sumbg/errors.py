@@ -171,6 +171,14 @@ class CheckFailed(SumbgError):
     """A preflight, health or smoke check did not pass."""
 
 
+class CertificateFailed(CheckFailed):
+    """The edge could not get a TLS certificate for a site's domain."""
+
+
+class HookFailed(SumbgError):
+    """A [hooks] command failed, or outlived its hook_timeout."""
+
+
 class BackupError(SumbgError):
     """A database backup or restore did not complete or did not verify."""
 

@@ -17,6 +17,7 @@ import json
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,18 +26,23 @@ from sumbg import naming
 from sumbg.adapters.build import ImageSpec
 from sumbg.adapters.docker import ComposeProject, ContainerState, ExecResult
 from sumbg.adapters.gitrepo import Resolved
+from sumbg.adapters.hooks import CommandResult
+from sumbg.adapters.notify import DeliveryFailed, Message
 from sumbg.adapters.probe import Answer, Health, Target
 from sumbg.adapters.restic import Repository, Snapshot, Upload
-from sumbg.config import EdgeSettings, HostConfig, SiteConfig, SmokeCheck, WatchSettings, render_site_toml
+from sumbg.config import EdgeSettings, HostConfig, NotifyTarget, SiteConfig, SmokeCheck, WatchSettings, render_site_toml
 from sumbg.errors import BackupError, CheckFailed, GitError, MigrationFailed
 from sumbg.ops.context import Context
+from sumbg.ops.events import DeliveryPolicy, Notifier
 from sumbg.ops.executor import Reporter
 from sumbg.ops.seams import (
     ContainerEngine,
+    Courier,
     EdgeLock,
     EdgeProxy,
     EdgeStateFiles,
     GitMirror,
+    HostCommands,
     HttpProber,
     OffsiteStore,
     SiteStacks,
@@ -87,6 +93,12 @@ class World:
     restored_rows: dict[str, int] = field(default_factory=lambda: {"public.sum_core_lead": 3})
     snapshots: dict[str, FakeSnapshot] = field(default_factory=dict)
     upload_fails: bool = False
+    # [hooks] and [[notify]]: each command run (host command or manage args, with its SUMBG_* variables)
+    # and its exit code; each message sent (target label, event); targets that refuse every message.
+    hook_exit_codes: dict[str, int] = field(default_factory=dict)  # command -> exit code (default 0)
+    hooks_run: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    refusing_targets: set[str] = field(default_factory=set)
 
     def release(self, ref: str) -> str:
         image = f"sum-{self.slug}:{ref}"
@@ -502,6 +514,12 @@ class FakeStacks:
     def web_exit_summary(self, colour: str) -> str:
         return "the web container is running" if self.web_running(colour) else "the web container is missing"
 
+    def run_manage(self, colour: str, image: str, args: list[str], *, env_dir: Path | None = None) -> ExecResult:
+        command = "manage: " + " ".join(args)
+        self.world.hooks_run.append((command, {"colour": colour, "release": self.world.releases[image]["build"]}))
+        code = self.world.hook_exit_codes.get(command, 0)
+        return ExecResult(code, "", "" if code == 0 else "CommandError: it failed")
+
 
 class FakeEngine:
     def __init__(self, world: World) -> None:
@@ -600,6 +618,32 @@ class FakeMirror:
         return ["manage.py", "acme/__init__.py", "acme/wsgi.py", "acme/settings/production.py", "requirements.txt"]
 
 
+class FakeCourier:
+    """Accepts every message (recorded in the world), except for the targets the world says refuse."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def send(self, target: NotifyTarget, message: Message, timeout: float) -> None:
+        if target.label in self.world.refusing_targets:
+            raise DeliveryFailed(f"{target.label}: connection refused")
+        self.world.sent.append((target.label, message.event))
+
+
+class FakeHostCommands:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def __call__(self, command: str, env: dict[str, str], cwd: Path, timeout: float) -> CommandResult:
+        self.world.hooks_run.append((command, {k: v for k, v in env.items() if k.startswith("SUMBG_")}))
+        code = self.world.hook_exit_codes.get(command, 0)
+        return CommandResult(code, "" if code == 0 else "no deploys on Friday", 0.01)
+
+
+# Unit tests try a refusing target quickly: the same retries, with short pauses.
+FAST_DELIVERY = DeliveryPolicy(attempts=3, backoff=0.001, attempt_timeout=1.0, deadline=5.0)
+
+
 class FakeContext(Context):
     def __init__(self, root: Path, world: World) -> None:
         super().__init__(host=HostConfig(root=root), reporter=Reporter(quiet=True))
@@ -636,6 +680,17 @@ class FakeContext(Context):
 
     def build_image(self, site: Site, image: ImageSpec) -> dict[str, Any]:
         return {"image": image.tag}
+
+    @property
+    def host_commands(self) -> HostCommands:
+        return FakeHostCommands(self.world)
+
+    def courier(self) -> Courier:
+        return FakeCourier(self.world)
+
+    @cached_property
+    def events(self) -> Notifier:
+        return Notifier(self.host, self.courier(), self.reporter, FAST_DELIVERY, host_name="fakehost")
 
 
 def site_config(world: World, *, watch_seconds: float = 0.05) -> SiteConfig:

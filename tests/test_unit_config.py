@@ -624,6 +624,27 @@ repo = "/r"
 environment = "production"
 # Free text for the sites matrix (the client, a contact, ...).
 notes = ""
+# Notifications of this site's events: a table per target (docs/events.md).
+# name: A name for messages and `sumbg status` (never the URL); empty: the kind.
+# events: Event names, groups ("all", "failures") or "upgrade.*".
+# webhook_url: POST each event as JSON here (a URL without a secret in it).
+# webhook_url_file: A file (mode 0600) holding the webhook's URL, when the URL carries a token.
+# webhook_secret_file: A file (mode 0600) holding a key: each POST is signed, X-Sumbg-Signature:
+# sha256=HMAC(key, body).
+# slack_url_file: A file (mode 0600) holding a Slack incoming-webhook URL: each event as one
+# readable paragraph.
+# email_to: Send each event by email to these addresses.
+# email_from: The sender; empty: sumbg@<this host's name>.
+# smtp_host: The SMTP server (required for email).
+# smtp_port: Its port.
+# smtp_starttls: Upgrade the connection with STARTTLS (refused if the server cannot).
+# smtp_user: Log in as this user; empty: no login.
+# smtp_password_file: A file (mode 0600) holding smtp_user's password.
+# smtp_ca_file: A CA bundle trusted for STARTTLS (an in-house relay); empty: the system's CAs.
+# [[notify]]
+# name = "ops"
+# events = ["failures"]
+# slack_url_file = "/etc/sumbg/slack-url"
 
 # The Django project in the client's repository.
 [app]
@@ -680,6 +701,25 @@ min_probes = 10
 max_visitor_5xx = 10
 # ...when they are more than this share of its requests.
 max_visitor_5xx_ratio = 0.05
+
+# Commands run around an operation: a host command (run with sh -c), or "manage: <command>" (a
+# management command in a one-off container of the release), with SUMBG_SLUG, SUMBG_OPERATION,
+# SUMBG_OUTCOME, SUMBG_FROM_REF, SUMBG_TO_REF, SUMBG_FROM_COLOUR, SUMBG_TO_COLOUR and
+# SUMBG_HISTORY_ID in their environment (docs/events.md). A failing pre_* hook stops the operation
+# before anything changes; a failing post_* hook is reported and recorded, and undoes nothing.
+[hooks]
+# Before an upgrade's backup, once the new release is built (a failure stops it); empty: none.
+pre_upgrade = ""
+# Once an upgrade's new release is live and confirmed, before the watch; empty: none.
+post_switch = ""
+# Once an upgrade succeeded; empty: none.
+post_upgrade = ""
+# Once traffic went back: `sumbg rollback`, or the watch's revert; empty: none.
+post_rollback = ""
+# Before every backup (`sumbg backup`, an upgrade's); empty: none.
+pre_backup = ""
+# Seconds a hook may run before it is killed (and fails).
+hook_timeout = 60
 
 # Before `migrate` touches the live database, an upgrade restores the fresh backup into a scratch
 # database, migrates that copy, and runs the smoke checks and read_paths against the LIVE release
@@ -1123,6 +1163,11 @@ def test_every_field_of_the_configuration_objects_is_declared():
     assert {key.name for key in keys.SITE_TOML.find("caddy.basic_auth")[1].item.keys} == {
         field.name for field in dataclasses.fields(config.BasicAuth)
     }
+    # `source` is where a target was declared, set by the parser.
+    assert {key.name for key in keys.SITE_TOML.find("notify")[1].item.keys} == {
+        field.name for field in dataclasses.fields(config.NotifyTarget)
+    } - {"source"}
+    assert keys.SITE_TOML.find("notify")[1].item is keys.SUMBG_TOML.find("notify")[1].item
 
 
 def _every_setting() -> SiteConfig:
@@ -1156,6 +1201,32 @@ def _every_setting() -> SiteConfig:
             keep_weekly=0,
             keep_monthly=12,
             max_age=7200.0,
+        ),
+        notify=(
+            config.NotifyTarget(
+                name="ops",
+                events=("failures", "upgrade.*"),
+                webhook_url="https://hooks.example.com/sumbg",
+                source="acme/site.toml notify[0]",
+            ),
+            config.NotifyTarget(
+                events=("all",),
+                email_to=("ops@example.com",),
+                email_from="sumbg@example.com",
+                smtp_host="smtp.example.com",
+                smtp_port=2525,
+                smtp_starttls=False,
+                smtp_user="sumbg",
+                source="acme/site.toml notify[1]",
+            ),
+        ),
+        hooks=config.HookSettings(
+            pre_upgrade="/usr/local/bin/deploy-window",
+            post_switch="manage: wagtail_update_index",
+            post_upgrade="curl -fsS https://status.example.com/up",
+            post_rollback="echo rolled back",
+            pre_backup="sync",
+            hook_timeout=30.0,
         ),
         smoke_checks=(
             SmokeCheck(path="/admin/login/", status=401),
@@ -1195,7 +1266,8 @@ def test_init_writes_every_declared_setting_under_its_help():
             # A list of tables: its help and its keys' above the first table; the keys in each.
             assert f"{key.help} " + " ".join(f"{inner.name}: {inner.help}" for inner in key.item.keys) in comments
             for inner in key.item.keys:
-                assert written.pop(f"{key.item.name}.{inner.name}") == ""
+                # A key written only when set may be left out of every table (a target has one kind).
+                assert written.pop(f"{key.item.name}.{inner.name}", "" if inner.if_set else None) == ""
     assert written == {}
 
 

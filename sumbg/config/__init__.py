@@ -17,6 +17,7 @@ from sumbg.config.build import BuildSettings
 from sumbg.config.fleet import FLEET_ENV, FleetConfig, FleetHost, fleet_path, load_fleet
 from sumbg.config.host import DEFAULT_ROOT, EdgeSettings, HostConfig, Images, load_host, parse_host, root_from_env
 from sumbg.config.keys import LIVE_CPU_SHARES, TLS_MODES
+from sumbg.config.notify import EVENTS, GROUPS, HOOKS, HookSettings, NotifyTarget
 from sumbg.config.render import render_site_toml, set_edge_settings, set_host_settings, set_site_settings
 from sumbg.config.site import (
     DEFAULT_SMOKE_CHECKS,
@@ -34,6 +35,9 @@ from sumbg.config.site import (
 
 __all__ = [
     "DEFAULT_ROOT",
+    "EVENTS",
+    "GROUPS",
+    "HOOKS",
     "DEFAULT_SMOKE_CHECKS",
     "FLEET_ENV",
     "GOLDEN_PATH_HEADERS",
@@ -47,11 +51,13 @@ __all__ = [
     "EdgeSettings",
     "FleetConfig",
     "FleetHost",
+    "HookSettings",
     "HostConfig",
     "Images",
     "MigrationSettings",
     "Retention",
     "SiteBackupSettings",
+    "NotifyTarget",
     "SiteConfig",
     "SmokeCheck",
     "WatchSettings",

@@ -11,6 +11,7 @@ from typing import Any
 from sumbg.config.backup import BackupSettings
 from sumbg.config.build import BuildSettings
 from sumbg.config.keys import SUMBG_TOML, assemble
+from sumbg.config.notify import NotifyTarget
 from sumbg.config.tables import Table, load_toml
 
 DEFAULT_ROOT = "/srv/sum"
@@ -64,6 +65,7 @@ class HostConfig:
     # besides the live colour: builds, one-off commands, a colour not yet switched in.
     background_cpu_shares: int = 128
     backup: BackupSettings = BackupSettings()  # [backup]: the offsite repository, retention, schedule
+    notify: tuple[NotifyTarget, ...] = ()  # [[notify]]: who hears about every site's events
 
     @property
     def caddy_dir(self) -> Path:
@@ -91,4 +93,11 @@ def load_host(root: Path | None = None) -> HostConfig:
 
 def parse_host(data: Mapping[str, Any], root: Path) -> HostConfig:
     """sumbg.toml's content as read (a dict), checked against the declarations."""
-    return assemble(HostConfig, Table(data, SUMBG_TOML.name).read_file(SUMBG_TOML), root=root)
+    values = Table(data, SUMBG_TOML.name).read_file(SUMBG_TOML)
+    values["notify"] = notify_targets(values["notify"], SUMBG_TOML.name)
+    return assemble(HostConfig, values, root=root)
+
+
+def notify_targets(tables: tuple[dict[str, Any], ...], source: str) -> tuple[NotifyTarget, ...]:
+    """The [[notify]] tables of a file, as read, each knowing where it was declared."""
+    return tuple(NotifyTarget(**values, source=f"{source} notify[{index}]") for index, values in enumerate(tables))

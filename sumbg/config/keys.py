@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, get_type_hints
 
 from sumbg import naming
+from sumbg.config.notify import MANAGE_PREFIX, selector_problem
 from sumbg.util import parse_duration
 
 T = TypeVar("T")
@@ -590,6 +591,185 @@ def _backup_keys(*, site: bool) -> tuple[Key, ...]:
     )
 
 
+# ---------------------------------------------------------------- [[notify]]: in both files
+
+
+def _event_names(value: list[Any]) -> Problem | str | None:
+    if not value:
+        return "must name at least one event or group (all, failures)"
+    for index, name in enumerate(value):
+        problem = selector_problem(name) if isinstance(name, str) else "must be a string"
+        if problem:
+            return Problem(problem, f"[{index}]")
+    return None
+
+
+EVENT_NAMES = Rule("event names, groups (all, failures) or `operation.*`", _event_names)
+_HTTP_URL = re.compile(r"https?://[^\s/?#@]+(/[^\s]*)?")
+HTTP_URL = Rule(
+    "an http(s):// URL",
+    lambda v: None if not v or _HTTP_URL.fullmatch(v) else "must be an http:// or https:// URL without spaces",
+)
+_ADDRESSES = Rule(
+    "email addresses",
+    lambda v: next(
+        (Problem("must be an email address", f"[{i}]") for i, a in enumerate(v) if EMAIL.check(a) or not a), None
+    ),
+)
+_WEBHOOK = ("webhook_url", "webhook_url_file")
+_ONLY_FOR = {
+    "webhook_secret_file": "webhook",
+    "email_from": "email",
+    "smtp_host": "email",
+    "smtp_user": "email",
+    "smtp_password_file": "email",
+    "smtp_ca_file": "email",
+}
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _one_target(values: Mapping[str, Any]) -> Problem | None:
+    kinds = [
+        kind
+        for kind, keys in (("webhook", _WEBHOOK), ("slack", ("slack_url_file",)), ("email", ("email_to",)))
+        if any(values[key] for key in keys)
+    ]
+    if len(kinds) != 1:
+        return Problem(
+            "must have exactly one target: webhook_url (or webhook_url_file), slack_url_file or email_to",
+            "webhook_url" if not kinds else "slack_url_file" if "slack" in kinds else "email_to",
+        )
+    if values["webhook_url"] and values["webhook_url_file"]:
+        return Problem("give webhook_url or webhook_url_file, not both", "webhook_url_file")
+    for key, kind in _ONLY_FOR.items():
+        if values[key] and kind != kinds[0]:
+            return Problem(f"is for {_a(kind)} target, not {_a(kinds[0])} one", key)
+    if kinds[0] == "email" and not values["smtp_host"]:
+        return Problem("is required for an email target", "smtp_host")
+    if values["smtp_password_file"] and not values["smtp_user"]:
+        return Problem("is required with smtp_password_file", "smtp_user")
+    return None
+
+
+_NOTIFY = Section(
+    "notify",
+    "Who hears about which events (docs/events.md). One target per table: a webhook (the event as JSON, "
+    "optionally signed), a Slack incoming webhook (a readable message) or email. A URL with a token, the "
+    "HMAC secret and the SMTP password are read from files of mode 0600, never written here.",
+    (
+        Key(
+            "name",
+            STRING,
+            "",
+            "A name for messages and `sumbg status` (never the URL); empty: the kind.",
+            (SINGLE_LINE,),
+        ),
+        Key(
+            "events", STRINGS, ("failures",), 'Event names, groups ("all", "failures") or "upgrade.*".', (EVENT_NAMES,)
+        ),
+        Key(
+            "webhook_url",
+            STRING,
+            "",
+            "POST each event as JSON here (a URL without a secret in it).",
+            (HTTP_URL,),
+            if_set=True,
+        ),
+        Key(
+            "webhook_url_file",
+            STRING,
+            "",
+            "A file (mode 0600) holding the webhook's URL, when the URL carries a token.",
+            (CREDENTIAL_FILE,),
+            if_set=True,
+        ),
+        Key(
+            "webhook_secret_file",
+            STRING,
+            "",
+            "A file (mode 0600) holding a key: each POST is signed, X-Sumbg-Signature: sha256=HMAC(key, body).",
+            (CREDENTIAL_FILE,),
+            if_set=True,
+        ),
+        Key(
+            "slack_url_file",
+            STRING,
+            "",
+            "A file (mode 0600) holding a Slack incoming-webhook URL: each event as one readable paragraph.",
+            (CREDENTIAL_FILE,),
+            if_set=True,
+        ),
+        Key("email_to", STRINGS, (), "Send each event by email to these addresses.", (_ADDRESSES,), if_set=True),
+        Key("email_from", STRING, "", "The sender; empty: sumbg@<this host's name>.", (EMAIL,), if_set=True),
+        Key("smtp_host", STRING, "", "The SMTP server (required for email).", (SINGLE_LINE,), if_set=True),
+        Key("smtp_port", INTEGER, 587, "Its port.", (port(),), if_set=True),
+        Key(
+            "smtp_starttls",
+            BOOLEAN,
+            True,
+            "Upgrade the connection with STARTTLS (refused if the server cannot).",
+            if_set=True,
+        ),
+        Key("smtp_user", STRING, "", "Log in as this user; empty: no login.", (SINGLE_LINE,), if_set=True),
+        Key(
+            "smtp_password_file",
+            STRING,
+            "",
+            "A file (mode 0600) holding smtp_user's password.",
+            (CREDENTIAL_FILE,),
+            if_set=True,
+        ),
+        Key(
+            "smtp_ca_file",
+            STRING,
+            "",
+            "A CA bundle trusted for STARTTLS (an in-house relay); empty: the system's CAs.",
+            (EXISTING_FILE,),
+            if_set=True,
+        ),
+    ),
+    checks=(
+        Rule(
+            "exactly one target: webhook_url or webhook_url_file, slack_url_file, or email_to with smtp_host",
+            _one_target,
+        ),
+    ),
+)
+
+
+def _notify_key(where: str) -> Key:
+    return Key(
+        "notify",
+        TABLES,
+        (),
+        f"Notifications of {where} events: a table per target (docs/events.md).",
+        (each_a_table("must be a table with events and one target"),),
+        example='name = "ops"\nevents = ["failures"]\nslack_url_file = "/etc/sumbg/slack-url"',
+        item=_NOTIFY,
+    )
+
+
+# ---------------------------------------------------------------- [hooks]: site.toml
+
+
+def _hook_command(value: str) -> str | None:
+    if "\n" in value:
+        return "must be a single line"
+    if value.startswith(MANAGE_PREFIX) and not value[len(MANAGE_PREFIX) :].strip():
+        return 'must name the management command after "manage:", e.g. "manage: wagtail_update_index"'
+    return None
+
+
+HOOK_COMMAND = Rule('one line: a host command, or "manage: <command>"', _hook_command)
+
+
+def _hook(name: str, when: str) -> Key:
+    return Key(name, STRING, "", f"{when}; empty: none.", (HOOK_COMMAND,))
+
+
 # ---------------------------------------------------------------- sumbg.toml
 
 SUMBG_TOML = ConfigFile(
@@ -597,6 +777,7 @@ SUMBG_TOML = ConfigFile(
     "`$SUMBG_ROOT/sumbg.toml` (default /srv/sum): settings of the host, for every site. The file and "
     "every key in it are optional; sumbg never writes it except `sumbg takeover`, which sets [edge] in place.",
     (
+        Section("", "", (_notify_key("every site's"),)),
         Section(
             "edge",
             "The edge: one Caddy in front of every site, which sumbg runs and reloads.",
@@ -847,6 +1028,7 @@ SITE_TOML = ConfigFile(
                     option=Option("environment", "--environment"),
                 ),
                 Key("notes", STRING, "", "Free text for the sites matrix (the client, a contact, ...)."),
+                _notify_key("this site's"),
             ),
         ),
         Section(
@@ -987,6 +1169,25 @@ SITE_TOML = ConfigFile(
                 ),
             ),
             into="watch",
+        ),
+        Section(
+            "hooks",
+            'Commands run around an operation: a host command (run with sh -c), or "manage: <command>" '
+            "(a management command in a one-off container of the release), with SUMBG_SLUG, SUMBG_OPERATION, "
+            "SUMBG_OUTCOME, SUMBG_FROM_REF, SUMBG_TO_REF, SUMBG_FROM_COLOUR, SUMBG_TO_COLOUR and SUMBG_HISTORY_ID in their environment "
+            "(docs/events.md). A failing pre_* hook stops the operation before anything changes; a failing post_* "
+            "hook is reported and recorded, and undoes nothing.",
+            (
+                _hook("pre_upgrade", "Before an upgrade's backup, once the new release is built (a failure stops it)"),
+                _hook("post_switch", "Once an upgrade's new release is live and confirmed, before the watch"),
+                _hook("post_upgrade", "Once an upgrade succeeded"),
+                _hook("post_rollback", "Once traffic went back: `sumbg rollback`, or the watch's revert"),
+                _hook("pre_backup", "Before every backup (`sumbg backup`, an upgrade's)"),
+                Key(
+                    "hook_timeout", NUMBER, 60.0, "Seconds a hook may run before it is killed (and fails).", (POSITIVE,)
+                ),
+            ),
+            into="hooks",
         ),
         Section(
             "migrations",

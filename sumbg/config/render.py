@@ -76,7 +76,7 @@ def _write_tables(container: Container | Table, section: Section, key: Key, item
         _comment(container, f"{inner.name}: {inner.help}")
     if not items:
         if key.example:
-            _comment(container, f"[[{section.name}.{key.name}]]")
+            _comment(container, f"[[{section.name}.{key.name}]]" if section.name else f"[[{key.name}]]")
             for line in key.example.splitlines():
                 _comment(container, line)
         else:

@@ -10,8 +10,9 @@ from typing import Any
 from sumbg import naming
 from sumbg.config.backup import BackupPolicy, SiteBackupSettings, backup_policy
 from sumbg.config.build import BuildSettings
-from sumbg.config.host import HostConfig
+from sumbg.config.host import HostConfig, notify_targets
 from sumbg.config.keys import DOTTED_PATH_MESSAGE, HOSTNAME_MESSAGE, SITE_TOML, assemble, lookup
+from sumbg.config.notify import HookSettings, NotifyTarget
 from sumbg.config.tables import Table, load_toml
 from sumbg.errors import ConfigError, UsageError
 
@@ -118,6 +119,8 @@ class SiteConfig:
     migrations: MigrationSettings = MigrationSettings()
     retire_idle_after: float | None = None  # None: sumbg.toml's [upgrade] retire_idle_after
     backup: SiteBackupSettings = SiteBackupSettings()  # [backup]: overrides sumbg.toml's key by key
+    notify: tuple[NotifyTarget, ...] = ()  # [[notify]]: who hears about this site's events
+    hooks: HookSettings = HookSettings()
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -166,6 +169,7 @@ def parse_site(data: Mapping[str, Any]) -> SiteConfig:
     caddy_values = {attr.removeprefix("caddy."): values.pop(attr) for attr in list(values) if attr.startswith("caddy.")}
     caddy_values["basic_auth"] = tuple(BasicAuth(**rule) for rule in caddy_values["basic_auth"])
     caddy = assemble(CaddySettings, caddy_values)
+    values["notify"] = notify_targets(values["notify"], f"{values['slug']}/site.toml")
     checks = values["smoke_checks"]
     if checks is None:
         # The defaults follow the site's basic auth: a protected path answers 401 to sumbg.

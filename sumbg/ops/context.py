@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sumbg.adapters import build, gitrepo
+from sumbg.adapters import build, gitrepo, hooks, notify
 from sumbg.adapters.caddy import Edge
 from sumbg.adapters.docker import Engine
 from sumbg.adapters.probe import Prober
@@ -23,8 +23,18 @@ from sumbg.adapters.restic import Repository, Restic
 from sumbg.config import HostConfig, SiteConfig, load_host, load_site
 from sumbg.errors import ConfigError, Interrupted, SumbgError
 from sumbg.ops import reports
+from sumbg.ops.events import Notifier
 from sumbg.ops.executor import Plan, Reporter, execute
-from sumbg.ops.seams import ContainerEngine, EdgeProxy, GitMirror, HttpProber, OffsiteStore, SiteStacks
+from sumbg.ops.seams import (
+    ContainerEngine,
+    Courier,
+    EdgeProxy,
+    GitMirror,
+    HostCommands,
+    HttpProber,
+    OffsiteStore,
+    SiteStacks,
+)
 from sumbg.site.records import HistoryEntry
 from sumbg.site.site import Site
 from sumbg.site.stacks import Stacks
@@ -65,6 +75,27 @@ class Context:
     def offsite(self, repository: Repository) -> OffsiteStore:
         """A restic repository (a site's [backup] repository, or one named for a disaster recovery)."""
         return Restic(repository)
+
+    @property
+    def host_commands(self) -> HostCommands:
+        return hooks.run_host_command
+
+    def courier(self) -> Courier:
+        return notify.Courier()
+
+    @cached_property
+    def events(self) -> Notifier:
+        """The command's events: written to events.jsonl, delivered to the [[notify]] targets."""
+        return Notifier(self.host, self.courier(), self.reporter)
+
+    def close(self) -> None:
+        """At the end of the command: the notifications still being delivered, waited for (bounded)."""
+        if "events" not in self.__dict__:
+            return
+        try:
+            self.events.flush()
+        except Exception as exc:  # noqa: BLE001 - a notification never changes the command's exit code
+            self.reporter.line(f"warning: notifications were not all delivered: {exc}")
 
     def mirror(self, site: Site) -> GitMirror:
         return gitrepo.Mirror(site.mirror_dir, site.config.repo)
@@ -109,7 +140,14 @@ class Context:
         """Run a plan on a site, then refresh the host's operator documents whatever happened.
         `also`: the other sites a host-wide operation changes (each journals and records it too)."""
         try:
-            return execute(plan, site.records, self.reporter, command=command, companions=[s.records for s in also])
+            return execute(
+                plan,
+                site.records,
+                self.reporter,
+                command=command,
+                companions=[s.records for s in also],
+                listener=lambda entry: self.events.on_history(entry, site.config),
+            )
         finally:
             reports.regenerate(self.host)
 

@@ -126,14 +126,24 @@ def execute(
     *,
     command: str = "",
     companions: Sequence[SiteRecords] = (),
+    listener: Callable[[HistoryEntry], None] | None = None,
 ) -> HistoryEntry:
     """Run `plan` on the site whose records are `records`. `companions`: the records of the other
     sites a host-wide operation changes (a takeover): each journals the operation in its own
-    state.json while it runs and records it in its own history, like the site it runs on."""
+    state.json while it runs and records it in its own history, like the site it runs on.
+    `listener` hears each `started` and `finished` line once it is in the history (the events
+    people are notified of are built from them)."""
     op_id = uuid.uuid4().hex[:12]
     run = Run(records, reporter, op_id)
     started = time.monotonic()
     journals = _Companions(companions)
+
+    def record(entry: HistoryEntry) -> None:
+        records.append(entry)
+        journals.record(entry)
+        if listener is not None:
+            listener(entry)
+
     entry: HistoryEntry = {
         "event": "started",
         "id": op_id,
@@ -143,11 +153,11 @@ def execute(
         "plan": [s.name for s in plan.steps],
         **plan.facts,
     }
-    records.append(entry)
+    record(entry)
     journal = Operation(id=op_id, kind=plan.operation, pid=os.getpid(), started_at=utc_now(), facts=dict(plan.facts))
     run.state.operation = journal
     run.save_state()
-    journals.begin(entry, journal)
+    journals.begin(journal)
     reporter.line(f"sumbg {plan.operation} {plan.slug}")
     results: list[StepResult] = []
     for step in plan.steps:
@@ -191,8 +201,7 @@ def execute(
                 **plan.facts,
                 **run.notes,
             }
-            records.append(summary)
-            journals.record(summary)
+            record(summary)
             raise final.refined(result=summary) from exc
         seconds = time.monotonic() - t0
         outcome = info.pop("outcome", "ok")
@@ -211,8 +220,7 @@ def execute(
         **plan.facts,
         **run.notes,
     }
-    records.append(summary)
-    journals.record(summary)
+    record(summary)
     reporter.line(f"done in {summary['seconds']:.1f}s")
     return summary
 
@@ -224,9 +232,8 @@ class _Companions:
     def __init__(self, companions: Sequence[SiteRecords]) -> None:
         self.companions = list(companions)
 
-    def begin(self, entry: HistoryEntry, journal: Operation) -> None:
+    def begin(self, journal: Operation) -> None:
         for records in self.companions:
-            records.append(entry)
             state = records.load_state()
             state.operation = journal
             records.save_state(state)

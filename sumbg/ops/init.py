@@ -15,7 +15,7 @@ from sumbg import naming
 from sumbg.adapters import build, gitrepo
 from sumbg.adapters.probe import live_target
 from sumbg.config import SiteConfig, refuse_changes_to_kept_config, render_site_toml
-from sumbg.errors import CheckFailed, UsageError
+from sumbg.errors import CertificateFailed, UsageError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.seams import SiteStacks
@@ -280,7 +280,7 @@ def certificate_watch(ctx: Context, config: SiteConfig, every: float = 3.0) -> C
         last[0] = time.monotonic()
         failure = ctx.edge.certificate_failure(config.domains, since)
         if failure:
-            raise CheckFailed(
+            raise CertificateFailed(
                 f"the edge could not get a TLS certificate for {failure}; check that the "
                 f"domain's DNS names this host and that port 80 reaches it "
                 f"(the site is taken off the edge; the others keep serving)"

@@ -20,6 +20,7 @@ from sumbg.ops import agreement
 from sumbg.ops.backups import resolve_backup_file, restore_steps
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.hooks import HookCall, configured, post_hook_step
 from sumbg.ops.opening import opened
 from sumbg.ops.policy import rollback_needs_restore
 from sumbg.ops.seams import SiteStacks
@@ -175,6 +176,20 @@ def rollback_plan(
                 ctx, site, restore_from, require_sha=True, then_flip=functools.partial(flip_in_maintenance, rb)
             ),
         )
+    if configured(site, "post_rollback"):
+        call = HookCall(
+            "post_rollback",
+            "rollback",
+            "succeeded",
+            from_ref=state.ref(live),
+            to_ref=ref,
+            from_colour=live,
+            to_colour=target,
+            colour=target,
+            image=record.image,
+        )
+        hook = "the post_rollback hook (a failure is reported; the rollback stands)"
+        steps = (*steps, post_hook_step(ctx, site, call, f"{hook}: {configured(site, 'post_rollback')}"))
     return Plan(
         "rollback",
         site.slug,

@@ -16,9 +16,11 @@ from typing import Any, Protocol
 
 from sumbg.adapters.docker import ComposeProject, ContainerState, ExecResult
 from sumbg.adapters.gitrepo import Resolved
+from sumbg.adapters.hooks import CommandResult
+from sumbg.adapters.notify import Message
 from sumbg.adapters.probe import Answer, Health, Target
 from sumbg.adapters.restic import Snapshot, Upload
-from sumbg.config import EdgeSettings, SiteConfig, SmokeCheck
+from sumbg.config import EdgeSettings, NotifyTarget, SiteConfig, SmokeCheck
 from sumbg.site.stacks import Backup, PendingMigrations
 
 
@@ -158,6 +160,7 @@ class SiteStacks(Protocol):
     def dump_row_counts(self, name: str) -> dict[str, int]: ...
     def list_backup_files(self) -> list[Path]: ...
     def free_space_problems(self, min_free_gb: float) -> list[str]: ...
+    def run_manage(self, colour: str, image: str, args: list[str], *, env_dir: Path | None = None) -> ExecResult: ...
 
 
 class OffsiteStore(Protocol):
@@ -182,3 +185,16 @@ class GitMirror(Protocol):
     def tags_at(self, commit: str) -> list[str]: ...
     def read_file(self, commit: str, path: str) -> str | None: ...
     def list_files(self, commit: str) -> list[str]: ...
+
+
+class Courier(Protocol):
+    """Delivers one message to one [[notify]] target, one attempt (sumbg.adapters.notify.Courier);
+    raises DeliveryFailed."""
+
+    def send(self, target: NotifyTarget, message: Message, timeout: float) -> None: ...
+
+
+class HostCommands(Protocol):
+    """Runs a [hooks] host command (sumbg.adapters.hooks.run_host_command)."""
+
+    def __call__(self, command: str, env: dict[str, str], cwd: Path, timeout: float) -> CommandResult: ...

@@ -29,7 +29,20 @@ def status(ctx: Context, slug: str | None) -> list[dict[str, Any]]:
 
 def host_status(ctx: Context) -> dict[str, Any]:
     """Every site of this host, with what identifies the host (for the fleet's table)."""
-    return {"sumbg": __version__, "host": socket.gethostname(), "root": str(ctx.host.root), "sites": status(ctx, None)}
+    return {
+        "sumbg": __version__,
+        "host": socket.gethostname(),
+        "root": str(ctx.host.root),
+        "sites": status(ctx, None),
+        "undelivered_events": undelivered_events(ctx, None),
+    }
+
+
+def undelivered_events(ctx: Context, slug: str | None) -> list[dict[str, Any]]:
+    """Notifications of the last days that did not reach a target (a site's, or the host's own:
+    a fleet run's), newest first."""
+    log = ctx.events.log
+    return log.undelivered(site=slug) if slug else log.undelivered(host_only=True)
 
 
 def site_status(ctx: Context, site: Site) -> dict[str, Any]:
@@ -78,6 +91,7 @@ def site_status(ctx: Context, site: Site) -> dict[str, Any]:
         "last_deploy_outcome": reports.deploy_outcome(last),
         "rollback": rollback_view(ctx, site, state),
         "backup": offsite.backup_status(ctx, site, state),
+        "undelivered_events": undelivered_events(ctx, site.slug),
     }
 
 

@@ -29,6 +29,7 @@ from sumbg.ops import rehearsal
 from sumbg.ops.backups import protected_backups
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.hooks import HookCall, configured, post_hook_step, pre_hook_step
 from sumbg.ops.opening import opened
 from sumbg.ops.seams import SiteStacks
 from sumbg.ops.switch import move_workers, restart_rollback_target, switch_live
@@ -510,6 +511,7 @@ def upgrade_plan(
             build_release,
             {"image": image.tag, "commit": image.commit},
         ),
+        *upgrade_hooks(ctx, site, facts, "pre_upgrade", "pre_backup"),
         step(
             "backup",
             f"pg_dump to {up.backup_path}, verify",
@@ -551,6 +553,7 @@ def upgrade_plan(
         ),
         step("workers", f"stop {live}'s worker, start {idle}'s; keep {live}'s web for rollback", move_worker),
     ]
+    steps += upgrade_hooks(ctx, site, facts, "post_switch")
     if watch > 0:
         steps.append(
             step(
@@ -567,6 +570,7 @@ def upgrade_plan(
             run_after_switch,
         )
     )
+    steps += upgrade_hooks(ctx, site, facts, "post_upgrade")
     return Plan(
         "upgrade",
         slug,
@@ -579,6 +583,37 @@ def upgrade_plan(
             "sum_core": {"from": facts.live_core, "to": facts.new_core},
         },
     )
+
+
+_HOOK_STEPS = {
+    "pre_upgrade": ("starting", "the pre_upgrade hook (a failure stops the upgrade; nothing has changed)"),
+    "pre_backup": ("starting", "the pre_backup hook (a failure stops the upgrade; nothing has changed)"),
+    "post_switch": ("switched", "the post_switch hook (a failure is reported; the switch stands)"),
+    "post_upgrade": ("succeeded", "the post_upgrade hook (a failure is reported; the upgrade stands)"),
+}
+
+
+def upgrade_hooks(ctx: Context, site: Site, facts: UpgradeFacts, *hooks: str) -> list[Step]:
+    """The configured [hooks] among `hooks`, as steps; a `manage:` hook runs in the new release."""
+    steps = []
+    for hook in hooks:
+        if not configured(site, hook):
+            continue
+        outcome, summary = _HOOK_STEPS[hook]
+        call = HookCall(
+            hook,
+            "upgrade",
+            outcome,
+            from_ref=facts.live_record.ref,
+            to_ref=facts.new_ref,
+            from_colour=facts.live,
+            to_colour=facts.idle,
+            colour=facts.idle,
+            image=facts.image.tag,
+        )
+        make = pre_hook_step if hook.startswith("pre_") else post_hook_step
+        steps.append(make(ctx, site, call, f"{summary}: {configured(site, hook)}"))
+    return steps
 
 
 # ---------------------------------------------------------------- the dry run

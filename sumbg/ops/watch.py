@@ -12,6 +12,7 @@ from sumbg.config import WatchSettings
 from sumbg.errors import CheckFailed, NeedsOperator
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Run
+from sumbg.ops.hooks import HookCall, run_post_hook
 from sumbg.ops.seams import HttpProber
 from sumbg.ops.switch import move_workers, switch_live
 from sumbg.site.site import Site
@@ -88,6 +89,7 @@ def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, 
                 flip = switch_live(ctx, site, run, old)
                 run.notes["reverted"] = {"reason": reason, "flip_seconds": flip.seconds}
                 move_workers(ctx, site, run, to=old, came_from=new)
+                _after_revert(ctx, site, run, new=new, old=old)
                 raise CheckFailed(
                     f"after the switch the site failed its watch ({reason}); rolled back to "
                     f"{run.state.describe(old)} by itself in {flip.seconds:.3f}s",
@@ -97,6 +99,23 @@ def watch_live(ctx: Context, site: Site, run: Run, seconds: float, *, new: str, 
                 break
             time.sleep(policy.interval)
     return {"seconds": seconds, **summary}
+
+
+def _after_revert(ctx: Context, site: Site, run: Run, *, new: str, old: str) -> None:
+    """The post_rollback hook, told the watch reverted (SUMBG_OPERATION=upgrade, SUMBG_OUTCOME=reverted)."""
+    back = run.state.record(old)
+    call = HookCall(
+        "post_rollback",
+        "upgrade",
+        "reverted",
+        from_ref=run.state.ref(new),
+        to_ref=run.state.ref(old),
+        from_colour=new,
+        to_colour=old,
+        colour=old,
+        image=back.image if back else "",
+    )
+    run_post_hook(ctx, site, run, call)
 
 
 def _cover_instead_of_reverting(ctx: Context, site: Site, run: Run, reason: str, *, new: str, old: str) -> NoReturn:
