@@ -111,6 +111,7 @@ class Host:
         return {k: v for k, v in pairs}
 
     def init(self, slug: str, ref: str = "v1.0.0", *extra: str) -> Result:
+        _SESSION["removed"].discard(slug)
         if not self.site_dir(slug).exists():
             self.teardown_site(slug)  # what an earlier, killed session left under this slug
         db_port = free_port()
@@ -140,6 +141,22 @@ class Host:
         out = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
         return sorted(name for name in out if name.startswith(prefix))
 
+    def sites(self) -> set[str]:
+        """The slugs initialised under this root (their folders stay after a teardown)."""
+        return {site_toml.parent.name for site_toml in self.root.glob("*/site.toml")}
+
+    def own_containers(self, *slugs: str) -> list[str]:
+        """'ID NAME STATE' of every container of this host: its edge, and the stacks of its sites
+        and of `slugs` (a command may create them). Other test sessions share the engine (xdist
+        workers, other checkouts): their containers come and go meanwhile and are none of ours."""
+        prefixes = tuple(f"sum-{slug}-" for slug in self.sites() | set(slugs))
+        listing = docker("ps", "-a", "--format", "{{.ID}} {{.Names}} {{.State}}").stdout.splitlines()
+        return sorted(
+            line
+            for line in listing
+            if line.split()[1] == f"{self.edge_name}-caddy" or line.split()[1].startswith(prefixes)
+        )
+
     def teardown_site(self, slug: str) -> None:
         for project in (f"sum-{slug}-blue", f"sum-{slug}-green", f"sum-{slug}-data"):
             ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
@@ -150,8 +167,11 @@ class Host:
 
 
 # Its own edge, so tests never touch a demo's or a real site's; a second test session
-# running beside this one (another checkout) sets SUMBG_TEST_EDGE to its own name.
-EDGE = os.environ.get("SUMBG_TEST_EDGE", "sum-edge-test")
+# running beside this one (another checkout) sets SUMBG_TEST_EDGE to its own name. Under
+# pytest-xdist each worker is a session of its own: its own edge (and every edge named after
+# it: the fleet's, the ACME test's, the takeover's), its own root and its own ports.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+EDGE = os.environ.get("SUMBG_TEST_EDGE", "sum-edge-test") + (f"-{WORKER}" if WORKER else "")
 
 
 def _hold_the_test_edge():
@@ -216,18 +236,47 @@ def example_repo(tmp_path_factory) -> Path:
     return dest
 
 
+# The session's host once made, and the sites already removed from it (see pytest_runtest_teardown).
+_SESSION: dict = {"host": None, "removed": set()}
+
+
 @pytest.fixture(scope="session")
 def host(engine, example_repo, tmp_path_factory) -> Host:
     lock = _hold_the_test_edge()
     the_host = new_host(tmp_path_factory.mktemp("sumbg-root"), EDGE, example_repo)
     _remove_stale_edge(the_host)
+    _SESSION["host"] = the_host
     yield the_host
-    for site_toml in the_host.root.glob("*/site.toml"):
-        the_host.teardown_site(site_toml.parent.name)
+    _SESSION["host"] = None
+    for slug in sorted(the_host.sites() - _SESSION["removed"]):
+        the_host.teardown_site(slug)
     docker("rm", "-f", f"{EDGE}-caddy", check=False)
     docker("volume", "rm", f"{EDGE}-caddy-data", f"{EDGE}-caddy-config", check=False)
     docker("network", "rm", EDGE, check=False)
     lock.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """When a module ends (its own fixtures torn down), the sites it left on the session's host
+    go too: every module uses slugs of its own, and an engine holds only about 30 networks (one
+    per site), which a worker running many modules one after the other would otherwise fill."""
+    yield
+    the_host = _SESSION["host"]
+    if the_host is None or (nextitem is not None and nextitem.module is item.module):
+        return
+    for slug in sorted(the_host.sites() - _SESSION["removed"]):
+        the_host.teardown_site(slug)
+        _SESSION["removed"].add(slug)
+
+
+def pytest_runtest_setup(item) -> None:
+    if item.get_closest_marker("engine_restart") and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        pytest.fail(
+            "this test restarts the Docker engine under every other test: run it alone "
+            "(`make test` runs it in a phase of its own, after the others)",
+            pytrace=False,
+        )
 
 
 def http_get(
@@ -274,3 +323,20 @@ def snapshot_tree(path: Path, exclude: tuple[str, ...] = ()) -> dict[str, bytes]
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# Seconds each end-to-end module took alone on a 2-core machine (FILLED IN BELOW). Under xdist
+# (`make test`) every worker takes whole modules in this order, longest first, so that no long
+# module starts last while the other workers sit idle. Not listed: 60 s; unit-test modules: 0.
+MODULE_SECONDS: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if not WORKER:
+        return  # one session: the files' own order
+
+    def seconds(item) -> float:
+        name = item.path.name
+        return MODULE_SECONDS.get(name, 60.0 if name.startswith(("test_e2e_", "test_bench_")) else 0.0)
+
+    items.sort(key=lambda item: -seconds(item))  # a stable sort: each module's tests keep their order

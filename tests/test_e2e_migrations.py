@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import psycopg
 import pytest
@@ -84,7 +83,7 @@ def step_of(entry: dict, name: str) -> dict:
 def test_a_migration_failing_half_way_never_touches_the_live_database(host: Host, site: str) -> None:
     before = fingerprint(host)
     with Traffic(host.http_port, DOMAIN, path="/") as traffic:
-        time.sleep(0.5)
+        traffic.settle()
         result = host.sumbg("upgrade", site, "v1.13.0-half-failing", "--json", "--watch", "0")
     report = traffic.stop()
     assert result.returncode == 1, str(result)
@@ -107,7 +106,7 @@ def test_a_breaking_release_is_refused_with_the_evidence_and_no_request_fails(
 ) -> None:
     before = fingerprint(host)
     with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1) as traffic:
-        time.sleep(0.5)
+        traffic.settle()
         result = host.sumbg("upgrade", site, ref, "--json", "--watch", "0")
     report = traffic.stop()
     assert result.returncode == 1, str(result)
@@ -132,9 +131,9 @@ def test_a_breaking_release_is_refused_with_the_evidence_and_no_request_fails(
 
 def test_a_breaking_release_with_maintenance_shows_visitors_only_the_maintenance_page(host: Host, site: str) -> None:
     with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1) as traffic:
-        time.sleep(0.5)
+        traffic.settle()
         result = host.sumbg("upgrade", site, "v1.11.0-drop-message", "--maintenance", "--json", "--watch", "2")
-        time.sleep(0.5)
+        traffic.settle()
     report = traffic.stop()
     assert result.returncode == 0, str(result)
     outcome = result.json()
@@ -168,9 +167,9 @@ def test_an_after_switch_migration_runs_after_the_watch_and_rollback_restores_th
     host: Host, site: str
 ) -> None:
     with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1) as traffic:
-        time.sleep(0.5)
+        traffic.settle()
         result = host.sumbg("upgrade", site, "v1.14.0-post-switch", "--json", "--watch", "3")
-        time.sleep(0.5)
+        traffic.settle()
     report = traffic.stop()
     assert result.returncode == 0, str(result)
     assert report.failures == [], report.summary()

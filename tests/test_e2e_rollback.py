@@ -56,9 +56,9 @@ class TestRollback:
 
     def test_rollback_under_load_is_instant_and_fails_nothing(self, host: Host, site: str) -> None:
         with Traffic(host.http_port, self.DOMAIN, keepalive_clients=3, fresh_clients=2) as traffic:
-            time.sleep(1)
+            traffic.settle()
             result = host.sumbg("rollback", site, "--json")
-            time.sleep(1)
+            traffic.settle()
         report = traffic.stop()
         assert result.returncode == 0, str(result)
         assert_version_moved(report, "v1.1.0", "v1.0.0")
@@ -265,7 +265,7 @@ class TestCrashRecovery:
 
             recovered = host.sumbg("recover", site, "--json")
             assert recovered.returncode == 0, str(recovered)
-            time.sleep(1)
+            traffic.settle()
         report = traffic.stop()
         assert report.failures == [], report.summary()
 

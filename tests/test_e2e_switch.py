@@ -10,7 +10,6 @@ put back and confirmed), and a watch that ignores one isolated failed probe.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -92,7 +91,7 @@ def test_failed_upgrade_keeps_the_rollback_target_and_the_watch_reverts(host: Ho
         assert rolled.returncode == 0, str(rolled)
         assert (rolled.json()["to"], rolled.json()["steps"][0]["outcome"]) == ("v1.0.0", "skipped")
         assert live_build(host) == "v1.0.0"
-        time.sleep(1)
+        traffic.settle()
     report = traffic.stop()
     assert report.failures == [], report.summary()
     assert report.sent > 100, report.summary()
@@ -115,7 +114,7 @@ def test_flip_whose_target_stopped_puts_traffic_back(host: Host, site: str, tmp_
             docker("stop", f"sum-{site}-green-web")  # behind sumbg's back, after its ready check
             resume.touch()
             out, _ = proc.communicate(timeout=120)
-        time.sleep(1)
+        traffic.settle()
     report = traffic.stop()
     assert proc.returncode == 1, stderr_path.read_text()
     failure = json.loads(out)

@@ -96,6 +96,22 @@ class Traffic:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def settle(self, requests: int = 3, timeout: float = 30) -> None:
+        """Wait until every client has finished `requests` more requests from now (a condition,
+        not a fixed sleep): before a command, the clients are running; after it, each has seen
+        what the site serves once the command is done."""
+        with self._lock:
+            done = Counter(sample.client for sample in self.report.samples)
+        wanted = {number: done[number] + requests for number in range(len(self._threads))}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                done = Counter(sample.client for sample in self.report.samples)
+            if all(done[number] >= count for number, count in wanted.items()):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"the background clients did not get {requests} more answers in {timeout:g}s")
+
     def stop(self) -> TrafficReport:
         self._stop.set()
         for thread in self._threads:
