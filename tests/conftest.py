@@ -325,10 +325,32 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-# Seconds each end-to-end module took alone on a 2-core machine (FILLED IN BELOW). Under xdist
-# (`make test`) every worker takes whole modules in this order, longest first, so that no long
-# module starts last while the other workers sit idle. Not listed: 60 s; unit-test modules: 0.
-MODULE_SECONDS: dict[str, float] = {}
+# Seconds each end-to-end module (or test class: `--dist loadscope` gives each class to a worker
+# whole, each module's plain functions too) took in a one-session run on a 2-core machine from a
+# cold image cache (2026-12-06). Under xdist (`make test`) the workers take them in this order,
+# longest first, so that no long one starts last while the others sit idle. Not listed: 60 s;
+# unit-test modules: nothing (they fill the gaps at the end).
+SCOPE_SECONDS = {
+    "test_e2e_migrations.py": 400,
+    "test_e2e_build.py": 291,
+    "test_e2e_switch.py": 264,
+    "test_bench_quick.py": 230,
+    "test_e2e_fleet.py": 201,
+    "test_e2e_upgrade.py::TestBrokenReleases": 167,
+    "test_e2e_adopt.py": 155,
+    "test_e2e_rollback.py::TestCrashRecovery": 137,
+    "test_e2e_upgrade.py": 74,
+    "test_e2e_takeover.py": 72,
+    "test_e2e_acme.py": 66,
+    "test_e2e_restart.py": 58,
+    "test_e2e_rollback.py": 44,
+    "test_e2e_rollback.py::TestRollback": 43,
+    "test_e2e_own_dockerfile.py": 37,
+    "test_e2e_upgrade.py::TestZeroDowntimeUpgrade": 36,
+    "test_e2e_golden_path.py": 32,
+    "test_e2e_init.py": 26,
+    "test_e2e_upgrade.py::TestLockingAndInput": 22,
+}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -337,6 +359,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 
     def seconds(item) -> float:
         name = item.path.name
-        return MODULE_SECONDS.get(name, 60.0 if name.startswith(("test_e2e_", "test_bench_")) else 0.0)
+        scope = f"{name}::{item.cls.__name__}" if item.cls else name
+        return SCOPE_SECONDS.get(scope, 60.0 if name.startswith(("test_e2e_", "test_bench_")) else 0.0)
 
-    items.sort(key=lambda item: -seconds(item))  # a stable sort: each module's tests keep their order
+    items.sort(key=lambda item: -seconds(item))  # a stable sort: each scope's tests keep their order

@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import Host, docker, http_get, snapshot_tree, wait_until
 from .test_e2e_init import post_lead, tag_commit
-from .traffic import Traffic
+from .traffic import TEST_PAUSE, Traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +75,7 @@ class TestZeroDowntimeUpgrade:
 
     def test_upgrade_under_load_fails_no_request(self, host: Host, site: str) -> None:
         leads_before = count_leads(host, site)
-        with Traffic(host.http_port, self.DOMAIN, keepalive_clients=3, fresh_clients=2) as traffic:
+        with Traffic(host.http_port, self.DOMAIN, keepalive_clients=3, fresh_clients=2, pause=TEST_PAUSE) as traffic:
             traffic.settle()
             result = host.sumbg("upgrade", site, "v1.1.0", "--json", "--watch", "3")
             traffic.settle()
@@ -178,7 +178,7 @@ class TestBrokenReleases:
     def test_broken_release_aborts_cleanly(self, host: Host, site: str, ref: str, step: str, message: str) -> None:
         leads_before = count_leads(host, site)
         state_before = host.state(site)
-        with Traffic(host.http_port, self.DOMAIN) as traffic:
+        with Traffic(host.http_port, self.DOMAIN, pause=TEST_PAUSE) as traffic:
             traffic.settle()
             result = host.sumbg("upgrade", site, ref, "--json")
             traffic.settle()
