@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -27,10 +28,34 @@ SUMBG = Path(sys.executable).with_name("sumbg")
 LOCAL_HOST_CONF = REPO / "build" / "local-host.toml"
 
 
+# Ports this session hands out come from a range of its own, below the kernel's ephemeral range
+# (which outgoing connections and bind(0) draw from), and never twice. With bind(0), a port that a
+# module had just released and meant to take back (a takeover's undo restarting the edge on its old
+# ports) went to a container of another xdist worker meanwhile.
+_PORT_SPAN = 900
+
+
+def _session_ports():
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw")[2:] or os.getpid())
+    base = 20000 + (index % 13) * _PORT_SPAN  # 13 ranges: 20000-31699, below 32768
+    start = random.randrange(_PORT_SPAN)  # another session on the same range starts elsewhere
+    for step in range(_PORT_SPAN):
+        yield base + (start + step) % _PORT_SPAN
+
+
+_PORTS = _session_ports()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on now, never handed out before in this session."""
+    for port in _PORTS:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"this test session used up its {_PORT_SPAN} ports")
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
