@@ -16,8 +16,18 @@ demo: setup
 demo-clean: setup
 	@$(PY) scripts/demo.py --clean
 
+# The end-to-end modules mostly wait on containers and HTTP, so they run in parallel: pytest-xdist
+# workers, each taking whole modules or test classes (--dist loadscope; longest first, see
+# tests/conftest.py), each with its own edge, root and ports. TEST_WORKERS was measured on 2 cores (README). The engine restart
+# test restarts dockerd under every container: it runs alone, after the others.
+TEST_WORKERS ?= 4
+
 test: setup lint
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@status=0; \
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not engine_restart" \
+		$(PYTEST_ARGS) || status=$$?; \
+	$(PY) -m pytest -m engine_restart $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
+	exit $$status
 
 # The code's own checks, first: lint and format (ruff), types (mypy, strict), the layering
 # (import-linter contracts in pyproject.toml).

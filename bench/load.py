@@ -105,8 +105,11 @@ class Load:
         ]
         for thread in threads:
             thread.start()
-        while not self.stop.wait(0.2):
-            pass
+        # Not stop.wait(): the SIGTERM handler calls stop.set() in this (the main) thread, and if
+        # the signal lands while wait() holds the event's lock, set() waits for that lock forever
+        # (seen under load: the generator never stopped). is_set() takes no lock.
+        while not self.stop.is_set():
+            time.sleep(0.2)
         for thread in threads:
             thread.join(timeout=a.timeout + 5)
         with self.lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -27,10 +28,34 @@ SUMBG = Path(sys.executable).with_name("sumbg")
 LOCAL_HOST_CONF = REPO / "build" / "local-host.toml"
 
 
+# Ports this session hands out come from a range of its own, below the kernel's ephemeral range
+# (which outgoing connections and bind(0) draw from), and never twice. With bind(0), a port that a
+# module had just released and meant to take back (a takeover's undo restarting the edge on its old
+# ports) went to a container of another xdist worker meanwhile.
+_PORT_SPAN = 900
+
+
+def _session_ports():
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw")[2:] or os.getpid())
+    base = 20000 + (index % 13) * _PORT_SPAN  # 13 ranges: 20000-31699, below 32768
+    start = random.randrange(_PORT_SPAN)  # another session on the same range starts elsewhere
+    for step in range(_PORT_SPAN):
+        yield base + (start + step) % _PORT_SPAN
+
+
+_PORTS = _session_ports()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on now, never handed out before in this session."""
+    for port in _PORTS:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"this test session used up its {_PORT_SPAN} ports")
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -111,6 +136,7 @@ class Host:
         return {k: v for k, v in pairs}
 
     def init(self, slug: str, ref: str = "v1.0.0", *extra: str) -> Result:
+        _SESSION["removed"].discard(slug)
         if not self.site_dir(slug).exists():
             self.teardown_site(slug)  # what an earlier, killed session left under this slug
         db_port = free_port()
@@ -140,6 +166,22 @@ class Host:
         out = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
         return sorted(name for name in out if name.startswith(prefix))
 
+    def sites(self) -> set[str]:
+        """The slugs initialised under this root (their folders stay after a teardown)."""
+        return {site_toml.parent.name for site_toml in self.root.glob("*/site.toml")}
+
+    def own_containers(self, *slugs: str) -> list[str]:
+        """'ID NAME STATE' of every container of this host: its edge, and the stacks of its sites
+        and of `slugs` (a command may create them). Other test sessions share the engine (xdist
+        workers, other checkouts): their containers come and go meanwhile and are none of ours."""
+        prefixes = tuple(f"sum-{slug}-" for slug in self.sites() | set(slugs))
+        listing = docker("ps", "-a", "--format", "{{.ID}} {{.Names}} {{.State}}").stdout.splitlines()
+        return sorted(
+            line
+            for line in listing
+            if line.split()[1] == f"{self.edge_name}-caddy" or line.split()[1].startswith(prefixes)
+        )
+
     def teardown_site(self, slug: str) -> None:
         for project in (f"sum-{slug}-blue", f"sum-{slug}-green", f"sum-{slug}-data"):
             ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
@@ -150,8 +192,11 @@ class Host:
 
 
 # Its own edge, so tests never touch a demo's or a real site's; a second test session
-# running beside this one (another checkout) sets SUMBG_TEST_EDGE to its own name.
-EDGE = os.environ.get("SUMBG_TEST_EDGE", "sum-edge-test")
+# running beside this one (another checkout) sets SUMBG_TEST_EDGE to its own name. Under
+# pytest-xdist each worker is a session of its own: its own edge (and every edge named after
+# it: the fleet's, the ACME test's, the takeover's), its own root and its own ports.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+EDGE = os.environ.get("SUMBG_TEST_EDGE", "sum-edge-test") + (f"-{WORKER}" if WORKER else "")
 
 
 def _hold_the_test_edge():
@@ -216,18 +261,47 @@ def example_repo(tmp_path_factory) -> Path:
     return dest
 
 
+# The session's host once made, and the sites already removed from it (see pytest_runtest_teardown).
+_SESSION: dict = {"host": None, "removed": set()}
+
+
 @pytest.fixture(scope="session")
 def host(engine, example_repo, tmp_path_factory) -> Host:
     lock = _hold_the_test_edge()
     the_host = new_host(tmp_path_factory.mktemp("sumbg-root"), EDGE, example_repo)
     _remove_stale_edge(the_host)
+    _SESSION["host"] = the_host
     yield the_host
-    for site_toml in the_host.root.glob("*/site.toml"):
-        the_host.teardown_site(site_toml.parent.name)
+    _SESSION["host"] = None
+    for slug in sorted(the_host.sites() - _SESSION["removed"]):
+        the_host.teardown_site(slug)
     docker("rm", "-f", f"{EDGE}-caddy", check=False)
     docker("volume", "rm", f"{EDGE}-caddy-data", f"{EDGE}-caddy-config", check=False)
     docker("network", "rm", EDGE, check=False)
     lock.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """When a module ends (its own fixtures torn down), the sites it left on the session's host
+    go too: every module uses slugs of its own, and an engine holds only about 30 networks (one
+    per site), which a worker running many modules one after the other would otherwise fill."""
+    yield
+    the_host = _SESSION["host"]
+    if the_host is None or (nextitem is not None and nextitem.module is item.module):
+        return
+    for slug in sorted(the_host.sites() - _SESSION["removed"]):
+        the_host.teardown_site(slug)
+        _SESSION["removed"].add(slug)
+
+
+def pytest_runtest_setup(item) -> None:
+    if item.get_closest_marker("engine_restart") and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        pytest.fail(
+            "this test restarts the Docker engine under every other test: run it alone "
+            "(`make test` runs it in a phase of its own, after the others)",
+            pytrace=False,
+        )
 
 
 def http_get(
@@ -274,3 +348,43 @@ def snapshot_tree(path: Path, exclude: tuple[str, ...] = ()) -> dict[str, bytes]
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# Seconds each end-to-end module (or test class: `--dist loadscope` gives each class to a worker
+# whole, each module's plain functions too) took in a one-session run on a 2-core machine from a
+# cold image cache (2026-12-06). Under xdist (`make test`) the workers take them in this order,
+# longest first, so that no long one starts last while the others sit idle. Not listed: 60 s;
+# unit-test modules: nothing (they fill the gaps at the end).
+SCOPE_SECONDS = {
+    "test_e2e_migrations.py": 400,
+    "test_e2e_build.py": 291,
+    "test_e2e_switch.py": 264,
+    "test_bench_quick.py": 230,
+    "test_e2e_fleet.py": 201,
+    "test_e2e_upgrade.py::TestBrokenReleases": 167,
+    "test_e2e_adopt.py": 155,
+    "test_e2e_rollback.py::TestCrashRecovery": 137,
+    "test_e2e_upgrade.py": 74,
+    "test_e2e_takeover.py": 72,
+    "test_e2e_acme.py": 66,
+    "test_e2e_restart.py": 58,
+    "test_e2e_rollback.py": 44,
+    "test_e2e_rollback.py::TestRollback": 43,
+    "test_e2e_own_dockerfile.py": 37,
+    "test_e2e_upgrade.py::TestZeroDowntimeUpgrade": 36,
+    "test_e2e_golden_path.py": 32,
+    "test_e2e_init.py": 26,
+    "test_e2e_upgrade.py::TestLockingAndInput": 22,
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if not WORKER:
+        return  # one session: the files' own order
+
+    def seconds(item) -> float:
+        name = item.path.name
+        scope = f"{name}::{item.cls.__name__}" if item.cls else name
+        return SCOPE_SECONDS.get(scope, 60.0 if name.startswith(("test_e2e_", "test_bench_")) else 0.0)
+
+    items.sort(key=lambda item: -seconds(item))  # a stable sort: each scope's tests keep their order

@@ -174,7 +174,8 @@ def test_two_sites_share_one_edge(host: Host, site: str) -> None:
     assert status == 200 and json.loads(body)["version"]["build"] == "v1.1.0"
     status, _, body = http_get(host.http_port, DOMAIN, "/health/")
     assert status == 200 and json.loads(body)["version"]["build"] == "v1.0.0"
-    edges = docker("ps", "--filter", "label=sumbg.root", "--format", "{{.Names}}").stdout.split()
+    # Every edge serving this root (other sessions' edges on the engine serve other roots).
+    edges = docker("ps", "--filter", f"label=sumbg.root={host.root}", "--format", "{{.Names}}").stdout.split()
     assert edges == [f"{host.edge_name}-caddy"]
     host.teardown_site("t-second")
 
@@ -206,7 +207,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(host: Host, case: s
     argv, expected = BAD_INPUTS[case]
     argv = [arg.replace("{repo}", str(host.repo)) for arg in argv]
     entries = sorted(p.name for p in host.root.iterdir())
-    containers = docker("ps", "-aq").stdout
+    containers = host.own_containers(argv[1])
     result = host.sumbg(*argv)
     assert result.returncode == 2, str(result)
     assert result.stdout == ""
@@ -214,7 +215,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(host: Host, case: s
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("sumbg: error: ") and expected in lines[0], lines[0]
     assert sorted(p.name for p in host.root.iterdir()) == entries
-    assert docker("ps", "-aq").stdout == containers
+    assert host.own_containers(argv[1]) == containers
 
 
 def test_a_database_volume_left_by_an_earlier_site_of_the_slug_is_refused(host: Host) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import psycopg
 import pytest
@@ -25,7 +24,7 @@ import pytest
 from .conftest import Host, docker, http_get
 from .test_e2e_init import post_lead
 from .test_e2e_upgrade import finished
-from .traffic import Traffic
+from .traffic import TEST_PAUSE, Traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -83,8 +82,8 @@ def step_of(entry: dict, name: str) -> dict:
 
 def test_a_migration_failing_half_way_never_touches_the_live_database(host: Host, site: str) -> None:
     before = fingerprint(host)
-    with Traffic(host.http_port, DOMAIN, path="/") as traffic:
-        time.sleep(0.5)
+    with Traffic(host.http_port, DOMAIN, path="/", pause=TEST_PAUSE) as traffic:
+        traffic.settle()
         result = host.sumbg("upgrade", site, "v1.13.0-half-failing", "--json", "--watch", "0")
     report = traffic.stop()
     assert result.returncode == 1, str(result)
@@ -106,8 +105,8 @@ def test_a_breaking_release_is_refused_with_the_evidence_and_no_request_fails(
     host: Host, site: str, ref: str, column: str
 ) -> None:
     before = fingerprint(host)
-    with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1) as traffic:
-        time.sleep(0.5)
+    with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1, pause=TEST_PAUSE) as traffic:
+        traffic.settle()
         result = host.sumbg("upgrade", site, ref, "--json", "--watch", "0")
     report = traffic.stop()
     assert result.returncode == 1, str(result)
@@ -131,10 +130,10 @@ def test_a_breaking_release_is_refused_with_the_evidence_and_no_request_fails(
 
 
 def test_a_breaking_release_with_maintenance_shows_visitors_only_the_maintenance_page(host: Host, site: str) -> None:
-    with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1) as traffic:
-        time.sleep(0.5)
+    with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1, pause=TEST_PAUSE) as traffic:
+        traffic.settle()
         result = host.sumbg("upgrade", site, "v1.11.0-drop-message", "--maintenance", "--json", "--watch", "2")
-        time.sleep(0.5)
+        traffic.settle()
     report = traffic.stop()
     assert result.returncode == 0, str(result)
     outcome = result.json()
@@ -167,10 +166,10 @@ def test_a_breaking_release_with_maintenance_shows_visitors_only_the_maintenance
 def test_an_after_switch_migration_runs_after_the_watch_and_rollback_restores_the_database(
     host: Host, site: str
 ) -> None:
-    with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1) as traffic:
-        time.sleep(0.5)
+    with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1, pause=TEST_PAUSE) as traffic:
+        traffic.settle()
         result = host.sumbg("upgrade", site, "v1.14.0-post-switch", "--json", "--watch", "3")
-        time.sleep(0.5)
+        traffic.settle()
     report = traffic.stop()
     assert result.returncode == 0, str(result)
     assert report.failures == [], report.summary()

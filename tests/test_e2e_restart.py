@@ -16,7 +16,8 @@ import pytest
 
 from .conftest import REPO, Host, docker, http_get, wait_until
 
-pytestmark = pytest.mark.e2e
+# It restarts the engine under every container: `make test` runs it alone, after the others.
+pytestmark = [pytest.mark.e2e, pytest.mark.engine_restart]
 
 SLUG = "t-reboot"
 DOMAIN = f"{SLUG}.example.test"

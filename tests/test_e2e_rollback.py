@@ -16,7 +16,7 @@ import pytest
 from .conftest import SUMBG, Host, docker, http_get, wait_until
 from .test_e2e_init import post_lead
 from .test_e2e_upgrade import assert_version_moved, finished
-from .traffic import Traffic
+from .traffic import TEST_PAUSE, Traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -55,10 +55,10 @@ class TestRollback:
         return cls.SLUG
 
     def test_rollback_under_load_is_instant_and_fails_nothing(self, host: Host, site: str) -> None:
-        with Traffic(host.http_port, self.DOMAIN, keepalive_clients=3, fresh_clients=2) as traffic:
-            time.sleep(1)
+        with Traffic(host.http_port, self.DOMAIN, keepalive_clients=3, fresh_clients=2, pause=TEST_PAUSE) as traffic:
+            traffic.settle()
             result = host.sumbg("rollback", site, "--json")
-            time.sleep(1)
+            traffic.settle()
         report = traffic.stop()
         assert result.returncode == 0, str(result)
         assert_version_moved(report, "v1.1.0", "v1.0.0")
@@ -245,7 +245,7 @@ class TestCrashRecovery:
     )
     def test_sigkill_then_recover(self, host: Host, site: str, point: str, tmp_path) -> None:
         stderr_path = tmp_path / "stderr"
-        with Traffic(host.http_port, self.DOMAIN) as traffic:
+        with Traffic(host.http_port, self.DOMAIN, pause=TEST_PAUSE) as traffic:
             with stderr_path.open("w") as stderr:
                 env = {} if point == "during-migrate" else {"SUMBG_FAILPOINT": point}
                 proc = host.popen("upgrade", site, "v1.1.0", "--watch", "0", stderr=stderr, env=env)
@@ -265,7 +265,7 @@ class TestCrashRecovery:
 
             recovered = host.sumbg("recover", site, "--json")
             assert recovered.returncode == 0, str(recovered)
-            time.sleep(1)
+            traffic.settle()
         report = traffic.stop()
         assert report.failures == [], report.summary()
 

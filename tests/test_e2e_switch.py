@@ -10,13 +10,12 @@ put back and confirmed), and a watch that ignores one isolated failed probe.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from .conftest import Host, docker, http_get, wait_until
 from .test_e2e_upgrade import finished
-from .traffic import Traffic
+from .traffic import TEST_PAUSE, Traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +53,7 @@ def site(host: Host):
 
 
 def test_failed_upgrade_keeps_the_rollback_target_and_the_watch_reverts(host: Host, site: str) -> None:
-    with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1) as traffic:
+    with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1, pause=TEST_PAUSE) as traffic:
         # 1. Fails at smoke (its homepage answers 500) after the idle blue (v1.0.0) was removed
         #    to make room: blue is started again before the command exits.
         smoke = host.sumbg("upgrade", site, "v1.4.0-homepage-500", "--watch", "0", "--json")
@@ -92,7 +91,7 @@ def test_failed_upgrade_keeps_the_rollback_target_and_the_watch_reverts(host: Ho
         assert rolled.returncode == 0, str(rolled)
         assert (rolled.json()["to"], rolled.json()["steps"][0]["outcome"]) == ("v1.0.0", "skipped")
         assert live_build(host) == "v1.0.0"
-        time.sleep(1)
+        traffic.settle()
     report = traffic.stop()
     assert report.failures == [], report.summary()
     assert report.sent > 100, report.summary()
@@ -102,7 +101,7 @@ def test_flip_whose_target_stopped_puts_traffic_back(host: Host, site: str, tmp_
     assert host.state(site)["live"] == "blue"
     resume = tmp_path / "resume"
     stderr_path = tmp_path / "stderr"
-    with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1) as traffic:
+    with Traffic(host.http_port, DOMAIN, path="/", keepalive_clients=2, fresh_clients=1, pause=TEST_PAUSE) as traffic:
         with stderr_path.open("w") as stderr:
             proc = host.popen(
                 "rollback",
@@ -115,7 +114,7 @@ def test_flip_whose_target_stopped_puts_traffic_back(host: Host, site: str, tmp_
             docker("stop", f"sum-{site}-green-web")  # behind sumbg's back, after its ready check
             resume.touch()
             out, _ = proc.communicate(timeout=120)
-        time.sleep(1)
+        traffic.settle()
     report = traffic.stop()
     assert proc.returncode == 1, stderr_path.read_text()
     failure = json.loads(out)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import psycopg
 import pytest
 
 from .conftest import Host, docker, http_get, snapshot_tree, wait_until
 from .test_e2e_init import post_lead, tag_commit
-from .traffic import Traffic
+from .traffic import TEST_PAUSE, Traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +47,7 @@ class TestZeroDowntimeUpgrade:
 
     def test_dry_run_changes_nothing(self, host: Host, site: str) -> None:
         files_before = snapshot_tree(host.root, exclude=(f"{site}/repo.git",))
-        containers_before = docker("ps", "-a", "--format", "{{.ID}} {{.Names}} {{.State}}").stdout
+        containers_before = host.own_containers()
         result = host.sumbg("upgrade", site, "v1.1.0", "--dry-run", "--json")
         assert result.returncode == 0, str(result)
         plan = result.json()
@@ -72,14 +71,14 @@ class TestZeroDowntimeUpgrade:
         assert plan["steps"][2]["backup"].startswith(str(host.site_dir(site) / "backups" / f"{site}_"))
         assert "pg_dump" in result.stderr and "dry run" in result.stderr
         assert snapshot_tree(host.root, exclude=(f"{site}/repo.git",)) == files_before
-        assert docker("ps", "-a", "--format", "{{.ID}} {{.Names}} {{.State}}").stdout == containers_before
+        assert host.own_containers() == containers_before
 
     def test_upgrade_under_load_fails_no_request(self, host: Host, site: str) -> None:
         leads_before = count_leads(host, site)
-        with Traffic(host.http_port, self.DOMAIN, keepalive_clients=3, fresh_clients=2) as traffic:
-            time.sleep(1)
+        with Traffic(host.http_port, self.DOMAIN, keepalive_clients=3, fresh_clients=2, pause=TEST_PAUSE) as traffic:
+            traffic.settle()
             result = host.sumbg("upgrade", site, "v1.1.0", "--json", "--watch", "3")
-            time.sleep(1)
+            traffic.settle()
         report = traffic.stop()
         assert result.returncode == 0, str(result)
         assert_version_moved(report, "v1.0.0", "v1.1.0")
@@ -179,10 +178,10 @@ class TestBrokenReleases:
     def test_broken_release_aborts_cleanly(self, host: Host, site: str, ref: str, step: str, message: str) -> None:
         leads_before = count_leads(host, site)
         state_before = host.state(site)
-        with Traffic(host.http_port, self.DOMAIN) as traffic:
-            time.sleep(0.5)
+        with Traffic(host.http_port, self.DOMAIN, pause=TEST_PAUSE) as traffic:
+            traffic.settle()
             result = host.sumbg("upgrade", site, ref, "--json")
-            time.sleep(0.5)
+            traffic.settle()
         report = traffic.stop()
         assert result.returncode == 1, str(result)
         assert report.failures == [], report.summary()
@@ -215,6 +214,14 @@ class TestBrokenReleases:
         assert json.loads(body)["version"]["build"] == "v1.6.0"
 
 
+def lock_holder(host: Host, slug: str) -> int | None:
+    """The pid the site's lock file names (its holder writes it once it holds the lock)."""
+    try:
+        return json.loads((host.site_dir(slug) / ".lock").read_text() or "{}").get("pid")
+    except (OSError, ValueError):
+        return None
+
+
 class TestLockingAndInput:
     SLUG = "t-lock"
 
@@ -226,7 +233,7 @@ class TestLockingAndInput:
 
     def test_concurrent_upgrades_one_runs_other_names_the_holder(self, host: Host, site: str) -> None:
         first = host.popen("upgrade", site, "v1.1.0", "--watch", "0")
-        time.sleep(1.0)
+        assert wait_until(lambda: lock_holder(host, site) == first.pid, 30), lock_holder(host, site)
         second = host.sumbg("upgrade", site, "v1.1.0", "--watch", "0")
         out, err = first.communicate(timeout=900)
         assert first.returncode == 0, err

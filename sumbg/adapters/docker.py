@@ -179,7 +179,11 @@ class Engine:
         subnet is the one Docker would pick, and Docker hands out only the upper half, so the
         subnet's first host after the gateway stays the edge's. Returns that address, or None
         for an edge network made without the reservation (by an older sumbg)."""
-        if not self.docker.network.exists(name):
+        # Another network made between our probe and our create (another root's edge, made at
+        # the same moment) may take the probed subnet: then probe again.
+        attempts = 5
+        while not self.docker.network.exists(name):
+            attempts -= 1
             probe = f"{name}-subnet-probe"
             try:
                 self.docker.network.create(probe, labels={"sumbg": "1"})
@@ -206,6 +210,8 @@ class Engine:
                     ]
                 )
                 if created.returncode != 0 and not self.docker.network.exists(name):
+                    if attempts and "overlap" in created.output:
+                        continue
                     raise DockerError(
                         f"cannot create network {name}", returncode=created.returncode, output_tail=tail(created.output)
                     )
