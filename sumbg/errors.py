@@ -171,6 +171,10 @@ class CheckFailed(SumbgError):
     """A preflight, health or smoke check did not pass."""
 
 
+class WorkerNotReady(CheckFailed):
+    """A release's background worker did not become ready, or did not stay up."""
+
+
 class BackupError(SumbgError):
     """A database backup or restore did not complete or did not verify."""
 

@@ -170,6 +170,7 @@ def test_fleet_status_shows_every_site_and_an_unreachable_host_hides_nothing(fle
                 "rollback": "none",
                 "rollback_to": None,
                 "problem": "",
+                "worker": "none",
             }
     matrix = (fleet.folder / "SITES-with-down.md").read_text()
     for name, slugs in SITES.items():
@@ -187,6 +188,7 @@ def test_fleet_status_shows_every_site_and_an_unreachable_host_hides_nothing(fle
         "LIVE",
         "SUM-CORE",
         "HEALTH",
+        "WORKER",
         "ROLLBACK",
         "LAST",
         "OPERATION",

@@ -147,9 +147,13 @@ class HostLink:
         return Reply(proc.returncode, document if isinstance(document, dict) else None, stderr_tail)
 
     def query(self, args: list[str], *, timeout: float) -> dict[str, Any]:
-        """A read-only call that must succeed and answer with JSON."""
+        """A read-only call that must succeed and answer with JSON. Exit 1 with a document that is
+        not a failure's is an answer (`status` exits 1 when a site has a problem)."""
         reply = self.call([*args, "--json"], timeout=timeout)
-        if reply.returncode != 0 or reply.document is None:
+        answered = reply.returncode == 0 or (
+            reply.returncode == 1 and reply.document is not None and reply.document.get("outcome") != "failed"
+        )
+        if not answered or reply.document is None:
             message = (reply.document or {}).get("message") or (reply.stderr_tail.splitlines() or ["no output"])[-1]
             raise HostUnreachable(
                 f"host {self.host.name}: `sumbg {args[0]}` failed (exit {reply.returncode}): {message}",

@@ -56,6 +56,7 @@ class SiteRow:
     rollback: str  # instant | restart | none
     rollback_to: str | None
     problem: str
+    worker: str  # the live colour's worker (running, restarting (3x, exit 1), none, ...); "-": not said
 
     @classmethod
     def of(cls, host: str, site: SiteView) -> SiteRow:
@@ -63,8 +64,11 @@ class SiteRow:
             problem = "interrupted: run sumbg recover"
         elif site.problems:
             problem = "disagrees: " + site.problems[0]
+        elif site.worker_problem:
+            problem = site.worker_problem
         else:
             problem = ""
+        live_worker = site.worker(site.live)
         rollback = site.rollback
         return cls(
             host=host,
@@ -78,6 +82,7 @@ class SiteRow:
             rollback=("instant" if rollback.instant else "restart") if rollback.possible else "none",
             rollback_to=rollback.ref,
             problem=problem,
+            worker=live_worker.describe() if live_worker else "-",
         )
 
     def document(self) -> dict[str, Any]:
@@ -93,6 +98,7 @@ class SiteRow:
             "rollback": self.rollback,
             "rollback_to": self.rollback_to,
             "problem": self.problem,
+            "worker": self.worker,
         }
 
 
@@ -114,16 +120,16 @@ def status_document(views: Sequence[HostView]) -> dict[str, Any]:
 
 
 def status_lines(views: Sequence[HostView]) -> list[str]:
-    header = ("HOST", "SITE", "DOMAINS", "LIVE", "SUM-CORE", "HEALTH", "ROLLBACK", "LAST OPERATION")
+    header = ("HOST", "SITE", "DOMAINS", "LIVE", "SUM-CORE", "HEALTH", "WORKER", "ROLLBACK", "LAST OPERATION")
     rows: list[tuple[str, ...]] = []
     notes = []
     for view in views:
         if not view.reachable:
-            rows.append((view.host.name, "-", "-", "-", "-", "UNREACHABLE", "-", "-"))
+            rows.append((view.host.name, "-", "-", "-", "-", "UNREACHABLE", "-", "-", "-"))
             notes.append(f"{view.host.name}: {view.error}")
             continue
         if not view.sites:
-            rows.append((view.host.name, "(no sites)", "", "", "", "", "", ""))
+            rows.append((view.host.name, "(no sites)", "", "", "", "", "", "", ""))
         for site in view.sites:
             row = SiteRow.of(view.host.name, site)
             rows.append(
@@ -134,6 +140,7 @@ def status_lines(views: Sequence[HostView]) -> list[str]:
                     row.ref or "-",
                     row.sum_core or "-",
                     str(row.health or "-"),
+                    row.worker,
                     row.rollback + (f" ({row.rollback_to})" if row.rollback_to else ""),
                     row.last or "-",
                 )
@@ -157,7 +164,7 @@ def matrix(views: Sequence[HostView]) -> str:
     rows: list[tuple[str | None, ...]] = []
     for view in views:
         if not view.reachable:
-            rows.append((view.host.name, None, None, None, None, None, None, f"UNREACHABLE: {view.error}"))
+            rows.append((view.host.name, None, None, None, None, None, None, f"UNREACHABLE: {view.error}", None))
         for site in view.sites:
             rows.append(
                 (
@@ -169,6 +176,10 @@ def matrix(views: Sequence[HostView]) -> str:
                     site.deployed_at,
                     site.last_deploy_outcome,
                     site.notes,
+                    "; ".join(
+                        f"{w.colour}{' (live)' if w.colour == site.live else ''} {w.describe()}" for w in site.workers
+                    )
+                    or None,
                 )
             )
     return reports.matrix_markdown(FLEET_MATRIX_COLUMNS, rows, source="`sumbg fleet status` on every host")

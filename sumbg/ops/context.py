@@ -9,12 +9,13 @@ and assert the whole sequence of effects of a plan.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sumbg.adapters import build, gitrepo
+from sumbg.adapters import background, build, gitrepo
 from sumbg.adapters.caddy import Edge
 from sumbg.adapters.docker import Engine
 from sumbg.adapters.probe import Prober
@@ -55,7 +56,22 @@ class Context:
         return Site(self.host, load_site(self.host, slug))
 
     def stacks(self, site: Site) -> SiteStacks:
-        return Stacks(site, self.docker)
+        return Stacks(site, self.docker, on_drain=lambda container: self.start_drainer(site, container))
+
+    def start_drainer(self, site: Site, container: str) -> int:
+        """A `sumbg` in the background that removes an old worker once it has finished its tasks
+        (SIGKILL after [worker] stop_timeout) and records how it ended; returns its pid."""
+        args = ["_drain-worker", site.slug, container, "--since", f"{time.time():.3f}"]
+        return background.start_sumbg(self.host.root, args, log=site.run_dir / "workers.log")
+
+    def start_worker_move(self, site: Site, lock_fd: int, wait_fd: int) -> int:
+        """A `sumbg` in the background that goes on holding the site's lock (`lock_fd`), waits
+        until this process has exited (`wait_fd` reaches its end), then moves the worker to the
+        live colour and waits until it is ready; returns its pid."""
+        args = ["_move-worker", site.slug, "--lock-fd", str(lock_fd), "--wait-fd", str(wait_fd)]
+        return background.start_sumbg(
+            self.host.root, args, log=site.run_dir / "workers.log", pass_fds=(lock_fd, wait_fd)
+        )
 
     def prober(self) -> HttpProber:
         return Prober()
