@@ -527,6 +527,7 @@ def queue_tasks(request):
 def slow_page(request):
     """Answers after `seconds` (at most 60): a request still in flight when its colour stops."""
     seconds = min(float(request.GET.get("seconds", "20")), 60.0)
+    log.warning("slow request started: %gs", seconds)
     time.sleep(seconds)
     return HttpResponse(f"slept {seconds:g}s\\n", content_type="text/plain")
 '''),
