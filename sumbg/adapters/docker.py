@@ -75,13 +75,14 @@ class ContainerState:
     restarting: bool = False  # between two runs, under its restart policy
     restart_count: int = 0  # how often Docker restarted it (it never resets)
     started_at: float = 0.0  # when its current (or last) run started, epoch seconds
+    finished_at: float = 0.0  # when its last run ended, epoch seconds (0: never)
     hostname: str = ""  # its hostname (Celery's node name is celery@<hostname>)
     id: str = ""
     oom_killed: bool = False
 
 
 def _state_of(c: Container) -> ContainerState:
-    started = c.state.started_at
+    started, finished = c.state.started_at, c.state.finished_at
     return ContainerState(
         name=c.name,
         running=bool(c.state.running),
@@ -93,6 +94,7 @@ def _state_of(c: Container) -> ContainerState:
         restart_count=int(c.restart_count or 0),
         # A container never started reports year 1.
         started_at=started.timestamp() if started is not None and started.year > 1 else 0.0,
+        finished_at=finished.timestamp() if finished is not None and finished.year > 1 else 0.0,
         hostname=str(c.config.hostname or ""),
         id=str(c.id),
         oom_killed=bool(c.state.oom_killed),

@@ -66,7 +66,9 @@ def leftovers(rc: RecoverRun, run: Run) -> StepResult:
     for colour in naming.COLOURS:
         project = naming.app_project(site.slug, colour)
         for container in engine.project_containers(project):
-            if container.labels.get("com.docker.compose.oneoff") == "True":
+            # Workers are one-off containers too (`compose run`): tidy moves them, old ones finish their tasks.
+            worker = container.labels.get("com.docker.compose.service") == "worker"
+            if container.labels.get("com.docker.compose.oneoff") == "True" and not worker:
                 engine.remove_container(container.name)
                 removed.append(container.name)
     if stacks.remove_rehearsal():

@@ -27,6 +27,8 @@ from sumbg.util import poll, utc_stamp
 
 DATA_READY_SECONDS = 120.0
 WORKER_LOG_LINES = 25
+# An old worker exited this long ago and still there has no drainer left: whoever sees it removes it.
+DRAINED_LEFT_AFTER = 60.0
 
 
 @dataclass(frozen=True)
@@ -340,9 +342,14 @@ class Stacks:
         return found
 
     def remove_drained_workers(self) -> list[str]:
-        """Remove the old workers that exited with no drainer left to remove them (a drainer killed,
-        a reboot); returns their names."""
-        gone = [c.name for c in self.draining_workers() if not c.running and not c.restarting]
+        """Remove the old workers that exited a while ago with no drainer left to remove them (a
+        drainer killed, a reboot); returns their names. (A live drainer removes its own at once.)"""
+        since = time.time() - DRAINED_LEFT_AFTER
+        gone = [
+            c.name
+            for c in self.draining_workers()
+            if not c.running and not c.restarting and c.finished_at and c.finished_at < since
+        ]
         for name in gone:
             self.engine.remove_container(name)
         return gone

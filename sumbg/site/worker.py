@@ -164,7 +164,7 @@ def readiness(
     restarts = state.restart_count - restarts_before
     if restarts >= CRASH_LOOP_RESTARTS:
         return Readiness(failed=f"it crashed and was restarted {restarts} times since it was started")
-    if not state.running:
+    if not state.running or state.restarting:
         return Readiness(waiting=f"it is {state.status} (exit code {state.exit_code})")
     up = now - state.started_at
     if celery_worker and pinged_run != state.started_at:
