@@ -561,13 +561,15 @@ def test_a_rollback_ends_at_the_flip_and_hands_the_worker_move_over(
 ) -> None:
     deployed(tmp_path, world, live=("green", "v1.1.0"), idle=("blue", "v1.0.0"), worker_command=CELERY)
     result = rollback.rollback(ctx, "acme")
-    assert worker_effects(world) == [("live", "blue"), ("worker", "handed over")]
+    # Nothing but the flip before the command ends: even the CPU weights follow in the background.
+    assert world.effects == [("preview", "green"), ("live", "blue"), ("worker", "handed over")]
     assert result["worker"] == {"in_background": True, "pid": 4242, "log": str(tmp_path / "acme" / "run/workers.log")}
     assert state_of(tmp_path)["colours"]["blue"]["worker"]["status"] == "starting"
     # What the background `sumbg _move-worker` does once the rollback has exited.
     moved = workers.move_to_live(ctx, ctx.site("acme"), after="rollback")
     assert moved is not None and moved["operation"] == "worker" and moved["outcome"] == "done"
-    assert worker_effects(world)[2:] == [
+    assert world.effects[3:] == [
+        ("weights", "blue"),
         ("worker", "drain", "green"),
         ("worker", "start", "blue", "v1.0.0"),
         ("worker", "ready", "blue"),

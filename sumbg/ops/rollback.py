@@ -134,7 +134,10 @@ def ready(rb: RollbackRun, run: Run) -> StepResult:
 
 def flip(rb: RollbackRun, run: Run) -> StepResult:
     run.forget_cleanups()
-    flipped = switch_live(rb.ctx, rb.site, run, rb.target)
+    # With the worker moved in the background, the CPU weights move there too: nothing but the
+    # flip itself stands between the command's start and its end.
+    handing_over = rb.lock is not None and bool(rb.site.config.worker_command)
+    flipped = switch_live(rb.ctx, rb.site, run, rb.target, weights=not handing_over)
     seconds = flipped.seconds
     run.notes["flip_seconds"] = seconds
     run.notes.setdefault("instant", True)

@@ -51,11 +51,13 @@ def switch_live(
     *,
     before_confirm: Callable[[], None] | None = None,
     confirm_seconds: float = SWITCH_CONFIRM_SECONDS,
+    weights: bool = True,
 ) -> Flip:
     """Move the site's live traffic to `to` and confirm it, or put it back and confirm that.
 
     On success the records follow: live/previous, the colours' status, the preview file
     pointing at the colour just left. On failure `to` is recorded as failed with the reason.
+    `weights`: give `to` the live CPU weight now (False: whoever continues the operation does).
     """
     slug, files = site.slug, ctx.edge.files
     state = run.state
@@ -93,7 +95,8 @@ def switch_live(
             **({"degraded": degraded} if degraded else {}),
         }
     )
-    give_live_weight(ctx, site, run, to)
+    if weights:
+        give_live_weight(ctx, site, run, to)
     return Flip(to=to, came_from=came_from, seconds=seconds, degraded=degraded)
 
 

@@ -27,6 +27,7 @@ from sumbg.lock import SiteLock
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.seams import SiteStacks
+from sumbg.ops.switch import give_live_weight
 from sumbg.site.records import HistoryEntry
 from sumbg.site.site import Site
 from sumbg.site.state import WORKER_NOT_READY, WORKER_READY, WORKER_STARTING, WORKER_STOPPED
@@ -159,6 +160,11 @@ def move_to_live(ctx: Context, site: Site, *, after: str) -> HistoryEntry | None
         site.slug,
         (
             Step(
+                "weights",
+                f"the live CPU weight to {live}, the background one to the other colour",
+                functools.partial(_weights_to_live, ctx, site, live),
+            ),
+            Step(
                 "workers",
                 f"drain every worker but {live}'s, start {live}'s and wait until it is ready",
                 functools.partial(_move_to_live, ctx, site, live),
@@ -167,6 +173,11 @@ def move_to_live(ctx: Context, site: Site, *, after: str) -> HistoryEntry | None
         facts={"colour": live, "after": after},
     )
     return ctx.execute(plan, site, f"worker {site.slug} (after the {after})")
+
+
+def _weights_to_live(ctx: Context, site: Site, live: str, run: Run) -> StepResult:
+    give_live_weight(ctx, site, run, live)
+    return {}
 
 
 def _move_to_live(ctx: Context, site: Site, live: str, run: Run) -> StepResult:
