@@ -452,7 +452,12 @@ class Stacks:
             self.engine.set_cpu_shares(names, shares)
 
     def colour_exists(self, colour: str) -> bool:
-        return bool(self.engine.project_containers(naming.app_project(self.site.slug, colour)))
+        """Whether the colour has containers (an old worker still finishing its tasks does not count)."""
+        draining = self.site.worker_container(colour) + "-draining-"
+        return any(
+            not c.name.startswith(draining)
+            for c in self.engine.project_containers(naming.app_project(self.site.slug, colour))
+        )
 
     def web_running(self, colour: str) -> bool:
         state = self.engine.container(self.site.web_container(colour))
