@@ -83,6 +83,7 @@ class World:
     draining: list[str] = field(default_factory=list)
     crashing_workers: set[str] = field(default_factory=set)
     workers_crashing_later: set[str] = field(default_factory=set)
+    drain_ends: tuple[str, int, list[dict[str, str]] | None] = ("exited", 0, None)  # outcome, exit code, held tasks
     # Images whose /health/ answers "degraded": {check: what it says}.
     degraded: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -424,8 +425,10 @@ class FakeStacks:
         return True
 
     def finish_draining(self, name: str, since: float | None = None) -> Drained:
-        self.world.draining.remove(name)
-        return Drained(name, "exited", 0, 0.0)
+        if name in self.world.draining:
+            self.world.draining.remove(name)
+        outcome, exit_code, held = self.world.drain_ends
+        return Drained(name, outcome, exit_code, 300.0 if outcome == "killed" else 4.0, held)
 
     def draining_workers(self, colour: str | None = None) -> list[ContainerState]:
         return [

@@ -677,6 +677,28 @@ def _wait(predicate: Any, seconds: float = 20) -> bool:
     return False
 
 
+def test_the_drainer_records_how_an_old_worker_ended(ctx: FakeContext, world: World, tmp_path: Path) -> None:
+    deployed(tmp_path, world, live=("green", "v1.1.0"), worker_command=CELERY)
+    name = "sum-acme-blue-worker-draining-4e1d4e1d4e1d"
+    assert workers.drain_until_gone(ctx, "acme", name, None) == {
+        "event": "worker-drained",
+        "operation": "worker-drain",
+        "colour": "blue",
+        "container": name,
+        "outcome": "exited",
+        "exit_code": 0,
+        "seconds": 4.0,
+    }
+    world.drain_ends = ("killed", 137, [{"id": "t-1", "name": "sum_core.slow"}])
+    killed = workers.drain_until_gone(ctx, "acme", name, None)
+    assert killed["reason"] == "still running after [worker] stop_timeout 300s: SIGKILL; it held sum_core.slow t-1"
+    world.drain_ends = ("killed", 137, None)
+    assert workers.drain_until_gone(ctx, "acme", name, None)["reason"] == (
+        "still running after [worker] stop_timeout 300s: SIGKILL; Celery did not say which tasks it held"
+    )
+    assert [e["outcome"] for e in history_of(tmp_path)] == ["exited", "killed", "killed"]
+
+
 def test_drained_records_say_what_a_kill_cost() -> None:
     assert Drained("w", "killed", 137, 300.2, [{"id": "t", "name": "n"}]).record() == {
         "container": "w",
