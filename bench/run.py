@@ -1726,7 +1726,9 @@ class Bench:
             "old_worker_drain_s": drained[-1].get("seconds") if drained else None,
             "old_worker_drain_outcome": drained[-1].get("outcome") if drained else None,
             "old_worker_exit_after_command_s": (
-                round(drained[-1]["seconds"] - (result["end"] - flipped), 3) if drained else None
+                round(drained[-1]["signalled_at"] + drained[-1]["seconds"] - result["end"], 3)
+                if drained and drained[-1].get("signalled_at")
+                else None
             ),
             "tasks_queued": len(expected),
             "tasks_run_once": sum(1 for label in expected if counted.get(label) == "1"),

@@ -58,8 +58,9 @@ class Drained:
     container: str
     outcome: str  # "exited" (it finished its tasks), "killed" ([worker] stop_timeout passed), "gone"
     exit_code: int | None
-    seconds: float
+    seconds: float  # from SIGTERM until it was gone
     held_tasks: list[dict[str, str]] | None = None  # what a killed worker still ran, if Celery said
+    signalled_at: float | None = None  # when it got SIGTERM, epoch seconds
 
     def record(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class Drained:
             "outcome": self.outcome,
             "exit_code": self.exit_code,
             "seconds": self.seconds,
+            **({"signalled_at": round(self.signalled_at, 3)} if self.signalled_at is not None else {}),
             **({"held_tasks": self.held_tasks} if self.held_tasks is not None else {}),
         }
 
@@ -300,7 +302,7 @@ class Stacks:
         while True:
             state = self.engine.container(name)
             if state is None:
-                return Drained(name, "gone", None, round(time.time() - started, 3))
+                return Drained(name, "gone", None, round(time.time() - started, 3), signalled_at=started)
             if not state.running:
                 break
             if time.time() >= deadline:
@@ -313,7 +315,12 @@ class Stacks:
         final = self.engine.container(name)
         self.engine.remove_container(name)
         return Drained(
-            name, outcome, final.exit_code if final else None, round(time.time() - started, 3), held_tasks=held
+            name,
+            outcome,
+            final.exit_code if final else None,
+            round(time.time() - started, 3),
+            held_tasks=held,
+            signalled_at=started,
         )
 
     def _running(self, name: str) -> bool:
