@@ -358,8 +358,8 @@ def test_a_crash_looping_worker_is_not_ready_with_its_exit_code_restarts_and_log
                 container(started_at=now, restart_count=0),
                 container(running=False, restarting=True, status="restarting", exit_code=1, restart_count=1),
                 container(started_at=now + 2, restart_count=2, exit_code=1),
-                container(running=False, restarting=True, status="restarting", exit_code=1, restart_count=3),
-                container(running=False, restarting=True, status="restarting", exit_code=1, restart_count=3),
+                # Running again: Docker's exit code is 0 now, the crash's is kept.
+                container(started_at=now + 5, restart_count=3, exit_code=0),
             ]
         },
         pings=[69, 69],

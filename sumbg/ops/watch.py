@@ -130,7 +130,7 @@ def revert_after_switch(
     record = run.state.record(new)
     if record is not None and record.breaks_previous:
         _cover_instead_of_reverting(ctx, site, run, reason, new=new, old=old)
-    run.say(f"watch: {reason}; rolling back to {old}")
+    run.say(f"{'watch' if what == WATCH_FAILED else 'back'}: {reason}; rolling back to {old}")
     flip = switch_live(ctx, site, run, old)
     run.notes["reverted"] = reverted = {"reason": reason, "flip_seconds": flip.seconds}
     try:

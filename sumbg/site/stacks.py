@@ -378,8 +378,11 @@ class Stacks:
         pinged_run: float | None = None
         ping: ExecResult | None = None
         pings = 0
+        crashed_with: int | None = None  # Docker shows 0 once it runs again: the last crash's code is kept here
         while True:
             state = self.engine.container(name)
+            if state is not None and (not state.running or state.restarting) and state.exit_code:
+                crashed_with = state.exit_code
             verdict = readiness(
                 state,
                 now=time.time(),
@@ -407,24 +410,27 @@ class Stacks:
                     verdict.failed
                     or f"not ready within [worker] ready_timeout {settings.ready_timeout:g}s: {verdict.waiting}"
                 )
-                raise self._not_ready(colour, name, reason, ping)
+                raise self._not_ready(colour, name, reason, ping, crashed_with)
             time.sleep(0.5)
 
-    def _not_ready(self, colour: str, name: str, reason: str, ping: ExecResult | None) -> WorkerNotReady:
+    def _not_ready(
+        self, colour: str, name: str, reason: str, ping: ExecResult | None, crashed_with: int | None
+    ) -> WorkerNotReady:
         state = self.engine.container(name)
+        exit_code = (state.exit_code if state is not None else None) or crashed_with
         facts = (
-            f"exit code {state.exit_code}, restarted {state.restart_count} times"
+            f"exit code {exit_code}, restarted {state.restart_count} times"
             + (", killed for lack of memory" if state.oom_killed else "")
             if state is not None
             else "no container"
         )
         evidence = "--- last worker log lines ---\n" + (self.engine.logs(name, WORKER_LOG_LINES) or "(none)")
-        if ping is not None and ping.returncode != 0:
+        if ping is not None and ping.returncode != 0 and ping.output.strip():
             evidence += "\n--- celery inspect ping ---\n" + tail(ping.output, 5)
         return WorkerNotReady(
             f"the worker of {colour} is not ready: {reason} ({facts})",
             colour=colour,
-            returncode=state.exit_code if state is not None else None,
+            returncode=exit_code,
             output_tail=evidence,
         )
 
