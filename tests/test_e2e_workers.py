@@ -19,6 +19,8 @@ import urllib.parse
 import psycopg
 import pytest
 
+from sumbg.lock import is_held
+
 from .conftest import Host, docker, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -80,10 +82,14 @@ def names(pattern: str) -> list[str]:
     return docker("ps", "--filter", f"name={pattern}", "--format", "{{.Names}}").stdout.split()
 
 
+def worker_moves(host: Host) -> list[dict]:
+    """The background worker moves after rollbacks that have ended, as the history records them."""
+    return [e for e in host.history(SLUG) if e.get("operation") == "worker" and e["event"] == "finished"]
+
+
 def worker_move_running(host: Host) -> bool:
-    """The rollback's background worker move has not recorded its end yet."""
-    moves = [e for e in host.history(SLUG) if e.get("operation") == "worker"]
-    return bool(moves) and moves[-1]["event"] != "finished"
+    """A background worker move holds the site's lock."""
+    return is_held(host.site_dir(SLUG) / ".lock")
 
 
 class Producer:
@@ -152,8 +158,8 @@ def test_tasks_run_exactly_once_across_an_upgrade_and_a_rollback(host: Host, sit
         # It ended once traffic was confirmed, while green's worker still runs its 30 s task.
         assert "slow-at-rollback" not in [label for label, _, _ in runs(host)]
         assert rolled.json()["worker"]["in_background"] is True
-        assert wait_until(lambda: not worker_move_running(host), 120)
-        moved = [e for e in host.history(SLUG) if e.get("operation") == "worker" and e["event"] == "finished"][-1]
+        assert wait_until(lambda: worker_moves(host), 120)
+        (moved,) = worker_moves(host)
         assert moved["outcome"] == "done", moved
         settled = len(producer.queued)
         assert wait_until(lambda: len(producer.queued) >= settled + 3, 30)  # and after, on blue's new worker
