@@ -34,6 +34,9 @@ from sumbg.site.state import SiteState
 class Context:
     host: HostConfig
     reporter: Reporter
+    # The host's SITES.md and WHAT-BROKE.md are left to whoever continues the operation in the
+    # background (a rollback's worker move regenerates them when it ends).
+    reports_deferred: bool = False
 
     @cached_property
     def docker(self) -> Engine:
@@ -116,7 +119,8 @@ class Context:
         try:
             return execute(plan, site.records, self.reporter, command=command)
         finally:
-            reports.regenerate(self.host)
+            if not self.reports_deferred:
+                reports.regenerate(self.host)
 
     def all_sites(self, *, strict: bool = False) -> dict[str, SiteConfig]:
         """{slug: configuration} of every initialised site on this host (what the edge serves)."""

@@ -125,6 +125,7 @@ def hand_over_move(ctx: Context, site: Site, run: Run, lock: SiteLock) -> dict[s
     wait_read, _wait_write = background.parent_exit_pipe()  # the write end closes when this process exits
     pid = ctx.start_worker_move(site, lock.hand_over(), wait_read)
     os.close(wait_read)  # the child has its own
+    ctx.reports_deferred = True  # it regenerates SITES.md and WHAT-BROKE.md when it ends
     run.state.note_worker(run.state.live or "", WORKER_STARTING, "moved in the background after the rollback")
     run.save_state()
     moving = {"in_background": True, "pid": pid, "log": str(site.run_dir / "workers.log")}
