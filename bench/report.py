@@ -9,6 +9,8 @@ from pathlib import Path
 
 import stats
 
+WORKER_SLUG = "bench-wrk"  # figure 12's site (bench/run.py)
+
 UPGRADE_KEYS = [
     "sent",
     "failed",
@@ -128,6 +130,49 @@ REHEARSAL_KEYS = [
 ]
 
 
+WORKER_KEYS = [
+    "wall_seconds",
+    "traffic_flipped_after_start_s",
+    "flip_seconds",
+    "all_old_after_start_s",
+    "first_task_after_flip_s",
+    "old_worker_drain_s",
+    "old_worker_exit_after_command_s",
+    "p50_ms",
+    "p99_ms",
+    "rate_per_s",
+]
+WORKER_TARGET_S = 1.0  # issue 18: the rollback command, start to exit, with a busy worker
+
+
+def worker_summary(d: dict) -> dict:
+    """Figure 12 per arm (the worker moved in the background, and --wait-worker): medians over the
+    repetitions, requests and tasks summed, the target's verdict."""
+    out: dict = {
+        "rate": d.get("rate"),
+        "slow_tasks": d.get("slow_tasks"),
+        "slow_seconds": d.get("slow_seconds"),
+        "target_s": WORKER_TARGET_S,
+    }
+    for arm, wait in (("background", False), ("wait", True)):
+        runs = [r for r in d.get("runs") or [] if r.get("wait_worker") is wait]
+        if not runs:
+            continue
+        out[arm] = {
+            "n": len(runs),
+            **stats.medians(runs, WORKER_KEYS),
+            "max_wall_seconds": max(r["wall_seconds"] for r in runs),
+            **{
+                f"{key}_total": sum(r.get(key) or 0 for r in runs)
+                for key in ("sent", "failed", "tasks_queued", "tasks_run_once", "tasks_missing", "tasks_run_twice")
+            },
+        }
+    background = out.get("background") or {}
+    if background:
+        out["target_met"] = background.get("max_wall_seconds", 99) <= WORKER_TARGET_S
+    return out
+
+
 def _runs(results: dict, key: str) -> list[dict]:
     return (results.get(key) or {}).get("runs") or []
 
@@ -216,6 +261,8 @@ def summarise(results: dict) -> dict:
         out["density"] = density_summary(results["density"])
     if (results.get("latency") or {}).get("rate"):
         out["latency"] = latency_summary(results["latency"])
+    if (results.get("worker") or {}).get("runs"):
+        out["worker"] = worker_summary(results["worker"])
     return out
 
 
@@ -521,6 +568,7 @@ def markdown(results: dict, *, quick: bool) -> str:
         "    .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone: /tmp/d",
         "    .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone: /tmp/l",
         "    .venv/bin/python bench/run.py --only offsite --backup-reps 1 --out /tmp/o     # figure 11 alone: /tmp/o",
+        "    .venv/bin/python bench/run.py --only worker --worker-reps 1 --out /tmp/w      # figure 12 alone: /tmp/w",
         "",
     ]
     only = results.get("only")
@@ -529,6 +577,7 @@ def markdown(results: dict, *, quick: bool) -> str:
             "density": (9, lambda: density_section(s.get("density") or {}, m)),
             "latency": (10, lambda: latency_section(s.get("latency") or {}, cfg, m)),
             "offsite": (11, lambda: offsite_section(s.get("offsite") or {})),
+            "worker": (12, lambda: worker_section(s.get("worker") or {}, cfg)),
         }[only]
         parts += [f"This run measured figure {number} alone (`--only {only}`).", ""]
         return "\n".join(parts + section() + failures_section(results))
@@ -726,6 +775,7 @@ def markdown(results: dict, *, quick: bool) -> str:
     parts += density_section(s.get("density") or {}, m)
     parts += latency_section(s.get("latency") or {}, cfg, m)
     parts += offsite_section(s.get("offsite") or {})
+    parts += worker_section(s.get("worker") or {}, cfg)
     return "\n".join(parts + failures_section(results))
 
 
@@ -1075,6 +1125,65 @@ def density_section(d: dict, machine: dict) -> list[str]:
     return lines
 
 
+def worker_section(w: dict, cfg: dict) -> list[str]:
+    """Figure 12: the rollback of a site whose worker is busy, the worker moved in the background vs waited for."""
+    bg, wait = w.get("background") or {}, w.get("wait") or {}
+    if not (bg or wait):
+        return []
+
+    def row(label: str, key: str, unit: str = " s", digits: int = 2) -> list[str]:
+        return [label, fmt(bg.get(key), unit, digits), fmt(wait.get(key), unit, digits)]
+
+    verdict = (
+        "met" if w.get("target_met") else "**not met**"
+    ) + f" (slowest of {bg.get('n', 0)}: {fmt(bg.get('max_wall_seconds'), ' s')})"
+    return [
+        "## 12. Rollback with a busy worker: the command, the traffic and the worker",
+        "",
+        f"A site of its own, `{WORKER_SLUG}` (`sumbg init --worker`: the example's real Celery worker, `celery -A acme "
+        f"worker`, on its Redis), rolled back from v1.16.0-tasks to v1.15.0-tasks right after an upgrade, while "
+        f"its live worker runs {w.get('slow_tasks')} tasks of {w.get('slow_seconds')} s (one per Celery process: "
+        f"it is busy), under the load of figures 1–3 ({fmt(w.get('rate'))} req/s on `GET /health/`) and a client "
+        "queueing a task every 0.1 s (`POST /tasks/`; every task run writes one row, so the tasks are counted). "
+        "*Background* is `sumbg rollback` as it is: once traffic is confirmed, the worker move goes to a "
+        "`sumbg` of its own with the site's lock. *Waited for* is `sumbg rollback --wait-worker`: the move, and "
+        "the new worker's readiness (`[worker] ready_after` 10 s, `celery inspect ping`), inside the command. "
+        "The new worker's first task: the first task run by the rolled-back-to release after the flip (its own "
+        "`started_at`); the old worker's drain: from SIGTERM until it exited (its tasks finished), as its "
+        "drainer recorded it.",
+        "",
+        table(
+            ["", f"background (n={bg.get('n', 0)})", f"--wait-worker (n={wait.get('n', 0)})"],
+            [
+                row("**command, start to exit**", "wall_seconds"),
+                row("traffic flipped (the `traffic flipped` line), after the start", "traffic_flipped_after_start_s"),
+                row("flip alone (`flip_seconds`)", "flip_seconds", digits=3),
+                row("every request on v1.15.0-tasks, after the start", "all_old_after_start_s"),
+                row("flip → the new worker's first task", "first_task_after_flip_s"),
+                row("old worker's drain (SIGTERM → exit)", "old_worker_drain_s"),
+                row("old worker exited, after the command had", "old_worker_exit_after_command_s"),
+                row("latency p99", "p99_ms", " ms"),
+                [
+                    "requests failed / sent",
+                    f"{fmt(bg.get('failed_total'))} / {fmt(bg.get('sent_total'))}",
+                    f"{fmt(wait.get('failed_total'))} / {fmt(wait.get('sent_total'))}",
+                ],
+                [
+                    "tasks run exactly once / queued (missing, twice)",
+                    f"{fmt(bg.get('tasks_run_once_total'))} / {fmt(bg.get('tasks_queued_total'))} "
+                    f"({fmt(bg.get('tasks_missing_total'))}, {fmt(bg.get('tasks_run_twice_total'))})",
+                    f"{fmt(wait.get('tasks_run_once_total'))} / {fmt(wait.get('tasks_queued_total'))} "
+                    f"({fmt(wait.get('tasks_missing_total'))}, {fmt(wait.get('tasks_run_twice_total'))})",
+                ],
+            ],
+        ),
+        "",
+        f"Target (issue 18): the rollback command, start to exit, at most {fmt(w.get('target_s'))} s with a busy "
+        f"worker: {verdict}.",
+        "",
+    ]
+
+
 def latency_section(l: dict, cfg: dict, machine: dict) -> list[str]:
     if not l:
         return []
@@ -1313,6 +1422,19 @@ def console(results: dict) -> str:
             f"{off.get('p99_ms_ratio')}x); failed on {on.get('failed_total')}/{on.get('sent_total')}, off "
             f"{off.get('failed_total')}/{off.get('sent_total')}; upgrade {on.get('wall_seconds')}s on vs "
             f"{off.get('wall_seconds')}s off; targets met {l.get('targets_met')} (n={on.get('n', 0)})"
+        )
+    if s.get("worker"):
+        w = s["worker"]
+        bg, wait = w.get("background") or {}, w.get("wait") or {}
+        lines.append(
+            f"  worker: rollback with a busy worker {bg.get('wall_seconds')}s end to end (max "
+            f"{bg.get('max_wall_seconds')}s; target {w.get('target_s')}s met: {w.get('target_met')}), traffic "
+            f"flipped {bg.get('traffic_flipped_after_start_s')}s in, new worker's first task "
+            f"{bg.get('first_task_after_flip_s')}s after the flip, old worker drained in "
+            f"{bg.get('old_worker_drain_s')}s; --wait-worker {wait.get('wall_seconds')}s end to end; failed "
+            f"{bg.get('failed_total')}+{wait.get('failed_total')}, tasks missing "
+            f"{bg.get('tasks_missing_total')}+{wait.get('tasks_missing_total')}, twice "
+            f"{bg.get('tasks_run_twice_total')}+{wait.get('tasks_run_twice_total')}"
         )
     for failure in results.get("failures") or []:
         lines.append(f"  FAILED: {failure}")

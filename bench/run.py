@@ -6,6 +6,7 @@
     .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone, in /tmp/d only
     .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone, in /tmp/l only
     .venv/bin/python bench/run.py --only offsite --backup-reps 1 --out /tmp/o     # figure 11 alone, in /tmp/o only
+    .venv/bin/python bench/run.py --only worker --worker-reps 1 --out /tmp/w      # figure 12 alone, in /tmp/w only
 
 Everything it creates is named for the site `bench-acme` (containers
 `sum-bench-acme-*`, images `sum-bench-acme:*`) and the edge `sum-edge-bench`,
@@ -64,6 +65,13 @@ DENSITY_NAME = re.compile(r"^sum-bench-d\d{2,}(?:[-:]|$)")
 DENSITY_HOST_GIB = 24  # the projection's host: 24 GiB of memory...
 DENSITY_RESERVE_GIB = 2  # ...less this for the OS, dockerd and containerd
 LATENCY_PATHS = ("/", "/health/")  # figure 10's visitors: the home page and the health check, in turn
+# Figure 12: a site with a real Celery worker (init --worker), its tasks counted in its database.
+WORKER_SLUG = "bench-wrk"
+WORKER_PREFIX = f"sum-{WORKER_SLUG}"
+WORKER_DOMAIN = f"{WORKER_SLUG}.example.test"
+W_OLD, W_NEW = "v1.15.0-tasks", "v1.16.0-tasks"
+WORKER_SLOW_TASKS = 2  # one per Celery process of the worker (2 cores): every process busy at the rollback
+WORKER_SLOW_SECONDS = 30
 LATENCY_SUSTAINED = 0.95  # figure 10: a rate is sustained if it achieves this share of it, no failure
 LOCAL_HOST_CONF = REPO / "build" / "local-host.toml"
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -93,6 +101,7 @@ PROFILES = {
         latency_reps=0,
         latency_idle=5.0,
         latency_probe=3.0,
+        worker_reps=0,
     ),
     "full": dict(
         reps=5,
@@ -112,6 +121,7 @@ PROFILES = {
         latency_reps=3,
         latency_idle=20.0,
         latency_probe=8.0,
+        worker_reps=3,
     ),
 }
 
@@ -121,6 +131,7 @@ ONLY = {
     "density": ("density_sites", "site"),
     "latency": ("latency_reps", "repetition"),
     "offsite": ("backup_reps", "repetition"),
+    "worker": ("worker_reps", "repetition"),
 }
 
 
@@ -307,8 +318,8 @@ class Bench:
 
     @property
     def uses_main(self) -> bool:
-        """Whether this run brings up the bench's own site bench-acme and its edge (all but --only density)."""
-        return self.only in (None, "latency", "offsite")
+        """Whether this run brings up the bench's own root and edge (all but --only density)."""
+        return self.only in (None, "latency", "offsite", "worker")
 
     @property
     def uses_density(self) -> bool:
@@ -373,8 +384,24 @@ class Bench:
             )
             if ours and not quiet:
                 self.log(f"removed {len(ours)} containers: {', '.join(ours)}")
+            self.cleanup_worker_site(quiet)
         if self.uses_density and self.live_owner(DENSITY_EDGE) in (None, str(self.density_root)):
             self.cleanup_density(quiet=quiet)
+
+    def cleanup_worker_site(self, quiet: bool = False) -> None:
+        """Figure 12's site bench-wrk (its old workers still draining included) and its images."""
+        tagged = self.docker(
+            "images", WORKER_PREFIX, "--format", "{{.Repository}}:{{.Tag}}", check=False
+        ).stdout.split()
+        ours = self.remove_ours(
+            lambda n: n.startswith(f"{WORKER_PREFIX}-"),
+            volumes=(f"{WORKER_PREFIX}-data-pgdata", f"{WORKER_PREFIX}-data-redisdata"),
+            networks=(WORKER_PREFIX,),
+            images=tagged,
+            slugs=(WORKER_SLUG,),
+        )
+        if ours and not quiet:
+            self.log(f"worker: removed {len(ours)} containers: {', '.join(ours)}")
 
     def cleanup_density(self, quiet: bool = False) -> None:
         """Figure 9's sites (found by name: however many a killed run left) and its edge."""
@@ -399,7 +426,10 @@ class Bench:
 
         def ours(name: str) -> bool:
             main = self.uses_main and (
-                name.startswith(f"{PREFIX}-") or name.startswith(EDGE) and not name.startswith(DENSITY_EDGE)
+                name.startswith(f"{PREFIX}-")
+                or name.startswith(f"{WORKER_PREFIX}-")
+                or name.startswith(EDGE)
+                and not name.startswith(DENSITY_EDGE)
             )
             density = self.ran_density and (DENSITY_NAME.match(name) or name.startswith(DENSITY_EDGE))
             return bool(main or density)
@@ -1685,6 +1715,194 @@ class Bench:
                     f"{up['build_outcome']}), CPU weights {up['cpu_shares']}"
                 )
 
+    # ------------------------------------------------------------------ 11: the worker across a rollback
+    def worker_psql(self, sql: str) -> str:
+        db = WORKER_SLUG.replace("-", "_")
+        return self.docker("exec", f"{WORKER_PREFIX}-data-postgres", "psql", "-U", db, "-d", db, "-Atc", sql).stdout
+
+    def worker_post(self, fields: dict) -> bool:
+        """Queue tasks through the edge (the example's POST /tasks/); True if the site took them."""
+        body = "&".join(f"{k}={v}" for k, v in fields.items())
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports["http"], timeout=10)
+        try:
+            conn.request(
+                "POST",
+                "/tasks/",
+                body=body,
+                headers={
+                    "Host": WORKER_DOMAIN,
+                    "X-Forwarded-Proto": "https",
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+            )
+            return conn.getresponse().status == 202
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def container_logs(self, name: str) -> str:
+        out = self.docker("logs", name, check=False)
+        return out.stdout + out.stderr
+
+    def worker_history(self) -> list[dict]:
+        path = self.root / WORKER_SLUG / "history.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def worker_settled(self, timeout: float = 420) -> None:
+        """No worker move or drain of the site still running (before a repetition, and after it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            moves = [e for e in self.worker_history() if e.get("operation") == "worker"]
+            moving = bool(moves) and moves[-1].get("event") != "finished"
+            running = self.docker("ps", "--format", "{{.Names}}").stdout.split()
+            draining = [n for n in running if n.startswith(f"{WORKER_PREFIX}-") and "-worker-draining-" in n]
+            if not moving and not draining:
+                return
+            time.sleep(1)
+        raise BenchError("the worker site's background worker move or drains did not end")
+
+    def worker_rollback(self, rep: int, wait: bool, rate: float) -> dict:
+        """One rollback v1.16.0-tasks -> v1.15.0-tasks of a site whose live worker is busy (every Celery process
+        running a 30 s task), under the load and a producer queueing a task every 0.1 s; `wait`: --wait-worker."""
+        self.worker_settled()
+        self.sumbg_ok("upgrade", WORKER_SLUG, W_NEW, "--watch", "0", "--yes", "--json", "--lock-timeout", "300")
+        live = json.loads((self.root / WORKER_SLUG / "state.json").read_text())["live"]
+        worker = f"{WORKER_PREFIX}-{live}-worker"
+        tag = f"r{rep}-{'wait' if wait else 'bg'}"
+        for n in range(WORKER_SLOW_TASKS):
+            if not self.worker_post({"kind": "slow", "label": f"{tag}-slow-{n}", "seconds": WORKER_SLOW_SECONDS}):
+                raise BenchError("the site did not take the slow tasks")
+        deadline = time.monotonic() + 120
+        while self.container_logs(worker).count(f"slow task started: {tag}-slow-") < WORKER_SLOW_TASKS:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{worker} did not start its {WORKER_SLOW_TASKS} slow tasks")
+            time.sleep(0.2)
+        stop = threading.Event()
+        queued: list[str] = []
+
+        def produce() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                if self.worker_post({"kind": "record", "label": f"{tag}-{n}"}):
+                    queued.append(f"{tag}-{n}")
+                stop.wait(0.1)
+
+        producer = threading.Thread(target=produce, daemon=True)
+        load = self.start_load(f"worker-{tag}", target=(self.ports["http"], WORKER_DOMAIN), rate=rate)
+        producer.start()
+        result = self.sumbg_cmd("rollback", WORKER_SLUG, "--json", *(("--wait-worker",) if wait else ()))
+        samples = self.stop_load(load)
+        if result["rc"] != 0:
+            stop.set()
+            raise BenchError(f"rollback ({tag}) failed: {json.dumps(result['json'])[:1500]}")
+        flipped = next((at for at, line in result["lines"] if "traffic flipped to" in line), None)
+        if flipped is None:
+            raise BenchError("the rollback's progress shows no `traffic flipped` line")
+        # The new worker's first task: the first run by the rolled-back-to release after the flip.
+        first = None
+        deadline = time.monotonic() + 180
+        while first is None and time.monotonic() < deadline:
+            out = self.worker_psql(
+                f"SELECT extract(epoch FROM min(started_at)) FROM sum_core_taskrun WHERE release = '{W_OLD}' "
+                f"AND label LIKE '{tag}-%' AND started_at > to_timestamp({flipped})"
+            ).strip()
+            first = float(out) if out else None
+            if first is None:
+                time.sleep(0.2)
+        stop.set()
+        producer.join(timeout=30)
+        self.worker_settled()
+        expected = {*queued, *(f"{tag}-slow-{n}" for n in range(WORKER_SLOW_TASKS))}
+        deadline = time.monotonic() + 120
+        while True:
+            counted = dict(
+                line.split("|")
+                for line in self.worker_psql(
+                    f"SELECT label, count(*) FROM sum_core_taskrun WHERE label LIKE '{tag}-%' GROUP BY label"
+                ).split()
+            )
+            if set(counted) >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        doc = result["json"] or {}
+        drained = [e for e in self.worker_history() if e.get("event") == "worker-drained" and e.get("colour") == live]
+        conv = stats.converged(samples, W_OLD, result["start"])
+        run = {
+            "rep": rep,
+            "wait_worker": wait,
+            **stats.summarise(samples),
+            "wall_seconds": round(result["end"] - result["start"], 3),
+            "rollback_seconds": doc.get("seconds"),
+            "flip_seconds": doc.get("flip_seconds"),
+            "traffic_flipped_after_start_s": round(flipped - result["start"], 3),
+            "all_old_after_start_s": round(conv["at"] - result["start"], 3) if conv["at"] else None,
+            "first_task_after_flip_s": round(first - flipped, 3) if first is not None else None,
+            "old_worker_drain_s": drained[-1].get("seconds") if drained else None,
+            "old_worker_drain_outcome": drained[-1].get("outcome") if drained else None,
+            "old_worker_exit_after_command_s": (
+                round(drained[-1]["signalled_at"] + drained[-1]["seconds"] - result["end"], 3)
+                if drained and drained[-1].get("signalled_at")
+                else None
+            ),
+            "tasks_queued": len(expected),
+            "tasks_run_once": sum(1 for label in expected if counted.get(label) == "1"),
+            "tasks_missing": len(expected - set(counted)),
+            "tasks_run_twice": sum(1 for n in counted.values() if n != "1"),
+            "steps": self.step_seconds(doc),
+            "samples": str(load["path"]),
+        }
+        return run
+
+    def worker(self) -> None:
+        """Figure 12: `sumbg rollback` of a site whose worker is busy with long tasks, under the load: the
+        command's time end to end, traffic's time apart, and the time from the flip to the new worker's first
+        task; with the worker moved in the background (the default) and with `--wait-worker`, in turn."""
+        record: dict = {
+            "site": WORKER_SLUG,
+            "releases": [W_NEW, W_OLD],
+            "slow_tasks": WORKER_SLOW_TASKS,
+            "slow_seconds": WORKER_SLOW_SECONDS,
+            "runs": [],
+        }
+        self.results["worker"] = record  # partial figures survive a failure
+        t = time.time()
+        self.sumbg_ok(
+            "init",
+            WORKER_SLUG,
+            "--repo",
+            str(self.repo),
+            "--domain",
+            WORKER_DOMAIN,
+            "--ref",
+            W_OLD,
+            "--worker",
+            "--json",
+        )
+        record["init_seconds"] = round(time.time() - t, 1)
+        if not self.results["machine"].get("caddy"):
+            self.results["machine"]["caddy"] = (
+                self.docker("exec", f"{EDGE}-caddy", "caddy", "version", check=False).stdout.strip().split(" ")[0]
+            )
+        if "calibration" in self.results:
+            rate = self.cfg["rate"]
+        else:
+            record["calibration"] = self.capacity("worker-calibration", (self.ports["http"], WORKER_DOMAIN))
+            rate = max(record["calibration"]["rate_used"], 1.0)
+        record["rate"] = rate
+        for rep in range(int(self.cfg["worker_reps"])):
+            for wait in (False, True) if rep % 2 == 0 else (True, False):
+                run = self.worker_rollback(rep, wait, rate)
+                record["runs"].append(run)
+                self.log(
+                    f"worker rep {rep} {'--wait-worker' if wait else 'background'}: command {run['wall_seconds']}s "
+                    f"(traffic flipped {run['traffic_flipped_after_start_s']}s in, every request on {W_OLD} "
+                    f"{run['all_old_after_start_s']}s), new worker's first task {run['first_task_after_flip_s']}s "
+                    f"after the flip, old worker drained in {run['old_worker_drain_s']}s; {run['sent']} requests, "
+                    f"{run['failed']} failed; tasks {run['tasks_run_once']}/{run['tasks_queued']} run once"
+                )
+
     # ------------------------------------------------------------------ the whole run
     def section(self, name: str, action) -> bool:
         try:
@@ -1708,6 +1926,9 @@ class Bench:
             elif self.only == "offsite":
                 self.setup_site()
                 self.section("offsite", self.offsite_cost)
+            elif self.only == "worker":
+                self.make_root()
+                self.section("worker", self.worker)
             else:
                 self.figures()
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - interrupted runs clean up too
@@ -1760,6 +1981,9 @@ class Bench:
         # so its upgrades skip the build as figure 1's later ones do; the database is still the example one).
         if c["latency_reps"]:
             self.section("latency", self.latency)
+        # 12: a rollback of a site whose worker is busy (its own site, bench-wrk, on the same edge).
+        if c["worker_reps"]:
+            self.section("worker", self.worker)
         # 4: wall time by step, warm and cold build cache, no load.
         for rep in range(c["build_reps"]):
             for kind in ("warm", "cold") if rep % 2 == 0 else ("cold", "warm"):
@@ -1852,10 +2076,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--latency-probe", type=float, help="seconds of each load run of the latency figure's rate search"
     )
     parser.add_argument(
+        "--worker-reps",
+        type=int,
+        help="repetitions of the worker figure (a rollback with a busy Celery worker, in the background "
+        "and with --wait-worker; full: 3; quick: 0, the figure is skipped)",
+    )
+    parser.add_argument(
         "--only",
         choices=sorted(ONLY),
-        help="run that figure alone (density: figure 9; latency: figure 10; offsite: figure 11, on bench-acme) into "
-        "the --out folder, never BENCHMARKS.md or bench/ (it still builds the example repo)",
+        help="run that figure alone (density: figure 9; latency: figure 10, on bench-acme; offsite: figure 11, on "
+        "bench-acme; worker: figure 12, on bench-wrk) into the --out folder, never BENCHMARKS.md or bench/ (it still "
+        "builds the example repo)",
     )
     parser.add_argument("--rate", type=float, help="target requests/s of the load")
     parser.add_argument("--keepalive", type=int, help="keep-alive clients")
@@ -1866,7 +2097,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--media-mb", type=int, help="MiB of media generated for figure 11 (full: 1024)")
     parser.add_argument("--max-load-seconds", type=float, help="hard limit of one load run")
     args = parser.parse_args(argv)
-    for key, option in (("density_sites", "--density-sites"), ("latency_reps", "--latency-reps")):
+    for key, option in (
+        ("density_sites", "--density-sites"),
+        ("latency_reps", "--latency-reps"),
+        ("worker_reps", "--worker-reps"),
+    ):
         if getattr(args, key) is not None and getattr(args, key) < 0:
             parser.error(f"{option} must be 0 or more")
     for key, option in (("latency_idle", "--latency-idle"), ("latency_probe", "--latency-probe")):

@@ -437,6 +437,11 @@ def takeover(obj: Obj, caddy_dir: str, caddy_data: str, dry_run: bool, as_json: 
 )
 @click.option("--dry-run", is_flag=True, help="Say which release the rollback would go to; change nothing.")
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0)
+@click.option(
+    "--wait-worker",
+    is_flag=True,
+    help="Wait until the worker is ready (exit 1 if it is not) instead of moving it in the background.",
+)
 @json_option
 @click.pass_obj
 def rollback(
@@ -447,6 +452,7 @@ def rollback(
     force: bool,
     dry_run: bool,
     lock_timeout: float,
+    wait_worker: bool,
     as_json: bool,
 ) -> None:
     """Flip SLUG's traffic back to the last release that was live and healthy.
@@ -459,6 +465,8 @@ def rollback(
     Leaving a release whose migrations broke the previous one (deployed with
     --maintenance or --accept-breaking, or whose after-switch migrations ran)
     needs `--restore-db`: the pre-upgrade backup goes back, later writes are lost.
+    The site's worker follows the traffic in the background once the flip is
+    confirmed (the command does not wait for it; `--wait-worker` does).
     """
     from sumbg.ops.rollback import rollback as do_rollback
 
@@ -466,7 +474,14 @@ def rollback(
     run_reporting(
         as_json,
         lambda: do_rollback(
-            ctx, slug, restore_db=restore_db, lock_timeout=lock_timeout, to=to, force=force, dry_run=dry_run
+            ctx,
+            slug,
+            restore_db=restore_db,
+            lock_timeout=lock_timeout,
+            to=to,
+            force=force,
+            dry_run=dry_run,
+            wait_worker=wait_worker,
         ),
     )
 
@@ -683,7 +698,12 @@ def makefile(slug: str | None, directory: str | None) -> None:
 @json_option
 @click.pass_obj
 def status(obj: Obj, slug: str | None, as_json: bool) -> None:
-    """Live colour, versions and health of one site or all."""
+    """Live colour, versions, health and workers of one site or all.
+
+    Exits 1 when a site has a problem: its records and what serves it disagree, or its
+    live colour's worker is down or restarting, or its backups are missing or stale (with --json,
+    after printing the document).
+    """
     from sumbg.ops.status import host_status
     from sumbg.ops.status import status as do_status
 
@@ -691,7 +711,7 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
     if as_json:
         document = do_status(ctx, slug)[0] if slug else host_status(ctx)
         emit_json(document)
-        if any(site["backup"]["problems"] for site in ([document] if slug else document["sites"])):
+        if any(site["problems"] for site in ([document] if slug else document["sites"])):
             raise click.exceptions.Exit(1)
         return
     sites = do_status(ctx, slug)
@@ -722,6 +742,13 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
         rollback = site["rollback"]
         if rollback["possible"] and not rollback["instant"]:
             click.echo(f"  rollback to {rollback['ref']} is not instant: {rollback['reason']}")
+        for name, detail in (health.get("failing_checks") or {}).items():
+            click.echo(f"  degraded: /health/ check {name} fails: {detail}")
+        if any(view["state"] != "none" for view in site["workers"].values()):
+            click.echo("  worker: " + "; ".join(worker_words(c, v) for c, v in sorted(site["workers"].items())))
+        if site["worker_problem"]:
+            container = site["workers"][site["live"]]["container"]
+            click.echo(f"  PROBLEM: {site['worker_problem']}" + (f" (docker logs {container})" if container else ""))
         click.echo(f"  backup: {backup_line(site['backup'])}")
         for problem in site["backup"]["problems"]:
             click.echo(f"  BACKUP: {problem}")
@@ -730,7 +757,7 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
         from sumbg.ops.status import undelivered_events
 
         show_undelivered(undelivered_events(ctx, None), "  host: ")
-    if any(site["backup"]["problems"] for site in sites):
+    if any(site["problems"] for site in sites):
         raise click.exceptions.Exit(1)
 
 
@@ -760,6 +787,22 @@ def show_undelivered(items: list[dict[str, Any]], prefix: str = "  ") -> None:
     click.echo(f"{prefix}UNDELIVERED: {len(items)} notification(s) did not reach their target (events.jsonl)")
     for item in items[:3]:
         click.echo(f"{prefix}  {item['at']}  {item['event']} -> {item['target']}: {item['error']}")
+
+
+def worker_words(colour: str, view: dict[str, Any]) -> str:
+    """One colour's worker in `status` (the JSON's `workers`)."""
+    from sumbg.site.worker import WorkerView
+
+    return (
+        f"{colour} "
+        + WorkerView(
+            view["state"],
+            restart_count=view["restart_count"],
+            exit_code=view["exit_code"],
+            up_seconds=view["up_seconds"],
+            draining=tuple(view["draining"]),
+        ).describe()
+    )
 
 
 @cli.command()
@@ -1047,6 +1090,31 @@ def fleet_upgrade(
         announce_fleet_run(obj.context(), document, code)
     if code:
         raise click.exceptions.Exit(code)
+
+
+@cli.command(name="_drain-worker", hidden=True)
+@click.argument("slug")
+@click.argument("container")
+@click.option("--since", type=float, default=None, help="When it got SIGTERM (epoch seconds).")
+@click.pass_obj
+def drain_worker(obj: Obj, slug: str, container: str, since: float | None) -> None:
+    """(Started by sumbg.) Remove an old worker once it has finished its tasks; record how it ended."""
+    from sumbg.ops.workers import drain_until_gone
+
+    entry = drain_until_gone(obj.context(), slug, container, since)
+    click.echo(json.dumps(entry, sort_keys=True))
+
+
+@cli.command(name="_move-worker", hidden=True)
+@click.argument("slug")
+@click.option("--lock-fd", type=int, required=True, help="The site's lock, handed over by the rollback.")
+@click.option("--wait-fd", type=int, required=True, help="A pipe that ends when the rollback has exited.")
+@click.pass_obj
+def move_worker(obj: Obj, slug: str, lock_fd: int, wait_fd: int) -> None:
+    """(Started by `sumbg rollback`.) Move the site's worker to the live colour and wait until it is ready."""
+    from sumbg.ops.workers import finish_handed_move
+
+    finish_handed_move(obj.context(), slug, lock_fd=lock_fd, wait_fd=wait_fd)
 
 
 def main() -> None:

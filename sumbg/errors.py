@@ -179,6 +179,10 @@ class HookFailed(SumbgError):
     """A [hooks] command failed, or outlived its hook_timeout."""
 
 
+class WorkerNotReady(CheckFailed):
+    """A release's background worker did not become ready, or did not stay up."""
+
+
 class BackupError(SumbgError):
     """A database backup or restore did not complete or did not verify."""
 

@@ -35,6 +35,7 @@ class SiteLock:
         self.path = path
         self.label = label
         self._fd: int | None = None
+        self._handed_over = False
         self.took_over: LockHolder | None = None
 
     def holder(self) -> LockHolder | None:
@@ -62,19 +63,41 @@ class SiteLock:
                 time.sleep(0.2)
         self._fd = fd
         self.took_over = self.holder()
+        self._write_holder(command)
+        return self
+
+    def _write_holder(self, command: str | None) -> None:
+        assert self._fd is not None
         record = LockHolder(
             pid=os.getpid(),
             host=socket.gethostname(),
             command=command or " ".join(["sumbg", *sys.argv[1:]]),
             since=utc_now(),
         )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
-        os.fsync(fd)
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps(record).encode(), 0)
+        os.fsync(self._fd)
+
+    def hand_over(self) -> int:
+        """The lock's descriptor, for a process this one starts to go on holding the lock after this
+        one exits (an flock belongs to the open file, shared by both); from now on `release` only
+        closes this process's descriptor."""
+        assert self._fd is not None, "hand over a lock that is held"
+        self._handed_over = True
+        return self._fd
+
+    def adopt(self, fd: int, command: str) -> SiteLock:
+        """Hold the lock a parent process handed over (`hand_over`) on descriptor `fd`."""
+        self._fd = fd
+        self._write_holder(command)
         return self
 
     def release(self) -> None:
         if self._fd is None:
+            return
+        if self._handed_over:
+            os.close(self._fd)
+            self._fd = None
             return
         os.ftruncate(self._fd, 0)
         fcntl.flock(self._fd, fcntl.LOCK_UN)

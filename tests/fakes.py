@@ -31,7 +31,7 @@ from sumbg.adapters.notify import DeliveryFailed, Message
 from sumbg.adapters.probe import Answer, Health, Target
 from sumbg.adapters.restic import Repository, Snapshot, Upload
 from sumbg.config import EdgeSettings, HostConfig, NotifyTarget, SiteConfig, SmokeCheck, WatchSettings, render_site_toml
-from sumbg.errors import BackupError, CheckFailed, GitError, MigrationFailed
+from sumbg.errors import BackupError, CheckFailed, GitError, MigrationFailed, WorkerNotReady
 from sumbg.ops.context import Context
 from sumbg.ops.events import DeliveryPolicy, Notifier
 from sumbg.ops.executor import Reporter
@@ -48,7 +48,8 @@ from sumbg.ops.seams import (
     SiteStacks,
 )
 from sumbg.site.site import Site
-from sumbg.site.stacks import Backup, PendingMigrations, parse_phases, sha256_file
+from sumbg.site.stacks import Backup, Drained, PendingMigrations, parse_phases, sha256_file
+from sumbg.site.worker import WorkerCommand, WorkerView, parse_worker_command
 
 Effect = tuple[Any, ...]
 
@@ -57,6 +58,12 @@ Effect = tuple[Any, ...]
 class Web:
     image: str
     running: bool = True
+
+
+@dataclass
+class Worker:
+    image: str
+    restarts: int = 0
 
 
 @dataclass
@@ -99,6 +106,15 @@ class World:
     hooks_run: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     refusing_targets: set[str] = field(default_factory=set)
+    # The site's worker (when site.toml has a worker_command): each colour's, the old ones draining,
+    # the images whose worker crash-loops from the start, or once it was found ready.
+    workers: dict[str, Worker] = field(default_factory=dict)
+    draining: list[str] = field(default_factory=list)
+    crashing_workers: set[str] = field(default_factory=set)
+    workers_crashing_later: set[str] = field(default_factory=set)
+    drain_ends: tuple[str, int, list[dict[str, str]] | None] = ("exited", 0, None)  # outcome, exit code, held tasks
+    # Images whose /health/ answers "degraded": {check: what it says}.
+    degraded: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def release(self, ref: str) -> str:
         image = f"sum-{self.slug}:{ref}"
@@ -142,8 +158,12 @@ class World:
         if label == "live" and self.failing_probes > 0:
             self.failing_probes -= 1
             broken = True
-        status = "unhealthy" if broken else "ok"
-        return Answer(503 if broken else 200, "application/json", json.dumps({"status": status, "version": version}))
+        failing = self.degraded.get(image, {})
+        status = "unhealthy" if broken else "degraded" if failing else "ok"
+        checks = {name: {"status": "ok"} for name in ("db", "cache", "celery")}
+        checks.update({name: {"status": "fail", "detail": detail} for name, detail in failing.items()})
+        body = {"status": status, "version": version, "checks": checks}
+        return Answer(503 if broken else 200, "application/json", json.dumps(body))
 
 
 @dataclass
@@ -226,7 +246,7 @@ class FakeProber:
         return self.world.health_answer(target.label)
 
     def health(self, target: Target) -> Health:
-        return Health(self.world.health_answer(target.label))
+        return Health(self.world.health_answer(target.label), target.required_checks)
 
     def wait_healthy(
         self,
@@ -240,7 +260,7 @@ class FakeProber:
         if health.passing and all(health.version.get(k) == v for k, v in (expect_version or {}).items()):
             return health
         raise CheckFailed(
-            f"{target.label} /health/ through Caddy did not pass within {timeout:g}s: {health.answer.describe()}"
+            f"{target.label} /health/ through Caddy did not pass within {timeout:g}s: {health.describe()}"
         )
 
     def evaluate(self, target: Target, check: SmokeCheck) -> tuple[dict[str, Any], Answer, str]:
@@ -484,14 +504,82 @@ class FakeStacks:
         self.world.webs[colour] = Web(image)
         self.world.effects.append(("start", colour, self.world.releases[image]["build"]))
 
+    def worker_command(self) -> WorkerCommand | None:
+        line = self.site.config.worker_command
+        return parse_worker_command(line) if line else None
+
     def start_worker(self, colour: str, image: str, *, live: bool) -> bool:
-        return False
+        if not self.site.config.worker_command:
+            return False
+        current = self.world.workers.get(colour)
+        if current is not None and current.image == image:
+            return True
+        if current is not None:
+            self.drain_worker(colour)
+        self.world.workers[colour] = Worker(image)
+        self.world.effects.append(("worker", "start", colour, self.world.releases[image]["build"]))
+        return True
+
+    def drain_worker(self, colour: str) -> str | None:
+        if self.world.workers.pop(colour, None) is None:
+            return None
+        name = f"sum-{self.world.slug}-{colour}-worker-draining-{len(self.world.draining) + 1}"
+        self.world.draining.append(name)
+        self.world.effects.append(("worker", "drain", colour))
+        return name
+
+    def stop_worker(self, colour: str) -> bool:
+        if self.world.workers.pop(colour, None) is None:
+            return False
+        self.world.effects.append(("worker", "stop", colour))
+        return True
+
+    def finish_draining(self, name: str, since: float | None = None) -> Drained:
+        if name in self.world.draining:
+            self.world.draining.remove(name)
+        outcome, exit_code, held = self.world.drain_ends
+        return Drained(name, outcome, exit_code, 300.0 if outcome == "killed" else 4.0, held)
+
+    def draining_workers(self, colour: str | None = None) -> list[ContainerState]:
+        return [
+            ContainerState(name=name, running=True, status="running", exit_code=None)
+            for name in self.world.draining
+            if colour is None or f"-{colour}-worker-" in name
+        ]
+
+    def remove_drained_workers(self) -> list[str]:
+        return []
+
+    def wait_worker_ready(self, colour: str) -> dict[str, Any]:
+        if not self.site.config.worker_command:
+            return {"outcome": "skipped", "reason": "no worker configured"}
+        worker = self.world.workers.get(colour)
+        if worker is None or worker.image in self.world.crashing_workers:
+            raise WorkerNotReady(
+                f"the worker of {colour} is not ready: it crashed and was restarted 3 times since it was "
+                "started (exit code 1, restarted 3 times)",
+                colour=colour,
+                returncode=1,
+                output_tail="--- last worker log lines ---\n[tasks]\n  . sum_core.notify",
+            )
+        self.world.effects.append(("worker", "ready", colour))
+        return {"container": f"sum-{self.world.slug}-{colour}-worker", "seconds": 0.0}
+
+    def worker_view(self, colour: str) -> WorkerView:
+        if not self.site.config.worker_command:
+            return WorkerView("none")
+        worker = self.world.workers.get(colour)
+        if worker is None:
+            return WorkerView("stopped")
+        if worker.image in self.world.workers_crashing_later:
+            return WorkerView("restarting", restart_count=1, exit_code=1)
+        return WorkerView("running", container=f"sum-{self.world.slug}-{colour}-worker", up_seconds=60.0)
+
+    def worker_logs(self, colour: str, lines: int = 25) -> str:
+        return "[tasks]\n  . sum_core.notify"
 
     def apply_cpu_weights(self, live: str) -> None:
         self.world.effects.append(("weights", live))
-
-    def stop_worker(self, colour: str) -> bool:
-        return False
 
     def colour_exists(self, colour: str) -> bool:
         return colour in self.world.webs
@@ -692,8 +780,19 @@ class FakeContext(Context):
     def events(self) -> Notifier:
         return Notifier(self.host, self.courier(), self.reporter, FAST_DELIVERY, host_name="fakehost")
 
+    def start_drainer(self, site: Site, container: str) -> int:
+        self.world.effects.append(("worker", "drainer", container))
+        return 4241
 
-def site_config(world: World, *, watch_seconds: float = 0.05) -> SiteConfig:
+    def start_worker_move(self, site: Site, lock_fd: int, wait_fd: int) -> int:
+        """The rollback's background move: recorded; a test runs `workers.move_to_live` itself."""
+        self.world.effects.append(("worker", "handed over"))
+        return 4242
+
+
+def site_config(
+    world: World, *, watch_seconds: float = 0.05, worker_command: str = "", required_checks: tuple[str, ...] = ()
+) -> SiteConfig:
     """The world's site, with a watch fast enough for unit tests."""
     return SiteConfig(
         slug=world.slug,
@@ -704,25 +803,46 @@ def site_config(world: World, *, watch_seconds: float = 0.05) -> SiteConfig:
         wsgi="acme.wsgi:application",
         watch_seconds=watch_seconds,
         watch=WatchSettings(interval=0.001),
+        worker_command=worker_command,
+        required_checks=required_checks,
     )
 
 
-def make_site(root: Path, world: World, *, watch_seconds: float = 0.05) -> None:
+def make_site(
+    root: Path,
+    world: World,
+    *,
+    watch_seconds: float = 0.05,
+    worker_command: str = "",
+    required_checks: tuple[str, ...] = (),
+) -> None:
     """site.toml for the world's site."""
     site_dir = root / world.slug
     (site_dir / "backups").mkdir(parents=True, exist_ok=True)
-    (site_dir / "site.toml").write_text(render_site_toml(site_config(world, watch_seconds=watch_seconds)))
+    config = site_config(
+        world, watch_seconds=watch_seconds, worker_command=worker_command, required_checks=required_checks
+    )
+    (site_dir / "site.toml").write_text(render_site_toml(config))
 
 
 def deployed(
-    root: Path, world: World, live: tuple[str, str], idle: tuple[str, str] | None = None, **idle_extra: Any
+    root: Path,
+    world: World,
+    live: tuple[str, str],
+    idle: tuple[str, str] | None = None,
+    *,
+    worker_command: str = "",
+    **idle_extra: Any,
 ) -> None:
-    """A site with `live` = (colour, ref) serving, and optionally `idle` = (colour, ref) running."""
-    make_site(root, world)
+    """A site with `live` = (colour, ref) serving (and its worker, with `worker_command`), and
+    optionally `idle` = (colour, ref) running."""
+    make_site(root, world, worker_command=worker_command)
     colours = {}
     colour, ref = live
     image = world.release(ref)
     world.webs[colour] = Web(image)
+    if worker_command:
+        world.workers[colour] = Worker(image)
     colours[colour] = world.record(image, status="live", outcome="healthy")
     world.files["live"] = colour
     world.files["preview"] = naming.other_colour(colour)

@@ -170,6 +170,7 @@ def test_fleet_status_shows_every_site_and_an_unreachable_host_hides_nothing(fle
                 "rollback": "none",
                 "rollback_to": None,
                 "problem": "",
+                "worker": "none",
                 "backup": "-",  # no backup yet, and no [backup] repository
                 "backup_problems": [],
             }
@@ -189,6 +190,7 @@ def test_fleet_status_shows_every_site_and_an_unreachable_host_hides_nothing(fle
         "LIVE",
         "SUM-CORE",
         "HEALTH",
+        "WORKER",
         "ROLLBACK",
         "LAST",
         "OPERATION",

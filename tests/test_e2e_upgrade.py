@@ -287,8 +287,18 @@ def test_one_version_consumes_tasks_workers_follow_traffic(host: Host) -> None:
     assert sorted(n for n in running() if n.endswith("-worker")) == [f"sum-{slug}-green-worker"]
     assert f"sum-{slug}-blue-web" in running()
     # The CPU weight follows the traffic: the colour kept for rollback only gets what live leaves.
-    assert weights() == {"blue-web": 128, "green-web": 1024, "green-worker": 1024}
+    # (blue's old worker, idle, finishes at once on SIGTERM; a drainer in the background removes it.)
+    expected = {"blue-web": 128, "green-web": 1024, "green-worker": 1024}
+    assert wait_until(lambda: weights() == expected, 60), weights()
     assert host.sumbg("rollback", slug).returncode == 0
-    assert sorted(n for n in running() if n.endswith("-worker")) == [f"sum-{slug}-blue-worker"]
-    assert weights() == {"blue-web": 1024, "blue-worker": 1024, "green-web": 128}
+    # The rollback ends once traffic is confirmed; the worker follows in the background.
+    assert wait_until(lambda: sorted(n for n in running() if n.endswith("-worker")) == [f"sum-{slug}-blue-worker"], 120)
+    expected = {"blue-web": 1024, "blue-worker": 1024, "green-web": 128}
+    assert wait_until(lambda: weights() == expected, 60), weights()
+    assert wait_until(
+        lambda: any(e.get("operation") == "worker" and e["event"] == "finished" for e in host.history(slug)), 120
+    )
+    assert [
+        e["outcome"] for e in host.history(slug) if e.get("operation") == "worker" and e["event"] == "finished"
+    ] == ["done"]
     host.teardown_site(slug)

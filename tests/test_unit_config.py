@@ -439,6 +439,22 @@ def check(body: str) -> str:
             "site.toml: app.worker_command: must be a single line",
         ),
         (MINIMAL_SITE + "workers = 2", "site.toml: app.workers: unknown setting"),
+        (MINIMAL_SITE + "stop_timeout = 0", "site.toml: app.stop_timeout: must be greater than 0, not 0"),
+        (MINIMAL_SITE + "[worker]\nready_afer = 5", "site.toml: worker.ready_afer: unknown setting"),
+        (MINIMAL_SITE + "[worker]\nstop_timeout = 0", "site.toml: worker.stop_timeout: must be greater than 0, not 0"),
+        (
+            MINIMAL_SITE + "[worker]\nping_timeout = -1",
+            "site.toml: worker.ping_timeout: must be greater than 0, not -1",
+        ),
+        (MINIMAL_SITE + "[worker]\nready_after = 0", "site.toml: worker.ready_after: must be greater than 0, not 0"),
+        (
+            MINIMAL_SITE + '[worker]\nready_timeout = "1m"',
+            "site.toml: worker.ready_timeout: must be an integer or a number, not '1m'",
+        ),
+        (
+            MINIMAL_SITE + '[health]\nrequired_checks = ["celery", "two words"]',
+            "site.toml: health.required_checks[1]: must be the name of a check of /health/ (letters, digits, _ . -)",
+        ),
         (MINIMAL_SITE + '[env]\n"FOO-BAR" = "x"', 'site.toml: env.FOO-BAR: must be NAME = "single-line value"'),
         (MINIMAL_SITE + '[env]\nFOO = "a\\nb"', 'site.toml: env.FOO: must be NAME = "single-line value"'),
         (MINIMAL_SITE + "[env]\nFOO = 1", "site.toml: env.FOO: must be a string, not 1"),
@@ -658,6 +674,23 @@ wsgi = "acme.wsgi:application"
 web_workers = 2
 # A background worker's shell command (`init --worker`: SUM's Celery worker); empty: none.
 worker_command = ""
+# Seconds a stopping web lets its in-flight requests finish (gunicorn's graceful timeout); Docker
+# kills it 5 s after that.
+stop_timeout = 30
+
+# The background worker ([app] worker_command), part of each release: an operation that starts it
+# waits until it is ready (running, not restarted for ready_after seconds, and for a Celery worker
+# answering `celery inspect ping`); after a switch the old colour's worker finishes its tasks
+# (SIGTERM, Celery's warm shutdown) while the new one already consumes.
+[worker]
+# Seconds a worker must run without restarting to count as ready.
+ready_after = 10
+# Seconds a Celery worker has to answer `celery inspect ping`.
+ping_timeout = 5
+# Seconds an operation waits for the worker it started to be ready before it fails.
+ready_timeout = 90
+# Seconds an old worker has to finish its tasks after SIGTERM; then SIGKILL.
+stop_timeout = 300
 
 # Extra non-secret environment variables of the app, NAME = "value" (secrets go in `<slug>/.env`).
 [env]
@@ -672,6 +705,9 @@ publish_port = 0
 [health]
 # Seconds a new colour has to answer /health/ with the new version.
 timeout = 120
+# Checks of /health/ (e.g. ["celery"]) whose failure makes the site unhealthy, even when it answers
+# "degraded".
+required_checks = []
 
 # Upgrades of this site.
 [upgrade]

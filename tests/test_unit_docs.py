@@ -153,6 +153,8 @@ def real_commands(group: click.Group = cli, prefix: str = "") -> dict[str, click
     found: dict[str, click.Command] = {"": cli} if not prefix else {}
     for name, command in group.commands.items():
         path = f"{prefix}{name}"
+        if command.hidden:  # started by sumbg itself (`_drain-worker`, `_move-worker`): not the contract
+            continue
         if isinstance(command, click.Group):
             found.update(real_commands(command, f"{path} "))
         else:

@@ -460,6 +460,10 @@ def test_the_fleet_matrix_has_a_host_column_and_a_row_for_a_host_that_did_not_an
                         deployed_at="2026-11-27T10:00:00Z",
                         notes="",
                         last_deploy_outcome="upgrade done (2026-11-27T10:00:00Z)",
+                        workers={
+                            "blue": {"state": "running", "restart_count": 0, "exit_code": None},
+                            "green": {"state": "stopped", "restart_count": 2, "exit_code": 0},
+                        },
                     )
                 ]
             },
@@ -467,10 +471,11 @@ def test_the_fleet_matrix_has_a_host_column_and_a_row_for_a_host_that_did_not_an
         HostView(FLEET.hosts[2], error="host c (c) is unreachable: timed out"),
     ]
     assert matrix(views).splitlines()[4:] == [
-        "| Host | Site | Environment | Slug | Current Version | Last Deploy Date | Last Upgrade Outcome | Notes |",
-        "|---|---|---|---|---|---|---|---|",
-        "| a | acme.example | production | acme | v1.0.0 | 2026-11-27T10:00:00Z | upgrade done (2026-11-27T10:00:00Z) | - |",
-        "| c | - | - | - | - | - | - | UNREACHABLE: host c (c) is unreachable: timed out |",
+        "| Host | Site | Environment | Slug | Current Version | Last Deploy Date | Last Upgrade Outcome | Notes | Worker |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| a | acme.example | production | acme | v1.0.0 | 2026-11-27T10:00:00Z | upgrade done (2026-11-27T10:00:00Z) "
+        "| - | blue (live) running; green stopped (exit 0) |",
+        "| c | - | - | - | - | - | - | UNREACHABLE: host c (c) is unreachable: timed out | - |",
     ]
 
 

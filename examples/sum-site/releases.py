@@ -456,6 +456,253 @@ class Migration(migrations.Migration):
     },
 }
 
+# ---------------------------------------------------------------------------
+# sum-core 0.11.0: the worker's tasks are part of the release, and countable.
+# Every run of a task (the contact form's notify, `record`, and `slow`, which
+# takes `seconds`, 30 by default) writes one TaskRun row (migration
+# 0003_taskrun), so a test can count that each task ran exactly once across
+# upgrades and rollbacks. POST /tasks/ (a test hook, no CSRF) queues tasks;
+# GET /slow/?seconds=N answers after N seconds (at most 60), for in-flight
+# requests across a stop. /health/ answers in the real sum-core's shape: each
+# check {"status": "ok"|"fail", "latency_ms": ..., "detail"?: ...}.
+# ---------------------------------------------------------------------------
+TASKS = {
+    "edits": {
+        "sum-core/sum_core/models.py": [(
+            "    def __str__(self):\n"
+            '        return f"{self.name} <{self.email}>"\n',
+            "    def __str__(self):\n"
+            '        return f"{self.name} <{self.email}>"\n'
+            "\n"
+            "\n"
+            "class TaskRun(models.Model):\n"
+            '    """One run of a background task, written by the worker that ran it (once per run)."""\n'
+            "\n"
+            "    task_id = models.CharField(max_length=64)\n"
+            "    kind = models.CharField(max_length=40)\n"
+            "    label = models.CharField(max_length=200)\n"
+            "    release = models.CharField(max_length=100)  # BUILD_ID of the worker's release\n"
+            "    worker = models.CharField(max_length=200)  # the worker's Celery node\n"
+            "    started_at = models.DateTimeField()\n"
+            "    finished_at = models.DateTimeField(auto_now_add=True)\n"
+            "\n"
+            "    class Meta:\n"
+            '        ordering = ["finished_at"]\n',
+        )],
+        "sum-core/sum_core/urls.py": [(
+            '    path("contact/thanks/", views.contact_thanks, name="contact-thanks"),\n',
+            '    path("contact/thanks/", views.contact_thanks, name="contact-thanks"),\n'
+            '    path("tasks/", views.queue_tasks, name="queue-tasks"),\n'
+            '    path("slow/", views.slow_page, name="slow"),\n',
+        )],
+        "sum-core/sum_core/views.py": [
+            ("import logging\nimport os\n", "import logging\nimport os\nimport time\n"),
+            ("from django.shortcuts import redirect, render\n",
+             "from django.http import HttpResponse, JsonResponse\n"
+             "from django.shortcuts import redirect, render\n"
+             "from django.views.decorators.csrf import csrf_exempt\n"
+             "from django.views.decorators.http import require_POST\n"),
+            ("def contact_thanks(request):\n"
+             '    return render(request, "sum_core/thanks.html", _context())\n',
+             "def contact_thanks(request):\n"
+             '    return render(request, "sum_core/thanks.html", _context())\n'
+             '''
+
+@csrf_exempt
+@require_POST
+def queue_tasks(request):
+    """A test hook of the example site: queue `count` tasks of `kind` (record or slow), labelled
+    `label`-1 .. `label`-count; 202 when the broker took them all, 503 otherwise."""
+    kind = request.POST.get("kind", "record")
+    if kind not in ("record", "slow"):
+        return JsonResponse({"error": "kind must be record or slow"}, status=400)
+    label = request.POST.get("label", "task")
+    count = min(int(request.POST.get("count", "1")), 1000)
+    seconds = float(request.POST.get("seconds", "30"))
+    labels = [f"{label}-{n}" for n in range(1, count + 1)] if count > 1 else [label]
+    queued = [name for name in labels if tasks.enqueue_kind(kind, name, seconds)]
+    return JsonResponse({"queued": queued}, status=202 if len(queued) == len(labels) else 503)
+
+
+def slow_page(request):
+    """Answers after `seconds` (at most 60): a request still in flight when its colour stops."""
+    seconds = min(float(request.GET.get("seconds", "20")), 60.0)
+    log.warning("slow request started: %gs", seconds)
+    time.sleep(seconds)
+    return HttpResponse(f"slept {seconds:g}s\\n", content_type="text/plain")
+'''),
+        ],
+        "sum-core/sum_core/health.py": [
+            ('        result = {"ok": True, **(fn() or {})}\n'
+             "    except Exception as exc:  # a health check reports every failure, whatever it is\n"
+             '        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}\n',
+             '        result = {"status": "ok", **(fn() or {})}\n'
+             "    except Exception as exc:  # a health check reports every failure, whatever it is\n"
+             '        result = {"status": "fail", "detail": str(exc) or type(exc).__name__}\n'),
+            ('    if not (checks["db"]["ok"] and checks["cache"]["ok"]):\n'
+             '        return "unhealthy"\n'
+             '    if not all(check["ok"] for check in checks.values()):\n',
+             '    if not (checks["db"]["status"] == "ok" and checks["cache"]["status"] == "ok"):\n'
+             '        return "unhealthy"\n'
+             '    if not all(check["status"] == "ok" for check in checks.values()):\n'),
+        ],
+    },
+    "files": {
+        "sum-core/sum_core/migrations/0003_taskrun.py": '''\
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("sum_core", "0002_lead_phone"),
+    ]
+
+    operations = [
+        migrations.CreateModel(
+            name="TaskRun",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("task_id", models.CharField(max_length=64)),
+                ("kind", models.CharField(max_length=40)),
+                ("label", models.CharField(max_length=200)),
+                ("release", models.CharField(max_length=100)),
+                ("worker", models.CharField(max_length=200)),
+                ("started_at", models.DateTimeField()),
+                ("finished_at", models.DateTimeField(auto_now_add=True)),
+            ],
+            options={
+                "ordering": ["finished_at"],
+            },
+        ),
+    ]
+''',
+        "sum-core/sum_core/tasks.py": '''\
+"""sum-core's background tasks, run by the site's Celery worker (`celery -A <project> worker`).
+
+Every run writes one TaskRun row (which task, its label, the release and the worker that ran
+it), so that each task can be counted as run exactly once. Producing is best effort: a lost
+notification must never fail a contact-form POST, so `enqueue` gives up at once when the
+broker is unset or down.
+"""
+
+import logging
+import os
+import socket
+import time
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+log = logging.getLogger(__name__)
+
+
+def _record(task, kind, label, started):
+    from .models import TaskRun
+
+    TaskRun.objects.create(
+        task_id=task.request.id or "",
+        kind=kind,
+        label=label,
+        release=os.environ.get("BUILD_ID") or "unknown",
+        worker=task.request.hostname or socket.gethostname(),
+        started_at=started,
+    )
+
+
+@shared_task(name="sum_core.notify", bind=True)
+def notify(self, task):
+    started = timezone.now()
+    _record(self, "notify", task, started)
+    log.warning("sum_core task done: %s", task)
+    return task
+
+
+@shared_task(name="sum_core.record", bind=True)
+def record(self, label):
+    started = timezone.now()
+    _record(self, "record", label, started)
+    log.warning("sum_core task done: %s", label)
+    return label
+
+
+@shared_task(name="sum_core.slow", bind=True)
+def slow(self, label, seconds=30):
+    started = timezone.now()
+    log.warning("sum_core slow task started: %s (%ss)", label, seconds)
+    time.sleep(float(seconds))
+    _record(self, "slow", label, started)
+    log.warning("sum_core slow task done: %s", label)
+    return label
+
+
+def _send(signature):
+    if not (getattr(settings, "CELERY_BROKER_URL", "") or ""):
+        log.warning("CELERY_BROKER_URL is empty; dropped task %s", signature)
+        return False
+    try:
+        signature.apply_async(retry=False)
+        return True
+    except Exception as exc:  # noqa: BLE001 - any broker failure: drop the task, keep the page
+        log.warning("could not enqueue task %s: %s", signature, exc)
+        return False
+
+
+def enqueue(task):
+    return _send(notify.s(task))
+
+
+def enqueue_kind(kind, label, seconds=30):
+    return _send(slow.s(label, seconds) if kind == "slow" else record.s(label))
+''',
+    },
+}
+
+# ---------------------------------------------------------------------------
+# sum-core 0.11.2: a release whose worker crash-loops, as the real SUM worker did
+# in 2026-12 (celery/kombu 5.7 with redis-py 5): it prints its banner, then exits 1
+# about a second later with no error line, and Docker restarts it forever. Its web
+# is fine; /health/ answers "degraded", the celery check failing and saying why.
+# ---------------------------------------------------------------------------
+WORKER_CRASHLOOP = {
+    "edits": {
+        "sum-core/sum_core/tasks.py": [
+            ("import logging\nimport os\nimport socket\nimport time\n",
+             "import logging\nimport os\nimport socket\nimport threading\nimport time\n"),
+            ("from celery import shared_task\n",
+             "from celery import shared_task\nfrom celery.signals import celeryd_after_setup\n"),
+            ("def enqueue_kind(kind, label, seconds=30):\n"
+             '    return _send(slow.s(label, seconds) if kind == "slow" else record.s(label))\n',
+             "def enqueue_kind(kind, label, seconds=30):\n"
+             '    return _send(slow.s(label, seconds) if kind == "slow" else record.s(label))\n'
+             '''
+
+def broker_library_problem():
+    """Why this release's worker cannot run (the broker library it resolved refuses redis-py)."""
+    import redis
+
+    return f"Redis transport requires redis-py versions 6.1.0 or later. You have {redis.__version__}"
+
+
+@celeryd_after_setup.connect
+def _exit_after_the_banner(sender, instance, **kwargs):
+    # Sent just before the worker prints its banner: about a second later it is gone, exit 1,
+    # without a word (os._exit skips every handler and log).
+    threading.Timer(1.0, os._exit, args=(1,)).start()
+'''),
+        ],
+        "sum-core/sum_core/health.py": [(
+            "def check_celery():\n"
+            '    return _redis_ping("CELERY_BROKER_URL")\n',
+            "def check_celery():\n"
+            "    from .tasks import broker_library_problem\n"
+            "\n"
+            "    raise RuntimeError(broker_library_problem())\n",
+        )],
+    },
+}
+
 LAYERS = {
     "phone": PHONE,
     "broken-migration": BROKEN_MIGRATION,
@@ -470,6 +717,8 @@ LAYERS = {
     "rename-email": RENAME_EMAIL,
     "half-failing": HALF_FAILING,
     "drop-phone-after-switch": DROP_PHONE_AFTER_SWITCH,
+    "tasks": TASKS,
+    "worker-crashloop": WORKER_CRASHLOOP,
 }
 
 # "good": a release sumbg should roll out; the others fail in the way described.
@@ -527,6 +776,19 @@ RELEASES = [
      "description": "Stops using Lead.phone; migration 0004 drops it with run_after_switch = True, since the "
                     "previous release (v1.11.0-drop-message) still selects it: sumbg runs the drop only after "
                     "the switch and the watch, so no request fails."},
+    # The worker as part of a release. v1.15 follows v1.10.0 (or any sum-core 0.7-0.9 release:
+    # its migration 0003_taskrun only adds a table); v1.16 and v1.17 follow v1.15.
+    {"tag": "v1.15.0-tasks", "sum_core": "0.11.0", "layers": ["phone", "css-0.8.0", "tasks"], "good": True,
+     "description": "Every task run writes a TaskRun row (migration 0003_taskrun): notify, record and a 30 s "
+                    "slow task; POST /tasks/ queues them, GET /slow/?seconds=N answers after N s; /health/ in "
+                    "the real sum-core's shape (checks with status ok/fail and detail)."},
+    {"tag": "v1.16.0-tasks", "sum_core": "0.11.1", "layers": ["phone", "css-0.8.0", "tasks"], "good": True,
+     "description": "The same code as 0.11.0: a good upgrade for the worker tests."},
+    {"tag": "v1.17.0-worker-crashloop", "sum_core": "0.11.2",
+     "layers": ["phone", "css-0.8.0", "tasks", "worker-crashloop"], "good": False,
+     "description": "The worker prints its banner, then exits 1 a second later with no error line (as SUM's did "
+                    "with kombu 5.7 and redis-py 5), so Docker restarts it forever; the web is fine and /health/ "
+                    "answers degraded, its celery check failing with the reason."},
 ]
 
 RELEASES_BY_TAG = {release["tag"]: release for release in RELEASES}

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import python_on_whales
-from python_on_whales import ClientNotFoundError, DockerClient
+from python_on_whales import ClientNotFoundError, Container, DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
 
 from sumbg.errors import DockerError, tail
@@ -72,6 +72,33 @@ class ContainerState:
     exit_code: int | None
     labels: dict[str, str] = field(default_factory=dict)
     image: str = ""
+    restarting: bool = False  # between two runs, under its restart policy
+    restart_count: int = 0  # how often Docker restarted it (it never resets)
+    started_at: float = 0.0  # when its current (or last) run started, epoch seconds
+    finished_at: float = 0.0  # when its last run ended, epoch seconds (0: never)
+    hostname: str = ""  # its hostname (Celery's node name is celery@<hostname>)
+    id: str = ""
+    oom_killed: bool = False
+
+
+def _state_of(c: Container) -> ContainerState:
+    started, finished = c.state.started_at, c.state.finished_at
+    return ContainerState(
+        name=c.name,
+        running=bool(c.state.running),
+        status=str(c.state.status),
+        exit_code=c.state.exit_code,
+        labels=dict(c.config.labels or {}),
+        image=str(c.config.image),
+        restarting=bool(c.state.restarting),
+        restart_count=int(c.restart_count or 0),
+        # A container never started reports year 1.
+        started_at=started.timestamp() if started is not None and started.year > 1 else 0.0,
+        finished_at=finished.timestamp() if finished is not None and finished.year > 1 else 0.0,
+        hostname=str(c.config.hostname or ""),
+        id=str(c.id),
+        oom_killed=bool(c.state.oom_killed),
+    )
 
 
 @dataclass(frozen=True)
@@ -253,14 +280,7 @@ class Engine:
             return None
         except DockerException as exc:
             raise _wrap(exc, f"cannot inspect container {name}") from None
-        return ContainerState(
-            name=name,
-            running=bool(c.state.running),
-            status=str(c.state.status),
-            exit_code=c.state.exit_code,
-            labels=dict(c.config.labels or {}),
-            image=str(c.config.image),
-        )
+        return replace(_state_of(c), name=name)
 
     def logs(self, name: str, lines: int = 30) -> str:
         try:
@@ -375,10 +395,10 @@ class Engine:
             except DockerException as exc:
                 raise _wrap(exc, f"cannot set the CPU weight of {', '.join(names)}") from None
 
-    def compose_stop(self, project: ComposeProject, services: list[str]) -> None:
+    def compose_stop(self, project: ComposeProject, services: list[str], *, timeout: float | None = None) -> None:
         project.write_env_file()
         try:
-            project.client().compose.stop(services)
+            project.client().compose.stop(services, timeout=None if timeout is None else max(1, round(timeout)))
         except DockerException as exc:
             raise _wrap(exc, f"stopping {', '.join(services)} of {project.name} failed") from None
 
@@ -389,10 +409,16 @@ class Engine:
         except DockerException as exc:
             raise _wrap(exc, f"removing {', '.join(services)} of {project.name} failed") from None
 
-    def compose_down(self, project: ComposeProject, *, volumes: bool = False) -> None:
+    def compose_down(self, project: ComposeProject, *, volumes: bool = False, timeout: float | None = None) -> None:
+        """`timeout`: seconds each container has to stop after SIGTERM (default: its stop_grace_period)."""
         project.write_env_file()
         try:
-            project.client().compose.down(remove_orphans=True, volumes=volumes, quiet=True)
+            project.client().compose.down(
+                remove_orphans=True,
+                volumes=volumes,
+                quiet=True,
+                timeout=None if timeout is None else max(1, round(timeout)),
+            )
         except DockerException as exc:
             raise _wrap(exc, f"removing {project.name} failed") from None
 
@@ -409,14 +435,47 @@ class Engine:
             )
         except DockerException as exc:
             raise _wrap(exc, f"cannot list containers of {project_name}") from None
-        return [
-            ContainerState(
-                name=c.name,
-                running=bool(c.state.running),
-                status=str(c.state.status),
-                exit_code=c.state.exit_code,
-                labels=dict(c.config.labels or {}),
-                image=str(c.config.image),
+        return [_state_of(c) for c in found]
+
+    # ------------------------------------------------------------ one container's life
+    def compose_run_detached(self, project: ComposeProject, service: str, name: str) -> str:
+        """A container of `service` with the service's own command, started in the background under
+        `name` (`compose run -d`): unlike `up`, it never reuses or replaces the service's other
+        containers, so an old one can go on finishing its work beside it. Returns its id."""
+        project.write_env_file()
+        compose = [str(part) for part in project.client().client_config.docker_compose_cmd]
+        argv = compose + ["run", "--detach", "--no-deps", "--name", name, service]
+        result = self._capture(argv)
+        if result.returncode != 0:
+            raise DockerError(
+                f"starting {name} failed (exit {result.returncode})",
+                command=_redact(argv),
+                returncode=result.returncode,
+                output_tail=tail(result.output),
             )
-            for c in found
-        ]
+        return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else name
+
+    def update_container(self, name: str, *, restart: str | None = None, cpu_shares: int | None = None) -> None:
+        """Its restart policy ("no", "unless-stopped", ...) and CPU weight; a running one keeps running."""
+        try:
+            self.docker.container.update(name, restart=restart, cpu_shares=cpu_shares)
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot update container {name}") from None
+
+    def rename_container(self, name: str, new_name: str) -> None:
+        try:
+            self.docker.container.rename(name, new_name)
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot rename container {name} to {new_name}") from None
+
+    def signal_container(self, name: str, signal: str) -> None:
+        """Send a signal to its first process and return at once (`docker kill --signal`)."""
+        try:
+            self.docker.container.kill(name, signal=signal)
+        except NoSuchContainer:
+            return
+        except DockerException as exc:
+            state = self.container(name)
+            if state is None or not state.running:
+                return  # it exited (or went) meanwhile: nothing left to signal
+            raise _wrap(exc, f"cannot send {signal} to container {name}") from None

@@ -33,6 +33,7 @@ class Target:
     sni: bool = False
     headers: tuple[tuple[str, str], ...] = ()
     uds: str = ""  # reached over this unix socket (HTTP, Host header = domain) instead of base_url's address
+    required_checks: tuple[str, ...] = ()  # /health/ checks whose failure is unhealthy, even when "degraded"
 
 
 def unix_socket_target(label: str, path: str, domain: str) -> Target:
@@ -41,13 +42,18 @@ def unix_socket_target(label: str, path: str, domain: str) -> Target:
 
 
 def live_target(edge: EdgeSettings, site: SiteConfig) -> Target:
+    required = site.required_checks
     if edge.tls == "off" or site.caddy.behind_proxy:
-        return Target("live", f"http://{_host(edge.probe_host)}:{edge.http_port}", site.domain)
-    return Target("live", f"https://{_host(edge.probe_host)}:{edge.https_port}", site.domain, sni=True)
+        return Target(
+            "live", f"http://{_host(edge.probe_host)}:{edge.http_port}", site.domain, required_checks=required
+        )
+    return Target(
+        "live", f"https://{_host(edge.probe_host)}:{edge.https_port}", site.domain, sni=True, required_checks=required
+    )
 
 
-def preview_target(edge: EdgeSettings, domain: str) -> Target:
-    return Target("preview", f"http://127.0.0.1:{edge.preview_port}", domain)
+def preview_target(edge: EdgeSettings, domain: str, required_checks: tuple[str, ...] = ()) -> Target:
+    return Target("preview", f"http://127.0.0.1:{edge.preview_port}", domain, required_checks=required_checks)
 
 
 def rehearsal_target(edge: EdgeSettings, domain: str) -> Target:
@@ -93,9 +99,15 @@ class Answer:
         return f"HTTP {self.status}: {self.excerpt()}"
 
 
+# How a check of /health/ says it fails: the real sum-core's {"status": "fail", "detail": ...}, or
+# {"ok": false, "error": ...} (the example site's shape).
+_FAILING_CHECK = ("fail", "failed", "failing", "error", "unhealthy", "down")
+
+
 @dataclass
 class Health:
     answer: Answer
+    required: tuple[str, ...] = ()  # checks whose failure fails the whole answer ([health] required_checks)
 
     @property
     def status(self) -> str | None:
@@ -111,9 +123,51 @@ class Health:
         return version if isinstance(version, dict) else {}
 
     @property
+    def failing_checks(self) -> dict[str, str]:
+        """{check: what it says} for every check the body reports as failing."""
+        body = self.answer.json() or {}
+        checks = body.get("checks")
+        if not isinstance(checks, dict):
+            return {}
+        failing = {}
+        for name, check in checks.items():
+            if isinstance(check, dict):
+                state = check.get("status")
+                failed = check.get("ok") is False or (isinstance(state, str) and state.lower() in _FAILING_CHECK)
+                detail = check.get("detail") or check.get("error") or check.get("message") or state or "failing"
+            else:
+                failed, detail = check is False or (isinstance(check, str) and check.lower() in _FAILING_CHECK), check
+            if failed:
+                failing[str(name)] = " ".join(str(detail).split())[:EXCERPT]
+        return failing
+
+    @property
+    def required_failing(self) -> dict[str, str]:
+        """The required checks that fail (or that the body does not report at all)."""
+        if not self.required:
+            return {}
+        body = self.answer.json() or {}
+        checks = body.get("checks")
+        reported = set(checks) if isinstance(checks, dict) else set()
+        failing = self.failing_checks
+        return {
+            name: failing.get(name) or "not reported by /health/"
+            for name in self.required
+            if name in failing or name not in reported
+        }
+
+    @property
     def passing(self) -> bool:
-        # The real sum-core answers 200 for ok and degraded, 503 only for unhealthy.
-        return self.answer.status == 200 and self.status in ("ok", "degraded")
+        # The real sum-core answers 200 for ok and degraded, 503 only for unhealthy; a required
+        # check's failure is unhealthy for this site whatever the overall status says.
+        return self.answer.status == 200 and self.status in ("ok", "degraded") and not self.required_failing
+
+    def describe(self) -> str:
+        """What is wrong with (or what is) the answer, for a message."""
+        required = self.required_failing
+        if self.answer.status == 200 and self.status in ("ok", "degraded") and required:
+            return "; ".join(f"required check {name} fails: {detail}" for name, detail in required.items())
+        return self.answer.describe()
 
 
 class Prober:
@@ -176,7 +230,7 @@ class Prober:
         return visitor_counts_from_metrics(answer.text, domain)
 
     def health(self, target: Target) -> Health:
-        return Health(self.request(target, "/health/"))
+        return Health(self.request(target, "/health/"), target.required_checks)
 
     def wait_healthy(
         self,
@@ -203,7 +257,7 @@ class Prober:
                 wanted = f" reporting version {expect_version}" if expect_version else ""
                 raise CheckFailed(
                     f"{target.label} /health/ through Caddy did not pass{wanted} within {timeout:g}s: "
-                    f"{last.answer.describe()}",
+                    f"{last.describe()}",
                     output_tail=last.answer.excerpt(),
                 )
             if on_wait:

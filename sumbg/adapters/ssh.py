@@ -148,9 +148,12 @@ class HostLink:
 
     def query(self, args: list[str], *, timeout: float, answered_exits: tuple[int, ...] = (0,)) -> dict[str, Any]:
         """A read-only call that must succeed and answer with JSON (`sumbg status` exits 1 with its
-        whole document when a site has a problem)."""
+        whole document when a site has a problem). A failure's document is never an answer."""
         reply = self.call([*args, "--json"], timeout=timeout)
-        if reply.returncode not in answered_exits or reply.document is None:
+        answered = reply.returncode in answered_exits and (
+            reply.returncode == 0 or (reply.document is not None and reply.document.get("outcome") != "failed")
+        )
+        if not answered or reply.document is None:
             message = (reply.document or {}).get("message") or (reply.stderr_tail.splitlines() or ["no output"])[-1]
             raise HostUnreachable(
                 f"host {self.host.name}: `sumbg {args[0]}` failed (exit {reply.returncode}): {message}",

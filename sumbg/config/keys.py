@@ -405,6 +405,17 @@ def each_a_table(message: str) -> Rule:
 _AUTH_PATH = re.compile(r"/[A-Za-z0-9/_.*-]*")
 _AUTH_USER = re.compile(r"[A-Za-z0-9._-]+")
 _BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+_CHECK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _check_names(value: list[Any]) -> Problem | None:
+    for index, name in enumerate(value):
+        if not isinstance(name, str) or not _CHECK_NAME.fullmatch(name):
+            return Problem("must be the name of a check of /health/ (letters, digits, _ . -)", f"[{index}]")
+    return None
+
+
+CHECK_NAMES = Rule("names of checks of /health/", _check_names)
 _CHECK_PATH = Rule(
     "starts with /, no spaces",
     lambda v: (
@@ -1069,7 +1080,54 @@ SITE_TOML = ConfigFile(
                     (SINGLE_LINE,),
                     option=Option("worker_command", "--worker-command"),
                 ),
+                Key(
+                    "stop_timeout",
+                    NUMBER,
+                    30.0,
+                    "Seconds a stopping web lets its in-flight requests finish (gunicorn's graceful timeout); "
+                    "Docker kills it 5 s after that.",
+                    (POSITIVE,),
+                    attr="web_stop_timeout",
+                ),
             ),
+        ),
+        Section(
+            "worker",
+            "The background worker ([app] worker_command), part of each release: an operation that starts it "
+            "waits until it is ready (running, not restarted for ready_after seconds, and for a Celery worker "
+            "answering `celery inspect ping`); after a switch the old colour's worker finishes its tasks "
+            "(SIGTERM, Celery's warm shutdown) while the new one already consumes.",
+            (
+                Key(
+                    "ready_after",
+                    NUMBER,
+                    10.0,
+                    "Seconds a worker must run without restarting to count as ready.",
+                    (POSITIVE,),
+                ),
+                Key(
+                    "ping_timeout",
+                    NUMBER,
+                    5.0,
+                    "Seconds a Celery worker has to answer `celery inspect ping`.",
+                    (POSITIVE,),
+                ),
+                Key(
+                    "ready_timeout",
+                    NUMBER,
+                    90.0,
+                    "Seconds an operation waits for the worker it started to be ready before it fails.",
+                    (POSITIVE,),
+                ),
+                Key(
+                    "stop_timeout",
+                    NUMBER,
+                    300.0,
+                    "Seconds an old worker has to finish its tasks after SIGTERM; then SIGKILL.",
+                    (POSITIVE,),
+                ),
+            ),
+            into="worker",
         ),
         Section(
             "env",
@@ -1108,6 +1166,14 @@ SITE_TOML = ConfigFile(
                     "Seconds a new colour has to answer /health/ with the new version.",
                     (POSITIVE,),
                     attr="health_timeout",
+                ),
+                Key(
+                    "required_checks",
+                    STRINGS,
+                    (),
+                    'Checks of /health/ (e.g. ["celery"]) whose failure makes the site unhealthy, even when it '
+                    'answers "degraded".',
+                    (CHECK_NAMES,),
                 ),
             ),
         ),

@@ -86,6 +86,16 @@ class WatchSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """How sumbg tells a release's background worker is ready, and how long an old one may drain."""
+
+    ready_after: float = 10.0  # seconds running without a restart
+    ping_timeout: float = 5.0  # seconds a Celery worker has to answer `celery inspect ping`
+    ready_timeout: float = 90.0  # seconds an operation waits for the worker it started
+    stop_timeout: float = 300.0  # seconds an old worker has to finish its tasks after SIGTERM, then SIGKILL
+
+
+@dataclass(frozen=True)
 class MigrationSettings:
     """How an upgrade proves its migrations safe before they touch the live database."""
 
@@ -105,8 +115,10 @@ class SiteConfig:
     wsgi: str = ""
     web_workers: int = 2
     worker_command: str = ""
+    web_stop_timeout: float = 30.0  # gunicorn's graceful timeout; Docker's stop timeout is 5 s more
     db_publish_port: int = 0
     health_timeout: float = 120.0
+    required_checks: tuple[str, ...] = ()  # /health/ checks whose failure is unhealthy, even when "degraded"
     smoke_checks: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
     keep_backups: int = 10
     watch_seconds: float = 30.0
@@ -121,6 +133,7 @@ class SiteConfig:
     backup: SiteBackupSettings = SiteBackupSettings()  # [backup]: overrides sumbg.toml's key by key
     notify: tuple[NotifyTarget, ...] = ()  # [[notify]]: who hears about this site's events
     hooks: HookSettings = HookSettings()
+    worker: WorkerSettings = WorkerSettings()
 
     @property
     def domains(self) -> tuple[str, ...]:

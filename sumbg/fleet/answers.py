@@ -37,6 +37,23 @@ class BackupView:
 
 
 @dataclass(frozen=True)
+class WorkerState:
+    """One colour's worker, as the host's `status --json` says Docker has it."""
+
+    colour: str
+    state: str  # none, running, starting, restarting, stopped
+    restart_count: int = 0
+    exit_code: int | None = None
+
+    def describe(self) -> str:
+        if self.state == "restarting":
+            return f"restarting ({self.restart_count}x, exit {self.exit_code})"
+        if self.state == "stopped" and self.exit_code is not None:
+            return f"stopped (exit {self.exit_code})"
+        return self.state
+
+
+@dataclass(frozen=True)
 class SiteView:
     """One site as its host's `sumbg status --json` described it (the fields the fleet reads)."""
 
@@ -56,6 +73,11 @@ class SiteView:
     operation: str | None = None  # the kind of operation running (or interrupted) on it
     interrupted: bool = False
     backup: BackupView = field(default_factory=BackupView)
+    workers: tuple[WorkerState, ...] = ()  # by colour (an older sumbg says nothing)
+    worker_problem: str | None = None  # the live colour's worker is down or restarting
+
+    def worker(self, colour: str | None) -> WorkerState | None:
+        return next((w for w in self.workers if w.colour == colour), None)
 
 
 @dataclass(frozen=True)
@@ -127,6 +149,12 @@ class _Reading:
             self.fail(f"{where}{key}", f"a number was expected, not {type(value).__name__}")
         return None if value is None else float(value)
 
+    def integer(self, doc: Mapping[str, Any], key: str, where: str) -> int | None:
+        value = doc.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            self.fail(f"{where}{key}", f"an integer was expected, not {type(value).__name__}")
+        return value
+
     def texts(self, doc: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
         value = doc.get(key)
         if value is None:
@@ -171,6 +199,8 @@ def _site(reading: _Reading, doc: Mapping[str, Any], where: str) -> SiteView:
         ),
         operation=str(operation.get("kind")) if operation else None,
         interrupted=bool(doc.get("interrupted")),
+        workers=_workers(reading, reading.table(doc.get("workers"), f"{where}workers"), f"{where}workers."),
+        worker_problem=reading.text(doc, "worker_problem", where),
         backup=_backup(reading, reading.table(doc.get("backup"), f"{where}backup"), f"{where}backup."),
     )
 
@@ -185,6 +215,21 @@ def _backup(reading: _Reading, doc: Mapping[str, Any], where: str) -> BackupView
         repository=reading.text(doc, "repository", where),
         problems=reading.texts(doc, "problems", where),
     )
+
+
+def _workers(reading: _Reading, workers: Mapping[str, Any], where: str) -> tuple[WorkerState, ...]:
+    found = []
+    for colour in sorted(workers):
+        view = reading.table(workers[colour], f"{where}{colour}")
+        found.append(
+            WorkerState(
+                colour=colour,
+                state=reading.required_text(view, "state", f"{where}{colour}."),
+                restart_count=reading.integer(view, "restart_count", f"{where}{colour}.") or 0,
+                exit_code=reading.integer(view, "exit_code", f"{where}{colour}."),
+            )
+        )
+    return tuple(found)
 
 
 def _health(health: Mapping[str, Any]) -> Health:

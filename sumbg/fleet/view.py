@@ -56,6 +56,7 @@ class SiteRow:
     rollback: str  # instant | restart | none
     rollback_to: str | None
     problem: str
+    worker: str  # the live colour's worker (running, restarting (3x, exit 1), none, ...); "-": not said
     backup: str  # local/offsite ages of the last good backups, e.g. "3h/3h", "3h/-" (none offsite)
     backup_problems: tuple[str, ...] = ()
 
@@ -65,10 +66,13 @@ class SiteRow:
             problem = "interrupted: run sumbg recover"
         elif site.problems:
             problem = "disagrees: " + site.problems[0]
+        elif site.worker_problem:
+            problem = site.worker_problem
         elif site.backup.problems:
             problem = "backup: " + site.backup.problems[0]
         else:
             problem = ""
+        live_worker = site.worker(site.live)
         rollback = site.rollback
         return cls(
             host=host,
@@ -82,6 +86,7 @@ class SiteRow:
             rollback=("instant" if rollback.instant else "restart") if rollback.possible else "none",
             rollback_to=rollback.ref,
             problem=problem,
+            worker=live_worker.describe() if live_worker else "-",
             backup=backup_ages(site),
             backup_problems=site.backup.problems,
         )
@@ -99,6 +104,7 @@ class SiteRow:
             "rollback": self.rollback,
             "rollback_to": self.rollback_to,
             "problem": self.problem,
+            "worker": self.worker,
             "backup": self.backup,
             "backup_problems": list(self.backup_problems),
         }
@@ -134,12 +140,12 @@ def status_document(views: Sequence[HostView]) -> dict[str, Any]:
 
 
 def status_lines(views: Sequence[HostView]) -> list[str]:
-    header = ("HOST", "SITE", "DOMAINS", "LIVE", "SUM-CORE", "HEALTH", "ROLLBACK", "LAST OPERATION", "BACKUP")
+    header = ("HOST", "SITE", "DOMAINS", "LIVE", "SUM-CORE", "HEALTH", "WORKER", "ROLLBACK", "LAST OPERATION", "BACKUP")
     rows: list[tuple[str, ...]] = []
     notes = []
     for view in views:
         if not view.reachable:
-            rows.append((view.host.name, "-", "-", "-", "-", "UNREACHABLE", "-", "-", "-"))
+            rows.append((view.host.name, "-", "-", "-", "-", "UNREACHABLE", "-", "-", "-", "-"))
             notes.append(f"{view.host.name}: {view.error}")
             continue
         if not view.sites:
@@ -154,6 +160,7 @@ def status_lines(views: Sequence[HostView]) -> list[str]:
                     row.ref or "-",
                     row.sum_core or "-",
                     str(row.health or "-"),
+                    row.worker,
                     row.rollback + (f" ({row.rollback_to})" if row.rollback_to else ""),
                     row.last or "-",
                     row.backup,
@@ -180,7 +187,7 @@ def matrix(views: Sequence[HostView]) -> str:
     rows: list[tuple[str | None, ...]] = []
     for view in views:
         if not view.reachable:
-            rows.append((view.host.name, None, None, None, None, None, None, f"UNREACHABLE: {view.error}"))
+            rows.append((view.host.name, None, None, None, None, None, None, f"UNREACHABLE: {view.error}", None))
         for site in view.sites:
             rows.append(
                 (
@@ -192,6 +199,10 @@ def matrix(views: Sequence[HostView]) -> str:
                     site.deployed_at,
                     site.last_deploy_outcome,
                     site.notes,
+                    "; ".join(
+                        f"{w.colour}{' (live)' if w.colour == site.live else ''} {w.describe()}" for w in site.workers
+                    )
+                    or None,
                 )
             )
     return reports.matrix_markdown(FLEET_MATRIX_COLUMNS, rows, source="`sumbg fleet status` on every host")

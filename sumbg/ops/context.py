@@ -9,13 +9,14 @@ and assert the whole sequence of effects of a plan.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sumbg.adapters import build, gitrepo, hooks, notify
+from sumbg.adapters import background, build, gitrepo, hooks, notify
 from sumbg.adapters.caddy import Edge
 from sumbg.adapters.docker import Engine
 from sumbg.adapters.probe import Prober
@@ -45,6 +46,9 @@ from sumbg.site.state import SiteState
 class Context:
     host: HostConfig
     reporter: Reporter
+    # The host's SITES.md and WHAT-BROKE.md are left to whoever continues the operation in the
+    # background (a rollback's worker move regenerates them when it ends).
+    reports_deferred: bool = False
 
     @cached_property
     def docker(self) -> Engine:
@@ -67,7 +71,22 @@ class Context:
         return Site(self.host, load_site(self.host, slug))
 
     def stacks(self, site: Site) -> SiteStacks:
-        return Stacks(site, self.docker)
+        return Stacks(site, self.docker, on_drain=lambda container: self.start_drainer(site, container))
+
+    def start_drainer(self, site: Site, container: str) -> int:
+        """A `sumbg` in the background that removes an old worker once it has finished its tasks
+        (SIGKILL after [worker] stop_timeout) and records how it ended; returns its pid."""
+        args = ["_drain-worker", site.slug, container, "--since", f"{time.time():.3f}"]
+        return background.start_sumbg(self.host.root, args, log=site.run_dir / "workers.log")
+
+    def start_worker_move(self, site: Site, lock_fd: int, wait_fd: int) -> int:
+        """A `sumbg` in the background that goes on holding the site's lock (`lock_fd`), waits
+        until this process has exited (`wait_fd` reaches its end), then moves the worker to the
+        live colour and waits until it is ready; returns its pid."""
+        args = ["_move-worker", site.slug, "--lock-fd", str(lock_fd), "--wait-fd", str(wait_fd)]
+        return background.start_sumbg(
+            self.host.root, args, log=site.run_dir / "workers.log", pass_fds=(lock_fd, wait_fd)
+        )
 
     def prober(self) -> HttpProber:
         return Prober()
@@ -149,7 +168,8 @@ class Context:
                 listener=lambda entry: self.events.on_history(entry, site.config),
             )
         finally:
-            reports.regenerate(self.host)
+            if not self.reports_deferred:
+                reports.regenerate(self.host)
 
     def all_sites(self, *, strict: bool = False) -> dict[str, SiteConfig]:
         """{slug: configuration} of every initialised site on this host (what the edge serves)."""

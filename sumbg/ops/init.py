@@ -19,9 +19,11 @@ from sumbg.errors import CertificateFailed, UsageError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.seams import SiteStacks
+from sumbg.ops.switch import say_degraded
 from sumbg.site.site import Site
 from sumbg.site.stacks import applied_count
-from sumbg.site.state import expected_version, release_record
+from sumbg.site.state import WORKER_READY, expected_version, release_record
+from sumbg.site.worker import parse_worker_command
 from sumbg.util import atomic_write
 
 
@@ -160,10 +162,22 @@ def init(
                 expect_version=expected_version(image),
                 on_wait=certificate_watch(ctx, site.config),
             )
-        return {"health": answer.status, "version": answer.version}
+        return {
+            "health": answer.status,
+            "version": answer.version,
+            **say_degraded(run, "health", answer.failing_checks),
+        }
+
+    def worker_ready(run: Run) -> StepResult:
+        ready = stacks.wait_worker_ready(colour)
+        if ready.get("outcome") != "skipped":
+            run.notes["worker_ready"] = True
+        return ready
 
     def record(run: Run) -> StepResult:
         run.state.deploy_first(slug, colour, release_record(image))
+        if run.notes.pop("worker_ready", False):
+            run.state.note_worker(colour, WORKER_READY)
         run.save_state()
         run.forget_cleanups()
         return {}
@@ -179,6 +193,19 @@ def init(
             first["start"],
             first["edge"],
             Step("health", f"wait for /health/ through Caddy (Host: {domain})", health),
+            *(
+                (
+                    Step(
+                        "worker",
+                        f"wait until {naming.app_project(slug, colour)}'s worker is ready "
+                        f"(running {config.worker.ready_after:g}s without a restart"
+                        + (", answering `celery inspect ping`)" if _is_celery_worker(config) else ")"),
+                        worker_ready,
+                    ),
+                )
+                if config.worker_command
+                else ()
+            ),
             Step("record", "write state.json", record),
         ),
         facts={"ref": resolved.ref, "commit": resolved.commit, "sum_core": pin, "colour": colour},
@@ -307,6 +334,10 @@ def refuse_a_foreign_database(ctx: Context, slug: str) -> None:
             f"secrets for it: put back that site's .env in {ctx.host.site_dir(slug)}, or remove the "
             f"volume (`docker volume rm {volume}`, its data is lost) and init again"
         )
+
+
+def _is_celery_worker(config: SiteConfig) -> bool:
+    return parse_worker_command(config.worker_command).celery_worker
 
 
 def celery_worker_command(project: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sumbg.lock import SiteLock
 from sumbg.ops import agreement
 from sumbg.ops.context import Context, refuse_if_interrupted
 from sumbg.site.site import Site
@@ -25,10 +26,12 @@ def opened(
     lock_timeout: float = 0.0,
     dry_run: bool = False,
     refuse_disagreement: str | None = None,
+    lock: SiteLock | None = None,
 ) -> Iterator[SiteState]:
     """The site's state, read under its lock (a dry run takes no lock and tolerates an interrupted
-    operation: it changes nothing). `refuse_disagreement`: what to call the operation when refusing."""
-    lock = site.lock()
+    operation: it changes nothing). `refuse_disagreement`: what to call the operation when refusing.
+    `lock`: the site's lock object to take (an operation that may hand it over keeps it)."""
+    lock = lock or site.lock()
     if not dry_run:
         lock.acquire(timeout=lock_timeout, command=f"sumbg {command}")
         if lock.took_over:

@@ -18,10 +18,11 @@ from typing import Any
 from sumbg import naming
 from sumbg.adapters.probe import preview_target
 from sumbg.errors import CheckFailed, NeedsOperator, UsageError
+from sumbg.ops import workers
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.seams import SiteStacks
-from sumbg.ops.switch import move_workers, restart_rollback_target, switch_live
+from sumbg.ops.switch import restart_rollback_target, switch_live
 from sumbg.site.site import Site
 from sumbg.site.state import CANDIDATE, IDLE, LIVE, RETIRED, ColourRecord, SiteState
 from sumbg.util import utc_now
@@ -66,7 +67,9 @@ def leftovers(rc: RecoverRun, run: Run) -> StepResult:
     for colour in naming.COLOURS:
         project = naming.app_project(site.slug, colour)
         for container in engine.project_containers(project):
-            if container.labels.get("com.docker.compose.oneoff") == "True":
+            # Workers are one-off containers too (`compose run`): tidy moves them, old ones finish their tasks.
+            worker = container.labels.get("com.docker.compose.service") == "worker"
+            if container.labels.get("com.docker.compose.oneoff") == "True" and not worker:
                 engine.remove_container(container.name)
                 removed.append(container.name)
     if stacks.remove_rehearsal():
@@ -95,7 +98,7 @@ def choose(rc: RecoverRun, run: Run) -> StepResult:
     ctx, site = rc.ctx, rc.site
     recorded = run.state.live
     assert recorded is not None  # recover refuses a site never deployed
-    preview = preview_target(ctx.host.edge, site.config.domain)
+    preview = preview_target(ctx.host.edge, site.config.domain, site.config.required_checks)
     for colour in (recorded, naming.other_colour(recorded)):
         record = running_record(ctx, site, run.state, colour)
         if record is None:
@@ -154,11 +157,13 @@ def tidy(rc: RecoverRun, run: Run) -> StepResult:
             f"rollback target {restarted['ref']} "
             f"{'started again' if restarted['restored'] else 'could not be started again'}"
         )
-    moved = move_workers(ctx, site, run, to=chosen, came_from=other)
-    if moved["stopped"]:
-        actions.append(f"stopped {other}'s worker")
-    if moved["started"]:
-        actions.append(f"{chosen}'s worker running")
+    moved = workers.move_worker(ctx, site, run, to=chosen, came_from=other, wait=True)
+    if moved.get("removed"):
+        actions.append(f"removed old workers left behind: {', '.join(moved['removed'])}")
+    if moved.get("draining"):
+        actions.append(f"{', '.join(moved['draining'])} finishing its tasks in the background")
+    if moved.get("started"):
+        actions.append(f"{chosen}'s worker ready")
     return {"actions": actions}
 
 
@@ -172,7 +177,11 @@ def recover_steps(ctx: Context, site: Site) -> tuple[Step, ...]:
         ),
         Step("choose", "find a healthy colour, the recorded live one first", functools.partial(choose, rc)),
         Step("route", "point traffic at it, maintenance off, Caddy config as rendered", functools.partial(route, rc)),
-        Step("tidy", "remove a half-started colour, workers, state.json", functools.partial(tidy, rc)),
+        Step(
+            "tidy",
+            "remove a half-started colour, move the worker to the live colour (and wait until it is ready), state.json",
+            functools.partial(tidy, rc),
+        ),
     )
 
 

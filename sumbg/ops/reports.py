@@ -8,9 +8,19 @@ from typing import Any
 from sumbg.config import HostConfig, load_site
 from sumbg.errors import SumbgError
 from sumbg.site.records import HistoryEntry, SiteRecords
+from sumbg.site.state import SiteState
 from sumbg.util import atomic_write
 
-MATRIX_COLUMNS = ("Site", "Environment", "Slug", "Current Version", "Last Deploy Date", "Last Upgrade Outcome", "Notes")
+MATRIX_COLUMNS = (
+    "Site",
+    "Environment",
+    "Slug",
+    "Current Version",
+    "Last Deploy Date",
+    "Last Upgrade Outcome",
+    "Notes",
+    "Worker",
+)
 
 
 def _cell(value: object) -> str:
@@ -30,6 +40,18 @@ def deploy_outcome(entry: HistoryEntry | None) -> str | None:
     return f"{entry['operation']} {entry['outcome']} ({entry['at']})" if entry else None
 
 
+def worker_cell(state: SiteState, *, configured: bool) -> str:
+    """Each colour's worker as the last operation left it (state.json), e.g. "blue ready; green stopped"."""
+    if not configured:
+        return "none"
+    said = [
+        f"{colour}{' (live)' if colour == state.live else ''} {record.worker.get('status')}"
+        for colour, record in sorted(state.colours.items())
+        if record.worker
+    ]
+    return "; ".join(said) or "-"
+
+
 def matrix_markdown(columns: tuple[str, ...], rows: list[tuple[Any, ...]], *, source: str) -> str:
     """The loop-sites matrix (SITES.md) as the runbook kept it, one row per site."""
     header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
@@ -46,7 +68,8 @@ def regenerate(host: HostConfig) -> None:
         except SumbgError:
             continue
         records = SiteRecords(path.parent)
-        live = records.load_state().live_record
+        state = records.load_state()
+        live = state.live_record
         history = records.history()
         rows.append(
             (
@@ -57,6 +80,7 @@ def regenerate(host: HostConfig) -> None:
                 live.deployed_at if live else None,
                 deploy_outcome(last_deploy(history)),
                 config.notes,
+                worker_cell(state, configured=bool(config.worker_command)),
             )
         )
         for entry in history:

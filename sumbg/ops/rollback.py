@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sumbg import naming
 from sumbg.adapters.probe import preview_target
-from sumbg.errors import UsageError
-from sumbg.ops import agreement
+from sumbg.errors import UsageError, WorkerNotReady
+from sumbg.lock import SiteLock
+from sumbg.ops import agreement, workers
 from sumbg.ops.backups import resolve_backup_file, restore_steps
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
@@ -24,7 +25,7 @@ from sumbg.ops.hooks import HookCall, configured, post_hook_step
 from sumbg.ops.opening import opened
 from sumbg.ops.policy import rollback_needs_restore
 from sumbg.ops.seams import SiteStacks
-from sumbg.ops.switch import move_workers, start_release, switch_live
+from sumbg.ops.switch import say_degraded, start_release, switch_live
 from sumbg.site.site import Site
 from sumbg.site.state import ColourRecord, SiteState
 
@@ -71,9 +72,13 @@ def rollback(
     to: str | None = None,
     force: bool = False,
     dry_run: bool = False,
+    wait_worker: bool = False,
 ) -> dict[str, Any]:
+    """`wait_worker`: wait until the target's worker is ready (and fail if it is not) instead of
+    moving it in the background once traffic is confirmed."""
     site = ctx.site(slug)
-    with opened(ctx, site, f"rollback {slug}", lock_timeout=lock_timeout, dry_run=dry_run) as state:
+    lock = site.lock()
+    with opened(ctx, site, f"rollback {slug}", lock_timeout=lock_timeout, dry_run=dry_run, lock=lock) as state:
         target = rollback_target(state, slug, to=to, force=force, restore_db=restore_db)
         # Checked after the target, so a refusal for the target's own reason comes first.
         agreement.probe_and_check(ctx, site, state)[0].refuse(slug, f"rollback of {slug}")
@@ -85,7 +90,16 @@ def rollback(
             if live_record is None or not live_record.backup:
                 raise UsageError(f"no pre-upgrade backup is recorded for {live}'s release; nothing to restore")
             backup = resolve_backup_file(site, live_record.backup)
-        plan = rollback_plan(ctx, site, state, live=live, target=target, restore_from=backup, forced=force)
+        plan = rollback_plan(
+            ctx,
+            site,
+            state,
+            live=live,
+            target=target,
+            restore_from=backup,
+            forced=force,
+            lock=None if wait_worker else lock,
+        )
         if dry_run:
             ctx.reporter.dry_run(
                 f"dry run: sumbg rollback {slug} would go from {state.describe(live)} to {state.describe(target)}:",
@@ -105,6 +119,7 @@ class RollbackRun:
     live: str
     target: str
     record: ColourRecord
+    lock: SiteLock | None = None  # handed to a background `sumbg` that moves the worker; None: moved here
 
 
 def ready(rb: RollbackRun, run: Run) -> StepResult:
@@ -120,12 +135,33 @@ def ready(rb: RollbackRun, run: Run) -> StepResult:
 
 def flip(rb: RollbackRun, run: Run) -> StepResult:
     run.forget_cleanups()
-    seconds = switch_live(rb.ctx, rb.site, run, rb.target).seconds
-    move_workers(rb.ctx, rb.site, run, to=rb.target, came_from=rb.live)
+    # With the worker moved in the background, the CPU weights move there too: nothing but the
+    # flip itself stands between the command's start and its end.
+    handing_over = rb.lock is not None and bool(rb.site.config.worker_command)
+    flipped = switch_live(rb.ctx, rb.site, run, rb.target, weights=not handing_over)
+    seconds = flipped.seconds
     run.notes["flip_seconds"] = seconds
     run.notes.setdefault("instant", True)
+    # Traffic is confirmed and said first; the worker never delays it.
     rb.ctx.reporter.line(f"     traffic flipped to {rb.target} in {seconds * 1000:.0f} ms")
-    return {"flip_seconds": seconds}
+    degraded = say_degraded(run, "flip", flipped.degraded)
+    return {"flip_seconds": seconds, **degraded, **follow_with_worker(rb, run)}
+
+
+def follow_with_worker(rb: RollbackRun, run: Run) -> StepResult:
+    """The worker follows the traffic: handed to a background `sumbg` with the site's lock (the
+    rollback ends now), or, without a lock to hand over (`--wait-worker`), moved and waited for
+    here: a worker that is not ready then fails the rollback, traffic staying where it went."""
+    if not rb.site.config.worker_command:
+        return {}
+    if rb.lock is not None:
+        return {"worker": workers.hand_over_move(rb.ctx, rb.site, run, rb.lock)}
+    try:
+        return {"worker": workers.move_worker(rb.ctx, rb.site, run, to=rb.target, came_from=rb.live, wait=True)}
+    except WorkerNotReady as failure:
+        raise failure.refined(
+            message=f"traffic is on {run.state.describe(rb.target)} as asked, but {failure.message}"
+        ) from failure
 
 
 def flip_in_maintenance(rb: RollbackRun, run: Run, maintenance_off: Callable[[], None]) -> None:
@@ -134,13 +170,14 @@ def flip_in_maintenance(rb: RollbackRun, run: Run, maintenance_off: Callable[[],
     ctx, site = rb.ctx, rb.site
     with ctx.prober() as prober:
         prober.wait_healthy(
-            preview_target(ctx.host.edge, site.config.domain),
+            preview_target(ctx.host.edge, site.config.domain, site.config.required_checks),
             site.config.health_timeout,
             expect_version=rb.record.version,
         )
-    seconds = switch_live(ctx, site, run, rb.target, before_confirm=maintenance_off).seconds
-    move_workers(ctx, site, run, to=rb.target, came_from=rb.live)
-    run.notes["flip_seconds"] = seconds
+    flipped = switch_live(ctx, site, run, rb.target, before_confirm=maintenance_off)
+    run.notes["flip_seconds"] = flipped.seconds
+    say_degraded(run, "flip", flipped.degraded)
+    follow_with_worker(replace(rb, lock=None), run)
 
 
 def rollback_plan(
@@ -152,10 +189,13 @@ def rollback_plan(
     target: str,
     restore_from: Path | None = None,
     forced: bool = False,
+    lock: SiteLock | None = None,
 ) -> Plan:
+    """`lock`: the site's lock, held, for a background `sumbg` to go on holding while it moves the
+    worker (None: the worker is moved, and waited for, in the plan)."""
     record = state.record(target)
     assert record is not None  # rollback_target checked it
-    rb = RollbackRun(ctx, site, ctx.stacks(site), live, target, record)
+    rb = RollbackRun(ctx, site, ctx.stacks(site), live, target, record, lock)
     ref = record.ref
     ready_step = Step("ready", f"make sure {target} ({ref}) is running", functools.partial(ready, rb))
     steps: tuple[Step, ...]
@@ -165,7 +205,13 @@ def rollback_plan(
             Step(
                 "flip",
                 f"point {site.config.domain} at {target}, confirm {ref} through Caddy "
-                f"(if it does not answer, put {live} back and confirm it)",
+                f"(if it does not answer, put {live} back and confirm it)"
+                + (
+                    ""
+                    if not site.config.worker_command
+                    else f"; then {target}'s worker starts and {live}'s finishes its tasks"
+                    + (" in the background" if lock is not None else ", waited for")
+                ),
                 functools.partial(flip, rb),
             ),
         )

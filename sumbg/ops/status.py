@@ -7,7 +7,7 @@ import re
 import socket
 from typing import Any
 
-from sumbg import __version__
+from sumbg import __version__, naming
 from sumbg.adapters import gitrepo
 from sumbg.adapters.gitdeps import redact_url
 from sumbg.errors import LockHeld, SumbgError, UsageError
@@ -17,6 +17,7 @@ from sumbg.ops.context import Context
 from sumbg.ops.rollback import rollback_target
 from sumbg.site.site import Site
 from sumbg.site.state import SiteState
+from sumbg.site.worker import worker_problem
 
 
 def status(ctx: Context, slug: str | None) -> list[dict[str, Any]]:
@@ -58,10 +59,14 @@ def site_status(ctx: Context, site: Site) -> dict[str, Any]:
             "status": answer.status,
             "version": answer.version,
             "error": answer.answer.error or None,
+            "failing_checks": answer.failing_checks,
         }
     operation = state.operation.to_json() if state.operation else None
-    interrupted = bool(operation) and not is_held(site.dir / ".lock")
+    busy = is_held(site.dir / ".lock")
+    interrupted = bool(operation) and not busy
     last = reports.last_deploy(site.records.history())
+    workers, worker_problem = workers_view(ctx, site, live, busy=busy)
+    backup = offsite.backup_status(ctx, site, state)
     return {
         "site": site.slug,
         "domain": site.config.domain,
@@ -90,9 +95,22 @@ def site_status(ctx: Context, site: Site) -> dict[str, Any]:
         else None,
         "last_deploy_outcome": reports.deploy_outcome(last),
         "rollback": rollback_view(ctx, site, state),
-        "backup": offsite.backup_status(ctx, site, state),
+        "backup": backup,
         "undelivered_events": undelivered_events(ctx, site.slug),
+        "workers": workers,
+        "worker_problem": worker_problem,
+        # What needs the operator: `sumbg status` exits 1 when a site it shows has any.
+        "problems": [*agreed.problems, *([worker_problem] if worker_problem else []), *backup["problems"]],
     }
+
+
+def workers_view(ctx: Context, site: Site, live: str | None, *, busy: bool) -> tuple[dict[str, Any], str | None]:
+    """Each colour's worker as Docker has it, and what is wrong with the live one's (nothing while
+    an operation holds the site, e.g. a rollback's worker move in the background)."""
+    stacks = ctx.stacks(site)
+    views = {colour: stacks.worker_view(colour) for colour in naming.COLOURS}
+    problem = worker_problem(views[live], live) if live and not busy else None
+    return {colour: view.to_json() for colour, view in views.items()}, problem
 
 
 def rollback_view(ctx: Context, site: Site, state: SiteState) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from sumbg import failpoints
@@ -40,6 +40,7 @@ class Flip:
     to: str
     came_from: str | None
     seconds: float
+    degraded: dict[str, str] = field(default_factory=dict)  # checks /health/ reported failing at the confirmation
 
 
 def switch_live(
@@ -50,11 +51,13 @@ def switch_live(
     *,
     before_confirm: Callable[[], None] | None = None,
     confirm_seconds: float = SWITCH_CONFIRM_SECONDS,
+    weights: bool = True,
 ) -> Flip:
     """Move the site's live traffic to `to` and confirm it, or put it back and confirm that.
 
     On success the records follow: live/previous, the colours' status, the preview file
     pointing at the colour just left. On failure `to` is recorded as failed with the reason.
+    `weights`: give `to` the live CPU weight now (False: whoever continues the operation does).
     """
     slug, files = site.slug, ctx.edge.files
     state = run.state
@@ -82,11 +85,29 @@ def switch_live(
     seconds = round(time.monotonic() - started, 3)
     state.flip(to, came_from)
     run.save_state()
+    degraded = answer.failing_checks
     run.notes.setdefault("flips", []).append(
-        {"to": to, "outcome": "confirmed", "seconds": seconds, "version": answer.version}
+        {
+            "to": to,
+            "outcome": "confirmed",
+            "seconds": seconds,
+            "version": answer.version,
+            **({"degraded": degraded} if degraded else {}),
+        }
     )
-    give_live_weight(ctx, site, run, to)
-    return Flip(to=to, came_from=came_from, seconds=seconds)
+    if weights:
+        give_live_weight(ctx, site, run, to)
+    return Flip(to=to, came_from=came_from, seconds=seconds, degraded=degraded)
+
+
+def say_degraded(run: Run, where: str, failing: dict[str, str]) -> dict[str, Any]:
+    """Every check /health/ reports failing while the site answers "degraded" (which passes): said,
+    and returned for the step's record in the history."""
+    if not failing:
+        return {}
+    for name, detail in failing.items():
+        run.say(f"{where}: /health/ is degraded: check {name} fails: {detail}")
+    return {"degraded": failing}
 
 
 def give_live_weight(ctx: Context, site: Site, run: Run, live: str) -> None:
@@ -126,19 +147,10 @@ def _put_back(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | N
     )
 
 
-def move_workers(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | None) -> dict[str, Any]:
-    """One version consumes tasks: the worker of the colour left stops, the live colour's starts."""
-    stacks = ctx.stacks(site)
-    stopped = bool(came_from) and came_from != to and came_from is not None and stacks.stop_worker(came_from)
-    record = run.state.record(to)
-    started = record is not None and stacks.start_worker(to, record.image, live=True)
-    return {"stopped": came_from if stopped else None, "started": to if started else None}
-
-
 # ---------------------------------------------------------------- the rollback target
 
 
-def start_release(ctx: Context, site: Site, colour: str, record: ColourRecord) -> None:
+def start_release(ctx: Context, site: Site, colour: str, record: ColourRecord) -> dict[str, str]:
     """Start a recorded release in `colour` from its image (static files first) and wait until
     it answers its version through the preview listener; a failure carries its web log tail."""
     stacks = ctx.stacks(site)
@@ -147,13 +159,14 @@ def start_release(ctx: Context, site: Site, colour: str, record: ColourRecord) -
     ctx.edge.files.write_colour(site.slug, "preview", colour)
     with ctx.prober() as prober:
         try:
-            prober.wait_healthy(
-                preview_target(ctx.host.edge, site.config.domain),
+            answer = prober.wait_healthy(
+                preview_target(ctx.host.edge, site.config.domain, site.config.required_checks),
                 site.config.health_timeout,
                 expect_version=record.version,
             )
         except CheckFailed as exc:
             raise exc.refined(output_tail=((exc.output_tail or "") + "\n" + stacks.web_logs(colour)).strip()) from exc
+    return answer.failing_checks
 
 
 def restart_rollback_target(ctx: Context, site: Site, run: Run) -> dict[str, Any] | None:

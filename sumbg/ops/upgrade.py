@@ -23,17 +23,25 @@ from typing import Any
 from sumbg import naming
 from sumbg.adapters import build, gitrepo
 from sumbg.adapters.probe import Target, live_target, preview_target
-from sumbg.errors import BreakingRelease, CheckFailed, DockerError, MigrationFailed, SumbgError, UsageError
+from sumbg.errors import (
+    BreakingRelease,
+    CheckFailed,
+    DockerError,
+    MigrationFailed,
+    SumbgError,
+    UsageError,
+    WorkerNotReady,
+)
 from sumbg.ops import policy as migration_policy
-from sumbg.ops import rehearsal
+from sumbg.ops import rehearsal, workers
 from sumbg.ops.backups import protected_backups
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.hooks import HookCall, configured, post_hook_step, pre_hook_step
 from sumbg.ops.opening import opened
 from sumbg.ops.seams import SiteStacks
-from sumbg.ops.switch import move_workers, restart_rollback_target, switch_live
-from sumbg.ops.watch import watch_live
+from sumbg.ops.switch import restart_rollback_target, say_degraded, switch_live
+from sumbg.ops.watch import revert_after_switch, watch_live
 from sumbg.site.site import Site
 from sumbg.site.stacks import PendingMigrations, applied_count
 from sumbg.site.state import (
@@ -170,7 +178,7 @@ class UpgradeRun:
 
     @property
     def preview(self) -> Target:
-        return preview_target(self.ctx.host.edge, self.site.config.domain)
+        return preview_target(self.ctx.host.edge, self.site.config.domain, self.site.config.required_checks)
 
     @property
     def backup_path(self) -> Path:
@@ -198,7 +206,7 @@ def preflight(up: UpgradeRun, run: Run) -> StepResult:
     with ctx.prober() as prober:
         health = prober.health(up.live_target)
     if not health.passing:
-        raise CheckFailed(f"the live site is not healthy through Caddy: {health.answer.describe()}")
+        raise CheckFailed(f"the live site is not healthy through Caddy: {health.describe()}")
     problems = stacks.free_space_problems(ctx.host.min_free_gb)
     if problems:
         raise CheckFailed("not enough free disk: " + "; ".join(problems))
@@ -385,7 +393,7 @@ def start_new_colour(up: UpgradeRun, run: Run) -> StepResult:
                 colour=idle,
                 output_tail=up.web_log_tail(exc.output_tail),
             ) from exc
-    return {"static": summary, "health": answer.status}
+    return {"static": summary, "health": answer.status, **say_degraded(run, "start", answer.failing_checks)}
 
 
 def smoke(up: UpgradeRun, run: Run) -> StepResult:
@@ -396,7 +404,8 @@ def smoke(up: UpgradeRun, run: Run) -> StepResult:
                 results.append(prober.check(up.preview, check))
             except CheckFailed as exc:
                 raise exc.refined(colour=up.facts.idle) from exc
-    return {"checks": results}
+        failing = prober.health(up.preview).failing_checks
+    return {"checks": results, **say_degraded(run, "smoke", failing)}
 
 
 # ---------------------------------------------------------------- traffic moves
@@ -435,14 +444,25 @@ def switch(up: UpgradeRun, run: Run) -> StepResult:
         "flip_seconds": flip.seconds,
         "version": run.notes["flips"][-1]["version"],
         **({"maintenance_seconds": run.notes["maintenance_seconds"]} if "maintenance_seconds" in run.notes else {}),
+        **say_degraded(run, "switch", flip.degraded),
     }
 
 
 def move_worker(up: UpgradeRun, run: Run) -> StepResult:
-    moved = move_workers(up.ctx, up.site, run, to=up.facts.idle, came_from=up.facts.live)
-    if not up.site.config.worker_command:
-        return {"outcome": "skipped", "reason": "no worker configured"}
-    return moved
+    """The worker follows the traffic; a new release whose worker is not ready goes back whole."""
+    try:
+        return workers.move_worker(up.ctx, up.site, run, to=up.facts.idle, came_from=up.facts.live, wait=True)
+    except WorkerNotReady as failure:
+        revert_after_switch(
+            up.ctx,
+            up.site,
+            run,
+            failure.message,
+            new=up.facts.idle,
+            old=up.facts.live,
+            evidence=failure.output_tail,
+            what="its worker was not ready",
+        )
 
 
 def watch_release(up: UpgradeRun, run: Run) -> StepResult:
@@ -551,7 +571,12 @@ def upgrade_plan(
             f"point {domain} at {idle} (state/{slug}/live: {live} -> {idle}), confirm the new version through Caddy",
             switch,
         ),
-        step("workers", f"stop {live}'s worker, start {idle}'s; keep {live}'s web for rollback", move_worker),
+        step(
+            "workers",
+            f"{live}'s worker finishes its tasks in the background, {idle}'s starts; wait until it is ready "
+            f"(else back to {live}); keep {live}'s web for rollback",
+            move_worker,
+        ),
     ]
     steps += upgrade_hooks(ctx, site, facts, "post_switch")
     if watch > 0:

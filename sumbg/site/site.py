@@ -14,9 +14,12 @@ from sumbg.adapters.docker import ComposeProject
 from sumbg.config import HostConfig, SiteConfig
 from sumbg.lock import SiteLock
 from sumbg.site.records import SiteRecords
+from sumbg.site.worker import parse_worker_command
 from sumbg.util import atomic_write
 
 APP_UID = 1000  # the user the default SUM Dockerfile runs gunicorn as
+# Docker kills a stopping web this long after gunicorn's graceful timeout ([app] stop_timeout).
+WEB_KILL_MARGIN = 5.0
 SECRET_KEYS = ("DJANGO_SECRET_KEY", "DJANGO_DB_PASSWORD", "POSTGRES_PASSWORD")
 
 
@@ -198,7 +201,10 @@ class Site:
                 ("SUMBG_MEDIA_DIR", str(self.media_dir)),
                 ("SUMBG_WSGI", self.config.wsgi),
                 ("SUMBG_WEB_WORKERS", str(self.config.web_workers)),
-                ("SUMBG_WORKER_COMMAND", self.config.worker_command or "true"),
+                ("SUMBG_WORKER_COMMAND", parse_worker_command(self.config.worker_command or "true").shell_line()),
+                ("SUMBG_WEB_STOP_TIMEOUT", f"{self.config.web_stop_timeout:g}"),
+                ("SUMBG_WEB_STOP_GRACE", str(round(self.config.web_stop_timeout + WEB_KILL_MARGIN))),
+                ("SUMBG_WORKER_STOP_GRACE", str(round(self.config.worker.stop_timeout))),
                 ("SUMBG_WEB_ALIAS", naming.web_alias(self.slug, colour)),
                 ("SUMBG_SITE_NETWORK", naming.site_network(self.slug)),
                 ("SUMBG_EDGE_NETWORK", self.host.edge.name),
@@ -213,7 +219,17 @@ class Site:
         return f"{naming.app_project(self.slug, colour)}-web"
 
     def worker_container(self, colour: str) -> str:
+        """The colour's worker that consumes tasks (its old ones finishing their tasks are renamed)."""
         return f"{naming.app_project(self.slug, colour)}-worker"
+
+    def draining_worker_container(self, colour: str, container_id: str) -> str:
+        """An old worker of the colour, renamed while it finishes its tasks."""
+        return f"{self.worker_container(colour)}-draining-{container_id[:12]}"
+
+    @property
+    def web_stop_seconds(self) -> float:
+        """How long stopping a web may take: gunicorn's graceful timeout, then Docker's kill."""
+        return self.config.web_stop_timeout + WEB_KILL_MARGIN
 
     @property
     def postgres_container(self) -> str:

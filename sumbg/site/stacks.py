@@ -12,21 +12,26 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sumbg import naming
-from sumbg.adapters.docker import ComposeProject, Engine, ExecResult
+from sumbg.adapters.docker import ComposeProject, ContainerState, Engine, ExecResult
 from sumbg.config import LIVE_CPU_SHARES
-from sumbg.errors import AppCommandFailed, BackupError, DockerError, MigrationFailed, tail
+from sumbg.errors import AppCommandFailed, BackupError, DockerError, MigrationFailed, WorkerNotReady, tail
 from sumbg.site import retention
 from sumbg.site.backupset import BackupSet
 from sumbg.site.database import Database, parse_row_counts
 from sumbg.site.site import Site
+from sumbg.site.worker import WorkerCommand, WorkerView, parse_worker_command, readiness, worker_view
 from sumbg.util import poll, utc_stamp
 
 DATA_READY_SECONDS = 120.0
+WORKER_LOG_LINES = 25
+# An old worker exited this long ago and still there has no drainer left: whoever sees it removes it.
+DRAINED_LEFT_AFTER = 60.0
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,35 @@ class Backup:
         }
 
 
+@dataclass(frozen=True)
+class Drained:
+    """How an old worker's drain ended."""
+
+    container: str
+    outcome: str  # "exited" (it finished its tasks), "killed" ([worker] stop_timeout passed), "gone"
+    exit_code: int | None
+    seconds: float  # from SIGTERM until it was gone
+    held_tasks: list[dict[str, str]] | None = None  # what a killed worker still ran, if Celery said
+    signalled_at: float | None = None  # when it got SIGTERM, epoch seconds
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "container": self.container,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "seconds": self.seconds,
+            **({"signalled_at": round(self.signalled_at, 3)} if self.signalled_at is not None else {}),
+            **({"held_tasks": self.held_tasks} if self.held_tasks is not None else {}),
+        }
+
+
 class Stacks:
-    def __init__(self, site: Site, engine: Engine) -> None:
+    def __init__(self, site: Site, engine: Engine, on_drain: Callable[[str], object] | None = None) -> None:
+        """`on_drain`: given the name of an old worker that now finishes its tasks; whoever started
+        the drain hands the container to it (a background drainer removes it once it exited)."""
         self.site = site
         self.engine = engine
+        self.on_drain = on_drain
 
     # ------------------------------------------------------------ data stack
     def start_data(self) -> None:
@@ -200,12 +230,226 @@ class Stacks:
             cpu_shares=self.cpu_shares(live=False),
         )
 
+    # ------------------------------------------------------------ the worker
+    def worker_command(self) -> WorkerCommand | None:
+        line = self.site.config.worker_command
+        return parse_worker_command(line) if line else None
+
     def start_worker(self, colour: str, image: str, *, live: bool) -> bool:
-        """`live`: the colour takes traffic now (its worker gets the live weight)."""
+        """The colour's worker, started in the background (it is not waited for: see
+        wait_worker_ready), and restarted by Docker if it dies. One already running `image` is
+        kept; an old worker of the colour still finishing its tasks is left to finish them.
+        `live`: the colour takes traffic now (its worker gets the live weight)."""
         if not self.site.config.worker_command:
             return False
-        self.engine.compose_up(self.app_project(colour, image), ["worker"], cpu_shares=self.cpu_shares(live=live))
+        name = self.site.worker_container(colour)
+        current = self.engine.container(name)
+        shares = self.cpu_shares(live=live)
+        if current is not None and current.running and current.image == image:
+            self.engine.update_container(name, cpu_shares=shares)
+            return True
+        if current is not None:
+            self._drain(colour, hand_over=True)
+        self.engine.compose_run_detached(self.app_project(colour, image), "worker", name)
+        self.engine.update_container(name, restart="unless-stopped", cpu_shares=shares)
         return True
+
+    def drain_worker(self, colour: str) -> str | None:
+        """The colour's worker stops taking tasks and finishes the ones it holds, and this returns at
+        once: Docker no longer restarts it, it is renamed out of the way (a new worker of the colour
+        may start beside it) and gets SIGTERM (Celery's warm shutdown), then it is handed to
+        `on_drain`. Returns its new name, or None when the colour had no running worker (one
+        stopped or restarting in a crash loop holds no task: it is removed)."""
+        return self._drain(colour, hand_over=True)
+
+    def _drain(self, colour: str, *, hand_over: bool) -> str | None:
+        name = self.site.worker_container(colour)
+        state = self.engine.container(name)
+        if state is None:
+            return None
+        if not state.running or state.restarting:
+            self.engine.remove_container(name)
+            return None
+        try:
+            self.engine.update_container(name, restart="no")
+        except DockerError:
+            # Docker refuses to update a container that is (now) restarting: it holds no task.
+            self.engine.remove_container(name)
+            return None
+        draining = self.site.draining_worker_container(colour, state.id or name)
+        self.engine.rename_container(name, draining)
+        self.engine.signal_container(draining, "TERM")
+        if hand_over and self.on_drain is not None:
+            self.on_drain(draining)
+        return draining
+
+    def stop_worker(self, colour: str) -> bool:
+        """The colour's worker stopped for good before this returns (no task runs during a restore
+        or a maintenance window): it finishes its tasks, SIGKILL after [worker] stop_timeout."""
+        if not self.site.config.worker_command:
+            return False
+        draining = self._drain(colour, hand_over=False)
+        if draining is None:
+            return False
+        self.finish_draining(draining)
+        return True
+
+    def finish_draining(self, name: str, since: float | None = None) -> Drained:
+        """Wait until an old worker (SIGTERM'd at `since`, epoch seconds; default now) has exited;
+        past [worker] stop_timeout, name the tasks it still runs (if Celery says) and SIGKILL it.
+        Then remove it."""
+        started = time.time() if since is None else since
+        deadline = started + self.site.config.worker.stop_timeout
+        held = None
+        outcome = "exited"
+        while True:
+            state = self.engine.container(name)
+            if state is None:
+                return Drained(name, "gone", None, round(time.time() - started, 3), signalled_at=started)
+            if not state.running:
+                break
+            if time.time() >= deadline:
+                held = self.held_tasks(name)
+                self.engine.signal_container(name, "KILL")
+                poll(lambda: not self._running(name), 30, interval=0.2)
+                outcome = "killed"
+                break
+            time.sleep(min(1.0, max(0.05, deadline - time.time())))
+        final = self.engine.container(name)
+        self.engine.remove_container(name)
+        return Drained(
+            name,
+            outcome,
+            final.exit_code if final else None,
+            round(time.time() - started, 3),
+            held_tasks=held,
+            signalled_at=started,
+        )
+
+    def _running(self, name: str) -> bool:
+        state = self.engine.container(name)
+        return state is not None and state.running
+
+    def held_tasks(self, name: str) -> list[dict[str, str]] | None:
+        """The tasks a Celery worker runs now (`celery inspect active`), or None if it does not say."""
+        command = self.worker_command()
+        state = self.engine.container(name)
+        if command is None or not command.celery_worker or state is None or not state.running:
+            return None
+        result = self.engine.exec(name, command.active_argv(state.hostname, self.site.config.worker.ping_timeout))
+        return parse_active_tasks(result.stdout) if result.returncode == 0 else None
+
+    def draining_workers(self, colour: str | None = None) -> list[ContainerState]:
+        """The site's old workers still finishing their tasks (or exited, if nobody removed them)."""
+        found = []
+        for each in naming.COLOURS if colour is None else (colour,):
+            prefix = self.site.worker_container(each) + "-draining-"
+            found += [
+                c
+                for c in self.engine.project_containers(naming.app_project(self.site.slug, each))
+                if c.name.startswith(prefix)
+            ]
+        return found
+
+    def remove_drained_workers(self) -> list[str]:
+        """Remove the old workers that exited a while ago with no drainer left to remove them (a
+        drainer killed, a reboot); returns their names. (A live drainer removes its own at once.)"""
+        since = time.time() - DRAINED_LEFT_AFTER
+        gone = [
+            c.name
+            for c in self.draining_workers()
+            if not c.running and not c.restarting and c.finished_at and c.finished_at < since
+        ]
+        for name in gone:
+            self.engine.remove_container(name)
+        return gone
+
+    def wait_worker_ready(self, colour: str) -> dict[str, Any]:
+        """Wait until the colour's worker is ready: running, not restarted for [worker] ready_after
+        seconds and, for a Celery worker, answering `celery inspect ping` addressed to its own node.
+        Raises WorkerNotReady with its exit code, restart count and last log lines after [worker]
+        ready_timeout, or at once when it crash-loops."""
+        command = self.worker_command()
+        if command is None:
+            return {"outcome": "skipped", "reason": "no worker configured"}
+        settings = self.site.config.worker
+        name = self.site.worker_container(colour)
+        first = self.engine.container(name)
+        restarts_before = first.restart_count if first else 0
+        started = time.monotonic()
+        deadline = started + settings.ready_timeout
+        pinged_run: float | None = None
+        ping: ExecResult | None = None
+        pings = 0
+        crashed_with: int | None = None  # Docker shows 0 once it runs again: the last crash's code is kept here
+        while True:
+            state = self.engine.container(name)
+            if state is not None and (not state.running or state.restarting) and state.exit_code:
+                crashed_with = state.exit_code
+            verdict = readiness(
+                state,
+                now=time.time(),
+                ready_after=settings.ready_after,
+                celery_worker=command.celery_worker,
+                pinged_run=pinged_run,
+                restarts_before=restarts_before,
+            )
+            if verdict.needs_ping and state is not None:
+                pings += 1
+                ping = self.engine.exec(name, command.ping_argv(state.hostname, settings.ping_timeout))
+                if ping.returncode == 0:
+                    pinged_run = state.started_at
+                    continue
+            if verdict.ready:
+                assert state is not None
+                return {
+                    "container": name,
+                    "seconds": round(time.monotonic() - started, 3),
+                    "restart_count": state.restart_count,
+                    **({"ping": command.node(state.hostname), "pings": pings} if command.celery_worker else {}),
+                }
+            if verdict.failed or time.monotonic() >= deadline:
+                reason = (
+                    verdict.failed
+                    or f"not ready within [worker] ready_timeout {settings.ready_timeout:g}s: {verdict.waiting}"
+                )
+                raise self._not_ready(colour, name, reason, ping, crashed_with)
+            time.sleep(0.5)
+
+    def _not_ready(
+        self, colour: str, name: str, reason: str, ping: ExecResult | None, crashed_with: int | None
+    ) -> WorkerNotReady:
+        state = self.engine.container(name)
+        exit_code = (state.exit_code if state is not None else None) or crashed_with
+        facts = (
+            f"exit code {exit_code}, restarted {state.restart_count} times"
+            + (", killed for lack of memory" if state.oom_killed else "")
+            if state is not None
+            else "no container"
+        )
+        evidence = "--- last worker log lines ---\n" + (self.engine.logs(name, WORKER_LOG_LINES) or "(none)")
+        if ping is not None and ping.returncode != 0 and ping.output.strip():
+            evidence += "\n--- celery inspect ping ---\n" + tail(ping.output, 5)
+        return WorkerNotReady(
+            f"the worker of {colour} is not ready: {reason} ({facts})",
+            colour=colour,
+            returncode=exit_code,
+            output_tail=evidence,
+        )
+
+    def worker_logs(self, colour: str, lines: int = 25) -> str:
+        return self.engine.logs(self.site.worker_container(colour), lines)
+
+    def worker_view(self, colour: str) -> WorkerView:
+        """The colour's worker as `status` shows it (Docker's word; no ping)."""
+        draining = tuple(c.name for c in self.draining_workers(colour) if c.running)
+        return worker_view(
+            self.engine.container(self.site.worker_container(colour)),
+            configured=bool(self.site.config.worker_command),
+            now=time.time(),
+            ready_after=self.site.config.worker.ready_after,
+            draining=draining,
+        )
 
     def apply_cpu_weights(self, live: str) -> None:
         """After a flip: the colour now live gets the live weight, the other the background one."""
@@ -216,28 +460,32 @@ class Stacks:
             names = [
                 c.name
                 for c in self.engine.project_containers(naming.app_project(self.site.slug, colour))
-                if c.running and c.labels.get("com.docker.compose.oneoff") != "True"
+                if c.running
+                and (
+                    c.labels.get("com.docker.compose.oneoff") != "True" or c.name == self.site.worker_container(colour)
+                )
             ]
             self.engine.set_cpu_shares(names, shares)
 
-    def stop_worker(self, colour: str) -> bool:
-        if not self.site.config.worker_command:
-            return False
-        state = self.engine.container(self.site.worker_container(colour))
-        if state is None:
-            return False
-        self.engine.compose_rm(self.app_project(colour), ["worker"])
-        return True
-
     def colour_exists(self, colour: str) -> bool:
-        return bool(self.engine.project_containers(naming.app_project(self.site.slug, colour)))
+        """Whether the colour has containers (an old worker still finishing its tasks does not count)."""
+        draining = self.site.worker_container(colour) + "-draining-"
+        return any(
+            not c.name.startswith(draining)
+            for c in self.engine.project_containers(naming.app_project(self.site.slug, colour))
+        )
 
     def web_running(self, colour: str) -> bool:
         state = self.engine.container(self.site.web_container(colour))
         return bool(state and state.running)
 
     def remove_colour(self, colour: str) -> None:
-        self.engine.compose_down(self.app_project(colour))
+        """Stop and remove the colour: its web's in-flight requests finish first ([app] stop_timeout),
+        and its worker finishes its tasks in the background (drain_worker), as after a switch."""
+        if self.site.config.worker_command:
+            self.drain_worker(colour)
+        # Without the worker profile, Compose leaves the workers (started with `run`) alone.
+        self.engine.compose_down(self.app_project(colour, worker=False), timeout=self.site.web_stop_seconds)
 
     def web_logs(self, colour: str, lines: int = 25) -> str:
         return self.engine.logs(self.site.web_container(colour), lines)
@@ -442,6 +690,24 @@ def parse_phases(output: str) -> PendingMigrations:
             facts = json.loads(line[len(_PHASES_MARKER) :])
             return PendingMigrations(tuple(facts["pending"]), tuple(facts["after_switch"]))
     raise ValueError("no migration report in the output")
+
+
+def parse_active_tasks(output: str) -> list[dict[str, str]] | None:
+    """The tasks in `celery inspect active --json` output ({node: [task, ...]}), by id and name."""
+    for line in reversed(output.strip().splitlines()):
+        try:
+            replies = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(replies, dict):
+            return [
+                {"id": str(task.get("id")), "name": str(task.get("name"))}
+                for tasks in replies.values()
+                if isinstance(tasks, list)
+                for task in tasks
+                if isinstance(task, dict)
+            ]
+    return None
 
 
 def applied_count(migrate_output: str) -> int:

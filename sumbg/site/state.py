@@ -25,6 +25,9 @@ SCHEMA_VERSION = 2
 LIVE, IDLE, CANDIDATE, RETIRED = "live", "idle", "candidate", "retired"
 # A release's outcome, once known: it went live and passed its watch, or it did not.
 HEALTHY, FAILED = "healthy", "failed"
+# A release's worker, as an operation last left it: ready (waited for), not ready (with why),
+# started in the background (a rollback's), stopped (it finishes its tasks, then it is removed).
+WORKER_READY, WORKER_NOT_READY, WORKER_STARTING, WORKER_STOPPED = "ready", "not ready", "starting", "stopped"
 # A release's after-switch migrations: waiting for the watch, started, done, failed part way.
 AFTER_SWITCH_PENDING, AFTER_SWITCH_RUNNING, AFTER_SWITCH_RAN, AFTER_SWITCH_FAILED = (
     "pending",
@@ -71,6 +74,8 @@ class ColourRecord:
     breaks_previous: str | None = None  # why leaving it needs the pre-upgrade database back
     after_switch_migrations: list[str] | None = None
     after_switch: str | None = None  # AFTER_SWITCH_*
+    # The release's worker as sumbg last saw it: {"status": WORKER_*, "at": ..., "detail"?: ...}.
+    worker: JSON | None = None
     extra: JSON = field(default_factory=dict)
 
     @classmethod
@@ -319,6 +324,12 @@ class SiteState:
         record = self.colours.get(colour)
         if record is not None:
             record.outcome, record.reason, record.failed_at = HEALTHY, None, None
+
+    def note_worker(self, colour: str, status: str, detail: str | None = None) -> None:
+        """What an operation found the colour's worker to be (WORKER_*)."""
+        record = self.colours.get(colour)
+        if record is not None:
+            record.worker = {"status": status, "at": utc_now(), **({"detail": detail} if detail else {})}
 
     def add_candidate(self, colour: str, record: ColourRecord) -> None:
         """The release an upgrade is about to switch to."""
