@@ -363,8 +363,8 @@ def adopt(
 
     from sumbg.adoption.adopt import AdoptOptions
     from sumbg.adoption.adopt import adopt as do_adopt
-    from sumbg.adoption.adopt import undo as do_undo
     from sumbg.adoption.runbook_host import RunbookPaths
+    from sumbg.adoption.undo import undo as do_undo
 
     ctx = obj.context()
     if undo:
@@ -408,8 +408,8 @@ def takeover(obj: Obj, caddy_dir: str, caddy_data: str, dry_run: bool, as_json: 
     """
     from pathlib import Path
 
-    from sumbg.adoption.adopt import takeover as do_takeover
     from sumbg.adoption.runbook_host import RunbookPaths
+    from sumbg.adoption.takeover import takeover as do_takeover
 
     ctx = obj.context()
     run_reporting(
@@ -645,7 +645,7 @@ def retire(obj: Obj, slug: str | None, min_age: str, force: bool, due: bool, as_
 @click.pass_obj
 def recover(obj: Obj, slug: str, as_json: bool) -> None:
     """Bring SLUG to a consistent, serving state after an interrupted operation."""
-    from sumbg.adoption.adopt import recover_plan as half_adopted
+    from sumbg.adoption.undo import recover_plan as half_adopted
     from sumbg.ops.recover import recover as do_recover
 
     ctx = obj.context()

@@ -8,13 +8,20 @@ Docker, Caddy, HTTP and git, so a test runs the real operation (init, upgrade,
 rollback, watch, recover, restore, retire) in milliseconds and asserts the whole
 sequence of effects and records. Every fake implements the Protocol the
 operations declare (sumbg/ops/seams.py), and mypy holds it to it.
+
+For adoption, a `RunbookHost` is the old host (its files in a temporary folder, its systemd,
+its Caddy, its database and broker) and a `RunbookContext` hands the operations fakes over
+both hosts, logging into the world's one ordered list of effects.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,12 +37,24 @@ from sumbg.adapters.hooks import CommandResult
 from sumbg.adapters.notify import DeliveryFailed, Message
 from sumbg.adapters.probe import Answer, Health, Target
 from sumbg.adapters.restic import Repository, Snapshot, Upload
-from sumbg.config import EdgeSettings, HostConfig, NotifyTarget, SiteConfig, SmokeCheck, WatchSettings, render_site_toml
-from sumbg.errors import BackupError, CheckFailed, GitError, MigrationFailed, WorkerNotReady
+from sumbg.adoption.adopt import MANAGED_MARK
+from sumbg.config import (
+    EdgeSettings,
+    HostConfig,
+    NotifyTarget,
+    SiteConfig,
+    SmokeCheck,
+    WatchSettings,
+    load_host,
+    render_site_toml,
+)
+from sumbg.errors import BackupError, CheckFailed, GitError, MigrationFailed, RunbookError, WorkerNotReady
 from sumbg.ops.context import Context
 from sumbg.ops.events import DeliveryPolicy, Notifier
 from sumbg.ops.executor import Reporter
 from sumbg.ops.seams import (
+    CaddyRunner,
+    CertificateProbe,
     ContainerEngine,
     Courier,
     EdgeLock,
@@ -43,6 +62,7 @@ from sumbg.ops.seams import (
     EdgeStateFiles,
     GitMirror,
     HostCommands,
+    HostServices,
     HttpProber,
     OffsiteStore,
     SiteStacks,
@@ -875,3 +895,534 @@ def no_effects(world: World) -> Iterator[None]:
     before = (list(world.effects), list(world.schema_effects), dict(world.files), dict(world.webs))
     yield
     assert (world.effects, world.schema_effects, world.files, world.webs) == before
+
+
+# ---------------------------------------------------------------- a runbook host (adoption)
+
+# Every site of the fake runbook host deploys the same commit (same tree, author, dates and message),
+# so the fake edge's one release answers for each of them once adopted.
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "deploy",
+    "GIT_AUTHOR_EMAIL": "deploy@example.test",
+    "GIT_COMMITTER_NAME": "deploy",
+    "GIT_COMMITTER_EMAIL": "deploy@example.test",
+    "GIT_AUTHOR_DATE": "2026-01-05T10:00:00+00:00",
+    "GIT_COMMITTER_DATE": "2026-01-05T10:00:00+00:00",
+}
+
+RUNBOOK_ENV = """\
+DJANGO_SETTINGS_MODULE=acme.settings.production
+DJANGO_SECRET_KEY='k3y-of-{slug}-$ign#'
+ALLOWED_HOSTS={domains}
+DJANGO_DB_NAME={slug}
+DJANGO_DB_USER={slug}
+DJANGO_DB_PASSWORD=s3cret
+DJANGO_DB_HOST=localhost
+DJANGO_DB_PORT=5432
+CELERY_BROKER_URL=redis://localhost:6379/1
+DJANGO_MEDIA_ROOT={site}/media
+SENTRY_DSN=https://abc@sentry.example/4
+"""
+
+RUNBOOK_GUNICORN_UNIT = """\
+[Service]
+User=deploy
+WorkingDirectory={site}/app
+EnvironmentFile={site}/.env
+ExecStart={site}/venv/bin/gunicorn \\
+    --workers 3 \\
+    --bind unix:{socket} \\
+    acme.wsgi:application
+"""
+
+RUNBOOK_CELERY_UNIT = """\
+[Service]
+User=deploy
+WorkingDirectory={site}/app
+EnvironmentFile={site}/.env
+ExecStart={site}/venv/bin/celery -A acme worker -l INFO
+"""
+
+RUNBOOK_SITE_FILE = """\
+{domains} {{
+\ttls internal
+\tencode gzip
+\treverse_proxy unix/{socket}
+}}
+"""
+
+OLD_APP_HEALTH = Answer(200, "application/json", json.dumps({"status": "ok", "version": {"git_sha": "unknown"}}))
+REFUSED = Answer(0, "", "", error="connection refused")
+
+
+@dataclass
+class OldSite:
+    """A site deployed the runbook way: /srv/sum/<slug>, its two units, its host Caddy site file."""
+
+    slug: str
+    domains: tuple[str, ...]
+    commit: str = ""  # what app/ has checked out
+    tag: str = "v1.0.0"  # the one tag at that commit
+
+    @property
+    def socket(self) -> str:
+        return f"/run/sum-{self.slug}/gunicorn.sock"
+
+    @property
+    def units(self) -> tuple[str, str]:
+        return f"sum-{self.slug}-gunicorn.service", f"sum-{self.slug}-celery.service"
+
+    @property
+    def file_name(self) -> str:
+        return f"sum-{self.slug}.caddy"
+
+
+@dataclass
+class RunbookHost:
+    """The old host before and during an adoption: its files under `root` (which stands for its /:
+    etc/systemd/system, etc/caddy, srv/sum/<slug> with app/, .env and media/, the host Caddy's data
+    folder), what its systemd runs and has enabled, what the running host Caddy serves from each
+    site file, its PostgreSQL's rows and its Celery broker's queues, and the edge's state as the
+    takeover changes it. Every effect on it goes into the world's ordered log of effects."""
+
+    world: World
+    root: Path
+    ports: tuple[int, int] = (80, 443)
+    sites: dict[str, OldSite] = field(default_factory=dict)
+    active: set[str] = field(default_factory=lambda: {"caddy"})
+    enabled: set[str] = field(default_factory=lambda: {"caddy"})
+    served: dict[str, str] = field(default_factory=dict)  # site file -> "original", "maintenance" or "proxy"
+    rows: dict[str, int] = field(default_factory=lambda: {"public.sum_core_lead": 1})
+    queued: list[tuple[bytes, bytes]] = field(default_factory=list)  # (queue, message) in the old broker
+    wrong_password: bool = False  # the .env's database password is refused
+    failing: set[str] = field(default_factory=set)  # systemctl commands that fail ("reload caddy")
+    caddy_reads: list[tuple[str, str]] = field(default_factory=list)  # (site file, "original" or "sumbg's")
+    # The edge: the https port it last started on (None: its own, from before), the ports it
+    # cannot serve on, whether its storage holds the host Caddy's certificates.
+    edge_https_port: int | None = None
+    edge_refuses: set[int] = field(default_factory=set)
+    edge_has_certificates: bool = False
+
+    @property
+    def systemd_dir(self) -> Path:
+        return self.root / "etc/systemd/system"
+
+    @property
+    def caddy_dir(self) -> Path:
+        return self.root / "etc/caddy"
+
+    @property
+    def caddy_data(self) -> Path:
+        return self.root / "var/lib/caddy/.local/share/caddy"
+
+    def site_dir(self, slug: str) -> Path:
+        return self.root / "srv/sum" / slug
+
+    def site_file(self, slug: str) -> Path:
+        return self.caddy_dir / "sites-enabled" / self.sites[slug].file_name
+
+    def log(self, *effect: Any) -> None:
+        self.world.effects.append(effect)
+
+    def add_site(self, slug: str, domains: tuple[str, ...]) -> OldSite:
+        """A site deployed by the runbook: its files, its units running and enabled, its site file served."""
+        old = OldSite(slug, domains)
+        site = self.site_dir(slug)
+        (site / "media/uploads").mkdir(parents=True)
+        (site / "media/uploads/logo.txt").write_text(f"{slug}'s logo")
+        (site / ".env").write_text(RUNBOOK_ENV.format(slug=slug, site=site, domains=",".join(domains)))
+        app = site / "app"
+        app.mkdir()
+        (app / "manage.py").write_text("")
+        git = {**os.environ, **_GIT_ENV}
+        for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "deployed"]):
+            subprocess.run(["git", "-C", str(app), *args], check=True, env=git)
+        subprocess.run(
+            ["git", "-C", str(app), "remote", "add", "origin", f"https://git.example/{slug}.git"], check=True
+        )
+        done = subprocess.run(["git", "-C", str(app), "rev-parse", "HEAD"], check=True, capture_output=True, text=True)
+        old.commit = done.stdout.strip()
+        self.systemd_dir.mkdir(parents=True, exist_ok=True)
+        gunicorn, celery = old.units
+        (self.systemd_dir / gunicorn).write_text(RUNBOOK_GUNICORN_UNIT.format(site=site, socket=old.socket))
+        (self.systemd_dir / celery).write_text(RUNBOOK_CELERY_UNIT.format(site=site))
+        (self.caddy_dir / "sites-enabled").mkdir(parents=True, exist_ok=True)
+        (self.caddy_dir / "Caddyfile").write_text("{\n\temail ops@agency.example\n}\n\nimport sites-enabled/*\n")
+        (self.caddy_dir / "sites-enabled" / old.file_name).write_text(
+            RUNBOOK_SITE_FILE.format(domains=", ".join(domains), socket=old.socket)
+        )
+        for folder in ("certificates", "acme", "pki"):
+            (self.caddy_data / folder).mkdir(parents=True, exist_ok=True)
+        self.sites[slug] = old
+        self.active |= set(old.units)
+        self.enabled |= set(old.units)
+        self.served[old.file_name] = "original"
+        return old
+
+    def load_caddy(self) -> None:
+        """The host Caddy (re)reads its site files: each serves what its file now says."""
+        for old in self.sites.values():
+            kind = _host_site_kind(self.site_file(old.slug).read_text())
+            if self.served.get(old.file_name) != kind:
+                self.log("host-caddy", old.file_name, kind)
+            self.served[old.file_name] = kind
+
+    @property
+    def edge_down(self) -> bool:
+        return self.edge_https_port in self.edge_refuses
+
+    def site_of(self, domain: str) -> OldSite:
+        return next(old for old in self.sites.values() if domain in old.domains)
+
+    def old_app_answer(self, domain: str) -> Answer:
+        return OLD_APP_HEALTH if self.site_of(domain).units[0] in self.active else REFUSED
+
+    def edge_answer(self) -> Answer:
+        return REFUSED if self.edge_down else self.world.health_answer("live")
+
+    def host_caddy_answer(self, domain: str) -> Answer:
+        """What a visitor of `domain` gets on the host Caddy's https port."""
+        if "caddy" not in self.active:
+            return self.edge_answer() if self.edge_https_port == self.ports[1] else REFUSED
+        kind = self.served[self.site_of(domain).file_name]
+        if kind == "maintenance":
+            return Answer(503, "text/plain", f"{domain} is being moved to a new home and is back in a few seconds.")
+        if kind == "proxy":
+            return Answer(502, "", "") if self.edge_down else self.world.health_answer("live")
+        answer = self.old_app_answer(domain)
+        return Answer(502, "", "") if answer is REFUSED else answer  # Caddy's bad gateway while the app is down
+
+
+def _host_site_kind(text: str) -> str:
+    if MANAGED_MARK not in text:
+        return "original"
+    return "maintenance" if "Retry-After" in text else "proxy"
+
+
+def make_runbook_host(root: Path, world: World) -> RunbookHost:
+    """The world's site deployed the runbook way on a fresh old host under `root`."""
+    old = RunbookHost(world, root)
+    old.add_site(world.slug, (world.domain, f"www.{world.domain}"))
+    return old
+
+
+class FakeSystemd:
+    """The runbook host's systemctl (HostServices)."""
+
+    def __init__(self, old: RunbookHost) -> None:
+        self.old = old
+
+    def _do(self, verb: str, *units: str) -> None:
+        command = " ".join((verb, *units))
+        if command in self.old.failing:
+            raise RunbookError(f"systemctl {command} failed", command=["systemctl", verb, *units], returncode=1)
+        self.old.log("systemctl", verb, *units)
+
+    def is_active(self, unit: str) -> bool:
+        return unit in self.old.active
+
+    def stop(self, *units: str) -> None:
+        self._do("stop", *units)
+        self.old.active -= set(units)
+
+    def start(self, unit: str) -> None:
+        self._do("start", unit)
+        self.old.active.add(unit)
+        if unit == "caddy":
+            self.old.load_caddy()
+
+    def disable(self, unit: str) -> None:
+        self._do("disable", unit)
+        self.old.enabled.discard(unit)
+
+    def enable(self, unit: str) -> None:
+        self._do("enable", unit)
+        self.old.enabled.add(unit)
+
+    def reload_caddy(self) -> None:
+        self._do("reload", "caddy")
+        self.old.load_caddy()
+
+
+class FakeHostCaddy:
+    """`caddy adapt` of the host Caddy's folder (a CaddyRunner): Caddy's JSON of each site file as
+    the old host's sites say (a site file sumbg wrote proxies to where it says, or answers 503),
+    in the sections sumbg's adapt script prints. Records which content it was given to read."""
+
+    def __init__(self, old: RunbookHost) -> None:
+        self.old = old
+
+    def __call__(self, script: str, args: list[str], scratch: Path, mount_at: Path) -> tuple[int, str, str]:
+        main, files = Path(args[0]), [Path(arg) for arg in args[1:]]
+        assert (scratch / main.relative_to(mount_at)).is_file()
+        routes = []
+        for path in files:
+            text = (scratch / path.relative_to(mount_at)).read_text()
+            kind = _host_site_kind(text)
+            self.old.caddy_reads.append((path.name, "original" if kind == "original" else "sumbg's"))
+            routes.append(self._routes(path.name, text, kind))
+        out = [
+            ("whole", self._adapted([r for site in routes for r in site], files)),
+            ("baseline", self._adapted([], [])),
+        ]
+        out += [
+            (str(n), self._adapted(site, [path])) for n, (site, path) in enumerate(zip(routes, files, strict=True), 1)
+        ]
+        return 0, "".join(f"\n@@sumbg {name} ok\n{json.dumps(body)}\n" for name, body in out), ""
+
+    def _site(self, file_name: str) -> OldSite | None:
+        return next((old for old in self.old.sites.values() if old.file_name == file_name), None)
+
+    def _routes(self, file_name: str, text: str, kind: str) -> list[dict[str, Any]]:
+        old = self._site(file_name)
+        if old is None:
+            return []
+        if kind == "maintenance":
+            handle: list[dict[str, Any]] = [{"handler": "static_response", "status_code": 503}]
+        else:
+            dial = f"unix/{old.socket}" if kind == "original" else text.split("reverse_proxy ", 1)[1].split()[0]
+            handle = [
+                {"handler": "encode", "encodings": {"gzip": {}}, "prefer": ["gzip"]},
+                {"handler": "reverse_proxy", "upstreams": [{"dial": dial}]},
+            ]
+        subroute = {"handler": "subroute", "routes": [{"handle": handle}]}
+        return [{"match": [{"host": list(old.domains)}], "handle": [subroute], "terminal": True}]
+
+    def _adapted(self, routes: list[dict[str, Any]], files: list[Path]) -> dict[str, Any]:
+        sites = [old for old in (self._site(path.name) for path in files) if old]
+        policies: list[dict[str, Any]] = [
+            {"subjects": list(old.domains), "issuers": [{"module": "internal"}]} for old in sites
+        ]
+        policies.append({"issuers": [{"module": "acme", "email": "ops@agency.example"}]})
+        http_port, https_port = self.old.ports
+        server = {"listen": [f":{https_port}"], "routes": routes}
+        return {
+            "apps": {
+                "http": {"http_port": http_port, "https_port": https_port, "servers": {"srv0": server}},
+                "tls": {"automation": {"policies": policies}},
+            }
+        }
+
+
+class FakeCertificates:
+    """Which certificate answers on the old host's https port (a CertificateProbe): the host
+    Caddy's while it runs; once the edge holds the port, the same ones if it imported them."""
+
+    def __init__(self, old: RunbookHost) -> None:
+        self.old = old
+
+    def served(self, address: str, port: int, server_name: str) -> str | None:
+        old = self.old
+        if port != old.ports[1] or not any(server_name in site.domains for site in old.sites.values()):
+            return None
+        if "caddy" in old.active:
+            return f"host-{server_name}"
+        if old.edge_https_port == port and not old.edge_down:
+            return f"host-{server_name}" if old.edge_has_certificates else f"edge-{server_name}"
+        return None
+
+
+class RunbookEngine(FakeEngine):
+    """The engine, also answering the one-off clients adoption runs on the host network: psql,
+    pg_dump and pg_restore against the old host's PostgreSQL, redis-cli against its broker; and
+    `redis-cli --pipe` into sumbg's broker."""
+
+    def __init__(self, world: World, old: RunbookHost) -> None:
+        super().__init__(world)
+        self.old = old
+
+    def _counts(self) -> str:
+        return "".join(f"{table}|{count}\n" for table, count in sorted(self.old.rows.items()))
+
+    def run_oneoff(
+        self,
+        image: str,
+        argv: list[str],
+        *,
+        volumes: list[tuple[str, str, str]],
+        network: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ExecResult:
+        if network != "host":
+            return super().run_oneoff(image, argv, volumes=volumes, network=network, env=env)
+        old, script = self.old, argv[2] if argv[:2] == ["sh", "-c"] else ""
+        if argv[0] in ("psql", "pg_restore") or "pg_dump" in script:
+            assert env and env["PGPASSWORD"] == "s3cret" and "s3cret" not in argv  # by environment only
+            if old.wrong_password:
+                return ExecResult(2, "", 'psql: error: FATAL:  password authentication failed for user "acme"')
+        if argv[0] == "psql":
+            return ExecResult(0, "1\n" if argv[-1] == "SELECT 1" else self._counts(), "")
+        if argv[0] == "pg_restore":
+            old.log("old-db", "load", Path(argv[-1]).name)
+            old.rows = FakeDatabase(self.world).row_counts()  # now holds sumbg's rows
+            return ExecResult(0, "", "")
+        if "pg_dump" in script:
+            backups = Path(next(source for source, target, _ in volumes if target == "/backups"))
+            partial = script.split('-f "/backups/', 1)[1].split('"', 1)[0]
+            (backups / partial).write_bytes(b"PGDMP the old database")
+            old.log("old-db", "dump", partial.removesuffix(".partial").rsplit("_", 1)[-1])
+            return ExecResult(0, self._counts() if "SUMBG_COUNT_SQL" in script else "", "")
+        if "--scan" in script:
+            lines = [
+                f"{base64.b64encode(key).decode()} {base64.b64encode(message).decode()}" for key, message in old.queued
+            ]
+            return ExecResult(0, "".join(line + "\n" for line in lines), "")
+        if " DEL " in script:
+            keys = argv[4:]
+            old.log("old-broker", "drop", *keys)
+            old.queued = [(key, message) for key, message in old.queued if key.decode() not in keys]
+            return ExecResult(0, f"{len(keys)}\n", "")
+        raise AssertionError(f"the old host has no answer for {argv}")
+
+    def exec(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        user: str | None = None,
+        env: dict[str, str] | None = None,
+        input: bytes | None = None,
+    ) -> ExecResult:
+        if argv[:1] == ["redis-cli"] and "--pipe" in argv:
+            count = (input or b"").count(b"*3\r\n$5\r\nRPUSH\r\n")
+            self.world.effects.append(("broker", "pushed", count))
+            return ExecResult(0, f"All data transferred.\nerrors: 0, replies: {count}\n", "")
+        return super().exec(name, argv, user=user, env=env, input=input)
+
+
+class RunbookEdge(FakeEdge):
+    """The edge, started on the ports of the settings it was made with, importing the host
+    Caddy's storage."""
+
+    def __init__(self, world: World, caddy_dir: Path, old: RunbookHost, settings: EdgeSettings) -> None:
+        super().__init__(world, caddy_dir)
+        self.old = old
+        self.settings = settings
+
+    def recreate(self) -> None:
+        super().recreate()
+        self.old.edge_https_port = self.settings.https_port
+
+    def import_storage(self, source: Path) -> list[str]:
+        self.world.effects.append(("edge", "imported", source.name))
+        self.old.edge_has_certificates = True
+        return sorted(path.name for path in source.iterdir())
+
+
+class RunbookProber(FakeProber):
+    """Also answers for the host Caddy (what it serves from the site file it last loaded, or the
+    edge once that holds its port) and the old app (while its gunicorn unit runs)."""
+
+    def __init__(self, world: World, old: RunbookHost) -> None:
+        super().__init__(world)
+        self.old = old
+
+    def _answer(self, target: Target) -> Answer | None:
+        if target.label == "host Caddy":
+            return self.old.host_caddy_answer(target.domain)
+        if target.label == "old app":
+            return self.old.old_app_answer(target.domain)
+        if target.label == "live" and self.old.edge_down:
+            return REFUSED
+        return None
+
+    def request(
+        self,
+        target: Target,
+        path: str,
+        method: str = "GET",
+        *,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        return self._answer(target) or super().request(target, path, method, data=data, headers=headers)
+
+    def health(self, target: Target) -> Health:
+        answer = self._answer(target)
+        return Health(answer) if answer is not None else super().health(target)
+
+
+class RunbookStacks(FakeStacks):
+    """A site's stacks, also recording when its worker starts and stops."""
+
+    def __init__(self, world: World, site: Site, workers: set[str]) -> None:
+        super().__init__(world, site)
+        self.workers = workers
+
+    def start_worker(self, colour: str, image: str, *, live: bool) -> bool:
+        self.workers.add(colour)
+        self.world.effects.append(("worker", colour, "started"))
+        return True
+
+    def stop_worker(self, colour: str) -> bool:
+        if colour not in self.workers:
+            return False
+        self.workers.discard(colour)
+        self.world.effects.append(("worker", colour, "stopped"))
+        return True
+
+
+class RunbookMirror(FakeMirror):
+    """The client repo of the world's site on the old host: the commit app/ has checked out, tagged."""
+
+    def __init__(self, world: World, old: RunbookHost, path: Path) -> None:
+        super().__init__(world, path)
+        self.deployed = old.sites[world.slug]
+
+    def resolve(self, ref: str) -> Resolved:
+        deployed = self.deployed
+        if ref not in (deployed.commit, deployed.tag, "HEAD"):
+            raise GitError(f"ref {ref} not found in the repository")
+        self.world.releases[naming.image_tag(self.world.slug, deployed.tag)] = {
+            "build": deployed.tag,
+            "git_sha": deployed.commit,
+        }
+        return Resolved(ref=ref, commit=deployed.commit)
+
+    def tags(self) -> list[tuple[str, str, int]]:
+        return [(self.deployed.tag, self.deployed.commit, 0)]
+
+    def tags_at(self, commit: str) -> list[str]:
+        return [self.deployed.tag] if commit == self.deployed.commit else []
+
+    def read_file(self, commit: str, path: str) -> str | None:
+        return "sum-core==0.6.3\n" if path == "requirements.txt" and commit == self.deployed.commit else None
+
+
+class RunbookContext(FakeContext):
+    """A FakeContext on a host where sites were deployed the runbook way (`old`): its systemd, its
+    Caddy's reader, the certificates on its port and the old app answer from the old host; its
+    database and broker through the engine. The host's settings are read from sumbg.toml (so an
+    operation that edits it, the takeover, gets a context with the new ones from `reloaded`)."""
+
+    def __init__(self, root: Path, world: World, old: RunbookHost, workers: set[str] | None = None) -> None:
+        super().__init__(root, world)
+        self.host = load_host(root)
+        self.old = old
+        self.workers = set() if workers is None else workers
+        self._engine = RunbookEngine(world, old)
+        self._edge = RunbookEdge(world, root / "caddy", old, self.host.edge)
+
+    def stacks(self, site: Site) -> SiteStacks:
+        return RunbookStacks(self.world, site, self.workers)
+
+    def prober(self) -> HttpProber:
+        return RunbookProber(self.world, self.old)
+
+    def mirror(self, site: Site) -> GitMirror:
+        return RunbookMirror(self.world, self.old, site.mirror_dir)
+
+    def scratch_mirror(self, path: Path, repo: str) -> GitMirror:
+        return RunbookMirror(self.world, self.old, path)
+
+    def runbook_services(self) -> HostServices:
+        return FakeSystemd(self.old)
+
+    def caddy_runner(self) -> CaddyRunner:
+        return FakeHostCaddy(self.old)
+
+    def certificate_probe(self) -> CertificateProbe:
+        return FakeCertificates(self.old)
+
+    def reloaded(self) -> Context:
+        return RunbookContext(self.host.root, self.world, self.old, self.workers)

@@ -15,14 +15,7 @@ import pytest
 
 from sumbg.adapters import caddy
 from sumbg.adapters.probe import Prober
-from sumbg.adoption.adopt import (
-    as_rpush_commands,
-    compare_counts,
-    old_app_target,
-    secrets_body,
-    worker_command_of,
-    wsgi_of,
-)
+from sumbg.adoption.adopt import secrets_body, worker_command_of, wsgi_of
 from sumbg.adoption.runbook_host import (
     RunbookPaths,
     carried_env,
@@ -30,6 +23,7 @@ from sumbg.adoption.runbook_host import (
     dial_matches,
     gunicorn_address,
     load_unit,
+    old_app_target,
     parse_env_file,
     parse_unit,
     read_deployment,
@@ -37,6 +31,7 @@ from sumbg.adoption.runbook_host import (
     unit_assignments,
     unit_environment,
 )
+from sumbg.adoption.source import as_rpush_commands, compare_counts
 from sumbg.config import SiteConfig
 from sumbg.errors import CaddyError, UsageError
 
@@ -402,7 +397,7 @@ def test_queued_celery_messages_become_binary_safe_rpush_commands():
 
 
 def test_takeover_refuses_while_the_host_caddy_serves_a_site_sumbg_did_not_adopt(tmp_path):
-    from sumbg.adoption.adopt import takeover
+    from sumbg.adoption.takeover import takeover
     from sumbg.config import load_host
     from sumbg.ops.context import Context
     from sumbg.ops.executor import Reporter

@@ -417,3 +417,20 @@ def edge_project(host: HostConfig, address: str | None = None) -> ComposeProject
             ("SUMBG_EDGE_IP", address or ""),
         ),
     )
+
+
+class OneOffCaddy:
+    """Caddy as sumbg ships it (the edge's image), run once in a throwaway container to read
+    another Caddy's configuration (a runbook host's, by `caddy adapt`): whatever Caddy the host
+    runs, the reading is the same. A `CaddyRunner` (sumbg/ops/seams.py)."""
+
+    def __init__(self, engine: Engine, image: str) -> None:
+        self.engine = engine
+        self.image = image
+
+    def __call__(self, script: str, args: list[str], scratch: Path, mount_at: Path) -> tuple[int, str, str]:
+        """`sh -c script sh args...` with `scratch` mounted read-write at `mount_at`."""
+        result = self.engine.run_oneoff(
+            self.image, ["sh", "-c", script, "sh", *args], volumes=[(str(scratch), str(mount_at), "rw")]
+        )
+        return result.returncode, result.stdout, result.stderr

@@ -390,3 +390,10 @@ def served_certificate(address: str, port: int, server_name: str, timeout: float
     except OSError:
         return None
     return hashlib.sha256(der).hexdigest() if der else None
+
+
+class CertificateProbe:
+    """Which certificate a TLS listener serves (a `CertificateProbe` of sumbg/ops/seams.py)."""
+
+    def served(self, address: str, port: int, server_name: str) -> str | None:
+        return served_certificate(address, port, server_name)

@@ -7,8 +7,9 @@ one sites-enabled/sum-<slug>.caddy per site.
 
 Unit files are read as systemd.syntax(7) and systemd.exec(5) say (continuations, comments,
 quoting, prefixes, drop-ins, specifiers); the host Caddy's configuration is read by Caddy
-itself (`caddy adapt`, run by a `CaddyRunner`), never by pattern matching. `read_deployment`
-only reads files; `RunbookServices` is the only code that runs systemctl.
+itself (`caddy adapt`, run by a `CaddyRunner`), never by pattern matching. This module only
+reads files (and hands Caddy a copy of the host Caddy's folder); the old host's units are driven
+through `HostServices` (sumbg/adapters/systemd.py), its data through adoption/source.py.
 """
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ import re
 import shlex
 import shutil
 import socket
-import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from sumbg.adapters import gitrepo
+from sumbg.adapters.probe import Target, unix_socket_target
 from sumbg.errors import RunbookError, UsageError, tail
+from sumbg.ops.seams import CaddyRunner
 
 # Variables sumbg sets itself for the containers (their host values point at the host's
 # services and folders); everything else in the old .env is carried over unchanged.
@@ -55,6 +58,9 @@ OWNED_BY_SUMBG = frozenset(
         "DJANGO_MEDIA_ROOT",
     }
 )
+# A Caddy configuration in JSON (what `caddy adapt` prints), or a part of one.
+CaddyJSON = dict[str, Any]
+
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -172,7 +178,7 @@ class Deployment:
         """Every unit of the old app; a socket unit before its service (started first, stopped with it)."""
         return tuple(u for u in (self.web_socket, self.web_unit, self.worker_unit, self.beat_unit) if u)
 
-    def facts(self) -> dict:
+    def facts(self) -> dict[str, Any]:
         return {
             "from": str(self.source),
             "commit": self.checkout.commit,
@@ -453,7 +459,7 @@ def resolve_specifiers(value: str, unit_name: str, key: str) -> str:
         "l": host.split(".")[0],
     }
 
-    def one(match: re.Match) -> str:
+    def one(match: re.Match[str]) -> str:
         letter = match.group(1)
         if letter not in table:
             raise UsageError(
@@ -559,7 +565,7 @@ def _unset_variables(word: str, env: dict[str, str]) -> list[str]:
 def _exec_words(name: str, value: str) -> tuple[list[str], bool, str]:
     """The words of one ExecStart= value without its prefixes (systemd.service(5): "-", "@", ":",
     "+", "!", "!!"), whether $VARIABLES are expanded, and a problem if sumbg cannot read it."""
-    prefixes = re.match(r"[-@:+!]*", value).group(0)
+    prefixes = value[: len(value) - len(value.lstrip("-@:+!"))]
     rest = value[len(prefixes) :]
     if rest.startswith("|"):
         return [], True, f"{name}: ExecStart=| (a command run by a shell) is not read by sumbg adopt"
@@ -774,6 +780,18 @@ def probe_address(app_address: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def host_caddy_target(https_port: int, domain: str) -> Target:
+    """The site through the host Caddy, over TLS on its own port (what visitors get)."""
+    return Target("host Caddy", f"https://127.0.0.1:{https_port}", domain, sni=True)
+
+
+def old_app_target(app_address: str, domain: str) -> Target:
+    """The old app server itself (not through any Caddy), as the host Caddy reached it."""
+    if app_address.startswith("unix:"):
+        return unix_socket_target("old app", app_address[len("unix:") :], domain)
+    return Target("old app", f"http://{probe_address(app_address)}", domain)
+
+
 def database_from_env(env: dict[str, str]) -> DatabaseSource | None:
     url = env.get("DATABASE_URL", "")
     if url:
@@ -825,10 +843,6 @@ adapt baseline || exit 0
 n=0; for f in "$@"; do n=$((n+1)); cp "$keep/$n" "$f"; adapt "$n"; : > "$f"; done
 """
 
-# (script, its arguments, a scratch folder, where it must appear) -> (exit code, stdout, stderr):
-# runs `sh -c script sh args...` with Caddy, the scratch folder mounted read-write at that path.
-CaddyRunner = Callable[[str, list[str], Path, Path], tuple[int, str, str]]
-
 
 def read_host_caddy(
     caddy_dir: Path, run: CaddyRunner, *, replaced: dict[Path, bytes] | None = None, app_address: str = ""
@@ -848,8 +862,8 @@ def read_host_caddy(
     try:
         copy = scratch / "caddy"
         shutil.copytree(caddy_dir, copy, symlinks=False, ignore_dangling_symlinks=True)
-        for path, body in (replaced or {}).items():
-            (copy / path.relative_to(caddy_dir)).write_bytes(body)
+        for path, contents in (replaced or {}).items():
+            (copy / path.relative_to(caddy_dir)).write_bytes(contents)
         for path in files:
             texts[path] = (copy / path.relative_to(caddy_dir)).read_text(errors="replace")
         returncode, stdout, stderr = run(ADAPT_SCRIPT, [str(main), *map(str, files)], copy, caddy_dir)
@@ -893,7 +907,7 @@ def _adapt_sections(stdout: str) -> dict[str, tuple[str, str]]:
     return sections
 
 
-def _json_section(body: str, where: Path) -> dict:
+def _json_section(body: str, where: Path) -> CaddyJSON:
     try:
         value = json.loads(body) if body.strip() else {}
     except ValueError:
@@ -919,31 +933,31 @@ def caddy_error(output: str) -> str:
     return " ".join(found.split())
 
 
-def _servers(adapted: dict) -> list[dict]:
+def _servers(adapted: CaddyJSON) -> list[CaddyJSON]:
     servers = adapted.get("apps", {}).get("http", {}).get("servers", {})
     return list(servers.values()) if isinstance(servers, dict) else []
 
 
-def _top_routes(adapted: dict) -> list[dict]:
+def _top_routes(adapted: CaddyJSON) -> list[CaddyJSON]:
     return [route for server in _servers(adapted) for route in server.get("routes") or []]
 
 
-def _route_id(route: dict) -> str:
+def _route_id(route: CaddyJSON) -> str:
     return json.dumps(route, sort_keys=True)
 
 
-def _route_hosts(route: dict) -> list[str]:
+def _route_hosts(route: CaddyJSON) -> list[str]:
     return [host for match in route.get("match") or [] for host in match.get("host") or []]
 
 
-def _handlers(handlers: list[dict]) -> Iterable[dict]:
+def _handlers(handlers: list[CaddyJSON]) -> Iterable[CaddyJSON]:
     for handler in handlers or []:
         yield handler
         for inner in handler.get("routes") or []:  # subroute
             yield from _handlers(inner.get("handle") or [])
 
 
-def _dials(route: dict) -> list[str]:
+def _dials(route: CaddyJSON) -> list[str]:
     return [
         upstream["dial"]
         for handler in _handlers(route.get("handle") or [])
@@ -953,7 +967,9 @@ def _dials(route: dict) -> list[str]:
     ]
 
 
-def site_from_adapted(path: Path, adapted: dict, baseline: set[str], app_address: str, text: str = "") -> CaddySite:
+def site_from_adapted(
+    path: Path, adapted: CaddyJSON, baseline: set[str], app_address: str, text: str = ""
+) -> CaddySite:
     """What one site file serves, from Caddy's JSON of the configuration with only that file:
     the routes the main file does not have by itself. Blocks that proxy to the app come first
     (to any upstream when none proxies to `app_address`); within each kind, names keep the
@@ -991,7 +1007,7 @@ def site_from_adapted(path: Path, adapted: dict, baseline: set[str], app_address
     )
 
 
-def _tls_of(adapted: dict, domains: tuple[str, ...]) -> tuple[tuple[str, ...], str, str]:
+def _tls_of(adapted: CaddyJSON, domains: tuple[str, ...]) -> tuple[tuple[str, ...], str, str]:
     """The `tls` line that keeps the names' TLS policy as Caddy has it, its mode and ACME email."""
     tls_app = adapted.get("apps", {}).get("tls", {})
     tags: set[str] = set()
@@ -1003,9 +1019,9 @@ def _tls_of(adapted: dict, domains: tuple[str, ...]) -> tuple[tuple[str, ...], s
         if tags & set(loaded.get("tags") or []) and loaded.get("certificate") and loaded.get("key"):
             return (f"tls {loaded['certificate']} {loaded['key']}",), "manual", ""
     policies = (tls_app.get("automation") or {}).get("policies") or []
-    policy = next((p for p in policies if set(p.get("subjects") or []) & set(domains)), None)
-    policy = policy or next((p for p in policies if not p.get("subjects")), {})
-    issuers = policy.get("issuers") or []
+    chosen: CaddyJSON | None = next((p for p in policies if set(p.get("subjects") or []) & set(domains)), None)
+    fallback: CaddyJSON = next((p for p in policies if not p.get("subjects")), {})
+    issuers = (chosen or fallback).get("issuers") or []
     if any(issuer.get("module") == "internal" for issuer in issuers):
         return ("tls internal",), "internal", ""
     email = next((i["email"] for i in issuers if i.get("module") == "acme" and i.get("email")), "")
@@ -1014,13 +1030,13 @@ def _tls_of(adapted: dict, domains: tuple[str, ...]) -> tuple[tuple[str, ...], s
     return (), "acme" if issuers else "", ""
 
 
-def _global_email(adapted: dict) -> str:
+def _global_email(adapted: CaddyJSON) -> str:
     policies = adapted.get("apps", {}).get("tls", {}).get("automation", {}).get("policies") or []
     for policy in policies:
         if not policy.get("subjects"):
             for issuer in policy.get("issuers") or []:
                 if issuer.get("email"):
-                    return issuer["email"]
+                    return str(issuer["email"])
     return ""
 
 
@@ -1028,7 +1044,7 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _HEADER_VALUE = re.compile(r"[^\\\x00-\x1f\x7f]*")
 
 
-def _response_directives(route: dict) -> tuple[tuple[str, ...], tuple[HeaderOp, ...], tuple[str, ...]]:
+def _response_directives(route: CaddyJSON) -> tuple[tuple[str, ...], tuple[HeaderOp, ...], tuple[str, ...]]:
     """`encode` and `header` directives at the top of a site block (not inside handle_path and
     the like), as Caddy adapted them, and what else of that kind sumbg cannot carry over."""
     encodings: tuple[str, ...] = ()
@@ -1171,7 +1187,9 @@ def _mentions(unit: Unit, source: Path) -> bool:
 def find_units(source: Path, systemd_dir: Path) -> tuple[Unit, Unit | None, Unit | None, Unit | None]:
     """The units that run the app under `source`: gunicorn and the .socket unit that hands it its
     socket (if any), and Celery's worker and beat (if any)."""
-    web, worker, beat = [], [], []
+    web: list[Unit] = []
+    worker: list[Unit] = []
+    beat: list[Unit] = []
     for name in unit_names(systemd_dir, "service"):
         unit = load_unit(systemd_dir, name)
         if unit is None or not _mentions(unit, source):
@@ -1245,58 +1263,3 @@ def find_caddy_site(host_caddy: HostCaddy, caddy_dir: Path, slug: str, app_addre
         f"no Caddy site file for {slug} in {enabled} (expected sum-{slug}.caddy, or one file "
         f"that proxies to {app_address})"
     )
-
-
-# ------------------------------------------------------------------ driving the old host
-
-
-class RunbookServices:
-    """The host's systemd (the old app's units) and its Caddy."""
-
-    def __init__(self, systemctl: str = "systemctl") -> None:
-        self.systemctl = systemctl
-
-    def _run(self, *args: str) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(
-                [self.systemctl, *args],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                env={**os.environ, "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
-            )
-        except FileNotFoundError:
-            raise RunbookError(
-                f"{self.systemctl} is not installed: sumbg adopt drives the old site's systemd units"
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise RunbookError(f"systemctl {' '.join(args)} took longer than 120 s") from None
-
-    def _must(self, *args: str) -> None:
-        proc = self._run(*args)
-        if proc.returncode != 0:
-            raise RunbookError(
-                f"systemctl {' '.join(args)} failed",
-                command=["systemctl", *args],
-                returncode=proc.returncode,
-                output_tail=tail(proc.stderr or proc.stdout, 5),
-            )
-
-    def is_active(self, unit: str) -> bool:
-        return self._run("is-active", unit).returncode == 0
-
-    def stop(self, *units: str) -> None:
-        """Stopped together, as systemd stops the units of one command in parallel."""
-        self._must("stop", *units)
-
-    def start(self, unit: str) -> None:
-        self._must("start", unit)
-
-    def disable(self, unit: str) -> None:
-        self._must("disable", unit)
-
-    def enable(self, unit: str) -> None:
-        self._must("enable", unit)
-
-    def reload_caddy(self) -> None:
-        self._must("reload", "caddy")

@@ -17,21 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from sumbg.adapters import background, build, gitrepo, hooks, notify
-from sumbg.adapters.caddy import Edge
+from sumbg.adapters.caddy import Edge, OneOffCaddy
 from sumbg.adapters.docker import Engine
+from sumbg.adapters.probe import CertificateProbe as TlsCertificateProbe
 from sumbg.adapters.probe import Prober
 from sumbg.adapters.restic import Repository, Restic
+from sumbg.adapters.systemd import RunbookServices
 from sumbg.config import HostConfig, SiteConfig, load_host, load_site
 from sumbg.errors import ConfigError, Interrupted, SumbgError
 from sumbg.ops import reports
 from sumbg.ops.events import Notifier
 from sumbg.ops.executor import Plan, Reporter, execute
 from sumbg.ops.seams import (
+    CaddyRunner,
+    CertificateProbe,
     ContainerEngine,
     Courier,
     EdgeProxy,
     GitMirror,
     HostCommands,
+    HostServices,
     HttpProber,
     OffsiteStore,
     SiteStacks,
@@ -170,6 +175,18 @@ class Context:
         finally:
             if not self.reports_deferred:
                 reports.regenerate(self.host)
+
+    def runbook_services(self) -> HostServices:
+        """A runbook host's systemd: the old app's units and the host Caddy (adoption)."""
+        return RunbookServices()
+
+    def caddy_runner(self) -> CaddyRunner:
+        """Caddy as sumbg ships it, run once to read the host Caddy's configuration (adoption)."""
+        return OneOffCaddy(self.docker, self.host.images.caddy)
+
+    def certificate_probe(self) -> CertificateProbe:
+        """Which certificate a TLS listener serves (the takeover compares them)."""
+        return TlsCertificateProbe()
 
     def all_sites(self, *, strict: bool = False) -> dict[str, SiteConfig]:
         """{slug: configuration} of every initialised site on this host (what the edge serves)."""

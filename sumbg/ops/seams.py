@@ -207,3 +207,32 @@ class HostCommands(Protocol):
     """Runs a [hooks] host command (sumbg.adapters.hooks.run_host_command)."""
 
     def __call__(self, command: str, env: dict[str, str], cwd: Path, timeout: float) -> CommandResult: ...
+
+
+# ---------------------------------------------------------------- a runbook host (adoption)
+
+
+class HostServices(Protocol):
+    """A runbook host's systemd: the old app's units and the host Caddy
+    (sumbg.adapters.systemd.RunbookServices)."""
+
+    def is_active(self, unit: str) -> bool: ...
+    def stop(self, *units: str) -> None: ...
+    def start(self, unit: str) -> None: ...
+    def disable(self, unit: str) -> None: ...
+    def enable(self, unit: str) -> None: ...
+    def reload_caddy(self) -> None: ...
+
+
+class CaddyRunner(Protocol):
+    """Caddy run once to read a Caddy configuration (sumbg.adapters.caddy.OneOffCaddy): runs
+    `sh -c script sh args...` where `caddy` is on the PATH, the folder `scratch` mounted
+    read-write at `mount_at`; returns (exit code, stdout, stderr)."""
+
+    def __call__(self, script: str, args: list[str], scratch: Path, mount_at: Path) -> tuple[int, str, str]: ...
+
+
+class CertificateProbe(Protocol):
+    """Which certificate a TLS listener serves for a name (sumbg.adapters.probe.CertificateProbe)."""
+
+    def served(self, address: str, port: int, server_name: str) -> str | None: ...
