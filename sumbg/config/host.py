@@ -62,6 +62,12 @@ class HostConfig:
     # The CPU weight (Docker cpu-shares; the live colour has 1024) of everything an upgrade runs
     # besides the live colour: builds, one-off commands, a colour not yet switched in.
     background_cpu_shares: int = 128
+    # MB of compressed logs of removed colours kept per site (a site's [logs] keep_mb overrides it).
+    logs_keep_mb: float = 100.0
+    # `sumbg doctor`: the addresses the sites' domains must resolve to (empty: found), and the
+    # age of a site's newest backup above which it warns.
+    doctor_addresses: tuple[str, ...] = ()
+    backup_max_age: float = 86400.0
 
     @property
     def caddy_dir(self) -> Path:

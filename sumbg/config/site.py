@@ -116,6 +116,7 @@ class SiteConfig:
     build: BuildSettings = BuildSettings()  # [build]: overrides sumbg.toml [build] per key
     migrations: MigrationSettings = MigrationSettings()
     retire_idle_after: float | None = None  # None: sumbg.toml's [upgrade] retire_idle_after
+    logs_keep_mb: float | None = None  # None: sumbg.toml's [logs] keep_mb
 
     @property
     def domains(self) -> tuple[str, ...]:
