@@ -1120,11 +1120,17 @@ class ReleaseRef(_TextType):
         from sumbg.adapters.gitrepo import Mirror
         from sumbg.ops.status import release_key
 
+        root = _completion_root(ctx)
         slug = ctx.params.get("slug")
-        if not isinstance(slug, str) or "/" in slug:
+        if not isinstance(slug, str):
+            # Completing an option's value (`logs acme --release v<TAB>`), click parses none of the
+            # words before it: the site is the first word of the line that names one.
+            words = os.environ.get("COMP_WORDS", "").split()
+            slug = next((word for word in words if (root / word / "site.toml").is_file()), None)
+        if not slug or "/" in slug:
             return []
         try:
-            tags = Mirror(_completion_root(ctx) / slug / "repo.git", "").tags()
+            tags = Mirror(root / slug / "repo.git", "").tags()
         except (SumbgError, OSError):
             return []
         tags.sort(key=lambda tag: release_key(tag[0], tag[2]), reverse=True)

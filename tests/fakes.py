@@ -425,7 +425,7 @@ class FakeStacks:
 
     def keep_logs(self, colour: str, services: tuple[str, ...] = SERVICES) -> list[str]:
         web = self.world.webs.get(colour)
-        if web is None or "web" not in services:  # the fakes run no workers
+        if web is None or "web" not in services or self.site.logs_keep_bytes <= 0:  # the fakes run no workers
             return []
         ref = self.world.releases[web.image]["build"]
         self.world.kept_logs.append((colour, "web", ref))

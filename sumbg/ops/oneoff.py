@@ -111,8 +111,8 @@ def psql(ctx: Context, slug: str, args: list[str], *, tty: bool) -> int:
     state = site.records.load_state()
     if not state.live:
         raise NotFound(f"site {slug} has no live colour yet")
-    if ctx.engine.container(site.postgres_container) is None:
-        raise NotFound(f"site {slug}'s database container {site.postgres_container} does not exist")
+    if not ctx.stacks(site).data_running():
+        raise NotFound(f"site {slug}'s database ({site.postgres_container}) is not running: run `sumbg recover {slug}`")
     return _recorded(site, "psql", "psql", None, lambda: ctx.stacks(site).psql_attached(args, tty=tty))
 
 

@@ -20,14 +20,17 @@ from pathlib import Path
 
 from sumbg import naming
 
-# Raw bytes compressed as one gzip member: the unit in which the oldest lines are dropped.
+# Raw bytes compressed as one gzip member: the unit in which the oldest lines are dropped (an
+# eighth of the cap when that is smaller, so a small cap still keeps its newest lines).
 CHUNK_BYTES = 256 * 1024
+# Room left in the cap for the line that says how many were dropped.
+NOTE_BYTES = 128
 SERVICES = ("web", "worker")
 _NAME = re.compile(
     rf"^(?P<stamp>\d{{8}}T\d{{6}}\.\d{{3}}Z)_(?P<colour>{'|'.join(naming.COLOURS)})_"
     rf"(?P<service>{'|'.join(SERVICES)})_(?P<ref>[A-Za-z0-9._+~-]+)\.log\.gz$"
 )
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+~-]")
 
 
 def file_ref(ref: str) -> str:
@@ -101,7 +104,7 @@ class KeptLogs:
         """Compress `lines` into `path` keeping the newest of them within `cap_bytes` on disk."""
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)  # logs hold visitors' addresses and whatever the app prints
-        members, kept, dropped = newest_members(lines, cap_bytes)
+        members, kept, dropped = newest_members(lines, max(cap_bytes - NOTE_BYTES, 0))
         if dropped:
             note = f"[sumbg: the {dropped} oldest lines were dropped to keep within [logs] keep_mb]\n"
             members.insert(0, gzip.compress(note.encode()))
@@ -131,6 +134,7 @@ def newest_members(lines: Iterable[bytes], cap_bytes: int) -> tuple[list[bytes],
     """The lines compressed as gzip members of about CHUNK_BYTES each, the oldest members dropped
     until the rest fit in `cap_bytes` (bounded memory, however long the log); returns (members,
     lines kept, lines dropped). A multi-member gzip file reads as one stream."""
+    chunk_bytes = max(1024, min(CHUNK_BYTES, cap_bytes // 8))
     members: deque[tuple[bytes, int]] = deque()
     total = dropped = 0
     buffer: list[bytes] = []
@@ -153,7 +157,7 @@ def newest_members(lines: Iterable[bytes], cap_bytes: int) -> tuple[list[bytes],
     for line in lines:
         buffer.append(line if line.endswith(b"\n") else line + b"\n")
         size += len(buffer[-1])
-        if size >= CHUNK_BYTES:
+        if size >= chunk_bytes:
             flush()
     flush()
     return [member for member, _ in members], sum(count for _, count in members), dropped
