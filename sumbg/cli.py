@@ -946,9 +946,9 @@ def logs(
         code = show_logs(ctx, slug, request, sys.stdout)
     except KeyboardInterrupt:  # the way a --follow ends
         code = 0
-    except BrokenPipeError:  # `sumbg logs ... | head`
+    except BrokenPipeError:  # `sumbg logs ... | head`: what was wanted was read
         code = 0
-    if code:
+    if code and code != 128 + 13:  # docker's own SIGPIPE, the same
         raise click.exceptions.Exit(code)
 
 

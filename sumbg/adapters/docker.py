@@ -519,8 +519,10 @@ class EngineVersions:
 
 
 def _attached(argv: list[str], env: Mapping[str, str] | None = None) -> int:
-    """Run a docker command with this process's stdin, stdout and stderr; its exit code."""
+    """Run a docker command with this process's stdin, stdout and stderr; its exit code (128 + N
+    for one killed by signal N, as a shell reports it)."""
     try:
-        return subprocess.run(argv, env={**os.environ, **(env or {})}, check=False).returncode
+        code = subprocess.run(argv, env={**os.environ, **(env or {})}, check=False).returncode
     except FileNotFoundError:
         raise DockerError("the docker client is not installed (`make setup` installs it)") from None
+    return 128 - code if code < 0 else code
