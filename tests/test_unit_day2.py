@@ -879,3 +879,47 @@ def test_manage_without_a_site_or_with_a_bad_option_is_a_usage_error(tmp_path: P
     assert result.exit_code == 2 and "'purple' is not one of 'live', 'idle', 'blue', 'green'" in result.output
     missing = runner.invoke(cli, ["manage", "nope", "--", "check"])
     assert isinstance(missing.exception, SumbgError) and exit_code_of(missing.exception) == 2
+
+
+def test_gather_reads_the_facts_through_the_seams(tmp_path: Path, world: World, ctx: FakeContext, monkeypatch):
+    deployed(tmp_path, world, live=("blue", "v1.1.0"), idle=("green", "v1.0.0"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "site.toml").write_text('slug = "broken"\n')
+    world.published["sum-edge-caddy"] = [80, 443, 8081]
+    world.backups_taken = ["acme_a.dump"]
+    (tmp_path / "acme" / "backups" / "acme_a.dump").write_text("x")
+    os.utime(tmp_path / "acme" / "backups" / "acme_a.dump", (1_700_000_000, 1_700_000_000))
+    asked: list[tuple[str, int, str]] = []
+    monkeypatch.setattr(doctor.hostinfo, "resolve", lambda name: Resolution(("203.0.113.7",)))
+    monkeypatch.setattr(
+        doctor.probe,
+        "certificate_served",
+        lambda address, port, name: asked.append((address, port, name)) or (ServedCertificate("R11", NOW), ""),
+    )
+    facts = doctor.gather(ctx)
+    assert (facts.engine_error, facts.edge_running, facts.edge_version, facts.tls) == ("", True, "v2.11.7", "auto")
+    assert [(p.role, p.port, p.held_by_edge) for p in facts.ports] == [
+        ("http", 80, True),
+        ("https", 443, True),
+        ("preview", 8081, True),
+    ]
+    assert [d.label for d in facts.disks] == ["root", "Docker data root"]
+    assert facts.invalid_sites == (("broken", "site.toml: domains: is required"),)
+    assert facts.sites == (
+        SiteFacts(
+            slug="acme",
+            live=True,
+            domains={"acme.example.test": Resolution(("203.0.113.7",))},
+            certificates={"acme.example.test": (ServedCertificate("R11", NOW), "")},
+            newest_backup=1_700_000_000,
+        ),
+    )
+    assert asked == [("127.0.0.1", 443, "acme.example.test")]
+    world.files["live"] = "green"  # Caddy's live file edited by hand
+    world.edge_running = False
+    again = doctor.gather(ctx)
+    assert again.sites[0].problems == (
+        "state.json says blue is live but Caddy's live file names green",
+        "Caddy answers with v1.0.0 (v1.0.0-sha) but state.json records v1.1.0 (v1.1.0-sha) as live",
+    )
+    assert again.sites[0].tls_note == "the edge is not running" and again.sites[0].certificates == {}

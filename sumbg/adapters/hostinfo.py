@@ -79,20 +79,20 @@ def port_in_use(address: str, port: int) -> bool | None:
         except PermissionError:
             return None
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return True
-            if exc.errno == errno.EADDRNOTAVAIL:
-                return None
-            raise
+            return True if exc.errno == errno.EADDRINUSE else None
     return False
 
 
-def free_bytes(path: Path) -> int:
-    """Free space of the filesystem holding `path` (or its nearest existing parent)."""
+def free_bytes(path: Path) -> int | None:
+    """Free space of the filesystem holding `path` (or its nearest existing parent); None when
+    this process may not look."""
     probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class HostFacts:
     edge_running: bool = False
     edge_version: str = ""
     edge_error: str = ""
+    edge_fix: str = ""  # what to do about edge_error
     ports: tuple[PortFacts, ...] = ()
     disks: tuple[DiskFacts, ...] = ()
     min_free_gb: float = 2.0
@@ -164,16 +165,7 @@ def check_edge(facts: HostFacts) -> list[Finding]:
         return []
     name = f"edge {facts.edge_container}"
     if facts.edge_error:
-        return [
-            Finding(
-                "edge",
-                name,
-                FAIL,
-                facts.edge_error,
-                "set sumbg.toml [images] caddy to Caddy 2.9 or newer (caddy:2), remove the edge container "
-                "and run `sumbg apply`",
-            )
-        ]
+        return [Finding("edge", name, FAIL, facts.edge_error, facts.edge_fix)]
     if not facts.edge_running:
         if any(site.live for site in facts.sites):
             return [Finding("edge", name, FAIL, "not running: no site is served", "`sumbg apply` starts it")]
@@ -493,16 +485,23 @@ def gather(ctx: Context) -> HostFacts:
     except SumbgError as exc:
         engine_error = exc.message
     versions = ctx.engine.versions() if not engine_error else EngineVersions("", "")
-    edge_running, edge_version, edge_error = False, "", ""
+    edge_running, edge_version, edge_error, edge_fix = False, "", "", ""
     published: list[int] = []
     if not engine_error:
         try:
             edge_running = ctx.edge.running()
-            if edge_running:
+        except SumbgError as exc:  # another root's edge
+            edge_error, edge_fix = exc.message, "one host has one edge: use that root, or stop its edge"
+        if edge_running:
+            try:
                 edge_version = ctx.edge.check_version()
-                published = ctx.engine.published_ports(host.edge.container)
-        except SumbgError as exc:
-            edge_error = exc.message
+            except SumbgError as exc:
+                edge_error = exc.message
+                edge_fix = (
+                    f"set sumbg.toml [images] caddy to Caddy 2.9 or newer (caddy:2), then "
+                    f"`docker rm -f {host.edge.container} && sumbg apply`"
+                )
+            published = ctx.engine.published_ports(host.edge.container)
     ports = tuple(
         PortFacts(
             role,
@@ -523,7 +522,9 @@ def gather(ctx: Context) -> HostFacts:
             places.append(("Docker data root", ctx.engine.data_root()))
         except SumbgError:
             pass
-    disks = tuple(DiskFacts(label, str(path), hostinfo.free_bytes(path)) for label, path in places)
+    disks = tuple(
+        DiskFacts(label, str(path), free) for label, path in places if (free := hostinfo.free_bytes(path)) is not None
+    )
     addresses, addresses_from = expected_addresses(ctx)
     sites, invalid = [], []
     for path in sorted(host.root.glob("*/site.toml")):
@@ -541,6 +542,7 @@ def gather(ctx: Context) -> HostFacts:
         edge_running=edge_running,
         edge_version=edge_version,
         edge_error=edge_error,
+        edge_fix=edge_fix,
         ports=ports,
         disks=disks,
         min_free_gb=host.min_free_gb,
