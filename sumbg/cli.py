@@ -947,6 +947,7 @@ def logs(
     except KeyboardInterrupt:  # the way a --follow ends
         code = 0
     except BrokenPipeError:  # `sumbg logs ... | head`: what was wanted was read
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         code = 0
     if code and code != 128 + 13:  # docker's own SIGPIPE, the same
         raise click.exceptions.Exit(code)

@@ -245,3 +245,21 @@ def test_psql_logs_in_as_the_sites_own_role(host: Host, site: str):
     assert [e["command"] for e in host.history(site) if e.get("operation") == "psql"] == ["psql"] * 3
     # The password never reached a process's arguments: it is in no history line either.
     assert host.secrets(site)["POSTGRES_PASSWORD"] not in (host.site_dir(site) / "history.jsonl").read_text()
+
+
+def test_a_terminal_reaches_the_container_only_when_both_ends_are_one(host: Host, site: str):
+    probe = "import sys; print('tty', sys.stdin.isatty(), sys.stdout.isatty())"
+    piped = run(host, "manage", site, "--", "shell", "-c", probe)
+    assert (piped.returncode, piped.stdout.strip()) == (0, "tty False False")
+    # `script` gives sumbg a pseudo-terminal (util-linux, on every Debian), as an operator's ssh session does.
+    command = " ".join([str(SUMBG), "manage", site, "--", "shell", "-c", f'"{probe}"'])
+    at_a_terminal = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        capture_output=True,
+        text=True,
+        env=host.env(),
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert at_a_terminal.returncode == 0, at_a_terminal.stdout + at_a_terminal.stderr
+    assert "tty True True" in at_a_terminal.stdout
