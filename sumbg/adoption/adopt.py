@@ -44,6 +44,7 @@ from sumbg.errors import BackupError, CheckFailed, SumbgError, UsageError, tail
 from sumbg.ops.context import Context, refuse_if_interrupted
 from sumbg.ops.executor import Plan, Run, Step
 from sumbg.ops.init import first_colour_steps, refuse_a_foreign_database, refuse_domains_of_other_sites
+from sumbg.ops.logs import keep_colour_logs
 from sumbg.site.database import ROW_COUNTS_SQL, parse_row_counts
 from sumbg.site.site import APP_UID, Site
 from sumbg.site.stacks import sha256_file
@@ -859,6 +860,8 @@ def undo(ctx: Context, slug: str, *, force: bool = False) -> dict:
             services.reload_caddy()
 
         def stop_workers(run: Run):
+            for colour in naming.COLOURS:
+                keep_colour_logs(stacks, run, colour, ("worker",))
             stopped = [c for c in naming.COLOURS if stacks.stop_worker(c)]
             run.on_failure("start the worker again", lambda: stacks.start_worker(live, live_record.image, live=True))
             return {"stopped": stopped}
@@ -932,6 +935,7 @@ def stand_down(ctx: Context, site: Site, run: Run, *, status: str) -> dict:
     removed (the volume kept), state.json saying no colour is live and what became of the adoption."""
     stacks = ctx.stacks(site)
     for colour in naming.COLOURS:
+        keep_colour_logs(stacks, run, colour)
         stacks.remove_colour(colour)
     ctx.edge.remove_site(site.slug)
     ctx.engine.compose_down(site.data_project(), volumes=False)

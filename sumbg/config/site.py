@@ -121,6 +121,7 @@ class SiteConfig:
     backup: SiteBackupSettings = SiteBackupSettings()  # [backup]: overrides sumbg.toml's key by key
     notify: tuple[NotifyTarget, ...] = ()  # [[notify]]: who hears about this site's events
     hooks: HookSettings = HookSettings()
+    logs_keep_mb: float | None = None  # None: sumbg.toml's [logs] keep_mb
 
     @property
     def domains(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from sumbg.adapters.probe import live_target, preview_target
 from sumbg.errors import CheckFailed, NeedsOperator, SumbgError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Run
+from sumbg.ops.logs import keep_colour_logs
 from sumbg.site.site import Site
 from sumbg.site.state import ColourRecord, colour_version
 
@@ -129,6 +130,8 @@ def _put_back(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | N
 def move_workers(ctx: Context, site: Site, run: Run, *, to: str, came_from: str | None) -> dict[str, Any]:
     """One version consumes tasks: the worker of the colour left stops, the live colour's starts."""
     stacks = ctx.stacks(site)
+    if came_from and came_from != to:
+        keep_colour_logs(stacks, run, came_from, ("worker",))
     stopped = bool(came_from) and came_from != to and came_from is not None and stacks.stop_worker(came_from)
     record = run.state.record(to)
     started = record is not None and stacks.start_worker(to, record.image, live=True)
@@ -172,6 +175,7 @@ def restart_rollback_target(ctx: Context, site: Site, run: Run) -> dict[str, Any
     started = time.monotonic()
     outcome: dict[str, Any]
     try:
+        keep_colour_logs(ctx.stacks(site), run, colour)
         ctx.stacks(site).remove_colour(colour)
         start_release(ctx, site, colour, record)
     except SumbgError as exc:

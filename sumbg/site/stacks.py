@@ -23,6 +23,7 @@ from sumbg.errors import AppCommandFailed, BackupError, DockerError, MigrationFa
 from sumbg.site import retention
 from sumbg.site.backupset import BackupSet
 from sumbg.site.database import Database, parse_row_counts
+from sumbg.site.logs import SERVICES
 from sumbg.site.site import Site
 from sumbg.util import poll, utc_stamp
 
@@ -249,6 +250,60 @@ class Stacks:
         if not state.running:
             return f"the web container is {state.status} (exit code {state.exit_code})"
         return "the web container is running"
+
+    # ------------------------------------------------------------ day-2: kept logs, one-off commands
+    def keep_logs(self, colour: str, services: tuple[str, ...] = SERVICES) -> list[str]:
+        """Before a colour's containers are removed (their logs go with them): each one's logs,
+        compressed into the site's logs/ folder within its [logs] keep_mb, the oldest kept files
+        pruned to make room. Returns the names of the files written."""
+        cap = self.site.logs_keep_bytes
+        containers = {
+            service: self.site.web_container(colour) if service == "web" else self.site.worker_container(colour)
+            for service in services
+        }
+        found = {service: state for service, name in containers.items() if (state := self.engine.container(name))}
+        if cap <= 0 or not found:
+            return []
+        kept = self.site.kept_logs
+        written = []
+        for service, state in found.items():
+            labels = self.engine.image_labels(state.image) or {}
+            ref = labels.get("sumbg.ref") or state.image.rpartition(":")[2]
+            path = kept.new_path(colour, service, ref)
+            kept.write(path, self.engine.log_lines(state.name), cap // len(found))
+            written.append(path.name)
+        kept.prune(cap)
+        return written
+
+    def run_attached(
+        self, colour: str, image: str, argv: list[str], *, tty: bool, env_names: tuple[str, ...] = ()
+    ) -> int:
+        """A one-off container of a colour's release (the `manage` service: the site's environment,
+        network, media and the colour's static files, at the background CPU weight) attached to
+        this process's terminal or pipes; returns its exit code."""
+        return self.engine.compose_run_attached(
+            self.app_project(colour, image, worker=False), "manage", argv, tty=tty, env_names=env_names
+        )
+
+    def psql_attached(self, args: list[str], *, tty: bool) -> int:
+        """psql in a one-off container of the site's Postgres image on its network, logged in as
+        the site's own role with its password by environment (never in argv)."""
+        secrets = self.site.read_secrets()
+        env = {
+            "PGHOST": "postgres",
+            "PGUSER": self.site.config.db_user,
+            "PGDATABASE": self.site.config.db_name,
+            "PGPASSWORD": secrets.get("DJANGO_DB_PASSWORD") or secrets.get("POSTGRES_PASSWORD") or "",
+            "PGAPPNAME": "sumbg-psql",
+        }
+        return self.engine.run_attached(
+            self.site.host.images.postgres,
+            ["psql", *args],
+            network=naming.site_network(self.site.slug),
+            env=env,
+            tty=tty,
+            cpu_shares=self.site.host.background_cpu_shares,
+        )
 
     # ------------------------------------------------------------ rehearsal
     def rehearsal_project(self, image: str, database: str, static_from: str) -> ComposeProject:
