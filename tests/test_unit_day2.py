@@ -31,6 +31,7 @@ from sumbg.ops.executor import Run
 from sumbg.ops.logs import FromContainer, FromKept, LogsRequest, choose_source, kept_lines
 from sumbg.ops.reports import regenerate
 from sumbg.site import logs as kept_logs_module
+from sumbg.site.backupset import BackupSet, Manifest
 from sumbg.site.logs import KeptLogs, file_ref, newest_members
 from sumbg.site.stacks import Stacks
 from sumbg.site.state import SiteState
@@ -244,8 +245,8 @@ def test_the_logs_and_doctor_settings_are_checked(tmp_path: Path):
     with pytest.raises(ConfigError) as bad_address:
         parse_host({"doctor": {"addresses": ["203.0.113.7", "example.com"]}}, tmp_path)
     assert bad_address.value.message == "sumbg.toml: doctor.addresses[1]: must be an IP address, not 'example.com'"
-    host = parse_host({"doctor": {"addresses": ["203.0.113.7"], "backup_max_age": "2d"}}, tmp_path)
-    assert (host.doctor_addresses, host.backup_max_age) == (("203.0.113.7",), 172800.0)
+    host = parse_host({"doctor": {"addresses": ["203.0.113.7"]}}, tmp_path)
+    assert host.doctor_addresses == ("203.0.113.7",)
 
 
 # ---------------------------------------------------------------- which logs `sumbg logs` reads
@@ -690,16 +691,22 @@ def test_certificate_decisions():
 
 
 def test_backup_and_records_decisions():
-    def backups(hours: float | None, live: bool = True) -> list[tuple[str, str]]:
+    def backups(hours: float | None, live: bool = True, problems: tuple[str, ...] = ()) -> list[tuple[str, str]]:
         newest = (NOW - dt.timedelta(hours=hours)).timestamp() if hours is not None else None
-        return [
-            (f.level, f.detail) for f in doctor.check_backups(site_facts(newest_backup=newest, live=live), NOW, 86400)
-        ]
+        facts = site_facts(newest_backup=newest, live=live, backup_problems=problems)
+        return [(f.level, f.detail) for f in doctor.check_backups(facts, NOW)]
 
     assert backups(2) == [(OK, "the newest is 2.0h old")]
-    assert backups(30) == [(WARN, "the newest is 1.2d old (more than doctor.backup_max_age, 1.0d)")]
+    old = "last good backup here is 30.0h old (max_age 26.0h)"
+    failed = "the last backup failed at step upload (2026-12-06T10:00:00Z): restic said no"
+    assert backups(30, problems=(old, failed)) == [(WARN, old), (WARN, failed)]
     assert backups(None) == [(WARN, "no backup yet")]
-    assert backups(None, live=False) == []
+    assert backups(None, live=False, problems=(old,)) == []
+    [finding] = doctor.check_backups(site_facts(backup_problems=(old,)), NOW)
+    assert finding.fix == (
+        "`sumbg backup acme` (`sumbg history acme` says why one failed); "
+        "`sumbg schedule install` runs `sumbg backup --all` daily"
+    )
     interrupted = site_facts(
         interrupted="an interrupted upgrade (stopped during step migrate, started x)",
         problems=("state.json says blue is live but Caddy's live file names green",),
@@ -786,15 +793,6 @@ def test_expected_addresses_come_from_the_config_then_the_bind_address(tmp_path:
     ctx.host = HostConfig(root=tmp_path)
     found, where = doctor.expected_addresses(ctx)
     assert where == "this host's interfaces" and "127.0.0.1" not in found and "::1" not in found
-
-
-def test_backup_times_read_the_backup_files(tmp_path: Path, world: World, ctx: FakeContext):
-    deployed(tmp_path, world, live=("blue", "v1.0.0"))
-    world.backups_taken = ["acme_a.dump", "acme_b.dump"]
-    for name, when in (("acme_a.dump", 1_700_000_000), ("acme_b.dump", 1_700_100_000)):
-        (tmp_path / "acme" / "backups" / name).write_text("x")
-        os.utime(tmp_path / "acme" / "backups" / name, (when, when))
-    assert sorted(doctor.backup_times(ctx, ctx.site("acme"))) == [1_700_000_000, 1_700_100_000]
 
 
 # ---------------------------------------------------------------- the command line
@@ -886,9 +884,13 @@ def test_gather_reads_the_facts_through_the_seams(tmp_path: Path, world: World, 
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "site.toml").write_text('slug = "broken"\n')
     world.published["sum-edge-caddy"] = [80, 443, 8081]
-    world.backups_taken = ["acme_a.dump"]
-    (tmp_path / "acme" / "backups" / "acme_a.dump").write_text("x")
-    os.utime(tmp_path / "acme" / "backups" / "acme_a.dump", (1_700_000_000, 1_700_000_000))
+    # A complete backup an hour ago (dump and manifest), and a later dump without a manifest (not a good one).
+    taken = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    backups = tmp_path / "acme" / "backups"
+    world.backups_taken = ["acme_a.dump", "acme_b.dump"]
+    (backups / "acme_a.dump").write_text("x")
+    (backups / "acme_b.dump").write_text("x")
+    BackupSet(backups).write(Manifest("acme_a.dump", "acme", "manual", taken.strftime("%Y-%m-%dT%H:%M:%SZ")))
     asked: list[tuple[str, int, str]] = []
     monkeypatch.setattr(doctor.hostinfo, "resolve", lambda name: Resolution(("203.0.113.7",)))
     monkeypatch.setattr(
@@ -911,7 +913,7 @@ def test_gather_reads_the_facts_through_the_seams(tmp_path: Path, world: World, 
             live=True,
             domains={"acme.example.test": Resolution(("203.0.113.7",))},
             certificates={"acme.example.test": (ServedCertificate("R11", NOW), "")},
-            newest_backup=1_700_000_000,
+            newest_backup=taken.timestamp(),
         ),
     )
     assert asked == [("127.0.0.1", 443, "acme.example.test")]

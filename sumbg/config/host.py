@@ -68,10 +68,8 @@ class HostConfig:
     notify: tuple[NotifyTarget, ...] = ()  # [[notify]]: who hears about every site's events
     # MB of compressed logs of removed colours kept per site (a site's [logs] keep_mb overrides it).
     logs_keep_mb: float = 100.0
-    # `sumbg doctor`: the addresses the sites' domains must resolve to (empty: found), and the
-    # age of a site's newest backup above which it warns.
+    # `sumbg doctor`: the addresses the sites' domains must resolve to (empty: found).
     doctor_addresses: tuple[str, ...] = ()
-    backup_max_age: float = 86400.0
 
     @property
     def caddy_dir(self) -> Path:

@@ -952,13 +952,6 @@ SUMBG_TOML = ConfigFile(
                     (IP_ADDRESSES,),
                     attr="doctor_addresses",
                 ),
-                Key(
-                    "backup_max_age",
-                    DURATION,
-                    86400.0,
-                    "A site whose newest backup is older than this gets a warning (schedule `sumbg backup`).",
-                    attr="backup_max_age",
-                ),
             ),
         ),
     ),

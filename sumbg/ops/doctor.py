@@ -23,7 +23,9 @@ from sumbg.adapters.probe import ServedCertificate
 from sumbg.errors import SumbgError
 from sumbg.lock import is_held
 from sumbg.ops.context import Context
+from sumbg.ops.offsite import backup_status
 from sumbg.ops.status import site_status
+from sumbg.site import retention
 from sumbg.site.site import Site
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -76,7 +78,8 @@ class SiteFacts:
     domains: dict[str, Resolution]
     certificates: dict[str, tuple[ServedCertificate | None, str]] = field(default_factory=dict)
     tls_note: str = ""  # why its certificates were not read ("" when they were)
-    newest_backup: float | None = None  # Unix time
+    newest_backup: float | None = None  # Unix time of the last good backup here
+    backup_problems: tuple[str, ...] = ()  # as `status` says them: too old ([backup] max_age), or failed
     interrupted: str = ""  # the interrupted operation, described
     problems: tuple[str, ...] = ()  # records, Caddy and containers disagree
     records_checked: bool = True
@@ -98,7 +101,6 @@ class HostFacts:
     addresses: tuple[str, ...] = ()  # what the sites' domains must resolve to
     addresses_from: str = ""
     tls: str = "auto"
-    backup_max_age: float = 86400.0
     sites: tuple[SiteFacts, ...] = ()
     invalid_sites: tuple[tuple[str, str], ...] = ()  # (slug, the error)
 
@@ -372,23 +374,19 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def check_backups(site: SiteFacts, now: dt.datetime, max_age: float) -> list[Finding]:
+def check_backups(site: SiteFacts, now: dt.datetime) -> list[Finding]:
+    """What `status` holds a site's backups to ([backup] max_age, the last one's outcome), as warnings."""
     if not site.live:
         return []
-    cron = f"schedule `sumbg backup {site.slug}`, e.g. daily from cron: `0 3 * * * sumbg backup {site.slug}`"
+    fix = (
+        f"`sumbg backup {site.slug}` (`sumbg history {site.slug}` says why one failed); "
+        "`sumbg schedule install` runs `sumbg backup --all` daily"
+    )
+    if site.backup_problems:
+        return [Finding("backups", site.slug, WARN, problem, fix) for problem in site.backup_problems]
     if site.newest_backup is None:
-        return [Finding("backups", site.slug, WARN, "no backup yet", cron)]
+        return [Finding("backups", site.slug, WARN, "no backup yet", fix)]
     age = now.timestamp() - site.newest_backup
-    if age > max_age:
-        return [
-            Finding(
-                "backups",
-                site.slug,
-                WARN,
-                f"the newest is {_age(age)} old (more than doctor.backup_max_age, {_age(max_age)})",
-                cron,
-            )
-        ]
     return [Finding("backups", site.slug, OK, f"the newest is {_age(max(age, 0))} old")]
 
 
@@ -436,7 +434,7 @@ def decide(facts: HostFacts, now: dt.datetime) -> list[Finding]:
         found.extend(check_dns(site, facts.addresses, facts.addresses_from))
         if facts.tls != "off":
             found.extend(check_certificates(site, now, facts.tls, facts.edge_container))
-        found.extend(check_backups(site, now, facts.backup_max_age))
+        found.extend(check_backups(site, now))
         found.extend(check_records(site))
     return found
 
@@ -468,13 +466,6 @@ def expected_addresses(ctx: Context) -> tuple[tuple[str, ...], str]:
     # Public addresses first: they are the ones a domain should name.
     found.sort(key=lambda a: (ipaddress.ip_address(a).is_private, a))
     return tuple(found), "this host's interfaces"
-
-
-def backup_times(ctx: Context, site: Site) -> list[float]:
-    """When each of the site's backups was taken (Unix time), read from the backup files' times.
-    The one place doctor learns about backups, so a change to where they are kept (offsite
-    copies) replaces this function alone."""
-    return [path.stat().st_mtime for path in ctx.stacks(site).list_backup_files()]
 
 
 def gather(ctx: Context) -> HostFacts:
@@ -550,7 +541,6 @@ def gather(ctx: Context) -> HostFacts:
         addresses=addresses,
         addresses_from=addresses_from,
         tls=host.edge.tls,
-        backup_max_age=host.backup_max_age,
         sites=tuple(sites),
         invalid_sites=tuple(invalid),
     )
@@ -572,7 +562,8 @@ def _site_facts(ctx: Context, site: Site, *, engine_ok: bool, edge_running: bool
     elif edge.tls != "off":
         for domain in site.config.domains:
             certificates[domain] = probe.certificate_served(edge.probe_host, edge.https_port, domain)
-    times = backup_times(ctx, site)
+    backups = backup_status(ctx, site, state)  # what `status` says of them, here and offsite
+    taken = retention.parse_time(backups["local"]["at"]) if backups["local"] else None
     interrupted, problems = "", ()
     if engine_ok:
         status = site_status(ctx, site)
@@ -591,7 +582,8 @@ def _site_facts(ctx: Context, site: Site, *, engine_ok: bool, edge_running: bool
         domains=domains,
         certificates=certificates,
         tls_note=tls_note,
-        newest_backup=max(times) if times else None,
+        newest_backup=taken.timestamp() if taken else None,
+        backup_problems=tuple(backups["problems"]),
         interrupted=interrupted,
         problems=problems,
         records_checked=engine_ok,
