@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -105,7 +106,40 @@ def run_reporting(as_json: bool, action: Callable[[], Any]) -> Any:
     return result
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# `sumbg` alone and `sumbg --help` list the commands in these groups, in this order.
+COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Deploy", ("init", "upgrade", "releases", "retire", "apply", "makefile")),
+    ("Recover", ("rollback", "recover", "status", "history", "logs")),
+    ("Data", ("backup", "backups", "restore", "manage", "shell", "psql")),
+    ("Fleet", ("fleet",)),
+    ("Host", ("doctor", "schedule", "notify", "adopt", "takeover", "completion")),
+)
+
+
+class GroupedCommands(click.Group):
+    """Lists its commands under the headings of COMMAND_GROUPS (any other under "Other")."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed = {name for _, names in COMMAND_GROUPS for name in names}
+        groups = [*COMMAND_GROUPS, ("Other", tuple(sorted(set(self.commands) - listed)))]
+        longest = max((len(name) for name in self.commands), default=0)
+        width = formatter.width - 6 - longest
+        for title, names in groups:
+            rows = [
+                (name.ljust(longest), self.commands[name].get_short_help_str(width))
+                for name in names
+                if name in self.commands and not self.commands[name].hidden
+            ]
+            if rows:
+                with formatter.section(f"{title} commands"):
+                    formatter.write_dl(rows)
+
+
+@click.group(
+    cls=GroupedCommands,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="sumbg")
 @click.option("--root", envvar="SUMBG_ROOT", help="Host root (default /srv/sum, or $SUMBG_ROOT).")
 @click.option("--verbose", is_flag=True, help="Show tracebacks for unexpected errors.")
@@ -115,6 +149,9 @@ def cli(ctx: click.Context, root: str | None, verbose: bool) -> None:
     ctx.obj = Obj(root, verbose)
     if verbose:
         os.environ["SUMBG_VERBOSE"] = "1"
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
 
 
 @cli.command()
@@ -1117,10 +1154,349 @@ def move_worker(obj: Obj, slug: str, lock_fd: int, wait_fd: int) -> None:
     finish_handed_move(obj.context(), slug, lock_fd=lock_fd, wait_fd=wait_fd)
 
 
+# ---------------------------------------------------------------- day-2: logs, one-off commands, doctor
+
+
+def parse_since(value: str | None) -> float | None:
+    """--since: a duration back from now (90, 30m, 2h, 1d) or a UTC time (2026-12-06T05:00:00Z)."""
+    import datetime
+    import time
+
+    from sumbg.util import parse_duration as parse
+
+    if value is None:
+        return None
+    try:
+        return time.time() - parse(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a duration (90, 30m, 2h, 1d) nor a time like 2026-12-06T05:00:00Z",
+            param_hint="--since",
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)).timestamp()
+
+
+def attached_to_a_terminal() -> bool:
+    """A one-off command gets a terminal only when both ends are one: `manage ... > file` gets pipes."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+colour_option = click.option(
+    "--colour",
+    type=click.Choice(["live", "idle", "blue", "green"]),
+    default="live",
+    show_default=True,
+    help="The release to run: the live one, the idle one (the rollback target), or a colour by name.",
+)
+
+
+@cli.command()
+@click.argument("slug")
+@click.option("--worker", is_flag=True, help="The background worker's logs instead of the web's.")
+@click.option(
+    "--colour",
+    type=click.Choice(["live", "idle", "blue", "green"]),
+    default=None,
+    help="Whose logs: the live colour (default), the idle one, or a colour by name.",
+)
+@click.option("--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option("--since", default=None, help="Only lines from this long ago (90, 30m, 2h, 1d) or this UTC time.")
+@click.option("--tail", type=click.IntRange(0), default=None, help="Only the last N lines.")
+@click.option(
+    "--release",
+    default=None,
+    help="The logs of this release (git ref): from the colour running it, or kept when sumbg removed it.",
+)
+@click.pass_obj
+def logs(
+    obj: Obj,
+    slug: str,
+    worker: bool,
+    colour: str | None,
+    follow: bool,
+    since: str | None,
+    tail: int | None,
+    release: str | None,
+) -> None:
+    """SLUG's web (or worker) logs, from the live colour by default.
+
+    A colour sumbg removed (retire, an upgrade, an undo) had its logs kept first,
+    compressed in SLUG/logs/ within [logs] keep_mb: `--release REF` reads them.
+    """
+    from sumbg.ops.logs import LogsRequest, show_logs
+
+    request = LogsRequest(
+        worker=worker, colour=colour, release=release, follow=follow, since=parse_since(since), tail=tail
+    )
+    ctx = obj.context()
+    try:
+        code = show_logs(ctx, slug, request, sys.stdout)
+    except KeyboardInterrupt:  # the way a --follow ends
+        code = 0
+    except BrokenPipeError:  # `sumbg logs ... | head`: what was wanted was read
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        code = 0
+    if code and code != 128 + 13:  # docker's own SIGPIPE, the same
+        raise click.exceptions.Exit(code)
+
+
+@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("slug")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="-- ARGS...")
+@colour_option
+@click.option(
+    "--env",
+    "env_names",
+    multiple=True,
+    metavar="NAME",
+    help="Pass this variable of your environment into the container (by name: its value never shows "
+    "in a process list). Repeatable.",
+)
+@click.pass_obj
+def manage(obj: Obj, slug: str, args: tuple[str, ...], colour: str, env_names: tuple[str, ...]) -> None:
+    """`python manage.py ARGS` in a one-off container of SLUG's live release.
+
+    The container has the site's environment, network, media and static files and
+    runs at the background CPU weight; it is interactive at a terminal
+    (createsuperuser, shell, dbshell) and plain pipes otherwise. The exit code is
+    passed through; the history records the command's name, never its arguments.
+    """
+    from sumbg.ops.oneoff import manage as do_manage
+
+    code = do_manage(
+        obj.context(),
+        slug,
+        list(args),
+        colour=colour,
+        tty=attached_to_a_terminal(),
+        env_names=env_names,
+        environ=dict(os.environ),
+    )
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@cli.command()
+@click.argument("slug")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND...]")
+@colour_option
+@click.pass_obj
+def shell(obj: Obj, slug: str, args: tuple[str, ...], colour: str) -> None:
+    """A shell in a one-off container of SLUG's live release (or COMMAND instead).
+
+    The same container as `sumbg manage`: the site's environment, network, media and
+    static files, at the background CPU weight; the exit code is passed through.
+    """
+    from sumbg.ops.oneoff import shell as do_shell
+
+    code = do_shell(obj.context(), slug, list(args), colour=colour, tty=attached_to_a_terminal())
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@cli.command()
+@click.argument("slug")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[-- PSQL-ARGS...]")
+@click.pass_obj
+def psql(obj: Obj, slug: str, args: tuple[str, ...]) -> None:
+    """psql on SLUG's database, as the site's own role.
+
+    Runs in a one-off container of the site's Postgres image on its network; the
+    password reaches it by environment, never in a process's arguments.
+    """
+    from sumbg.ops.oneoff import psql as do_psql
+
+    code = do_psql(obj.context(), slug, list(args), tty=attached_to_a_terminal())
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def doctor(obj: Obj, as_json: bool) -> None:
+    """Is this host ready? One line per check, ok, warn or fail, with the fix.
+
+    Engine and Compose versions, the edge Caddy's version, its ports, free disk,
+    the clock, and for each site: its domains' DNS, the certificates the edge
+    serves, its backups' age, interrupted operations and disagreements. Exits 1
+    when any check fails.
+    """
+    from sumbg.ops.doctor import doctor as do_doctor
+
+    document = do_doctor(obj.context(quiet=True))
+    if as_json:
+        emit_json(document)
+    else:
+        rows = document["checks"]
+        check_width = max((len(row["check"]) for row in rows), default=5)
+        subject_width = max((len(row["subject"]) for row in rows), default=7)
+        for row in rows:
+            fix = f"  fix: {row['fix']}" if row["fix"] and row["level"] != "ok" else ""
+            click.echo(
+                f"{row['level']:<5} {row['check']:<{check_width}}  {row['subject']:<{subject_width}}  "
+                f"{row['detail']}{fix}"
+            )
+        counts = document["counts"]
+        click.echo(f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail")
+    if not document["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("shell_name", metavar="SHELL", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell_name: str) -> None:
+    """Print the shell completion script for SHELL (commands, options, site slugs, refs).
+
+    \b
+    bash: sumbg completion bash > /etc/bash_completion.d/sumbg
+    zsh:  sumbg completion zsh > "${fpath[1]}/_sumbg"
+    fish: sumbg completion fish > ~/.config/fish/completions/sumbg.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell_name)
+    assert completer is not None  # click has all three
+    click.echo(completer(cli, {}, "sumbg", COMPLETE_VAR).source())
+
+
+# ---------------------------------------------------------------- completion of slugs and refs
+
+COMPLETE_VAR = "_SUMBG_COMPLETE"
+
+
+def _completion_root(ctx: click.Context) -> Path:
+    from sumbg.config import root_from_env
+
+    given = ctx.find_root().params.get("root")
+    return Path(given) if given else root_from_env()
+
+
+if TYPE_CHECKING:
+    _TextType = click.ParamType[str]  # generic from click 8.2 on
+else:
+    _TextType = click.ParamType
+
+
+class SiteSlug(_TextType):
+    """A site's slug: completes from the sites under the root (--root, $SUMBG_ROOT or /srv/sum)."""
+
+    name = "slug"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[click.shell_completion.CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        try:
+            slugs = sorted(path.parent.name for path in _completion_root(ctx).glob("*/site.toml"))
+        except OSError:
+            return []
+        return [CompletionItem(slug) for slug in slugs if slug.startswith(incomplete)]
+
+
+class ReleaseRef(_TextType):
+    """A git ref: completes from the tags of the site's mirror (newest first), no fetch."""
+
+    name = "ref"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[click.shell_completion.CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        from sumbg.adapters.gitrepo import Mirror
+        from sumbg.ops.status import release_key
+
+        root = _completion_root(ctx)
+        slug = ctx.params.get("slug")
+        if not isinstance(slug, str):
+            # Completing an option's value (`logs acme --release v<TAB>`), click parses none of the
+            # words before it: the site is the first word of the line that names one.
+            words = os.environ.get("COMP_WORDS", "").split()
+            slug = next((word for word in words if (root / word / "site.toml").is_file()), None)
+        if not slug or "/" in slug:
+            return []
+        try:
+            tags = Mirror(root / slug / "repo.git", "").tags()
+        except (SumbgError, OSError):
+            return []
+        tags.sort(key=lambda tag: release_key(tag[0], tag[2]), reverse=True)
+        return [CompletionItem(tag) for tag, _, _ in tags if tag.startswith(incomplete)]
+
+
+def _complete_from_the_host(group: click.Group) -> None:
+    """Every SLUG argument completes from the root's sites, every REF (and --release) from the
+    site's mirror: by name, so a command added later gets it too."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _complete_from_the_host(command)
+        for param in command.params:
+            if param.name in ("slug", "slugs") and param.type is click.STRING:
+                param.type = SiteSlug()
+            elif param.name in ("ref", "release") and param.type is click.STRING:
+                param.type = ReleaseRef()
+
+
+_complete_from_the_host(cli)
+
+
+# ---------------------------------------------------------------- one example in every --help
+
+EXAMPLES: dict[str, str] = {
+    "init": "sumbg init acme --repo git@github.com:agency/acme.git --domain acme.example --domain www.acme.example",
+    "upgrade": "sumbg upgrade acme v1.2.0",
+    "releases": "sumbg releases acme",
+    "retire": "sumbg retire acme",
+    "apply": "sumbg apply",
+    "makefile": "sumbg makefile --slug acme --write ~/src/acme",
+    "rollback": "sumbg rollback acme",
+    "recover": "sumbg recover acme",
+    "status": "sumbg status acme --json",
+    "history": "sumbg history acme",
+    "logs": "sumbg logs acme --worker --since 30m --follow",
+    "backup": "sumbg backup acme",
+    "backups": "sumbg backups acme",
+    "restore": "sumbg restore acme /srv/sum/acme/backups/acme_20261206T031500Z_v1.1.0.dump --yes",
+    "manage": "sumbg manage acme -- createsuperuser",
+    "shell": "sumbg shell acme",
+    "psql": "sumbg psql acme -- -c 'SELECT count(*) FROM auth_user'",
+    "fleet": "sumbg fleet status",
+    "fleet status": "sumbg fleet status --fleet ~/fleet.toml",
+    "fleet upgrade": "sumbg fleet upgrade --core 0.7.0 --canary acme",
+    "doctor": "sumbg doctor",
+    "schedule": "sumbg schedule status",
+    "schedule install": "sumbg schedule install",
+    "schedule status": "sumbg schedule status --json",
+    "schedule remove": "sumbg schedule remove",
+    "notify": "sumbg notify test",
+    "notify test": "sumbg notify test acme",
+    "adopt": "sumbg adopt acme --from /srv/sum/acme --dry-run",
+    "takeover": "sumbg takeover --dry-run",
+    "completion": "sumbg completion bash > /etc/bash_completion.d/sumbg",
+}
+
+
+def _show_examples(group: click.Group, prefix: str = "") -> None:
+    for name, command in group.commands.items():
+        path = f"{prefix}{name}"
+        if path in EXAMPLES:
+            command.epilog = f"\b\nExample:\n  {EXAMPLES[path]}"
+        if isinstance(command, click.Group):
+            _show_examples(command, f"{path} ")
+
+
+_show_examples(cli)
+
+
 def main() -> None:
     verbose = "--verbose" in sys.argv or os.environ.get("SUMBG_VERBOSE") == "1"
     try:
-        code = cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False, prog_name="sumbg", complete_var=COMPLETE_VAR)
     except SumbgError as exc:
         if verbose:
             import traceback

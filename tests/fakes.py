@@ -31,7 +31,7 @@ from typing import Any
 
 from sumbg import naming
 from sumbg.adapters.build import ImageSpec
-from sumbg.adapters.docker import ComposeProject, ContainerState, ExecResult
+from sumbg.adapters.docker import ComposeProject, ContainerState, EngineVersions, ExecResult
 from sumbg.adapters.gitrepo import Resolved
 from sumbg.adapters.hooks import CommandResult
 from sumbg.adapters.notify import DeliveryFailed, Message
@@ -67,6 +67,7 @@ from sumbg.ops.seams import (
     OffsiteStore,
     SiteStacks,
 )
+from sumbg.site.logs import SERVICES
 from sumbg.site.site import Site
 from sumbg.site.stacks import Backup, Drained, PendingMigrations, parse_phases, sha256_file
 from sumbg.site.worker import WorkerCommand, WorkerView, parse_worker_command
@@ -135,6 +136,18 @@ class World:
     drain_ends: tuple[str, int, list[dict[str, str]] | None] = ("exited", 0, None)  # outcome, exit code, held tasks
     # Images whose /health/ answers "degraded": {check: what it says}.
     degraded: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Day-2: what each colour's web logged (kept when it is removed), every kept log as (colour,
+    # service, ref), the one-off commands run as (what, colour, argv, tty, env names), and the exit
+    # code they give; the logs shown through the engine.
+    logged: dict[str, list[bytes]] = field(default_factory=dict)
+    kept_logs: list[Effect] = field(default_factory=list)
+    oneoffs: list[Effect] = field(default_factory=list)
+    oneoff_exit: int = 0
+    shown_logs: list[Effect] = field(default_factory=list)
+    engine_versions: EngineVersions = EngineVersions("20.10.24", "Docker Compose version v2.40.3")
+    published: dict[str, list[int]] = field(default_factory=dict)
+    edge_running: bool = True
+    caddy_version: str = "v2.11.7"
 
     def release(self, ref: str) -> str:
         image = f"sum-{self.slug}:{ref}"
@@ -370,6 +383,12 @@ class FakeEdge:
 
     def import_storage(self, source: Path) -> list[str]:
         return []
+
+    def running(self) -> bool:
+        return self.world.edge_running
+
+    def check_version(self) -> str:
+        return self.world.caddy_version
 
 
 class FakeDatabase:
@@ -628,6 +647,26 @@ class FakeStacks:
         code = self.world.hook_exit_codes.get(command, 0)
         return ExecResult(code, "", "" if code == 0 else "CommandError: it failed")
 
+    def keep_logs(self, colour: str, services: tuple[str, ...] = SERVICES) -> list[str]:
+        web = self.world.webs.get(colour)
+        if web is None or "web" not in services or self.site.logs_keep_bytes <= 0:  # the fakes run no workers
+            return []
+        ref = self.world.releases[web.image]["build"]
+        self.world.kept_logs.append((colour, "web", ref))
+        path = self.site.kept_logs.new_path(colour, "web", ref)
+        self.site.kept_logs.write(path, self.world.logged.get(colour, []), self.site.logs_keep_bytes)
+        return [path.name]
+
+    def run_attached(
+        self, colour: str, image: str, argv: list[str], *, tty: bool, env_names: tuple[str, ...] = ()
+    ) -> int:
+        self.world.oneoffs.append(("run", colour, image, argv, tty, env_names))
+        return self.world.oneoff_exit
+
+    def psql_attached(self, args: list[str], *, tty: bool) -> int:
+        self.world.oneoffs.append(("psql", None, None, args, tty, ()))
+        return self.world.oneoff_exit
+
 
 class FakeEngine:
     def __init__(self, world: World) -> None:
@@ -687,6 +726,19 @@ class FakeEngine:
     ) -> ExecResult:
         self.world.effects.append(("oneoff", image, argv[0]))
         return ExecResult(0, "", "")
+
+    def show_logs(self, name: str, *, follow: bool, since: float | None, tail: int | None) -> int:
+        self.world.shown_logs.append((name, follow, since, tail))
+        return 0
+
+    def versions(self) -> EngineVersions:
+        return self.world.engine_versions
+
+    def published_ports(self, name: str) -> list[int]:
+        return self.world.published.get(name, [])
+
+    def data_root(self) -> Path:
+        return Path("/")
 
 
 class FakeMirror:

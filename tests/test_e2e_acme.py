@@ -29,16 +29,16 @@ PEBBLE = f"{ACME_EDGE}-pebble"
 SITES = ("ac-one", "ac-two", "ac-bad")
 
 
-def remove_everything(the_host: Host | None = None) -> None:
-    docker("rm", "-f", PEBBLE, f"{ACME_EDGE}-caddy", check=False)
+def remove_everything(the_host: Host | None = None, edge: str = ACME_EDGE, sites: tuple[str, ...] = SITES) -> None:
+    docker("rm", "-f", f"{edge}-pebble", f"{edge}-caddy", check=False)
     if the_host:
-        for slug in SITES:
+        for slug in sites:
             the_host.teardown_site(slug)
-    docker("volume", "rm", f"{ACME_EDGE}-caddy-data", f"{ACME_EDGE}-caddy-config", check=False)
-    docker("network", "rm", ACME_EDGE, check=False)
+    docker("volume", "rm", f"{edge}-caddy-data", f"{edge}-caddy-config", check=False)
+    docker("network", "rm", edge, check=False)
 
 
-def make_api_certificate(folder: Path) -> Path:
+def make_api_certificate(folder: Path, pebble: str = PEBBLE) -> Path:
     """A CA and, signed by it, the certificate Pebble's ACME API serves under its container name."""
 
     def openssl(*args: str) -> None:
@@ -59,8 +59,8 @@ def make_api_certificate(folder: Path) -> Path:
         "-subj",
         "/CN=sumbg tests: Pebble API CA",
     )
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "api.key", "-out", "api.csr", "-subj", f"/CN={PEBBLE}")
-    (folder / "san.cnf").write_text(f"subjectAltName=DNS:{PEBBLE}\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "api.key", "-out", "api.csr", "-subj", f"/CN={pebble}")
+    (folder / "san.cnf").write_text(f"subjectAltName=DNS:{pebble}\n")
     openssl(
         "x509",
         "-req",
@@ -123,32 +123,32 @@ class Acme:
             return 0
 
 
-@pytest.fixture(scope="module")
-def acme(host: Host, example_repo: Path, tmp_path_factory) -> Acme:
-    """`host` holds the session's lock on the test edges; this is one more, named after it."""
-    if not shutil.which("pebble") or not shutil.which("pebble-challtestsrv"):
-        pytest.fail("pebble is not installed: run `make setup`", pytrace=False)
-    folder = tmp_path_factory.mktemp("acme")
+def start_acme(
+    example_repo: Path, folder: Path, edge: str, sites: tuple[str, ...], *, validity_seconds: int | None = None
+) -> Acme:
+    """A root of its own whose edge (named `edge`) gets certificates from a Pebble beside it;
+    `validity_seconds`: how long Pebble's certificates last (its default: five years)."""
+    pebble = f"{edge}-pebble"
     root = folder / "root"
     root.mkdir()
     the_host = Host(root, free_port(), free_port(), example_repo)
-    remove_everything(the_host)
+    remove_everything(the_host, edge, sites)
     https_port = free_port()
-    ca = make_api_certificate(folder)
+    ca = make_api_certificate(folder, pebble)
     local = LOCAL_HOST_CONF.read_text() if LOCAL_HOST_CONF.exists() else ""
     (root / "sumbg.toml").write_text(
         local + "\n[edge]\n"
         f"http_port = {the_host.http_port}\nhttps_port = {https_port}\npreview_port = {the_host.preview_port}\n"
-        f'bind = "127.0.0.1"\ntls = "auto"\nname = "{ACME_EDGE}"\nacme_email = "ops@example.test"\n'
-        f'acme_ca = "https://{PEBBLE}:14000/dir"\nacme_ca_root = "{ca}"\n'
+        f'bind = "127.0.0.1"\ntls = "auto"\nname = "{edge}"\nacme_email = "ops@example.test"\n'
+        f'acme_ca = "https://{pebble}:14000/dir"\nacme_ca_root = "{ca}"\n'
     )
     started = the_host.sumbg("apply")  # the edge, with no site yet: the CA needs its network and address
     assert started.returncode == 0, str(started)
     edge_ip = docker(
         "inspect",
         "--format",
-        f'{{{{(index .NetworkSettings.Networks "{ACME_EDGE}").IPAddress}}}}',
-        f"{ACME_EDGE}-caddy",
+        f'{{{{(index .NetworkSettings.Networks "{edge}").IPAddress}}}}',
+        f"{edge}-caddy",
     ).stdout.strip()
     (folder / "pebble.json").write_text(
         json.dumps(
@@ -162,6 +162,7 @@ def acme(host: Host, example_repo: Path, tmp_path_factory) -> Acme:
                     "tlsPort": 443,
                     "ocspResponderURL": "",
                     "externalAccountBindingRequired": False,
+                    **({"certificateValidityPeriod": validity_seconds} if validity_seconds else {}),
                 }
             }
         )
@@ -171,9 +172,9 @@ def acme(host: Host, example_repo: Path, tmp_path_factory) -> Acme:
         "run",
         "-d",
         "--name",
-        PEBBLE,
+        pebble,
         "--network",
-        ACME_EDGE,
+        edge,
         "-p",
         f"127.0.0.1:{management_port}:15000",
         "-p",
@@ -198,11 +199,20 @@ def acme(host: Host, example_repo: Path, tmp_path_factory) -> Acme:
     )
     assert run.returncode == 0, run.stderr
     acme = Acme(the_host, https_port, management_port, challtest_port)
-    assert wait_until(lambda: _answers(acme), 30), docker("logs", PEBBLE, check=False).stderr[-2000:]
+    assert wait_until(lambda: _answers(acme), 30), docker("logs", pebble, check=False).stderr[-2000:]
+    return acme
+
+
+@pytest.fixture(scope="module")
+def acme(host: Host, example_repo: Path, tmp_path_factory) -> Acme:
+    """`host` holds the session's lock on the test edges; this is one more, named after it."""
+    if not shutil.which("pebble") or not shutil.which("pebble-challtestsrv"):
+        pytest.fail("pebble is not installed: run `make setup`", pytrace=False)
+    acme = start_acme(example_repo, tmp_path_factory.mktemp("acme"), ACME_EDGE, SITES)
     try:
         yield acme
     finally:
-        remove_everything(the_host)
+        remove_everything(acme.host)
 
 
 def pebble_log() -> str:

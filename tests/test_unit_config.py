@@ -853,6 +853,11 @@ git_url_rewrites = {}
 path = "/"
 status = 200
 json_status = ["ok"]
+
+# The logs of this site's removed colours, kept in `<slug>/logs/`.
+[logs]
+# Compressed logs kept for this site (MB); 0 keeps none; unset: sumbg.toml's [logs] keep_mb.
+# keep_mb = 200
 """
     )
 
@@ -1217,6 +1222,7 @@ def _every_setting() -> SiteConfig:
         keep_backups=4,
         watch_seconds=0.0,
         retire_idle_after=3600.0,
+        logs_keep_mb=250.0,
         aliases=("www.acme.example.com",),
         extra_env=(("FOO", "bar"),),
         watch=WatchSettings(interval=0.5, consecutive_failures=5, max_failed_ratio=0.1),

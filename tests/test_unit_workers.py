@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +307,13 @@ class ScriptedEngine:
     def logs(self, name: str, lines: int = 30) -> str:
         return "celery@h v5.4.0 (opalescent)\n[tasks]\n  . sum_core.notify"
 
+    def log_lines(self, name: str) -> Iterator[bytes]:
+        self.calls.append(("log_lines", name))
+        yield from (line.encode() + b"\n" for line in self.logs(name).splitlines())
+
+    def image_labels(self, image: str) -> dict[str, str]:
+        return {}
+
     def update_container(self, name: str, *, restart: str | None = None, cpu_shares: int | None = None) -> None:
         self.calls.append(("update", name, restart, cpu_shares))
 
@@ -441,8 +449,10 @@ def test_an_old_worker_past_stop_timeout_is_killed_and_its_tasks_named(tmp_path:
     assert engine.calls == [
         ("exec", name, "celery -A acme inspect active -d celery@4e1d4e1d4e1d --timeout 5 --json"),
         ("signal", name, "KILL"),
+        ("log_lines", name),  # its logs kept before it goes (with the task it was killed in)
         ("remove", name),
     ]
+    assert [kept.split("_")[1:3] for kept in drained.kept_logs] == [["blue", "worker"]]
 
 
 def test_a_worker_starts_in_the_background_beside_an_old_one_exec_d(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ a DockerError carrying the command, exit code and output tail.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+import os
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -479,3 +481,113 @@ class Engine:
             if state is None or not state.running:
                 return  # it exited (or went) meanwhile: nothing left to signal
             raise _wrap(exc, f"cannot send {signal} to container {name}") from None
+
+    # ------------------------------------------------------------ day-2: logs, one-off commands, versions
+    def show_logs(self, name: str, *, follow: bool, since: float | None, tail: int | None) -> int:
+        """`docker logs` of a container straight to this process's stdout and stderr (the
+        app's two streams stay apart); returns its exit code. Ctrl-C ends a follow."""
+        argv = (
+            self._docker_cmd()
+            + ["logs"]
+            + (["--follow"] if follow else [])
+            + (["--since", str(int(since))] if since is not None else [])
+            + (["--tail", str(tail)] if tail is not None else [])
+            + [name]
+        )
+        return _attached(argv)
+
+    def log_lines(self, name: str) -> Iterator[bytes]:
+        """Every line a container logged (stdout and stderr in order), each with the time Docker
+        gave it (`--timestamps`), read as a stream: a long log is never held in memory."""
+        argv = [*self._docker_cmd(), "logs", "--timestamps", name]
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert process.stdout is not None
+        try:
+            yield from process.stdout
+        except BaseException:  # the reader stopped early (or failed): the stream is not wanted
+            process.kill()
+            raise
+        finally:
+            process.stdout.close()
+            returncode = process.wait()
+        if returncode != 0:
+            raise DockerError(f"cannot read the logs of {name} (exit {returncode})", command=_redact(argv))
+
+    def compose_run_attached(
+        self, project: ComposeProject, service: str, argv: list[str], *, tty: bool, env_names: Sequence[str] = ()
+    ) -> int:
+        """A one-off container of a service with this process's stdin, stdout and stderr (a
+        terminal when `tty`, plain pipes otherwise), removed afterwards; returns its exit code.
+        `env_names`: variables of this process's environment passed by name (values never in argv)."""
+        project.write_env_file()
+        compose = [str(part) for part in project.client().client_config.docker_compose_cmd]
+        return _attached(
+            compose
+            + ["run", "--rm", "--no-deps"]
+            + ([] if tty else ["-T"])
+            + [arg for key in env_names for arg in ("--env", key)]
+            + [service, *argv]
+        )
+
+    def run_attached(
+        self,
+        image: str,
+        argv: list[str],
+        *,
+        network: str,
+        env: Mapping[str, str],
+        tty: bool,
+        cpu_shares: int,
+    ) -> int:
+        """`docker run --rm` of an image with this process's stdin, stdout and stderr; `env`
+        reaches the container by name only (`--env KEY`), never in argv. Returns its exit code."""
+        return _attached(
+            self._docker_cmd()
+            + ["run", "--rm", "--interactive", "--network", network, "--cpu-shares", str(cpu_shares)]
+            + (["--tty"] if tty else [])
+            + [arg for key in env for arg in ("--env", key)]
+            + [image, *argv],
+            env=env,
+        )
+
+    def versions(self) -> EngineVersions:
+        """The engine's and Compose's versions ("" for one that does not answer)."""
+        try:
+            server = self.docker.version().server
+        except DockerException:
+            server = None
+        except ClientNotFoundError:
+            return EngineVersions("", "")
+        try:
+            compose = self.docker.compose.version()
+        except DockerException:
+            compose = ""
+        return EngineVersions(str(server.version or "") if server else "", str(compose))
+
+    def published_ports(self, name: str) -> list[int]:
+        """The host ports a running container publishes."""
+        try:
+            ports = self.docker.container.inspect(name).network_settings.ports or {}
+        except NoSuchContainer:
+            return []
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot inspect container {name}") from None
+        return sorted(
+            {int(binding["HostPort"]) for bindings in ports.values() for binding in (bindings or []) if binding}
+        )
+
+
+@dataclass(frozen=True)
+class EngineVersions:
+    engine: str  # the server's, e.g. 20.10.24+dfsg1
+    compose: str  # as `docker compose version` says it, e.g. "Docker Compose version v2.40.3"
+
+
+def _attached(argv: list[str], env: Mapping[str, str] | None = None) -> int:
+    """Run a docker command with this process's stdin, stdout and stderr; its exit code (128 + N
+    for one killed by signal N, as a shell reports it)."""
+    try:
+        code = subprocess.run(argv, env={**os.environ, **(env or {})}, check=False).returncode
+    except FileNotFoundError:
+        raise DockerError("the docker client is not installed (`make setup` installs it)") from None
+    return 128 - code if code < 0 else code

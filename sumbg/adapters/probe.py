@@ -8,6 +8,7 @@ routes, static files and headers visitors get.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import time
@@ -397,3 +398,90 @@ class CertificateProbe:
 
     def served(self, address: str, port: int, server_name: str) -> str | None:
         return served_certificate(address, port, server_name)
+
+
+@dataclass(frozen=True)
+class ServedCertificate:
+    issuer: str  # the issuer's common name (or organisation)
+    not_after: datetime.datetime  # UTC
+
+
+def certificate_served(
+    address: str, port: int, server_name: str, timeout: float = 5.0
+) -> tuple[ServedCertificate | None, str]:
+    """The certificate a TLS listener serves for `server_name` (SNI): (its issuer and expiry, ""),
+    or (None, why there is none). Read, not verified: doctor reports on it, it does not trust it."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((address, port), timeout) as sock,
+            context.wrap_socket(sock, server_hostname=server_name) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except ssl.SSLError as exc:
+        return None, f"TLS handshake failed: {exc.reason or exc}"
+    except OSError as exc:
+        return None, f"nothing answers on {address}:{port} ({exc.strerror or exc})"
+    if not der:
+        return None, "no certificate was served"
+    try:
+        issuer, not_after = certificate_facts(der)
+    except (ValueError, IndexError) as exc:
+        return None, f"the certificate served cannot be read: {exc}"
+    return ServedCertificate(issuer, not_after), ""
+
+
+_COMMON_NAME = bytes((0x55, 0x04, 0x03))  # 2.5.4.3
+_ORGANISATION = bytes((0x55, 0x04, 0x0A))  # 2.5.4.10
+
+
+def certificate_facts(der: bytes) -> tuple[str, datetime.datetime]:
+    """(issuer, not after) of a DER X.509 certificate, read with a few lines of DER instead of a
+    cryptography library: Certificate > tbsCertificate > [version], serial, signature, issuer, validity."""
+    _, start, end = _element(der, 0)
+    _, start, end = _element(der, start)  # tbsCertificate
+    fields = _children(der, start, end)
+    if fields[0][0] == 0xA0:  # [0] EXPLICIT version
+        fields = fields[1:]
+    issuer, validity = fields[2], fields[3]
+    names: dict[bytes, str] = {}
+    for _, set_start, set_end in _children(der, issuer[1], issuer[2]):
+        for _, pair_start, pair_end in _children(der, set_start, set_end):
+            (_, oid_start, oid_end), (_, value_start, value_end) = _children(der, pair_start, pair_end)[:2]
+            names.setdefault(der[oid_start:oid_end], der[value_start:value_end].decode("utf-8", "replace"))
+    times = _children(der, validity[1], validity[2])
+    tag, time_start, time_end = times[1]
+    text = der[time_start:time_end].decode("ascii")
+    if tag == 0x17:  # UTCTime: YYMMDDHHMMSSZ, years 1950-2049
+        text = ("19" if int(text[:2]) >= 50 else "20") + text
+    elif tag != 0x18:  # GeneralizedTime: YYYYMMDDHHMMSSZ
+        raise ValueError(f"unexpected time tag {tag:#x}")
+    not_after = datetime.datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=datetime.UTC)
+    return names.get(_COMMON_NAME) or names.get(_ORGANISATION) or "unknown issuer", not_after
+
+
+def _element(der: bytes, at: int) -> tuple[int, int, int]:
+    """(tag, start of the value, end of the value) of the DER element at `at`."""
+    tag, length = der[at], der[at + 1]
+    at += 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(der[at : at + count], "big")
+        at += count
+    if at + length > len(der):
+        raise ValueError("truncated DER")
+    return tag, at, at + length
+
+
+def _children(der: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    found = []
+    while start < end:
+        element = _element(der, start)
+        found.append(element)
+        start = element[2]
+    return found

@@ -26,6 +26,7 @@ from sumbg.adoption.source import SourceDatabase, compare_counts
 from sumbg.errors import CheckFailed, UsageError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.logs import keep_colour_logs
 from sumbg.ops.opening import opened
 from sumbg.ops.seams import HostServices, SiteStacks
 from sumbg.site.site import Site
@@ -124,6 +125,8 @@ def point_at_the_edge(ud: UndoRun) -> None:
 
 
 def stop_workers(ud: UndoRun, run: Run) -> StepResult:
+    for colour in naming.COLOURS:
+        keep_colour_logs(ud.stacks, run, colour, ("worker",))
     stopped = [c for c in naming.COLOURS if ud.stacks.stop_worker(c)]
     run.on_failure("start the worker again", lambda: ud.stacks.start_worker(ud.live, ud.live_record.image, live=True))
     return {"stopped": stopped}
@@ -229,6 +232,7 @@ def stand_down(ctx: Context, site: Site, run: Run, *, status: str) -> StepResult
     removed (the volume kept), state.json saying no colour is live and what became of the adoption."""
     stacks = ctx.stacks(site)
     for colour in naming.COLOURS:
+        keep_colour_logs(stacks, run, colour)
         stacks.remove_colour(colour)
     ctx.edge.remove_site(site.slug)
     ctx.engine.compose_down(site.data_project(), volumes=False)

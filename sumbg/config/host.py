@@ -66,6 +66,10 @@ class HostConfig:
     background_cpu_shares: int = 128
     backup: BackupSettings = BackupSettings()  # [backup]: the offsite repository, retention, schedule
     notify: tuple[NotifyTarget, ...] = ()  # [[notify]]: who hears about every site's events
+    # MB of compressed logs of removed colours kept per site (a site's [logs] keep_mb overrides it).
+    logs_keep_mb: float = 100.0
+    # `sumbg doctor`: the addresses the sites' domains must resolve to (empty: found).
+    doctor_addresses: tuple[str, ...] = ()
 
     @property
     def caddy_dir(self) -> Path:

@@ -217,6 +217,16 @@ def _is_ip(value: str) -> bool:
 
 
 IP_ADDRESS = Rule("an IP address", lambda v: None if _is_ip(v) else f"must be an IP address, not {v!r}")
+
+
+def _ip_addresses(value: list[Any]) -> Problem | None:
+    for index, address in enumerate(value):
+        if not isinstance(address, str) or not _is_ip(address):
+            return Problem(f"must be an IP address, not {address!r}", f"[{index}]")
+    return None
+
+
+IP_ADDRESSES = Rule("IP addresses", _ip_addresses)
 EMAIL = Rule(
     "an email address",
     lambda v: (
@@ -924,6 +934,37 @@ SUMBG_TOML = ConfigFile(
             _backup_keys(site=False),
             into="backup",
         ),
+        Section(
+            "logs",
+            "The logs of every colour sumbg removes (retire, an upgrade replacing its idle colour, an undo), "
+            "kept compressed in `<slug>/logs/` for `sumbg logs SLUG --release REF`.",
+            (
+                Key(
+                    "keep_mb",
+                    NUMBER,
+                    100.0,
+                    "Compressed logs kept per site (MB; a site's [logs] keep_mb overrides it); the oldest go "
+                    "first, and one colour's logs keep their newest lines within it. 0 keeps none.",
+                    (NOT_NEGATIVE,),
+                    attr="logs_keep_mb",
+                ),
+            ),
+        ),
+        Section(
+            "doctor",
+            "What `sumbg doctor` holds the host to.",
+            (
+                Key(
+                    "addresses",
+                    STRINGS,
+                    (),
+                    "The addresses the sites' domains must resolve to (list them behind NAT); empty: [edge] bind "
+                    "when it is one address, else the addresses of this host's interfaces.",
+                    (IP_ADDRESSES,),
+                    attr="doctor_addresses",
+                ),
+            ),
+        ),
     ),
 )
 
@@ -1374,6 +1415,22 @@ SITE_TOML = ConfigFile(
                     item=_SMOKE_CHECK,
                     default_doc="`/health/` (ok or degraded), `/`, `/static/sum_core/css/main.css` (text/css), "
                     "`/admin/login/` (401 when behind basic_auth)",
+                ),
+            ),
+        ),
+        Section(
+            "logs",
+            "The logs of this site's removed colours, kept in `<slug>/logs/`.",
+            (
+                Key(
+                    "keep_mb",
+                    NUMBER,
+                    None,
+                    "Compressed logs kept for this site (MB); 0 keeps none; unset: sumbg.toml's [logs] keep_mb.",
+                    (NOT_NEGATIVE,),
+                    attr="logs_keep_mb",
+                    example="200",
+                    default_doc="sumbg.toml's",
                 ),
             ),
         ),

@@ -134,6 +134,7 @@ class SiteConfig:
     notify: tuple[NotifyTarget, ...] = ()  # [[notify]]: who hears about this site's events
     hooks: HookSettings = HookSettings()
     worker: WorkerSettings = WorkerSettings()
+    logs_keep_mb: float | None = None  # None: sumbg.toml's [logs] keep_mb
 
     @property
     def domains(self) -> tuple[str, ...]:

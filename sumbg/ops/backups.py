@@ -17,6 +17,7 @@ from sumbg.errors import BackupError, NotFound, UsageError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.hooks import HookCall, configured, pre_hook_step
+from sumbg.ops.logs import keep_colour_logs
 from sumbg.ops.opening import opened
 from sumbg.ops.seams import SiteDatabase, SiteStacks
 from sumbg.site.backupset import SAFETY, BackupSet, Manifest, MediaCount, copy_tree, count_tree
@@ -168,6 +169,8 @@ def safety_backup(rs: RestoreRun, run: Run) -> StepResult:
     run.on_failure("turn the maintenance page off", lambda: files.set_maintenance(slug, False))
     live = run.state.live
     live_record = run.state.live_record
+    if live:
+        keep_colour_logs(rs.stacks, run, live, ("worker",))
     if live and live_record is not None and rs.stacks.stop_worker(live):
         run.on_failure(f"restart {live}'s worker", lambda: rs.stacks.start_worker(live, live_record.image, live=True))
     rs.database.terminate(rs.database.name)

@@ -18,6 +18,7 @@ from sumbg.config import SiteConfig, refuse_changes_to_kept_config, render_site_
 from sumbg.errors import CertificateFailed, UsageError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.logs import keep_colour_logs
 from sumbg.ops.seams import SiteStacks
 from sumbg.ops.switch import say_degraded
 from sumbg.site.site import Site
@@ -245,7 +246,11 @@ def collect_static(fc: FirstColour, run: Run) -> StepResult:
 
 
 def start_first(fc: FirstColour, run: Run) -> StepResult:
-    run.on_failure(f"remove {naming.app_project(fc.site.slug, fc.colour)}", lambda: fc.stacks.remove_colour(fc.colour))
+    def remove_it() -> None:
+        keep_colour_logs(fc.stacks, run, fc.colour)
+        fc.stacks.remove_colour(fc.colour)
+
+    run.on_failure(f"remove {naming.app_project(fc.site.slug, fc.colour)}", remove_it)
     fc.stacks.start_web(fc.colour, fc.image.tag)
     if fc.with_worker:
         fc.stacks.start_worker(fc.colour, fc.image.tag, live=False)

@@ -21,6 +21,7 @@ from sumbg.errors import CheckFailed, NeedsOperator, UsageError
 from sumbg.ops import workers
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.logs import keep_colour_logs
 from sumbg.ops.seams import SiteStacks
 from sumbg.ops.switch import restart_rollback_target, switch_live
 from sumbg.site.site import Site
@@ -140,6 +141,7 @@ def tidy(rc: RecoverRun, run: Run) -> StepResult:
     half_started = record is None or record.status == CANDIDATE
     if running and (record is None or half_started or running.image != record.image):
         # A colour sumbg was starting when it died: not a rollback target, remove it.
+        keep_colour_logs(stacks, run, other)
         stacks.remove_colour(other)
         actions.append(f"removed half-started {naming.app_project(site.slug, other)}")
         running = None

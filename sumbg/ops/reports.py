@@ -101,4 +101,8 @@ def regenerate(host: HostConfig) -> None:
         if error.get("output_tail"):
             evidence = "\n".join("    " + line for line in error["output_tail"].splitlines()[-15:])
             lines.append(f"- evidence:\n\n{evidence}\n")
+        kept = [name for name in entry.get("kept_logs") or [] if (host.root / slug / "logs" / name).exists()]
+        if kept:
+            links = ", ".join(f"[{name}]({slug}/logs/{name})" for name in kept)
+            lines.append(f"- logs of the removed colours (`sumbg logs {slug} --release REF`): {links}\n")
     atomic_write(host.root / "WHAT-BROKE.md", "".join(lines))

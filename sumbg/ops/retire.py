@@ -11,6 +11,7 @@ from sumbg.errors import LockHeld, UsageError
 from sumbg.ops import agreement
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.logs import keep_colour_logs
 from sumbg.ops.opening import opened
 from sumbg.site.site import Site
 from sumbg.site.state import SiteState
@@ -46,6 +47,7 @@ def retire(
             )
 
         def stop(run: Run) -> StepResult:
+            keep_colour_logs(stacks, run, idle)
             stacks.remove_colour(idle)
             run.state.retire(idle)
             run.save_state()

@@ -22,6 +22,7 @@ from sumbg.ops.backups import resolve_backup_file, restore_steps
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.hooks import HookCall, configured, post_hook_step
+from sumbg.ops.logs import keep_colour_logs
 from sumbg.ops.opening import opened
 from sumbg.ops.policy import rollback_needs_restore
 from sumbg.ops.seams import SiteStacks
@@ -128,7 +129,12 @@ def ready(rb: RollbackRun, run: Run) -> StepResult:
     # Retired: start it again first; the rollback is then not instant, and says so.
     run.say(f"{rb.target} was retired; starting {rb.record.image} first (this rollback is not instant)")
     run.notes["instant"] = False
-    run.on_failure(f"remove {naming.app_project(rb.site.slug, rb.target)}", lambda: rb.stacks.remove_colour(rb.target))
+
+    def remove_it() -> None:
+        keep_colour_logs(rb.stacks, run, rb.target)
+        rb.stacks.remove_colour(rb.target)
+
+    run.on_failure(f"remove {naming.app_project(rb.site.slug, rb.target)}", remove_it)
     start_release(rb.ctx, rb.site, rb.target, rb.record)
     return {"started": rb.target}
 

@@ -25,6 +25,7 @@ from sumbg.adapters.probe import live_target, preview_target
 from sumbg.errors import CheckFailed, NeedsOperator, SumbgError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Run
+from sumbg.ops.logs import keep_colour_logs
 from sumbg.site.site import Site
 from sumbg.site.state import ColourRecord, colour_version
 
@@ -185,6 +186,7 @@ def restart_rollback_target(ctx: Context, site: Site, run: Run) -> dict[str, Any
     started = time.monotonic()
     outcome: dict[str, Any]
     try:
+        keep_colour_logs(ctx.stacks(site), run, colour)
         ctx.stacks(site).remove_colour(colour)
         start_release(ctx, site, colour, record)
     except SumbgError as exc:

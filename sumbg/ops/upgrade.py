@@ -38,6 +38,7 @@ from sumbg.ops.backups import protected_backups
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.hooks import HookCall, configured, post_hook_step, pre_hook_step
+from sumbg.ops.logs import keep_colour_logs
 from sumbg.ops.opening import opened
 from sumbg.ops.seams import SiteStacks
 from sumbg.ops.switch import restart_rollback_target, say_degraded, switch_live
@@ -327,6 +328,7 @@ def _maintenance_on(up: UpgradeRun, run: Run) -> None:
     ctx, stacks, facts = up.ctx, up.stacks, up.facts
     live = facts.live
     # The live release's worker would run tasks against a schema it may not know.
+    keep_colour_logs(stacks, run, live, ("worker",))
     if stacks.stop_worker(live):
         run.on_failure(
             f"restart {live}'s worker", lambda: stacks.start_worker(live, facts.live_record.image, live=True)
@@ -358,6 +360,7 @@ def start_new_colour(up: UpgradeRun, run: Run) -> StepResult:
         # Kept in state.json too, so `recover` can put it back after a crash.
         displaced = run.state.displace(idle)
         run.save_state()
+        keep_colour_logs(stacks, run, idle)
         stacks.remove_colour(idle)
         if displaced is not None:
             # Registered first, so it runs last: after the new colour is gone.
@@ -366,10 +369,13 @@ def start_new_colour(up: UpgradeRun, run: Run) -> StepResult:
                 lambda: restart_rollback_target(ctx, up.site, run),
                 durable=True,
             )
-    run.on_failure(
-        f"remove the new colour {naming.app_project(up.slug, idle)}",
-        lambda: stacks.remove_colour(idle) if run.state.live != idle else None,
-    )
+
+    def remove_new_colour() -> None:
+        if run.state.live != idle:
+            keep_colour_logs(stacks, run, idle)
+            stacks.remove_colour(idle)
+
+    run.on_failure(f"remove the new colour {naming.app_project(up.slug, idle)}", remove_new_colour)
     summary = stacks.collectstatic(idle, image.tag)
     try:
         stacks.start_web(idle, image.tag)

@@ -13,6 +13,7 @@ from sumbg import naming
 from sumbg.adapters.docker import ComposeProject
 from sumbg.config import HostConfig, SiteConfig
 from sumbg.lock import SiteLock
+from sumbg.site.logs import KeptLogs
 from sumbg.site.records import SiteRecords
 from sumbg.site.worker import parse_worker_command
 from sumbg.util import atomic_write
@@ -69,6 +70,16 @@ class Site:
     @property
     def media_dir(self) -> Path:
         return self.www_dir / "media"
+
+    @property
+    def kept_logs(self) -> KeptLogs:
+        """The logs of the colours sumbg removed (`<slug>/logs/`)."""
+        return KeptLogs(self.dir / "logs")
+
+    @property
+    def logs_keep_bytes(self) -> int:
+        keep_mb = self.config.logs_keep_mb if self.config.logs_keep_mb is not None else self.host.logs_keep_mb
+        return int(keep_mb * 1024 * 1024)
 
     @cached_property
     def records(self) -> SiteRecords:

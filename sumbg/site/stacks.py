@@ -20,10 +20,11 @@ from typing import Any
 from sumbg import naming
 from sumbg.adapters.docker import ComposeProject, ContainerState, Engine, ExecResult
 from sumbg.config import LIVE_CPU_SHARES
-from sumbg.errors import AppCommandFailed, BackupError, DockerError, MigrationFailed, WorkerNotReady, tail
+from sumbg.errors import AppCommandFailed, BackupError, DockerError, MigrationFailed, SumbgError, WorkerNotReady, tail
 from sumbg.site import retention
 from sumbg.site.backupset import BackupSet
 from sumbg.site.database import Database, parse_row_counts
+from sumbg.site.logs import SERVICES
 from sumbg.site.site import Site
 from sumbg.site.worker import WorkerCommand, WorkerView, parse_worker_command, readiness, worker_view
 from sumbg.util import poll, utc_stamp
@@ -64,6 +65,7 @@ class Drained:
     seconds: float  # from SIGTERM until it was gone
     held_tasks: list[dict[str, str]] | None = None  # what a killed worker still ran, if Celery said
     signalled_at: float | None = None  # when it got SIGTERM, epoch seconds
+    kept_logs: tuple[str, ...] = ()  # its logs, kept in the site's logs/ before it was removed
 
     def record(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class Drained:
             "seconds": self.seconds,
             **({"signalled_at": round(self.signalled_at, 3)} if self.signalled_at is not None else {}),
             **({"held_tasks": self.held_tasks} if self.held_tasks is not None else {}),
+            **({"kept_logs": list(self.kept_logs)} if self.kept_logs else {}),
         }
 
 
@@ -316,6 +319,7 @@ class Stacks:
                 break
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
         final = self.engine.container(name)
+        kept = self._keep_drained_logs(final) if final else []
         self.engine.remove_container(name)
         return Drained(
             name,
@@ -324,7 +328,19 @@ class Stacks:
             round(time.time() - started, 3),
             held_tasks=held,
             signalled_at=started,
+            kept_logs=tuple(kept),
         )
+
+    def _keep_drained_logs(self, state: ContainerState) -> list[str]:
+        """An old worker's logs, kept like a removed colour's (its tasks' last lines are in them).
+        Never stops the removal: a log that cannot be kept is only missing from logs/."""
+        colour = next((c for c in naming.COLOURS if state.name.startswith(self.site.worker_container(c))), None)
+        if colour is None:
+            return []
+        try:
+            return self._keep(colour, {"worker": state})
+        except (SumbgError, OSError):
+            return []
 
     def _running(self, name: str) -> bool:
         state = self.engine.container(name)
@@ -497,6 +513,63 @@ class Stacks:
         if not state.running:
             return f"the web container is {state.status} (exit code {state.exit_code})"
         return "the web container is running"
+
+    # ------------------------------------------------------------ day-2: kept logs, one-off commands
+    def keep_logs(self, colour: str, services: tuple[str, ...] = SERVICES) -> list[str]:
+        """Before a colour's containers are removed (their logs go with them): each one's logs,
+        compressed into the site's logs/ folder within its [logs] keep_mb, the oldest kept files
+        pruned to make room. Returns the names of the files written."""
+        containers = {
+            service: self.site.web_container(colour) if service == "web" else self.site.worker_container(colour)
+            for service in services
+        }
+        found = {service: state for service, name in containers.items() if (state := self.engine.container(name))}
+        return self._keep(colour, found)
+
+    def _keep(self, colour: str, found: dict[str, ContainerState]) -> list[str]:
+        cap = self.site.logs_keep_bytes
+        if cap <= 0 or not found:
+            return []
+        kept = self.site.kept_logs
+        written = []
+        for service, state in found.items():
+            labels = self.engine.image_labels(state.image) or {}
+            ref = labels.get("sumbg.ref") or state.image.rpartition(":")[2]
+            path = kept.new_path(colour, service, ref)
+            kept.write(path, self.engine.log_lines(state.name), cap // len(found))
+            written.append(path.name)
+        kept.prune(cap)
+        return written
+
+    def run_attached(
+        self, colour: str, image: str, argv: list[str], *, tty: bool, env_names: tuple[str, ...] = ()
+    ) -> int:
+        """A one-off container of a colour's release (the `manage` service: the site's environment,
+        network, media and the colour's static files, at the background CPU weight) attached to
+        this process's terminal or pipes; returns its exit code."""
+        return self.engine.compose_run_attached(
+            self.app_project(colour, image, worker=False), "manage", argv, tty=tty, env_names=env_names
+        )
+
+    def psql_attached(self, args: list[str], *, tty: bool) -> int:
+        """psql in a one-off container of the site's Postgres image on its network, logged in as
+        the site's own role with its password by environment (never in argv)."""
+        secrets = self.site.read_secrets()
+        env = {
+            "PGHOST": "postgres",
+            "PGUSER": self.site.config.db_user,
+            "PGDATABASE": self.site.config.db_name,
+            "PGPASSWORD": secrets.get("DJANGO_DB_PASSWORD") or secrets.get("POSTGRES_PASSWORD") or "",
+            "PGAPPNAME": "sumbg-psql",
+        }
+        return self.engine.run_attached(
+            self.site.host.images.postgres,
+            ["psql", *args],
+            network=naming.site_network(self.site.slug),
+            env=env,
+            tty=tty,
+            cpu_shares=self.site.host.background_cpu_shares,
+        )
 
     # ------------------------------------------------------------ rehearsal
     def rehearsal_project(self, image: str, database: str, static_from: str) -> ComposeProject:
