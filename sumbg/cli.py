@@ -605,7 +605,7 @@ def makefile(slug: str | None, directory: str | None) -> None:
 @click.pass_obj
 def status(obj: Obj, slug: str | None, as_json: bool) -> None:
     """Live colour, versions and health of one site or all."""
-    from sumbg.ops.status import host_status
+    from sumbg.ops.status import host_network, host_status
     from sumbg.ops.status import status as do_status
 
     ctx = obj.context()
@@ -615,6 +615,8 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
     sites = do_status(ctx, slug)
     if not sites:
         click.echo(f"no sites under {ctx.host.root}")
+    for problem in host_network(ctx)["problems"]:
+        click.echo(f"NETWORK: {problem}")
     for site in sites:
         health = site["health"]
         line = (
@@ -640,6 +642,8 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
         rollback = site["rollback"]
         if rollback["possible"] and not rollback["instant"]:
             click.echo(f"  rollback to {rollback['ref']} is not instant: {rollback['reason']}")
+        for problem in site["network"]["problems"]:
+            click.echo(f"  NETWORK: {problem}")
 
 
 @cli.command()

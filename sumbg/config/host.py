@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sumbg.config.build import BuildSettings
-from sumbg.config.keys import SUMBG_TOML, assemble
+from sumbg.config.keys import DEFAULT_POOL, DEFAULT_SITE_PREFIX, SUMBG_TOML, assemble
 from sumbg.config.tables import Table, load_toml
 
 DEFAULT_ROOT = "/srv/sum"
@@ -50,6 +50,14 @@ class Images:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """sumbg's address plan: where site networks get their subnets (validated by the declarations)."""
+
+    pool: str = DEFAULT_POOL
+    site_prefix: int = DEFAULT_SITE_PREFIX
+
+
+@dataclass(frozen=True)
 class HostConfig:
     root: Path
     edge: EdgeSettings = EdgeSettings()
@@ -62,6 +70,7 @@ class HostConfig:
     # The CPU weight (Docker cpu-shares; the live colour has 1024) of everything an upgrade runs
     # besides the live colour: builds, one-off commands, a colour not yet switched in.
     background_cpu_shares: int = 128
+    network: NetworkSettings = NetworkSettings()
 
     @property
     def caddy_dir(self) -> Path:

@@ -22,7 +22,8 @@ from sumbg.config import HostConfig, SiteConfig, load_site
 from sumbg.errors import ConfigError, Interrupted, SumbgError
 from sumbg.ops import reports
 from sumbg.ops.executor import Plan, Reporter, execute
-from sumbg.ops.seams import ContainerEngine, EdgeProxy, GitMirror, HttpProber, SiteStacks
+from sumbg.ops.seams import AddressPlanner, ContainerEngine, EdgeProxy, GitMirror, HttpProber, SiteStacks
+from sumbg.site.addresses import AddressPlan
 from sumbg.site.records import HistoryEntry
 from sumbg.site.site import Site
 from sumbg.site.stacks import Stacks
@@ -50,6 +51,14 @@ class Context:
     @cached_property
     def _edge_caddy(self) -> Edge:
         return Edge(self.host, self.docker)
+
+    @property
+    def networks(self) -> AddressPlanner:
+        return self._address_plan
+
+    @cached_property
+    def _address_plan(self) -> AddressPlan:
+        return AddressPlan(self.host, self.docker)
 
     def site(self, slug: str) -> Site:
         return Site(self.host, load_site(self.host, slug))

@@ -29,7 +29,19 @@ def status(ctx: Context, slug: str | None) -> list[dict[str, Any]]:
 
 def host_status(ctx: Context) -> dict[str, Any]:
     """Every site of this host, with what identifies the host (for the fleet's table)."""
-    return {"sumbg": __version__, "host": socket.gethostname(), "root": str(ctx.host.root), "sites": status(ctx, None)}
+    return {
+        "sumbg": __version__,
+        "host": socket.gethostname(),
+        "root": str(ctx.host.root),
+        "sites": status(ctx, None),
+        "network": host_network(ctx),
+    }
+
+
+def host_network(ctx: Context) -> dict[str, Any]:
+    """The address plan's settings and what is wrong with the plan itself."""
+    plan = ctx.host.network
+    return {"pool": plan.pool, "site_prefix": plan.site_prefix, "problems": ctx.networks.host_problems()}
 
 
 def site_status(ctx: Context, site: Site) -> dict[str, Any]:
@@ -77,7 +89,18 @@ def site_status(ctx: Context, site: Site) -> dict[str, Any]:
         else None,
         "last_deploy_outcome": reports.deploy_outcome(last),
         "rollback": rollback_view(ctx, site, state),
+        "network": ctx.networks.site_view(site.slug),
     }
+
+
+def network_problems(ctx: Context) -> list[str]:
+    """Every way this host's networks stray from the address plan (for `status` and a host check):
+    a pool the host routes, a site outside the plan or whose networks differ from its record."""
+    problems = list(ctx.networks.host_problems())
+    for path in sorted(ctx.host.root.glob("*/site.toml")):
+        slug = path.parent.name
+        problems += [f"{slug}: {problem}" for problem in ctx.networks.site_view(slug)["problems"]]
+    return problems
 
 
 def rollback_view(ctx: Context, site: Site, state: SiteState) -> dict[str, Any]:
