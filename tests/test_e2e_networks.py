@@ -74,8 +74,14 @@ def env_of(container: str) -> dict[str, str]:
 def sites(host: Host):
     for slug in (A, B, OLD):
         host.teardown_site(slug)  # what a killed session left
-    # A site made by an older sumbg: its network from the default pools, there before its init.
-    docker("network", "create", "--label", "w21-test=1", f"sum-{OLD}")
+    # A site made by an older sumbg: its network from the default pools, there before its init, made by
+    # Compose for the data stack as the older data.yml declared it.
+    compose_labels = {
+        "com.docker.compose.network": "site",
+        "com.docker.compose.project": f"sum-{OLD}-data",
+        "com.docker.compose.version": "2.40.3",
+    }
+    docker("network", "create", *(f"--label={k}={v}" for k, v in compose_labels.items()), f"sum-{OLD}")
     host.site_dir(OLD).mkdir()  # so Host.init does not clear "a killed session's" network away
     for slug in (A, B, OLD):
         host.init(slug, "v1.0.0")
