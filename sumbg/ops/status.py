@@ -94,8 +94,9 @@ def site_status(ctx: Context, site: Site) -> dict[str, Any]:
 
 
 def network_problems(ctx: Context) -> list[str]:
-    """Every way this host's networks stray from the address plan (for `status` and a host check):
-    a pool the host routes, a site outside the plan or whose networks differ from its record."""
+    """Every way this host's networks stray from the address plan, one line each, for a host check (a
+    doctor): a pool the host routes, a site outside the plan or whose networks differ from its record.
+    `status` shows the same, per site and for the host."""
     problems = list(ctx.networks.host_problems())
     for path in sorted(ctx.host.root.glob("*/site.toml")):
         slug = path.parent.name
