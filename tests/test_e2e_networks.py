@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Host, docker, http_get, new_host
+from sumbg.adapters.caddy import Edge
+from sumbg.adapters.docker import Engine
+from sumbg.config import load_host
+
+from .conftest import Host, docker, http_get, new_host, wait_until
 from .traffic import Traffic
 
 pytestmark = pytest.mark.e2e
@@ -209,6 +213,27 @@ def test_an_edge_off_a_sites_link_is_reported_and_put_back_by_apply(sites: Host)
     assert host.sumbg("status", B, "--json").json()["network"]["problems"] == []
     status, _, _ = http_get(host.http_port, f"{B}.example.test", "/")
     assert status == 200
+
+
+def test_a_recreated_edge_starts_on_every_sites_link(sites: Host) -> None:
+    """What `sumbg takeover` does to the edge: a new container, which joins each site's link before it starts."""
+    host = sites
+    before = inspect(f"{host.edge_name}-caddy")["Id"]
+    Edge(load_host(host.root), Engine()).recreate()
+    edge = inspect(f"{host.edge_name}-caddy")
+    assert edge["Id"] != before
+    joined = {name: n["IPAddress"] for name, n in edge["NetworkSettings"]["Networks"].items()}
+    for slug in (A, B):
+        assert joined[f"sum-{slug}.edge"] == str(subnet(f"sum-{slug}.edge")[2])
+
+    def answers(slug: str) -> bool:
+        try:
+            return http_get(host.http_port, f"{slug}.example.test", "/", timeout=3)[0] == 200
+        except OSError:  # Caddy not listening yet
+            return False
+
+    for slug in (A, B, OLD):
+        assert wait_until(lambda slug=slug: answers(slug), 30), slug
 
 
 def second_root(host: Host, tmp_path: Path, network: str) -> Host:
