@@ -684,7 +684,7 @@ def makefile(slug: str | None, directory: str | None) -> None:
 @click.pass_obj
 def status(obj: Obj, slug: str | None, as_json: bool) -> None:
     """Live colour, versions and health of one site or all."""
-    from sumbg.ops.status import host_status
+    from sumbg.ops.status import host_network, host_status
     from sumbg.ops.status import status as do_status
 
     ctx = obj.context()
@@ -697,6 +697,8 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
     sites = do_status(ctx, slug)
     if not sites:
         click.echo(f"no sites under {ctx.host.root}")
+    for problem in host_network(ctx)["problems"]:
+        click.echo(f"NETWORK: {problem}")
     for site in sites:
         health = site["health"]
         line = (
@@ -725,6 +727,8 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
         click.echo(f"  backup: {backup_line(site['backup'])}")
         for problem in site["backup"]["problems"]:
             click.echo(f"  BACKUP: {problem}")
+        for problem in site["network"]["problems"]:
+            click.echo(f"  NETWORK: {problem}")
         show_undelivered(site["undelivered_events"])
     if not slug:
         from sumbg.ops.status import undelivered_events

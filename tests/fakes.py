@@ -31,11 +31,12 @@ from sumbg.adapters.notify import DeliveryFailed, Message
 from sumbg.adapters.probe import Answer, Health, Target
 from sumbg.adapters.restic import Repository, Snapshot, Upload
 from sumbg.config import EdgeSettings, HostConfig, NotifyTarget, SiteConfig, SmokeCheck, WatchSettings, render_site_toml
-from sumbg.errors import BackupError, CheckFailed, GitError, MigrationFailed
+from sumbg.errors import BackupError, CheckFailed, ConfigError, GitError, MigrationFailed
 from sumbg.ops.context import Context
 from sumbg.ops.events import DeliveryPolicy, Notifier
 from sumbg.ops.executor import Reporter
 from sumbg.ops.seams import (
+    AddressPlanner,
     ContainerEngine,
     Courier,
     EdgeLock,
@@ -99,6 +100,8 @@ class World:
     hooks_run: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     refusing_targets: set[str] = field(default_factory=set)
+    # The address plan: why a new site could not get its networks (a full or routed pool), if so.
+    address_refusal: str | None = None
 
     def release(self, ref: str) -> str:
         image = f"sum-{self.slug}:{ref}"
@@ -581,6 +584,23 @@ class FakeEngine:
         return ExecResult(0, "", "")
 
 
+class FakeNetworks:
+    """The address plan: every site on it, unless the world says the pool refuses a new one."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def check_room(self, slug: str) -> None:
+        if self.world.address_refusal:
+            raise ConfigError(self.world.address_refusal)
+
+    def site_view(self, slug: str) -> dict[str, Any]:
+        return {"plan": True, "site_network": f"sum-{slug}", "edge_network": f"sum-{slug}.edge", "problems": []}
+
+    def host_problems(self) -> list[str]:
+        return []
+
+
 class FakeMirror:
     """The client repo's bare mirror: `world.refs` are its refs, each pinning a sum-core version."""
 
@@ -650,6 +670,7 @@ class FakeContext(Context):
         self.world = world
         self._edge = FakeEdge(world, root / "caddy")
         self._engine = FakeEngine(world)
+        self._networks = FakeNetworks(world)
 
     @property
     def engine(self) -> ContainerEngine:
@@ -658,6 +679,10 @@ class FakeContext(Context):
     @property
     def edge(self) -> EdgeProxy:
         return self._edge
+
+    @property
+    def networks(self) -> AddressPlanner:
+        return self._networks
 
     def stacks(self, site: Site) -> SiteStacks:
         return FakeStacks(self.world, site)

@@ -35,6 +35,7 @@ def host_status(ctx: Context) -> dict[str, Any]:
         "root": str(ctx.host.root),
         "sites": status(ctx, None),
         "undelivered_events": undelivered_events(ctx, None),
+        "network": host_network(ctx),
     }
 
 
@@ -43,6 +44,12 @@ def undelivered_events(ctx: Context, slug: str | None) -> list[dict[str, Any]]:
     a fleet run's), newest first."""
     log = ctx.events.log
     return log.undelivered(site=slug) if slug else log.undelivered(host_only=True)
+
+
+def host_network(ctx: Context) -> dict[str, Any]:
+    """The address plan's settings and what is wrong with the plan itself."""
+    plan = ctx.host.network
+    return {"pool": plan.pool, "site_prefix": plan.site_prefix, "problems": ctx.networks.host_problems()}
 
 
 def site_status(ctx: Context, site: Site) -> dict[str, Any]:
@@ -92,7 +99,19 @@ def site_status(ctx: Context, site: Site) -> dict[str, Any]:
         "rollback": rollback_view(ctx, site, state),
         "backup": offsite.backup_status(ctx, site, state),
         "undelivered_events": undelivered_events(ctx, site.slug),
+        "network": ctx.networks.site_view(site.slug),
     }
+
+
+def network_problems(ctx: Context) -> list[str]:
+    """Every way this host's networks stray from the address plan, one line each, for a host check (a
+    doctor): a pool the host routes, a site outside the plan or whose networks differ from its record.
+    `status` shows the same, per site and for the host."""
+    problems = list(ctx.networks.host_problems())
+    for path in sorted(ctx.host.root.glob("*/site.toml")):
+        slug = path.parent.name
+        problems += [f"{slug}: {problem}" for problem in ctx.networks.site_view(slug)["problems"]]
+    return problems
 
 
 def rollback_view(ctx: Context, site: Site, state: SiteState) -> dict[str, Any]:
