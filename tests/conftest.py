@@ -372,6 +372,7 @@ SCOPE_SECONDS = {
     "test_e2e_upgrade.py::TestBrokenReleases": 167,
     "test_e2e_adopt.py": 155,
     "test_e2e_rollback.py::TestCrashRecovery": 137,
+    "test_e2e_networks.py": 88,  # measured 2026-12-06 beside test_e2e_init.py, warm image cache
     "test_e2e_upgrade.py": 74,
     "test_e2e_takeover.py": 72,
     "test_e2e_acme.py": 66,
