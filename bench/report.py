@@ -291,7 +291,35 @@ def density_summary(d: dict) -> dict:
             init_rest_max_s=max((i["seconds"] for i in inits[1:]), default=None),
             init_total_s=round(sum(i["seconds"] for i in inits), 1),
             sites_initialised=len(inits),
+            init_last_slug=inits[-1]["slug"],
+            init_last_s=inits[-1]["seconds"],
+            init_last_steps=inits[-1].get("steps"),
         )
+        if len(inits) > 1:
+            out.update(init_second_s=inits[1]["seconds"], init_second_steps=inits[1].get("steps"))
+    out["stopped"] = d.get("stopped")
+    out["measured_by"] = d.get("measured_by")
+    answering = d.get("answering") or {}
+    if answering:
+        out.update(answering=answering.get("answering"), answering_asked=answering.get("asked"))
+    out["networks"] = d.get("networks")
+    one = d.get("one_site") or {}
+    if one:
+        out["one_site"] = {
+            "reload_median_s": (one.get("reload") or {}).get("reload_median_s"),
+            "exec_median_s": (one.get("reload") or {}).get("exec_median_s"),
+            "site_blocks": (one.get("reload") or {}).get("site_blocks"),
+            "switch_step_s": (one.get("upgrade") or {}).get("switch_step_s"),
+            "upgrade_flip_s": (one.get("upgrade") or {}).get("flip_seconds"),
+            "rollback_flip_s": (one.get("rollback") or {}).get("flip_seconds"),
+        }
+    reload_all = d.get("reload_all") or {}
+    if reload_all:
+        out["all_sites_reload"] = {
+            "reload_median_s": reload_all.get("reload_median_s"),
+            "exec_median_s": reload_all.get("exec_median_s"),
+            "site_blocks": reload_all.get("site_blocks"),
+        }
     up = d.get("all_up") or {}
     sites = list((up.get("sites") or {}).values())
     if sites:
@@ -331,6 +359,7 @@ def density_summary(d: dict) -> dict:
     if upgrade:
         out["upgrade"] = {k: upgrade.get(k) for k in UPGRADE_KEYS + ["wall_seconds"]}
         out["upgrade"]["rate_used"] = (d.get("calibration") or {}).get("rate_used")
+        out["upgrade"]["switch_step_s"] = (upgrade.get("steps") or {}).get("switch")
     target = d.get("target")
     upgraded = ((d.get("after_upgrade") or {}).get("sites") or {}).get(target)
     if upgraded:
@@ -569,6 +598,7 @@ def markdown(results: dict, *, quick: bool) -> str:
         "    .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone: /tmp/l",
         "    .venv/bin/python bench/run.py --only offsite --backup-reps 1 --out /tmp/o     # figure 11 alone: /tmp/o",
         "    .venv/bin/python bench/run.py --only worker --worker-reps 1 --out /tmp/w      # figure 12 alone: /tmp/w",
+        "    .venv/bin/python bench/run.py --only density --publish   # figure 9 alone, replacing it here and in bench/",
         "",
     ]
     only = results.get("only")
@@ -997,8 +1027,21 @@ def density_section(d: dict, machine: dict) -> list[str]:
     def pair(a, b, unit: str = "") -> str:
         return f"{fmt(a, unit)} / {fmt(b, unit)}"
 
+    one = d.get("one_site") or {}
+    every = d.get("all_sites_reload") or {}
+    nets = d.get("networks") or {}
+    second, last = d.get("init_second_steps") or {}, d.get("init_last_steps") or {}
     rows = [
         ["sites brought up and measured (N)", f"{n} of {d.get('sites')}"],
+        [
+            "sites answering `/health/` through the edge with their release, all N up",
+            f"{fmt(d.get('answering'))} of {fmt(d.get('answering_asked'))}",
+        ],
+        [
+            "networks of the address plan (each site's own + its link to the edge) / networks the edge is on",
+            pair(nets.get("sumbg_networks"), nets.get("edge_networks")),
+        ],
+        ["· networks on the engine, all N up (every root and program)", fmt(nets.get("all_networks_on_engine"))],
         [
             (
                 f"`sumbg init`, first site (its build step: {d.get('init_first_build') or '—'}, "
@@ -1011,6 +1054,35 @@ def density_section(d: dict, machine: dict) -> list[str]:
             pair(d.get("init_rest_median_s"), d.get("init_rest_max_s"), " s"),
         ],
         ["all N inits, one after the other", fmt(d.get("init_total_s"), " s")],
+        [
+            f"`sumbg init` of the 2nd site → of the last ({d.get('init_last_slug') or '—'})",
+            f"{fmt(d.get('init_second_s'), ' s')} → {fmt(d.get('init_last_s'), ' s')}",
+        ],
+        [
+            "· its data step (networks, Postgres, Redis) / its edge step (render, validate, reload, join): 2nd → last",
+            f"{pair(second.get('data'), second.get('edge'), ' s')} → {pair(last.get('data'), last.get('edge'), ' s')}",
+        ],
+        [
+            "`caddy reload --force` in the edge (median of 5, through `docker exec`): 1 site block → all N",
+            f"{fmt(one.get('reload_median_s'), ' s', 3)} → {fmt(every.get('reload_median_s'), ' s', 3)}",
+        ],
+        [
+            "· `docker exec` alone (`caddy version`, median of 5): then → now",
+            f"{fmt(one.get('exec_median_s'), ' s', 3)} → {fmt(every.get('exec_median_s'), ' s', 3)}",
+        ],
+        [
+            f"upgrade's `switch` step (flip + confirm through Caddy): the 1-site edge (bench-d01, no load) → the "
+            f"N-site edge ({target}, under load)",
+            f"{fmt(one.get('switch_step_s'), ' s')} → {fmt(up.get('switch_step_s'), ' s')}",
+        ],
+        [
+            "· its flip (`flip_seconds`): 1-site edge → N-site edge",
+            f"{fmt(one.get('upgrade_flip_s'), ' s', 3)} → {fmt(up.get('flip_seconds'), ' s', 3)}",
+        ],
+        [
+            "`sumbg rollback`'s flip (`flip_seconds`): 1-site edge (instant) → N-site edge (to a retired colour)",
+            f"{fmt(one.get('rollback_flip_s'), ' s', 3)} → {fmt(d.get('rollback_flip_s'), ' s', 3)}",
+        ],
         ["**live only per site** (data stack + live colour): median", fmt(d.get("live_only_median_mib"), " MiB")],
         [
             "· its Postgres / Redis / live web (medians)",
@@ -1071,15 +1143,35 @@ def density_section(d: dict, machine: dict) -> list[str]:
             "—" if d.get("rollback_instant") is None else f"`{str(d['rollback_instant']).lower()}`",
         ],
     ]
+    measured = d.get("measured_by") or {}
     lines = [
         "## 9. Density: example sites on one host",
         "",
+    ]
+    if measured:
+        lines += [
+            (
+                f"*Measured apart from the other figures, on {measured.get('started_at')}, by `{measured.get('command')}`"
+                f" ({fmt(measured.get('seconds'), ' s', 0)}; load average at its start "
+                f"{' / '.join(str(x) for x in measured.get('loadavg_at_start') or [])}: the engine is shared with "
+                "other work, which moves the CPU figures).*"
+            ),
+            "",
+        ]
+    if d.get("stopped"):
+        lines += [f"**Fewer sites than asked:** {d['stopped']}.", ""]
+    lines += [
         (
             f"Under a root and an edge of its own (`sum-edge-bench-density`, no TLS, on 127.0.0.1), "
             f"`sumbg init bench-dNN --ref v1.0.0` for N = {d.get('sites')} copies of the example site, one after the "
             "other (no worker, 2 gunicorn sync workers each; each site gets its own image `sum-bench-dNN:v1.0.0`: "
             "the first init builds it, from whatever layers the host's build cache already holds, as its build "
-            "time shows; the later ones find every layer there), then, after "
+            "time shows; the later ones find every layer there). Each site's networks come from sumbg's address "
+            "plan (`[network] pool`, two per site: its own and its link to the edge, which no other site shares), "
+            "so the engine's ~30 default-pool networks set no ceiling. Right after the first init, on the edge with "
+            "that one site: the edge's reload time, then bench-d01 upgraded to v1.1.0 and rolled back (no load) "
+            "for its flip times, and its idle colour retired. With all N up, each site's `/health/` is asked "
+            "through the edge, the reload is timed again, and after "
             f"{fmt(d.get('settle_seconds'))} s idle, one `docker stats --no-stream` of every site container and the "
             "edge (its memory figure: the container's memory less the page cache the kernel can drop). *Live only*: "
             "a site's data stack (Postgres + Redis) and its live colour; *live + idle*: also the previous colour, "
@@ -1106,7 +1198,8 @@ def density_section(d: dict, machine: dict) -> list[str]:
                 f"{fmt(proj.get('sites_from_host_drop'))} from the host-wide `MemAvailable` drop per site (another "
                 "measure: it counts what dockerd and containerd spend per container but not the page cache the "
                 "kernel can reclaim, and anything else running on the host meanwhile moves it too). What was "
-                f"measured is N = {n} sites on this {fmt(machine.get('cores'))}-core, "
+                f"measured is N = {n} sites ({fmt(d.get('answering'))} of them answering through the edge) on this "
+                f"{fmt(machine.get('cores'))}-core, "
                 f"{fmt(machine.get('memory_gb'), ' GB')} host, with {fmt(up.get('failed'))} failed requests on the one "
                 "being upgraded. It counts memory only: not CPU at work (the sites share the cores for their "
                 "requests, and an upgrade's build, migrations and collectstatic), nor real sites' databases, caches "
@@ -1379,6 +1472,39 @@ def latency_section(l: dict, cfg: dict, machine: dict) -> list[str]:
     return lines
 
 
+def section(markdown_text: str, heading: str) -> str:
+    """The part of a BENCHMARKS.md that starts with the line `heading` (a "## N. ..." prefix) and runs to
+    the next "## " heading."""
+    lines = markdown_text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is None:
+        raise ValueError(f"no section {heading!r}")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "".join(lines[start:end])
+
+
+def replace_sections(published: str, fresh: str, headings: list[str]) -> str:
+    """`published` with each of its sections `headings` replaced by the same section of `fresh`; the rest
+    (other figures as their own runs measured them) untouched."""
+    for heading in headings:
+        if any(line.startswith(heading) for line in published.splitlines()):
+            published = published.replace(section(published, heading), section(fresh, heading), 1)
+        else:  # a figure published for the first time: in its place among the others
+            published = insert_section(published, section(fresh, heading), fresh)
+    return published
+
+
+def insert_section(published: str, new: str, fresh: str) -> str:
+    """`published` with the section `new` placed before the first section that follows it in `fresh`
+    and exists in `published` (at the end if none does)."""
+    after = fresh[fresh.index(new) + len(new) :]
+    for line in after.splitlines():
+        if line.startswith("## ") and line in published.splitlines():
+            at = published.index(line + "\n")
+            return published[:at] + new + published[at:]
+    return published.rstrip("\n") + "\n\n" + new
+
+
 def console(results: dict) -> str:
     s = results.get("summary") or {}
     only = f", only {results['only']}" if results.get("only") else ""
@@ -1401,7 +1527,9 @@ def console(results: dict) -> str:
         d = s["density"]
         up, proj = d.get("upgrade") or {}, d.get("projection") or {}
         lines.append(
-            f"  density: {d.get('sites_up', 0)} sites up, live only {d.get('live_only_median_mib')} MiB "
+            f"  density: {d.get('sites_up', 0)} sites up ({d.get('answering')} answering through the edge), caddy "
+            f"reload {(d.get('one_site') or {}).get('reload_median_s')}s with 1 site -> "
+            f"{(d.get('all_sites_reload') or {}).get('reload_median_s')}s with all, live only {d.get('live_only_median_mib')} MiB "
             f"median (max {d.get('live_only_max_mib')}), edge {d.get('edge_mib')} MiB, idle CPU "
             f"{d.get('cpu_percent_sites')}%; upgrade of {d.get('target')}: {up.get('sent')} requests, "
             f"{up.get('failed')} failed, p99 {up.get('p99_ms')} ms; live+idle "

@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py --quick --out /tmp/b   # 1 repetition, short loads, tiny DB; files in /tmp/b only
 
     .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone, in /tmp/d only
+    .venv/bin/python bench/run.py --only density --publish   # figure 9 alone, replacing it in BENCHMARKS.md
     .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone, in /tmp/l only
     .venv/bin/python bench/run.py --only offsite --backup-reps 1 --out /tmp/o     # figure 11 alone, in /tmp/o only
     .venv/bin/python bench/run.py --only worker --worker-reps 1 --out /tmp/w      # figure 12 alone, in /tmp/w only
@@ -14,8 +15,9 @@ under a temporary SUMBG_ROOT, and is removed at the end, even on failure.
 Figure 9 (density) has its own root, its own edge `sum-edge-bench-density` and
 its own sites `bench-d01`..`bench-dNN` (containers `sum-bench-dNN-*`, images
 `sum-bench-dNN:*`), removed the same way. `--only latency` brings up bench-acme
-alone (under its own root, like a full run) for figure 10. `--only` never writes
-BENCHMARKS.md or bench/: only the --out folder.
+alone (under its own root, like a full run) for figure 10. `--only` writes only the
+--out folder, unless `--publish` is given: then, if it did not fail, its figure replaces the
+published one in bench/results.json and BENCHMARKS.md is generated again.
 Exits non-zero if anything failed. See BENCHMARKS.md for what is measured.
 """
 
@@ -60,8 +62,9 @@ ADOPT_EDGE = f"{EDGE}-adopt"
 DENSITY_EDGE = f"{EDGE}-density"  # figure 9: N example sites on one host, under their own root and edge
 DENSITY_SLUG = "bench-d{:02d}"  # bench-d01 .. bench-dNN
 # Everything named for a density site: containers sum-bench-dNN-*, volumes sum-bench-dNN-data-*,
-# network sum-bench-dNN, images sum-bench-dNN:<ref>.
-DENSITY_NAME = re.compile(r"^sum-bench-d\d{2,}(?:[-:]|$)")
+# networks sum-bench-dNN and sum-bench-dNN.edge, images sum-bench-dNN:<ref>.
+DENSITY_NAME = re.compile(r"^sum-bench-d\d{2,}(?:[-:.]|$)")
+DENSITY_MIN_AVAILABLE_MIB = 1536  # figure 9 brings up no further site once the host has less than this left
 DENSITY_HOST_GIB = 24  # the projection's host: 24 GiB of memory...
 DENSITY_RESERVE_GIB = 2  # ...less this for the OS, dockerd and containerd
 LATENCY_PATHS = ("/", "/health/")  # figure 10's visitors: the home page and the health check, in turn
@@ -78,7 +81,7 @@ SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 PROFILES = {
     # adopt_reps: 0 in quick mode: the suite's end-to-end tests already adopt a runbook host.
-    # density_sites: 0 in quick mode (figure 9 skipped): 20 sites take minutes to bring up.
+    # density_sites: 0 in quick mode (figure 9 skipped): 60 sites take about 10 minutes to bring up.
     # latency_reps: 0 in quick mode (figure 10 skipped): one repetition (the rate search, an idle window and two
     # upgrades, each after unapplying v1.1.0's migration, and two rollbacks) adds about 75 s on 2 cores even with
     # quick mode's short windows; with --latency-reps 1 quick mode runs it with those windows (latency_idle,
@@ -109,7 +112,7 @@ PROFILES = {
         backup_reps=3,
         rehearsal_reps=3,
         adopt_reps=3,
-        density_sites=20,
+        density_sites=60,
         rate=300.0,
         keepalive=8,
         fresh=8,
@@ -378,7 +381,7 @@ class Bench:
                     f"{EDGE}-caddy-data",
                     f"{EDGE}-caddy-config",
                 ),
-                networks=(PREFIX, EDGE),
+                networks=(PREFIX, f"{PREFIX}.edge", EDGE),
                 images=tagged,
                 slugs=(SLUG,),
             )
@@ -416,7 +419,10 @@ class Bench:
             volumes=listed("volume", "ls", "-q") + [f"{DENSITY_EDGE}-caddy-data", f"{DENSITY_EDGE}-caddy-config"],
             networks=networks + [DENSITY_EDGE],
             images=images,
-            slugs=sorted({n.split(":")[0][len("sum-") :] for n in images} | {n[len("sum-") :] for n in networks}),
+            slugs=sorted(
+                {n.split(":")[0][len("sum-") :] for n in images}
+                | {n[len("sum-") :].removesuffix(".edge") for n in networks}
+            ),
         )
         if ours and not quiet:
             self.log(f"density: removed {len(ours)} containers, {len(images)} images")
@@ -1463,6 +1469,81 @@ class Bench:
             "cpu_percent_sites": round(sum(site["cpu_percent"] for site in sites.values()), 2),
         }
 
+    def edge_reload_seconds(self, times: int = 5) -> dict:
+        """Median wall time of `caddy reload --force` in the density edge (through `docker exec`), with the
+        median of a `caddy version` there beside it: what `docker exec` itself costs."""
+        container = f"{DENSITY_EDGE}-caddy"
+
+        def timed(*argv: str) -> float:
+            started = time.monotonic()
+            self.docker("exec", container, *argv)
+            return time.monotonic() - started
+
+        reload = ("caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile", "--force")
+        reloads = [timed(*reload) for _ in range(times)]
+        execs = [timed("caddy", "version") for _ in range(times)]
+        blocks = len(list((self.density_root / "caddy" / "sites").glob("*.caddy"))) if self.density_root else None
+        return {
+            "n": times,
+            "site_blocks": blocks,
+            "reload_median_s": round(statistics.median(reloads), 3),
+            "exec_median_s": round(statistics.median(execs), 3),
+        }
+
+    def density_one_site(self, root: Path, slug: str) -> dict:
+        """On the edge with one site: its reload time, and the flip of an upgrade and of a rollback (no load),
+        to set beside the same on the edge with N sites; then its idle colour retired (one colour, like the rest)."""
+        figures: dict = {"reload": self.edge_reload_seconds()}
+        upgraded = self.sumbg_ok("upgrade", slug, NEW, "--watch", "0", "--yes", "--json", root=root)
+        figures["upgrade"] = {
+            "switch_step_s": self.step_seconds(upgraded["json"]).get("switch"),
+            "flip_seconds": (upgraded["json"] or {}).get("flip_seconds"),
+        }
+        back = self.sumbg_ok("rollback", slug, "--json", root=root)
+        figures["rollback"] = {
+            "flip_seconds": (back["json"] or {}).get("flip_seconds"),
+            "instant": (back["json"] or {}).get("instant"),
+        }
+        self.sumbg_ok("retire", slug, "--force", "--json", root=root)
+        self.log(
+            f"density: one site on the edge: caddy reload {figures['reload']['reload_median_s']}s, upgrade's switch "
+            f"step {figures['upgrade']['switch_step_s']}s, rollback flip {figures['rollback']['flip_seconds']}s"
+        )
+        return figures
+
+    def density_answering(self, port: int, slugs: list[str]) -> dict:
+        """Each site's /health/ through the edge: how many answer 200 with the release they run."""
+        failing = {}
+        for slug in slugs:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", "/health/", headers={"Host": f"{slug}.example.test", "X-Forwarded-Proto": "https"})
+                response = conn.getresponse()
+                body = response.read()
+                build = (json.loads(body).get("version") or {}).get("build") if response.status == 200 else None
+                if build != OLD:
+                    failing[slug] = f"HTTP {response.status}, build {build}"
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                failing[slug] = f"{type(exc).__name__}: {exc}"
+            finally:
+                conn.close()
+        return {"asked": len(slugs), "answering": len(slugs) - len(failing), "failing": failing}
+
+    def density_networks(self, root: Path) -> dict:
+        """The networks sumbg made for the density root (two per site: its own and its link to the edge) and
+        how many networks the edge is on."""
+        ours = self.docker("network", "ls", "-q", "--filter", f"label=sumbg.root={root}").stdout.split()
+        edge = self.docker(
+            "inspect", "--format", "{{len .NetworkSettings.Networks}}", f"{DENSITY_EDGE}-caddy"
+        ).stdout.strip()
+        record = json.loads((root / "networks.json").read_text())["sites"] if (root / "networks.json").exists() else {}
+        return {
+            "sumbg_networks": len(ours),
+            "edge_networks": int(edge) if edge.isdigit() else None,
+            "blocks": len(record),
+            "all_networks_on_engine": len(self.docker("network", "ls", "-q").stdout.split()),
+        }
+
     def density(self) -> None:
         """Figure 9: N example sites on one host, under their own root and edge: each site's memory, one of
         them upgraded under load, its memory with both colours, after `retire`, and a rollback to the retired
@@ -1489,7 +1570,15 @@ class Bench:
             record["mem_available_before_mib"] = self.mem_available_mib()
             cpu_window = 5.0 if self.quick else 30.0
             record["host_cpu_before_cores"] = self.host_cpu_cores(cpu_window)
-            for slug in slugs:
+            for number, slug in enumerate(slugs, 1):
+                available = self.mem_available_mib()
+                if available < DENSITY_MIN_AVAILABLE_MIB:
+                    record["stopped"] = (
+                        f"stopped before {slug}: the host had {available} MiB available "
+                        f"(under {DENSITY_MIN_AVAILABLE_MIB} MiB)"
+                    )
+                    self.log(f"density: {record['stopped']}")
+                    break
                 result = self.sumbg_ok(
                     "init",
                     slug,
@@ -1510,11 +1599,17 @@ class Bench:
                     "seconds": round(result["end"] - result["start"], 2),
                     "build_seconds": build.get("seconds"),
                     "build_outcome": build.get("outcome"),
+                    "steps": self.step_seconds(result["json"]),
                 }
                 record["inits"].append(init)
                 self.log(
                     f"density: init {slug} {init['seconds']}s (build {init['build_outcome']}, {init['build_seconds']}s)"
                 )
+                if number == 1:
+                    record["one_site"] = self.density_one_site(root, slug)
+            slugs = [init["slug"] for init in record["inits"]]
+            if not slugs:
+                raise BenchError(record.get("stopped") or "no site was brought up")
             if not self.results["machine"].get("caddy"):
                 self.results["machine"]["caddy"] = (
                     self.docker("exec", f"{DENSITY_EDGE}-caddy", "caddy", "version", check=False)
@@ -1522,6 +1617,14 @@ class Bench:
                     .split(" ")[0]
                 )
             time.sleep(settle)
+            record["answering"] = self.density_answering(ports["http"], slugs)
+            record["networks"] = self.density_networks(root)
+            record["reload_all"] = self.edge_reload_seconds()
+            self.log(
+                f"density: {record['answering']['answering']} of {len(slugs)} sites answer through the edge; "
+                f"{record['networks']['sumbg_networks']} networks of the address plan, the edge on "
+                f"{record['networks']['edge_networks']}; caddy reload {record['reload_all']['reload_median_s']}s"
+            )
             record["all_up"] = self.density_snapshot(root, slugs)
             record["mem_available_after_mib"] = self.mem_available_mib()
             record["host_cpu_all_up_cores"] = self.host_cpu_cores(cpu_window)
@@ -2014,6 +2117,35 @@ class Bench:
         if c["density_sites"]:
             self.section("density", self.density)
 
+    def publish_figure(self) -> None:
+        """--only FIGURE --publish: this run's figure replaces the published one in bench/results.json, and
+        BENCHMARKS.md is generated again from that file; every other figure stays as its own run measured it,
+        and the figure's section says when and how it was measured."""
+        import report
+
+        published = json.loads((HERE / "results.json").read_text())
+        published[self.only] = {
+            **self.results[self.only],
+            "measured_by": {
+                "started_at": self.results["started_at"],
+                "command": "bench/run.py " + " ".join(sys.argv[1:]),
+                "loadavg_at_start": self.results["machine"].get("loadavg_at_start"),
+                "seconds": self.results.get("seconds"),
+            },
+        }
+        published["summary"] = report.summarise(published)
+        (HERE / "results.json").write_text(json.dumps(published, indent=2, sort_keys=True, default=str) + "\n")
+        # Only that figure's section (and how to reproduce) is written again: results.json keeps no step order,
+        # so the other figures' tables are left as their run wrote them.
+        number = {"density": 9, "latency": 10, "offsite": 11, "worker": 12}[self.only]
+        markdown = report.replace_sections(
+            (REPO / "BENCHMARKS.md").read_text(),
+            report.markdown(published, quick=False),
+            ["## How to reproduce", f"## {number}. "],
+        )
+        (REPO / "BENCHMARKS.md").write_text(markdown)
+        self.log(f"--only {self.only} --publish: its figure replaced in bench/results.json and BENCHMARKS.md")
+
     def write_outputs(self) -> int:
         import report
 
@@ -2037,6 +2169,8 @@ class Bench:
             self.log("wrote BENCHMARKS.md, bench/results.json, bench/timeline.png")
         elif publish:
             self.log("failures: BENCHMARKS.md and bench/ left unchanged; partial results in " + str(self.out))
+        elif self.only and self.args.publish and not self.failures:
+            self.publish_figure()
         elif self.only:
             self.log(f"--only {self.only}: BENCHMARKS.md and bench/ left unchanged")
         print(report.console(self.results))
@@ -2058,7 +2192,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--density-sites",
         type=int,
-        help="example sites brought up on this host for the density figure (full: 20; quick: 0, the figure is skipped)",
+        help="example sites brought up on this host for the density figure (full: 60; quick: 0, the figure is skipped)",
     )
     parser.add_argument(
         "--latency-reps",
@@ -2085,8 +2219,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--only",
         choices=sorted(ONLY),
         help="run that figure alone (density: figure 9; latency: figure 10, on bench-acme; offsite: figure 11, on "
-        "bench-acme; worker: figure 12, on bench-wrk) into the --out folder, never BENCHMARKS.md or bench/ (it still "
-        "builds the example repo)",
+        "bench-acme; worker: figure 12, on bench-wrk) into the --out folder, not BENCHMARKS.md or bench/ unless "
+        "--publish (it still builds the example repo)",
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="with --only and no failure: replace that figure in bench/results.json and BENCHMARKS.md (the other "
+        "figures are kept as published)",
     )
     parser.add_argument("--rate", type=float, help="target requests/s of the load")
     parser.add_argument("--keepalive", type=int, help="keep-alive clients")
@@ -2107,6 +2247,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key, option in (("latency_idle", "--latency-idle"), ("latency_probe", "--latency-probe")):
         if getattr(args, key) is not None and getattr(args, key) <= 0:
             parser.error(f"{option} must be more than 0")
+    if args.publish and (not args.only or args.quick):
+        parser.error("--publish goes with --only (and not --quick)")
     if args.only:
         key, needs = ONLY[args.only]
         given = getattr(args, key)

@@ -54,7 +54,7 @@ def clean() -> None:
         f"{EDGE}-caddy-data",
         f"{EDGE}-caddy-config",
     )
-    docker("network", "rm", f"sum-{SLUG}", EDGE)
+    docker("network", "rm", f"sum-{SLUG}", f"sum-{SLUG}.edge", EDGE)
     shutil.rmtree(DEMO, ignore_errors=True)
 
 

@@ -741,7 +741,7 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
     live colour's worker is down or restarting, or its backups are missing or stale (with --json,
     after printing the document).
     """
-    from sumbg.ops.status import host_status
+    from sumbg.ops.status import host_network, host_status
     from sumbg.ops.status import status as do_status
 
     ctx = obj.context()
@@ -754,6 +754,8 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
     sites = do_status(ctx, slug)
     if not sites:
         click.echo(f"no sites under {ctx.host.root}")
+    for problem in host_network(ctx)["problems"]:
+        click.echo(f"NETWORK: {problem}")
     for site in sites:
         health = site["health"]
         line = (
@@ -789,6 +791,8 @@ def status(obj: Obj, slug: str | None, as_json: bool) -> None:
         click.echo(f"  backup: {backup_line(site['backup'])}")
         for problem in site["backup"]["problems"]:
             click.echo(f"  BACKUP: {problem}")
+        for problem in site["network"]["problems"]:
+            click.echo(f"  NETWORK: {problem}")
         show_undelivered(site["undelivered_events"])
     if not slug:
         from sumbg.ops.status import undelivered_events

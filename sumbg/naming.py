@@ -58,6 +58,20 @@ def site_network(slug: str) -> str:
     return f"sum-{slug}"
 
 
+def site_edge_network(slug: str) -> str:
+    """The site's link to the edge: its webs and the edge Caddy, no other site. A dot, which no slug
+    holds, so it can never be another site's network (`sum-acme-edge` is site acme-edge's)."""
+    return f"sum-{slug}.edge"
+
+
+# Labels on the networks of sumbg's address plan (sumbg.site.addresses): whose they are, and, on a
+# site's edge link, which edge joins it and at which address (the one the site's gunicorn trusts).
+NETWORK_ROOT_LABEL = "sumbg.root"
+NETWORK_SITE_LABEL = "sumbg.site"
+EDGE_LINK_LABEL = "sumbg.edge-link"
+EDGE_ADDRESS_LABEL = "sumbg.edge-address"
+
+
 def web_alias(slug: str, colour: str) -> str:
     return f"{slug}-{colour}-web"
 

@@ -188,7 +188,12 @@ class Host:
             if ids:
                 docker("rm", "-f", "-v", *ids, check=False)
         docker("volume", "rm", f"sum-{slug}-data-pgdata", f"sum-{slug}-data-redisdata", check=False)
-        docker("network", "rm", f"sum-{slug}", check=False)
+        # The site's link to the edge: whichever edge is on it leaves first (a network in use stays).
+        link = f"sum-{slug}.edge"
+        on_link = docker("network", "inspect", "--format", "{{range .Containers}}{{.Name}} {{end}}", link, check=False)
+        for name in on_link.stdout.split():
+            docker("network", "disconnect", "--force", link, name, check=False)
+        docker("network", "rm", f"sum-{slug}", link, check=False)
 
 
 # Its own edge, so tests never touch a demo's or a real site's; a second test session
@@ -225,6 +230,9 @@ def _remove_stale_edge(host: Host) -> None:
     ).stdout.split():
         projects.add(line)
     slugs = {p[len("sum-") :].rsplit("-", 1)[0] for p in projects if p.startswith("sum-") and p.count("-") >= 2}
+    # Sites on the address plan meet the edge on links of their own, labelled for it.
+    links = docker("network", "ls", "--filter", f"label=sumbg.edge-link={EDGE}", "--format", "{{.Name}}", check=False)
+    slugs |= {name[len("sum-") : -len(".edge")] for name in links.stdout.split() if name.endswith(".edge")}
     for slug in sorted(slugs):
         host.teardown_site(slug)
     docker("rm", "-f", f"{EDGE}-caddy", check=False)
@@ -364,6 +372,7 @@ SCOPE_SECONDS = {
     "test_e2e_upgrade.py::TestBrokenReleases": 167,
     "test_e2e_adopt.py": 155,
     "test_e2e_rollback.py::TestCrashRecovery": 137,
+    "test_e2e_networks.py": 88,  # measured 2026-12-06 beside test_e2e_init.py, warm image cache
     "test_e2e_upgrade.py": 74,
     "test_e2e_takeover.py": 72,
     "test_e2e_acme.py": 66,

@@ -48,11 +48,12 @@ from sumbg.config import (
     load_host,
     render_site_toml,
 )
-from sumbg.errors import BackupError, CheckFailed, GitError, MigrationFailed, RunbookError, WorkerNotReady
+from sumbg.errors import BackupError, CheckFailed, ConfigError, GitError, MigrationFailed, RunbookError, WorkerNotReady
 from sumbg.ops.context import Context
 from sumbg.ops.events import DeliveryPolicy, Notifier
 from sumbg.ops.executor import Reporter
 from sumbg.ops.seams import (
+    AddressPlanner,
     CaddyRunner,
     CertificateProbe,
     ContainerEngine,
@@ -148,6 +149,8 @@ class World:
     published: dict[str, list[int]] = field(default_factory=dict)
     edge_running: bool = True
     caddy_version: str = "v2.11.7"
+    # The address plan: why a new site could not get its networks (a full or routed pool), if so.
+    address_refusal: str | None = None
 
     def release(self, ref: str) -> str:
         image = f"sum-{self.slug}:{ref}"
@@ -741,6 +744,23 @@ class FakeEngine:
         return Path("/")
 
 
+class FakeNetworks:
+    """The address plan: every site on it, unless the world says the pool refuses a new one."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def check_room(self, slug: str) -> None:
+        if self.world.address_refusal:
+            raise ConfigError(self.world.address_refusal)
+
+    def site_view(self, slug: str) -> dict[str, Any]:
+        return {"plan": True, "site_network": f"sum-{slug}", "edge_network": f"sum-{slug}.edge", "problems": []}
+
+    def host_problems(self) -> list[str]:
+        return []
+
+
 class FakeMirror:
     """The client repo's bare mirror: `world.refs` are its refs, each pinning a sum-core version."""
 
@@ -810,6 +830,7 @@ class FakeContext(Context):
         self.world = world
         self._edge = FakeEdge(world, root / "caddy")
         self._engine = FakeEngine(world)
+        self._networks = FakeNetworks(world)
 
     @property
     def engine(self) -> ContainerEngine:
@@ -818,6 +839,10 @@ class FakeContext(Context):
     @property
     def edge(self) -> EdgeProxy:
         return self._edge
+
+    @property
+    def networks(self) -> AddressPlanner:
+        return self._networks
 
     def stacks(self, site: Site) -> SiteStacks:
         return FakeStacks(self.world, site)

@@ -142,10 +142,12 @@ def test_proxy_trust_comes_from_the_edge_network_only(host: Host, site: str) -> 
     env = dict(
         item.split("=", 1) for item in json.loads(docker("inspect", f"sum-{SLUG}-blue-web").stdout)[0]["Config"]["Env"]
     )
-    # Trusted: the edge Caddy's address alone, reserved for it outside the range Docker hands out.
-    ipam = json.loads(docker("network", "inspect", host.edge_name).stdout)[0]["IPAM"]["Config"][0]
+    # Trusted: the edge Caddy's address alone on the site's own link to it, reserved for it outside
+    # the range Docker hands out.
+    link = f"sum-{SLUG}.edge"
+    ipam = json.loads(docker("network", "inspect", link).stdout)[0]["IPAM"]["Config"][0]
     edge = json.loads(docker("inspect", f"{host.edge_name}-caddy").stdout)[0]
-    edge_ip = edge["NetworkSettings"]["Networks"][host.edge_name]["IPAddress"]
+    edge_ip = edge["NetworkSettings"]["Networks"][link]["IPAddress"]
     assert env["FORWARDED_ALLOW_IPS"] == edge_ip == str(ipaddress.ip_network(ipam["Subnet"])[2])
     assert ipaddress.ip_address(edge_ip) not in ipaddress.ip_network(ipam["IPRange"])
     # sumbg sets the version variables itself: an image need not declare them.

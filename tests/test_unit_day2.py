@@ -593,6 +593,7 @@ def host_facts(**changes: object) -> HostFacts:
         "addresses": ("203.0.113.7", "2001:db8::7"),
         "addresses_from": "this host's interfaces",
         "tls": "auto",
+        "network_problems": (),
     }
     base.update(changes)
     return HostFacts(**base)  # type: ignore[arg-type]
@@ -620,6 +621,7 @@ def test_a_healthy_host_is_all_ok(tmp_path: Path):
         Finding("port", "https 0.0.0.0:443", OK, "held by the edge"),
         Finding("disk", "root /srv/sum", OK, "50.0 GB free"),
         Finding("clock", "host", OK, "kept in sync by an NTP client (adjtimex; maximum error 12 ms)"),
+        Finding("network", "host", OK, "every site's networks follow the address plan"),
         Finding("dns", "acme: acme.example", OK, "resolves to this host (203.0.113.7)"),
         Finding("certificate", "acme: acme.example", OK, "issuer R11, expires 2027-02-04 12:00Z (60 days)"),
         Finding("backups", "acme", OK, "the newest is 3.0h old"),
@@ -781,7 +783,7 @@ def test_one_fail_anywhere_makes_the_report_not_ok_and_tls_off_skips_certificate
         ("dns", "acme: acme.example", FAIL),
     ]
     document = doctor.report(findings)
-    assert (document["ok"], document["counts"]) == (False, {"ok": 10, "warn": 0, "fail": 2})
+    assert (document["ok"], document["counts"]) == (False, {"ok": 11, "warn": 0, "fail": 2})
 
 
 def test_expected_addresses_come_from_the_config_then_the_bind_address(tmp_path: Path, world: World):
@@ -928,3 +930,18 @@ def test_gather_reads_the_facts_through_the_seams(tmp_path: Path, world: World, 
         "Caddy answers with v1.0.0 (v1.0.0-sha) but state.json records v1.1.0 (v1.1.0-sha) as live",
     )
     assert again.sites[0].tls_note == "the edge is not running" and again.sites[0].certificates == {}
+
+
+def test_network_and_worker_decisions():
+    stray = "acme: its network sum-acme is outside the address plan (made by an older sumbg)"
+    assert [(f.check, f.level, f.detail) for f in doctor.check_network(host_facts(network_problems=(stray,)))] == [
+        ("network", WARN, stray)
+    ]
+    assert doctor.check_network(host_facts(network_problems=None)) == []  # the engine did not answer
+    down = "the live colour green's worker is restarting (12 restarts, last exit code 1)"
+    assert doctor.check_worker(site_facts(worker_problem=down)) == [
+        Finding("worker", "acme", FAIL, down, "`sumbg logs acme --worker` says why")
+    ]
+    findings = doctor.decide(host_facts(sites=(site_facts(worker_problem=down),)), NOW)
+    assert doctor.report(findings)["ok"] is False
+    assert doctor.check_worker(site_facts()) == []

@@ -234,16 +234,17 @@ class Edge:
         return True
 
     def ensure_up(self) -> None:
-        """Start the edge if it is not running (with the config already on disk)."""
+        """Start the edge if it is not running (with the config already on disk), on every site's link."""
         address = self.engine.ensure_edge_network(self.host.edge.name)
         if self.running():
+            self.join_site_links()
             return
         for slug_dir in (self.host.caddy_dir / "sites", self.host.caddy_dir / "state", self.host.www_dir):
             slug_dir.mkdir(parents=True, exist_ok=True)
         self.install_acme_root()
         if not self.files.main.exists():
             atomic_write(self.files.main, render_main(self.host.edge))
-        self.engine.compose_up(edge_project(self.host, address))
+        self.engine.compose_up(edge_project(self.host, address), before_start=self.join_site_links)
         if not poll(lambda: self.engine.exec(self.container, ["caddy", "version"]).returncode == 0, 30):
             raise CaddyError("the edge Caddy did not start", output_tail=self.engine.logs(self.container))
         self.check_version()
@@ -252,9 +253,15 @@ class Edge:
         """Start the edge afresh with the host's current settings (new published ports): every
         site on it is unreachable until Caddy is up again, so only `sumbg takeover` does this."""
         address = self.engine.ensure_edge_network(self.host.edge.name)
-        self.engine.compose_up(edge_project(self.host, address), force_recreate=True)
+        self.engine.compose_up(edge_project(self.host, address), force_recreate=True, before_start=self.join_site_links)
         if not poll(lambda: self.engine.exec(self.container, ["caddy", "version"]).returncode == 0, 30):
             raise CaddyError("the edge Caddy did not start", output_tail=self.engine.logs(self.container))
+
+    def join_site_links(self) -> list[str]:
+        """The edge container on every site's link to it (sumbg.site.addresses), each at the address the
+        link reserves for it: the edge's Compose file names only its own network, so a new container
+        (recreate) or one that missed a site added meanwhile joins them here."""
+        return self.engine.join_edge_links(self.host.edge.name, self.container)
 
     def import_storage(self, source: Path) -> list[str]:
         """Copy another Caddy's certificates, ACME accounts and local CA (its data directory) into

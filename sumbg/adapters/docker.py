@@ -8,9 +8,10 @@ a DockerError carrying the command, exit code and output tail.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import python_on_whales
 from python_on_whales import ClientNotFoundError, Container, DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
 
+from sumbg import naming
 from sumbg.errors import DockerError, tail
 from sumbg.util import atomic_write
 
@@ -100,6 +102,41 @@ def _state_of(c: Container) -> ContainerState:
         hostname=str(c.config.hostname or ""),
         id=str(c.id),
         oom_killed=bool(c.state.oom_killed),
+    )
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    """A network as the engine reports it: its IPv4 subnets, labels and the containers running on it."""
+
+    name: str
+    subnets: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    containers: tuple[str, ...] = ()
+
+    def label(self, key: str) -> str | None:
+        return dict(self.labels).get(key)
+
+
+def _network_facts(document: Mapping[str, object]) -> NetworkFacts:
+    ipam = document.get("IPAM")
+    configs = (ipam.get("Config") if isinstance(ipam, dict) else None) or []
+    subnets = tuple(
+        str(config["Subnet"])
+        for config in configs
+        if isinstance(config, dict) and config.get("Subnet") and ":" not in str(config["Subnet"])
+    )
+    labels = document.get("Labels") or {}
+    containers = document.get("Containers") or {}
+    return NetworkFacts(
+        name=str(document.get("Name") or ""),
+        subnets=subnets,
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())) if isinstance(labels, dict) else (),
+        containers=tuple(
+            sorted(str(c.get("Name") or "") for c in containers.values() if isinstance(c, dict))
+            if isinstance(containers, dict)
+            else ()
+        ),
     )
 
 
@@ -249,6 +286,130 @@ class Engine:
                     raise _wrap(exc, f"cannot create network {name}") from None
         return self.edge_address(name)
 
+    # ------------------------------------------------------------ networks of the address plan
+    def networks(self, *, label: str | None = None) -> list[NetworkFacts]:
+        """Every network of the engine (with `label` "key=value": those labelled so), in two commands
+        whatever their number."""
+        listing = self._capture(
+            self._docker_cmd()
+            + ["network", "ls", "--quiet", "--no-trunc"]
+            + (["--filter", f"label={label}"] if label else [])
+        )
+        if listing.returncode != 0:
+            raise DockerError(
+                "cannot list the engine's networks", returncode=listing.returncode, output_tail=tail(listing.output)
+            )
+        ids = listing.stdout.split()
+        if not ids:
+            return []
+        inspected = self._capture(self._docker_cmd() + ["network", "inspect", *ids])
+        try:
+            documents = json.loads(inspected.stdout or "[]")
+        except ValueError:
+            documents = None
+        # A network removed between the two commands only drops out of the answer.
+        if not isinstance(documents, list) or (inspected.returncode != 0 and not documents):
+            raise DockerError(
+                "cannot inspect the engine's networks",
+                returncode=inspected.returncode,
+                output_tail=tail(inspected.output),
+            )
+        return [_network_facts(document) for document in documents if isinstance(document, dict)]
+
+    def network(self, name: str) -> NetworkFacts | None:
+        inspected = self._capture(self._docker_cmd() + ["network", "inspect", name])
+        if inspected.returncode != 0:
+            if self.docker.network.exists(name):
+                raise DockerError(
+                    f"cannot inspect network {name}",
+                    returncode=inspected.returncode,
+                    output_tail=tail(inspected.output),
+                )
+            return None
+        documents = json.loads(inspected.stdout or "[]")
+        return _network_facts(documents[0]) if documents else None
+
+    def create_network(
+        self,
+        name: str,
+        subnet: str,
+        *,
+        gateway: str,
+        ip_range: str | None = None,
+        labels: Mapping[str, str],
+    ) -> bool:
+        """A bridge network on an explicit subnet (no default pool involved). False when the engine
+        refuses the subnet as overlapping another network (someone else took it first)."""
+        # python-on-whales has no --ip-range: the docker CLI itself.
+        argv = (
+            self._docker_cmd()
+            + ["network", "create", "--driver", "bridge", "--subnet", subnet, "--gateway", gateway]
+            + (["--ip-range", ip_range] if ip_range else [])
+            + [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+            + [name]
+        )
+        created = self._capture(argv)
+        if created.returncode == 0:
+            return True
+        if "overlap" in created.output.lower():
+            return False
+        raise DockerError(
+            f"cannot create network {name} on {subnet}",
+            command=_redact(argv),
+            returncode=created.returncode,
+            output_tail=tail(created.output),
+        )
+
+    def remove_network(self, name: str) -> None:
+        """Remove a network (no container may be on it); one that does not exist is fine."""
+        if not self.docker.network.exists(name):
+            return
+        try:
+            self.docker.network.remove(name)
+        except DockerException as exc:
+            if self.docker.network.exists(name):
+                raise _wrap(exc, f"cannot remove network {name}") from None
+
+    def container_networks(self, container: str) -> dict[str, str] | None:
+        """{network: the container's IPv4 address there ("" while it is stopped)}, or None if there is no
+        such container. Counts networks joined with `docker network connect` too."""
+        try:
+            networks = self.docker.container.inspect(container).network_settings.networks or {}
+        except NoSuchContainer:
+            return None
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot inspect container {container}") from None
+        return {name: str(endpoint.ip_address or "") for name, endpoint in networks.items()}
+
+    def connect_network(self, network: str, container: str, address: str | None) -> None:
+        """Join a container to a network, at `address` if given (stopped or running: it keeps it)."""
+        try:
+            self.docker.network.connect(network, container, ip=address)
+        except DockerException as exc:
+            if network not in (self.container_networks(container) or {}):  # joined meanwhile: fine
+                raise _wrap(exc, f"cannot connect {container} to network {network}") from None
+
+    def disconnect_network(self, network: str, container: str) -> None:
+        if network not in (self.container_networks(container) or {}):
+            return
+        try:
+            self.docker.network.disconnect(network, container, force=True)
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot disconnect {container} from network {network}") from None
+
+    def join_edge_links(self, edge_name: str, container: str) -> list[str]:
+        """Connect the edge container to every site edge link made for this edge that it is not on yet,
+        each at the address the link reserves for it. Returns the networks joined."""
+        joined = self.container_networks(container)
+        if joined is None:
+            return []
+        added = []
+        for link in self.networks(label=f"{naming.EDGE_LINK_LABEL}={edge_name}"):
+            if link.name not in joined:
+                self.connect_network(link.name, container, link.label(naming.EDGE_ADDRESS_LABEL))
+                added.append(link.name)
+        return added
+
     def edge_address(self, name: str) -> str | None:
         for pool in self._ipam(name):
             if pool.subnet and pool.ip_range:
@@ -367,24 +528,30 @@ class Engine:
         wait: bool = False,
         force_recreate: bool = False,
         cpu_shares: int | None = None,
+        before_start: Callable[[], object] | None = None,
     ) -> None:
         """`cpu_shares`: the containers' CPU weight from their first instant (created, weighted,
-        then started); kept out of the Compose file, so a later `up` never recreates them for it."""
+        then started); kept out of the Compose file, so a later `up` never recreates them for it.
+        `before_start`: runs between creating the containers and starting them (the edge joins the
+        sites' networks there, so it starts able to reach every site)."""
         project.write_env_file()
         try:
-            if cpu_shares is None:
+            if cpu_shares is None and before_start is None:
                 project.client().compose.up(
                     services, detach=True, wait=wait, force_recreate=force_recreate, quiet=True, pull="never"
                 )
                 return
             client = project.client()
             client.compose.create(services, force_recreate=force_recreate, pull="never")
-            created = [
-                c.name
-                for c in self.project_containers(project.name)
-                if not services or c.labels.get("com.docker.compose.service") in services
-            ]
-            self.set_cpu_shares(created, cpu_shares)
+            if cpu_shares is not None:
+                created = [
+                    c.name
+                    for c in self.project_containers(project.name)
+                    if not services or c.labels.get("com.docker.compose.service") in services
+                ]
+                self.set_cpu_shares(created, cpu_shares)
+            if before_start is not None:
+                before_start()
             client.compose.start(services)
         except DockerException as exc:
             raise _wrap(exc, f"starting {project.name} failed") from None

@@ -189,6 +189,7 @@ def adopt(ctx: Context, slug: str, options: AdoptOptions) -> dict[str, Any]:
         source_db.check_readable()
     if not (site_dir / ".env").exists():
         refuse_a_foreign_database(ctx, slug)
+    ctx.networks.check_room(slug)
     ctx.check_repo_reachable(deployment.checkout.origin)
 
     ctx.host.root.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,16 @@ from __future__ import annotations
 from sumbg.config.backup import BackupPolicy, BackupSettings, Retention, SiteBackupSettings, default_backup_time
 from sumbg.config.build import BuildSettings
 from sumbg.config.fleet import FLEET_ENV, FleetConfig, FleetHost, fleet_path, load_fleet
-from sumbg.config.host import DEFAULT_ROOT, EdgeSettings, HostConfig, Images, load_host, parse_host, root_from_env
+from sumbg.config.host import (
+    DEFAULT_ROOT,
+    EdgeSettings,
+    HostConfig,
+    Images,
+    NetworkSettings,
+    load_host,
+    parse_host,
+    root_from_env,
+)
 from sumbg.config.keys import LIVE_CPU_SHARES, TLS_MODES
 from sumbg.config.notify import EVENTS, GROUPS, HOOKS, HookSettings, NotifyTarget
 from sumbg.config.render import render_site_toml, set_edge_settings, set_host_settings, set_site_settings
@@ -59,6 +68,7 @@ __all__ = [
     "Retention",
     "SiteBackupSettings",
     "NotifyTarget",
+    "NetworkSettings",
     "SiteConfig",
     "SmokeCheck",
     "WatchSettings",

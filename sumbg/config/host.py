@@ -10,7 +10,7 @@ from typing import Any
 
 from sumbg.config.backup import BackupSettings
 from sumbg.config.build import BuildSettings
-from sumbg.config.keys import SUMBG_TOML, assemble
+from sumbg.config.keys import DEFAULT_POOL, DEFAULT_SITE_PREFIX, SUMBG_TOML, assemble
 from sumbg.config.notify import NotifyTarget
 from sumbg.config.tables import Table, load_toml
 
@@ -52,6 +52,14 @@ class Images:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """sumbg's address plan: where site networks get their subnets (validated by the declarations)."""
+
+    pool: str = DEFAULT_POOL
+    site_prefix: int = DEFAULT_SITE_PREFIX
+
+
+@dataclass(frozen=True)
 class HostConfig:
     root: Path
     edge: EdgeSettings = EdgeSettings()
@@ -70,6 +78,7 @@ class HostConfig:
     logs_keep_mb: float = 100.0
     # `sumbg doctor`: the addresses the sites' domains must resolve to (empty: found).
     doctor_addresses: tuple[str, ...] = ()
+    network: NetworkSettings = NetworkSettings()  # [network]: the address plan every site's networks come from
 
     @property
     def caddy_dir(self) -> Path:

@@ -317,6 +317,76 @@ def _cpu_shares(value: int) -> str | None:
 CPU_SHARES = Rule(f"2-{LIVE_CPU_SHARES}", _cpu_shares)
 
 
+# ---------------------------------------------------------------- [network]: sumbg's address plan
+
+# Where sumbg takes every site's subnets from by default: a private range that Docker's default
+# pools (below) never hand out and that common VPC, VPN and Kubernetes defaults leave alone.
+DEFAULT_POOL = "10.213.0.0/16"
+DEFAULT_SITE_PREFIX = 27
+# A stock engine's default-address-pools: 172.17-31.0.0/16 and 192.168.0.0/16 (in /20s).
+DOCKER_DEFAULT_POOLS = (ipaddress.IPv4Network("172.17.0.0/16"), ipaddress.IPv4Network("192.168.0.0/16")) + tuple(
+    ipaddress.IPv4Network(f"172.{n}.0.0/16") for n in range(18, 32)
+)
+_PRIVATE_RANGES = tuple(ipaddress.IPv4Network(r) for r in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+# A site's block is cut in two halves: its own network (data stack and both colours) and its link
+# to the edge. Its own network holds Postgres, Redis, each colour's web and worker, the rehearsal's
+# web and two one-off commands at once, plus the gateway.
+SITE_NETWORK_ADDRESSES = 10
+LARGEST_SITE_PREFIX = 27  # its halves (/28) hold 14 addresses; a /28 block's (/29) only 6
+SMALLEST_SITE_PREFIX = 16
+
+
+def _pool(value: str) -> str | None:
+    malformed = f"must be an IPv4 network like {DEFAULT_POOL!r}, not {value!r}"
+    if "/" not in value:
+        return malformed
+    try:
+        pool = ipaddress.IPv4Network(value)
+    except ValueError as exc:
+        if "host bits set" not in str(exc):
+            return malformed
+        return f"{value} has host bits set: the network is {ipaddress.IPv4Network(value, strict=False)}"
+    if not any(pool.subnet_of(private) for private in _PRIVATE_RANGES):
+        return f"{pool} is not a private range: use one inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
+    for docker_pool in DOCKER_DEFAULT_POOLS:
+        if pool.overlaps(docker_pool):
+            return (
+                f"{pool} overlaps Docker's default address pools (172.17.0.0-172.31.255.255 and 192.168.0.0/16, "
+                "where the engine puts every network created without a subnet): choose another range"
+            )
+    return None
+
+
+POOL = Rule("a private IPv4 network outside Docker's default pools", _pool)
+
+
+def _site_prefix(value: int) -> str | None:
+    if value > LARGEST_SITE_PREFIX:
+        half = value + 1
+        room = 2 ** (32 - half) - 2
+        return (
+            f"/{value} is too small for a site's containers: each of its two networks would be a /{half} with "
+            f"{room} addresses, and a site's own network needs {SITE_NETWORK_ADDRESSES} (Postgres, Redis, each "
+            f"colour's web and worker, the rehearsal, one-off commands, the gateway); use {LARGEST_SITE_PREFIX} or less"
+        )
+    if value < SMALLEST_SITE_PREFIX:
+        return f"must be from {SMALLEST_SITE_PREFIX} to {LARGEST_SITE_PREFIX}, not {value}"
+    return None
+
+
+SITE_PREFIX = Rule(f"{SMALLEST_SITE_PREFIX}-{LARGEST_SITE_PREFIX}", _site_prefix)
+
+
+def _pool_holds_a_block(values: Mapping[str, Any]) -> Problem | None:
+    pool, prefix = ipaddress.IPv4Network(values["pool"]), values["site_prefix"]
+    if pool.prefixlen <= prefix:
+        return None
+    return Problem(f"{pool} is smaller than one site's block (site_prefix = {prefix}): widen it", "pool")
+
+
+POOL_HOLDS_A_BLOCK = Rule("the pool holds at least one site's block", _pool_holds_a_block)
+
+
 def _ports_differ(values: Mapping[str, Any]) -> Problem | None:
     ports = {values["http_port"], values["https_port"], values["preview_port"]}
     if len(ports) == 3:
@@ -964,6 +1034,33 @@ SUMBG_TOML = ConfigFile(
                     attr="doctor_addresses",
                 ),
             ),
+        ),
+        Section(
+            "network",
+            "sumbg's address plan: every site's networks get their subnets from this pool, not from Docker's "
+            "default pools (about 30 networks per engine), so a host holds as many sites as its memory allows. "
+            "Each site gets one block, cut in two: its own network (data stack and colours) and its link to the "
+            "edge, which no other site shares. Allocations are recorded in `$SUMBG_ROOT/networks.json`; changing "
+            "these settings affects new sites only.",
+            (
+                Key(
+                    "pool",
+                    STRING,
+                    DEFAULT_POOL,
+                    "The private IPv4 range site networks come from; it must not overlap the host's routes "
+                    "(checked when a site is added) nor Docker's default pools.",
+                    (POOL,),
+                ),
+                Key(
+                    "site_prefix",
+                    INTEGER,
+                    DEFAULT_SITE_PREFIX,
+                    "The size of each site's block (a /27 is 32 addresses: two /28 networks).",
+                    (SITE_PREFIX,),
+                ),
+            ),
+            into="network",
+            checks=(POOL_HOLDS_A_BLOCK,),
         ),
     ),
 )

@@ -29,6 +29,7 @@ from sumbg.ops import reports
 from sumbg.ops.events import Notifier
 from sumbg.ops.executor import Plan, Reporter, execute
 from sumbg.ops.seams import (
+    AddressPlanner,
     CaddyRunner,
     CertificateProbe,
     ContainerEngine,
@@ -41,6 +42,7 @@ from sumbg.ops.seams import (
     OffsiteStore,
     SiteStacks,
 )
+from sumbg.site.addresses import AddressPlan
 from sumbg.site.records import HistoryEntry
 from sumbg.site.site import Site
 from sumbg.site.stacks import Stacks
@@ -71,6 +73,14 @@ class Context:
     @cached_property
     def _edge_caddy(self) -> Edge:
         return Edge(self.host, self.docker)
+
+    @property
+    def networks(self) -> AddressPlanner:
+        return self._address_plan
+
+    @cached_property
+    def _address_plan(self) -> AddressPlan:
+        return AddressPlan(self.host, self.docker)
 
     def site(self, slug: str) -> Site:
         return Site(self.host, load_site(self.host, slug))

@@ -24,7 +24,7 @@ from sumbg.errors import SumbgError
 from sumbg.lock import is_held
 from sumbg.ops.context import Context
 from sumbg.ops.offsite import backup_status
-from sumbg.ops.status import site_status
+from sumbg.ops.status import network_problems, site_status
 from sumbg.site import retention
 from sumbg.site.site import Site
 
@@ -83,6 +83,7 @@ class SiteFacts:
     interrupted: str = ""  # the interrupted operation, described
     problems: tuple[str, ...] = ()  # records, Caddy and containers disagree
     records_checked: bool = True
+    worker_problem: str = ""  # the live colour's worker is down or restarting (as `status` says it)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class HostFacts:
     tls: str = "auto"
     sites: tuple[SiteFacts, ...] = ()
     invalid_sites: tuple[tuple[str, str], ...] = ()  # (slug, the error)
+    network_problems: tuple[str, ...] | None = None  # how networks stray from the address plan (None: not checked)
 
 
 # ---------------------------------------------------------------- the decisions (pure)
@@ -390,6 +392,23 @@ def check_backups(site: SiteFacts, now: dt.datetime) -> list[Finding]:
     return [Finding("backups", site.slug, OK, f"the newest is {_age(max(age, 0))} old")]
 
 
+def check_network(facts: HostFacts) -> list[Finding]:
+    """The address plan ([network] pool): sites outside it keep working (an older sumbg made them), so a
+    warning, with where to read what to do."""
+    if facts.network_problems is None:
+        return []
+    fix = "docs/networks.md says what each one means (`sumbg apply` puts the edge back on every link)"
+    if facts.network_problems:
+        return [Finding("network", "host", WARN, problem, fix) for problem in facts.network_problems]
+    return [Finding("network", "host", OK, "every site's networks follow the address plan")]
+
+
+def check_worker(site: SiteFacts) -> list[Finding]:
+    if not site.worker_problem:
+        return []
+    return [Finding("worker", site.slug, FAIL, site.worker_problem, f"`sumbg logs {site.slug} --worker` says why")]
+
+
 def check_records(site: SiteFacts) -> list[Finding]:
     recover = f"`sumbg recover {site.slug}`"
     found = []
@@ -422,6 +441,7 @@ def decide(facts: HostFacts, now: dt.datetime) -> list[Finding]:
         check_ports,
         check_disk,
         check_clock,
+        check_network,
     )
     found = [finding for check in host_checks for finding in check(facts)]
     for slug, error in facts.invalid_sites:
@@ -435,6 +455,7 @@ def decide(facts: HostFacts, now: dt.datetime) -> list[Finding]:
         if facts.tls != "off":
             found.extend(check_certificates(site, now, facts.tls, facts.edge_container))
         found.extend(check_backups(site, now))
+        found.extend(check_worker(site))
         found.extend(check_records(site))
     return found
 
@@ -543,6 +564,7 @@ def gather(ctx: Context) -> HostFacts:
         tls=host.edge.tls,
         sites=tuple(sites),
         invalid_sites=tuple(invalid),
+        network_problems=None if engine_error else tuple(network_problems(ctx)),
     )
 
 
@@ -564,7 +586,7 @@ def _site_facts(ctx: Context, site: Site, *, engine_ok: bool, edge_running: bool
             certificates[domain] = probe.certificate_served(edge.probe_host, edge.https_port, domain)
     backups = backup_status(ctx, site, state)  # what `status` says of them, here and offsite
     taken = retention.parse_time(backups["local"]["at"]) if backups["local"] else None
-    interrupted, problems = "", ()
+    interrupted, problems, worker_problem = "", (), ""
     if engine_ok:
         status = site_status(ctx, site)
         operation = status["operation"]
@@ -574,6 +596,7 @@ def _site_facts(ctx: Context, site: Site, *, engine_ok: bool, edge_running: bool
                 f"started {operation['started_at']})"
             )
         problems = tuple(status["agreement"]["problems"])
+        worker_problem = status["worker_problem"] or ""
     elif state.operation and not is_held(site.dir / ".lock"):
         interrupted = f"an interrupted {state.operation.kind} (stopped during step {state.operation.step})"
     return SiteFacts(
@@ -587,4 +610,5 @@ def _site_facts(ctx: Context, site: Site, *, engine_ok: bool, edge_running: bool
         interrupted=interrupted,
         problems=problems,
         records_checked=engine_ok,
+        worker_problem=worker_problem,
     )

@@ -87,6 +87,7 @@ def init(
     ctx.engine.ping()
     if not (ctx.host.site_dir(slug) / ".env").exists():
         refuse_a_foreign_database(ctx, slug)
+    ctx.networks.check_room(slug)  # a pool the host routes, or a full one: refused before anything exists
 
     # Validate everything about the repo before creating anything under the root.
     ctx.host.root.mkdir(parents=True, exist_ok=True)

@@ -195,6 +195,15 @@ class OffsiteStore(Protocol):
     def restore(self, snapshot_id: str, target: Path) -> None: ...
 
 
+class AddressPlanner(Protocol):
+    """sumbg's address plan: each site's networks on subnets of [network] pool
+    (sumbg.site.addresses.AddressPlan)."""
+
+    def check_room(self, slug: str) -> None: ...
+    def site_view(self, slug: str) -> dict[str, Any]: ...
+    def host_problems(self) -> list[str]: ...
+
+
 class GitMirror(Protocol):
     """A bare mirror of a site's client repository (sumbg.adapters.gitrepo.Mirror)."""
 

@@ -36,6 +36,7 @@ def host_status(ctx: Context) -> dict[str, Any]:
         "root": str(ctx.host.root),
         "sites": status(ctx, None),
         "undelivered_events": undelivered_events(ctx, None),
+        "network": host_network(ctx),
     }
 
 
@@ -44,6 +45,12 @@ def undelivered_events(ctx: Context, slug: str | None) -> list[dict[str, Any]]:
     a fleet run's), newest first."""
     log = ctx.events.log
     return log.undelivered(site=slug) if slug else log.undelivered(host_only=True)
+
+
+def host_network(ctx: Context) -> dict[str, Any]:
+    """The address plan's settings and what is wrong with the plan itself."""
+    plan = ctx.host.network
+    return {"pool": plan.pool, "site_prefix": plan.site_prefix, "problems": ctx.networks.host_problems()}
 
 
 def site_status(ctx: Context, site: Site) -> dict[str, Any]:
@@ -101,6 +108,7 @@ def site_status(ctx: Context, site: Site) -> dict[str, Any]:
         "worker_problem": worker_problem,
         # What needs the operator: `sumbg status` exits 1 when a site it shows has any.
         "problems": [*agreed.problems, *([worker_problem] if worker_problem else []), *backup["problems"]],
+        "network": ctx.networks.site_view(site.slug),
     }
 
 
@@ -111,6 +119,17 @@ def workers_view(ctx: Context, site: Site, live: str | None, *, busy: bool) -> t
     views = {colour: stacks.worker_view(colour) for colour in naming.COLOURS}
     problem = worker_problem(views[live], live) if live and not busy else None
     return {colour: view.to_json() for colour, view in views.items()}, problem
+
+
+def network_problems(ctx: Context) -> list[str]:
+    """Every way this host's networks stray from the address plan, one line each, for a host check (a
+    doctor): a pool the host routes, a site outside the plan or whose networks differ from its record.
+    `status` shows the same, per site and for the host."""
+    problems = list(ctx.networks.host_problems())
+    for path in sorted(ctx.host.root.glob("*/site.toml")):
+        slug = path.parent.name
+        problems += [f"{slug}: {problem}" for problem in ctx.networks.site_view(slug)["problems"]]
+    return problems
 
 
 def rollback_view(ctx: Context, site: Site, state: SiteState) -> dict[str, Any]:

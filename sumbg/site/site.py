@@ -190,12 +190,14 @@ class Site:
         *,
         worker: bool | None = None,
         forwarded_allow_ips: str = "127.0.0.1",
+        edge_network: str | None = None,
         version: tuple[str, str] = ("unknown", "unknown"),
         app_env_file: Path | None = None,
         static_dir: Path | None = None,
     ) -> ComposeProject:
         """`version`: (GIT_SHA, BUILD_ID) for the app's environment, so /health/ reports them
-        even when a repo's own Dockerfile does not declare them."""
+        even when a repo's own Dockerfile does not declare them. `edge_network`: where web meets the
+        edge (the site's own link; the shared edge network for a site older than the address plan)."""
         name = naming.app_project(self.slug, colour)
         with_worker = bool(self.config.worker_command) if worker is None else worker
         return ComposeProject(
@@ -218,7 +220,7 @@ class Site:
                 ("SUMBG_WORKER_STOP_GRACE", str(round(self.config.worker.stop_timeout))),
                 ("SUMBG_WEB_ALIAS", naming.web_alias(self.slug, colour)),
                 ("SUMBG_SITE_NETWORK", naming.site_network(self.slug)),
-                ("SUMBG_EDGE_NETWORK", self.host.edge.name),
+                ("SUMBG_EDGE_NETWORK", edge_network or self.host.edge.name),
                 ("SUMBG_FORWARDED_ALLOW_IPS", forwarded_allow_ips),
                 ("SUMBG_GIT_SHA", version[0]),
                 ("SUMBG_BUILD_ID", version[1]),

@@ -22,6 +22,7 @@ from sumbg.adapters.docker import ComposeProject, ContainerState, Engine, ExecRe
 from sumbg.config import LIVE_CPU_SHARES
 from sumbg.errors import AppCommandFailed, BackupError, DockerError, MigrationFailed, SumbgError, WorkerNotReady, tail
 from sumbg.site import retention
+from sumbg.site.addresses import AddressPlan
 from sumbg.site.backupset import BackupSet
 from sumbg.site.database import Database, parse_row_counts
 from sumbg.site.logs import SERVICES
@@ -89,10 +90,15 @@ class Stacks:
 
     # ------------------------------------------------------------ data stack
     def start_data(self) -> None:
-        # App stacks join the shared edge network; it must exist before any of them.
+        # The edge's own network (and the app stacks' of a site older than the address plan).
         self.engine.ensure_edge_network(self.site.host.edge.name)
+        # The site's network and its link to the edge, on subnets of the address plan.
+        self.addresses().ensure(self.site.slug)
         self.engine.compose_up(self.site.data_project())
         self.wait_data_ready()
+
+    def addresses(self) -> AddressPlan:
+        return AddressPlan(self.site.host, self.engine)
 
     def wait_data_ready(self, timeout: float = DATA_READY_SECONDS) -> None:
         """Postgres answers on TCP (not only the socket of its first-start init server) and Redis
@@ -140,12 +146,23 @@ class Stacks:
             # Only the edge may tell gunicorn the scheme (X-Forwarded-Proto), so a client whose
             # settings redirect to HTTPS with no SECURE_PROXY_SSL_HEADER works unchanged.
             forwarded_allow_ips=self.edge_address(),
+            edge_network=self.edge_network(),
             version=(labels.get("sumbg.commit") or "unknown", labels.get("sumbg.ref") or "unknown"),
         )
 
+    def edge_network(self) -> str:
+        """Where the site's webs meet the edge: its own link, or (a site older than the address plan)
+        the shared edge network."""
+        block = self.addresses().block(self.site.slug)
+        return block.edge_network if block else self.site.host.edge.name
+
     def edge_address(self) -> str:
-        """The edge Caddy's address on the edge network: the reserved one, or (on an edge
-        network made by an older sumbg) wherever the running edge is now."""
+        """The edge Caddy's address where the site's webs meet it: reserved on the site's link, or on
+        the shared edge network, or (on an edge network made by an older sumbg) wherever the
+        running edge is now."""
+        block = self.addresses().block(self.site.slug)
+        if block is not None:
+            return block.edge_address
         edge = self.site.host.edge
         return (
             self.engine.edge_address(edge.name)
@@ -582,6 +599,7 @@ class Stacks:
             image,
             worker=False,
             forwarded_allow_ips=self.edge_address(),
+            edge_network=self.edge_network(),
             version=(labels.get("sumbg.commit") or "unknown", labels.get("sumbg.ref") or "unknown"),
             app_env_file=self.site.rehearsal_env_file(),
             static_dir=self.site.static_dir(static_from),
