@@ -660,7 +660,7 @@ def adopt_plan(
             except SumbgError as exc:
                 run.say(f"could not disable {unit.name}: {exc.message}; it may start again at boot")
         until = dt.datetime.now(dt.UTC) + dt.timedelta(days=options.undo_days)
-        run.state.deploy_first(slug, COLOUR, release_record(image))
+        run.state.deploy_first(slug, COLOUR, release_record(image, ctx.labelled_dependencies(image.tag)))
         adoption = run.state.adoption
         assert adoption is not None  # the record step wrote it
         adoption.mark(ADOPTION_ADOPTED)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from sumbg.config.build import BuildSettings
 from sumbg.config.fleet import FLEET_ENV, FleetConfig, FleetHost, fleet_path, load_fleet
 from sumbg.config.host import DEFAULT_ROOT, EdgeSettings, HostConfig, Images, load_host, parse_host, root_from_env
-from sumbg.config.keys import LIVE_CPU_SHARES, TLS_MODES
+from sumbg.config.keys import LIVE_CPU_SHARES, LOCK_MODES, TLS_MODES
 from sumbg.config.render import render_site_toml, set_edge_settings, set_host_settings, set_site_settings
 from sumbg.config.site import (
     DEFAULT_SMOKE_CHECKS,
@@ -37,6 +37,7 @@ __all__ = [
     "FLEET_ENV",
     "GOLDEN_PATH_HEADERS",
     "LIVE_CPU_SHARES",
+    "LOCK_MODES",
     "TLS_MODES",
     "BasicAuth",
     "BuildSettings",

@@ -16,6 +16,7 @@ from sumbg.adapters import build, gitrepo
 from sumbg.adapters.probe import live_target
 from sumbg.config import SiteConfig, refuse_changes_to_kept_config, render_site_toml
 from sumbg.errors import CheckFailed, UsageError
+from sumbg.ops import dependencies
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.seams import SiteStacks
@@ -163,7 +164,7 @@ def init(
         return {"health": answer.status, "version": answer.version}
 
     def record(run: Run) -> StepResult:
-        run.state.deploy_first(slug, colour, release_record(image))
+        run.state.deploy_first(slug, colour, release_record(image, ctx.labelled_dependencies(image.tag)))
         run.save_state()
         run.forget_cleanups()
         return {}
@@ -206,7 +207,23 @@ class FirstColour:
 
 
 def build_first(fc: FirstColour, run: Run) -> StepResult:
-    return fc.ctx.build_image(fc.site, fc.image)
+    """The first image: the site's [build] lock still applies (a lock file; nothing is live to lock to),
+    and a commit this site built before (a re-run init) is rebuilt with its recorded versions."""
+    ctx, site, image = fc.ctx, fc.site, fc.image
+    mirror = ctx.mirror(site)
+    constraints = dependencies.constraints_for(
+        image,
+        lock=site.config.build.lock or ctx.host.build_lock,
+        recorded=dependencies.recorded_build(run.state, site.records.history(), image.commit),
+        mirror=mirror,
+        live=None,
+        live_ref=None,
+        live_requirements=None,
+        new_requirements=mirror.read_file(image.commit, "requirements.txt") or "",
+    )
+    if constraints.source:
+        run.say(f"resolving against {constraints.source}")
+    return fc.ctx.build_image(fc.site, fc.image, constraints=constraints).record
 
 
 def migrate_first(fc: FirstColour, run: Run) -> StepResult:
