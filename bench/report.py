@@ -7,6 +7,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+import builds
 import stats
 
 UPGRADE_KEYS = [
@@ -185,6 +186,8 @@ def summarise(results: dict) -> dict:
         out["density"] = density_summary(results["density"])
     if (results.get("latency") or {}).get("rate"):
         out["latency"] = latency_summary(results["latency"])
+    if (results.get("builds") or {}).get("runs"):
+        out["builds"] = builds.summary(results["builds"])
     return out
 
 
@@ -489,6 +492,7 @@ def markdown(results: dict, *, quick: bool) -> str:
         "    .venv/bin/python bench/run.py --quick --out /tmp/bench   # < 3 min, files in /tmp/bench only",
         "    .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone: /tmp/d",
         "    .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone: /tmp/l",
+        "    .venv/bin/python bench/run.py --only builds --out /tmp/b11                   # figure 11 alone: /tmp/b11",
         "",
     ]
     only = results.get("only")
@@ -496,6 +500,7 @@ def markdown(results: dict, *, quick: bool) -> str:
         number, section = {
             "density": (9, lambda: density_section(s.get("density") or {}, m)),
             "latency": (10, lambda: latency_section(s.get("latency") or {}, cfg, m)),
+            "builds": (11, lambda: builds.section(s.get("builds") or {}, m, table, fmt)),
         }[only]
         parts += [f"This run measured figure {number} alone (`--only {only}`).", ""]
         return "\n".join(parts + section() + failures_section(results))
@@ -692,6 +697,7 @@ def markdown(results: dict, *, quick: bool) -> str:
     parts += adoption_section(s.get("adoption") or {})
     parts += density_section(s.get("density") or {}, m)
     parts += latency_section(s.get("latency") or {}, cfg, m)
+    parts += builds.section(s.get("builds") or {}, m, table, fmt)
     return "\n".join(parts + failures_section(results))
 
 
@@ -1210,6 +1216,8 @@ def console(results: dict) -> str:
             f"{off.get('failed_total')}/{off.get('sent_total')}; upgrade {on.get('wall_seconds')}s on vs "
             f"{off.get('wall_seconds')}s off; targets met {l.get('targets_met')} (n={on.get('n', 0)})"
         )
+    if s.get("builds"):
+        lines.append(f"  builds: {s['builds']}")
     for failure in results.get("failures") or []:
         lines.append(f"  FAILED: {failure}")
     return "\n".join(lines)

@@ -12,11 +12,12 @@ ARG PIP_VERSION
 ARG SETUPTOOLS_VERSION
 ARG WHEEL_VERSION
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+# The CA bundle first: a changed bundle gives a whole new toolchain (the benchmark's cold builds rely on it).
+COPY ca.crt /etc/sumbg-ca.crt
 RUN if [ -n "$BUILD_PACKAGES" ]; then \
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             $BUILD_PACKAGES >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*; \
     fi
-COPY ca.crt /etc/sumbg-ca.crt
 RUN if [ -s /etc/sumbg-ca.crt ]; then export PIP_CERT=/etc/sumbg-ca.crt; fi \
     && python3 -m venv /venv \
     && python3 -m venv /sumbg-build \

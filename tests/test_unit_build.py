@@ -815,3 +815,21 @@ def test_pinned_ssh_host_keys(tmp_path):
     )
     assert "GIT_ASKPASS" not in env and "SUMBG_GIT_TOKEN_FILE" not in env
     assert dependency_env(GitAuth(), tmp_path)["GIT_SSH_COMMAND"] == "ssh -o BatchMode=yes"
+
+
+def test_io_weight_is_passed_only_where_the_kernel_honours_it(tmp_path):
+    from sumbg.adapters.docker import io_weight_supported
+
+    v1 = tmp_path / "v1"
+    (v1 / "blkio").mkdir(parents=True)
+    (v1 / "blkio" / "blkio.throttle.read_bps_device").write_text("")
+    assert not io_weight_supported(v1)  # cgroup v1 without a proportional scheduler (this engine: mq-deadline)
+    (v1 / "blkio" / "blkio.bfq.weight").write_text("100")
+    assert io_weight_supported(v1)
+    v2 = tmp_path / "v2"
+    (v2 / "system.slice").mkdir(parents=True)
+    (v2 / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    assert not io_weight_supported(v2)
+    (v2 / "system.slice" / "io.bfq.weight").write_text("default 100\n")
+    assert io_weight_supported(v2)
+    assert not io_weight_supported(tmp_path / "none")
