@@ -481,3 +481,31 @@ def test_releases_deps_shows_what_was_recorded_for_a_ref(ctx, world, tmp_path):
     # An image that carries the label (built on this host, its records since moved on): the label says.
     world.dependencies["sum-acme:v1.0.0"] = [dep("Django", "5.1.3")]
     assert release_dependencies(ctx, "acme", "v1.0.0")["recorded_in"] == "the label of sum-acme:v1.0.0"
+
+
+def test_an_adopted_site_is_built_with_what_its_runbook_venv_runs(tmp_path):
+    from sumbg.adoption.adopt import runbook_constraints
+
+    packages = tmp_path / "venv" / "lib" / "python3.12" / "site-packages"
+    for name, version, direct in (
+        ("Django", "5.1.2", None),
+        ("pip", "24.0", None),
+        ("sum_core", "0.9.0", {"url": "https://git.example/acme/sum-core.git", "vcs_info": {"commit_id": CORE_A}}),
+    ):
+        info = packages / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n")
+        if direct:
+            (info / "direct_url.json").write_text(json.dumps(direct))
+    assert pydeps.venv_dependencies(tmp_path / "venv") == [
+        dep("Django", "5.1.2"),
+        dep("sum-core", "0.9.0", commit=CORE_A, source="git"),
+    ]
+    origin = f"the versions installed in {tmp_path / 'venv'} (the runbook deployment)"
+    assert runbook_constraints(tmp_path / "venv") == build.Constraints(
+        pins=(pydeps.Constraint("django", "==5.1.2", origin),),
+        source=origin,
+        relax=True,
+        git_commits=(("sum-core", CORE_A),),
+    )
+    assert runbook_constraints(tmp_path / "nothing") is None

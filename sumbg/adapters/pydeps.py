@@ -10,6 +10,8 @@ requires?
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import re
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -259,6 +261,24 @@ def lock_constraints(text: str, label: str) -> list[Constraint]:
             continue  # a name alone constrains nothing
         found.append(Constraint(canonical(requirement.name), spec + marker, f"{label} line {number}"))
     return found
+
+
+def venv_dependencies(venv: Path) -> list[Dependency]:
+    """What a virtualenv on this host has installed (a runbook deployment's venv/), installer tools left
+    out; a distribution pip installed from git carries its commit (direct_url.json)."""
+    found: dict[str, Dependency] = {}
+    for packages in sorted(venv.glob("lib/python3*/site-packages")):
+        for dist in importlib.metadata.distributions(path=[str(packages)]):
+            name = dist.metadata["Name"]
+            if not name or canonical(name) in INSTALLER_TOOLS or canonical(name) in found:
+                continue
+            try:
+                direct = json.loads(dist.read_text("direct_url.json") or "null") or {}
+            except (ValueError, OSError):
+                direct = {}
+            commit = str((direct.get("vcs_info") or {}).get("commit_id") or "")
+            found[canonical(name)] = Dependency(name, dist.version, commit, GIT if commit else "")
+    return sorted(found.values(), key=lambda d: d.key)
 
 
 def pins(dependencies: Iterable[Dependency], origin: str) -> list[Constraint]:

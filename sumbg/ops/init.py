@@ -204,6 +204,7 @@ class FirstColour:
     with_worker: bool
     preview: str  # what the preview file names once the edge routes the site
     colour: str = naming.COLOURS[0]
+    constraints: build.Constraints | None = None  # adopt: the versions the runbook deployment runs
 
 
 def build_first(fc: FirstColour, run: Run) -> StepResult:
@@ -211,10 +212,12 @@ def build_first(fc: FirstColour, run: Run) -> StepResult:
     and a commit this site built before (a re-run init) is rebuilt with its recorded versions."""
     ctx, site, image = fc.ctx, fc.site, fc.image
     mirror = ctx.mirror(site)
-    constraints = dependencies.constraints_for(
+    recorded = dependencies.recorded_build(run.state, site.records.history(), image.commit)
+    constraints = fc.constraints if fc.constraints is not None and recorded is None else None
+    constraints = constraints or dependencies.constraints_for(
         image,
         lock=site.config.build.lock or ctx.host.build_lock,
-        recorded=dependencies.recorded_build(run.state, site.records.history(), image.commit),
+        recorded=recorded,
         mirror=mirror,
         live=None,
         live_ref=None,
@@ -255,10 +258,17 @@ def route_on_edge(fc: FirstColour, run: Run) -> StepResult:
 
 
 def first_colour_steps(
-    ctx: Context, site: Site, image: build.ImageSpec, *, migrate_note: str, with_worker: bool, preview: str
+    ctx: Context,
+    site: Site,
+    image: build.ImageSpec,
+    *,
+    migrate_note: str,
+    with_worker: bool,
+    preview: str,
+    constraints: build.Constraints | None = None,
 ) -> dict[str, Step]:
     """A site's first colour (blue): build, migrate, static, start, edge; by name, for init and adopt."""
-    fc = FirstColour(ctx, site, ctx.stacks(site), image, migrate_note, with_worker, preview)
+    fc = FirstColour(ctx, site, ctx.stacks(site), image, migrate_note, with_worker, preview, constraints=constraints)
     slug, colour = site.slug, fc.colour
     commit = image.labels["sumbg.commit"]
     worker = "" if with_worker else " (its worker later)"
