@@ -257,13 +257,13 @@ def resolve(engine: Engine, job: ResolveJob) -> Resolution:
     relaxed: list[dict[str, str]] = []
     with job.cache.shared() if job.cache.enabled else _nothing():
         for _ in range(6):
-            result, output = _run(engine, job, constraints)
+            result, output, returncode = _run(engine, job, constraints)
             if result is not None:
                 break
             conflict = parse_conflict(output)
             releasable = [c for c in constraints if c.name in conflict.constrained and c.origin in job.relax]
             if not releasable:
-                raise _failure(job, output, constraints, conflict)
+                raise _failure(job, output, returncode, constraints, conflict)
             for item in releasable:
                 constraints.remove(item)
                 relaxed.append({"name": item.name, "pin": item.spec, "why": "; ".join(conflict.causes)})
@@ -280,8 +280,10 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def _run(engine: Engine, job: ResolveJob, constraints: list[pydeps.Constraint]) -> tuple[dict[str, Any] | None, str]:
-    """One resolution attempt: (its report, its output), the report None if pip failed."""
+def _run(
+    engine: Engine, job: ResolveJob, constraints: list[pydeps.Constraint]
+) -> tuple[dict[str, Any] | None, str, int]:
+    """One resolution attempt: (its report, its output, its exit code), the report None if pip failed."""
     given = job.scratch / "in"
     work = job.scratch / "work"
     for folder in (given, work):
@@ -343,8 +345,8 @@ def _run(engine: Engine, job: ResolveJob, constraints: list[pydeps.Constraint]) 
             break
     if done.returncode != 0 or report is None:
         _corrupt_cache_entry(job, output)
-        return None, output
-    return report, output
+        return None, output, done.returncode
+    return report, output, 0
 
 
 def _collect(job: ResolveJob, report: dict[str, Any] | None) -> Resolution:
@@ -459,7 +461,7 @@ def parse_conflict(output: str) -> Conflict:
 
 
 def _failure(
-    job: ResolveJob, output: str, constraints: list[pydeps.Constraint], conflict: Conflict
+    job: ResolveJob, output: str, returncode: int, constraints: list[pydeps.Constraint], conflict: Conflict
 ) -> BuildError | DockerError:
     evidence = tail(output, 25)
     pinned = {c.name: c for c in constraints}
@@ -488,10 +490,15 @@ def _failure(
             output_tail=evidence,
         )
     local_failed = re.search(r"SUMBG-LOCAL-FAILED (\S+)", output)
+    if local_failed:
+        return BuildError(
+            f"building a wheel of {local_failed.group(1)} (fetched from git) for {job.image_tag} failed",
+            output_tail=evidence,
+        )
     hint = job.compile_hint(output) if job.compile_hint else ""
-    what = f"building the wheel of {local_failed.group(1)}" if local_failed else f"building image {job.image_tag}"
+    # Worded as the image build's failure was before the resolution ran apart from it.
     return DockerError(
-        f"{what} failed (exit 1)" + (f"; {hint}" if hint else "") if not local_failed else f"{what} failed",
+        f"building image {job.image_tag} failed (exit {returncode})" + (f"; {hint}" if hint else ""),
         output_tail=evidence,
     )
 
