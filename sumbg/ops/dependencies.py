@@ -140,7 +140,9 @@ def explain(
     why: dict[str, str] = {}
     for key in sorted(before.keys() & after.keys()):
         old, now = before[key], after[key]
-        if (old.version, old.commit) == (now.version, now.commit):
+        # An image built before the label existed names its git commits by 12 characters.
+        same_commit = old.commit.startswith(now.commit) or now.commit.startswith(old.commit)
+        if old.version == now.version and same_commit:
             diff.unchanged += 1
             continue
         forced = key in edited or not asked.allows(key, old.version)
