@@ -204,7 +204,14 @@ class Builds:
     # ------------------------------------------------------------------ the figure
     def run(self) -> dict:
         c, b = self.cfg, self.b
-        rec = self.record = {"base": BASE, "wagtail": WAGTAIL, "build_packages": list(BUILD_PACKAGES), "runs": []}
+        rec = self.record = {
+            "base": BASE,
+            "wagtail": WAGTAIL,
+            "build_packages": list(BUILD_PACKAGES),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": b.results.get("machine"),
+            "runs": [],
+        }
         b.results["builds"] = rec
         self.prepare()
         rec["init"] = first = self.init(1, "bench-t0")
@@ -313,7 +320,7 @@ def ratio(a, b) -> float | None:
 
 def summary(d: dict) -> dict:
     """Figure 11 from its raw record: medians by kind, the N sites' builds, the latency ratios."""
-    out: dict = {"base": d.get("base"), "wagtail": d.get("wagtail")}
+    out: dict = {"base": d.get("base"), "wagtail": d.get("wagtail"), "measured_at": d.get("measured_at")}
     init = d.get("init") or {}
     out["init"] = {k: init.get(k) for k in ("wall_seconds", "seconds", "distributions")} | {
         "build": (init.get("steps") or {}).get("build")
@@ -397,7 +404,8 @@ def section(s: dict, machine: dict, table, fmt) -> list[str]:
         "distributions; Pillow compiled from source with `[build] build_packages`; sum-core pinned from git), one "
         "sum-core pin bump per upgrade, each to a sum-core version never built before; `--watch 0`, no load. The "
         "upgrade's seconds are its whole run without the watch (the bump has no migration: the rehearsal and "
-        f"migrate are skipped). The site's first build (init, everything cold): {fmt((s.get('init') or {}).get('build'), ' s')}.",
+        f"migrate are skipped). The site's first build (init, everything cold): {fmt((s.get('init') or {}).get('build'), ' s')}. "
+        f"Measured {s.get('measured_at')}.",
         "",
         table(
             ["bump", "n", "build", "resolve", "toolchain", "image build", "wheels cached / fetched", "upgrade"], rows
