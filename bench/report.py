@@ -7,7 +7,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-import builds
+import builds as builds_figure
 import stats
 
 UPGRADE_KEYS = [
@@ -187,7 +187,7 @@ def summarise(results: dict) -> dict:
     if (results.get("latency") or {}).get("rate"):
         out["latency"] = latency_summary(results["latency"])
     if (results.get("builds") or {}).get("runs"):
-        out["builds"] = builds.summary(results["builds"])
+        out["builds"] = builds_figure.summary(results["builds"])
     return out
 
 
@@ -500,7 +500,7 @@ def markdown(results: dict, *, quick: bool) -> str:
         number, section = {
             "density": (9, lambda: density_section(s.get("density") or {}, m)),
             "latency": (10, lambda: latency_section(s.get("latency") or {}, cfg, m)),
-            "builds": (11, lambda: builds.section(s.get("builds") or {}, m, table, fmt)),
+            "builds": (11, lambda: builds_figure.section(s.get("builds") or {}, m, table, fmt)),
         }[only]
         parts += [f"This run measured figure {number} alone (`--only {only}`).", ""]
         return "\n".join(parts + section() + failures_section(results))
@@ -697,7 +697,7 @@ def markdown(results: dict, *, quick: bool) -> str:
     parts += adoption_section(s.get("adoption") or {})
     parts += density_section(s.get("density") or {}, m)
     parts += latency_section(s.get("latency") or {}, cfg, m)
-    parts += builds.section(s.get("builds") or {}, m, table, fmt)
+    parts += builds_figure.section(s.get("builds") or {}, m, table, fmt)
     return "\n".join(parts + failures_section(results))
 
 
