@@ -833,3 +833,44 @@ def test_io_weight_is_passed_only_where_the_kernel_honours_it(tmp_path):
     (v2 / "system.slice" / "io.bfq.weight").write_text("default 100\n")
     assert io_weight_supported(v2)
     assert not io_weight_supported(tmp_path / "none")
+
+
+def test_a_release_built_before_fetches_its_git_dependency_at_the_recorded_commit(tmp_path, core_repo):
+    bare, core_commit = core_repo
+    client = tmp_path / "client"
+    client.mkdir()
+    (client / "requirements.txt").write_text(
+        "sum-core @ git+https://git.invalid/acme/sum-core.git@v0.9.0#subdirectory=core\n"
+    )
+    _git("init", "-q", "-b", "main", str(client))
+    _git("add", "-A", cwd=client)
+    _git("commit", "-q", "-m", "c", cwd=client)
+    mirror = Mirror(tmp_path / "mirror.git", str(client))
+    mirror.sync()
+    spec = build.image_spec("acme", mirror.resolve("main"), "0.9.0")
+    host = HostConfig(
+        root=tmp_path,
+        images=Images(python="py:3.12"),
+        build=BuildSettings(git_url_rewrites=(("https://git.invalid/", f"file://{bare.parent.parent}/"),)),
+    )
+    recorded = build.Constraints(source="the record", git_commits=(("sum-core", core_commit),))
+    result = build.build(
+        FakeEngine(), mirror, spec, host=host, site=_site(), work_dir=tmp_path / "run", constraints=recorded
+    )
+    assert result.record["git_dependencies"][0]["commit"] == core_commit
+    gone = "f" * 40  # a commit the repository no longer has (its tag was moved and the old commit pruned)
+    missing = build.Constraints(source="the record", git_commits=(("sum-core", gone),))
+    with pytest.raises(GitError) as info:
+        build.build(
+            FakeEngine(),
+            mirror,
+            spec,
+            host=host,
+            site=_site(packages=("x",)),
+            work_dir=tmp_path / "run",
+            constraints=missing,
+        )
+    assert info.value.message == (
+        f"cannot fetch file://{bare}: it has no tag, branch or commit ffffffffffff (recorded for v0.9.0 when it "
+        "was built here)"
+    )

@@ -31,6 +31,7 @@ from sumbg.adapters import gitdeps, pydeps, wheels
 from sumbg.adapters.docker import COMPOSE_DIR, Engine
 from sumbg.adapters.gitrepo import GitAuth, Mirror, Resolved, fetch_tree
 from sumbg.config import HostConfig, SiteConfig
+from sumbg.errors import GitError
 
 DEFAULT_DOCKERFILE = COMPOSE_DIR / "sum-site.Dockerfile"
 TOOLCHAIN_DOCKERFILE = wheels.TOOLCHAIN_DOCKERFILE
@@ -269,15 +270,26 @@ def _build_default(
         source = gitdeps.rewrite_url(requirement.url, options.url_rewrites)
         project = pydeps.canonical(requirement.label)
         staging = scratch / "tree"
-        commit = fetch_tree(
-            source,
-            recorded.get(project) or requirement.ref,
-            requirement.subdirectory,
-            staging,
-            auth=options.auth,
-            scratch=scratch,
-            shown_url=gitdeps.redact_url(source),
-        )
+        wanted = recorded.get(project, "")
+        try:
+            commit = fetch_tree(
+                source,
+                wanted or requirement.ref,
+                requirement.subdirectory,
+                staging,
+                auth=options.auth,
+                scratch=scratch,
+                shown_url=gitdeps.redact_url(source),
+            )
+        except GitError as exc:
+            if not wanted:
+                raise
+            # A release built before fetches the commit it was built with, not what its ref names today.
+            said = f"@{requirement.ref or 'HEAD'} (the recorded commit {wanted[:12]})"
+            message = exc.message.replace(f"@{wanted}", said).replace(
+                f"{wanted!r}", f"{wanted[:12]} (recorded for {requirement.ref or 'HEAD'} when it was built here)"
+            )
+            raise exc.refined(message=message) from exc
         name = gitdeps.dependency_dir_name(requirement, commit)
         if not (deps_dir / name).exists():
             shutil.move(staging, deps_dir / name)
