@@ -7,6 +7,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+import builds as builds_figure
 import stats
 
 UPGRADE_KEYS = [
@@ -216,6 +217,8 @@ def summarise(results: dict) -> dict:
         out["density"] = density_summary(results["density"])
     if (results.get("latency") or {}).get("rate"):
         out["latency"] = latency_summary(results["latency"])
+    if (results.get("builds") or {}).get("runs"):
+        out["builds"] = builds_figure.summary(results["builds"])
     return out
 
 
@@ -521,6 +524,7 @@ def markdown(results: dict, *, quick: bool) -> str:
         "    .venv/bin/python bench/run.py --only density --density-sites 3 --out /tmp/d   # figure 9 alone: /tmp/d",
         "    .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone: /tmp/l",
         "    .venv/bin/python bench/run.py --only offsite --backup-reps 1 --out /tmp/o     # figure 11 alone: /tmp/o",
+        "    .venv/bin/python bench/run.py --only builds --out /tmp/b13                   # figure 13 alone: /tmp/b13",
         "",
     ]
     only = results.get("only")
@@ -529,6 +533,7 @@ def markdown(results: dict, *, quick: bool) -> str:
             "density": (9, lambda: density_section(s.get("density") or {}, m)),
             "latency": (10, lambda: latency_section(s.get("latency") or {}, cfg, m)),
             "offsite": (11, lambda: offsite_section(s.get("offsite") or {})),
+            "builds": (13, lambda: builds_figure.section(s.get("builds") or {}, m, table, fmt)),
         }[only]
         parts += [f"This run measured figure {number} alone (`--only {only}`).", ""]
         return "\n".join(parts + section() + failures_section(results))
@@ -726,6 +731,7 @@ def markdown(results: dict, *, quick: bool) -> str:
     parts += density_section(s.get("density") or {}, m)
     parts += latency_section(s.get("latency") or {}, cfg, m)
     parts += offsite_section(s.get("offsite") or {})
+    parts += builds_figure.section(s.get("builds") or {}, m, table, fmt)
     return "\n".join(parts + failures_section(results))
 
 
@@ -1314,6 +1320,8 @@ def console(results: dict) -> str:
             f"{off.get('failed_total')}/{off.get('sent_total')}; upgrade {on.get('wall_seconds')}s on vs "
             f"{off.get('wall_seconds')}s off; targets met {l.get('targets_met')} (n={on.get('n', 0)})"
         )
+    if s.get("builds"):
+        lines.append(f"  builds: {s['builds']}")
     for failure in results.get("failures") or []:
         lines.append(f"  FAILED: {failure}")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sumbg import naming
-from sumbg.adapters import build, caddy, gitrepo
+from sumbg.adapters import build, caddy, gitrepo, pydeps
 from sumbg.adapters.docker import Engine, ExecResult
 from sumbg.adapters.probe import Target, live_target, preview_target, served_certificate, unix_socket_target
 from sumbg.adoption.runbook_host import (
@@ -340,6 +340,22 @@ def secrets_body(deployment: Deployment, site_config: SiteConfig, password: str)
     return "\n".join(lines) + "\n"
 
 
+def runbook_constraints(venv: Path) -> build.Constraints | None:
+    """The image of an adopted site installs what the runbook deployment runs: its venv's versions as
+    constraints (and its git dependencies' commits). A version this image's Python cannot take is
+    released and said, as with [build] lock = "live"."""
+    installed = pydeps.venv_dependencies(venv) if venv.is_dir() else []
+    if not installed:
+        return None
+    origin = f"the versions installed in {venv} (the runbook deployment)"
+    return build.Constraints(
+        pins=tuple(pydeps.pins(installed, origin)),
+        source=origin,
+        relax=True,
+        git_commits=tuple((d.key, d.commit) for d in installed if d.commit and len(d.commit) == 40),
+    )
+
+
 def edge_address(ctx: Context) -> str:
     bind = ctx.host.edge.bind
     return f"{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{ctx.host.edge.http_port}"
@@ -621,6 +637,7 @@ def adopt_plan(
         with_worker=False,
         preview=COLOUR,
         migrate_note="The database is an imported copy; the old one is untouched.",
+        constraints=runbook_constraints(deployment.source / "venv"),
     )
 
     # ---------------------------------------------------------------- the window
@@ -693,7 +710,7 @@ def adopt_plan(
             except SumbgError as exc:
                 run.say(f"could not disable {unit.name}: {exc.message}; it may start again at boot")
         until = dt.datetime.now(dt.UTC) + dt.timedelta(days=options.undo_days)
-        run.state.deploy_first(slug, COLOUR, release_record(image))
+        run.state.deploy_first(slug, COLOUR, release_record(image, ctx.labelled_dependencies(image.tag)))
         adoption = run.state.adoption
         assert adoption is not None  # the record step wrote it
         adoption.mark(ADOPTION_ADOPTED)

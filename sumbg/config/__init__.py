@@ -16,7 +16,7 @@ from sumbg.config.backup import BackupPolicy, BackupSettings, Retention, SiteBac
 from sumbg.config.build import BuildSettings
 from sumbg.config.fleet import FLEET_ENV, FleetConfig, FleetHost, fleet_path, load_fleet
 from sumbg.config.host import DEFAULT_ROOT, EdgeSettings, HostConfig, Images, load_host, parse_host, root_from_env
-from sumbg.config.keys import LIVE_CPU_SHARES, TLS_MODES
+from sumbg.config.keys import LIVE_CPU_SHARES, LOCK_MODES, TLS_MODES
 from sumbg.config.notify import EVENTS, GROUPS, HOOKS, HookSettings, NotifyTarget
 from sumbg.config.render import render_site_toml, set_edge_settings, set_host_settings, set_site_settings
 from sumbg.config.site import (
@@ -42,6 +42,7 @@ __all__ = [
     "FLEET_ENV",
     "GOLDEN_PATH_HEADERS",
     "LIVE_CPU_SHARES",
+    "LOCK_MODES",
     "TLS_MODES",
     "BackupPolicy",
     "BackupSettings",

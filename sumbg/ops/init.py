@@ -16,6 +16,7 @@ from sumbg.adapters import build, gitrepo
 from sumbg.adapters.probe import live_target
 from sumbg.config import SiteConfig, refuse_changes_to_kept_config, render_site_toml
 from sumbg.errors import CertificateFailed, UsageError
+from sumbg.ops import dependencies
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.seams import SiteStacks
@@ -163,7 +164,7 @@ def init(
         return {"health": answer.status, "version": answer.version}
 
     def record(run: Run) -> StepResult:
-        run.state.deploy_first(slug, colour, release_record(image))
+        run.state.deploy_first(slug, colour, release_record(image, ctx.labelled_dependencies(image.tag)))
         run.save_state()
         run.forget_cleanups()
         return {}
@@ -203,10 +204,29 @@ class FirstColour:
     with_worker: bool
     preview: str  # what the preview file names once the edge routes the site
     colour: str = naming.COLOURS[0]
+    constraints: build.Constraints | None = None  # adopt: the versions the runbook deployment runs
 
 
 def build_first(fc: FirstColour, run: Run) -> StepResult:
-    return fc.ctx.build_image(fc.site, fc.image)
+    """The first image: the site's [build] lock still applies (a lock file; nothing is live to lock to),
+    and a commit this site built before (a re-run init) is rebuilt with its recorded versions."""
+    ctx, site, image = fc.ctx, fc.site, fc.image
+    mirror = ctx.mirror(site)
+    recorded = dependencies.recorded_build(run.state, site.records.history(), image.commit)
+    constraints = fc.constraints if fc.constraints is not None and recorded is None else None
+    constraints = constraints or dependencies.constraints_for(
+        image,
+        lock=site.config.build.lock or ctx.host.build_lock,
+        recorded=recorded,
+        mirror=mirror,
+        live=None,
+        live_ref=None,
+        live_requirements=None,
+        new_requirements=mirror.read_file(image.commit, "requirements.txt") or "",
+    )
+    if constraints.source:
+        run.say(f"resolving against {constraints.source}")
+    return fc.ctx.build_image(fc.site, fc.image, constraints=constraints).record
 
 
 def migrate_first(fc: FirstColour, run: Run) -> StepResult:
@@ -238,10 +258,17 @@ def route_on_edge(fc: FirstColour, run: Run) -> StepResult:
 
 
 def first_colour_steps(
-    ctx: Context, site: Site, image: build.ImageSpec, *, migrate_note: str, with_worker: bool, preview: str
+    ctx: Context,
+    site: Site,
+    image: build.ImageSpec,
+    *,
+    migrate_note: str,
+    with_worker: bool,
+    preview: str,
+    constraints: build.Constraints | None = None,
 ) -> dict[str, Step]:
     """A site's first colour (blue): build, migrate, static, start, edge; by name, for init and adopt."""
-    fc = FirstColour(ctx, site, ctx.stacks(site), image, migrate_note, with_worker, preview)
+    fc = FirstColour(ctx, site, ctx.stacks(site), image, migrate_note, with_worker, preview, constraints=constraints)
     slug, colour = site.slug, fc.colour
     commit = image.labels["sumbg.commit"]
     worker = "" if with_worker else " (its worker later)"
