@@ -1,9 +1,11 @@
 """systemd on this host: whether it runs, its unit files, and systemctl. The only module that
-runs systemctl for sumbg's own timers."""
+runs systemctl, for sumbg's own timers and for the units of a runbook deployment being adopted."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from sumbg.errors import ScheduleError, tail
@@ -31,6 +33,31 @@ def systemctl(*args: str) -> str:
             output_tail=tail(proc.stderr or proc.stdout),
         )
     return proc.stdout
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What one systemctl command answered; whether its exit code is a failure is the caller's to judge."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_systemctl(*args: str, systemctl: str = "systemctl", timeout: float = 120.0) -> Completed:
+    """`systemctl ARGS` with no pager and no colours. Raises FileNotFoundError when systemctl is not
+    installed and TimeoutError when it gives no answer within `timeout` seconds."""
+    try:
+        proc = subprocess.run(
+            [systemctl, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
+        )
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"systemctl {' '.join(args)} gave no answer within {timeout:g} s") from None
+    return Completed(proc.returncode, proc.stdout, proc.stderr)
 
 
 def timer_state(unit: str) -> dict[str, str]:

@@ -21,7 +21,6 @@ import re
 import shlex
 import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sumbg.adapters import gitrepo
+from sumbg.adapters import gitrepo, systemd
 from sumbg.errors import RunbookError, UsageError, tail
 
 # Variables sumbg sets itself for the containers (their host values point at the host's
@@ -1256,20 +1255,14 @@ class RunbookServices:
     def __init__(self, systemctl: str = "systemctl") -> None:
         self.systemctl = systemctl
 
-    def _run(self, *args: str) -> subprocess.CompletedProcess:
+    def _run(self, *args: str) -> systemd.Completed:
         try:
-            return subprocess.run(
-                [self.systemctl, *args],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                env={**os.environ, "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
-            )
+            return systemd.run_systemctl(*args, systemctl=self.systemctl, timeout=120)
         except FileNotFoundError:
             raise RunbookError(
                 f"{self.systemctl} is not installed: sumbg adopt drives the old site's systemd units"
             ) from None
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             raise RunbookError(f"systemctl {' '.join(args)} took longer than 120 s") from None
 
     def _must(self, *args: str) -> None:
