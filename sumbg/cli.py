@@ -23,6 +23,7 @@ from sumbg.errors import (
 from sumbg.ops.executor import Reporter
 
 if TYPE_CHECKING:
+    from sumbg.adapters.build import Constraints
     from sumbg.config import FleetConfig
     from sumbg.ops.context import Context
     from sumbg.ops.executor import Plan
@@ -186,7 +187,7 @@ def init(
         pairs.append((key, value))
     ctx = obj.context()
 
-    def deploy(at_ref: str | None) -> dict[str, Any]:
+    def deploy(at_ref: str | None, constraints: Constraints | None = None) -> dict[str, Any]:
         return do_init(
             ctx,
             slug,
@@ -199,6 +200,7 @@ def init(
             db_publish_port=db_port,
             environment=environment,
             env=tuple(pairs),
+            constraints=constraints,
         )
 
     if from_backup:

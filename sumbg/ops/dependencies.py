@@ -215,6 +215,17 @@ def recorded_build(state: SiteState, history: list[HistoryEntry], commit: str) -
 # ---------------------------------------------------------------- what a build resolves against
 
 
+def recorded_constraints(recorded: RecordedBuild) -> Constraints:
+    """A release built before is rebuilt as it was: every recorded version pinned, git dependencies
+    fetched at their recorded commits."""
+    origin = f"the versions recorded for {recorded.ref} in {recorded.where}"
+    return Constraints(
+        pins=tuple(pydeps.pins(recorded.dependencies, origin)),
+        source=origin + " (a release built before is rebuilt as it was)",
+        git_commits=tuple((d.key, d.commit) for d in recorded.dependencies if d.commit and len(d.commit) == 40),
+    )
+
+
 def constraints_for(
     image: ImageSpec,
     *,
@@ -228,12 +239,7 @@ def constraints_for(
 ) -> Constraints:
     ref = image.labels["sumbg.ref"]
     if recorded is not None:
-        origin = f"the versions recorded for {recorded.ref} in {recorded.where}"
-        return Constraints(
-            pins=tuple(pydeps.pins(recorded.dependencies, origin)),
-            source=origin + " (a release built before is rebuilt as it was)",
-            git_commits=tuple((d.key, d.commit) for d in recorded.dependencies if d.commit and len(d.commit) == 40),
-        )
+        return recorded_constraints(recorded)
     if lock == "file":
         for name in LOCK_FILES:
             text = mirror.read_file(image.commit, name)

@@ -39,9 +39,11 @@ def init(
     db_publish_port: int | None = None,
     environment: str | None = None,
     env: tuple[tuple[str, str], ...] = (),
+    constraints: build.Constraints | None = None,
 ) -> dict[str, Any]:
     """Register a site and deploy it (blue). Options left None take the defaults, or, when an
-    earlier init of this slug failed after writing site.toml, that file's values (edits kept)."""
+    earlier init of this slug failed after writing site.toml, that file's values (edits kept).
+    `constraints`: the versions to build with when this host has none recorded (init --from-backup)."""
     naming.validate_slug(slug)
     domains = [domains] if isinstance(domains, str) else list(domains)
     if not domains:
@@ -151,6 +153,7 @@ def init(
         migrate_note="This is the first deploy: no data existed before.",
         with_worker=True,
         preview=naming.other_colour(colour),
+        constraints=constraints,
     )
 
     def health(run: Run) -> StepResult:
@@ -204,7 +207,8 @@ class FirstColour:
     with_worker: bool
     preview: str  # what the preview file names once the edge routes the site
     colour: str = naming.COLOURS[0]
-    constraints: build.Constraints | None = None  # adopt: the versions the runbook deployment runs
+    # adopt: the versions the runbook deployment runs; init --from-backup: those the backup recorded
+    constraints: build.Constraints | None = None
 
 
 def build_first(fc: FirstColour, run: Run) -> StepResult:
