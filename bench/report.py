@@ -7,6 +7,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+import builds as builds_figure
 import stats
 
 WORKER_SLUG = "bench-wrk"  # figure 12's site (bench/run.py)
@@ -263,6 +264,8 @@ def summarise(results: dict) -> dict:
         out["latency"] = latency_summary(results["latency"])
     if (results.get("worker") or {}).get("runs"):
         out["worker"] = worker_summary(results["worker"])
+    if (results.get("builds") or {}).get("runs"):
+        out["builds"] = builds_figure.summary(results["builds"])
     return out
 
 
@@ -598,6 +601,7 @@ def markdown(results: dict, *, quick: bool) -> str:
         "    .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone: /tmp/l",
         "    .venv/bin/python bench/run.py --only offsite --backup-reps 1 --out /tmp/o     # figure 11 alone: /tmp/o",
         "    .venv/bin/python bench/run.py --only worker --worker-reps 1 --out /tmp/w      # figure 12 alone: /tmp/w",
+        "    .venv/bin/python bench/run.py --only builds --out /tmp/b13                   # figure 13 alone: /tmp/b13",
         "    .venv/bin/python bench/run.py --only density --publish   # figure 9 alone, replacing it here and in bench/",
         "",
     ]
@@ -608,6 +612,7 @@ def markdown(results: dict, *, quick: bool) -> str:
             "latency": (10, lambda: latency_section(s.get("latency") or {}, cfg, m)),
             "offsite": (11, lambda: offsite_section(s.get("offsite") or {})),
             "worker": (12, lambda: worker_section(s.get("worker") or {}, cfg)),
+            "builds": (13, lambda: builds_figure.section(s.get("builds") or {}, m, table, fmt)),
         }[only]
         parts += [f"This run measured figure {number} alone (`--only {only}`).", ""]
         return "\n".join(parts + section() + failures_section(results))
@@ -806,6 +811,7 @@ def markdown(results: dict, *, quick: bool) -> str:
     parts += latency_section(s.get("latency") or {}, cfg, m)
     parts += offsite_section(s.get("offsite") or {})
     parts += worker_section(s.get("worker") or {}, cfg)
+    parts += builds_figure.section(s.get("builds") or {}, m, table, fmt)
     return "\n".join(parts + failures_section(results))
 
 
@@ -1564,6 +1570,8 @@ def console(results: dict) -> str:
             f"{bg.get('tasks_missing_total')}+{wait.get('tasks_missing_total')}, twice "
             f"{bg.get('tasks_run_twice_total')}+{wait.get('tasks_run_twice_total')}"
         )
+    if s.get("builds"):
+        lines.append(f"  builds: {s['builds']}")
     for failure in results.get("failures") or []:
         lines.append(f"  FAILED: {failure}")
     return "\n".join(lines)

@@ -8,6 +8,7 @@
     .venv/bin/python bench/run.py --only latency --latency-reps 1 --out /tmp/l    # figure 10 alone, in /tmp/l only
     .venv/bin/python bench/run.py --only offsite --backup-reps 1 --out /tmp/o     # figure 11 alone, in /tmp/o only
     .venv/bin/python bench/run.py --only worker --worker-reps 1 --out /tmp/w      # figure 12 alone, in /tmp/w only
+    .venv/bin/python bench/run.py --only builds --out /tmp/b13                   # figure 13 alone, in /tmp/b13 only
 
 Everything it creates is named for the site `bench-acme` (containers
 `sum-bench-acme-*`, images `sum-bench-acme:*`) and the edge `sum-edge-bench`,
@@ -47,6 +48,9 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import stats  # noqa: E402
+from builds import EDGE as BUILDS_EDGE  # noqa: E402
+from builds import NAME as BUILDS_NAME  # noqa: E402
+from builds import Builds  # noqa: E402
 from load import read_samples  # noqa: E402
 
 SLUG = "bench-acme"
@@ -105,6 +109,10 @@ PROFILES = {
         latency_idle=5.0,
         latency_probe=3.0,
         worker_reps=0,
+        builds_reps=0,
+        builds_sites=0,
+        builds_latency_reps=0,
+        builds_idle_seconds=10.0,
     ),
     "full": dict(
         reps=5,
@@ -125,6 +133,12 @@ PROFILES = {
         latency_idle=20.0,
         latency_probe=8.0,
         worker_reps=3,
+        # Figure 13 (builds): repetitions of the bump with the cache off / cold / warm, the N sites bumped
+        # together (N = 10: the totals for N = 1, 5, 10), latency repetitions at 50% and 90% of capacity.
+        builds_reps=2,
+        builds_sites=10,
+        builds_latency_reps=2,
+        builds_idle_seconds=30.0,
     ),
 }
 
@@ -135,6 +149,7 @@ ONLY = {
     "latency": ("latency_reps", "repetition"),
     "offsite": ("backup_reps", "repetition"),
     "worker": ("worker_reps", "repetition"),
+    "builds": ("builds_reps", "repetition"),
 }
 
 
@@ -159,6 +174,9 @@ def sumbg_bin() -> str:
 
 
 class Bench:
+    REPO = REPO
+    LOCAL_HOST_CONF = LOCAL_HOST_CONF
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.quick = args.quick
@@ -188,6 +206,7 @@ class Bench:
             self.results["only"] = self.only
         self.density_root: Path | None = None
         self.ran_density = False
+        self.builds: Builds | None = None
 
     # ------------------------------------------------------------------ plumbing
     def log(self, message: str) -> None:
@@ -325,14 +344,21 @@ class Bench:
         return self.only in (None, "latency", "offsite", "worker")
 
     @property
+    def uses_builds(self) -> bool:
+        """Whether this run may touch figure 13's sites (a full run with builds_reps, or --only builds)."""
+        return self.only in (None, "builds") and bool(self.cfg["builds_reps"])
+
+    @property
     def uses_density(self) -> bool:
         """Whether this run may touch figure 9's sites (a full run, or --only density)."""
         return self.only in (None, "density")
 
     def our_leftovers(self) -> None:
         """Refuse to run beside a live bench; remove what a killed bench left (all named for it)."""
-        edges = ([EDGE] if self.uses_main else []) + (
-            [DENSITY_EDGE] if self.uses_density and self.cfg["density_sites"] else []
+        edges = (
+            ([EDGE] if self.uses_main else [])
+            + ([DENSITY_EDGE] if self.uses_density and self.cfg["density_sites"] else [])
+            + ([BUILDS_EDGE] if self.uses_builds else [])
         )
         for edge in edges:
             owner = self.live_owner(edge)
@@ -390,6 +416,8 @@ class Bench:
             self.cleanup_worker_site(quiet)
         if self.uses_density and self.live_owner(DENSITY_EDGE) in (None, str(self.density_root)):
             self.cleanup_density(quiet=quiet)
+        if self.uses_builds and self.live_owner(BUILDS_EDGE) in (None, str(self.builds.root if self.builds else "")):
+            (self.builds or Builds(self)).cleanup(quiet=quiet)
 
     def cleanup_worker_site(self, quiet: bool = False) -> None:
         """Figure 12's site bench-wrk (its old workers still draining included) and its images."""
@@ -438,7 +466,8 @@ class Bench:
                 and not name.startswith(DENSITY_EDGE)
             )
             density = self.ran_density and (DENSITY_NAME.match(name) or name.startswith(DENSITY_EDGE))
-            return bool(main or density)
+            built = self.builds is not None and (BUILDS_NAME.match(name) or name.startswith(BUILDS_EDGE))
+            return bool(main or density or built)
 
         return [n for n in self.docker("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split() if ours(n)]
 
@@ -2032,6 +2061,9 @@ class Bench:
             elif self.only == "worker":
                 self.make_root()
                 self.section("worker", self.worker)
+            elif self.only == "builds":
+                self.make_repo()
+                self.section("builds", self.builds_figure)
             else:
                 self.figures()
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - interrupted runs clean up too
@@ -2113,9 +2145,19 @@ class Bench:
         for rep in range(c["adopt_reps"]):
             if not self.section(f"adoption rep {rep}", lambda rep=rep: self.adoption(rep)):
                 break
-        # 9: density, last: N more sites on this host, under their own root and edge.
+        # 9: density: N more sites on this host, under their own root and edge.
         if c["density_sites"]:
             self.section("density", self.density)
+        # 13: builds of a Wagtail-sized client, under their own root and edge (after 9: its sites are gone).
+        if c["builds_reps"]:
+            self.section("builds", self.builds_figure)
+
+    def builds_figure(self) -> None:
+        self.builds = Builds(self)
+        try:
+            self.builds.run()
+        finally:
+            self.builds.cleanup()
 
     def publish_figure(self) -> None:
         """--only FIGURE --publish: this run's figure replaces the published one in bench/results.json, and
@@ -2137,7 +2179,7 @@ class Bench:
         (HERE / "results.json").write_text(json.dumps(published, indent=2, sort_keys=True, default=str) + "\n")
         # Only that figure's section (and how to reproduce) is written again: results.json keeps no step order,
         # so the other figures' tables are left as their run wrote them.
-        number = {"density": 9, "latency": 10, "offsite": 11, "worker": 12}[self.only]
+        number = {"density": 9, "latency": 10, "offsite": 11, "worker": 12, "builds": 13}[self.only]
         markdown = report.replace_sections(
             (REPO / "BENCHMARKS.md").read_text(),
             report.markdown(published, quick=False),
@@ -2216,11 +2258,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         "and with --wait-worker; full: 3; quick: 0, the figure is skipped)",
     )
     parser.add_argument(
+        "--builds-reps",
+        type=int,
+        help="repetitions of figure 13's sum-core bump with the wheel cache off, cold and warm (full: 2; quick: 0)",
+    )
+    parser.add_argument("--builds-sites", type=int, help="figure 13: sites bumped to one sum-core together (full: 10)")
+    parser.add_argument(
+        "--builds-latency-reps", type=int, help="figure 13: repetitions of the latency at 50%% and 90%% (full: 2)"
+    )
+    parser.add_argument("--builds-idle-seconds", type=float, help="figure 13: seconds of each load window alone")
+    parser.add_argument(
         "--only",
         choices=sorted(ONLY),
         help="run that figure alone (density: figure 9; latency: figure 10, on bench-acme; offsite: figure 11, on "
-        "bench-acme; worker: figure 12, on bench-wrk) into the --out folder, not BENCHMARKS.md or bench/ unless "
-        "--publish (it still builds the example repo)",
+        "bench-acme; worker: figure 12, on bench-wrk; builds: figure 13, its own sites) into the --out folder, not "
+        "BENCHMARKS.md or bench/ unless --publish (it still builds the example repo)",
     )
     parser.add_argument(
         "--publish",
@@ -2241,6 +2293,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         ("density_sites", "--density-sites"),
         ("latency_reps", "--latency-reps"),
         ("worker_reps", "--worker-reps"),
+        ("builds_reps", "--builds-reps"),
+        ("builds_sites", "--builds-sites"),
+        ("builds_latency_reps", "--builds-latency-reps"),
     ):
         if getattr(args, key) is not None and getattr(args, key) < 0:
             parser.error(f"{option} must be 0 or more")

@@ -24,6 +24,7 @@ from sumbg.errors import (
 from sumbg.ops.executor import Reporter
 
 if TYPE_CHECKING:
+    from sumbg.adapters.build import Constraints
     from sumbg.config import FleetConfig
     from sumbg.ops.context import Context
     from sumbg.ops.executor import Plan
@@ -223,7 +224,7 @@ def init(
         pairs.append((key, value))
     ctx = obj.context()
 
-    def deploy(at_ref: str | None) -> dict[str, Any]:
+    def deploy(at_ref: str | None, constraints: Constraints | None = None) -> dict[str, Any]:
         return do_init(
             ctx,
             slug,
@@ -236,6 +237,7 @@ def init(
             db_publish_port=db_port,
             environment=environment,
             env=tuple(pairs),
+            constraints=constraints,
         )
 
     if from_backup:
@@ -849,12 +851,22 @@ def worker_words(colour: str, view: dict[str, Any]) -> str:
 @cli.command()
 @click.argument("slugs", nargs=-1)
 @click.option("--no-fetch", is_flag=True, help="Read the tags sumbg already has; do not fetch the repos.")
+@click.option(
+    "--deps",
+    "deps_ref",
+    default=None,
+    metavar="REF",
+    help="What REF's image holds (one SLUG): each distribution's version, and the git commit of what sumbg fetched.",
+)
 @json_option
 @click.pass_obj
-def releases(obj: Obj, slugs: tuple[str, ...], no_fetch: bool, as_json: bool) -> None:
+def releases(obj: Obj, slugs: tuple[str, ...], no_fetch: bool, deps_ref: str | None, as_json: bool) -> None:
     """The tags of each site's client repo, newest first, with the sum-core version each pins."""
     from sumbg.ops.status import releases as do_releases
 
+    if deps_ref is not None:
+        show_release_dependencies(obj, slugs, deps_ref, as_json)
+        return
     found = do_releases(obj.context(), list(slugs) or None, fetch=not no_fetch)
     if as_json:
         emit_json({"sites": found})
@@ -866,6 +878,26 @@ def releases(obj: Obj, slugs: tuple[str, ...], no_fetch: bool, as_json: bool) ->
         )
         for tag in site["tags"]:
             click.echo(f"  {tag['tag']:<28} sum-core {tag['sum_core'] or '-':<10} {tag['commit'][:12]}")
+
+
+def show_release_dependencies(obj: Obj, slugs: tuple[str, ...], ref: str, as_json: bool) -> None:
+    from sumbg.ops.status import release_dependencies
+
+    if len(slugs) != 1:
+        raise UsageError("--deps REF takes exactly one SLUG")
+    found = run_reporting(as_json, lambda: release_dependencies(obj.context(), slugs[0], ref))
+    if as_json:
+        return
+    commit = f"commit {found['commit'][:12]}, " if found["commit"] else ""
+    click.echo(
+        f"{found['site']} {found['ref']} ({commit}image {found['image']}): "
+        f"{len(found['dependencies'])} distributions, recorded in {found['recorded_in']}"
+    )
+    width = max((len(d["name"]) for d in found["dependencies"]), default=0)
+    for item in found["dependencies"]:
+        extra = f"  {item.get('source', '')} {item['commit']}" if item.get("commit") else ""
+        extra = extra or (f"  {item['source']}" if item.get("source") else "")
+        click.echo(f"  {item['name']:<{width}}  {item['version']}{extra}")
 
 
 @cli.command()

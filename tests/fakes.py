@@ -30,12 +30,13 @@ from types import TracebackType
 from typing import Any
 
 from sumbg import naming
-from sumbg.adapters.build import ImageSpec
+from sumbg.adapters.build import BuildResult, Constraints, ImageSpec
 from sumbg.adapters.docker import ComposeProject, ContainerState, EngineVersions, ExecResult
 from sumbg.adapters.gitrepo import Resolved
 from sumbg.adapters.hooks import CommandResult
 from sumbg.adapters.notify import DeliveryFailed, Message
 from sumbg.adapters.probe import Answer, Health, Target
+from sumbg.adapters.pydeps import Dependency
 from sumbg.adapters.restic import Repository, Snapshot, Upload
 from sumbg.adoption.adopt import MANAGED_MARK
 from sumbg.config import (
@@ -151,6 +152,10 @@ class World:
     caddy_version: str = "v2.11.7"
     # The address plan: why a new site could not get its networks (a full or routed pool), if so.
     address_refusal: str | None = None
+    # What each image holds (image -> its distributions; none: the build records none), and every
+    # build asked for, with the constraints it resolved under.
+    dependencies: dict[str, list[Dependency]] = field(default_factory=dict)
+    builds: list[tuple[str, Constraints]] = field(default_factory=list)
 
     def release(self, ref: str) -> str:
         image = f"sum-{self.slug}:{ref}"
@@ -863,8 +868,20 @@ class FakeContext(Context):
         if repo.startswith("/unreachable"):
             raise GitError(f"cannot reach the repository {repo}")
 
-    def build_image(self, site: Site, image: ImageSpec) -> dict[str, Any]:
-        return {"image": image.tag}
+    def build_image(self, site: Site, image: ImageSpec, *, constraints: Constraints | None = None) -> BuildResult:
+        self.world.builds.append((image.tag, constraints or Constraints()))
+        held = self.world.dependencies.get(image.tag)
+        if held is None:
+            return BuildResult({"image": image.tag})
+        record = {"image": image.tag, "commit": image.commit, "dependencies": [d.to_json() for d in held]}
+        return BuildResult(record, held, {"python_version": "3.12", "sys_platform": "linux"})
+
+    def read_dependencies(self, tag: str) -> tuple[list[Dependency], dict[str, str]] | None:
+        held = self.world.dependencies.get(tag)
+        return (held, {"python_version": "3.12", "sys_platform": "linux"}) if held is not None else None
+
+    def labelled_dependencies(self, tag: str) -> list[Dependency] | None:
+        return self.world.dependencies.get(tag)
 
     @property
     def host_commands(self) -> HostCommands:

@@ -294,8 +294,9 @@ def test_disaster_recovery_on_a_new_host_from_the_offsite_repository(host, site,
     taken = host.sumbg("backup", SLUG, "--json")
     assert taken.returncode == 0, str(taken)
     rows, media = row_counts(host), media_files(site["media"])
-    # The host is lost: the site's containers, volumes, network and folders.
+    # The host is lost: the site's containers, volumes, network, image and folders.
     host.teardown_site(SLUG)
+    docker("image", "rm", f"sum-{SLUG}:v1.0.0")
     shutil.rmtree(host.site_dir(SLUG))
     shutil.rmtree(host.root / "www" / SLUG)
     (host.root / "caddy" / "sites" / f"{SLUG}.caddy").unlink(missing_ok=True)
@@ -323,6 +324,13 @@ def test_disaster_recovery_on_a_new_host_from_the_offsite_repository(host, site,
         assert result.returncode == 0, str(result)
         doc = result.json()
         assert doc["from_backup"]["release"] == "v1.0.0" and doc["restore"]["outcome"] == "done"
+        # The release is rebuilt with the versions its image held, as the backup's manifest recorded them.
+        build_step = next(step for step in doc["init"]["steps"] if step["name"] == "build")
+        assert build_step["constraints"]["source"] == (
+            f"the versions recorded for v1.0.0 in backup {doc['from_backup']['snapshot'][:8]}'s manifest "
+            "(a release built before is rebuilt as it was)"
+        )
+        assert build_step["constraints"]["pins"] > 0, build_step
         assert row_counts(other) == rows
         assert media_files(new_root / "www" / SLUG / "media") == media
         status, _, body = http_get(other.http_port, f"{SLUG}.example.test", "/health/")

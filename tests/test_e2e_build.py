@@ -552,9 +552,12 @@ def test_a_credential_given_in_site_toml(host: Host, git_server: GitServer, conf
     _set_site_build(host, git_token_file=json.dumps(str(git_server.wrong_token_file)), git_username='"sumbot"')
     failed = host.sumbg("upgrade", SLUG, "v1.8.0-git-pin", "--yes", "--watch", "0")
     assert failed.returncode == 1, str(failed)
+    # v1.8.0-git-pin was built here before: its rebuild fetches sum-core at the commit it was built with.
+    recorded = git_server.core_commits["v0.9.1"][:12]
     assert [line for line in failed.stderr.splitlines() if line.startswith("sumbg: error:")] == [
-        f"sumbg: error: cannot fetch {git_server.base}acme/sum-core.git@v0.9.1: authentication failed with the "
-        f"token from site.toml build.git_token_file (user {GIT_USER}) [site {SLUG}, step build]"
+        f"sumbg: error: cannot fetch {git_server.base}acme/sum-core.git@v0.9.1 (the recorded commit {recorded}): "
+        f"authentication failed with the token from site.toml build.git_token_file (user {GIT_USER}) "
+        f"[site {SLUG}, step build]"
     ]
 
     _set_site_build(host, git_token_file=json.dumps(str(git_server.token_file)))

@@ -15,6 +15,7 @@ import pytest
 
 from sumbg.adapters import caddy
 from sumbg.adapters.probe import Prober
+from sumbg.adapters.systemd import RunbookServices
 from sumbg.adoption.adopt import secrets_body, worker_command_of, wsgi_of
 from sumbg.adoption.runbook_host import (
     RunbookPaths,
@@ -33,7 +34,7 @@ from sumbg.adoption.runbook_host import (
 )
 from sumbg.adoption.source import as_rpush_commands, compare_counts
 from sumbg.config import SiteConfig
-from sumbg.errors import CaddyError, UsageError
+from sumbg.errors import CaddyError, RunbookError, UsageError
 
 CADDY = Path(sys.executable).with_name("caddy")
 
@@ -912,3 +913,36 @@ def test_the_old_app_is_probed_over_its_unix_socket_with_the_sites_host(tmp_path
         server.server_close()
     assert old_app_target("0.0.0.0:8000", "acme.example").base_url == "http://127.0.0.1:8000"
     assert old_app_target("[::]:8000", "acme.example").base_url == "http://[::1]:8000"
+
+
+def test_runbook_services_run_systemctl_through_the_adapter_and_say_what_failed(tmp_path: Path) -> None:
+    """RunbookServices drives the old units with the systemd adapter's systemctl (no pager, no colours):
+    a refused command names itself and its output, a missing systemctl is one clear line."""
+    calls = tmp_path / "calls"
+    shim = tmp_path / "systemctl"
+    shim.write_text(
+        "#!/bin/sh\n"
+        f'echo "$* pager=$SYSTEMD_PAGER colors=$SYSTEMD_COLORS" >> {calls}\n'
+        'case "$1" in is-active) [ "$2" = sum-acme-gunicorn.service ];; '
+        'start) echo "Unit $2 not found." >&2; exit 5;; *) exit 0;; esac\n'
+    )
+    shim.chmod(0o755)
+    services = RunbookServices(systemctl=str(shim))
+    assert services.is_active("sum-acme-gunicorn.service") is True
+    assert services.is_active("sum-acme-celery.service") is False
+    services.stop("sum-acme-gunicorn.service", "sum-acme-celery.service")
+    with pytest.raises(RunbookError) as failed:
+        services.start("sum-nope.service")
+    assert (failed.value.message, failed.value.returncode, failed.value.output_tail) == (
+        "systemctl start sum-nope.service failed",
+        5,
+        "Unit sum-nope.service not found.",
+    )
+    assert calls.read_text().splitlines() == [
+        "is-active sum-acme-gunicorn.service pager= colors=0",
+        "is-active sum-acme-celery.service pager= colors=0",
+        "stop sum-acme-gunicorn.service sum-acme-celery.service pager= colors=0",
+        "start sum-nope.service pager= colors=0",
+    ]
+    with pytest.raises(RunbookError, match=r"^/nonexistent/systemctl is not installed: sumbg adopt drives"):
+        RunbookServices(systemctl="/nonexistent/systemctl").is_active("sum-acme-gunicorn.service")

@@ -10,14 +10,18 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sumbg.adapters import build, pydeps
+from sumbg.adapters.pydeps import Dependency
 from sumbg.adapters.restic import Repository, Restic, read_env_file, sftp_command
 from sumbg.cli import exit_code_of
 from sumbg.config import HostConfig, Retention, default_backup_time, load_host, set_site_settings
 from sumbg.errors import BackupError, ConfigError, SumbgError, UsageError
 from sumbg.ops import offsite, schedule
+from sumbg.ops.init import init
 from sumbg.site.backupset import BackupSet, Manifest, count_tree, link_tree
 from sumbg.site.retention import Dated, kept, parse_time, to_delete
 
@@ -612,3 +616,42 @@ def test_the_schedule_command_prints_crontab_here_and_writes_units_systemd_accep
         ["systemd-analyze", "verify", *sorted(str(p) for p in units.iterdir())], capture_output=True, text=True
     )
     assert (checked.returncode, checked.stderr) == (0, ""), checked.stderr
+
+
+def test_init_from_backup_on_a_new_host_builds_the_release_with_the_versions_its_image_held(
+    ctx: FakeContext, world: World, tmp_path: Path
+) -> None:
+    """The manifest keeps what the live release's image held; a new host rebuilds it with those
+    versions (and its git dependency at the recorded commit), not with what resolves today."""
+    offsite_site(ctx, world, tmp_path)
+    core_commit = "f0ed3a93ed781d6f61193b6c2fa677c69b9428ab"
+    held = [Dependency("celery", "5.4.0"), Dependency("sum-core", "0.6.3", commit=core_commit, source=pydeps.GIT)]
+    state_file = ctx.host.root / "acme" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["colours"]["blue"]["dependencies"] = [d.to_json() for d in held]
+    state_file.write_text(json.dumps(state))
+    offsite.backup(ctx, "acme")
+    manifest = BackupSet(ctx.host.root / "acme" / "backups").read("acme_20261127T000000Z_v1.0.0.dump")
+    assert manifest is not None and manifest.dependencies == [d.to_json() for d in held]
+
+    new_world = World(refs=world.refs, snapshots=world.snapshots)
+    new_host = FakeContext(tmp_path / "newhost", new_world)
+
+    def deploy(ref: str | None, constraints: build.Constraints | None) -> dict[str, Any]:
+        return init(new_host, "acme", "/srv/repos/acme", ["acme.example.test"], ref, constraints=constraints)
+
+    result = offsite.recover_site(new_host, "acme", "/offsite/acme", deploy, None)
+    assert (result["outcome"], result["from_backup"]["release"]) == ("done", "v1.0.0")
+    snapshot = next(iter(world.snapshots))[:8]
+    origin = f"the versions recorded for v1.0.0 in backup {snapshot}'s manifest"
+    assert new_world.builds == [
+        (
+            "sum-acme:v1.0.0",
+            build.Constraints(
+                pins=(pydeps.Constraint("celery", "==5.4.0", origin),),  # sum-core: fetched at its commit
+                source=origin + " (a release built before is rebuilt as it was)",
+                git_commits=(("sum-core", core_commit),),
+            ),
+        )
+    ]
+    assert result["restore"]["outcome"] == "done"

@@ -6,18 +6,22 @@ records what would be built.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from sumbg.adapters import build, gitdeps
+from sumbg.adapters import build, gitdeps, pydeps, wheels
+from sumbg.adapters.docker import ExecResult
 from sumbg.adapters.gitdeps import GitRequirement, parse_git_requirement
 from sumbg.adapters.gitrepo import GitAuth, Mirror, dependency_env, fetch_tree
 from sumbg.cli import exit_code_of
 from sumbg.config import BuildSettings, HostConfig, Images, SiteConfig
-from sumbg.errors import GitError
+from sumbg.errors import BuildError, GitError
 
 PIN = "sum-core @ git+https://github.com/acme/sum-core.git@v0.9.0#subdirectory=core"
 
@@ -337,15 +341,37 @@ def test_fetch_tree_failures_say_what_to_fix(tmp_path, core_repo):
     assert exit_code_of(info.value) == 1
 
 
-class FakeEngine:
-    """Records builds; answers image_labels from what it built."""
+def make_wheel(path: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
+    """A small real wheel: a module and its .dist-info/METADATA."""
+    module = name.replace("-", "_").lower()
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{module}/__init__.py", f"__version__ = {version!r}\n")
+        archive.writestr(f"{module}-{version}.dist-info/METADATA", metadata)
+        archive.writestr(f"{module}-{version}.dist-info/RECORD", "")
+    return path
 
-    def __init__(self) -> None:
+
+INDEX = {"Django": ("5.1.4", ("asgiref<4,>=3.8.1",)), "asgiref": ("3.13.0", ())}
+
+
+class FakeEngine:
+    """Records builds and one-off containers; plays pip's part in the resolution: every requirement
+    (and what it requires) becomes a wheel in /out, from /wheelhouse when it has it, else "downloaded"."""
+
+    def __init__(self, pip_output: str = "", pip_exit: int = 0) -> None:
         self.built: list[dict] = []
-        self.images: dict[str, dict] = {}
+        self.images: dict[str, dict] = {"py:3.12": {}}
+        self.oneoffs: list[dict] = []
+        self.pip_output, self.pip_exit = pip_output, pip_exit
 
     def image_labels(self, tag):
         return self.images.get(tag)
+
+    def image_identity(self, tag):
+        return ("sha256:" + "1" * 64, "amd64") if tag in self.images else None
 
     def build(self, context, dockerfile, tag, labels, build_args, *, cpu_shares=None):
         files = sorted(str(p.relative_to(context)) for p in context.rglob("*") if p.is_file())
@@ -353,17 +379,72 @@ class FakeEngine:
             {
                 "files": files,
                 "dockerfile": str(dockerfile.relative_to(context)),
+                "labelled": dockerfile.read_text().rpartition("\nLABEL ")[2],
                 "tag": tag,
                 "labels": labels,
                 "build_args": build_args,
                 "cpu_shares": cpu_shares,
-                "requirements": (context / "sumbg" / "requirements.txt").read_text(),
             }
         )
-        self.images[tag] = labels
+        self.images[tag] = labels or {"from": "Dockerfile"}
+
+    def run_oneoff(
+        self,
+        image,
+        argv,
+        *,
+        volumes,
+        network=None,
+        env=None,
+        user=None,
+        workdir=None,
+        cpu_shares=None,
+        io_weight=None,
+        entrypoint=None,
+    ):
+        mounts = {target: Path(source) for source, target, _ in volumes}
+        self.oneoffs.append(
+            {
+                "image": image,
+                "argv": argv,
+                "mounts": sorted(mounts),
+                "env": dict(env or {}),
+                "user": user,
+                "workdir": workdir,
+                "cpu_shares": cpu_shares,
+            }
+        )
+        given = mounts["/in"]
+        spec = json.loads((given / "spec.json").read_text())
+        out, report = mounts["/out"], {"local": {}, "built": [], "environment": {"python_version": "3.12"}}
+        for source in spec["local"]:
+            tree = mounts["/sumbg-deps"] / source["dir"]
+            assert (tree / "pyproject.toml").is_file()
+            cached = mounts.get("/local-cache", Path("/nonexistent")) / source["cache"]
+            if not cached.is_dir():
+                cached.mkdir(parents=True)
+                make_wheel(cached / "sum_core-0.9.0-py3-none-any.whl", "sum-core", "0.9.0", ("Django>=5.1,<5.2",))
+                report["built"].append(source["dir"])
+            report["local"][source["dir"]] = "sum_core-0.9.0-py3-none-any.whl"
+            shutil.copyfile(cached / "sum_core-0.9.0-py3-none-any.whl", out / "sum_core-0.9.0-py3-none-any.whl")
+        house = mounts.get("/wheelhouse")
+        for name, (version, _) in INDEX.items():
+            kept = house / f"{name}-{version}-0-py3-none-any.whl" if house else None
+            if kept and kept.exists():
+                shutil.copyfile(kept, out / kept.name)
+            else:
+                make_wheel(out / f"{name}-{version}-py3-none-any.whl", name, version, INDEX[name][1])
+        if self.pip_exit:
+            for wheel in out.iterdir():
+                wheel.unlink()
+        stdout = self.pip_output + "\nSUMBG-RESOLVE " + json.dumps(report)
+        return ExecResult(self.pip_exit, stdout, "")
+
+    def add_labels(self, tag, labels):
+        self.images[tag] = {**self.images.get(tag, {}), **labels}
 
 
-def test_build_fetches_git_requirements_on_the_host_and_rewrites_them(tmp_path, core_repo):
+def test_build_fetches_git_requirements_on_the_host_and_resolves_them_with_the_wheel_cache(tmp_path, core_repo):
     bare, core_commit = core_repo
     client = tmp_path / "client"
     client.mkdir()
@@ -385,11 +466,31 @@ def test_build_fetches_git_requirements_on_the_host_and_rewrites_them(tmp_path, 
         build=BuildSettings(git_url_rewrites=(("https://git.invalid/", f"file://{bare.parent.parent}/"),)),
     )
     engine = FakeEngine()
-    result = build.build(engine, mirror, spec, host=host, site=_site(packages=("file",)), work_dir=tmp_path / "run")
-    assert result == {
+    pins = build.Constraints(pins=(pydeps.Constraint("asgiref", "==3.13.0", "the live v1"),), source="the live v1")
+    result = build.build(
+        engine, mirror, spec, host=host, site=_site(packages=("file",)), work_dir=tmp_path / "run", constraints=pins
+    )
+    cache = tmp_path / ".cache" / "wheels" / "py_3.12.amd64.bp-none"
+    [toolchain, done] = engine.built
+    assert toolchain["tag"].startswith("sumbg-toolchain:") and toolchain["files"] == ["Dockerfile", "ca.crt"]
+    assert toolchain["build_args"] == {
+        "PYTHON_IMAGE": "py:3.12",
+        "BUILD_PACKAGES": "",
+        "PIP_VERSION": wheels.PIP_VERSION,
+        "SETUPTOOLS_VERSION": wheels.SETUPTOOLS_VERSION,
+        "WHEEL_VERSION": wheels.WHEEL_VERSION,
+    }
+    deps = [
+        {"name": "asgiref", "version": "3.13.0"},
+        {"name": "Django", "version": "5.1.4"},
+        {"name": "sum-core", "version": "0.9.0", "commit": core_commit, "source": "git"},
+    ]
+    assert {k: v for k, v in result.record.items() if k not in ("timings", "wheels")} == {
         "image": "sum-acme:main",
+        "commit": resolved.commit,
         "dockerfile": "sumbg's default SUM Dockerfile",
         "python_image": "py:3.12",
+        "toolchain": toolchain["tag"],
         "git_dependencies": [
             {
                 "requirement": "sum-core",
@@ -399,9 +500,37 @@ def test_build_fetches_git_requirements_on_the_host_and_rewrites_them(tmp_path, 
                 "commit": core_commit,
             }
         ],
+        "constraints": {"source": "the live v1", "pins": 1},
+        "dependencies": deps,
     }
+    assert result.record["wheels"] == {
+        "wheels": 3,
+        "from_cache": 0,
+        "fetched": 3,
+        "seconds": result.record["wheels"]["seconds"],
+        "cache": str(cache),
+        "cache_bytes": result.record["wheels"]["cache_bytes"],
+    }
+    assert set(result.record["timings"]) == {"fetch", "toolchain", "resolve", "image"}
+    assert [d.to_json() for d in result.dependencies] == deps
+    assert result.environment == {"python_version": "3.12"}
     dep = f"sum-core-{core_commit[:12]}"
-    [done] = engine.built
+    # The resolution: a one-off container of the toolchain at the build's CPU weight, as this user.
+    [resolve] = engine.oneoffs
+    assert resolve["image"] == toolchain["tag"] and resolve["argv"] == ["/sumbg-build/bin/python", "/in/resolve.py"]
+    assert resolve["mounts"] == [
+        "/app/vendor",
+        "/in",
+        "/local-cache",
+        "/out",
+        "/pipcache",
+        "/sumbg-deps",
+        "/wheelhouse",
+        "/work",
+    ]
+    assert resolve["user"] == f"{os.getuid()}:{os.getgid()}" and resolve["cpu_shares"] == 128
+    assert resolve["env"]["PIP_CACHE_DIR"] == "/pipcache" and resolve["env"]["SOURCE_DATE_EPOCH"] == "315532800"
+    # Only the app, the Dockerfile and the wheels reach the image build: no source tree, no cache.
     assert done == {
         "files": [
             ".dockerignore",
@@ -409,35 +538,78 @@ def test_build_fetches_git_requirements_on_the_host_and_rewrites_them(tmp_path, 
             "app/manage.py",
             "app/requirements.txt",
             "sumbg/Dockerfile",
-            "sumbg/ca.crt",
-            f"sumbg/deps/{dep}/pyproject.toml",
-            f"sumbg/deps/{dep}/sum_core/__init__.py",
-            "sumbg/requirements.txt",
+            "sumbg/wheels/index/Django-5.1.4-0-py3-none-any.whl",
+            "sumbg/wheels/index/asgiref-3.13.0-0-py3-none-any.whl",
+            "sumbg/wheels/local/sum_core-0.9.0-py3-none-any.whl",
         ],
         "dockerfile": "sumbg/Dockerfile",
+        "labelled": done["labelled"],
         "tag": "sum-acme:main",
-        "labels": {
-            **spec.labels,
-            "sumbg.build-options": done["labels"]["sumbg.build-options"],
-            "sumbg.git-dependencies": f"sum-core@{core_commit[:12]}",
-        },
+        "labels": {},
         "build_args": {
             "PYTHON_IMAGE": "py:3.12",
             "BUILD_PACKAGES": "",
             "PACKAGES": "file",
             "GIT_SHA": resolved.commit,
             "BUILD_ID": "main",
+            "TOOLCHAIN_IMAGE": toolchain["tag"],
         },
         "cpu_shares": 128,  # the build takes what the live site leaves
-        "requirements": f"Django==5.1.4\nsum-core @ file:///sumbg-deps/{dep}\n",
     }
-    assert list((tmp_path / "run").iterdir()) == []  # the context is gone
-    # Built from the same commit with the same settings: reused, nothing fetched.
+    # The labels are one LABEL instruction at the end: what the image holds among them.
+    assert "LABEL " + done["labelled"] == build.label_instruction(
+        {
+            **spec.labels,
+            "sumbg.build-options": build.options_for(host, _site(packages=("file",))).fingerprint(),
+            "sumbg.dependencies": f"asgiref==3.13.0 Django==5.1.4 sum-core==0.9.0@{core_commit}+git",
+            "sumbg.git-dependencies": f"sum-core@{core_commit[:12]}",
+        }
+    )
+    # The cache kept the third-party wheels (build tag 0) and sum-core's wheel for that commit.
+    assert sorted(p.name for p in (cache / "wheelhouse").iterdir()) == [
+        "Django-5.1.4-0-py3-none-any.whl",
+        "asgiref-3.13.0-0-py3-none-any.whl",
+    ]
+    assert [p.name for p in (cache / "local").iterdir()] == [resolve_cache_name(dep, "core")]
+    assert list((tmp_path / "run").iterdir()) == []  # the context and the scratch are gone
+
+    # Built from the same commit with the same settings: reused; what it holds read from the image.
+    engine.images["sum-acme:main"] = {**engine.images["sum-acme:main"], **spec.labels}
+    engine.images["sum-acme:main"]["sumbg.build-options"] = build.options_for(
+        host, _site(packages=("file",))
+    ).fingerprint()
+    engine.run_oneoff = lambda *a, **k: ExecResult(
+        0,
+        "SUMBG-DISTRIBUTIONS "
+        + json.dumps(
+            {
+                "distributions": [
+                    {"name": "Django", "version": "5.1.4", "requires": []},
+                    {"name": "pip", "version": "26"},
+                ],
+                "environment": {"python_version": "3.12"},
+            }
+        ),
+        "",
+    )
     again = build.build(engine, mirror, spec, host=host, site=_site(packages=("file",)), work_dir=tmp_path / "run")
-    assert again == {"outcome": "skipped", "reason": f"sum-acme:main already built from {resolved.commit[:12]}"}
-    # Other packages: rebuilt.
-    build.build(engine, mirror, spec, host=host, site=_site(), work_dir=tmp_path / "run")
-    assert len(engine.built) == 2
+    assert again.record == {
+        "outcome": "skipped",
+        "reason": f"sum-acme:main already built from {resolved.commit[:12]}",
+        "image": "sum-acme:main",
+        "commit": resolved.commit,
+        "dependencies": [{"name": "Django", "version": "5.1.4"}],
+    }
+
+    # Other packages: rebuilt, and every wheel comes from the cache now.
+    del engine.run_oneoff
+    rebuilt = build.build(engine, mirror, spec, host=host, site=_site(), work_dir=tmp_path / "run")
+    assert len(engine.built) == 3  # the toolchain was built once
+    assert rebuilt.record["wheels"]["from_cache"] == 3 and rebuilt.record["wheels"]["fetched"] == 0
+
+
+def resolve_cache_name(directory: str, subdirectory: str) -> str:
+    return wheels.LocalSource("sum-core", directory, "c", subdirectory).cache_name
 
 
 PILLOW_WITHOUT_HEADERS = """\
@@ -461,13 +633,7 @@ def test_compile_failures_point_at_build_packages():
     assert build.compile_hint("ERROR: No matching distribution found for Django==9.9", options) == ""
 
 
-def test_a_failed_compile_says_which_setting_helps(tmp_path):
-    from sumbg.errors import DockerError
-
-    class FailingEngine(FakeEngine):
-        def build(self, context, dockerfile, tag, labels, build_args, *, cpu_shares=None):
-            raise DockerError("building image sum-acme:main failed (exit 1)", output_tail=PILLOW_WITHOUT_HEADERS)
-
+def _pillow_client(tmp_path: Path) -> Mirror:
     client = tmp_path / "client"
     client.mkdir()
     (client / "requirements.txt").write_text("Pillow==11.0.0\n")
@@ -476,10 +642,18 @@ def test_a_failed_compile_says_which_setting_helps(tmp_path):
     _git("commit", "-q", "-m", "c", cwd=client)
     mirror = Mirror(tmp_path / "mirror.git", str(client))
     mirror.sync()
+    return mirror
+
+
+def test_a_failed_compile_says_which_setting_helps(tmp_path):
+    from sumbg.errors import DockerError
+
+    mirror = _pillow_client(tmp_path)
     spec = build.image_spec("acme", mirror.resolve("main"), None)
+    host = HostConfig(root=tmp_path, images=Images(python="py:3.12"))
     with pytest.raises(DockerError) as info:
         build.build(
-            FailingEngine(), mirror, spec, host=HostConfig(root=tmp_path), site=_site(), work_dir=tmp_path / "run"
+            FakeEngine(PILLOW_WITHOUT_HEADERS, 1), mirror, spec, host=host, site=_site(), work_dir=tmp_path / "run"
         )
     assert info.value.message == (
         "building image sum-acme:main failed (exit 1); pip had to compile a package: add what it needs to "
@@ -487,6 +661,150 @@ def test_a_failed_compile_says_which_setting_helps(tmp_path):
         "runtime libraries to packages"
     )
     assert list((tmp_path / "run").iterdir()) == []
+
+
+CONSTRAINT_CONFLICT = """ERROR: Cannot install -r /work/requirements.txt (line 2) because these package versions have conflicting dependencies.
+
+The conflict is caused by:
+    celery 5.4.0 depends on tzdata>=2022.7
+    The user requested (constraint) tzdata==1999.1
+
+Additionally, some packages in these conflicts have no matching distributions available for your environment:
+    tzdata
+
+To fix this you could try to:
+1. loosen the range of package versions you've specified
+2. remove package versions to allow pip to attempt to solve the dependency conflict
+
+ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution/"""
+
+
+def test_an_unsatisfiable_lock_file_is_one_line_naming_the_file_and_the_package(tmp_path):
+    mirror = _pillow_client(tmp_path)
+    spec = build.image_spec("acme", mirror.resolve("main"), None)
+    host = HostConfig(root=tmp_path, images=Images(python="py:3.12"))
+    pins = build.Constraints(
+        pins=tuple(pydeps.lock_constraints("# pinned\ntzdata==1999.1\n", "constraints.txt at v2")),
+        source="constraints.txt at v2",
+    )
+    engine = FakeEngine(CONSTRAINT_CONFLICT, 1)
+    with pytest.raises(BuildError) as info:
+        build.build(engine, mirror, spec, host=host, site=_site(), work_dir=tmp_path / "run", constraints=pins)
+    assert info.value.message == (
+        "constraints.txt at v2 line 2 pins tzdata==1999.1 (no such version on the package index), which the "
+        "requirements of sum-acme:main cannot take: celery 5.4.0 depends on tzdata>=2022.7"
+    )
+    assert exit_code_of(info.value) == 1
+    assert [b["tag"] for b in engine.built if not b["tag"].startswith("sumbg-toolchain:")] == []  # no image built
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_a_live_pin_that_conflicts_with_a_changed_requirement_is_released(tmp_path):
+    mirror = _pillow_client(tmp_path)
+    spec = build.image_spec("acme", mirror.resolve("main"), None)
+    host = HostConfig(root=tmp_path, images=Images(python="py:3.12"))
+    origin = 'the live v1 ([build] lock = "live")'
+    pins = build.Constraints(
+        pins=(pydeps.Constraint("tzdata", "==1999.1", origin), pydeps.Constraint("django", "==5.1.4", origin)),
+        source=origin,
+        relax=True,
+    )
+    engine = FakeEngine(CONSTRAINT_CONFLICT, 1)
+    real = engine.run_oneoff
+    given = []
+
+    def resolve_once_released(*args, **kwargs):
+        given.append((Path(kwargs["volumes"][0][0]) / "constraints.txt").read_text())
+        engine.pip_exit = 1 if len(given) == 1 else 0
+        return real(*args, **kwargs)
+
+    engine.run_oneoff = resolve_once_released
+    result = build.build(engine, mirror, spec, host=host, site=_site(), work_dir=tmp_path / "run", constraints=pins)
+    assert given == ["tzdata==1999.1\ndjango==5.1.4\n", "django==5.1.4\n"]
+    assert result.record["wheels"]["released"] == [
+        {
+            "name": "tzdata",
+            "pin": "==1999.1",
+            "why": "celery 5.4.0 depends on tzdata>=2022.7; The user requested (constraint) tzdata==1999.1",
+        }
+    ]
+
+
+def test_a_corrupt_wheel_of_the_cache_is_named_removed_and_stops_the_build(tmp_path):
+    mirror = _pillow_client(tmp_path)
+    spec = build.image_spec("acme", mirror.resolve("main"), None)
+    host = HostConfig(root=tmp_path, images=Images(python="py:3.12"))
+    build.build(FakeEngine(), mirror, spec, host=host, site=_site(), work_dir=tmp_path / "run")
+    kept = tmp_path / ".cache/wheels/py_3.12.amd64.bp-none/wheelhouse/Django-5.1.4-0-py3-none-any.whl"
+    data = bytearray(kept.read_bytes())
+    middle = len(data) // 3
+    data[middle : middle + 40] = b"x" * 40  # same size, damaged inside: pip would copy it as it is
+    kept.write_bytes(bytes(data))
+    engine = FakeEngine()
+    with pytest.raises(BuildError) as info:
+        build.build(
+            engine,
+            mirror,
+            build.image_spec("acme", mirror.resolve("main"), "x"),
+            host=host,
+            site=_site(packages=("file",)),
+            work_dir=tmp_path / "run",
+        )
+    assert info.value.message.startswith(f"the wheel cache's {kept} (django 5.1.4) is corrupt (")
+    assert info.value.message.endswith("); removed it, so the next build fetches it again")
+    assert not kept.exists()
+    assert [b["tag"] for b in engine.built if not b["tag"].startswith("sumbg-toolchain:")] == []
+
+
+def test_pip_refusing_a_cached_wheel_names_it_too(tmp_path):
+    mirror = _pillow_client(tmp_path)
+    spec = build.image_spec("acme", mirror.resolve("main"), None)
+    host = HostConfig(root=tmp_path, images=Images(python="py:3.12"))
+    build.build(FakeEngine(), mirror, spec, host=host, site=_site(), work_dir=tmp_path / "run")
+    kept = tmp_path / ".cache/wheels/py_3.12.amd64.bp-none/wheelhouse/asgiref-3.13.0-0-py3-none-any.whl"
+    kept.write_bytes(kept.read_bytes()[:50])
+    output = f"ERROR: Wheel 'asgiref' located at /wheelhouse/{kept.name} is invalid."
+    with pytest.raises(BuildError) as info:
+        build.build(
+            FakeEngine(output, 1),
+            mirror,
+            build.image_spec("acme", mirror.resolve("main"), "y"),
+            host=host,
+            site=_site(packages=("x",)),
+            work_dir=tmp_path / "run",
+        )
+    assert info.value.message == (
+        f"the wheel cache's {kept} (asgiref 3.13.0) is corrupt (pip: invalid wheel); removed it, so the next "
+        "build fetches it again"
+    )
+    assert not kept.exists()
+
+
+def test_no_wheel_cache_when_its_size_is_zero(tmp_path):
+    mirror = _pillow_client(tmp_path)
+    spec = build.image_spec("acme", mirror.resolve("main"), None)
+    host = HostConfig(root=tmp_path, images=Images(python="py:3.12"), wheel_cache_max_gb=0)
+    engine = FakeEngine()
+    result = build.build(engine, mirror, spec, host=host, site=_site(), work_dir=tmp_path / "run")
+    [resolve] = engine.oneoffs
+    assert resolve["mounts"] == ["/app/vendor", "/in", "/out", "/sumbg-deps", "/work"]
+    assert resolve["env"]["PIP_NO_CACHE_DIR"] == "1" and "PIP_CACHE_DIR" not in resolve["env"]
+    assert result.record["wheels"]["cache"] == "off ([build] wheel_cache_max_gb = 0)"
+    assert not (tmp_path / ".cache").exists()
+
+
+def test_the_cache_is_pruned_least_recently_used_first(tmp_path):
+    cache = wheels.WheelCache(tmp_path / "wheels", max_gb=3000 / 1024**3)  # 3000 bytes
+    house = tmp_path / "wheels" / "k" / "wheelhouse"
+    house.mkdir(parents=True)
+    for age, name in enumerate(["new", "middle", "old"]):
+        path = house / f"{name}.whl"
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (1_000_000 - age * 100, 1_000_000 - age * 100))
+    assert cache.prune() == {"bytes": 3000}  # at the limit: nothing to do
+    (house / "newest.whl").write_bytes(b"x" * 1000)
+    assert cache.prune() == {"bytes": 2000, "pruned": 2}  # down to 90% of the limit: the two oldest went
+    assert sorted(p.name for p in house.iterdir()) == ["new.whl", "newest.whl"]
 
 
 def test_pinned_ssh_host_keys(tmp_path):
@@ -497,3 +815,62 @@ def test_pinned_ssh_host_keys(tmp_path):
     )
     assert "GIT_ASKPASS" not in env and "SUMBG_GIT_TOKEN_FILE" not in env
     assert dependency_env(GitAuth(), tmp_path)["GIT_SSH_COMMAND"] == "ssh -o BatchMode=yes"
+
+
+def test_io_weight_is_passed_only_where_the_kernel_honours_it(tmp_path):
+    from sumbg.adapters.docker import io_weight_supported
+
+    v1 = tmp_path / "v1"
+    (v1 / "blkio").mkdir(parents=True)
+    (v1 / "blkio" / "blkio.throttle.read_bps_device").write_text("")
+    assert not io_weight_supported(v1)  # cgroup v1 without a proportional scheduler (this engine: mq-deadline)
+    (v1 / "blkio" / "blkio.bfq.weight").write_text("100")
+    assert io_weight_supported(v1)
+    v2 = tmp_path / "v2"
+    (v2 / "system.slice").mkdir(parents=True)
+    (v2 / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    assert not io_weight_supported(v2)
+    (v2 / "system.slice" / "io.bfq.weight").write_text("default 100\n")
+    assert io_weight_supported(v2)
+    assert not io_weight_supported(tmp_path / "none")
+
+
+def test_a_release_built_before_fetches_its_git_dependency_at_the_recorded_commit(tmp_path, core_repo):
+    bare, core_commit = core_repo
+    client = tmp_path / "client"
+    client.mkdir()
+    (client / "requirements.txt").write_text(
+        "sum-core @ git+https://git.invalid/acme/sum-core.git@v0.9.0#subdirectory=core\n"
+    )
+    _git("init", "-q", "-b", "main", str(client))
+    _git("add", "-A", cwd=client)
+    _git("commit", "-q", "-m", "c", cwd=client)
+    mirror = Mirror(tmp_path / "mirror.git", str(client))
+    mirror.sync()
+    spec = build.image_spec("acme", mirror.resolve("main"), "0.9.0")
+    host = HostConfig(
+        root=tmp_path,
+        images=Images(python="py:3.12"),
+        build=BuildSettings(git_url_rewrites=(("https://git.invalid/", f"file://{bare.parent.parent}/"),)),
+    )
+    recorded = build.Constraints(source="the record", git_commits=(("sum-core", core_commit),))
+    result = build.build(
+        FakeEngine(), mirror, spec, host=host, site=_site(), work_dir=tmp_path / "run", constraints=recorded
+    )
+    assert result.record["git_dependencies"][0]["commit"] == core_commit
+    gone = "f" * 40  # a commit the repository no longer has (its tag was moved and the old commit pruned)
+    missing = build.Constraints(source="the record", git_commits=(("sum-core", gone),))
+    with pytest.raises(GitError) as info:
+        build.build(
+            FakeEngine(),
+            mirror,
+            spec,
+            host=host,
+            site=_site(packages=("x",)),
+            work_dir=tmp_path / "run",
+            constraints=missing,
+        )
+    assert info.value.message == (
+        f"cannot fetch file://{bare}: it has no tag, branch or commit ffffffffffff (recorded for v0.9.0 when it "
+        "was built here)"
+    )

@@ -826,6 +826,8 @@ python_image = ""
 build_packages = []
 # Debian packages for the final image.
 packages = []
+# none, live or file (see sumbg.toml [build] lock); empty: sumbg.toml's.
+lock = ""
 # A file (mode 0600) holding a token for git+https requirements (a read-only one); empty: none.
 git_token_file = ""
 # The user name sent with the token; empty: x-access-token (GitHub accepts any name).
@@ -1090,6 +1092,8 @@ python_image = "python:3.13-slim"
 build_packages = ["gcc"]
 # Debian packages for the final image.
 packages = ["libjpeg62-turbo", "file"]
+# none, live or file (see sumbg.toml [build] lock); empty: sumbg.toml's.
+lock = ""
 # A file (mode 0600) holding a token for git+https requirements (a read-only one); empty: none.
 git_token_file = "/etc/sumbg/token"
 # The user name sent with the token; empty: x-access-token (GitHub accepts any name).
@@ -1189,12 +1193,13 @@ def test_every_field_of_the_configuration_objects_is_declared():
             section.entries.attr for section in spec.sections if section.entries
         }
     host, site = (obj for _, obj in FILE_OBJECTS)
-    # The root is where sumbg.toml is; three [build] keys are site.toml's only.
+    # The root is where sumbg.toml is; four [build] keys are site.toml's only (sumbg.toml's lock is build_lock).
     assert declared["sumbg.toml"] == _leaf_fields(host) - {
         "root",
         "build.python_image",
         "build.build_packages",
         "build.packages",
+        "build.lock",
     }
     # domain and aliases are the declared `domains`, the canonical one first.
     assert declared["site.toml"] == _leaf_fields(site) - {"domain", "aliases"} | {"domains"}

@@ -140,6 +140,20 @@ def _network_facts(document: Mapping[str, object]) -> NetworkFacts:
     )
 
 
+def io_weight_supported(cgroup_root: Path = Path("/sys/fs/cgroup")) -> bool:
+    """Whether `--blkio-weight` does anything here: a proportional I/O scheduler (CFQ or BFQ) behind
+    the cgroup v1 blkio controller (blkio.weight, blkio.bfq.weight), or a cgroup v2 io controller with
+    io.bfq.weight. The engine runs on this host (sumbg publishes and bind-mounts locally), so its
+    cgroup files are these. Elsewhere (e.g. mq-deadline or none) Docker discards the weight."""
+    if (cgroup_root / "blkio").is_dir():
+        return any((cgroup_root / "blkio" / name).exists() for name in ("blkio.weight", "blkio.bfq.weight"))
+    controllers = cgroup_root / "cgroup.controllers"
+    try:
+        return "io" in controllers.read_text().split() and any(cgroup_root.glob("*/io.bfq.weight"))
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class _AddressPool:
     """One IPAM pool of a network, as Docker reports it ("" where it says nothing)."""
@@ -485,20 +499,60 @@ class Engine:
         volumes: list[tuple[str, str, str]],
         network: str | None = None,
         env: dict[str, str] | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
+        cpu_shares: int | None = None,
+        io_weight: int | None = None,
+        entrypoint: str | None = None,
     ) -> ExecResult:
         """docker run --rm IMAGE ARGV with bind mounts; never raises on a non-zero exit.
 
         Environment values reach the container by name only (`--env KEY`), never in argv.
+        `io_weight` (blkio weight, 10-1000) is passed only where the kernel honours it
+        (`io_weight_supported`); elsewhere Docker would discard it with a warning on stderr.
         """
         mounts = [arg for source, target, mode in volumes for arg in ("--volume", f"{source}:{target}:{mode}")]
         return self._capture(
             self._docker_cmd()
             + ["run", "--rm", *mounts]
             + (["--network", network] if network else [])
+            + (["--user", user] if user else [])
+            + (["--workdir", workdir] if workdir else [])
+            + (["--cpu-shares", str(cpu_shares)] if cpu_shares else [])
+            + (["--blkio-weight", str(io_weight)] if io_weight and io_weight_supported() else [])
+            + (["--entrypoint", entrypoint] if entrypoint else [])
             + [arg for key in (env or {}) for arg in ("--env", key)]
             + [image, *argv],
             env=env,
         )
+
+    def image_identity(self, tag: str) -> tuple[str, str] | None:
+        """(image id, architecture) of a local image, or None if there is no such image."""
+        try:
+            image = self.docker.image.inspect(tag)
+        except NoSuchImage:
+            return None
+        except DockerException as exc:
+            raise _wrap(exc, f"cannot inspect image {tag}") from None
+        return str(image.id), str(image.architecture or "unknown")
+
+    def add_labels(self, tag: str, labels: Mapping[str, str]) -> None:
+        """Give an image more labels: `FROM tag` + the labels, built (legacy builder, no context) under
+        the same tag. Its layers are the same; only its config, and so its id, changes."""
+        argv = (
+            self._docker_cmd()
+            + ["image", "build", "--quiet", "--tag", tag]
+            + [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+            + ["-"]
+        )
+        result = self._capture(argv, env={"DOCKER_BUILDKIT": "0"}, input=f"FROM {tag}\n".encode())
+        if result.returncode != 0:
+            raise DockerError(
+                f"labelling image {tag} failed (exit {result.returncode})",
+                command=argv[: argv.index("--tag") + 2],
+                returncode=result.returncode,
+                output_tail=tail(result.output),
+            )
 
     @staticmethod
     def _capture(argv: list[str], env: dict[str, str] | None = None, input: bytes | None = None) -> ExecResult:

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sumbg import naming
-from sumbg.adapters import build, caddy, gitrepo
+from sumbg.adapters import build, caddy, gitrepo, pydeps
 from sumbg.adapters.probe import Target, preview_target
 from sumbg.adoption.runbook_host import (
     Deployment,
@@ -115,6 +115,22 @@ def worker_command_of(deployment: Deployment) -> str:
     if deployment.worker_unit and deployment.beat_unit and "--beat" not in kept and "-B" not in kept:
         kept.append("--beat")
     return shlex.join([Path(args[0]).name, *kept])
+
+
+def runbook_constraints(venv: Path) -> build.Constraints | None:
+    """The image of an adopted site installs what the runbook deployment runs: its venv's versions as
+    constraints (and its git dependencies' commits). A version this image's Python cannot take is
+    released and said, as with [build] lock = "live"."""
+    installed = pydeps.venv_dependencies(venv) if venv.is_dir() else []
+    if not installed:
+        return None
+    origin = f"the versions installed in {venv} (the runbook deployment)"
+    return build.Constraints(
+        pins=tuple(pydeps.pins(installed, origin)),
+        source=origin,
+        relax=True,
+        git_commits=tuple((d.key, d.commit) for d in installed if d.commit and len(d.commit) == 40),
+    )
 
 
 def secrets_body(deployment: Deployment, site_config: SiteConfig, password: str) -> str:
@@ -501,7 +517,7 @@ def settle(ad: AdoptionRun, run: Run) -> StepResult:
         except SumbgError as exc:
             run.say(f"could not disable {unit.name}: {exc.message}; it may start again at boot")
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=ad.options.undo_days)
-    run.state.deploy_first(ad.site.slug, COLOUR, release_record(ad.image))
+    run.state.deploy_first(ad.site.slug, COLOUR, release_record(ad.image, ad.ctx.labelled_dependencies(ad.image.tag)))
     adoption = run.state.adoption
     assert adoption is not None  # the record step wrote it
     adoption.mark(ADOPTION_ADOPTED)
@@ -576,6 +592,7 @@ def adopt_plan(
         with_worker=False,
         preview=COLOUR,
         migrate_note="The database is an imported copy; the old one is untouched.",
+        constraints=runbook_constraints(deployment.source / "venv"),
     )
 
     def step(name: str, summary: str, action: Callable[[AdoptionRun, Run], StepResult]) -> Step:

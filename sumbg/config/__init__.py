@@ -25,7 +25,7 @@ from sumbg.config.host import (
     parse_host,
     root_from_env,
 )
-from sumbg.config.keys import LIVE_CPU_SHARES, TLS_MODES
+from sumbg.config.keys import LIVE_CPU_SHARES, LOCK_MODES, TLS_MODES
 from sumbg.config.notify import EVENTS, GROUPS, HOOKS, HookSettings, NotifyTarget
 from sumbg.config.render import render_site_toml, set_edge_settings, set_host_settings, set_site_settings
 from sumbg.config.site import (
@@ -52,6 +52,7 @@ __all__ = [
     "FLEET_ENV",
     "GOLDEN_PATH_HEADERS",
     "LIVE_CPU_SHARES",
+    "LOCK_MODES",
     "TLS_MODES",
     "BackupPolicy",
     "BackupSettings",

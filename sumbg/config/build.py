@@ -15,6 +15,7 @@ class BuildSettings:
     python_image: str = ""  # site only; "" = sumbg.toml images.python
     build_packages: tuple[str, ...] = ()  # site only; Debian packages of the build stage
     packages: tuple[str, ...] = ()  # site only; Debian packages of the final image
+    lock: str = ""  # site only (sumbg.toml's is HostConfig.build_lock); "" = the host's
     git_token_file: str = ""  # token for git+https dependencies
     git_username: str = ""  # username sent with the token
     git_ssh_key_file: str = ""  # deploy key for git+ssh dependencies

@@ -67,6 +67,8 @@ class HostConfig:
     ca_bundle: str = ""
     min_free_gb: float = 2.0
     build: BuildSettings = BuildSettings()  # git credentials and URL rewrites for all sites
+    build_lock: str = "none"  # [build] lock: what new builds resolve against (none, live, file)
+    wheel_cache_max_gb: float = 5.0  # [build] wheel_cache_max_gb: the host-wide wheel cache; 0 = off
     # Seconds an idle colour is kept after the live one went live (`sumbg retire --due`); 0: kept.
     retire_idle_after: float = 0.0
     # The CPU weight (Docker cpu-shares; the live colour has 1024) of everything an upgrade runs

@@ -26,6 +26,7 @@ from sumbg.util import parse_duration
 
 T = TypeVar("T")
 TLS_MODES = ("auto", "internal", "off")
+LOCK_MODES = ("none", "live", "file")  # [build] lock
 LIVE_CPU_SHARES = 1024  # Docker's default weight: the live colour, the data stack and the edge keep it
 
 
@@ -960,6 +961,26 @@ SUMBG_TOML = ConfigFile(
                     (EXISTING_FILE,),
                     attr="ca_bundle",
                 ),
+                Key(
+                    "lock",
+                    STRING,
+                    "none",
+                    "What a new build resolves against: none (newest within requirements.txt's ranges), live "
+                    "(the live release's versions for all that requirements.txt does not change), or file (the "
+                    "repo's requirements.lock or constraints.txt). A release built before is rebuilt with the "
+                    "versions it was built with, whatever this says.",
+                    (one_of(*LOCK_MODES),),
+                    attr="build_lock",
+                ),
+                Key(
+                    "wheel_cache_max_gb",
+                    NUMBER,
+                    5.0,
+                    "Size (GB) of the host-wide wheel cache every build reuses ($SUMBG_ROOT/.cache/wheels), "
+                    "least recently used wheels pruned first; 0 turns it off.",
+                    (NOT_NEGATIVE,),
+                    attr="wheel_cache_max_gb",
+                ),
                 *_GIT_KEYS,
             ),
             into="build",
@@ -1494,6 +1515,13 @@ SITE_TOML = ConfigFile(
                     (DEBIAN_PACKAGES,),
                 ),
                 Key("packages", STRINGS, (), "Debian packages for the final image.", (DEBIAN_PACKAGES,)),
+                Key(
+                    "lock",
+                    STRING,
+                    "",
+                    "none, live or file (see sumbg.toml [build] lock); empty: sumbg.toml's.",
+                    (one_of("", *LOCK_MODES),),
+                ),
                 *_GIT_KEYS,
             ),
             into="build",

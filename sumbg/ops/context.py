@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from sumbg.adapters import background, build, gitrepo, hooks, notify
 from sumbg.adapters.caddy import Edge, OneOffCaddy
 from sumbg.adapters.docker import Engine
 from sumbg.adapters.probe import CertificateProbe as TlsCertificateProbe
 from sumbg.adapters.probe import Prober
+from sumbg.adapters.pydeps import Dependency
 from sumbg.adapters.restic import Repository, Restic
 from sumbg.adapters.systemd import RunbookServices
 from sumbg.config import HostConfig, SiteConfig, load_host, load_site
@@ -145,7 +145,9 @@ class Context:
     def check_repo_reachable(self, repo: str) -> None:
         gitrepo.check_reachable(repo)
 
-    def build_image(self, site: Site, image: build.ImageSpec) -> dict[str, Any]:
+    def build_image(
+        self, site: Site, image: build.ImageSpec, *, constraints: build.Constraints | None = None
+    ) -> build.BuildResult:
         return build.build(
             self.docker,
             gitrepo.Mirror(site.mirror_dir, site.config.repo),
@@ -153,7 +155,18 @@ class Context:
             host=self.host,
             site=site.config,
             work_dir=site.run_dir,
+            constraints=constraints,
         )
+
+    def read_dependencies(self, tag: str) -> tuple[list[Dependency], dict[str, str]] | None:
+        """What an existing image holds, read by a one-off container of it (None: no such image, or no python)."""
+        if self.engine.image_labels(tag) is None:
+            return None
+        return build.image_dependencies(self.docker, tag, self.host.background_cpu_shares)
+
+    def labelled_dependencies(self, tag: str) -> list[Dependency] | None:
+        """What an image's label says it holds (None: no such image or no label)."""
+        return build.labelled_dependencies(self.docker, tag)
 
     def site_configs(self, *, strict: bool = False) -> list[SiteConfig]:
         """Every site registered under the root whose site.toml is valid; with `strict`, an

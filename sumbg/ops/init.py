@@ -16,6 +16,7 @@ from sumbg.adapters import build, gitrepo
 from sumbg.adapters.probe import live_target
 from sumbg.config import SiteConfig, refuse_changes_to_kept_config, render_site_toml
 from sumbg.errors import CertificateFailed, UsageError
+from sumbg.ops import dependencies
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.logs import keep_colour_logs
@@ -41,9 +42,11 @@ def init(
     db_publish_port: int | None = None,
     environment: str | None = None,
     env: tuple[tuple[str, str], ...] = (),
+    constraints: build.Constraints | None = None,
 ) -> dict[str, Any]:
     """Register a site and deploy it (blue). Options left None take the defaults, or, when an
-    earlier init of this slug failed after writing site.toml, that file's values (edits kept)."""
+    earlier init of this slug failed after writing site.toml, that file's values (edits kept).
+    `constraints`: the versions to build with when this host has none recorded (init --from-backup)."""
     naming.validate_slug(slug)
     domains = [domains] if isinstance(domains, str) else list(domains)
     if not domains:
@@ -154,6 +157,7 @@ def init(
         migrate_note="This is the first deploy: no data existed before.",
         with_worker=True,
         preview=naming.other_colour(colour),
+        constraints=constraints,
     )
 
     def health(run: Run) -> StepResult:
@@ -177,7 +181,7 @@ def init(
         return ready
 
     def record(run: Run) -> StepResult:
-        run.state.deploy_first(slug, colour, release_record(image))
+        run.state.deploy_first(slug, colour, release_record(image, ctx.labelled_dependencies(image.tag)))
         if run.notes.pop("worker_ready", False):
             run.state.note_worker(colour, WORKER_READY)
         run.save_state()
@@ -232,10 +236,30 @@ class FirstColour:
     with_worker: bool
     preview: str  # what the preview file names once the edge routes the site
     colour: str = naming.COLOURS[0]
+    # adopt: the versions the runbook deployment runs; init --from-backup: those the backup recorded
+    constraints: build.Constraints | None = None
 
 
 def build_first(fc: FirstColour, run: Run) -> StepResult:
-    return fc.ctx.build_image(fc.site, fc.image)
+    """The first image: the site's [build] lock still applies (a lock file; nothing is live to lock to),
+    and a commit this site built before (a re-run init) is rebuilt with its recorded versions."""
+    ctx, site, image = fc.ctx, fc.site, fc.image
+    mirror = ctx.mirror(site)
+    recorded = dependencies.recorded_build(run.state, site.records.history(), image.commit)
+    constraints = fc.constraints if fc.constraints is not None and recorded is None else None
+    constraints = constraints or dependencies.constraints_for(
+        image,
+        lock=site.config.build.lock or ctx.host.build_lock,
+        recorded=recorded,
+        mirror=mirror,
+        live=None,
+        live_ref=None,
+        live_requirements=None,
+        new_requirements=mirror.read_file(image.commit, "requirements.txt") or "",
+    )
+    if constraints.source:
+        run.say(f"resolving against {constraints.source}")
+    return fc.ctx.build_image(fc.site, fc.image, constraints=constraints).record
 
 
 def migrate_first(fc: FirstColour, run: Run) -> StepResult:
@@ -271,10 +295,17 @@ def route_on_edge(fc: FirstColour, run: Run) -> StepResult:
 
 
 def first_colour_steps(
-    ctx: Context, site: Site, image: build.ImageSpec, *, migrate_note: str, with_worker: bool, preview: str
+    ctx: Context,
+    site: Site,
+    image: build.ImageSpec,
+    *,
+    migrate_note: str,
+    with_worker: bool,
+    preview: str,
+    constraints: build.Constraints | None = None,
 ) -> dict[str, Step]:
     """A site's first colour (blue): build, migrate, static, start, edge; by name, for init and adopt."""
-    fc = FirstColour(ctx, site, ctx.stacks(site), image, migrate_note, with_worker, preview)
+    fc = FirstColour(ctx, site, ctx.stacks(site), image, migrate_note, with_worker, preview, constraints=constraints)
     slug, colour = site.slug, fc.colour
     commit = image.labels["sumbg.commit"]
     worker = "" if with_worker else " (its worker later)"

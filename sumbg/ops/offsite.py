@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from sumbg import naming
+from sumbg.adapters import pydeps
+from sumbg.adapters.build import Constraints
 from sumbg.adapters.restic import Repository, Snapshot, Upload
 from sumbg.config import BackupPolicy, set_site_settings
 from sumbg.errors import BackupError, NotFound, SumbgError, UsageError
 from sumbg.ops.backups import confirm_restore, protected_backups, restore_steps
 from sumbg.ops.context import Context
+from sumbg.ops.dependencies import RecordedBuild, recorded_constraints
 from sumbg.ops.executor import Plan, Run, Step, StepResult
 from sumbg.ops.opening import opened
 from sumbg.ops.seams import OffsiteStore, SiteStacks
@@ -93,6 +96,7 @@ class BackupRun:
     release: dict[str, str | None]
     manifest: Manifest | None = None
     store: OffsiteStore | None = None
+    dependencies: list[dict[str, str]] | None = None  # what the live release's image holds, as recorded
 
     @property
     def backups(self) -> BackupSet:
@@ -123,6 +127,7 @@ def dump_step(br: BackupRun, run: Run) -> StepResult:
         kind=br.kind,
         taken_at=utc_now(),
         release=br.release,
+        dependencies=br.dependencies,
         database={
             "file": br.name,
             "sha256": taken.sha256,
@@ -255,6 +260,7 @@ def backup(ctx: Context, slug: str, *, kind: str = MANUAL, lock_timeout: float =
             stacks.backup_name(live.ref or "manual"),
             kind,
             {"colour": state.live, "ref": live.ref, "commit": live.commit},
+            dependencies=live.dependencies,
         )
         where = f"upload to {repository_of(ctx, policy).shown}" if policy.offsite else "no [backup] repository"
         plan = Plan(
@@ -551,11 +557,12 @@ def recover_site(
     ctx: Context,
     slug: str,
     repository: str,
-    init: Callable[[str | None], dict[str, Any]],
+    init: Callable[[str | None, Constraints | None], dict[str, Any]],
     ref: str | None,
 ) -> dict[str, Any]:
     """Disaster recovery on a new host: the latest backup of SLUG in REPOSITORY is fetched, the
-    release it recorded is built and deployed (`init`, with the site's secrets from the backup),
+    release it recorded is built (with the versions its image held, when the backup recorded them)
+    and deployed (`init`, with the site's secrets from the backup),
     then its database and media are restored, and the site keeps backing up to that repository."""
     naming.validate_slug(slug)
     if ctx.host.site_dir(slug).joinpath("state.json").exists():
@@ -586,7 +593,12 @@ def recover_site(
             site_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(fetched.secrets, site_dir / ".env")
             os.chmod(site_dir / ".env", 0o600)
-        deployed = init(recorded)
+        held = fetched.manifest.dependencies
+        where = f"backup {chosen.short_id}'s manifest"
+        as_built = (
+            recorded_constraints(RecordedBuild(pydeps.dependencies_from_json(held), recorded, where)) if held else None
+        )
+        deployed = init(recorded, as_built)
         site = ctx.site(slug)
         if repository != ctx.host.backup.repository:
             set_site_settings(site.dir / "site.toml", {"backup.repository": repository})

@@ -7,6 +7,7 @@ from typing import Any
 
 from sumbg.config import HostConfig, load_site
 from sumbg.errors import SumbgError
+from sumbg.ops.dependencies import diff_line
 from sumbg.site.records import HistoryEntry, SiteRecords
 from sumbg.site.state import SiteState
 from sumbg.util import atomic_write
@@ -96,6 +97,9 @@ def regenerate(host: HostConfig) -> None:
         )
         lines.append(f"- outcome: {entry.get('outcome')}, failed step: {entry.get('failed_step')}\n")
         lines.append(f"- symptoms: {error.get('message', '-')}\n")
+        built: dict[str, Any] = next((s for s in entry.get("steps") or () if s.get("name") == "build"), {})
+        if built.get("dependency_diff"):
+            lines.append(f"- dependencies (live -> new): {diff_line(built['dependency_diff'])}\n")
         if error.get("command"):
             lines.append(f"- command: `{' '.join(error['command'])}` (exit {error.get('returncode')})\n")
         if error.get("output_tail"):

@@ -10,10 +10,11 @@ from typing import Any
 from sumbg import __version__, naming
 from sumbg.adapters import gitrepo
 from sumbg.adapters.gitdeps import redact_url
-from sumbg.errors import LockHeld, SumbgError, UsageError
+from sumbg.errors import LockHeld, NotFound, SumbgError, UsageError
 from sumbg.lock import is_held
 from sumbg.ops import agreement, offsite, reports
 from sumbg.ops.context import Context
+from sumbg.ops.dependencies import RecordedBuild, recorded_build
 from sumbg.ops.rollback import rollback_target
 from sumbg.site.site import Site
 from sumbg.site.state import SiteState
@@ -206,4 +207,39 @@ def site_releases(ctx: Context, site: Site, *, fetch: bool) -> dict[str, Any]:
         "fetched": fetch and note is None,
         "note": note,
         "tags": tags,
+    }
+
+
+def release_dependencies(ctx: Context, slug: str, ref: str) -> dict[str, Any]:
+    """`sumbg releases SLUG --deps REF`: what REF's image holds, as this host recorded it when it built it
+    (its colour's record, else the history's build step), else as its image's label says."""
+    naming.validate_ref(ref)
+    site = ctx.site(slug)
+    state = site.records.load_state()
+    commit = None
+    mirror = ctx.mirror(site)
+    if mirror.exists():
+        try:
+            commit = mirror.resolve(ref).commit
+        except SumbgError:
+            commit = None
+    tag = naming.image_tag(site.slug, ref)
+    found = recorded_build(state, site.records.history(), commit) if commit else None
+    if found is None:
+        labelled = ctx.labelled_dependencies(tag)
+        if labelled is not None:
+            found = RecordedBuild(labelled, ref, f"the label of {tag}")
+    if found is None:
+        raise NotFound(
+            f"no dependencies are recorded for {ref} of {site.slug}: this host has not built it since sumbg records "
+            f"them (an upgrade to it builds it; `sumbg upgrade {site.slug} {ref} --dry-run` shows the diff once "
+            "its image exists)"
+        )
+    return {
+        "site": site.slug,
+        "ref": ref,
+        "commit": commit,
+        "image": tag,
+        "recorded_in": found.where,
+        "dependencies": [d.to_json() for d in found.dependencies],
     }

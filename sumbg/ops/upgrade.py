@@ -23,6 +23,7 @@ from typing import Any
 from sumbg import naming
 from sumbg.adapters import build, gitrepo
 from sumbg.adapters.probe import Target, live_target, preview_target
+from sumbg.adapters.pydeps import Dependency
 from sumbg.errors import (
     BreakingRelease,
     CheckFailed,
@@ -32,6 +33,7 @@ from sumbg.errors import (
     UsageError,
     WorkerNotReady,
 )
+from sumbg.ops import dependencies as deps
 from sumbg.ops import policy as migration_policy
 from sumbg.ops import rehearsal, workers
 from sumbg.ops.backups import protected_backups
@@ -164,6 +166,9 @@ class UpgradeRun:
     maintenance_since: float | None = None
     schema_breaks_live: bool = False
     after_switch: list[str] = field(default_factory=list)
+    dependencies: list[Dependency] | None = None  # what the new image holds (recorded with the release)
+    # What the new image lists as pending against the live database, right after the build; None: not known.
+    pending_from_image: PendingMigrations | None = None
 
     @property
     def slug(self) -> str:
@@ -172,6 +177,15 @@ class UpgradeRun:
     @property
     def rehearse(self) -> bool:
         return self.choices.rehearsal and self.site.config.migrations.rehearsal
+
+    @property
+    def nothing_to_migrate(self) -> str:
+        """Why the rehearsal and migrate can be skipped ('' when they cannot): the new image lists no
+        pending migration against the live database, so neither would change a thing."""
+        known = self.pending_from_image
+        if known is None or known.pending:
+            return ""
+        return f"no pending migration: {self.facts.new_ref}'s image lists none against the live database"
 
     @property
     def live_target(self) -> Target:
@@ -226,7 +240,65 @@ def preflight(up: UpgradeRun, run: Run) -> StepResult:
 
 
 def build_release(up: UpgradeRun, run: Run) -> StepResult:
-    return up.ctx.build_image(up.site, up.facts.image)
+    """Build (or reuse) the new image; say what it holds against the live release, and whether it has
+    migrations to run (known from the image before anything else runs)."""
+    ctx, site, facts = up.ctx, up.site, up.facts
+    mirror = ctx.mirror(site)
+    live = facts.live_record
+    live_requirements = mirror.read_file(live.commit, "requirements.txt") if live.commit else None
+    new_requirements = mirror.read_file(facts.image.commit, "requirements.txt") or ""
+    live_deps = deps.record_dependencies(live)
+    if live_deps is None and live.image:
+        read = ctx.read_dependencies(live.image)
+        live_deps = read[0] if read else None
+    constraints = deps.constraints_for(
+        facts.image,
+        lock=site.config.build.lock or ctx.host.build_lock,
+        recorded=deps.recorded_build(run.state, site.records.history(), facts.image.commit),
+        mirror=mirror,
+        live=live_deps,
+        live_ref=facts.live_ref,
+        live_requirements=live_requirements,
+        new_requirements=new_requirements,
+    )
+    if constraints.source:
+        run.say(f"resolving against {constraints.source}")
+    built = ctx.build_image(site, facts.image, constraints=constraints)
+    result = dict(built.record)
+    for released in result.get("wheels", {}).get("released", ()):
+        run.say(f"released the live pin {released['name']}{released['pin']}: {released['why']}")
+    up.dependencies = built.dependencies or None
+    if built.dependencies and live_deps is not None:
+        diff = deps.explain(
+            live_deps,
+            built.dependencies,
+            live_requirements=live_requirements,
+            new_requirements=new_requirements,
+            environment=built.environment,
+            live_ref=facts.live_ref,
+            new_ref=facts.new_ref,
+        )
+        for line in diff.lines():
+            run.say(line)
+        result["dependency_diff"] = diff.record()
+    elif built.dependencies:
+        run.say(f"dependencies: the live {facts.live_ref}'s are not known (built before sumbg recorded them)")
+    result["pending_migrations"] = _pending_from_image(up, run)
+    return result
+
+
+def _pending_from_image(up: UpgradeRun, run: Run) -> list[str] | None:
+    try:
+        phases = up.stacks.pending_migrations(up.facts.idle, up.facts.image.tag)
+    except SumbgError as exc:
+        run.say(f"pending migrations not known yet ({exc.message}); the rehearsal and migrate will tell")
+        return None
+    up.pending_from_image = phases
+    if up.nothing_to_migrate:
+        run.say(f"{up.nothing_to_migrate}: the rehearsal and migrate steps will be skipped")
+    else:
+        run.say(f"pending migrations: {', '.join(phases.pending)}")
+    return list(phases.pending)
 
 
 def take_backup(up: UpgradeRun, run: Run) -> StepResult:
@@ -260,6 +332,12 @@ def rehearse_migrations(up: UpgradeRun, run: Run) -> StepResult:
 
 
 def _rehearse_or_say_why_not(up: UpgradeRun, run: Run) -> tuple[migration_policy.Compatibility, StepResult]:
+    if up.nothing_to_migrate:
+        # Nothing will change the schema: the live release runs on the database it runs on now.
+        return (
+            migration_policy.Compatibility(migration_policy.COMPATIBLE, reason=up.nothing_to_migrate),
+            {"outcome": "skipped", "reason": up.nothing_to_migrate},
+        )
     if not up.rehearse:
         why = "--no-rehearsal" if not up.choices.rehearsal else "[migrations] rehearsal = false in site.toml"
         return (
@@ -304,7 +382,12 @@ def _rehearse_or_say_why_not(up: UpgradeRun, run: Run) -> tuple[migration_policy
 
 def migrate(up: UpgradeRun, run: Run) -> StepResult:
     image, idle = up.facts.image, up.facts.idle
-    phases = up.phases or up.stacks.pending_migrations(idle, image.tag)
+    if up.nothing_to_migrate:
+        up.after_switch = run.notes["after_switch"] = []
+        if up.decision is not None and up.decision.maintenance:
+            _maintenance_on(up, run)  # the operator asked for the page; no container runs under it
+        return {"outcome": "skipped", "reason": up.nothing_to_migrate, "pending": [], "after_switch": []}
+    phases = up.phases or up.pending_from_image or up.stacks.pending_migrations(idle, image.tag)
     up.after_switch = run.notes["after_switch"] = list(phases.after_switch)
     run.say(
         "pending migrations: "
@@ -419,7 +502,7 @@ def smoke(up: UpgradeRun, run: Run) -> StepResult:
 
 def switch(up: UpgradeRun, run: Run) -> StepResult:
     ctx, idle = up.ctx, up.facts.idle
-    record = release_record(up.facts.image)
+    record = release_record(up.facts.image, up.dependencies)
     record.backup = run.notes.get("backup")
     if up.decision is not None and up.decision.breaks_previous:
         record.breaks_previous = up.decision.breaks_previous
@@ -679,14 +762,44 @@ def dry_run_report(ctx: Context, site: Site, plan: Plan, facts: UpgradeFacts) ->
         }
     )
     report["migration_hint"] = migration_hint(ctx, site, facts)
+    dependency_diff = dry_run_dependencies(ctx, site, facts)
+    if isinstance(dependency_diff, deps.DependencyDiff):
+        report["dependency_diff"], shown = dependency_diff.record(), dependency_diff.lines()
+    else:
+        report["dependency_diff"], shown = {"summary": dependency_diff}, [dependency_diff]
     ctx.reporter.dry_run(
         f"dry run: sumbg upgrade {site.slug} {facts.new_ref} would:",
         plan,
         f"caddy config: {report['caddy_config_diff']}",
         f"traffic switch: {report['traffic_switch']}",
         f"migrations (a hint; the rehearsal measures): {report['migration_hint']['summary']}",
+        *shown,
     )
     return report
+
+
+def dry_run_dependencies(ctx: Context, site: Site, facts: UpgradeFacts) -> deps.DependencyDiff | str:
+    """The dependency diff live -> new, when the new image exists (a dry run builds nothing)."""
+    new = ctx.read_dependencies(facts.image.tag)
+    if new is None:
+        return f"dependencies: not known until {facts.image.tag} is built (the upgrade's build step prints the diff)"
+    live_record = facts.live_record
+    live = deps.record_dependencies(live_record)
+    if live is None and live_record.image:
+        read = ctx.read_dependencies(live_record.image)
+        live = read[0] if read else None
+    if live is None:
+        return f"dependencies: the live {facts.live_ref}'s are not known (built before sumbg recorded them)"
+    mirror = ctx.mirror(site)
+    return deps.explain(
+        live,
+        new[0],
+        live_requirements=mirror.read_file(live_record.commit, "requirements.txt") if live_record.commit else None,
+        new_requirements=mirror.read_file(facts.image.commit, "requirements.txt") or "",
+        environment=new[1],
+        live_ref=facts.live_ref,
+        new_ref=facts.new_ref,
+    )
 
 
 def migration_hint(ctx: Context, site: Site, facts: UpgradeFacts) -> dict[str, Any]:

@@ -59,6 +59,8 @@ class Manifest:
     database: dict[str, Any] = field(default_factory=dict)  # file, sha256, size, entries, rows
     media: dict[str, int] = field(default_factory=dict)  # files, bytes
     offsite: dict[str, Any] | None = None  # repository, snapshot, uploaded_at, files, bytes, data_added
+    # What the release's image held (ColourRecord.dependencies): a new host rebuilds it with these versions.
+    dependencies: list[dict[str, str]] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
@@ -71,6 +73,7 @@ class Manifest:
             database=dict(data.get("database") or {}),
             media=dict(data.get("media") or {}),
             offsite=dict(data["offsite"]) if data.get("offsite") else None,
+            dependencies=[dict(d) for d in data["dependencies"]] if data.get("dependencies") else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -85,6 +88,8 @@ class Manifest:
         }
         if self.offsite is not None:
             out["offsite"] = self.offsite
+        if self.dependencies:
+            out["dependencies"] = self.dependencies
         return out
 
     @property

@@ -15,6 +15,7 @@ from typing import Any
 
 from sumbg import naming
 from sumbg.adapters.build import ImageSpec
+from sumbg.adapters.pydeps import Dependency
 from sumbg.errors import UsageError
 from sumbg.util import utc_now
 
@@ -76,6 +77,8 @@ class ColourRecord:
     after_switch: str | None = None  # AFTER_SWITCH_*
     # The release's worker as sumbg last saw it: {"status": WORKER_*, "at": ..., "detail"?: ...}.
     worker: JSON | None = None
+    # What its image holds: [{"name", "version"[, "commit", "source"]}] (sumbg.adapters.pydeps.Dependency).
+    dependencies: list[dict[str, str]] | None = None
     extra: JSON = field(default_factory=dict)
 
     @classmethod
@@ -387,7 +390,7 @@ def colour_version(record: ColourRecord | None) -> dict[str, str | None]:
     return record.version if record is not None else {"build": None, "git_sha": None}
 
 
-def release_record(image: ImageSpec) -> ColourRecord:
+def release_record(image: ImageSpec, dependencies: list[Dependency] | None = None) -> ColourRecord:
     """The record of a release about to be deployed from `image` (its labels say what it holds)."""
     return ColourRecord(
         image=image.tag,
@@ -395,6 +398,7 @@ def release_record(image: ImageSpec) -> ColourRecord:
         commit=image.commit,
         sum_core=image.labels["sumbg.sum-core"] or None,
         deployed_at=utc_now(),
+        dependencies=[d.to_json() for d in dependencies] if dependencies else None,
     )
 
 
