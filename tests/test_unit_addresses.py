@@ -319,6 +319,20 @@ def test_a_pool_the_host_routes_is_refused_and_a_docker_bridge_route_is_not(tmp_
     assert addresses.host_problems() == [refused.value.message]
 
 
+def test_a_bridge_docker_made_after_the_networks_were_listed_is_not_a_routed_pool(tmp_path):
+    """Another root on the same engine (a bench beside the sites, parallel test roots) made a network
+    between this plan's reading of the networks and of the routes: its bridge is Docker's, not the host's."""
+    world = NetworkWorld(networks={})
+    just_made = Route("br-70b84c930ab8", net("10.213.0.0/28"))
+    default_bridge = Route("docker0", net("172.17.0.0/16"))
+    addresses = plan(tmp_path, world, routes=[just_made, default_bridge])
+    addresses.check_room("acme")
+    assert addresses.host_problems() == []
+    lookalike = Route("br-lan", net("10.213.9.0/24"))  # a bridge the host's own admin named
+    with pytest.raises(ConfigError, match=r"overlaps the host's route to 10.213.9.0/24 \(br-lan\)"):
+        plan(tmp_path, world, routes=[just_made, lookalike]).check_room("acme")
+
+
 def test_init_refused_by_the_plan_creates_nothing(tmp_path):
     world = World(refs={"v1.0.0": "0.6.3"}, address_refusal="sumbg.toml: network.pool: 10.213.0.0/16 has no free")
     with no_effects(world), pytest.raises(ConfigError, match="network.pool: 10.213.0.0/16 has no free") as refused:

@@ -18,7 +18,7 @@ from sumbg.cli import exit_code_of
 from sumbg.config import HookSettings, NotifyTarget, parse_host, parse_site, render_site_toml
 from sumbg.config.notify import FAILURE_EVENTS, selected
 from sumbg.errors import CheckFailed, ConfigError, HookFailed, SumbgError, UsageError
-from sumbg.ops import backups, rollback
+from sumbg.ops import offsite, rollback
 from sumbg.ops.events import (
     Delivery,
     DeliveryPolicy,
@@ -523,7 +523,7 @@ def test_rollback_runs_post_rollback_and_backup_pre_backup(ctx: FakeContext, wor
     }
     world.hook_exit_codes["flush-queue"] = 1
     with pytest.raises(HookFailed):
-        backups.backup(ctx, "acme")
+        offsite.backup(ctx, "acme")
     assert world.backups_taken == []
     ctx.close()
     assert sorted(sent(world)) == [

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,9 @@ from sumbg.errors import DockerError, tail
 from sumbg.util import atomic_write
 
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
+
+
+REMOVAL_WAIT_SECONDS = 60.0  # how long a removal Docker already started may take
 
 
 @dataclass(frozen=True)
@@ -567,11 +571,19 @@ class Engine:
             return ExecResult(exc.return_code, exc.stdout or "", exc.stderr or "")
 
     def remove_container(self, name: str) -> None:
+        """Gone when this returns. A container Docker is already removing (a `run --rm` whose client
+        died, e.g. an operation killed mid-step) is waited for, not an error."""
         try:
             self.docker.container.remove(name, force=True, volumes=True)
         except NoSuchContainer:
             return
         except DockerException as exc:
+            if "already in progress" in str(exc.stderr or ""):
+                deadline = time.monotonic() + REMOVAL_WAIT_SECONDS
+                while time.monotonic() < deadline:
+                    if not self.docker.container.exists(name):
+                        return
+                    time.sleep(0.2)
             raise _wrap(exc, f"cannot remove container {name}") from None
 
     def compose_up(

@@ -16,7 +16,6 @@ from typing import Any
 from sumbg.errors import BackupError, NotFound, UsageError
 from sumbg.ops.context import Context
 from sumbg.ops.executor import Plan, Run, Step, StepResult
-from sumbg.ops.hooks import HookCall, configured, pre_hook_step
 from sumbg.ops.logs import keep_colour_logs
 from sumbg.ops.opening import opened
 from sumbg.ops.seams import SiteDatabase, SiteStacks
@@ -79,29 +78,6 @@ def list_backups(ctx: Context, slug: str) -> list[dict[str, Any]]:
 def protected_backups(state: SiteState) -> set[str]:
     """The backups state.json records for a colour: a rollback's way back, never pruned."""
     return {record.backup for record in state.colours.values() if record.backup}
-
-
-def backup(ctx: Context, slug: str, *, lock_timeout: float = 0.0) -> dict[str, Any]:
-    site = ctx.site(slug)
-    stacks = ctx.stacks(site)
-    with opened(ctx, site, f"backup {slug}", lock_timeout=lock_timeout) as state:
-        name = stacks.backup_name(state.ref(state.live) or "manual")
-
-        def take(run: Run) -> StepResult:
-            taken, pruned = stacks.backup_and_prune(name, protected_backups(run.state))
-            return {**taken.record(), "pruned": pruned}
-
-        steps: tuple[Step, ...] = (Step("backup", f"pg_dump to {site.backups_dir / name}, verify", take),)
-        live_record = state.live_record
-        if configured(site, "pre_backup") and state.live and live_record is not None:
-            ref = state.ref(state.live)
-            call = HookCall(
-                "pre_backup", "backup", "starting", ref, ref, state.live, state.live, state.live, live_record.image
-            )
-            hook = f"the pre_backup hook (a failure stops the backup): {configured(site, 'pre_backup')}"
-            steps = (pre_hook_step(ctx, site, call, hook), *steps)
-        plan = Plan("backup", slug, steps, facts={"file": name})
-        return ctx.execute(plan, site, f"backup {slug}")
 
 
 def resolve_backup_file(site: Site, file: str) -> Path:

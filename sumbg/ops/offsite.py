@@ -32,6 +32,7 @@ from sumbg.ops.backups import confirm_restore, protected_backups, restore_steps
 from sumbg.ops.context import Context
 from sumbg.ops.dependencies import RecordedBuild, recorded_constraints
 from sumbg.ops.executor import Plan, Run, Step, StepResult
+from sumbg.ops.hooks import HookCall, configured, pre_hook_step
 from sumbg.ops.opening import opened
 from sumbg.ops.seams import OffsiteStore, SiteStacks
 from sumbg.site import retention
@@ -249,8 +250,8 @@ def backup(ctx: Context, slug: str, *, kind: str = MANUAL, lock_timeout: float =
     stacks = ctx.stacks(site)
     policy = site.config.backup_policy(ctx.host)
     with opened(ctx, site, f"backup {slug}", lock_timeout=lock_timeout) as state:
-        live = state.live_record
-        if live is None:
+        live, colour = state.live_record, state.live
+        if live is None or colour is None:
             raise UsageError(f"site {slug} has no live release to back up")
         br = BackupRun(
             ctx,
@@ -263,27 +264,32 @@ def backup(ctx: Context, slug: str, *, kind: str = MANUAL, lock_timeout: float =
             dependencies=live.dependencies,
         )
         where = f"upload to {repository_of(ctx, policy).shown}" if policy.offsite else "no [backup] repository"
+        steps: tuple[Step, ...] = (
+            Step(
+                "dump",
+                f"pg_dump to {site.backups_dir / br.name}, verify, count its rows",
+                functools.partial(dump_step, br),
+            ),
+            Step(
+                "media",
+                f"copy {site.media_dir} beside it (hard links), write the manifest",
+                functools.partial(media_step, br),
+            ),
+            Step("upload", f"{where}, check the snapshot", functools.partial(upload_step, br)),
+            Step(
+                "prune",
+                "keep_backups and keep_daily/weekly/monthly, here and offsite",
+                functools.partial(prune_step, br),
+            ),
+        )
+        if configured(site, "pre_backup"):
+            call = HookCall("pre_backup", "backup", "starting", live.ref, live.ref, colour, colour, colour, live.image)
+            hook = f"the pre_backup hook (a failure stops the backup): {configured(site, 'pre_backup')}"
+            steps = (pre_hook_step(ctx, site, call, hook), *steps)
         plan = Plan(
             "backup",
             slug,
-            (
-                Step(
-                    "dump",
-                    f"pg_dump to {site.backups_dir / br.name}, verify, count its rows",
-                    functools.partial(dump_step, br),
-                ),
-                Step(
-                    "media",
-                    f"copy {site.media_dir} beside it (hard links), write the manifest",
-                    functools.partial(media_step, br),
-                ),
-                Step("upload", f"{where}, check the snapshot", functools.partial(upload_step, br)),
-                Step(
-                    "prune",
-                    "keep_backups and keep_daily/weekly/monthly, here and offsite",
-                    functools.partial(prune_step, br),
-                ),
-            ),
+            steps,
             facts={"file": br.name, "kind": kind},
         )
         return ctx.execute(plan, site, f"backup {slug}")

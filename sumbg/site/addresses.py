@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,9 @@ class NetworkEngine(Protocol):
     def join_edge_links(self, edge_name: str, container: str) -> list[str]: ...
 
 
+DOCKER_BRIDGE = re.compile(r"br-[0-9a-f]{12}|docker0")  # the bridges Docker names for its networks
+
+
 class AddressPlan:
     def __init__(
         self, host: HostConfig, engine: NetworkEngine, routes: Callable[[], list[Route]] = host_routes
@@ -169,9 +173,15 @@ class AddressPlan:
 
     # ------------------------------------------------------------ choosing a block
     def _foreign_routes(self, networks: list[NetworkFacts]) -> list[Route]:
-        """The host's routes that are not a Docker network's own bridge."""
+        """The host's routes that are not a Docker network's own bridge: neither the subnet of a network
+        listed, nor on a bridge Docker made (`br-<id>`, `docker0`), which may be a network made since the
+        list was read (another root's, on the same engine): the engine refuses an overlap with it anyway."""
         bridges = {subnet for network in networks for subnet in network.subnets}
-        return [route for route in self.routes() if str(route.network) not in bridges]
+        return [
+            route
+            for route in self.routes()
+            if str(route.network) not in bridges and not DOCKER_BRIDGE.fullmatch(route.interface)
+        ]
 
     def _refuse_a_routed_pool(self, networks: list[NetworkFacts]) -> None:
         for route in self._foreign_routes(networks):
