@@ -42,6 +42,14 @@ def parse_duration(value: str | int | float) -> float:
     return seconds
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as a person reads it: 45s, 12.0m, 3.5h, 2.0d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def atomic_write(path: Path, body: str | bytes, mode: int = 0o644) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import python_on_whales
-from python_on_whales import ClientNotFoundError, Container, DockerClient
+from python_on_whales import ClientNotFoundError, Container, DockerClient, Image
 from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
 
 from sumbg import naming
@@ -218,14 +218,18 @@ class Engine:
             raise _wrap(exc, f"cannot inspect volume {name}") from None
 
     # ------------------------------------------------------------ images
-    def image_labels(self, tag: str) -> dict[str, str] | None:
+    def _image(self, tag: str) -> Image | None:
+        """A local image, or None if there is no such image."""
         try:
-            image = self.docker.image.inspect(tag)
+            return self.docker.image.inspect(tag)
         except NoSuchImage:
             return None
         except DockerException as exc:
             raise _wrap(exc, f"cannot inspect image {tag}") from None
-        return dict(image.config.labels or {})
+
+    def image_labels(self, tag: str) -> dict[str, str] | None:
+        image = self._image(tag)
+        return None if image is None else dict(image.config.labels or {})
 
     def build(
         self,
@@ -532,13 +536,8 @@ class Engine:
 
     def image_identity(self, tag: str) -> tuple[str, str] | None:
         """(image id, architecture) of a local image, or None if there is no such image."""
-        try:
-            image = self.docker.image.inspect(tag)
-        except NoSuchImage:
-            return None
-        except DockerException as exc:
-            raise _wrap(exc, f"cannot inspect image {tag}") from None
-        return str(image.id), str(image.architecture or "unknown")
+        image = self._image(tag)
+        return None if image is None else (str(image.id), str(image.architecture or "unknown"))
 
     def add_labels(self, tag: str, labels: Mapping[str, str]) -> None:
         """Give an image more labels: `FROM tag` + the labels, built (legacy builder, no context) under

@@ -376,21 +376,28 @@ def served_certificate(address: str, port: int, server_name: str, timeout: float
     """The SHA-256 fingerprint of the certificate a TLS listener serves for `server_name` (SNI),
     or None if it does not answer with one. Not verified: it is compared, not trusted."""
     import hashlib
+
+    try:
+        der = _peer_certificate(address, port, server_name, timeout)
+    except OSError:
+        return None
+    return hashlib.sha256(der).hexdigest() if der else None
+
+
+def _peer_certificate(address: str, port: int, server_name: str, timeout: float) -> bytes | None:
+    """The DER certificate a TLS listener serves for `server_name` (SNI), unverified; OSError (an
+    ssl.SSLError for a failed handshake) when nothing answers with TLS."""
     import socket
     import ssl
 
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    try:
-        with (
-            socket.create_connection((address, port), timeout) as sock,
-            context.wrap_socket(sock, server_hostname=server_name) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-    except OSError:
-        return None
-    return hashlib.sha256(der).hexdigest() if der else None
+    with (
+        socket.create_connection((address, port), timeout) as sock,
+        context.wrap_socket(sock, server_hostname=server_name) as tls,
+    ):
+        return tls.getpeercert(binary_form=True)
 
 
 class CertificateProbe:
@@ -411,18 +418,10 @@ def certificate_served(
 ) -> tuple[ServedCertificate | None, str]:
     """The certificate a TLS listener serves for `server_name` (SNI): (its issuer and expiry, ""),
     or (None, why there is none). Read, not verified: doctor reports on it, it does not trust it."""
-    import socket
     import ssl
 
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     try:
-        with (
-            socket.create_connection((address, port), timeout) as sock,
-            context.wrap_socket(sock, server_hostname=server_name) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
+        der = _peer_certificate(address, port, server_name, timeout)
     except ssl.SSLError as exc:
         return None, f"TLS handshake failed: {exc.reason or exc}"
     except OSError as exc:

@@ -15,6 +15,7 @@ from sumbg.ops.logs import keep_colour_logs
 from sumbg.ops.opening import opened
 from sumbg.site.site import Site
 from sumbg.site.state import SiteState
+from sumbg.util import format_duration
 
 
 def _age_seconds(stamp: str | None) -> float:
@@ -79,15 +80,8 @@ def soak_decision(state: SiteState, soak: float, *, idle_running: bool, age: flo
     if not idle_running:
         return f"{naming.other_colour(live)} is not running"
     if age < soak:
-        return f"soaking: {live} went live {_duration(age)} ago, kept for {_duration(soak)}"
+        return f"soaking: {live} went live {format_duration(age)} ago, kept for {format_duration(soak)}"
     return None
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 def retire_due(ctx: Context) -> dict[str, Any]:
@@ -112,7 +106,7 @@ def retire_due(ctx: Context) -> dict[str, Any]:
         if kept is not None:
             results.append({"site": config.slug, "outcome": "kept", "reason": kept})
             continue
-        reason = f"soaked {_duration(age)} (retire_idle_after {_duration(soak)})"
+        reason = f"soaked {format_duration(age)} (retire_idle_after {format_duration(soak)})"
         try:
             outcome = retire(ctx, config.slug, min_age=0, force=False, reason=reason)
         except LockHeld as exc:

@@ -196,7 +196,7 @@ def drain_until_gone(ctx: Context, slug: str, container: str, since: float | Non
     entry: HistoryEntry = {
         "event": "worker-drained",
         "operation": "worker-drain",
-        "colour": colour_of(site, container),
+        "colour": site.colour_of_worker(container),
         **drained.record(),
     }
     if drained.outcome == "killed":
@@ -208,13 +208,6 @@ def drain_until_gone(ctx: Context, slug: str, container: str, since: float | Non
         )
     site.records.append(entry)
     return entry
-
-
-def colour_of(site: Site, container: str) -> str | None:
-    for colour in naming.COLOURS:
-        if container.startswith(site.worker_container(colour)):
-            return colour
-    return None
 
 
 def drainer_args(site: Site, container: str) -> list[str]:

@@ -235,6 +235,10 @@ class Site:
         """The colour's worker that consumes tasks (its old ones finishing their tasks are renamed)."""
         return f"{naming.app_project(self.slug, colour)}-worker"
 
+    def colour_of_worker(self, container: str) -> str | None:
+        """The colour a worker container (its current one, or an old one draining) belongs to."""
+        return next((c for c in naming.COLOURS if container.startswith(self.worker_container(c))), None)
+
     def draining_worker_container(self, colour: str, container_id: str) -> str:
         """An old worker of the colour, renamed while it finishes its tasks."""
         return f"{self.worker_container(colour)}-draining-{container_id[:12]}"

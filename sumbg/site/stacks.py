@@ -351,7 +351,7 @@ class Stacks:
     def _keep_drained_logs(self, state: ContainerState) -> list[str]:
         """An old worker's logs, kept like a removed colour's (its tasks' last lines are in them).
         Never stops the removal: a log that cannot be kept is only missing from logs/."""
-        colour = next((c for c in naming.COLOURS if state.name.startswith(self.site.worker_container(c))), None)
+        colour = self.site.colour_of_worker(state.name)
         if colour is None:
             return []
         try:

@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass
 
 from sumbg.adapters.docker import ContainerState
+from sumbg.util import format_duration
 
 # What makes a command line more than one command for the shell (then it cannot simply be exec'ed).
 _SHELL_SYNTAX = re.compile(r"[;&|<>()`\n]|\$\(")
@@ -196,7 +197,7 @@ class WorkerView:
         elif self.state == RESTARTING:
             words = f"restarting ({self.restart_count} restarts, last exit code {self.exit_code})"
         else:
-            up = f"up {_duration(self.up_seconds or 0)}"
+            up = f"up {format_duration(self.up_seconds or 0)}"
             words = f"{self.state} ({up}{f', {self.restart_count} restarts' if self.restart_count else ''})"
         if self.draining:
             words += f"; {len(self.draining)} old worker(s) finishing their tasks"
@@ -245,10 +246,3 @@ def worker_problem(view: WorkerView, colour: str) -> str | None:
     if view.state in (STOPPED, RESTARTING):
         return f"the live colour {colour}'s worker is {view.describe()}"
     return None
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
