@@ -32,7 +32,7 @@ import stats
 
 EDGE = "sum-edge-bench-builds"
 SLUG = "bench-b{:02d}"
-NAME = re.compile(r"^sum-bench-b\d{2,}(?:[-:]|$)")
+NAME = re.compile(r"^sum-bench-b\d{2,}(?:[-:.]|$)")  # "." for its link to the edge, sum-bench-bNN.edge
 PIN_HOST = "https://git.sum-core.invalid/acme/"
 BUILD_PACKAGES = ("gcc", "libc6-dev", "python3-dev", "libjpeg-dev", "zlib1g-dev")
 PACKAGES = ("libjpeg62-turbo",)
@@ -294,22 +294,7 @@ class Builds:
 
     # ------------------------------------------------------------------ cleanup
     def cleanup(self, quiet: bool = False) -> None:
-        b = self.b
-
-        def listed(*argv: str) -> list[str]:
-            return [n for n in b.docker(*argv, check=False).stdout.split() if NAME.match(n)]
-
-        images = listed("images", "--filter", "reference=sum-bench-b*", "--format", "{{.Repository}}:{{.Tag}}")
-        networks = listed("network", "ls", "--format", "{{.Name}}")
-        ours = b.remove_ours(
-            lambda n: bool(NAME.match(n)) or n == f"{EDGE}-caddy",
-            volumes=listed("volume", "ls", "-q") + [f"{EDGE}-caddy-data", f"{EDGE}-caddy-config"],
-            networks=networks + [EDGE],
-            images=images,
-            slugs=sorted({n.split(":")[0][len("sum-") :] for n in images} | {n[len("sum-") :] for n in networks}),
-        )
-        if ours and not quiet:
-            b.log(f"builds: removed {len(ours)} containers, {len(images)} images")
+        self.b.remove_named_sites(NAME, "sum-bench-b*", EDGE, "builds", quiet=quiet)
         if self.root:
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -436,16 +436,21 @@ class Bench:
 
     def cleanup_density(self, quiet: bool = False) -> None:
         """Figure 9's sites (found by name: however many a killed run left) and its edge."""
+        self.remove_named_sites(DENSITY_NAME, "sum-bench-d*", DENSITY_EDGE, "density", quiet=quiet)
+
+    def remove_named_sites(self, name: re.Pattern[str], image_ref: str, edge: str, figure: str, *, quiet: bool) -> None:
+        """A figure's own sites, found by `name` (containers, images, volumes and networks, each
+        site's link to the edge included), and its edge."""
 
         def listed(*argv: str) -> list[str]:
-            return [n for n in self.docker(*argv, check=False).stdout.split() if DENSITY_NAME.match(n)]
+            return [n for n in self.docker(*argv, check=False).stdout.split() if name.match(n)]
 
-        images = listed("images", "--filter", "reference=sum-bench-d*", "--format", "{{.Repository}}:{{.Tag}}")
+        images = listed("images", "--filter", f"reference={image_ref}", "--format", "{{.Repository}}:{{.Tag}}")
         networks = listed("network", "ls", "--format", "{{.Name}}")
         ours = self.remove_ours(
-            lambda n: bool(DENSITY_NAME.match(n)) or n == f"{DENSITY_EDGE}-caddy",
-            volumes=listed("volume", "ls", "-q") + [f"{DENSITY_EDGE}-caddy-data", f"{DENSITY_EDGE}-caddy-config"],
-            networks=networks + [DENSITY_EDGE],
+            lambda n: bool(name.match(n)) or n == f"{edge}-caddy",
+            volumes=listed("volume", "ls", "-q") + [f"{edge}-caddy-data", f"{edge}-caddy-config"],
+            networks=networks + [edge],
             images=images,
             slugs=sorted(
                 {n.split(":")[0][len("sum-") :] for n in images}
@@ -453,7 +458,7 @@ class Bench:
             ),
         )
         if ours and not quiet:
-            self.log(f"density: removed {len(ours)} containers, {len(images)} images")
+            self.log(f"{figure}: removed {len(ours)} containers, {len(images)} images")
 
     def ours_left(self) -> list[str]:
         """Containers of this run's still there (after the cleanup: should be none)."""
