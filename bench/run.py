@@ -1031,6 +1031,15 @@ class Bench:
                     total += value
         return round(total, 3) or None
 
+    def raw_dump(self, name: str) -> None:
+        """The runbook's backup: a bare `pg_dump -Fc` of the site's database into its backups folder
+        (as this user, so the bench can read and remove the file)."""
+        user = f"{os.getuid()}:{os.getgid()}"
+        self.docker(
+            "exec", "-u", user, PG, "pg_dump", "--format=custom", "--no-password", "-U", DB, "-d", DB,
+            "-f", f"/backups/{name}", timeout=3600,
+        )  # fmt: skip
+
     def backup_cost(self) -> None:
         if self.run([self.sumbg, "backup", "--help"], env=self.env(), check=False).returncode != 0:
             raise BenchError("`sumbg backup` does not exist yet: cannot measure figure 5")
@@ -1050,22 +1059,7 @@ class Bench:
                 before = set(backups.iterdir())
                 if which == "raw":
                     t = time.time()
-                    self.docker(
-                        "exec",
-                        "-u",
-                        user,
-                        PG,
-                        "pg_dump",
-                        "--format=custom",
-                        "--no-password",
-                        "-U",
-                        DB,
-                        "-d",
-                        DB,
-                        "-f",
-                        "/backups/.bench-raw.dump",
-                        timeout=3600,
-                    )
+                    self.raw_dump(".bench-raw.dump")
                     run["raw_dump_s"] = round(time.time() - t, 3)
                     raw = backups / ".bench-raw.dump"
                     run["raw_bytes"] = raw.stat().st_size
@@ -1163,7 +1157,6 @@ class Bench:
         password = self.root / "restic-password"
         password.write_text(hashlib.sha256(os.urandom(32)).hexdigest() + "\n")
         os.chmod(password, 0o600)
-        user = f"{os.getuid()}:{os.getgid()}"
         repository = self.root / "restic-repo"
         with (self.root / "sumbg.toml").open("a") as handle:
             handle.write(f'\n[backup]\nrepository = "{repository}"\npassword_file = "{password}"\n')
@@ -1188,22 +1181,7 @@ class Bench:
             # The script: a full dump and a full tarball, each run (a second run writes it all again).
             for which in ("first", "second"):
                 t = time.time()
-                self.docker(
-                    "exec",
-                    "-u",
-                    user,
-                    PG,
-                    "pg_dump",
-                    "--format=custom",
-                    "--no-password",
-                    "-U",
-                    DB,
-                    "-d",
-                    DB,
-                    "-f",
-                    f"/backups/.bench-raw-{which}.dump",
-                    timeout=3600,
-                )
+                self.raw_dump(f".bench-raw-{which}.dump")
                 dumped = time.time()
                 tarball = self.root / f"bench-media-{which}.tar"
                 self.run(["tar", "-cf", str(tarball), "-C", str(media), "."], timeout=3600)
