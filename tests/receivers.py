@@ -109,31 +109,18 @@ class _Collect:
         return "250 OK"
 
 
-def self_signed_cert(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (and its key), made with openssl."""
-    cert, key = folder / "smtp-cert.pem", folder / "smtp-key.pem"
+def self_signed_cert(
+    folder: Path, subject: str = "/CN=127.0.0.1", days: int = 1, name: str = "smtp"
+) -> tuple[Path, Path]:
+    """A self-signed certificate (and its key), made with openssl: by default for 127.0.0.1."""
+    cert, key = folder / f"{name}-cert.pem", folder / f"{name}-key.pem"
+    san = ["-addext", "subjectAltName=IP:127.0.0.1"] if subject == "/CN=127.0.0.1" else []
     subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", str(days), "-subj", subject, *san],
         check=True,
         capture_output=True,
-    )
+    )  # fmt: skip
     return cert, key
 
 

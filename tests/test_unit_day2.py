@@ -37,6 +37,7 @@ from sumbg.site.stacks import Stacks
 from sumbg.site.state import SiteState
 
 from .fakes import FakeContext, FakeStacks, World, deployed
+from .receivers import self_signed_cert
 from .test_unit_switch import last_finished, upgrade_to
 
 
@@ -552,27 +553,8 @@ def test_attached_commands_pass_secrets_by_name_and_the_terminal_only_when_asked
 
 def test_certificate_facts_read_issuer_and_expiry_of_both_time_encodings(tmp_path: Path):
     for days, subject in ((3, "/O=Acme Org/CN=Short CA"), (12000, "/O=Only Org")):
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                str(tmp_path / "k.pem"),
-                "-out",
-                str(tmp_path / "c.pem"),
-                "-days",
-                str(days),
-                "-subj",
-                subject,
-            ],
-            check=True,
-            capture_output=True,
-        )
-        der = ssl.PEM_cert_to_DER_cert((tmp_path / "c.pem").read_text())
+        cert, _ = self_signed_cert(tmp_path, subject, days)
+        der = ssl.PEM_cert_to_DER_cert(cert.read_text())
         issuer, not_after = certificate_facts(der)
         expected = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
         assert issuer == ("Short CA" if days == 3 else "Only Org")
